@@ -1,0 +1,1 @@
+"""Datasets: loaders, the synthetic generator, splits and the prepared-dataset contract."""
