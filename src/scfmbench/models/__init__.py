@@ -1,0 +1,1 @@
+"""Models: attention kernels, backbones (scGPT-style, ...), scHyena."""
