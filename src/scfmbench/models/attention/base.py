@@ -44,6 +44,7 @@ class AttentionKernel(nn.Module):
     """
 
     name: str = "base"
+    needs_edges: bool = False  # True: forward raises without an ``edges`` pattern (graph kernels)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None = None, edges=None) -> torch.Tensor:
         raise NotImplementedError

@@ -1,0 +1,89 @@
+"""Cell-type annotation: the annotator interface, the built-in methods, predictions and scoring.
+
+An annotator is ``fn(adata, *, seed, **params) -> predicted labels of the test cells`` where
+``adata`` is a prepared dataset (:mod:`scfmbench.data.contract`); it may use the train and valid
+splits and the test cells' expression, never the test labels. Register one with
+:func:`register_annotator`, or add a rule file (README, "Adding a baseline").
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from scfmbench import InputError
+from scfmbench._io import write_csv, write_json
+from scfmbench.provenance import provenance
+from scfmbench.data.contract import read_prepared
+from scfmbench.metrics import annotation_metrics
+from scfmbench.results import metrics_record, write_metrics
+
+ANNOTATORS: dict[str, Callable] = {}
+
+
+def register_annotator(name: str):
+    def deco(fn):
+        ANNOTATORS[name] = fn
+        return fn
+
+    return deco
+
+
+def test_cells(adata) -> np.ndarray:
+    return (adata.obs["split"].astype(str) == "test").to_numpy()
+
+
+def write_predictions(cell_ids, predicted, path) -> None:
+    """Predictions file: columns ``cell_id``, ``predicted`` (one row per test cell)."""
+    write_csv(pd.DataFrame({"cell_id": np.asarray(cell_ids).astype(str), "predicted": np.asarray(predicted).astype(str)}), path)
+
+
+def run_annotation(method: str, prepared_path, predictions_path, *, seed: int, params: dict | None = None, record_path=None) -> None:
+    """Run an annotator on a prepared dataset; write its predictions and a run record (JSON).
+
+    ``method`` is a registered annotator or ``{backbone}-{attention}``
+    (:func:`scfmbench.annotation.transformer.annotate_transformer`).
+    """
+    from scfmbench.annotation import controls  # noqa: F401  (registers majority, logreg)
+    from scfmbench.config import BACKBONES, split_method
+
+    adata = read_prepared(prepared_path)
+    params = dict(params or {})
+    if method in ANNOTATORS:
+        predicted, record = ANNOTATORS[method](adata, seed=seed, **params), {"params": params}
+    elif split_method(method)[0] in BACKBONES:
+        from scfmbench.annotation.transformer import annotate_transformer
+
+        backbone, attention = split_method(method)
+        predicted, record = annotate_transformer(adata, backbone=backbone, attention=attention, seed=seed, **params)
+    else:
+        raise InputError(f"unknown annotation method {method!r}; registered: {sorted(ANNOTATORS)} or '{{backbone}}-{{attention}}' with backbone in {list(BACKBONES)}")
+    test = test_cells(adata)
+    if len(predicted) != test.sum():
+        raise InputError(f"annotation method {method!r} returned {len(predicted)} predictions for {test.sum()} test cells")
+    write_predictions(adata.obs_names[test], predicted, predictions_path)
+    if record_path is not None:
+        write_json({**provenance(), "method": method, "dataset": adata.uns["provenance"].get("dataset"), **record, "seed": seed}, record_path)
+
+
+def score_annotation(prepared_path, predictions_path) -> dict[str, float]:
+    """Accuracy and macro F1 of a predictions file against the prepared dataset's test labels."""
+    adata = read_prepared(prepared_path)
+    pred = pd.read_csv(predictions_path, dtype=str)
+    for col in ("cell_id", "predicted"):
+        if col not in pred:
+            raise InputError(f"{predictions_path}: column {col!r} missing; a predictions file has columns cell_id, predicted")
+    test = adata.obs_names[test_cells(adata)]
+    if set(pred["cell_id"]) != set(test) or len(pred) != len(test):
+        missing, extra = len(set(test) - set(pred["cell_id"])), len(set(pred["cell_id"]) - set(test))
+        raise InputError(f"{predictions_path}: predictions must cover exactly the {len(test)} test cells ({missing} missing, {extra} not test cells, {len(pred)} rows)")
+    truth = adata.obs.loc[pred["cell_id"], "cell_type"].astype(str).to_numpy()
+    return annotation_metrics(truth, pred["predicted"].to_numpy())
+
+
+def score_main(*, prepared, predictions, benchmark, out, dataset: str, method: str, seed: int) -> None:
+    """Score one annotation job and write its metrics record."""
+    metrics = score_annotation(prepared, predictions)
+    write_metrics(metrics_record(task="annotation", dataset=dataset, method=method, seed=seed, metrics=metrics, benchmark=benchmark), out)

@@ -1,0 +1,1 @@
+"""Stand-alone benchmarks: ``python -m scfmbench.bench.<name>`` prints timings and memory for one component."""

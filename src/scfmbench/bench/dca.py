@@ -1,0 +1,161 @@
+"""Training time and peak memory of DCA (:mod:`scfmbench.impute.dca`) on simulated counts.
+
+Usage::
+
+    python -m scfmbench.bench.dca [--n-cells 10000] [--n-genes 2000] [--epochs 300] [--threads N] [--json out.json]
+
+A warm-up fit (one epoch on 256 cells) runs first; then one timed fit with DCA's defaults (early
+stopping included). Memory on CPU is the process's peak resident set size during the fit: the
+high-water mark is reset just before it (Linux ``/proc/self/clear_refs``; where that is not possible
+``ru_maxrss`` is the peak since the process started) and reported with its increase over the RSS
+before the fit; on CUDA, ``torch.cuda.max_memory_allocated`` after a reset. Out-of-memory is
+reported as a result, not a crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+import psutil
+import torch
+
+from scfmbench.impute.dca import DCAConfig, fit_dca
+
+
+def simulate_counts(n_cells: int, n_genes: int, *, rank: int = 8, depth: float = 2000.0, theta: float = 5.0, dropout: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Low-rank NB counts with extra zeros, and their true means.
+
+    Expression profiles ``W @ H`` (gamma factors, ``rank`` programs) scaled to library sizes drawn
+    log-normally around ``depth``; counts ~ NB(mean, ``theta``); then each entry is zeroed with
+    probability ``dropout``.
+
+    Returns
+    -------
+    counts : np.ndarray
+        (n_cells, n_genes) float32 counts.
+    mean : np.ndarray
+        (n_cells, n_genes) float32 true NB means (before dropout).
+    """
+    rng = np.random.default_rng(seed)
+    w = rng.gamma(1.0, 1.0, size=(n_cells, rank))
+    h = rng.gamma(0.3, 1.0, size=(rank, n_genes))
+    profile = w @ h
+    profile /= profile.sum(axis=1, keepdims=True)
+    library = depth * rng.lognormal(0.0, 0.3, size=(n_cells, 1))
+    mean = profile * library
+    counts = rng.negative_binomial(theta, theta / (theta + mean)).astype(np.float32)
+    counts[rng.random(counts.shape) < dropout] = 0
+    return counts, mean.astype(np.float32)
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's RSS high-water mark of this process (Linux >= 4.0); False where impossible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def run_benchmark(n_cells: int, n_genes: int, *, epochs: int = 300, seed: int = 0, device: str | None = None) -> dict:
+    """Fit DCA once (after a warm-up) and return one result record (a flat dict)."""
+    counts, _ = simulate_counts(n_cells, n_genes, seed=seed)
+    config = DCAConfig(epochs=epochs)
+    fit_dca(counts[: min(256, n_cells)], config=dataclasses.replace(config, epochs=1), seed=seed, device=device)  # warm-up
+    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    record = {
+        "n_cells": n_cells,
+        "n_genes": n_genes,
+        "max_epochs": epochs,
+        "seed": seed,
+        "device": str(dev),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "loadavg_1min_before": os.getloadavg()[0],
+    }
+    rss_before = psutil.Process().memory_info().rss
+    record["peak_rss_since"] = "fit start" if _reset_peak_rss() else "process start"
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+    t0 = time.perf_counter()
+    try:
+        result = fit_dca(counts, config=config, seed=seed, device=dev)
+    except torch.cuda.OutOfMemoryError:
+        return {**record, "status": "oom"}
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    total = time.perf_counter() - t0
+    h = result.history
+    per_epoch = h.seconds / h.epochs_run
+    record.update(
+        status="ok",
+        epochs_run=h.epochs_run,
+        stop_reason=h.stop_reason,
+        total_seconds=total,  # preprocessing + training + prediction
+        train_seconds=h.seconds,
+        seconds_per_epoch=per_epoch,
+        projected_seconds_at_max_epochs=per_epoch * epochs,
+        final_loss=h.loss[-1],
+        final_val_loss=h.val_loss[-1] if h.val_loss else None,
+        final_lr=h.lr[-1],
+        n_params=result.n_params,
+        peak_rss_mb=_peak_rss_mb(),
+        rss_before_fit_mb=rss_before / 2**20,
+        loadavg_1min_after=os.getloadavg()[0],
+    )
+    record["peak_rss_increase_mb"] = record["peak_rss_mb"] - record["rss_before_fit_mb"]
+    if dev.type == "cuda":
+        record["cuda_peak_allocated_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
+    return record
+
+
+def _summary(r: dict) -> str:
+    if r["status"] != "ok":
+        return f"DCA {r['n_cells']} x {r['n_genes']} on {r['device']}: {r['status']}"
+    lines = [
+        f"DCA {r['n_cells']} cells x {r['n_genes']} genes on {r['device']} ({r['torch_threads']} torch threads, load {r['loadavg_1min_before']:.1f} -> {r['loadavg_1min_after']:.1f})",
+        f"  epochs run     : {r['epochs_run']} of {r['max_epochs']} ({r['stop_reason']}); final lr {r['final_lr']:.2g}",
+        f"  training time  : {r['train_seconds']:.1f} s ({r['seconds_per_epoch']:.2f} s/epoch; all {r['max_epochs']} epochs would take {r['projected_seconds_at_max_epochs']:.0f} s)",
+        f"  total time     : {r['total_seconds']:.1f} s (normalize + train + predict)",
+        f"  peak RSS       : {r['peak_rss_mb']:.0f} MiB since {r['peak_rss_since']} (+{r['peak_rss_increase_mb']:.0f} MiB over {r['rss_before_fit_mb']:.0f} MiB before the fit)",
+    ]
+    if "cuda_peak_allocated_mb" in r:
+        lines.append(f"  CUDA peak alloc: {r['cuda_peak_allocated_mb']:.0f} MiB")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m scfmbench.bench.dca", description=__doc__.splitlines()[0])
+    p.add_argument("--n-cells", type=int, default=10_000)
+    p.add_argument("--n-genes", type=int, default=2_000)
+    p.add_argument("--epochs", type=int, default=DCAConfig().epochs, help="maximum epochs (early stopping may end sooner)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="torch device; default CUDA when available")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--json", default=None, help="also write the record to this file")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    record = run_benchmark(args.n_cells, args.n_genes, epochs=args.epochs, seed=args.seed, device=args.device)
+    print(_summary(record))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(record, f, indent=2)
+    return record
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,68 @@
+"""The report stage: every metrics record in, one CSV, per-task tables and figures out.
+
+Outputs of :func:`write_report` (all written atomically)::
+
+    {outdir}/metrics.csv              # every record, METRIC_COLUMNS, sorted
+    {outdir}/{task}_table.md          # mean ± std over seeds, best per column in bold
+    {outdir}/{task}_table.csv         # the same summary, tidy: method, dataset, metric, mean, std, n, best
+    {outdir}/figures/{task}.png       # one panel per metric (see workflow/report/{task}.rst)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from scfmbench._io import write_csv, write_text
+from scfmbench.report.figures import plot_task
+from scfmbench.report.tables import (
+    METRIC_DIRECTION,
+    ORACLES,
+    TIDY_COLUMNS,
+    higher_is_better,
+    register_metric,
+    summary_table,
+    table_legend,
+    to_markdown,
+    to_tidy,
+)
+from scfmbench.results import METRIC_COLUMNS, TASKS, read_metrics, write_metrics
+
+__all__ = [
+    "METRIC_DIRECTION", "ORACLES", "TIDY_COLUMNS", "higher_is_better", "plot_task", "register_metric",
+    "report_paths", "summary_table", "to_markdown", "to_tidy", "write_report",
+]
+
+_SORT = ["task", "dataset", "method", "seed", "metric"]
+
+
+def report_paths(outdir: str | Path, tasks: Iterable[str] = TASKS) -> dict[str, Path]:
+    """Every file :func:`write_report` writes, by name (``metrics``, ``{task}_md``, ``{task}_csv``, ``{task}_png``)."""
+    outdir = Path(outdir)
+    paths = {"metrics": outdir / "metrics.csv"}
+    for task in tasks:
+        paths[f"{task}_md"] = outdir / f"{task}_table.md"
+        paths[f"{task}_csv"] = outdir / f"{task}_table.csv"
+        paths[f"{task}_png"] = outdir / "figures" / f"{task}.png"
+    return paths
+
+
+def write_report(metrics_paths: Iterable[str | Path], outdir: str | Path, *, tasks: Iterable[str] = TASKS) -> None:
+    """Gather metrics records and write the merged CSV, per-task tables and figures to ``outdir``.
+
+    A task with no records still gets its files: an empty table and a figure saying
+    "no results configured", so the workflow's report rule has fixed outputs.
+    """
+    tasks = tuple(tasks)
+    metrics = read_metrics(list(metrics_paths))
+    metrics = metrics.sort_values(_SORT, kind="stable", ignore_index=True)
+    paths = report_paths(outdir, tasks)
+    write_metrics(metrics[METRIC_COLUMNS], paths["metrics"])
+    for task in tasks:
+        table = summary_table(metrics, task)
+        md = f"## {task}\n\n{to_markdown(table)}"
+        if not table.empty:
+            md += "\n" + table_legend(table)
+        write_text(md, paths[f"{task}_md"])
+        write_csv(to_tidy(table), paths[f"{task}_csv"])
+        plot_task(metrics, task, paths[f"{task}_png"])

@@ -1,0 +1,94 @@
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+from scfmbench import InputError
+from scfmbench._io import write_h5ad
+from scfmbench.annotation import run_annotation, score_annotation, write_predictions
+from scfmbench.annotation.controls import logreg, majority
+from scfmbench.annotation.transformer import annotate_transformer
+from scfmbench.metrics import macro_f1
+from scfmbench.models.scgpt import ScGPTClassifier, ScGPTConfig
+from scfmbench.models.tokenize import CLS_ID, N_SPECIAL, bin_values, tokenize_scgpt
+
+
+def test_majority_predicts_most_frequent_train_label(prepared):
+    prepared.obs["cell_type"] = np.where(np.arange(prepared.n_obs) % 4 == 0, "rare", "common")
+    pred = majority(prepared, seed=0)
+    assert set(pred) == {"common"} and len(pred) == (prepared.obs["split"] == "test").sum()
+
+
+def test_logreg_beats_majority(prepared):
+    test = (prepared.obs["split"] == "test").to_numpy()
+    truth = prepared.obs["cell_type"].astype(str).to_numpy()[test]
+    assert macro_f1(truth, logreg(prepared, seed=0)) > macro_f1(truth, majority(prepared, seed=0)) + 0.5
+
+
+def test_bin_values_by_hand():
+    # Non-zero values 1..5 with 5 bins: edges = quantiles at (0, 1/3, 2/3, 1) = (1, 7/3, 11/3, 5).
+    values = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    assert bin_values(values, 5).tolist() == [0, 1, 1, 2, 3, 4]
+
+
+def test_tokenize_keeps_nonzero_genes_and_subsamples():
+    X = sp.csr_matrix(np.array([[0, 1.0, 0, 2.0], [3.0, 1.0, 2.0, 4.0]]))
+    cells = tokenize_scgpt(X, n_bins=5, max_len=3, rng=np.random.default_rng(0))
+    assert cells.gene_ids[:, 0].tolist() == [CLS_ID, CLS_ID]
+    assert cells.gene_ids[0, 1:3].tolist() == [1 + N_SPECIAL, 3 + N_SPECIAL]
+    assert cells.padding[0].tolist() == [False, False, False, True]
+    assert (~cells.padding[1]).sum() == 4  # CLS + max_len genes
+
+
+def test_padding_does_not_change_a_cells_prediction():
+    torch.manual_seed(0)
+    model = ScGPTClassifier(ScGPTConfig(n_genes=20, n_classes=3, d_model=16, n_heads=2, n_layers=2, dropout=0.0)).eval()
+    X = sp.csr_matrix(np.random.default_rng(0).poisson(1.0, (2, 20)).astype(np.float32))
+    X[0, 10:] = 0
+    X.eliminate_zeros()
+    both = tokenize_scgpt(X, n_bins=11, max_len=50, rng=np.random.default_rng(0))
+    alone = tokenize_scgpt(X[:1], n_bins=11, max_len=50, rng=np.random.default_rng(0))
+    assert both.padding[0].any()
+    with torch.no_grad():
+        torch.testing.assert_close(model(both)[0], model(alone)[0], atol=1e-5, rtol=1e-5)
+        # Garbage in the padded value slots changes nothing either.
+        both.value_ids[0][both.padding[0]] = 3
+        torch.testing.assert_close(model(both)[0], model(alone)[0], atol=1e-5, rtol=1e-5)
+
+
+def test_transformer_learns_and_is_reproducible():
+    from scfmbench.data.prepare import prepare_dataset
+
+    from conftest import make_raw
+
+    prepared = prepare_dataset(make_raw(n_cells=240, n_genes=24), seed=0)
+    params = dict(d_model=32, n_layers=1, n_heads=2, epochs=10, lr=1e-3, batch_size=8, patience=10)
+    pred, record = annotate_transformer(prepared, backbone="scgpt", attention="full", seed=0, **params)
+    pred2, _ = annotate_transformer(prepared, backbone="scgpt", attention="full", seed=0, **params)
+    test = (prepared.obs["split"] == "test").to_numpy()
+    truth = prepared.obs["cell_type"].astype(str).to_numpy()[test]
+    assert macro_f1(truth, pred) > 0.8
+    np.testing.assert_array_equal(pred, pred2)  # same seed, same numbers on CPU
+    assert record["history"]["train_loss"][-1] < record["history"]["train_loss"][0]
+    assert record["num_params"] > 0 and record["model"]["attention"] == "full"
+
+
+def test_run_and_score_annotation(prepared, tmp_path):
+    write_h5ad(prepared, tmp_path / "p.h5ad")
+    run_annotation("logreg", tmp_path / "p.h5ad", tmp_path / "pred.csv", seed=0, record_path=tmp_path / "run.json")
+    metrics = score_annotation(tmp_path / "p.h5ad", tmp_path / "pred.csv")
+    assert set(metrics) == {"accuracy", "macro_f1"} and metrics["accuracy"] > 0.8
+    with pytest.raises(InputError, match="unknown annotation method"):
+        run_annotation("nosuch", tmp_path / "p.h5ad", tmp_path / "x.csv", seed=0)
+
+
+def test_predictions_must_cover_test_cells(prepared, tmp_path):
+    write_h5ad(prepared, tmp_path / "p.h5ad")
+    test = prepared.obs_names[(prepared.obs["split"] == "test").to_numpy()]
+    write_predictions(test[:-1], ["t0"] * (len(test) - 1), tmp_path / "pred.csv")
+    with pytest.raises(InputError, match="1 missing"):
+        score_annotation(tmp_path / "p.h5ad", tmp_path / "pred.csv")
+    pd.DataFrame({"cell": test}).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(InputError, match="column 'cell_id' missing"):
+        score_annotation(tmp_path / "p.h5ad", tmp_path / "bad.csv")

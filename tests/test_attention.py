@@ -1,0 +1,370 @@
+"""Attention kernels: one contract over the registry, references for the sparse and diffusion paths.
+
+Every registered kernel gets shape, padding, gradient and determinism tests for free; every
+kernel built on :class:`GraphDiffusionAttention` is also checked against dense attention under
+the equivalent boolean mask. Diffusion is checked against explicit matrix powers and, for many
+steps, the closed forms. All on tiny float64 inputs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+
+from scfmbench import InputError
+from scfmbench.models.attention import (
+    KERNELS,
+    EdgePattern,
+    MultiHeadAttention,
+    bigbird_pattern,
+    build_kernel,
+    graph_pattern,
+    window_pattern,
+)
+from scfmbench.models.attention.genohoption import GraphDiffusionAttention, dense_reference, diffusion_coefficients
+
+# small configs so that the built-in patterns are really sparse at L = 12
+TINY_CONFIG = {
+    "longformer": dict(window=4),
+    "bigbird": dict(window=4, n_random=2),
+    "diffuser": dict(window=4),
+    "performer": dict(nb_features=64),
+}
+# performer's feature stabilisers are detached (as in performer-pytorch): exact gradients need eps = 0
+GRADCHECK_CONFIG = {"performer": dict(eps=0.0)}
+B, H, L, D, G = 3, 2, 12, 4, 30
+LENGTHS = (12, 8, 5)  # real tokens per cell; the rest is padding
+
+
+def make_kernel(name: str, **extra):
+    return build_kernel(name, **{**TINY_CONFIG.get(name, {}), **extra})
+
+
+def is_sparse(name: str) -> bool:
+    return issubclass(KERNELS[name], GraphDiffusionAttention)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny problems: OpenMP threads only add spin-waiting on a shared machine (10x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def gene_graph():
+    rng = np.random.default_rng(0)
+    n = 120
+    return sp.csr_matrix((np.ones(n), (rng.integers(0, G, n), rng.integers(0, G, n))), shape=(G, G))
+
+
+@pytest.fixture(scope="module")
+def batch(gene_graph):
+    """q, k, v (B, H, L, D) float64, padding mask, and per-cell gene sets (token 0 is CLS)."""
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(B, H, L, D, generator=gen, dtype=torch.float64) for _ in range(3))
+    kpm = torch.arange(L)[None] >= torch.tensor(LENGTHS)[:, None]  # (B, L) True = padding
+    genes = torch.stack([torch.randperm(G, generator=gen)[:L] for _ in range(B)])  # different per cell
+    genes = genes.masked_fill(kpm, -1)
+    genes[:, 0] = -1  # CLS position: global token, gene index ignored
+    edges = graph_pattern(gene_graph, genes, n_global=1)
+    return dict(q=q, k=k, v=v, kpm=kpm, genes=genes, edges=edges)
+
+
+def run(kernel, data, **overrides):
+    d = {**data, **overrides}
+    return kernel(d["q"], d["k"], d["v"], key_padding_mask=d["kpm"], edges=d["edges"] if kernel.needs_edges else None)
+
+
+def allowed_mask(kernel, data) -> torch.Tensor:
+    edges = kernel.pattern(L, data["edges"] if kernel.needs_edges else None, data["q"].device)
+    return edges.to_dense(data["kpm"])
+
+
+# ---------------------------------------------------------------------------------------------
+# contract over the registry
+
+
+def test_registry_names():
+    expected = {"full", "genohoption", "genohoption-p", "genohoption-h", "onehop", "longformer", "bigbird", "diffuser", "performer"}
+    assert expected <= set(KERNELS)
+
+
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_shape_and_finite(name, batch):
+    out = run(make_kernel(name), batch)
+    assert out.shape == (B, H, L, D)
+    assert out.dtype == torch.float64
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_padded_inputs_do_not_leak(name, batch):
+    kernel = make_kernel(name).eval()
+    noise = {key: batch[key] + 5.0 * batch["kpm"][:, None, :, None] * torch.randn_like(batch[key]) for key in "qkv"}
+    real = ~batch["kpm"][:, None, :, None].expand(B, H, L, D)
+    a, b = run(kernel, batch), run(kernel, batch, **noise)
+    assert not torch.equal(noise["k"], batch["k"])
+    torch.testing.assert_close(a[real], b[real], rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_gradcheck(name, batch):
+    kernel = make_kernel(name, **GRADCHECK_CONFIG.get(name, {}))
+    small = {key: batch[key][:2, :1, :, :3].clone().requires_grad_(True) for key in "qkv"}
+    data = {**batch, **small, "kpm": batch["kpm"][:2]}
+    if kernel.needs_edges:
+        data["edges"] = EdgePattern(*(t[:2] for t in (batch["edges"].src, batch["edges"].dst, batch["edges"].valid)), L)
+    assert torch.autograd.gradcheck(lambda q, k, v: run(kernel, data, q=q, k=k, v=v), (small["q"], small["k"], small["v"]))
+
+
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_deterministic_in_eval(name, batch):
+    a = run(make_kernel(name).eval(), batch)
+    b = run(make_kernel(name).eval(), batch)  # a second instance from the same config
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_inside_multihead_module(name, batch):
+    mha = MultiHeadAttention(H * D, H, kernel=name, kernel_config=TINY_CONFIG.get(name)).double()
+    x = torch.randn(B, L, H * D, dtype=torch.float64)
+    y = mha(x, key_padding_mask=batch["kpm"], edges=batch["edges"] if mha.kernel.needs_edges else None)
+    y.sum().backward()
+    assert y.shape == x.shape and mha.qkv.weight.grad is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# sparse kernels against dense references
+
+
+@pytest.mark.parametrize("name", sorted(n for n in KERNELS if is_sparse(n)))
+def test_sparse_equals_dense_masked_attention(name, batch):
+    kernel = make_kernel(name)
+    expected = dense_reference(batch["q"], batch["k"], batch["v"], allowed_mask(kernel, batch), diffusion=kernel.diffusion, alpha=kernel.alpha, t=kernel.t, steps=kernel.k)
+    torch.testing.assert_close(run(kernel, batch), expected, rtol=0, atol=1e-5)
+
+
+def test_onehop_equals_sdpa_with_boolean_mask(batch):
+    kernel = make_kernel("onehop")
+    allowed = allowed_mask(kernel, batch)
+    has_key = allowed.any(-1)[:, None, :, None].expand(B, H, L, D)
+    sdpa = F.scaled_dot_product_attention(batch["q"], batch["k"], batch["v"], attn_mask=allowed[:, None])
+    torch.testing.assert_close(run(kernel, batch)[has_key], sdpa[has_key], rtol=0, atol=1e-10)
+
+
+def _dense_attention(batch, kernel):
+    allowed = allowed_mask(kernel, batch)
+    scores = (batch["q"] @ batch["k"].transpose(-1, -2) / math.sqrt(D)).masked_fill(~allowed[:, None], float("-inf"))
+    return torch.softmax(scores, -1).nan_to_num(0.0)  # (B, H, L, L)
+
+
+@pytest.mark.parametrize("diffusion", ["ppr", "heat"])
+@pytest.mark.parametrize("steps", [1, 3, 6])
+def test_diffusion_equals_explicit_matrix_powers(batch, diffusion, steps):
+    kernel = make_kernel("genohoption", diffusion=diffusion, k=steps, alpha=0.3, t=2.0)
+    A = _dense_attention(batch, kernel)
+    if diffusion == "ppr":  # V_K = ((1-a)^K A^K + a sum_{j<K} (1-a)^j A^j) V  (paper Eq. 9)
+        M = (0.7**steps) * torch.linalg.matrix_power(A, steps) + sum(0.3 * 0.7**j * torch.linalg.matrix_power(A, j) for j in range(steps))
+    else:  # sum_{j<K} e^-t t^j / j! A^j V  (Eq. 11, K terms)
+        M = sum(math.exp(-2.0) * 2.0**j / math.factorial(j) * torch.linalg.matrix_power(A, j) for j in range(steps))
+    torch.testing.assert_close(run(kernel, batch), M @ batch["v"], rtol=0, atol=1e-10)
+
+
+def test_diffusion_converges_to_closed_forms(batch):
+    eye = torch.eye(L, dtype=torch.float64)
+    ppr = make_kernel("genohoption-p", alpha=0.25, k=200)
+    A = _dense_attention(batch, ppr)
+    closed = 0.25 * torch.linalg.solve(eye - 0.75 * A, batch["v"])  # alpha (I - (1 - alpha) A)^-1 V
+    torch.testing.assert_close(run(ppr, batch), closed, rtol=0, atol=1e-10)
+    heat = make_kernel("genohoption-h", t=5.0, k=200)
+    closed = math.exp(-5.0) * torch.linalg.matrix_exp(5.0 * A) @ batch["v"]  # e^-t exp(tA) V
+    torch.testing.assert_close(run(heat, batch), closed, rtol=0, atol=1e-10)
+
+
+def test_diffusion_coefficients_sum_to_one():
+    assert sum(diffusion_coefficients("ppr", alpha=0.25, t=0, k=6)) == pytest.approx(1.0)
+    assert sum(diffusion_coefficients("heat", alpha=0, t=5.0, k=60)) == pytest.approx(1.0)
+    assert diffusion_coefficients("none", alpha=0, t=0, k=1) == [0.0, 1.0]
+
+
+def test_graph_kernel_needs_edges(batch):
+    with pytest.raises(InputError, match="needs an edge pattern"):
+        make_kernel("genohoption")(batch["q"], batch["k"], batch["v"])
+    with pytest.raises(InputError):
+        make_kernel("genohoption", diffusion="bogus")
+
+
+# ---------------------------------------------------------------------------------------------
+# edge patterns
+
+
+def test_graph_pattern_is_each_cells_induced_subgraph(batch, gene_graph):
+    """Slow reference with Python loops: edge j -> i iff graph edge gene_j -> gene_i, a self-loop,
+    or one end is the CLS token; nothing touches padding. Cells carry different gene sets."""
+    adj = gene_graph.toarray() != 0
+    genes, kpm = batch["genes"], batch["kpm"]
+    expected = torch.zeros(B, L, L, dtype=torch.bool)
+    for b in range(B):
+        for i in range(L):
+            for j in range(L):
+                if kpm[b, i] or kpm[b, j]:
+                    continue
+                cls = i == 0 or j == 0
+                expected[b, i, j] = cls or i == j or bool(adj[genes[b, j], genes[b, i]])
+    assert torch.equal(batch["edges"].to_dense(), expected)
+    assert torch.equal(batch["edges"].to_dense(kpm), expected)
+    assert len({tuple(g[g >= 0].tolist()) for g in genes}) == B  # really different gene sets
+
+
+def test_window_pattern_matches_official_adjacency():
+    """``_create_adj_mat`` of the official code (Geneformer_window.py), cropped to L."""
+    w, max_len = 8, 64
+    adj = np.zeros((max_len, max_len), dtype=bool)
+    for m in range(max_len // (w // 2) - 1):
+        start = m * w // 2
+        adj[start:min(start + w, max_len), start:min(start + w, max_len)] = True
+    for n in (20, 37, 64):
+        got = window_pattern(n, w, n_global=0).to_dense()[0]
+        assert torch.equal(got, torch.from_numpy(adj[:n, :n]))
+    with_cls = window_pattern(20, w, n_global=1).to_dense()[0]
+    assert with_cls[0].all() and with_cls[:, 0].all()
+
+
+def test_bigbird_pattern_is_seeded():
+    a, b, c = bigbird_pattern(50, 4, 3, seed=1), bigbird_pattern(50, 4, 3, seed=1), bigbird_pattern(50, 4, 3, seed=2)
+    assert torch.equal(a.to_dense(), b.to_dense()) and not torch.equal(a.to_dense(), c.to_dense())
+    kernel = make_kernel("bigbird")
+    first = kernel.pattern(50, None, "cpu").to_dense()
+    kernel.train()
+    assert torch.equal(kernel.pattern(50, None, "cpu").to_dense(), first)
+
+
+def test_patterns_are_canonical():
+    p = bigbird_pattern(40, 4, 5, seed=0)
+    key = p.dst * 40 + p.src
+    assert (key[p.valid].diff() > 0).all()  # sorted by (dst, src), no duplicates
+    ordered = (p.src * 40 + p.dst).gather(1, p.src_order)[p.valid.gather(1, p.src_order)]
+    assert (ordered.diff() > 0).all()
+
+
+def test_noncanonical_pattern_gives_the_same_result(batch):
+    e = batch["edges"]
+    perm = torch.randperm(e.src.shape[1])
+    shuffled = EdgePattern(e.src[:, perm], e.dst[:, perm], e.valid[:, perm], L)  # no src_order, unsorted
+    kernel = make_kernel("genohoption")
+    torch.testing.assert_close(run(kernel, batch, edges=shuffled), run(kernel, batch), rtol=0, atol=1e-12)
+
+
+def test_from_dense_roundtrip():
+    allowed = torch.rand(2, 9, 9) < 0.3
+    assert torch.equal(EdgePattern.from_dense(allowed).to_dense(), allowed)
+
+
+def test_compiled_structure_is_cached_per_mask(batch):
+    e = EdgePattern.from_dense(batch["edges"].to_dense())
+    s1 = e.compile(batch["kpm"], H)
+    assert e.compile(batch["kpm"], H) is s1
+    assert e.compile(batch["kpm"].clone(), H) is not s1
+
+
+def test_diffuser_presets():
+    official, paper = make_kernel("diffuser", window=None), build_kernel("diffuser", preset="paper")
+    assert (official.alpha, official.k, official.window) == (0.25, 6, 32)
+    assert (paper.alpha, paper.k, paper.window, paper.n_random, paper.n_global) == (0.1, 5, 64, 64, 64)
+    assert build_kernel("diffuser", preset="paper", alpha=0.2).alpha == 0.2
+    with pytest.raises(InputError):
+        build_kernel("diffuser", preset="nope")
+
+
+# ---------------------------------------------------------------------------------------------
+# performer
+
+
+def test_performer_matches_performer_pytorch_without_padding(batch):
+    from performer_pytorch import FastAttention
+
+    ours = make_kernel("performer")
+    theirs = FastAttention(dim_heads=D, nb_features=64).double()
+    theirs.projection_matrix.copy_(ours.projection(D, "cpu"))
+    torch.testing.assert_close(ours(batch["q"], batch["k"], batch["v"]), theirs(batch["q"], batch["k"], batch["v"]), rtol=1e-10, atol=1e-12)
+
+
+def test_performer_padding_equals_truncation(batch):
+    """A padded cell gives the same real outputs as the cell cut to its real tokens, whereas
+    zeroing the padded keys and values alone (the naive recipe) does not."""
+    from performer_pytorch import FastAttention
+
+    kernel = make_kernel("performer")
+    b, n = 2, LENGTHS[2]
+    q, k, v = (batch[key][b:b + 1] for key in "qkv")
+    cut = kernel(q[:, :, :n], k[:, :, :n], v[:, :, :n])
+    padded = kernel(q, k, v, key_padding_mask=batch["kpm"][b:b + 1])
+    torch.testing.assert_close(padded[:, :, :n], cut, rtol=1e-10, atol=1e-12)
+    naive = FastAttention(dim_heads=D, nb_features=64).double()
+    naive.projection_matrix.copy_(kernel.projection(D, "cpu"))
+    zero = (~batch["kpm"][b:b + 1])[:, None, :, None]
+    assert not torch.allclose(naive(q, k * zero, v * zero)[:, :, :n], cut, atol=1e-3)
+
+
+def test_performer_projection_is_performer_pytorchs():
+    from performer_pytorch.performer_pytorch import gaussian_orthogonal_random_matrix
+
+    ours = make_kernel("performer", seed=3).projection(D, "cpu")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        theirs = gaussian_orthogonal_random_matrix(64, D)
+    torch.testing.assert_close(ours, theirs)
+
+
+def test_performer_approximates_full_attention():
+    """Relative error well under that of uniform averaging (the no-information baseline)."""
+    gen = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(2, 2, 64, 8, generator=gen, dtype=torch.float64) for _ in range(3))
+    q, k = 0.5 * q, 0.5 * k
+    exact = F.scaled_dot_product_attention(q, k, v)
+    approx = build_kernel("performer", nb_features=2048)(q, k, v)
+    error = (approx - exact).norm() / exact.norm()
+    uniform = (v.mean(-2, keepdim=True) - exact).norm() / exact.norm()
+    assert error < 0.15 and error < 0.5 * uniform
+
+
+# ---------------------------------------------------------------------------------------------
+# devices and the benchmark
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_cuda_matches_cpu(name, batch):
+    kernel = make_kernel(name).eval()
+    cuda = {key: batch[key].float().cuda() for key in "qkv"}
+    data = {**batch, **cuda, "kpm": batch["kpm"].cuda(), "edges": batch["edges"].to("cuda")}
+    out = run(kernel.cuda(), data)
+    real = ~batch["kpm"][:, None, :, None].expand(B, H, L, D)
+    torch.testing.assert_close(out.double().cpu()[real], run(kernel.cpu(), batch)[real], rtol=1e-4, atol=1e-4)
+
+
+def test_graph_pattern_accepts_torch_sparse(batch, gene_graph):
+    adjacency = torch.sparse_coo_tensor(np.vstack(gene_graph.nonzero()), torch.ones(gene_graph.nnz), gene_graph.shape, check_invariants=True)
+    again = graph_pattern(adjacency, batch["genes"], n_global=1)
+    assert torch.equal(again.to_dense(), batch["edges"].to_dense())
+
+
+def test_benchmark_point_and_csv(tmp_path):
+    from scfmbench.bench.attention import COLUMNS, measure_point, write_csv
+
+    opts = dict(batch=1, heads=2, dim=8, degree=4, repeats=1, warmup=1, device="cpu")
+    rows = [measure_point(name, 64, **opts) for name in ("genohoption", "full", "hf-longformer", "performer-pytorch", "hf-bigbird")]
+    assert [r["status"] for r in rows] == ["ok", "ok", "ok", "ok", "error"]  # BigBird block-sparse needs L >= 704
+    assert all(r["time_s"] > 0 and r["peak_mem_mb"] >= 0 for r in rows[:4])
+    write_csv(rows, str(tmp_path / "bench.csv"))
+    lines = (tmp_path / "bench.csv").read_text().splitlines()
+    assert lines[0] == ",".join(COLUMNS) and len(lines) == 6

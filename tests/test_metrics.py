@@ -1,0 +1,51 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scfmbench import InputError
+from scfmbench.metrics import accuracy, macro_f1, mse, pearson
+from scfmbench.results import METRIC_COLUMNS, metrics_record, read_benchmark, read_metrics, write_metrics
+
+
+def test_accuracy_by_hand():
+    assert accuracy(["a", "b", "b", "c"], ["a", "b", "c", "c"]) == 0.75
+
+
+def test_macro_f1_by_hand():
+    # class a: P=1, R=1 -> 1; class b: P=1, R=1/2 -> 2/3; class c: P=1/2, R=1 -> 2/3
+    assert macro_f1(["a", "b", "b", "c"], ["a", "b", "c", "c"]) == pytest.approx((1 + 2 / 3 + 2 / 3) / 3)
+
+
+def test_macro_f1_counts_a_class_never_predicted_as_zero():
+    assert macro_f1(["a", "a", "b"], ["a", "a", "a"]) == pytest.approx((0.8 + 0.0) / 2)
+
+
+def test_mse_and_pearson_by_hand():
+    assert mse([1, 2, 3], [1, 2, 5]) == pytest.approx(4 / 3)
+    assert pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
+    assert pearson([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    # x = (1,2,3,4), y = (1,3,2,4): cov = 4/4... r = 0.8 by hand
+    assert pearson([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
+    assert math.isnan(pearson([1, 2, 3], [0, 0, 0]))
+
+
+def test_metrics_record_reads_benchmark(tmp_path):
+    bench = tmp_path / "b.tsv"
+    bench.write_text("s\th:m:s\tmax_rss\tmax_vms\n12.5\t0:00:12\t321.0\t900\n")
+    assert read_benchmark(bench) == (12.5, 321.0)
+    rec = metrics_record(task="annotation", dataset="d", method="m", seed=1, metrics={"accuracy": 0.5, "macro_f1": 0.25}, benchmark=bench)
+    assert list(rec.columns) == METRIC_COLUMNS
+    assert rec["runtime_s"].tolist() == [12.5, 12.5]
+    write_metrics(rec, tmp_path / "m.csv")
+    back = read_metrics([tmp_path / "m.csv"])
+    pd.testing.assert_frame_equal(back, rec)
+
+
+def test_bad_record_names_file(tmp_path):
+    (tmp_path / "bad.csv").write_text("task,value\nannotation,1\n")
+    with pytest.raises(InputError, match="bad.csv"):
+        read_metrics([tmp_path / "bad.csv"])
+    with pytest.raises(InputError, match="unknown task"):
+        metrics_record(task="annot", dataset="d", method="m", seed=0, metrics={})

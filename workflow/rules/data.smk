@@ -1,0 +1,30 @@
+rule load_dataset:
+    output:
+        raw="results/data/{dataset}/raw.h5ad",
+    params:
+        dataset=dataset_config,
+    log:
+        "results/logs/data/{dataset}/load.log",
+    benchmark:
+        "results/benchmarks/data/{dataset}/load.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/load_dataset.py"
+
+
+rule prepare_dataset:
+    input:
+        raw=rules.load_dataset.output.raw,
+    output:
+        prepared=PREPARED,
+    params:
+        split=split_config,
+    log:
+        "results/logs/data/{dataset}/seed{seed}/prepare.log",
+    benchmark:
+        "results/benchmarks/data/{dataset}/seed{seed}/prepare.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/prepare_dataset.py"
