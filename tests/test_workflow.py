@@ -1,0 +1,123 @@
+"""End to end: the whole workflow on a tiny config in a temporary copy, plus a baseline added as one
+rule file and one config entry, found in the report without any other edit."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+TOY_RULE = textwrap.dedent(
+    '''
+    rule annotate_nearest_centroid:
+        input:
+            prepared=PREPARED,
+        output:
+            predictions=annotation_output("nearest_centroid"),
+        log:
+            annotation_log("nearest_centroid"),
+        benchmark:
+            annotation_benchmark("nearest_centroid")
+        run:
+            from sklearn.neighbors import NearestCentroid
+
+            from scfmbench.annotation import write_predictions
+            from scfmbench.data.contract import read_prepared
+
+            adata = read_prepared(input.prepared)
+            train = (adata.obs["split"] == "train").to_numpy()
+            test = (adata.obs["split"] == "test").to_numpy()
+            model = NearestCentroid().fit(adata.X[train], adata.obs["cell_type"].astype(str)[train])
+            write_predictions(adata.obs_names[test], model.predict(adata.X[test]), output.predictions)
+    '''
+)
+
+TINY = {
+    "seeds": [0],
+    "datasets": {
+        "pbmc68k": {"source": "pbmc68k", "min_library_size": 0},
+        "synthetic": {"source": "synthetic", "synthetic": {"n_cells": 400, "n_genes": 80, "n_cell_types": 4, "seed": 0}, "min_library_size": 0},
+    },
+    "annotation": {"datasets": ["pbmc68k", "synthetic"], "methods": ["majority", "logreg", "scgpt-full", "nearest_centroid"]},
+    "imputation": {"datasets": ["pbmc68k", "synthetic"], "methods": ["none", "magic"]},
+    "params": {"scgpt": {"d_model": 32, "n_layers": 1, "n_heads": 2, "epochs": 6, "batch_size": 8, "patience": 6}},
+}
+
+
+def copy_workflow(dest: Path) -> Path:
+    for item in ("Snakefile", "workflow", "config", "profiles", "envs"):
+        src = REPO / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / item)
+    return dest
+
+
+def run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*SNAKEMAKE, "--cores", "2", *args], cwd=cwd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def workflow_run(tmp_path_factory):
+    wd = copy_workflow(tmp_path_factory.mktemp("wf"))
+    (wd / "workflow" / "rules" / "methods" / "nearest_centroid.smk").write_text(TOY_RULE)
+    (wd / "config" / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    run(wd, "--configfile", "config/tiny.yaml")
+    return wd
+
+
+@pytest.mark.slow
+def test_every_job_reports(workflow_run):
+    metrics = pd.read_csv(workflow_run / "results" / "report" / "metrics.csv")
+    assert list(metrics.columns) == ["task", "dataset", "method", "seed", "metric", "value", "runtime_s", "peak_mem_mb"]
+    for task, cfg in (("annotation", TINY["annotation"]), ("imputation", TINY["imputation"])):
+        got = metrics[metrics.task == task].groupby(["dataset", "method"]).size()
+        assert len(got) == len(cfg["datasets"]) * len(cfg["methods"]), got
+    assert (metrics["runtime_s"] > 0).all()
+    for name in ("annotation_table.md", "imputation_table.md", "figures/annotation.png", "figures/imputation.png"):
+        assert (workflow_run / "results" / "report" / name).stat().st_size > 0
+    # The toy baseline added as one rule file + one config entry is in the table.
+    assert "nearest_centroid" in (workflow_run / "results" / "report" / "annotation_table.md").read_text()
+
+
+@pytest.mark.slow
+def test_methods_beat_their_controls(workflow_run):
+    m = pd.read_csv(workflow_run / "results" / "report" / "metrics.csv").set_index(["task", "dataset", "method", "metric"])["value"]
+    majority = m["annotation", "pbmc68k", "majority", "macro_f1"]
+    assert m["annotation", "pbmc68k", "logreg", "macro_f1"] > majority
+    assert m["annotation", "pbmc68k", "scgpt-full", "macro_f1"] > majority
+    assert m["imputation", "synthetic", "magic", "mse_truth"] < m["imputation", "synthetic", "none", "mse_truth"]
+    assert m["imputation", "synthetic", "magic", "mse"] < m["imputation", "synthetic", "none", "mse"]
+
+
+@pytest.mark.slow
+def test_rerun_rebuilds_nothing_and_report_renders(workflow_run):
+    dry = run(workflow_run, "--configfile", "config/tiny.yaml", "-n")
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+    run(workflow_run, "--configfile", "config/tiny.yaml", "--report", "results/report.html")
+    html = (workflow_run / "results" / "report.html").read_text(errors="replace")
+    assert "annotation.png" in html and "imputation.png" in html
+
+
+def test_lint_is_clean(tmp_path):
+    wd = copy_workflow(tmp_path)
+    proc = subprocess.run([*SNAKEMAKE, "--lint"], cwd=wd, capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Lints for rule" not in out, out[-3000:]
+
+
+def test_unknown_config_key_stops_the_workflow(tmp_path):
+    wd = copy_workflow(tmp_path)
+    (wd / "config" / "bad.yaml").write_text("annotaton: {}\n")
+    proc = subprocess.run([*SNAKEMAKE, "-n", "--configfile", "config/bad.yaml"], cwd=wd, capture_output=True, text=True)
+    assert proc.returncode != 0 and "unknown key(s) ['annotaton']" in proc.stdout + proc.stderr
