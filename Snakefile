@@ -11,10 +11,13 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/download.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/graphs.smk"
 include: "workflow/rules/annotate.smk"
 include: "workflow/rules/impute.smk"
 include: "workflow/rules/methods.smk"
+include: "workflow/rules/profile.smk"
 include: "workflow/rules/report.smk"
 
 

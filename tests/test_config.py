@@ -49,7 +49,7 @@ def test_every_schema_key_has_description_and_default(schema_path):
     [
         (lambda c: c.update(sedes=[1]), "unknown key(s) ['sedes']"),
         (lambda c: c.update(params={"scgpt": {"lrr": 1}}), "'params.scgpt': unknown key(s) ['lrr']"),
-        (lambda c: c["datasets"]["pbmc68k"].update(source="pbmc"), "choose one of ['pbmc68k', 'synthetic', 'h5ad']"),
+        (lambda c: c["datasets"]["pbmc68k"].update(source="pbmc"), "choose one of ['pbmc68k', 'synthetic', 'h5ad', 'scgpt_ms'"),
         (lambda c: c.update(seeds=[]), "'seeds'"),
         (lambda c: c.update(split={"valid_fraction": 1.5}), "'split.valid_fraction'"),
         (lambda c: c.update(annotation={"datasets": ["nope"]}), "dataset 'nope' is not defined"),

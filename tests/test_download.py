@@ -2,70 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
-import http.server
-import threading
-
 import pytest
 
 from scfmbench import InputError
 from scfmbench.download import DownloadError, download
 
-PAYLOAD = bytes(range(256)) * 400  # 100 KiB
-SHA = hashlib.sha256(PAYLOAD).hexdigest()
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    """Paths: /ok (Range honoured), /norange (Range ignored), /cut (first response stops half-way),
-    /flaky (HTTP 503 once), /down (always 503), /missing (404). Every request is logged in ``server.requests``."""
-
-    timeout = 5  # a stuck client cannot hold a server thread for long
-
-    def log_message(self, *args):  # keep pytest output clean
-        pass
-
-    def do_GET(self):
-        srv = self.server
-        srv.requests.append((self.path, self.headers.get("Range")))
-        n_seen = sum(1 for p, _ in srv.requests if p == self.path)
-        if self.path == "/missing":
-            self.send_error(404, "Not Found")
-            return
-        if self.path == "/down" or (self.path == "/flaky" and n_seen == 1):
-            self.send_error(503, "Busy")
-            return
-        start = 0
-        rng = self.headers.get("Range")
-        if rng and self.path != "/norange":
-            start = int(rng.removeprefix("bytes=").rstrip("-"))
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
-        else:
-            self.send_response(200)
-        body = PAYLOAD[start:]
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.path == "/cut" and n_seen == 1:
-            self.wfile.write(body[: len(body) // 2])
-            self.wfile.flush()
-            self.close_connection = True  # hang up with half the promised bytes sent
-            return
-        self.wfile.write(body)
+from httpserver import PAYLOAD, SHA, serve
 
 
 @pytest.fixture
 def server():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.daemon_threads = True
-    srv.requests = []
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield srv, f"http://127.0.0.1:{srv.server_address[1]}"
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(timeout=5)
+    with serve() as (srv, base):
+        yield srv, base
 
 
 def test_success_returns_hash_and_leaves_no_part(server, tmp_path):

@@ -18,7 +18,7 @@ from scfmbench import InputError
 
 BUILTIN_ANNOTATION = ("majority", "logreg")
 BUILTIN_IMPUTATION = ("none", "magic")
-BACKBONES = ("scgpt",)
+BACKBONES = ("scgpt", "geneformer", "scbert")
 
 
 def _with_defaults(validator_class):

@@ -6,6 +6,8 @@ Paths (written out in full in the rule files)::
     results/annotation/{dataset}/{method}/seed{seed}/metrics.csv       # METRIC_COLUMNS
     results/imputation/{dataset}/{method}/seed{seed}/predictions.npz   # values at the masked entries
     results/imputation/{dataset}/{method}/seed{seed}/metrics.csv       # METRIC_COLUMNS
+    results/denoising/{dataset}/{method}/seed{seed}/predictions.npz    # denoised train part (MCV)
+    results/denoising/{dataset}/{method}/seed{seed}/metrics.csv        # METRIC_COLUMNS
     results/report/metrics.csv                                         # every record, same columns
 
 A metrics record is tidy: one row per metric. ``runtime_s`` and ``peak_mem_mb`` are the method job's
@@ -24,7 +26,8 @@ from scfmbench import InputError
 from scfmbench._io import write_csv
 
 METRIC_COLUMNS = ["task", "dataset", "method", "seed", "metric", "value", "runtime_s", "peak_mem_mb"]
-TASKS = ("annotation", "imputation")
+# "imputation": the masking protocol; "denoising": molecular cross-validation (scfmbench.impute.mcv).
+TASKS = ("annotation", "imputation", "denoising")
 
 
 def read_benchmark(path: str | Path | None) -> tuple[float, float]:

@@ -51,6 +51,13 @@ def imputation_log(method="{method}"):
     return f"results/logs/imputation/{{dataset}}/{method}/seed{{seed}}.log"
 
 
+def dataset_downloads(wildcards):
+    """Manifest files a dataset's source needs (resources/downloads/<entry>); none for embedded data."""
+    from scfmbench.data.sources import download_inputs
+
+    return download_inputs(config["datasets"][wildcards.dataset])
+
+
 def dataset_config(wildcards):
     return config["datasets"][wildcards.dataset]
 
@@ -91,4 +98,98 @@ def report_files():
 
 
 def all_outputs():
-    return metrics_files() + report_files()
+    return metrics_files() + report_files() + graph_files() + profile_files()
+
+
+# graphs
+# Gene graphs (workflow/rules/graphs.smk): the database registry (schema default + config), checks,
+# and the paths and parameters of the download, build and statistics rules.
+from scfmbench import InputError
+from scfmbench.graphs.workflow import VARIANTS, check_graph_config, database_file, database_registry, download_name, graph_build_spec
+
+GRAPHS = config["graphs"]
+DATABASES = database_registry(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
+check_graph_config(config, DATABASES)
+
+
+wildcard_constraints:
+    database=r"[A-Za-z0-9_]+",
+    variant="|".join(VARIANTS),
+
+
+GRAPH = "results/graphs/{dataset}/seed{seed}/{variant}.npz"
+
+
+def graph_artifacts():
+    """Every graph the config asks for: dataset x seed x variant."""
+    return [GRAPH.format(dataset=d, seed=s, variant=v) for d in GRAPHS["datasets"] for s in SEEDS for v in GRAPHS["variants"]]
+
+
+def graph_report_files():
+    return ["results/report/graph_stats.csv", "results/report/graph_stats.md"] if graph_artifacts() else []
+
+
+def graph_files():
+    return graph_artifacts() + graph_report_files()
+
+
+def database_download(wildcards):
+    """url and sha256 of a registry entry, for the download rule."""
+    entry = DATABASES.get(wildcards.database)
+    if not entry or not entry["url"] or download_name(wildcards.database, entry["url"]) != wildcards.filename:
+        raise InputError(f"results/databases/{wildcards.database}/{wildcards.filename}: no database of the registry downloads to this path.")
+    return {"url": entry["url"], "sha256": entry["sha256"]}
+
+
+def graph_spec(wildcards):
+    """What a build_graph job uses (only what its variant needs, so other changes do not rerun it)."""
+    return graph_build_spec(GRAPHS, DATABASES, wildcards.variant)
+
+
+def graph_database_files(wildcards):
+    """Database files of a build_graph job: local paths as they are, others from the download rule."""
+    return [database_file(d["name"], DATABASES[d["name"]]) for d in graph_spec(wildcards).get("databases", [])]
+
+
+# profiling
+# Memory and speed profiles (workflow/rules/profile.smk): one point per (mechanism, length, batch,
+# pass) of the config's 'profile' block; mechanisms are checked against scfmbench.profile's registry.
+from scfmbench.profile import check_mechanisms
+
+PROFILE = config["profile"]
+check_mechanisms(PROFILE["mechanisms"])
+
+
+wildcard_constraints:
+    mechanism=r"[a-z0-9][a-z0-9_]*(-[a-z0-9_]+)*",
+    length=r"[0-9]+",
+    batch=r"[0-9]+",
+    mode="forward|backward",
+
+
+PROFILE_POINT = "results/profile/{mechanism}/L{length}_B{batch}_{mode}.csv"
+
+
+def profile_points():
+    """Every configured point: mechanism x length x batch x pass."""
+    return [
+        PROFILE_POINT.format(mechanism=m, length=L, batch=b, mode=p)
+        for m in PROFILE["mechanisms"]
+        for L in PROFILE["lengths"]
+        for b in PROFILE["batches"]
+        for p in PROFILE["passes"]
+    ]
+
+
+def profile_report_files():
+    names = ["profile.csv", "profile_scaling.csv", "profile_scaling.md", "figures/profile_time.png", "figures/profile_memory.png"]
+    return [f"results/report/{name}" for name in names] if profile_points() else []
+
+
+def profile_files():
+    return profile_points() + profile_report_files()
+
+
+def profile_settings(wildcards):
+    """The measurement settings every point shares (the 'profile' block minus what the path says)."""
+    return {k: v for k, v in PROFILE.items() if k not in ("mechanisms", "lengths", "batches", "passes")}

@@ -1,4 +1,6 @@
 rule load_dataset:
+    input:
+        downloads=dataset_downloads,
     output:
         raw="results/data/{dataset}/raw.h5ad",
     params:

@@ -1,36 +1,152 @@
-"""Annotation with a ``{backbone}-{attention}`` transformer trained on the train split."""
+"""Annotation with a ``{backbone}-{attention}`` transformer trained on the train split.
+
+One annotator for every backbone (:data:`BACKBONES`): scGPT-style (non-zero genes, binned values),
+Geneformer-style (rank-value encoding; gene medians from the training cells) and scBERT-style
+(every gene, log2 bins). Graph kernels (``needs_edges``: ``genohoption*``, ``onehop``) run on the
+dataset's gene graph, restricted per cell to its input genes; window and random kernels
+(``longformer``, ``bigbird``, ``diffuser``) and the dense ones need none.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
 from scfmbench import InputError
 from scfmbench.annotation import test_cells
-from scfmbench.models.scgpt import ScGPTClassifier, ScGPTConfig
-from scfmbench.models.tokenize import tokenize_scgpt
+from scfmbench.models.attention import KERNELS
+from scfmbench.models.geneformer import GeneformerClassifier, GeneformerConfig
+from scfmbench.models.scbert import ScBERTClassifier, ScBERTConfig
+from scfmbench.models.scgpt import ScGPTClassifier, ScGPTConfig, attach_graph
+from scfmbench.models.tokenize import TokenGraph, TokenizedCells, gene_medians, tokenize_geneformer, tokenize_scbert, tokenize_scgpt
 from scfmbench.provenance import seed_everything
 from scfmbench.train import default_device, fit_classifier, predict_logits
 
 log = logging.getLogger(__name__)
 
 # Training options (everything else in a backbone's params is a model option).
-_TRAIN_KEYS = ("max_len", "lr", "lr_gamma", "batch_size", "epochs", "patience")
+_TRAIN_KEYS = ("max_len", "lr", "lr_gamma", "batch_size", "epochs", "patience", "weight_decay")
 
 
-def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, device=None, **params) -> tuple[np.ndarray, dict]:
-    """Train a classifier on train, early-stop on valid, predict test.
+@dataclass(frozen=True)
+class Backbone:
+    """How a backbone is built and fed: config and model classes, training defaults, tokenizer.
 
-    Returns the test predictions and a run record (model config, training options, history).
+    ``tokenizer(adata, cfg, train_rows, max_len, rng)`` returns ``(tok, resample)``: ``tok(rows)``
+    tokenizes those cells; ``resample`` says whether training inputs change from epoch to epoch
+    (scGPT's random gene subsets of cells longer than ``max_len``), else they are built once.
     """
-    if backbone != "scgpt":
-        raise InputError(f"unknown backbone {backbone!r}; available: ['scgpt']")
+
+    config: type
+    model: type
+    train_defaults: dict
+    tokenizer: Callable
+
+
+def _scgpt_tokenizer(adata, cfg: ScGPTConfig, train_rows, max_len: int, rng):
+    def tok(rows):
+        return tokenize_scgpt(adata.X[rows], n_bins=cfg.n_bins, max_len=max_len, rng=rng)
+
+    nnz = np.diff(adata.X.indptr) if hasattr(adata.X, "indptr") else (np.asarray(adata.X) > 0).sum(1)
+    return tok, bool((nnz[train_rows] > max_len).any())
+
+
+def _geneformer_tokenizer(adata, cfg: GeneformerConfig, train_rows, max_len: int, rng):
+    if max_len + 1 > cfg.max_position:
+        raise InputError(f"geneformer: max_len={max_len} (+ <cls>) exceeds max_position={cfg.max_position}")
+    counts = adata.layers["counts"]
+    medians = gene_medians(counts[train_rows])  # training cells only
+
+    def tok(rows):
+        return tokenize_geneformer(counts[rows], medians, max_len=max_len)
+
+    return tok, False
+
+
+def _scbert_tokenizer(adata, cfg: ScBERTConfig, train_rows, max_len: int, rng):
+    def tok(rows):
+        return tokenize_scbert(adata.X[rows], n_bins=cfg.n_bins, log_base=cfg.log_base)
+
+    return tok, False
+
+
+# Training defaults sized for from-scratch runs on 2 CPU cores (a few seconds per job on the
+# embedded datasets); the workflow's params override them.
+BACKBONES: dict[str, Backbone] = {
+    "scgpt": Backbone(ScGPTConfig, ScGPTClassifier, dict(max_len=512, epochs=15, batch_size=32, lr=1e-3, lr_gamma=0.9, patience=5), _scgpt_tokenizer),
+    "geneformer": Backbone(GeneformerConfig, GeneformerClassifier, dict(max_len=512, epochs=15, batch_size=32, lr=1e-3, lr_gamma=0.9, patience=5), _geneformer_tokenizer),
+    "scbert": Backbone(ScBERTConfig, ScBERTClassifier, dict(epochs=15, batch_size=32, lr=1e-3, lr_gamma=0.9, patience=5), _scbert_tokenizer),
+}
+
+
+def _token_graph(graph, adata) -> TokenGraph:
+    """A TokenGraph from a GeneGraph, a path to one (``save_graph`` .npz) or a TokenGraph."""
+    if isinstance(graph, TokenGraph):
+        if graph.n_genes != adata.n_vars:
+            raise InputError(f"the gene graph has {graph.n_genes} genes, the dataset {adata.n_vars}")
+        return graph
+    if isinstance(graph, (str, os.PathLike)):
+        from scfmbench.graphs.build import load_graph
+
+        graph = load_graph(graph)
+    names = np.asarray(graph.gene_names).astype(str)
+    var = np.asarray(adata.var_names).astype(str)
+    if names.shape != var.shape or not (names == var).all():
+        where = "different gene counts" if names.shape != var.shape else f"first difference at gene {int(np.flatnonzero(names != var)[0])}"
+        raise InputError(f"the gene graph's genes ({len(names)}) are not the dataset's var_names ({len(var)}) in order ({where}); "
+                         "build the graph from this prepared dataset (results/graphs/{dataset}/seed{seed}/full.npz)")
+    return TokenGraph.from_gene_graph(graph)
+
+
+def _build_config(spec: Backbone, backbone: str, **kwargs):
+    try:
+        return spec.config(**kwargs)
+    except TypeError as exc:
+        allowed = sorted({f.name for f in dataclasses.fields(spec.config)} - {"n_genes", "n_classes", "attention"} | set(_TRAIN_KEYS))
+        raise InputError(f"params for backbone {backbone!r}: {exc}; allowed keys are {allowed}") from None
+
+
+def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, graph=None, device=None, **params) -> tuple[np.ndarray, dict]:
+    """Train a ``{backbone}-{attention}`` classifier on train, early-stop on valid, predict test.
+
+    Parameters
+    ----------
+    adata
+        A prepared dataset (:mod:`scfmbench.data.contract`).
+    backbone
+        One of :data:`BACKBONES` (``scgpt``, ``geneformer``, ``scbert``).
+    attention
+        A registered attention kernel.
+    seed
+        Seeds python, numpy, torch, the batch order and the gene subsampling.
+    graph
+        The dataset's gene graph (:class:`~scfmbench.graphs.build.GeneGraph`, a path to its
+        ``.npz``, or a :class:`TokenGraph`); required by graph kernels, ignored by the others.
+    params
+        Model options of the backbone's config plus the training options ``max_len, lr, lr_gamma,
+        batch_size, epochs, patience, weight_decay``.
+
+    Returns
+    -------
+    predictions, record
+        Test predictions (labels) and a run record: ``backbone``, ``attention``, ``model`` (config),
+        ``train`` (options used), ``seed``, ``device``, ``num_params``, ``history`` and ``graph``
+        (nodes, mean degree; None without one).
+    """
+    if backbone not in BACKBONES:
+        raise InputError(f"unknown backbone {backbone!r}; available: {sorted(BACKBONES)}")
+    if attention not in KERNELS:
+        raise InputError(f"unknown attention {attention!r}; registered kernels are {sorted(KERNELS)}")
+    spec = BACKBONES[backbone]
     rng = seed_everything(seed)
     device = device or default_device()
-    train_opts = {k: params.pop(k) for k in _TRAIN_KEYS if k in params}
+    train_opts = {**spec.train_defaults, **{k: params.pop(k) for k in _TRAIN_KEYS if k in params}}
     split = adata.obs["split"].astype(str).to_numpy()
     labels = adata.obs["cell_type"].astype(str).to_numpy()
     classes = np.unique(labels[split == "train"])
@@ -38,28 +154,53 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, dev
     # Validation cells of a class absent from train can never be right; they stay out of early stopping.
     valid_rows = np.flatnonzero((split == "valid") & np.isin(labels, classes))
     train_rows = np.flatnonzero(split == "train")
-    cfg = ScGPTConfig(n_genes=adata.n_vars, n_classes=len(classes), attention=attention, **params)
-    model = ScGPTClassifier(cfg)
-    max_len = train_opts.get("max_len", 512)
+    test_rows = np.flatnonzero(test_cells(adata))
 
-    def tok(rows):
-        return tokenize_scgpt(adata.X[rows], n_bins=cfg.n_bins, max_len=max_len, rng=rng)
+    cfg = _build_config(spec, backbone, n_genes=adata.n_vars, n_classes=len(classes), attention=attention, **params)
+    model = spec.model(cfg)
+    token_graph = None
+    if KERNELS[attention].needs_edges:
+        if graph is None:
+            raise InputError(
+                f"attention {attention!r} runs on a gene graph: pass graph= (a GeneGraph or the path of "
+                f"results/graphs/{{dataset}}/seed{{seed}}/full.npz); kernels that need none: "
+                f"{sorted(k for k, v in KERNELS.items() if not v.needs_edges)}"
+            )
+        token_graph = _token_graph(graph, adata)
+        attach_graph(model, token_graph)
+
+    tok, resample = spec.tokenizer(adata, cfg, train_rows, train_opts.get("max_len", 512), rng)
+    train_inputs: TokenizedCells | None = None if resample else tok(train_rows)
+
+    def train(epoch: int) -> TokenizedCells:
+        return tok(train_rows) if resample else train_inputs
 
     y = lambda rows: torch.tensor([index[c] for c in labels[rows]], dtype=torch.long)  # noqa: E731
     hist = fit_classifier(
         model,
-        train=lambda epoch: tok(train_rows),
+        train=train,
         y_train=y(train_rows),
         valid=tok(valid_rows),
         y_valid=y(valid_rows),
-        epochs=train_opts.get("epochs", 15),
-        batch_size=train_opts.get("batch_size", 32),
-        lr=train_opts.get("lr", 1e-3),
-        lr_gamma=train_opts.get("lr_gamma", 0.9),
-        patience=train_opts.get("patience", 5),
+        epochs=train_opts["epochs"],
+        batch_size=train_opts["batch_size"],
+        lr=train_opts["lr"],
+        lr_gamma=train_opts["lr_gamma"],
+        patience=train_opts["patience"],
+        weight_decay=train_opts.get("weight_decay", 0.0),
         seed=seed,
         device=device,
     )
-    logits = predict_logits(model, tok(np.flatnonzero(test_cells(adata))), batch_size=train_opts.get("batch_size", 32), device=device)
-    record = {"model": cfg.to_dict(), "train": train_opts, "seed": seed, "device": str(device), "num_params": model.num_params(), "history": dataclasses.asdict(hist)}
+    logits = predict_logits(model, tok(test_rows), batch_size=train_opts["batch_size"], device=device)
+    record = {
+        "backbone": backbone,
+        "attention": attention,
+        "model": cfg.to_dict(),
+        "train": train_opts,
+        "seed": seed,
+        "device": str(device),
+        "num_params": model.num_params(),
+        "history": dataclasses.asdict(hist),
+        "graph": None if token_graph is None else {"n_nodes": int(token_graph.adjacency.shape[0]), "mean_degree": token_graph.mean_degree(), "cls_node": token_graph.cls_node},
+    }
     return classes[logits.argmax(1).numpy()], record

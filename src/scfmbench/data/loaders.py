@@ -116,6 +116,10 @@ def load_dataset(name: str, cfg: dict) -> ad.AnnData:
     elif source == "h5ad":
         adata = load_h5ad(cfg["path"], label_column=cfg.get("label_column", "cell_type"), split_column=cfg.get("split_column"), counts_layer=cfg.get("counts_layer", "X"), gene_symbols_column=cfg.get("gene_symbols_column"))
     else:
-        raise InputError(f"datasets.{name}.source: unknown source {source!r}")
+        from scfmbench.data.sources import SOURCES, load_source  # the papers' datasets (scGPT, GEARS, GEO)
+
+        if source not in SOURCES:
+            raise InputError(f"datasets.{name}.source: unknown source {source!r}")
+        adata = load_source(name, cfg)
     adata.uns["provenance"]["dataset"] = name
     return adata

@@ -1,5 +1,8 @@
-"""Imputation: the masking protocol (:mod:`.protocol`) and the imputer registry (:mod:`.methods`)."""
+"""Imputation: two protocols (masking, :mod:`.protocol`; molecular cross-validation, :mod:`.mcv`), the
+imputer registry (:mod:`.methods`) and the ``perfect`` control (:mod:`.controls`)."""
 
+from scfmbench.impute.controls import perfect_main
+from scfmbench.impute.mcv import make_mcv, score_mcv, split_molecules, write_mcv
 from scfmbench.impute.methods import IMPUTERS, get_imputer, impute_main, register_imputer
 from scfmbench.impute.protocol import (
     fold_adata,
@@ -17,10 +20,15 @@ __all__ = [
     "get_imputer",
     "impute_main",
     "make_masks",
+    "make_mcv",
+    "perfect_main",
     "read_masked",
     "register_imputer",
     "run_imputer",
     "score_imputation",
     "score_main",
+    "score_mcv",
+    "split_molecules",
     "write_masks",
+    "write_mcv",
 ]

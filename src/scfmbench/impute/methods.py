@@ -12,9 +12,14 @@ Parameters are keyword-only with defaults; the config passes them by name and an
 (heavy or optional dependencies, e.g. ``dca``) registers itself there with the same decorator;
 :func:`get_imputer` imports that module on first use, so nothing heavy is imported up front.
 
-Controls: ``none`` leaves every hidden entry at 0 (the floor every method must beat). A perfect
-control cannot exist inside the protocol (imputers never see held-out values); the scores of a
-method are bounded by MSE 0 and Pearson 1.
+The same function runs under both protocols (:func:`~scfmbench.impute.protocol.run_imputer`):
+once per masked fold (masking) or once on the train part of the molecules (molecular
+cross-validation, :mod:`scfmbench.impute.mcv`).
+
+Controls: ``none`` returns its input X as it is: every hidden entry is predicted as 0 (masking) and
+the train part is left undenoised (MCV), the floor every method must beat. The ``perfect`` control
+reads the held-out truth, so it is not an imputer (imputers never see held-out values); it lives in
+:mod:`scfmbench.impute.controls`.
 """
 
 from __future__ import annotations
@@ -58,9 +63,9 @@ def get_imputer(name: str) -> Imputer:
     return IMPUTERS[name]
 
 
-def impute_main(method: str, masked_path: str | Path, predictions_path: str | Path, *, seed: int, params: dict | None = None) -> np.ndarray:
-    """Run the registered imputer ``method`` on every fold of ``masked_path`` (the rule script's one call)."""
-    return run_imputer(get_imputer(method), masked_path, predictions_path, seed=seed, params=params, name=method)
+def impute_main(method: str, input_path: str | Path, predictions_path: str | Path, *, seed: int, params: dict | None = None) -> np.ndarray:
+    """Run the registered imputer ``method`` on a protocol input (masked folds or MCV train part); the rule script's one call."""
+    return run_imputer(get_imputer(method), input_path, predictions_path, seed=seed, params=params, name=method)
 
 
 @register_imputer("none")

@@ -1,5 +1,9 @@
 """The imputation protocol: mask held-out entries, run an imputer fold by fold, score it.
 
+This is the first of two protocols (task ``imputation`` in metrics records); the second, molecular
+cross-validation (task ``denoising``), lives in :mod:`scfmbench.impute.mcv`. One imputer function
+serves both: :func:`run_imputer` and :func:`score_main` tell the protocols apart.
+
 Follows the scHyena evaluation (arXiv 2310.02713; REFERENCE.md section 2): keep cells whose library
 size is at least a threshold (the paper uses 4000), split each cell's non-zero entries into five
 interleaved folds (``nonzero_idx[n::5]``), hide one fold at a time, ask the method for the hidden
@@ -206,7 +210,11 @@ def read_masked(path: str | Path):
     """Read a ``masked.h5ad`` and check it has the mask and every fold's layers."""
     import anndata as ad
 
-    masked = ad.read_h5ad(path)
+    return check_masked(ad.read_h5ad(path), path)
+
+
+def check_masked(masked, path):
+    """``masked`` (read from ``path``) if it is a masked imputation file; else :class:`InputError`."""
     info, mask = masked.uns.get("imputation"), masked.uns.get("mask")
     if not isinstance(info, dict) or not isinstance(mask, dict) or any(k not in mask for k in MASK_KEYS):
         raise InputError(f"{path}: not a masked imputation file (needs uns['imputation'] and uns['mask'] with {list(MASK_KEYS)}); write it with write_masks.")
@@ -240,35 +248,55 @@ def check_params(fn: Callable, params: dict, *, name: str) -> None:
         raise InputError(f"imputer {name!r}: bad parameters {sorted(params)} ({e}); it accepts {accepted}.") from None
 
 
-def run_imputer(fn: Callable, masked_path: str | Path, predictions_path: str | Path, *, seed: int, params: dict | None = None, name: str | None = None) -> np.ndarray:
-    """Run ``fn`` on every fold of ``masked_path`` and write its values at the hidden entries.
+def check_output(out, shape: tuple[int, int], *, name: str, what: str) -> np.ndarray:
+    """An imputer's output as a dense array, or :class:`InputError` (sparse, wrong shape, non-finite)."""
+    if sp.issparse(out):
+        raise InputError(f"imputer {name!r} returned a sparse matrix for {what}; imputers return a dense np.ndarray.")
+    out = np.asarray(out)
+    if out.shape != tuple(shape):
+        raise InputError(f"imputer {name!r} returned shape {out.shape} for {what}; expected (n_cells, n_genes) = {tuple(shape)}.")
+    if not np.issubdtype(out.dtype, np.number) or not np.isfinite(out).all():
+        raise InputError(f"imputer {name!r} returned non-finite or non-numeric values for {what}.")
+    return out
 
-    Each fold's output is checked (shape, finite), clipped at 0 (protocol), gathered at that fold's
-    hidden positions and dropped before the next fold, so at most one dense output is held.
+
+def run_imputer(fn: Callable, input_path: str | Path, predictions_path: str | Path, *, seed: int, params: dict | None = None, name: str | None = None) -> np.ndarray:
+    """Run ``fn`` under the protocol of ``input_path`` and write its predictions.
+
+    ``input_path`` is either protocol's input, told apart by its content: a ``masked.h5ad``
+    (masking: ``fn`` runs on every fold, see below) or an MCV ``train.h5ad`` (molecular
+    cross-validation: ``fn`` runs once on the train part, :func:`scfmbench.impute.mcv.denoise`).
+    ``params`` are checked against ``fn``'s keyword arguments before anything runs.
+
+    Masking: each fold's output is checked (shape, finite), clipped at 0 (protocol), gathered at
+    that fold's hidden positions and dropped before the next fold, so at most one dense output is
+    held.
 
     Returns
     -------
     values : np.ndarray
-        float32, aligned with ``uns["mask"]``; also written to ``predictions_path`` (``values``,
-        ``mask_sha256``, ``method``, ``seed``, ``params_json``).
+        Masking: float32, aligned with ``uns["mask"]``; also written to ``predictions_path``
+        (``values``, ``mask_sha256``, ``method``, ``seed``, ``params_json``). MCV: the denoised
+        matrix (see :mod:`scfmbench.impute.mcv`).
     """
+    import anndata as ad
+
     params = dict(params or {})
     name = name or getattr(fn, "__name__", "imputer")
     check_params(fn, params, name=name)
-    masked = read_masked(masked_path)
+    data = ad.read_h5ad(input_path)
+    if "mcv" in data.uns:
+        from scfmbench.impute.mcv import check_train, denoise
+
+        check_train(data, input_path)
+        return denoise(fn, data, predictions_path, seed=seed, params=params, name=name)
+    masked = check_masked(data, input_path)
     mask, info = masked.uns["mask"], masked.uns["imputation"]
     row, col, fold = (np.asarray(mask[k]) for k in MASK_KEYS)
     values = np.empty(len(row), dtype=np.float32)
     for f in range(int(info["n_folds"])):
         sel = np.flatnonzero(fold == f)
-        out = fn(fold_adata(masked, f), seed=seed, **params)
-        if sp.issparse(out):
-            raise InputError(f"imputer {name!r} returned a sparse matrix for fold {f}; imputers return a dense np.ndarray.")
-        out = np.asarray(out)
-        if out.shape != masked.shape:
-            raise InputError(f"imputer {name!r} returned shape {out.shape} for fold {f}; expected (n_cells, n_genes) = {masked.shape}.")
-        if not np.issubdtype(out.dtype, np.number) or not np.isfinite(out).all():
-            raise InputError(f"imputer {name!r} returned non-finite or non-numeric values for fold {f}.")
+        out = check_output(fn(fold_adata(masked, f), seed=seed, **params), masked.shape, name=name, what=f"fold {f}")
         values[sel] = np.maximum(out[row[sel], col[sel]], 0)  # negatives clipped to 0 (scHyena protocol)
         del out
         logger.info("%s: fold %d done (%d hidden entries)", name, f, len(sel))
@@ -323,11 +351,22 @@ def score_imputation(predictions_path: str | Path, heldout_path: str | Path) -> 
     return out
 
 
-def score_main(predictions_path: str | Path, heldout_path: str | Path, metrics_path: str | Path, *, dataset: str, method: str, seed: int, benchmark: str | Path | None = None):
-    """Score one prediction and write its metrics record (``task="imputation"``); returns the record.
+def score_main(predictions_path: str | Path, heldout_path: str | Path, metrics_path: str | Path, *, dataset: str, method: str, seed: int, benchmark: str | Path | None = None, task: str = "imputation"):
+    """Score one prediction and write its metrics record; returns the record.
 
-    ``benchmark`` is the imputer job's Snakemake benchmark file (runtime and peak memory), or None.
+    ``task``: ``"imputation"`` (masking protocol, :func:`score_imputation` against ``heldout.npz``)
+    or ``"denoising"`` (molecular cross-validation, :func:`scfmbench.impute.mcv.score_mcv` against
+    ``test.npz``). ``benchmark`` is the imputer job's Snakemake benchmark file (runtime and peak
+    memory), or None.
     """
-    record = metrics_record(task="imputation", dataset=dataset, method=method, seed=seed, metrics=score_imputation(predictions_path, heldout_path), benchmark=benchmark)
+    if task == "imputation":
+        metrics = score_imputation(predictions_path, heldout_path)
+    elif task == "denoising":
+        from scfmbench.impute.mcv import score_mcv
+
+        metrics = score_mcv(predictions_path, heldout_path)
+    else:
+        raise InputError(f"score_main: task {task!r}; imputation tasks are 'imputation' (masking) and 'denoising' (MCV).")
+    record = metrics_record(task=task, dataset=dataset, method=method, seed=seed, metrics=metrics, benchmark=benchmark)
     write_metrics(record, metrics_path)
     return record

@@ -1,19 +1,59 @@
-"""Turning cells into token sequences (scGPT-style: non-zero genes, per-cell binned values).
+"""Turning cells into token sequences, one tokenizer per backbone, and gene graphs into per-batch
+edge patterns over those tokens.
 
-Shapes: N cells, G genes, L tokens per cell (CLS + at most ``max_len`` genes).
-Token ids: 0 = <pad>, 1 = <cls>, gene g -> g + 2. Value ids: 0 = zero / CLS, 1..n_bins-1 = bins,
-n_bins = <pad> (scGPT keeps a separate pad value).
+Shapes: N cells, G genes, L tokens per cell (CLS first, then genes).
+Token ids (every backbone): 0 = <pad>, 1 = <cls>, gene g -> g + 2.
+
+- scGPT-style (:func:`tokenize_scgpt`): each cell's non-zero genes (a random ``max_len`` if more),
+  values binned per cell. Value ids: 0 = zero / CLS, 1..n_bins-1 = bins, n_bins = <pad>
+  (scGPT's category ``pad_value``).
+- Geneformer-style (:func:`tokenize_geneformer`): rank-value encoding, genes ordered by their
+  normalized expression over their non-zero median in the training cells (:func:`gene_medians`),
+  truncated to ``max_len``; no value ids (all 0).
+- scBERT-style (:func:`tokenize_scbert`): every gene of the panel, value = log2 expression bin,
+  the top bin saturating.
+
+:class:`TokenGraph` maps token ids to the nodes of a gene graph and builds the per-batch
+:class:`~scfmbench.models.attention.EdgePattern` the graph kernels (GenoHoption, one-hop) run on.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
+from scfmbench import InputError
+from scfmbench.models.attention import EdgePattern, graph_pattern
+
 PAD_ID, CLS_ID, N_SPECIAL = 0, 1, 2
+
+
+@dataclass
+class TokenizedCells:
+    gene_ids: torch.Tensor  # (N, L) long; may be an expanded (1, L) view when all cells share it
+    value_ids: torch.Tensor  # (N, L) integer (stored narrow where possible, long per batch)
+    padding: torch.Tensor  # (N, L) bool, True = pad
+
+    def __len__(self) -> int:
+        return self.gene_ids.shape[0]
+
+    def batch(self, idx) -> "TokenizedCells":
+        """Rows ``idx``, trimmed to the longest cell in the batch; value ids as int64."""
+        pad = self.padding[idx]
+        length = int((~pad).sum(1).max())
+        return TokenizedCells(self.gene_ids[idx, :length], self.value_ids[idx, :length].long(), pad[:, :length])
+
+    def to(self, device) -> "TokenizedCells":
+        return TokenizedCells(self.gene_ids.to(device), self.value_ids.to(device), self.padding.to(device))
+
+
+# ---------------------------------------------------------------------------------------------
+# scGPT-style: non-zero genes, per-cell binned values
 
 
 def bin_values(values: np.ndarray, n_bins: int) -> np.ndarray:
@@ -31,25 +71,6 @@ def bin_values(values: np.ndarray, n_bins: int) -> np.ndarray:
     return out
 
 
-@dataclass
-class TokenizedCells:
-    gene_ids: torch.Tensor  # (N, L) long
-    value_ids: torch.Tensor  # (N, L) long
-    padding: torch.Tensor  # (N, L) bool, True = pad
-
-    def __len__(self) -> int:
-        return self.gene_ids.shape[0]
-
-    def batch(self, idx) -> "TokenizedCells":
-        """Rows ``idx``, trimmed to the longest cell in the batch."""
-        pad = self.padding[idx]
-        length = int((~pad).sum(1).max())
-        return TokenizedCells(self.gene_ids[idx, :length], self.value_ids[idx, :length], pad[:, :length])
-
-    def to(self, device) -> "TokenizedCells":
-        return TokenizedCells(self.gene_ids.to(device), self.value_ids.to(device), self.padding.to(device))
-
-
 def tokenize_scgpt(X, *, n_bins: int, max_len: int, rng: np.random.Generator) -> TokenizedCells:
     """Tokenize log-normalized cells: CLS, then each cell's non-zero genes (random ``max_len`` if more,
     kept in gene order), values binned per cell."""
@@ -60,7 +81,7 @@ def tokenize_scgpt(X, *, n_bins: int, max_len: int, rng: np.random.Generator) ->
     gene_ids = np.full((n, L), PAD_ID, dtype=np.int64)
     value_ids = np.full((n, L), n_bins, dtype=np.int64)
     gene_ids[:, 0], value_ids[:, 0] = CLS_ID, 0
-    for i in range(n):  # one cell at a time: cells have different gene sets (not a hot path: once per epoch)
+    for i in range(n):  # one cell at a time: cells have different gene sets (tokenization, not forward)
         cols, vals = X.indices[X.indptr[i] : X.indptr[i + 1]], X.data[X.indptr[i] : X.indptr[i + 1]]
         keep = np.flatnonzero(vals > 0)
         if len(keep) > max_len:
@@ -70,3 +91,149 @@ def tokenize_scgpt(X, *, n_bins: int, max_len: int, rng: np.random.Generator) ->
         value_ids[i, 1 : 1 + len(keep)] = binned[keep]
     gene_ids_t = torch.from_numpy(gene_ids)
     return TokenizedCells(gene_ids_t, torch.from_numpy(value_ids), gene_ids_t == PAD_ID)
+
+
+# ---------------------------------------------------------------------------------------------
+# Geneformer-style: rank-value encoding
+
+
+def _normalize_rows(counts, target_sum: float) -> sp.csr_matrix:
+    """counts / cell total * target_sum (Geneformer's ``n_counts`` normalization), float64 CSR."""
+    counts = sp.csr_matrix(counts, dtype=np.float64)
+    totals = np.asarray(counts.sum(1)).ravel()
+    scale = np.divide(target_sum, totals, out=np.zeros_like(totals), where=totals > 0)
+    return sp.csr_matrix(sp.diags(scale) @ counts)
+
+
+def gene_medians(counts, *, target_sum: float = 1e4) -> np.ndarray:
+    """(G,) median of each gene's non-zero normalized values (counts / cell total * ``target_sum``)
+    over the given cells, NaN for a gene that is zero in all of them.
+
+    Geneformer computes these over its pretraining corpus (``gene_median_dictionary.pkl``); from
+    scratch they come from the training cells only, so held-out cells cannot shape the encoding.
+    """
+    norm = _normalize_rows(counts, target_sum).tocsc()
+    norm.eliminate_zeros()
+    G = norm.shape[1]
+    n_per_gene = np.diff(norm.indptr)
+    col = np.repeat(np.arange(G), n_per_gene)
+    data = norm.data[np.lexsort((norm.data, col))]  # values sorted within each column
+    start = norm.indptr[:-1]
+    out = np.full(G, np.nan)
+    has = n_per_gene > 0
+    lo = start[has] + (n_per_gene[has] - 1) // 2
+    hi = start[has] + n_per_gene[has] // 2
+    out[has] = (data[lo] + data[hi]) / 2.0
+    return out
+
+
+def tokenize_geneformer(counts, medians: np.ndarray, *, max_len: int, target_sum: float = 1e4, chunk: int = 512) -> TokenizedCells:
+    """Rank-value encoding (Geneformer, Theodoris et al. 2023): CLS, then the cell's non-zero genes
+    by ``counts / cell total * target_sum / median`` in descending order, the top ``max_len`` kept.
+
+    Genes whose median is NaN (never expressed in the cells the medians came from) are left out, as
+    Geneformer leaves out genes missing from its median dictionary. Ties keep gene order (a stable
+    sort; Geneformer's ``np.argsort`` does not specify one). Vectorised over chunks of cells.
+    """
+    norm = _normalize_rows(counts, target_sum)
+    n, G = norm.shape
+    if medians.shape != (G,):
+        raise InputError(f"gene medians have shape {medians.shape}, the counts have {G} genes")
+    inv = np.where(np.isfinite(medians) & (medians > 0), 1.0 / np.where(medians > 0, medians, 1.0), 0.0)
+    lengths = np.zeros(n, dtype=np.int64)
+    ranked = np.zeros((n, max_len), dtype=np.int64)
+    for s in range(0, n, chunk):  # chunks bound the dense (chunk, G) block; no loop over cells
+        score = norm[s : s + chunk].toarray() * inv  # (c, G)
+        order = np.argsort(-score, axis=1, kind="stable")[:, :max_len]  # (c, <=max_len)
+        ranked[s : s + chunk, : order.shape[1]] = order
+        lengths[s : s + chunk] = np.minimum((score > 0).sum(1), max_len)
+    L = 1 + int(lengths.max(initial=0))
+    pos = np.arange(L - 1)[None, :]
+    gene_ids = np.full((n, L), PAD_ID, dtype=np.int64)
+    gene_ids[:, 0] = CLS_ID
+    gene_ids[:, 1:] = np.where(pos < lengths[:, None], ranked[:, : L - 1] + N_SPECIAL, PAD_ID)
+    gene_ids_t = torch.from_numpy(gene_ids)
+    return TokenizedCells(gene_ids_t, torch.zeros_like(gene_ids_t, dtype=torch.uint8), gene_ids_t == PAD_ID)
+
+
+# ---------------------------------------------------------------------------------------------
+# scBERT-style: every gene, log2 expression bins
+
+
+def scbert_bins(X, *, n_bins: int = 7, log_base: float = 2.0) -> np.ndarray:
+    """(N, G) uint8 bins ``min(floor(log_base(1 + x)), n_bins)`` from X = ln(1 + normalized counts).
+
+    scBERT (``preprocess.py`` and ``finetune.py``): normalize_total 1e4, ``log1p(base=2)``, values
+    truncated to integers (``.long()``) and clipped at ``CLASS - 2 = bin_num`` (7), so ids 0..7 with
+    the top bin saturating; id ``bin_num + 1`` is its <mask> token.
+    """
+    X = sp.csr_matrix(X, dtype=np.float64)
+    dense = X.toarray() / math.log(log_base)
+    return np.minimum(np.floor(np.maximum(dense, 0.0)), n_bins).astype(np.uint8)
+
+
+def tokenize_scbert(X, *, n_bins: int = 7, log_base: float = 2.0) -> TokenizedCells:
+    """CLS, then all G genes in panel order (scBERT reads the whole panel, zeros included)."""
+    bins = scbert_bins(X, n_bins=n_bins, log_base=log_base)
+    n, G = bins.shape
+    value_ids = np.zeros((n, G + 1), dtype=np.uint8)  # CLS value 0, as scGPT's <cls>
+    value_ids[:, 1:] = bins
+    genes = torch.cat([torch.tensor([CLS_ID]), torch.arange(G) + N_SPECIAL])[None].expand(n, G + 1)  # shared (1, L) view
+    return TokenizedCells(genes, torch.from_numpy(value_ids), torch.zeros(1, G + 1, dtype=torch.bool).expand(n, G + 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# gene graph -> per-batch edge patterns
+
+
+class TokenGraph:
+    """A gene graph seen from the token sequences: per batch, each cell's induced subgraph.
+
+    Parameters
+    ----------
+    adjacency
+        (n_nodes, n_nodes) scipy sparse, **rows = source**: a non-zero ``[u, v]`` is the edge
+        u -> v (token of v attends to token of u), as :func:`graph_pattern` expects. A
+        :class:`~scfmbench.graphs.build.GeneGraph` stores the transpose (rows = target); build
+        from one with :meth:`from_gene_graph`.
+    cls_node
+        True when node 0 is a CLS node and gene g is node g + 1 (the GeneGraph layout with
+        ``has_cls``): then token id t maps to node t - 1 (<pad> -> -1, <cls> -> 0) and the CLS
+        token takes the graph's CLS edges. False: gene g is node g and the CLS token (position 0)
+        is joined to every real token as a global token.
+    """
+
+    def __init__(self, adjacency, *, cls_node: bool):
+        self.adjacency = sp.csr_matrix(adjacency)
+        self.cls_node = bool(cls_node)
+        self.n_genes = self.adjacency.shape[0] - int(self.cls_node)
+        self._torch: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def from_gene_graph(cls, graph) -> "TokenGraph":
+        """From a :class:`~scfmbench.graphs.build.GeneGraph` (``A[i, j]`` = edge j -> i): A.T."""
+        return cls(graph.adjacency.T.tocsr(), cls_node=graph.has_cls)
+
+    def node_index(self, gene_ids: torch.Tensor) -> torch.Tensor:
+        """(B, L) graph node of every token, -1 for padding (and for CLS without a CLS node)."""
+        if self.cls_node:
+            return gene_ids - 1  # <pad> 0 -> -1, <cls> 1 -> node 0, gene g (g + 2) -> node g + 1
+        return torch.where(gene_ids >= N_SPECIAL, gene_ids - N_SPECIAL, torch.full_like(gene_ids, -1))
+
+    def pattern(self, gene_ids: torch.Tensor) -> EdgePattern:
+        """The (B, E) edge pattern of a batch of token sequences (CLS at position 0)."""
+        if gene_ids.numel() and int(gene_ids.max()) - N_SPECIAL >= self.n_genes:
+            raise InputError(f"a token refers to gene {int(gene_ids.max()) - N_SPECIAL}, but the gene graph has {self.n_genes} genes")
+        key = str(gene_ids.device)
+        if key not in self._torch:  # the graph as a torch CSR tensor, once per device
+            a = self.adjacency
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+                self._torch[key] = torch.sparse_csr_tensor(
+                    torch.as_tensor(a.indptr.astype(np.int64)), torch.as_tensor(a.indices.astype(np.int64)), torch.ones(a.nnz),
+                    size=a.shape, check_invariants=True).to(gene_ids.device)
+        return graph_pattern(self._torch[key], self.node_index(gene_ids), n_global=0 if self.cls_node else 1, self_loops=True)
+
+    def mean_degree(self) -> float:
+        """Mean in-degree over all nodes (self-loops included), for run records."""
+        return self.adjacency.nnz / max(self.adjacency.shape[0], 1)

@@ -1,0 +1,414 @@
+"""scHyena pretraining, checkpoints, fine-tuning, doublet detection and CLS embeddings.
+
+Conventions (``REFERENCE.md`` section 2; Oh et al., arXiv 2310.02713):
+
+- **Inputs at full length**: every gene of the dataset in its fixed order (no HVG selection),
+  values = the log-normalized ``X`` (``log1p(normalize_total(counts, 1e4))``), gene ids
+  ``0 .. G-1``. The embedded datasets have 765 and 300 genes, so cells are held as one dense
+  (N, G) float32 tensor.
+- **Pretraining** is masked expression modelling: per batch, p is drawn uniformly from
+  ``mask_range`` (paper: 0.05 to 0.4), each non-zero entry is masked with probability p (its value
+  replaced by the mask token), and the loss is the MSE on the masked entries. Pretraining sees the
+  *training* cells only and monitors the loss on the validation cells (fixed masks): the test
+  cells' expression is never used, even though self-supervised pretraining on unlabelled test
+  cells would be legitimate, so that no test information of any kind reaches the weights.
+- **Fine-tuning**: a fresh linear head on the [CLS] hidden state, the whole model trained with
+  :func:`scfmbench.train.fit_classifier` (Adam + StepLR, early stopping on validation macro F1, the
+  best validation state restored) on the training cells.
+- **Doublet detection**: the same fine-tuning on a dataset augmented by
+  :func:`scfmbench.schyena.doublets.simulate_doublets`, "doublet" being one more class.
+- **Checkpoints** hold plain data only (model config and run config as JSON-able dicts, the state
+  dict as tensors), so :func:`load_checkpoint` reads them with ``torch.load(weights_only=True)``.
+
+Training randomness (initialisation, dropout, batch order, masks) is seeded inside
+``torch.random.fork_rng``, so a function called with the same seed gives the same result and
+leaves the caller's global RNG state untouched. CUDA is used when present, else the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from scfmbench import InputError
+from scfmbench._io import atomic_path
+from scfmbench.models.schyena import SCHyena, SCHyenaConfig, mask_nonzero, masked_mse, sample_mask_prob
+from scfmbench.schyena.doublets import DOUBLET, doublet_metrics, simulate_doublets
+from scfmbench.train import History, default_device, fit_classifier, predict_logits
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "scfmbench.schyena/1"
+
+
+# ------------------------------------------------------------------------------------------------
+# full-length inputs
+
+
+def dense_values(adata, rows=None) -> np.ndarray:
+    """Log-normalized ``X`` of ``rows`` (all cells if None) as a dense (n, G) float32 array."""
+    x = adata.X if rows is None else adata.X[rows]
+    return (x.toarray() if sp.issparse(x) else np.asarray(x)).astype(np.float32, copy=False)
+
+
+@dataclass
+class CellBatch:
+    """One batch as the model reads it: ``values`` (B, G) float, ``gene_ids`` (B, G) long."""
+
+    values: torch.Tensor
+    gene_ids: torch.Tensor
+
+    def to(self, device) -> "CellBatch":
+        return CellBatch(self.values.to(device), self.gene_ids.to(device))
+
+
+class CellInputs:
+    """Cells at full length for :func:`scfmbench.train.fit_classifier`: ``len()``, ``batch(idx)``, ``to(device)``."""
+
+    def __init__(self, values: torch.Tensor):
+        if values.dim() != 2:
+            raise InputError(f"cell values must be (n_cells, n_genes), got shape {tuple(values.shape)}")
+        self.values = values  # (N, G)
+        self.gene_ids = torch.arange(values.shape[1], device=values.device)  # (G,): gene j is id j
+
+    @classmethod
+    def from_adata(cls, adata, rows=None) -> "CellInputs":
+        return cls(torch.from_numpy(dense_values(adata, rows)))
+
+    def __len__(self) -> int:
+        return self.values.shape[0]
+
+    def batch(self, idx: torch.Tensor) -> CellBatch:
+        idx = idx.to(self.values.device)
+        return CellBatch(self.values[idx], self.gene_ids.expand(len(idx), -1))
+
+    def to(self, device) -> "CellInputs":
+        return CellInputs(self.values.to(device))
+
+
+class CLSClassifier(nn.Module):
+    """Adapter: :class:`CellBatch` -> class logits from the [CLS] token (what ``fit_classifier`` calls)."""
+
+    def __init__(self, backbone: SCHyena):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, batch: CellBatch) -> torch.Tensor:
+        return self.backbone.classify(batch.values, batch.gene_ids)
+
+
+def _rows(adata, splits) -> np.ndarray:
+    split = adata.obs["split"].astype(str).to_numpy()
+    return np.flatnonzero(np.isin(split, list(splits)))
+
+
+def resolve_device(device) -> torch.device:
+    """``device`` as a torch.device; None = CUDA when present, else CPU."""
+    return torch.device(device) if device is not None else default_device()
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device):
+    """Fork the global RNGs (CPU, and the CUDA device in use) and seed them: local, repeatable randomness."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+# ------------------------------------------------------------------------------------------------
+# masked expression modelling
+
+
+@dataclass
+class PretrainHistory:
+    """What a masked-expression training run did.
+
+    ``train_loss[i]`` and ``mask_prob[i]`` belong to optimizer step ``i``; ``valid_loss[j]`` is the
+    mean masked MSE on the monitoring cells (fixed masks) after ``eval_step[j]`` steps (0 = before
+    training). ``seconds`` is the training wall time.
+    """
+
+    train_loss: list[float] = field(default_factory=list)
+    mask_prob: list[float] = field(default_factory=list)
+    eval_step: list[int] = field(default_factory=list)
+    valid_loss: list[float] = field(default_factory=list)
+    n_train_cells: int = 0
+    n_valid_cells: int = 0
+    seconds: float = 0.0
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator):
+    """Endless stream of index batches: shuffled epochs, each cell once per epoch."""
+    while True:
+        order = torch.randperm(n, generator=generator)
+        for i in range(0, n, batch_size):
+            yield order[i : i + batch_size]
+
+
+def _input_mask(values: torch.Tensor, target_mask: torch.Tensor, mask_zeros: bool) -> torch.Tensor:
+    """Positions shown as the mask token: the masked targets, plus every zero when ``mask_zeros``."""
+    return target_mask | (values == 0) if mask_zeros else target_mask
+
+
+@torch.no_grad()
+def _monitor_loss(model: SCHyena, values: torch.Tensor, mask: torch.Tensor, *, mask_zeros: bool, batch_size: int) -> float:
+    """Masked MSE over all monitoring cells (entries weighted equally), fixed masks."""
+    model.eval()
+    gene_ids = torch.arange(values.shape[1], device=values.device)
+    sse, n = 0.0, 0
+    for i in range(0, len(values), batch_size):
+        v, m = values[i : i + batch_size], mask[i : i + batch_size]
+        pred = model.predict_expression(v, gene_ids.expand(len(v), -1), _input_mask(v, m, mask_zeros))
+        sse += float(((pred - v)[m] ** 2).sum())
+        n += int(m.sum())
+    return sse / max(n, 1)
+
+
+def train_masked(model: SCHyena, values: torch.Tensor, *, steps: int, batch_size: int, lr: float, mask_range: tuple[float, float] = (0.05, 0.4), generator: torch.Generator, valid: torch.Tensor | None = None, mask_zeros: bool = False, eval_every: int | None = None, grad_clip: float = 1.0) -> PretrainHistory:
+    """Masked expression modelling on ``values`` (N, G), on the model's device, in place.
+
+    Each step: a batch of cells (shuffled epochs), ``p = sample_mask_prob(generator, *mask_range)``,
+    a Bernoulli(p) mask of the non-zero entries (:func:`~scfmbench.models.schyena.mask_nonzero`), the
+    masked values replaced by the mask token, MSE on the masked entries, Adam step (gradient norm
+    clipped at ``grad_clip``).
+
+    ``mask_zeros=True`` also shows every zero entry as the mask token (no loss there: a zero's true
+    value is unknown). That is how the imputer trains, so that training looks like its inference,
+    where every zero is masked (:mod:`scfmbench.impute.schyena`). ``valid`` (M, G): monitoring
+    cells, masked once with p = the middle of ``mask_range`` and scored before training, every
+    ``eval_every`` steps and at the end.
+    """
+    if steps < 1 or batch_size < 1 or len(values) == 0:
+        raise InputError(f"masked training needs steps >= 1, batch_size >= 1 and at least one cell; got steps={steps}, batch_size={batch_size}, {len(values)} cells")
+    device = next(model.parameters()).device
+    values = values.to(device)
+    gene_ids = torch.arange(values.shape[1], device=device)
+    hist = PretrainHistory(n_train_cells=len(values), n_valid_cells=0 if valid is None else len(valid))
+    valid_mask = None
+    if valid is not None and len(valid):
+        valid = valid.to(device)
+        valid_mask = mask_nonzero(valid, p=sum(mask_range) / 2, generator=torch.Generator().manual_seed(int(torch.randint(2**31, (), generator=generator))))
+
+    def monitor(step: int) -> None:
+        if valid_mask is not None:
+            hist.eval_step.append(step)
+            hist.valid_loss.append(_monitor_loss(model, valid, valid_mask, mask_zeros=mask_zeros, batch_size=max(batch_size, 64)))
+            log.info("step %d: valid masked MSE %.4f", step, hist.valid_loss[-1])
+
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    start = time.perf_counter()
+    monitor(0)
+    batches = _batches(len(values), batch_size, generator)
+    for step in range(1, steps + 1):
+        model.train()
+        v = values[next(batches).to(device)]  # (B, G)
+        p = sample_mask_prob(generator, *mask_range)
+        target = mask_nonzero(v, p=p, generator=generator)
+        pred = model.predict_expression(v, gene_ids.expand(len(v), -1), _input_mask(v, target, mask_zeros))
+        loss = masked_mse(pred, v, target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+        hist.train_loss.append(loss.item())
+        hist.mask_prob.append(p)
+        if eval_every and step % eval_every == 0 and step != steps:
+            monitor(step)
+    monitor(steps)
+    model.eval()
+    hist.seconds = time.perf_counter() - start
+    log.info("masked training: %d steps in %.1f s, last train loss %.4f", steps, hist.seconds, hist.train_loss[-1])
+    return hist
+
+
+def pretrain(adata, *, config: SCHyenaConfig | None = None, steps: int = 40, batch_size: int = 32, lr: float = 2e-3, mask_range: tuple[float, float] = (0.05, 0.4), seed: int = 0, device=None, eval_every: int | None = None) -> tuple[SCHyena, PretrainHistory]:
+    """Pretrain a fresh scHyena by masked expression modelling on the training cells of ``adata``.
+
+    Parameters
+    ----------
+    adata
+        Prepared dataset: log-normalized ``X``, ``obs["split"]``. Cells with split ``train`` are
+        trained on, ``valid`` monitored (fixed masks); ``test`` cells are never read.
+    config
+        Model config; None = :class:`SCHyenaConfig` defaults with ``n_genes = adata.n_vars``. Its
+        ``n_genes`` must equal ``adata.n_vars`` (gene j of the dataset is gene id j).
+    steps, batch_size, lr, mask_range
+        Optimizer steps, cells per step, Adam learning rate, range of the per-batch mask probability.
+    seed
+        Seeds initialisation, batch order, masks and dropout (locally; global RNGs untouched).
+    device
+        Torch device; None = CUDA when present, else CPU.
+
+    Returns
+    -------
+    model : SCHyena
+        On ``device``, in eval mode.
+    history : PretrainHistory
+    """
+    config = config or SCHyenaConfig(n_genes=adata.n_vars)
+    if config.n_genes != adata.n_vars:
+        raise InputError(f"SCHyenaConfig.n_genes = {config.n_genes} but the dataset has {adata.n_vars} genes; scHyena reads every gene of the dataset")
+    device = resolve_device(device)
+    train, valid = _rows(adata, ["train"]), _rows(adata, ["valid"])
+    if len(train) == 0:
+        raise InputError("pretraining needs training cells (obs['split'] == 'train'); the dataset has none")
+    with seeded(seed, device):
+        model = SCHyena(config).to(device)
+        gen = torch.Generator().manual_seed(seed)
+        hist = train_masked(model, torch.from_numpy(dense_values(adata, train)), steps=steps, batch_size=batch_size, lr=lr, mask_range=mask_range, generator=gen, valid=torch.from_numpy(dense_values(adata, valid)) if len(valid) else None, eval_every=eval_every)
+    return model, hist
+
+
+# ------------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def _plain(obj: Any, *, what: str) -> Any:
+    """``obj`` as plain JSON data (dicts, lists, str, numbers, bool, None), or an InputError."""
+    try:
+        return json.loads(json.dumps(obj))
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{what} must be JSON-able plain data (dicts, lists, strings, numbers): {e}") from None
+
+
+def save_checkpoint(path: str | Path, model: SCHyena, run_config: dict[str, Any]) -> None:
+    """Write ``{format, model_config, run_config, state_dict}`` with ``torch.save``, atomically.
+
+    ``model_config`` is ``dataclasses.asdict(model.config)``; ``run_config`` (how the weights were
+    made: data, seed, options, history) must be JSON-able; tensors are saved on the CPU.
+    """
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "model_config": _plain(dataclasses.asdict(model.config), what="model config"),
+        "run_config": _plain(run_config, what="run_config"),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: str | Path, *, device=None) -> tuple[SCHyena, dict[str, Any]]:
+    """Read a :func:`save_checkpoint` file (``torch.load(weights_only=True)``).
+
+    Returns the model (on ``device``, default CPU, eval mode) and the run config.
+    """
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise InputError(f"{path}: not a scHyena checkpoint (format {found!r}, expected {CHECKPOINT_FORMAT!r}); write it with save_checkpoint")
+    model = SCHyena(SCHyenaConfig(**payload["model_config"]))
+    model.load_state_dict(payload["state_dict"])
+    return model.to(torch.device(device) if device is not None else "cpu").eval(), payload["run_config"]
+
+
+# ------------------------------------------------------------------------------------------------
+# fine-tuning
+
+
+@dataclass
+class Finetuned:
+    """A fine-tuned classifier and its test predictions.
+
+    ``model``: the fine-tuned copy (eval mode); ``classes``: label of each output, sorted;
+    ``cell_ids``, ``truth``, ``predicted``: the test cells, their labels and the predictions;
+    ``history``: :class:`scfmbench.train.History`.
+    """
+
+    model: SCHyena
+    classes: np.ndarray
+    cell_ids: np.ndarray
+    truth: np.ndarray
+    predicted: np.ndarray
+    history: History
+
+    def record(self) -> dict[str, Any]:
+        """JSON-able summary for a run record (no weights, no predictions)."""
+        return {"classes": self.classes.tolist(), "model": dataclasses.asdict(self.model.config), "num_params": self.model.num_params(), "history": dataclasses.asdict(self.history)}
+
+
+def finetune_classifier(model: SCHyena, adata, *, seed: int, epochs: int = 6, batch_size: int = 16, lr: float = 1e-3, lr_gamma: float = 0.9, patience: int = 3, device=None) -> Finetuned:
+    """Fine-tune a copy of ``model`` to classify ``obs["cell_type"]`` from [CLS]; predict the test cells.
+
+    A fresh ``Linear(D, n_classes)`` head replaces any classifier (classes = the training labels,
+    sorted); every parameter is trained on the ``train`` cells with
+    :func:`scfmbench.train.fit_classifier` (Adam, StepLR ``lr_gamma``, early stopping on the macro F1
+    of the ``valid`` cells whose class occurs in train; best validation state restored). ``model``
+    itself is not modified. ``seed`` seeds the head, dropout and batch order.
+    """
+    if model.config.n_genes != adata.n_vars:
+        raise InputError(f"the model reads {model.config.n_genes} genes but the dataset has {adata.n_vars}; fine-tune on the dataset it was pretrained on")
+    device = resolve_device(device)
+    split = adata.obs["split"].astype(str).to_numpy()
+    labels = adata.obs["cell_type"].astype(str).to_numpy()
+    train, test = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
+    classes = np.unique(labels[train])
+    if len(classes) < 2:
+        raise InputError(f"fine-tuning needs at least two cell types among the training cells, found {classes.tolist()}")
+    index = {c: i for i, c in enumerate(classes)}
+    valid = np.flatnonzero((split == "valid") & np.isin(labels, classes))  # unseen classes can never be right
+
+    def y(rows):
+        return torch.tensor([index[c] for c in labels[rows]], dtype=torch.long)
+
+    with seeded(seed, device):
+        backbone = copy.deepcopy(model).to(device)
+        backbone.reset_classifier(len(classes))
+        train_inputs = CellInputs.from_adata(adata, train)
+        hist = fit_classifier(
+            CLSClassifier(backbone),
+            train=lambda epoch: train_inputs,
+            y_train=y(train),
+            valid=CellInputs.from_adata(adata, valid),
+            y_valid=y(valid),
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            lr_gamma=lr_gamma,
+            patience=patience,
+            seed=seed,
+            device=device,
+        )
+        logits = predict_logits(CLSClassifier(backbone), CellInputs.from_adata(adata, test), batch_size=max(batch_size, 64), device=device)
+    predicted = classes[logits.argmax(1).numpy()] if len(test) else np.array([], dtype=str)
+    log.info("fine-tuned: %s, best epoch %d", hist.stopped, hist.best_epoch)
+    return Finetuned(model=backbone.eval(), classes=classes, cell_ids=adata.obs_names[test].to_numpy(), truth=labels[test], predicted=predicted, history=hist)
+
+
+def detect_doublets(model: SCHyena, adata, *, seed: int, rate: float = 0.1, label: str = DOUBLET, **finetune_options) -> tuple[Finetuned, dict[str, float]]:
+    """Doublet detection: augment every split with simulated doublets, fine-tune with the extra class.
+
+    Doublets come from :func:`~scfmbench.schyena.doublets.simulate_doublets` (``rate``, ``seed``);
+    fine-tuning is :func:`finetune_classifier` with ``finetune_options``. Returns the fine-tuned
+    result (its test cells are the augmented test split) and
+    :func:`~scfmbench.schyena.doublets.doublet_metrics` on it (``accuracy``, ``macro_f1``,
+    ``doublet_f1``).
+    """
+    augmented = simulate_doublets(adata, rate=rate, seed=seed, label=label)
+    result = finetune_classifier(model, augmented, seed=seed, **finetune_options)
+    return result, doublet_metrics(result.truth, result.predicted, label=label)
+
+
+# ------------------------------------------------------------------------------------------------
+# embeddings
+
+
+@torch.no_grad()
+def cls_embeddings(model: SCHyena, adata, *, batch_size: int = 64, device=None) -> np.ndarray:
+    """[CLS] hidden state of every cell of ``adata`` (nothing masked), (n_cells, d_model) float32."""
+    device = resolve_device(device)
+    model = model.to(device).eval()
+    inputs = CellInputs.from_adata(adata)
+    out = [model.embed(b.values, b.gene_ids).float().cpu() for b in (inputs.batch(torch.arange(i, min(i + batch_size, len(inputs)))).to(device) for i in range(0, len(inputs), batch_size))]
+    return torch.cat(out).numpy() if out else np.zeros((0, model.config.d_model), np.float32)

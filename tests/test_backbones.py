@@ -1,0 +1,249 @@
+"""The three backbones (scGPT-, Geneformer-, scBERT-style) with swapped attention kernels.
+
+Tokenizers against hand-computed examples; every backbone x kernel trains (forward + backward)
+on a batch of cells with different gene sets; padding never changes a real cell's output; the gene
+graph reaches the kernels with the right orientation; the annotator learns with a graph kernel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from scfmbench import InputError
+from scfmbench.annotation.transformer import BACKBONES, annotate_transformer
+from scfmbench.graphs.build import GeneGraph, build_gene_graph, save_graph
+from scfmbench.metrics import macro_f1
+from scfmbench.models.geneformer import GeneformerClassifier, GeneformerConfig
+from scfmbench.models.scbert import ScBERTClassifier, ScBERTConfig
+from scfmbench.models.scgpt import ScGPTClassifier, ScGPTConfig, attach_graph
+from scfmbench.models.tokenize import (
+    CLS_ID,
+    N_SPECIAL,
+    PAD_ID,
+    TokenGraph,
+    gene_medians,
+    scbert_bins,
+    tokenize_geneformer,
+    tokenize_scbert,
+    tokenize_scgpt,
+)
+
+G = 12
+KERNEL_CONFIG = {"full": {}, "genohoption-p": {}, "longformer": {"window": 4}, "performer": {"nb_features": 16}}
+
+
+def ring_graph(n_genes: int = G) -> GeneGraph:
+    """GeneGraph layout (node 0 = CLS, gene g = node g + 1, A[i, j] = 1 iff j -> i): g -> g+1 (directed
+    ring) plus g -> g+3, self-loops, CLS joined both ways."""
+    n = n_genes + 1
+    tgt, src = [], []
+    for g in range(n_genes):
+        for d in (1, 3):
+            src.append(g + 1)
+            tgt.append((g + d) % n_genes + 1)
+    loops = list(range(n))
+    cls_t, cls_s = list(range(1, n)) + [0] * n_genes, [0] * n_genes + list(range(1, n))
+    A = sp.csr_matrix((np.ones(len(tgt) + n + 2 * n_genes, dtype=np.int8), (tgt + loops + cls_t, src + loops + cls_s)), shape=(n, n))
+    A.data[:] = 1
+    return GeneGraph(adjacency=A, gene_names=np.array([f"G{i}" for i in range(n_genes)]), has_cls=True)
+
+
+def counts_matrix(seed: int = 0) -> sp.csr_matrix:
+    """4 cells with different numbers of expressed genes (3, 12, 7, 5)."""
+    rng = np.random.default_rng(seed)
+    X = rng.poisson(3.0, (4, G)).astype(np.float32) + 1
+    for i, k in enumerate((3, 12, 7, 5)):
+        X[i, rng.permutation(G)[k:]] = 0
+    return sp.csr_matrix(X)
+
+
+def build(backbone: str, attention: str, **extra):
+    common = dict(n_genes=G, n_classes=3, d_model=16, n_heads=2, d_hidden=32, n_layers=2, dropout=0.0, attention=attention,
+                  attention_config=KERNEL_CONFIG[attention], **extra)
+    model = {"scgpt": lambda: ScGPTClassifier(ScGPTConfig(**common, n_bins=11)),
+             "geneformer": lambda: GeneformerClassifier(GeneformerConfig(**common, max_position=64)),
+             "scbert": lambda: ScBERTClassifier(ScBERTConfig(**common))}[backbone]()
+    attach_graph(model, TokenGraph.from_gene_graph(ring_graph()))
+    return model
+
+
+def tokens(backbone: str, X: sp.csr_matrix):
+    logX = sp.csr_matrix(np.log1p(X.toarray() / X.sum(1).A * 1e4))
+    if backbone == "scgpt":
+        return tokenize_scgpt(logX, n_bins=11, max_len=64, rng=np.random.default_rng(0))
+    if backbone == "geneformer":
+        return tokenize_geneformer(X, gene_medians(X), max_len=64)
+    return tokenize_scbert(logX)
+
+
+# ---------------------------------------------------------------------------------------------
+# tokenizers
+
+
+def test_rank_value_encoding_by_hand():
+    counts = sp.csr_matrix(np.array([[4, 0, 1, 5, 0], [0, 2, 2, 0, 0], [1, 1, 0, 2, 0]], dtype=np.float32))
+    # normalized (x 1e4 / total): [4000, 0, 1000, 5000], [0, 5000, 5000, 0], [2500, 2500, 0, 5000]
+    medians = gene_medians(counts)
+    np.testing.assert_allclose(medians[:4], [3250.0, 3750.0, 3000.0, 5000.0])
+    assert np.isnan(medians[4])  # never expressed in the reference cells
+    # scores: cell 0 g0 1.23, g3 1.0, g2 0.33; cell 1 g2 1.67, g1 1.33; cell 2 g3 1.0, g0 0.77, g1 0.67
+    cells = tokenize_geneformer(counts, medians, max_len=10)
+    expect = [[CLS_ID, 0 + 2, 3 + 2, 2 + 2], [CLS_ID, 2 + 2, 1 + 2, PAD_ID], [CLS_ID, 3 + 2, 0 + 2, 1 + 2]]  # gene g -> token g + 2
+    assert cells.gene_ids.tolist() == expect
+    assert cells.padding.tolist() == [[False] * 4, [False] * 3 + [True], [False] * 4]
+    top2 = tokenize_geneformer(counts, medians, max_len=2)  # truncation keeps the top ranks
+    assert top2.gene_ids.tolist() == [r[:3] for r in expect]
+    # a gene with no median is left out even where a new cell expresses it
+    new = tokenize_geneformer(sp.csr_matrix(np.array([[0, 0, 0, 1, 50]], dtype=np.float32)), medians, max_len=10)
+    assert new.gene_ids.tolist() == [[CLS_ID, 3 + N_SPECIAL]]
+
+
+def test_scbert_bins_by_hand():
+    x = np.array([[0.0, 0.5, 1.0, 3.0, 200.0, 1000.0]])  # normalized counts; log2(1 + x) = 0, .58, 1, 2, 7.65, 9.97
+    bins = scbert_bins(sp.csr_matrix(np.log1p(x)), n_bins=7)
+    assert bins.tolist() == [[0, 0, 1, 2, 7, 7]]
+    cells = tokenize_scbert(sp.csr_matrix(np.log1p(x)))
+    assert cells.gene_ids.tolist() == [[CLS_ID] + [g + N_SPECIAL for g in range(6)]]
+    assert cells.value_ids.tolist() == [[0, 0, 0, 1, 2, 7, 7]] and not cells.padding.any()
+
+
+def test_token_graph_orientation_and_cls():
+    """Token of gene h attends to gene g's token iff the GeneGraph has g -> h (A[h+1, g+1] = 1)."""
+    graph = ring_graph()
+    tg = TokenGraph.from_gene_graph(graph)
+    genes = [5, 2, 6, 3, 8]  # a cell's genes in token order (Geneformer's rank order, say)
+    ids = torch.tensor([[CLS_ID] + [g + N_SPECIAL for g in genes] + [PAD_ID, PAD_ID]])
+    allowed = tg.pattern(ids).to_dense()[0]  # allowed[i, j]: token i attends to token j
+    A = graph.adjacency.toarray()
+    nodes = [0] + [g + 1 for g in genes]
+    n = len(nodes)
+    for i in range(n):
+        for j in range(n):
+            assert bool(allowed[i, j]) == bool(A[nodes[i], nodes[j]]), (i, j)
+    assert not allowed[:, n:].any() and not allowed[n:].any()  # padding has no edges
+    assert allowed[0, :n].all() and allowed[:n, 0].all()  # CLS joined to every gene
+    assert allowed[1 + genes.index(6), 1 + genes.index(5)] and not allowed[1 + genes.index(5), 1 + genes.index(6)]  # 5 -> 6 only
+    # a graph without a CLS node: CLS becomes a global token
+    no_cls = TokenGraph(graph.adjacency.T.tocsr()[1:, 1:], cls_node=False)
+    allowed2 = no_cls.pattern(ids).to_dense()[0]
+    assert torch.equal(allowed2[:n, :n], allowed[:n, :n])
+
+
+# ---------------------------------------------------------------------------------------------
+# backbones x kernels
+
+
+@pytest.mark.parametrize("attention", list(KERNEL_CONFIG))
+@pytest.mark.parametrize("backbone", ["scgpt", "geneformer", "scbert"])
+def test_forward_backward(backbone, attention):
+    torch.manual_seed(0)
+    model = build(backbone, attention)
+    cells = tokens(backbone, counts_matrix())
+    batch = cells.batch(torch.arange(4))
+    if backbone != "scbert":
+        assert batch.padding.sum(1).tolist() == [9, 0, 5, 7]  # different gene sets, padded
+    logits = model(batch)
+    assert logits.shape == (4, 3) and torch.isfinite(logits).all()
+    torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2, 0])).backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
+    qkv = [g for n, g in grads.items() if n.endswith("self_attn.qkv.weight")]
+    assert len(qkv) == 2 and all(g.abs().sum() > 0 for g in qkv)
+
+
+@pytest.mark.parametrize("attention", list(KERNEL_CONFIG))
+@pytest.mark.parametrize("backbone", ["scgpt", "geneformer"])
+def test_padding_never_changes_real_outputs(backbone, attention):
+    torch.manual_seed(0)
+    model = build(backbone, attention, cell_embedding="cls").eval()
+    cells = tokens(backbone, counts_matrix())
+    with torch.no_grad():
+        together = model(cells.batch(torch.arange(4)))
+        alone = torch.cat([model(cells.batch(torch.tensor([i]))) for i in range(4)])
+        torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
+        # garbage in padded slots changes nothing either
+        batch = cells.batch(torch.arange(4))
+        batch.value_ids[batch.padding] = 3
+        batch.gene_ids[batch.padding] = PAD_ID
+        torch.testing.assert_close(model(batch), alone, atol=1e-5, rtol=1e-5)
+
+
+def test_graph_kernel_needs_a_graph():
+    model = build("scgpt", "genohoption-p")
+    attach_graph(model, None)
+    with pytest.raises(InputError, match="gene graph"):
+        model(tokens("scgpt", counts_matrix()).batch(torch.arange(2)))
+
+
+def test_graph_changes_what_genohoption_sees():
+    """With one-hop attention, dropping the ring's edges changes the output (the graph is used)."""
+    torch.manual_seed(0)
+    model = build("geneformer", "genohoption-p").eval()
+    batch = tokens("geneformer", counts_matrix()).batch(torch.arange(4))
+    real = ~batch.padding
+    with torch.no_grad():
+        ring = model.hidden_states(batch)[real]
+        bare = ring_graph()
+        loops_and_cls = sp.csr_matrix(bare.adjacency.toarray() * (np.eye(G + 1) + (np.arange(G + 1) == 0)[:, None] + (np.arange(G + 1) == 0)[None]))
+        attach_graph(model, TokenGraph.from_gene_graph(GeneGraph(adjacency=loops_and_cls, gene_names=bare.gene_names, has_cls=True)))
+        assert not torch.allclose(model.hidden_states(batch)[real], ring, atol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------
+# the annotator
+
+
+@pytest.fixture(scope="module")
+def tiny_prepared():
+    from conftest import make_raw
+
+    from scfmbench.data.prepare import prepare_dataset
+
+    return prepare_dataset(make_raw(n_cells=240, n_genes=24), seed=0)
+
+
+def _f1(adata, pred):
+    test = (adata.obs["split"] == "test").to_numpy()
+    return macro_f1(adata.obs["cell_type"].astype(str).to_numpy()[test], pred)
+
+
+def _majority_f1(adata):
+    from scfmbench.annotation.controls import majority
+
+    return _f1(adata, majority(adata, seed=0))
+
+
+SMALL = dict(d_model=32, n_layers=1, n_heads=2, d_hidden=64, epochs=8, batch_size=16, lr=3e-3, patience=8)
+
+
+@pytest.mark.parametrize("method", ["geneformer-full", "scgpt-genohoption-p", "scbert-performer"])
+def test_annotator_learns(tiny_prepared, method, tmp_path):
+    backbone, _, attention = method.partition("-")
+    adata = tiny_prepared
+    graph = None
+    if attention == "genohoption-p":
+        train = (adata.obs["split"] == "train").to_numpy()
+        g = build_gene_graph(adata.var_names, adata.X[train], [], use_grn=False)
+        save_graph(g, tmp_path / "full.npz")
+        graph = str(tmp_path / "full.npz")  # as the workflow passes it
+    pred, record = annotate_transformer(adata, backbone=backbone, attention=attention, seed=0, graph=graph, **SMALL)
+    assert _f1(adata, pred) > _majority_f1(adata) + 0.4
+    assert record["backbone"] == backbone and record["attention"] == attention
+    assert (record["graph"] is not None) == (graph is not None)
+    assert record["history"]["train_loss"][-1] < record["history"]["train_loss"][0]
+
+
+def test_annotator_input_errors(tiny_prepared):
+    with pytest.raises(InputError, match="runs on a gene graph"):
+        annotate_transformer(tiny_prepared, backbone="geneformer", attention="onehop", seed=0, epochs=1)
+    wrong = ring_graph()  # 12 genes named G0..G11, the dataset has 24
+    with pytest.raises(InputError, match="var_names"):
+        annotate_transformer(tiny_prepared, backbone="scgpt", attention="genohoption-p", seed=0, graph=wrong, epochs=1)
+    with pytest.raises(InputError, match="unknown backbone"):
+        annotate_transformer(tiny_prepared, backbone="hyena", attention="full", seed=0)
+    with pytest.raises(InputError, match="allowed keys"):
+        annotate_transformer(tiny_prepared, backbone="scbert", attention="performer", seed=0, d_modle=8)
+    assert set(BACKBONES) == {"scgpt", "geneformer", "scbert"}

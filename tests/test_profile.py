@@ -1,0 +1,293 @@
+"""Profiling (scfmbench.profile): the memory probe sees a known allocation, out-of-memory and
+time-outs become rows, the scaling fit, the GAT layer against a dense reference, every mechanism
+on a tiny point, the config hooks, and a tiny workflow run that writes the profile report."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from scfmbench import InputError
+from scfmbench.config import validate_config
+from scfmbench.profile import PointSpec, build_workload, check_mechanisms, mechanism_names, measure_point, measure_region, run_point, sweep
+from scfmbench.profile.analysis import fit_exponent, read_points, scaling_table, write_profile_report
+from scfmbench.profile.gat import GATLayer, gat_dense_reference, khop_edges
+from scfmbench.profile.measure import COLUMNS, write_rows
+from scfmbench.profile.mechanisms import Shape, random_cell_graphs
+
+from conftest import REPO
+
+MIB = 2**20
+# Linux keeps a process's resident-set counters approximately (per-CPU batches since 6.2, per-thread
+# 64-page batches before), so VmRSS / VmHWM can each be off by a fraction of a MiB: a known
+# allocation must be seen to within this, never missed.
+RSS_SLACK_MB = 1.0
+
+
+def calibrate(length: int, dim: int, mode: str = "forward", **kw) -> PointSpec:
+    """A point whose forward pass allocates exactly length * dim * 4 bytes (one float32 tensor)."""
+    return PointSpec("calibrate", length, 1, mode, heads=1, dim=dim, device="cpu", warmup=1, repeats=2, threads=1, **kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# the memory probe
+
+
+def test_cpu_peak_memory_sees_a_known_allocation_in_a_fresh_process():
+    """200 MiB allocated inside the measured region of a fresh process is reported (and not much
+    more); a region allocating ~nothing reports ~nothing."""
+    rows = sweep([calibrate(MIB, 50), calibrate(1, 1)], timeout_s=120)
+    big, nothing = rows
+    assert big["status"] == "ok" and big["mem_method"] == "vmhwm", big
+    assert 200 - RSS_SLACK_MB <= big["peak_mem_mb"] < 200 + 16, big["peak_mem_mb"]
+    assert nothing["status"] == "ok" and nothing["peak_mem_mb"] < 2, nothing["peak_mem_mb"]
+    assert big["time_median_s"] > 0 and big["n_repeats"] == 2
+    assert big["tokens_per_s"] == pytest.approx(MIB / big["time_median_s"])
+
+
+def test_measured_region_counts_what_the_step_holds_not_the_setup():
+    """In this process: the setup's 100 MiB are baseline, the step's 200 MiB are the peak."""
+    held = torch.ones(25 * MIB)  # 100 MiB allocated before the region: baseline, not counted
+
+    def step():
+        x = torch.ones(50 * MIB)  # 200 MiB, touched
+        x.add_(1)
+
+    result = measure_region(step, device="cpu", warmup=1, repeats=2)
+    if result["mem_method"] != "vmhwm":
+        pytest.skip("/proc/self/clear_refs is not writable here: ru_maxrss cannot be reset in-process")
+    assert 200 - RSS_SLACK_MB <= result["peak_mem_mb"] < 200 + 16
+    assert len(result["times"]) == 2
+    idle = measure_region(lambda: None, device="cpu", warmup=0, repeats=3)
+    assert idle["peak_mem_mb"] < 2
+    del held
+
+
+def test_max_repeat_time_stops_early_but_not_before_three():
+    import time
+
+    result = measure_region(lambda: time.sleep(0.02), device="cpu", warmup=0, repeats=50, max_repeat_time_s=0.01)
+    assert len(result["times"]) == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# failures are rows
+
+
+def test_forced_oom_is_a_row_and_the_sweep_completes():
+    """Cap each point at 64 MiB of extra address space: 16 MiB fits, 512 MiB is out of memory."""
+    ok, oom = sweep([calibrate(MIB // 4, 16), calibrate(MIB, 128)], timeout_s=120, max_mem_gb=1 / 16)
+    assert ok["status"] == "ok" and ok["peak_mem_mb"] >= 16 - RSS_SLACK_MB, ok
+    assert oom["status"] == "oom" and math.isnan(oom["time_median_s"]), oom
+    assert "allocate" in oom["message"].lower()
+    assert ok["max_mem_gb"] == oom["max_mem_gb"] == 1 / 16
+
+
+def test_timeout_is_a_row():
+    row = run_point(calibrate(8, 8), timeout_s=0.05)
+    assert row["status"] == "timeout" and "timeout_s=0.05" in row["message"] and row["timeout_s"] == 0.05
+
+
+def test_setup_failure_is_an_error_row():
+    row = measure_point(PointSpec("hf-bigbird", 64, 1, "forward", heads=2, dim=8, device="cpu", repeats=1))
+    assert row["status"] == "error" and "L >= 704" in row["message"]
+
+
+# ---------------------------------------------------------------------------------------------
+# scaling exponents
+
+
+def _rows(mechanism, lengths, time_fn, mem_fn, status=None):
+    status = status or {}
+    return [dict(mechanism=mechanism, **{"pass": "backward"}, L=L, batch=1, status=status.get(L, "ok"),
+                 time_median_s=time_fn(L) if L not in status else math.nan, peak_mem_mb=mem_fn(L) if L not in status else math.nan) for L in lengths]
+
+
+def test_scaling_exponents_on_synthetic_points():
+    lengths = [512, 1024, 2048, 4096, 8192]
+    df = pd.DataFrame(
+        _rows("quadratic", lengths, lambda L: 3e-9 * L**2, lambda L: 5e-6 * L**2)
+        + _rows("linear", lengths, lambda L: 2e-5 * L, lambda L: 0.01 * L, status={8192: "oom"})
+        + _rows("nlogn", lengths, lambda L: 1e-6 * L * math.log2(L), lambda L: 0.5, status={})
+    )
+    table = scaling_table(df).set_index("mechanism")
+    assert table.loc["quadratic", "time_exponent"] == pytest.approx(2.0, abs=1e-9)
+    assert table.loc["quadratic", "memory_exponent"] == pytest.approx(2.0, abs=1e-9)
+    assert table.loc["linear", "time_exponent"] == pytest.approx(1.0, abs=1e-9)
+    assert table.loc["linear", "time_points"] == 4 and table.loc["linear", "L_max"] == 4096  # the oom point is not fitted
+    assert table.loc["linear", "failed"] == "L=8192 oom"
+    # L log L between 512 and 8192: slope of log(L log L) = 1 + d log log L / d log L, here ~1.09
+    assert 1.05 < table.loc["nlogn", "time_exponent"] < 1.12
+    assert math.isnan(table.loc["nlogn", "memory_exponent"])  # 0.5 MB is below the probe's resolution
+    assert math.isnan(fit_exponent([1024], [1.0]))
+
+
+# ---------------------------------------------------------------------------------------------
+# the GAT-style layer
+
+
+def test_khop_edges_equal_boolean_matrix_powers():
+    pattern = random_cell_graphs(24, 2, 2, 0, "cpu")  # no CLS shortcut would still be sparse at 1 hop
+    A = pattern.to_dense().double()  # (B, L, L), A[b, i, j] = edge j -> i
+    for hops in (1, 2, 3):
+        reach = torch.zeros_like(A)
+        power = torch.eye(24, dtype=torch.double).expand_as(A)
+        for _ in range(hops):
+            power = power @ A
+            reach = reach + power
+        src, dst = khop_edges(pattern, hops)
+        got = torch.zeros(2, 24, 24, dtype=torch.bool)
+        got[dst // 24, dst % 24, src % 24] = True
+        assert torch.equal(got, reach > 0), hops
+        assert bool(((dst[1:] > dst[:-1]) | ((dst[1:] == dst[:-1]) & (src[1:] > src[:-1]))).all())  # sorted by (dst, src), unique
+
+
+def test_gat_layer_matches_dense_reference_values_and_gradients():
+    gen = torch.Generator().manual_seed(0)
+    B, H, L, D = 2, 3, 10, 4
+    pattern = random_cell_graphs(L, B, 1, 1, "cpu")
+    allowed = pattern.to_dense()
+    allowed[0, 5] = False  # a node without incoming edges outputs 0
+    b, i, j = allowed.nonzero(as_tuple=True)
+    edges = (b * L + j, b * L + i)
+    layer = GATLayer(H, D).double()
+    q, k, v = (torch.randn(B, H, L, D, generator=gen, dtype=torch.double, requires_grad=True) for _ in range(3))
+    out = layer(q, k, v, edges)
+    ref = gat_dense_reference(layer, q, k, v, allowed)
+    torch.testing.assert_close(out, ref)
+    assert torch.all(out[0, :, 5] == 0)
+    w = torch.randn(out.shape, generator=gen, dtype=torch.double)
+    grads = torch.autograd.grad((out * w).sum(), [q, k, v, layer.att_src])
+    grads_ref = torch.autograd.grad((ref * w).sum(), [q, k, v, layer.att_src])
+    for g, r in zip(grads, grads_ref):
+        torch.testing.assert_close(g, r)
+
+
+def test_gat_receptive_field_covers_the_cell_through_the_cls_token():
+    """Six hops over a cell graph with the CLS token: every token reaches every token."""
+    shape = Shape(length=48, batch=2, heads=2, dim=4, degree=3, hops=6)
+    src, dst = khop_edges(random_cell_graphs(48, 2, 3, 0, "cpu"), shape.hops)
+    assert src.numel() == 2 * 48 * 48
+
+
+# ---------------------------------------------------------------------------------------------
+# every mechanism on a tiny point
+
+
+@pytest.mark.parametrize("mode", ["forward", "backward"])
+@pytest.mark.parametrize("name", [m for m in mechanism_names() if m != "hf-bigbird"])
+def test_every_mechanism_measures_a_tiny_point(name, mode):
+    spec = PointSpec(name, 64, 2, mode, heads=2, dim=8, degree=4, hops=2, device="cpu", warmup=1, repeats=2)
+    row = measure_point(spec)
+    assert row["status"] == "ok", row["message"]
+    assert set(row) == set(COLUMNS)
+    assert row["time_median_s"] > 0 and row["peak_mem_mb"] >= 0 and row["n_repeats"] == 2
+    assert row["time_q25_s"] <= row["time_median_s"] <= row["time_q75_s"]
+    assert row["tokens_per_s"] == pytest.approx(2 * 64 / row["time_median_s"])
+    assert row["device"] == "cpu" and row["dtype"] == "float32" and row["torch_version"] == torch.__version__
+
+
+def test_backward_pass_fills_and_then_clears_gradients():
+    work = build_workload("full", Shape(length=16, batch=1, heads=2, dim=4), "cpu", torch.float32)
+    work.forward().sum().backward()
+    assert all(t.grad is not None for t in work.leaves[:3])
+    work.clear_grads()
+    assert all(t.grad is None for t in work.leaves[:3])
+
+
+# ---------------------------------------------------------------------------------------------
+# config hooks
+
+
+PAPER = {
+    "mechanisms": ["full", "genohoption-p", "genohoption-h", "gat", "performer"],
+    "heads": 8, "dim": 256, "batches": [32], "dtype": "float16", "device": "cuda",
+    "lengths": [100, 500, 1000, 1500, 2000, 2500, 3000, 8192, 16384, 20000, 32768], "max_mem_gb": None,
+}
+
+
+def test_paper_settings_are_expressible(schema_path):
+    cfg = validate_config({"datasets": {"pbmc68k": {"source": "pbmc68k"}}, "profile": dict(PAPER)}, schema_path)
+    assert cfg["profile"]["repeats"] == 10 and cfg["profile"]["passes"] == ["forward", "backward"]
+    spec = PointSpec.from_settings("gat", 3000, 32, "forward", {k: v for k, v in cfg["profile"].items() if k not in ("mechanisms", "lengths", "batches", "passes")})
+    assert (spec.heads, spec.dim, spec.dtype, spec.device, spec.batch, spec.hops) == (8, 256, "float16", "cuda", 32, 6)
+
+
+def test_profile_defaults_profile_nothing_and_typos_are_errors(schema_path):
+    cfg = validate_config({"datasets": {"pbmc68k": {"source": "pbmc68k"}}}, schema_path)
+    assert cfg["profile"]["mechanisms"] == [] and cfg["profile"]["lengths"] == [512, 1024, 2048, 4096, 8192]
+    with pytest.raises(InputError, match="repeat"):
+        validate_config({"datasets": {"pbmc68k": {"source": "pbmc68k"}}, "profile": {"repeat": 3}}, schema_path)
+    with pytest.raises(InputError, match="unknown mechanism.*'flash'"):
+        check_mechanisms(["full", "flash"])
+    with pytest.raises(InputError, match="pass must be one of"):
+        PointSpec("full", 64, 1, "sideways")
+
+
+def test_embedded_config_profiles_every_mechanism_the_issue_names():
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    from scfmbench.models.attention import KERNELS
+
+    wanted = (set(KERNELS) - {"genohoption"}) | {"schyena", "gat", "hf-longformer", "hf-bigbird", "performer-pytorch"}
+    assert wanted <= set(cfg["profile"]["mechanisms"])
+    assert cfg["profile"]["lengths"] == [512, 1024, 2048, 4096, 8192]
+
+
+# ---------------------------------------------------------------------------------------------
+# report and workflow
+
+
+def test_report_files_from_point_csvs(tmp_path):
+    rows = []
+    for mech, scale in (("full", 1e-9), ("onehop", 1e-6)):
+        for mode in ("forward", "backward"):
+            for L in (256, 512, 1024):
+                rows.append({c: math.nan for c in COLUMNS} | dict(mechanism=mech, **{"pass": mode}, L=L, batch=1, heads=4, dim=32, dtype="float32",
+                            device="cpu", device_name="x", torch_version="2", cuda_version="", message="", status="ok",
+                            time_median_s=scale * L ** (2 if mech == "full" else 1), peak_mem_mb=0.01 * L))
+    rows[-1].update(status="oom", time_median_s=math.nan, peak_mem_mb=math.nan, message="setup: out of memory")
+    paths = []
+    for n, row in enumerate(rows):
+        paths.append(tmp_path / f"p{n}.csv")
+        write_rows([row], paths[-1])
+    out = {k: tmp_path / "report" / v for k, v in dict(csv="profile.csv", scaling_csv="s.csv", scaling_md="s.md", time_png="t.png", memory_png="m.png").items()}
+    scaling = write_profile_report(reversed(paths), **out)
+    table = read_points([out["csv"]])
+    assert list(table.columns) == list(COLUMNS) and len(table) == 12
+    assert list(table["pass"][:3]) == ["forward"] * 3 and list(table["L"][:3]) == [256, 512, 1024]
+    s = scaling.set_index(["mechanism", "pass"])
+    assert s.loc[("full", "backward"), "time_exponent"] == pytest.approx(2.0)
+    assert s.loc[("onehop", "backward"), "failed"] == "L=1024 oom"
+    md = out["scaling_md"].read_text()
+    assert "| full | forward | 1 | 2 |" in md and "oom" in md
+    for key in ("time_png", "memory_png"):
+        assert out[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_tiny_profile_workflow_writes_the_report(tmp_path):
+    for item in ("Snakefile", "workflow", "config", "profiles", "envs"):
+        src = REPO / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / item)
+    tiny = {"profile": {"mechanisms": ["full", "gat"], "lengths": [32, 64], "heads": 2, "dim": 8, "degree": 4, "hops": 2, "repeats": 2, "timeout_s": 120, "max_mem_gb": 2}}
+    (tmp_path / "config" / "tiny.yaml").write_text(yaml.safe_dump(tiny))
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "config/tiny.yaml", "profile_report"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = tmp_path / "results" / "report"
+    points = pd.read_csv(report / "profile.csv")
+    assert len(points) == 2 * 2 * 2 and set(points["status"]) == {"ok"}, points[["mechanism", "pass", "L", "status", "message"]]
+    assert (points["n_repeats"] == 2).all() and (points["threads"] == 1).all()
+    assert (tmp_path / "results" / "profile" / "gat" / "L64_B1_backward.csv").exists()
+    scaling = pd.read_csv(report / "profile_scaling.csv")
+    assert len(scaling) == 4 and np.isfinite(scaling["time_exponent"]).all()
+    for name in ("profile_scaling.md", "figures/profile_time.png", "figures/profile_memory.png"):
+        assert (report / name).stat().st_size > 0
