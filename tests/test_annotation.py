@@ -63,7 +63,7 @@ def test_transformer_learns_and_is_reproducible():
     from conftest import make_raw
 
     prepared = prepare_dataset(make_raw(n_cells=240, n_genes=24), seed=0)
-    params = dict(d_model=32, n_layers=1, n_heads=2, epochs=10, lr=1e-3, batch_size=8, patience=10)
+    params = dict(epochs=10, patience=10)  # the backbone's defaults otherwise (d_model 32, 1 layer, lr 5e-3, batch 16)
     pred, record = annotate_transformer(prepared, backbone="scgpt", attention="full", seed=0, **params)
     pred2, _ = annotate_transformer(prepared, backbone="scgpt", attention="full", seed=0, **params)
     test = (prepared.obs["split"] == "test").to_numpy()

@@ -154,11 +154,12 @@ def test_forward_backward(backbone, attention):
     assert len(qkv) == 2 and all(g.abs().sum() > 0 for g in qkv)
 
 
+@pytest.mark.parametrize("cell_embedding", ["cls", "avg-pool"])
 @pytest.mark.parametrize("attention", list(KERNEL_CONFIG))
 @pytest.mark.parametrize("backbone", ["scgpt", "geneformer"])
-def test_padding_never_changes_real_outputs(backbone, attention):
+def test_padding_never_changes_real_outputs(backbone, attention, cell_embedding):
     torch.manual_seed(0)
-    model = build(backbone, attention, cell_embedding="cls").eval()
+    model = build(backbone, attention, cell_embedding=cell_embedding).eval()
     cells = tokens(backbone, counts_matrix())
     with torch.no_grad():
         together = model(cells.batch(torch.arange(4)))
@@ -216,7 +217,8 @@ def _majority_f1(adata):
     return _f1(adata, majority(adata, seed=0))
 
 
-SMALL = dict(d_model=32, n_layers=1, n_heads=2, d_hidden=64, epochs=8, batch_size=16, lr=3e-3, patience=8)
+SMALL = dict(d_model=32, n_layers=1, n_heads=2, d_hidden=64, epochs=8, batch_size=16, lr=3e-3, patience=8,
+             kernel_config={"longformer": {"window": 8}, "performer": {"nb_features": 32}})
 
 
 @pytest.mark.parametrize("method", ["geneformer-full", "scgpt-genohoption-p", "scbert-performer"])
@@ -233,6 +235,7 @@ def test_annotator_learns(tiny_prepared, method, tmp_path):
     assert _f1(adata, pred) > _majority_f1(adata) + 0.4
     assert record["backbone"] == backbone and record["attention"] == attention
     assert (record["graph"] is not None) == (graph is not None)
+    assert record["graph"] is None or record["graph"]["n_nodes"] == adata.n_vars + 1
     assert record["history"]["train_loss"][-1] < record["history"]["train_loss"][0]
 
 
@@ -244,6 +247,18 @@ def test_annotator_input_errors(tiny_prepared):
         annotate_transformer(tiny_prepared, backbone="scgpt", attention="genohoption-p", seed=0, graph=wrong, epochs=1)
     with pytest.raises(InputError, match="unknown backbone"):
         annotate_transformer(tiny_prepared, backbone="hyena", attention="full", seed=0)
+    with pytest.raises(InputError, match="unknown kernels"):
+        annotate_transformer(tiny_prepared, backbone="scgpt", attention="full", seed=0, kernel_config={"longfromer": {"window": 8}})
     with pytest.raises(InputError, match="allowed keys"):
         annotate_transformer(tiny_prepared, backbone="scbert", attention="performer", seed=0, d_modle=8)
     assert set(BACKBONES) == {"scgpt", "geneformer", "scbert"}
+
+
+def test_kernel_config_sizes_each_kernel(tiny_prepared):
+    """One backbone entry carries options for several kernels; each run takes its kernel's entry."""
+    _, record = annotate_transformer(tiny_prepared, backbone="geneformer", attention="longformer", seed=0, epochs=1,
+                                     kernel_config={"longformer": {"window": 8}, "bigbird": {"n_random": 2}})
+    assert record["model"]["attention_config"] == {"window": 8}
+    _, record = annotate_transformer(tiny_prepared, backbone="geneformer", attention="full", seed=0, epochs=5, max_steps=3,
+                                     kernel_config={"longformer": {"window": 8}})
+    assert record["model"]["attention_config"] == {} and record["train"]["epochs_limit"] == 1

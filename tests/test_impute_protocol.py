@@ -1,4 +1,5 @@
-"""The imputation protocol: masks, the fold loop, scoring, and the registered imputers."""
+"""The imputation protocols (masking; molecular cross-validation), the perfect control, scoring, and
+the registered imputers."""
 
 from __future__ import annotations
 
@@ -10,7 +11,24 @@ import scipy.sparse as sp
 
 from scfmbench import InputError
 from scfmbench.data.contract import log_normalize
-from scfmbench.impute import IMPUTERS, fold_adata, get_imputer, make_masks, read_masked, run_imputer, score_imputation, score_main, write_masks
+from scfmbench.impute import (
+    IMPUTERS,
+    fold_adata,
+    get_imputer,
+    make_masks,
+    make_mcv,
+    perfect_main,
+    read_masked,
+    run_imputer,
+    score_imputation,
+    score_main,
+    score_mcv,
+    split_molecules,
+    write_masks,
+    write_mcv,
+)
+from scfmbench.impute.mcv import _renormalize_log, normalize_log, poisson_loss
+from scfmbench.impute.protocol import _write_npz
 from scfmbench.results import METRIC_COLUMNS
 
 N_TYPES, CELLS_PER_TYPE, N_GENES = 3, 30, 40
@@ -250,3 +268,161 @@ def test_magic_beats_none_against_truth(files, tmp_path):
     assert scores["magic"]["mse_truth"] < 0.5 * scores["none"]["mse_truth"]
     assert scores["magic"]["mse"] < scores["none"]["mse"]
     assert scores["magic"]["pearson_truth"] > 0.5
+
+
+# ----------------------------------------------------------------------------- the perfect control
+
+
+def test_perfect_masking_is_the_truth_at_the_hidden_entries(files, tmp_path):
+    masked, heldout = files
+    values = perfect_main(heldout, tmp_path / "p.npz", seed=3)
+    held = np.load(heldout)
+    np.testing.assert_array_equal(values, held["truth"])
+    s = score_imputation(tmp_path / "p.npz", heldout)
+    assert s["mse_truth"] == 0 and s["pearson_truth"] == pytest.approx(1)
+    # observed hidden entries are non-zero by selection, so the truth is no ceiling on 'mse'
+    assert s["mse"] == pytest.approx(float(np.mean((held["truth"].astype(np.float64) - held["observed"]) ** 2)))
+
+
+def test_perfect_needs_a_truth(adata, tmp_path):
+    del adata.layers["truth"]
+    write_masks(adata, tmp_path / "m.h5ad", tmp_path / "h.npz", seed=0)
+    write_mcv(adata, tmp_path / "t.h5ad", tmp_path / "t.npz", seed=0)
+    for held in ("h.npz", "t.npz"):
+        with pytest.raises(InputError, match="truth.*perfect|perfect.*truth"):
+            perfect_main(tmp_path / held, tmp_path / "p.npz", seed=0)
+
+
+# ----------------------------------------------------------------------------- molecular cross-validation
+
+
+def test_split_molecules_is_binomial_thinning(adata):
+    counts = adata.layers["counts"]
+    train, test = split_molecules(counts, train_fraction=0.9, seed=0)
+    np.testing.assert_array_equal((train + test).toarray(), counts.toarray())
+    assert train.min() >= 0 and test.min() >= 0 and not (train.data == 0).any() and not (test.data == 0).any()
+    n, k = counts.sum(), train.sum()
+    assert abs(k - 0.9 * n) < 4 * np.sqrt(n * 0.9 * 0.1)  # Binomial(n, 0.9) total
+    again, _ = split_molecules(counts, train_fraction=0.9, seed=0)
+    other, _ = split_molecules(counts, train_fraction=0.9, seed=1)
+    assert (again != train).nnz == 0 and (other != train).nnz > 0
+    with pytest.raises(InputError, match="integers"):
+        split_molecules(counts * 0.5, seed=0)
+
+
+def test_make_mcv_contents(adata):
+    adata.layers["counts"][:, 5] = 0  # a gene with no molecule cannot be in the train part
+    adata.layers["counts"].eliminate_zeros()
+    adata.X = log_normalize(adata.layers["counts"])
+    lib = np.asarray(adata.layers["counts"].sum(axis=1)).ravel()
+    threshold = float(np.median(lib))
+    train, held = make_mcv(adata, seed=0, min_library_size=threshold)
+    assert train.n_obs == int((lib >= threshold).sum()) and "g5" not in train.var_names
+    np.testing.assert_allclose(train.X.toarray(), log_normalize(train.layers["counts"]).toarray())
+    test = sp.csr_matrix((held["test_data"], held["test_indices"], held["test_indptr"]), shape=tuple(held["shape"]))
+    kept = adata[lib >= threshold, train.var_names]
+    np.testing.assert_array_equal((train.layers["counts"] + test).toarray(), kept.layers["counts"].toarray())
+    assert float(held["train_sum"]) == train.layers["counts"].sum() and float(held["test_sum"]) == test.sum()
+    np.testing.assert_allclose(held["train_totals"], np.asarray(train.layers["counts"].sum(axis=1)).ravel())
+    # truth: re-normalized over the kept genes, so it is on the same scale as the scored predictions
+    np.testing.assert_allclose(np.expm1(held["truth"].astype(np.float64)).sum(axis=1), 1e4, rtol=1e-4)
+    assert set(train.uns["mcv"]) >= {"seed", "train_fraction", "split_sha256", "n_cells", "n_genes"}
+
+
+def _write_test(path, test, train_totals, train_sum, truth=None, sha="x"):
+    test = sp.csr_matrix(test, dtype=np.float32)
+    arrays = dict(test_data=test.data, test_indices=test.indices, test_indptr=test.indptr, shape=np.array(test.shape), train_totals=np.asarray(train_totals, float), train_sum=np.array(float(train_sum)), test_sum=np.array(float(test.sum())), split_sha256=np.array(sha))
+    if truth is not None:
+        arrays["truth"] = np.asarray(truth, np.float32)
+    _write_npz(path, **arrays)
+
+
+def test_score_mcv_hand_computed(tmp_path):
+    # One cell, two genes: prediction proportions 0.3 / 0.7; train library 10 of train_sum 10; test
+    # counts [2, 0] (test_sum 2). MSE on log1p(counts per 1e4): test -> [log1p(1e4), 0].
+    _write_test(tmp_path / "t.npz", [[2, 0]], train_totals=[10], train_sum=10)
+    _write_npz(tmp_path / "p.npz", denoised=np.log1p(np.array([[3e3, 7e3]], np.float32)), split_sha256=np.array("x"))
+    s = score_mcv(tmp_path / "p.npz", tmp_path / "t.npz")
+    assert s["mse"] == pytest.approx(((np.log1p(3e3) - np.log1p(1e4)) ** 2 + np.log1p(7e3) ** 2) / 2, rel=1e-5)
+    # Poisson (Batson's poisson_nll_loss): scaled prediction 0.3 * 10 * 2/10 = 0.6 and 1.4
+    assert s["poisson"] == pytest.approx(((0.6 - 2 * np.log(0.6 + 1e-6)) + 1.4) / 2, rel=1e-5)
+    assert "mse_truth" not in s and s["pearson"] == pytest.approx(-1.0)  # gene 2 up in the prediction, down in the test
+
+
+def test_score_mcv_matches_scanpy_and_sklearn(adata, tmp_path):
+    """openproblems' mse metric: scanpy normalize_total(1e4) + log1p on both sides, sklearn MSE."""
+    sc = pytest.importorskip("scanpy")
+    from sklearn.metrics import mean_squared_error
+
+    write_mcv(adata, tmp_path / "t.h5ad", tmp_path / "t.npz", seed=0)
+    rng = np.random.default_rng(0)
+    run_imputer(lambda a, *, seed: rng.uniform(0, 4, a.shape), tmp_path / "t.h5ad", tmp_path / "p.npz", seed=0, name="noise")
+    s = score_mcv(tmp_path / "p.npz", tmp_path / "t.npz")
+    held = np.load(tmp_path / "t.npz")
+    test = ad.AnnData(sp.csr_matrix((held["test_data"], held["test_indices"], held["test_indptr"]), shape=tuple(held["shape"])).toarray())
+    den = ad.AnnData(np.expm1(np.load(tmp_path / "p.npz")["denoised"].astype(np.float64)))
+    for a in (test, den):
+        sc.pp.normalize_total(a, target_sum=1e4)
+        sc.pp.log1p(a)
+    assert s["mse"] == pytest.approx(mean_squared_error(test.X, den.X), rel=1e-6)
+    assert s["pearson"] == pytest.approx(np.corrcoef(test.X.ravel(), den.X.ravel())[0, 1], rel=1e-6)
+
+
+def test_mcv_imputer_sees_only_the_train_part(adata, tmp_path):
+    write_mcv(adata, tmp_path / "t.h5ad", tmp_path / "t.npz", seed=0)
+    seen = []
+
+    def spy(a, *, seed):
+        assert set(a.layers) == {"counts"} and not a.uns and not a.obsm and seed == 4
+        seen.append(a.layers["counts"].sum())
+        np.testing.assert_allclose(a.X.toarray(), log_normalize(a.layers["counts"]).toarray())
+        return a.X.toarray()
+
+    out = run_imputer(spy, tmp_path / "t.h5ad", tmp_path / "p.npz", seed=4, name="spy")
+    assert len(seen) == 1 and seen[0] == float(np.load(tmp_path / "t.npz")["train_sum"])  # one call, train part only
+    assert out.shape == tuple(np.load(tmp_path / "t.npz")["shape"])
+
+
+def test_mcv_controls_bracket_magic(adata, tmp_path):
+    """On data whose truth is the exact mean: perfect is best in Poisson loss and on the truth,
+    MAGIC beats the no-denoising control on the truth."""
+    write_mcv(adata, tmp_path / "t.h5ad", tmp_path / "t.npz", seed=0)
+    perfect_main(tmp_path / "t.npz", tmp_path / "perfect.npz", seed=0)
+    for name, params in (("none", {}), ("magic", {"knn": 5})):
+        run_imputer(get_imputer(name), tmp_path / "t.h5ad", tmp_path / f"{name}.npz", seed=0, params=params, name=name)
+    s = {n: score_mcv(tmp_path / f"{n}.npz", tmp_path / "t.npz") for n in ("none", "magic", "perfect")}
+    assert s["perfect"]["mse_truth"] == pytest.approx(0, abs=1e-10) and s["perfect"]["pearson_truth"] == pytest.approx(1)
+    assert s["perfect"]["poisson"] < min(s["none"]["poisson"], s["magic"]["poisson"])
+    assert s["magic"]["mse_truth"] < s["none"]["mse_truth"]
+    # none returns the train part as it is: its MSE is the one of the normalized train vs test parts
+    train = ad.read_h5ad(tmp_path / "t.h5ad")
+    held = np.load(tmp_path / "t.npz")
+    test = sp.csr_matrix((held["test_data"], held["test_indices"], held["test_indptr"]), shape=tuple(held["shape"]))
+    assert s["none"]["mse"] == pytest.approx(np.mean((normalize_log(train.layers["counts"]) - normalize_log(test)) ** 2), rel=1e-5)
+    scaled = train.layers["counts"].toarray() * float(held["test_sum"]) / float(held["train_sum"])
+    assert s["none"]["poisson"] == pytest.approx(poisson_loss(scaled, test.toarray()), rel=1e-5)
+
+
+def test_mcv_refuses_predictions_on_another_split(adata, tmp_path):
+    write_mcv(adata, tmp_path / "a.h5ad", tmp_path / "a.npz", seed=0)
+    write_mcv(adata, tmp_path / "b.h5ad", tmp_path / "b.npz", seed=1)
+    run_imputer(get_imputer("none"), tmp_path / "a.h5ad", tmp_path / "p.npz", seed=0, name="none")
+    with pytest.raises(InputError, match="another MCV split"):
+        score_mcv(tmp_path / "p.npz", tmp_path / "b.npz")
+
+
+def test_score_main_denoising_record(adata, tmp_path):
+    write_mcv(adata, tmp_path / "t.h5ad", tmp_path / "t.npz", seed=0)
+    run_imputer(get_imputer("none"), tmp_path / "t.h5ad", tmp_path / "p.npz", seed=0, name="none")
+    rec = score_main(tmp_path / "p.npz", tmp_path / "t.npz", tmp_path / "m.csv", task="denoising", dataset="toy", method="none", seed=0)
+    df = pd.read_csv(tmp_path / "m.csv")
+    assert list(df.columns) == METRIC_COLUMNS and (df.task == "denoising").all()
+    assert set(rec.metric) == {"mse", "pearson", "poisson", "mse_truth", "pearson_truth"}
+    with pytest.raises(InputError, match="task"):
+        score_main(tmp_path / "p.npz", tmp_path / "t.npz", tmp_path / "m.csv", task="denoise", dataset="toy", method="none", seed=0)
+
+
+def test_renormalize_log_sums_to_target():
+    x = np.log1p(np.array([[1.0, 3.0], [0.0, 0.0]]))
+    out = _renormalize_log(x)
+    np.testing.assert_allclose(np.expm1(out.astype(np.float64)), [[2500, 7500], [0, 0]], rtol=1e-5)

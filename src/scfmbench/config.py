@@ -17,7 +17,11 @@ import yaml
 from scfmbench import InputError
 
 BUILTIN_ANNOTATION = ("majority", "logreg")
-BUILTIN_IMPUTATION = ("none", "magic")
+# Imputers with a rule in workflow/rules/impute.smk: the controls none and perfect (perfect only on
+# datasets with a truth layer), MAGIC, the DCA port, and the original dca package (its own conda env).
+BUILTIN_IMPUTATION = ("none", "perfect", "magic", "dca", "dca_original")
+# Methods with a stage of their own (a rule file shipped in workflow/rules/): task -> ids.
+STAGE_METHODS = {"annotation": ("schyena",), "imputation": ("schyena",)}
 BACKBONES = ("scgpt", "geneformer", "scbert")
 
 
@@ -85,7 +89,7 @@ def check_methods(config: dict[str, Any], rule_dir: str | Path) -> None:
     plugged = {p.stem for p in rule_dir.glob("*.smk")}
     for task, builtin in (("annotation", BUILTIN_ANNOTATION), ("imputation", BUILTIN_IMPUTATION)):
         for method in config[task]["methods"]:
-            if method in builtin or method in plugged:
+            if method in builtin or method in plugged or method in STAGE_METHODS.get(task, ()):
                 continue
             if task == "annotation" and "-" in method:
                 backbone, attention = split_method(method)

@@ -84,21 +84,50 @@ def gpu_request(wildcards):
 def metrics_files():
     """Every metrics record the config asks for: task x dataset x method x seed."""
     files = []
-    for task, cfg in (("annotation", ANNOTATION), ("imputation", IMPUTATION)):
+    for task, cfg in (("annotation", ANNOTATION),):
         for dataset in cfg["datasets"]:
             for method in cfg["methods"]:
                 files += [f"results/{task}/{dataset}/{method}/seed{seed}/metrics.csv" for seed in SEEDS]
-    return files
+    return files + imputation_metrics_files() + [f for f in schyena_files() if f.endswith(".csv")]  # both imputation protocols: see "# imputation" below
 
 
 def report_files():
     from scfmbench.report import report_paths
 
-    return [str(p) for p in report_paths("results/report", ("annotation", "imputation")).values()]
+    return [str(p) for p in report_paths("results/report", REPORT_TASKS).values()]
+
+
+REPORT_TASKS = ("annotation", "imputation", "denoising", "doublet")
+
+
+def schyena_files():
+    """scHyena's doublet metrics (one per annotation dataset x seed) and UMAP figures."""
+    if "schyena" not in ANNOTATION["methods"]:
+        return []
+    doublets = [f"results/doublet/{d}/schyena/seed{s}/metrics.csv" for d in ANNOTATION["datasets"] for s in SEEDS]
+    return doublets + [f"results/report/figures/schyena_umap_{d}.png" for d in ANNOTATION["datasets"]]
+
+
+def expected_records(wildcards=None):
+    """(task, dataset, method, seed) of every configured metrics record, for the quality check."""
+    out = []
+    for path in metrics_files():
+        _, task, dataset, method, seed, _ = path.split("/")
+        out.append([task, dataset, method, int(seed.removeprefix("seed"))])
+    return out
+
+
+def report_config(wildcards=None):
+    return dict(config)
+
+
+def report_extra_files():
+    names = ("paper_table.md", "paper_table.csv", "reported_table.md", "quality.md", "quality.csv", "provenance.html")
+    return [f"results/report/{name}" for name in names]
 
 
 def all_outputs():
-    return metrics_files() + report_files() + graph_files() + profile_files()
+    return report_extra_files() + metrics_files() + report_files() + schyena_files() + graph_files() + profile_files()
 
 
 # graphs
@@ -193,3 +222,68 @@ def profile_files():
 def profile_settings(wildcards):
     """The measurement settings every point shares (the 'profile' block minus what the path says)."""
     return {k: v for k, v in PROFILE.items() if k not in ("mechanisms", "lengths", "batches", "passes")}
+
+
+# imputation
+# Two protocols (workflow/rules/impute.smk), each a task of the results: masking ("imputation":
+# MASKED, HELDOUT above) and molecular cross-validation ("denoising": MCV_TRAIN, MCV_TEST). An
+# imputer's rule, built in or a rule file workflow/rules/methods/<id>.smk, reads imputer_input and
+# writes imputer_output("<id>") (with imputer_log, imputer_benchmark): the {task} wildcard in them
+# makes one rule serve both protocols.
+import json
+
+PROTOCOL_TASKS = {"masking": "imputation", "mcv": "denoising"}
+MCV_TRAIN = "results/denoising/{dataset}/seed{seed}/train.h5ad"
+MCV_TEST = "results/denoising/{dataset}/seed{seed}/test.npz"
+
+
+wildcard_constraints:
+    task="|".join(PROTOCOL_TASKS.values()),
+
+
+def imputer_input(wildcards):
+    """What an imputer reads: the masked folds (task imputation) or the MCV train part (task denoising)."""
+    return (MASKED if wildcards.task == "imputation" else MCV_TRAIN).format(dataset=wildcards.dataset, seed=wildcards.seed)
+
+
+def heldout_input(wildcards):
+    """What scoring (and the perfect control) reads: heldout.npz (masking) or test.npz (MCV)."""
+    return (HELDOUT if wildcards.task == "imputation" else MCV_TEST).format(dataset=wildcards.dataset, seed=wildcards.seed)
+
+
+def imputer_output(method="{method}"):
+    return f"results/{{task}}/{{dataset}}/{method}/seed{{seed}}/predictions.npz"
+
+
+def imputer_benchmark(method="{method}"):
+    return f"results/benchmarks/{{task}}/{{dataset}}/{method}/seed{{seed}}.tsv"
+
+
+def imputer_log(method="{method}"):
+    return f"results/logs/{{task}}/{{dataset}}/{method}/seed{{seed}}.log"
+
+
+def has_truth(dataset):
+    """Whether a dataset's prepared file has the noise-free truth the perfect control returns."""
+    return config["datasets"][dataset]["source"] == "synthetic"
+
+
+def imputation_metrics_files():
+    """Metrics records of every configured protocol x dataset x imputer x seed (perfect: truth datasets only)."""
+    files = []
+    for task in (PROTOCOL_TASKS[p] for p in IMPUTATION["protocols"]):
+        for dataset in IMPUTATION["datasets"]:
+            for method in IMPUTATION["methods"]:
+                if method == "perfect" and not has_truth(dataset):
+                    continue
+                files += [f"results/{task}/{dataset}/{method}/seed{seed}/metrics.csv" for seed in SEEDS]
+    return files
+
+
+def mcv_train_fraction(wildcards):
+    return IMPUTATION["mcv_train_fraction"]
+
+
+def dca_original_params(wildcards):
+    """params.dca_original as JSON, for the command line of impute_dca_original."""
+    return json.dumps(config["params"]["dca_original"], sort_keys=True)

@@ -1,3 +1,9 @@
+# Imputation under two protocols, selected by imputation.protocols: masking (task "imputation":
+# make_masks) and molecular cross-validation (task "denoising": make_mcv_split). Every imputer rule
+# carries the {task} wildcard, reads imputer_input and writes imputer_output, so one rule (and one
+# rule file per added method, workflow/rules/methods/<id>.smk) serves both protocols.
+
+
 rule make_masks:
     input:
         prepared=PREPARED,
@@ -17,36 +23,119 @@ rule make_masks:
         "../scripts/make_masks.py"
 
 
+rule make_mcv_split:
+    input:
+        prepared=PREPARED,
+    output:
+        train=MCV_TRAIN,
+        test=MCV_TEST,
+    params:
+        train_fraction=mcv_train_fraction,
+        min_library_size=min_library_size,
+    log:
+        "results/logs/denoising/{dataset}/seed{seed}/split.log",
+    benchmark:
+        "results/benchmarks/denoising/{dataset}/seed{seed}/split.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/make_mcv_split.py"
+
+
+# Registered imputers that need no torch (scfmbench.impute.methods): none, magic.
 rule impute_builtin:
     input:
-        masked=MASKED,
+        data=imputer_input,
     output:
-        predictions=imputation_output(),
+        predictions=imputer_output(),
     params:
         method_params=method_params,
     log:
-        imputation_log(),
+        imputer_log(),
     benchmark:
-        imputation_benchmark()
+        imputer_benchmark()
     wildcard_constraints:
-        method="|".join(BUILTIN_IMPUTATION),
+        method="none|magic",
     conda:
         "../../envs/magic.yaml"
     script:
         "../scripts/impute.py"
 
 
+# DCA, the PyTorch port (scfmbench.impute.dca); parameters from params.dca. Torch threads follow the
+# job's threads (1 unless a profile or --set-threads impute_dca=N says otherwise: small batches of
+# 32 cells gain nothing from more).
+rule impute_dca:
+    input:
+        data=imputer_input,
+    output:
+        predictions=imputer_output(),
+    params:
+        method_params=method_params,
+    resources:
+        gpu=gpu_request,
+    log:
+        imputer_log(),
+    benchmark:
+        imputer_benchmark()
+    wildcard_constraints:
+        method="dca",
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/impute.py"
+
+
+# The original dca package (Keras/TensorFlow) in its own environment; needs --use-conda (the env
+# cannot be installed beside this project). A command-line script, not `script:`, because Snakemake's
+# script preamble cannot be imported by that environment's Python 3.8.
+rule impute_dca_original:
+    input:
+        data=imputer_input,
+    output:
+        predictions=imputer_output("dca_original"),
+    params:
+        script=Path(workflow.basedir) / "workflow" / "scripts" / "impute_dca_original.py",
+        dca_params=dca_original_params,
+    log:
+        imputer_log("dca_original"),
+    benchmark:
+        imputer_benchmark("dca_original")
+    conda:
+        "../../envs/dca.yaml"
+    shell:
+        "python {params.script:q} --input {input.data:q} --output {output.predictions:q}"
+        " --seed {wildcards.seed} --params {params.dca_params:q} --threads {threads} > {log:q} 2>&1"
+
+
+# Control: the noise-free truth, read from the held-out file; requested only on datasets that have
+# one (has_truth), an error elsewhere.
+rule impute_perfect:
+    input:
+        heldout=heldout_input,
+    output:
+        predictions=imputer_output("perfect"),
+    log:
+        imputer_log("perfect"),
+    benchmark:
+        imputer_benchmark("perfect")
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/impute_perfect.py"
+
+
 rule score_imputation:
     input:
-        predictions=imputation_output(),
-        heldout=HELDOUT,
-        benchmark=imputation_benchmark(),
+        predictions=imputer_output(),
+        heldout=heldout_input,
+        benchmark=imputer_benchmark(),
     output:
-        metrics="results/imputation/{dataset}/{method}/seed{seed}/metrics.csv",
+        metrics="results/{task}/{dataset}/{method}/seed{seed}/metrics.csv",
     log:
-        "results/logs/imputation/{dataset}/{method}/seed{seed}.score.log",
+        "results/logs/{task}/{dataset}/{method}/seed{seed}.score.log",
     benchmark:
-        "results/benchmarks/imputation/{dataset}/{method}/seed{seed}.score.tsv"
+        "results/benchmarks/{task}/{dataset}/{method}/seed{seed}.score.tsv"
     conda:
         "../../envs/torch.yaml"
     script:

@@ -17,6 +17,20 @@ rule report:
             caption="../report/imputation.rst",
             category="Imputation",
         ),
+        denoising_md="results/report/denoising_table.md",
+        denoising_csv="results/report/denoising_table.csv",
+        denoising_png=report(
+            "results/report/figures/denoising.png",
+            caption="../report/denoising.rst",
+            category="Imputation",
+        ),
+        doublet_md="results/report/doublet_table.md",
+        doublet_csv="results/report/doublet_table.csv",
+        doublet_png=report(
+            "results/report/figures/doublet.png",
+            caption="../report/doublet.rst",
+            category="Annotation",
+        ),
     log:
         "results/logs/report/report.log",
     benchmark:
@@ -25,3 +39,38 @@ rule report:
         "../../envs/report.yaml"
     script:
         "../scripts/report.py"
+
+
+rule report_extras:
+    input:
+        metrics=rules.report.output.metrics,
+    output:
+        paper_md="results/report/paper_table.md",
+        paper_csv=report(
+            "results/report/paper_table.csv",
+            caption="../report/paper_table.rst",
+            category="Tables",
+        ),
+        reported_md="results/report/reported_table.md",
+        quality_md="results/report/quality.md",
+        quality_csv=report(
+            "results/report/quality.csv",
+            caption="../report/quality.rst",
+            category="Quality",
+        ),
+        provenance=report(
+            "results/report/provenance.html",
+            caption="../report/provenance.rst",
+            category="Provenance",
+        ),
+    params:
+        expected=expected_records,
+        config=report_config,
+    log:
+        "results/logs/report/report_extras.log",
+    benchmark:
+        "results/benchmarks/report/report_extras.tsv"
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/report_extras.py"

@@ -6,6 +6,7 @@ score_main(
     snakemake.input.predictions,
     snakemake.input.heldout,
     snakemake.output.metrics,
+    task=snakemake.wildcards.task,
     dataset=snakemake.wildcards.dataset,
     method=snakemake.wildcards.method,
     seed=int(snakemake.wildcards.seed),

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from scfmbench import InputError
@@ -31,7 +33,9 @@ from scfmbench.train import default_device, fit_classifier, predict_logits
 log = logging.getLogger(__name__)
 
 # Training options (everything else in a backbone's params is a model option).
-_TRAIN_KEYS = ("max_len", "lr", "lr_gamma", "batch_size", "epochs", "patience", "weight_decay")
+# ``max_steps`` caps the epochs at ceil(max_steps / batches per epoch), so that a dataset with more
+# training cells runs fewer epochs of the same total cost (None: ``epochs`` alone).
+_TRAIN_KEYS = ("max_len", "lr", "lr_gamma", "batch_size", "epochs", "max_steps", "patience", "weight_decay")
 
 
 @dataclass(frozen=True)
@@ -53,8 +57,8 @@ def _scgpt_tokenizer(adata, cfg: ScGPTConfig, train_rows, max_len: int, rng):
     def tok(rows):
         return tokenize_scgpt(adata.X[rows], n_bins=cfg.n_bins, max_len=max_len, rng=rng)
 
-    nnz = np.diff(adata.X.indptr) if hasattr(adata.X, "indptr") else (np.asarray(adata.X) > 0).sum(1)
-    return tok, bool((nnz[train_rows] > max_len).any())
+    expressed = sp.csr_matrix(adata.X[train_rows] > 0)
+    return tok, bool((np.diff(expressed.indptr) > max_len).any())
 
 
 def _geneformer_tokenizer(adata, cfg: GeneformerConfig, train_rows, max_len: int, rng):
@@ -76,12 +80,16 @@ def _scbert_tokenizer(adata, cfg: ScBERTConfig, train_rows, max_len: int, rng):
     return tok, False
 
 
-# Training defaults sized for from-scratch runs on 2 CPU cores (a few seconds per job on the
-# embedded datasets); the workflow's params override them.
+# Training defaults sized for from-scratch runs on CPU: 3-7 s of training per job at one thread on
+# the embedded datasets (6.6-10.8 s per whole job process, imports included, measured on the
+# 2-core development machine); the workflow's params override them. lr 5e-3 with small
+# batches: from scratch, 10 epochs at 1e-3 left every backbone far from converged. max_steps 270
+# = 10 epochs of pbmc68k's 418 training cells, 5 of synthetic's 900.
+_TRAIN = dict(epochs=10, max_steps=270, batch_size=16, lr=5e-3, lr_gamma=0.9, patience=4)
 BACKBONES: dict[str, Backbone] = {
-    "scgpt": Backbone(ScGPTConfig, ScGPTClassifier, dict(max_len=512, epochs=15, batch_size=32, lr=1e-3, lr_gamma=0.9, patience=5), _scgpt_tokenizer),
-    "geneformer": Backbone(GeneformerConfig, GeneformerClassifier, dict(max_len=512, epochs=15, batch_size=32, lr=1e-3, lr_gamma=0.9, patience=5), _geneformer_tokenizer),
-    "scbert": Backbone(ScBERTConfig, ScBERTClassifier, dict(epochs=15, batch_size=32, lr=1e-3, lr_gamma=0.9, patience=5), _scbert_tokenizer),
+    "scgpt": Backbone(ScGPTConfig, ScGPTClassifier, dict(_TRAIN, max_len=128), _scgpt_tokenizer),
+    "geneformer": Backbone(GeneformerConfig, GeneformerClassifier, dict(_TRAIN, max_len=128), _geneformer_tokenizer),
+    "scbert": Backbone(ScBERTConfig, ScBERTClassifier, dict(_TRAIN, epochs=8), _scbert_tokenizer),
 }
 
 
@@ -108,7 +116,7 @@ def _build_config(spec: Backbone, backbone: str, **kwargs):
     try:
         return spec.config(**kwargs)
     except TypeError as exc:
-        allowed = sorted({f.name for f in dataclasses.fields(spec.config)} - {"n_genes", "n_classes", "attention"} | set(_TRAIN_KEYS))
+        allowed = sorted({f.name for f in dataclasses.fields(spec.config)} - {"n_genes", "n_classes", "attention"} | set(_TRAIN_KEYS) | {"kernel_config"})
         raise InputError(f"params for backbone {backbone!r}: {exc}; allowed keys are {allowed}") from None
 
 
@@ -130,7 +138,10 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, gra
         ``.npz``, or a :class:`TokenGraph`); required by graph kernels, ignored by the others.
     params
         Model options of the backbone's config plus the training options ``max_len, lr, lr_gamma,
-        batch_size, epochs, patience, weight_decay``.
+        batch_size, epochs, max_steps, patience, weight_decay``. ``kernel_config`` maps kernel
+        names to their options (e.g. ``{longformer: {window: 32}}``), so that one backbone entry
+        can size every kernel; the entry of ``attention`` becomes the model's ``attention_config``
+        unless that is given itself.
 
     Returns
     -------
@@ -156,6 +167,12 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, gra
     train_rows = np.flatnonzero(split == "train")
     test_rows = np.flatnonzero(test_cells(adata))
 
+    per_kernel = params.pop("kernel_config", None) or {}
+    unknown = sorted(set(per_kernel) - set(KERNELS))
+    if unknown:
+        raise InputError(f"params for backbone {backbone!r}: kernel_config names unknown kernels {unknown}; registered kernels are {sorted(KERNELS)}")
+    if attention in per_kernel and "attention_config" not in params:
+        params["attention_config"] = dict(per_kernel[attention])
     cfg = _build_config(spec, backbone, n_genes=adata.n_vars, n_classes=len(classes), attention=attention, **params)
     model = spec.model(cfg)
     token_graph = None
@@ -175,6 +192,9 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, gra
     def train(epoch: int) -> TokenizedCells:
         return tok(train_rows) if resample else train_inputs
 
+    epochs = train_opts["epochs"]
+    if train_opts.get("max_steps"):
+        epochs = min(epochs, max(1, math.ceil(train_opts["max_steps"] / math.ceil(len(train_rows) / train_opts["batch_size"]))))
     y = lambda rows: torch.tensor([index[c] for c in labels[rows]], dtype=torch.long)  # noqa: E731
     hist = fit_classifier(
         model,
@@ -182,7 +202,7 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, gra
         y_train=y(train_rows),
         valid=tok(valid_rows),
         y_valid=y(valid_rows),
-        epochs=train_opts["epochs"],
+        epochs=epochs,
         batch_size=train_opts["batch_size"],
         lr=train_opts["lr"],
         lr_gamma=train_opts["lr_gamma"],
@@ -196,7 +216,7 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, gra
         "backbone": backbone,
         "attention": attention,
         "model": cfg.to_dict(),
-        "train": train_opts,
+        "train": {**train_opts, "epochs_limit": epochs},
         "seed": seed,
         "device": str(device),
         "num_params": model.num_params(),

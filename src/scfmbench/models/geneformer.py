@@ -7,8 +7,9 @@ intermediate 512, 6 layers, dropout 0.02, LayerNorm eps 1e-12, 2048 positions. T
 cell's genes ranked by expression normalized by each gene's non-zero median
 (:func:`scfmbench.models.tokenize.tokenize_geneformer`); the rank is carried by the position
 embedding only, there is no value embedding. Here a <cls> token leads the sequence (as in
-Geneformer V2) and BERT's pooler (dense + tanh on <cls>) feeds the classifier, as in
-``BertForSequenceClassification``.
+Geneformer V2); with ``cell_embedding="cls"`` BERT's pooler (dense + tanh on <cls>) feeds the
+classifier, as in ``BertForSequenceClassification``; with ``"avg-pool"`` (the from-scratch
+default) the mean of the token states does, as Geneformer's cell embeddings.
 
 Attention is any registered kernel through :class:`~scfmbench.models.attention.MultiHeadAttention`;
 its packed ``qkv`` is BERT's ``query``/``key``/``value`` stacked, ``out`` is
@@ -40,15 +41,18 @@ from scfmbench.models.tokenize import N_SPECIAL, PAD_ID, TokenizedCells
 class GeneformerConfig:
     n_genes: int
     n_classes: int
-    d_model: int = 64
-    n_layers: int = 2
-    n_heads: int = 4
-    d_hidden: int = 128
+    d_model: int = 32  # from-scratch CPU size; paper() gives Geneformer's
+    n_layers: int = 1
+    n_heads: int = 2
+    d_hidden: int = 64
     max_position: int = 2048  # position embeddings (Geneformer: 2048; V2: 4096)
     dropout: float = 0.02
     activation: str = "relu"
     eps: float = 1e-12  # BERT's layer_norm_eps
-    cell_embedding: str = "cls"  # "cls" (through BERT's pooler) or "avg-pool" (mean of real tokens)
+    # "cls" (through BERT's pooler, as BertForSequenceClassification; the loader's default) or
+    # "avg-pool" (mean of real tokens, Geneformer's cell embedding): avg-pool for the one-layer
+    # from-scratch model, see ScGPTConfig.cell_embedding.
+    cell_embedding: str = "avg-pool"
     attention: str = "full"
     attention_config: dict = field(default_factory=dict)
 
@@ -78,7 +82,7 @@ class GeneformerClassifier(nn.Module):
             d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, d_hidden=cfg.d_hidden, attention=cfg.attention,
             attention_config=cfg.attention_config, dropout=cfg.dropout, activation=cfg.activation, norm_scheme="post", eps=cfg.eps,
         )
-        self.pooler = nn.Linear(cfg.d_model, cfg.d_model)
+        self.pooler = nn.Linear(cfg.d_model, cfg.d_model) if cfg.cell_embedding == "cls" else None  # BERT's pooler
         self.dropout = nn.Dropout(cfg.dropout)
         self.classifier = nn.Linear(cfg.d_model, cfg.n_classes)
     def hidden_states(self, cells: TokenizedCells, edges: EdgePattern | None = None) -> torch.Tensor:

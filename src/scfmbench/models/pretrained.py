@@ -197,7 +197,7 @@ def load_scgpt_checkpoint(folder, *, n_classes: int, attention: str = "full", at
         n_genes=len(genes), n_classes=n_classes, d_model=int(args["embsize"]), n_layers=int(args["nlayers"]), n_heads=int(args["nheads"]),
         d_hidden=int(args["d_hid"]), n_bins=n_bins, dropout=float(args.get("dropout", 0.2)), value_encoding=style, norm_scheme="post",
         activation="relu", n_layers_cls=int(args.get("n_layers_cls", 3)), attention=attention, attention_config=dict(attention_config or {}),
-        **overrides,
+        **{"cell_embedding": "cls", **overrides},  # scGPT's default cell_emb_style
     )
     model = ScGPTClassifier(cfg)
     ours = model.state_dict()
@@ -303,7 +303,7 @@ def load_geneformer_checkpoint(folder, *, n_classes: int, attention: str = "full
         n_genes=n_genes, n_classes=n_classes, d_model=bert_cfg.hidden_size, n_layers=bert_cfg.num_hidden_layers,
         n_heads=bert_cfg.num_attention_heads, d_hidden=bert_cfg.intermediate_size, max_position=bert_cfg.max_position_embeddings,
         dropout=bert_cfg.hidden_dropout_prob, activation=bert_cfg.hidden_act, eps=bert_cfg.layer_norm_eps, attention=attention,
-        attention_config=dict(attention_config or {}), **overrides,
+        attention_config=dict(attention_config or {}), **{"cell_embedding": "cls", **overrides},  # BertForSequenceClassification's pooler
     )
     model = GeneformerClassifier(cfg)
     ours = model.state_dict()

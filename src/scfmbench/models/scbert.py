@@ -11,11 +11,12 @@ Differences, stated:
   no gene2vec table for an arbitrary panel here, so it is a learned embedding.
 - **<cls>**: scBERT appends one extra token with value 0 at the end of the sequence; here a <cls>
   token leads it (position 0), so window, BigBird and graph kernels treat it as the global token.
-- **Head**: ``pooling="conv"`` is scBERT's fine-tuning head (a Conv2d(1, 1, (1, E)) that reduces
-  each token to one number, ReLU, then an MLP over all L tokens: L -> 512 -> h_dim -> classes,
-  here ``d_head`` -> ``d_head // 4``); ``pooling="mean"`` (the default here) averages the tokens
-  and applies a two-layer MLP, which trains faster from scratch and does not tie the head to the
-  panel length.
+- **Head**: ``pooling="conv"`` (the default) is scBERT's fine-tuning head: a Conv2d(1, 1, (1, E))
+  that reduces each token to one number, ReLU, then an MLP over all L tokens (L -> 512 -> h_dim ->
+  classes in scBERT, L -> ``d_head`` -> ``d_head // 4`` -> classes here). Its first layer has a
+  weight per gene, which is why it learns fast from scratch (pbmc68k, 8 epochs: macro F1 0.50;
+  test data: 0.92 where mean pooling reached 0.49). ``pooling="mean"`` averages the tokens and
+  applies a two-layer MLP (no tie to the panel length).
 
 Attention is any registered kernel (Performer by default: ``scbert-performer``).
 Shapes: B cells, L = G + 1 tokens, E = d_model.
@@ -37,14 +38,14 @@ from scfmbench.models.tokenize import N_SPECIAL, PAD_ID, TokenizedCells
 class ScBERTConfig:
     n_genes: int
     n_classes: int
-    d_model: int = 32
+    d_model: int = 16  # from-scratch CPU size (scBERT: 200, 6 layers, 10 heads): L = G + 1 tokens per cell
     n_layers: int = 1
-    n_heads: int = 4
-    d_hidden: int = 128  # Performer's FeedForward: 4 x d_model
+    n_heads: int = 2
+    d_hidden: int = 32  # (Performer's FeedForward: 4 x d_model)
     n_bins: int = 7  # scBERT's bin_num: value ids 0..n_bins, n_bins + 1 = <mask>
     log_base: float = 2.0  # scBERT: log1p(base=2)
     dropout: float = 0.1
-    pooling: str = "mean"  # "mean" or "conv" (scBERT's fine-tuning head)
+    pooling: str = "conv"  # "conv" (scBERT's fine-tuning head) or "mean"
     d_head: int = 64  # hidden width of the head's MLP (scBERT's conv head: 512, then h_dim 100/128)
     attention: str = "performer"
     attention_config: dict = field(default_factory=dict)

@@ -107,7 +107,10 @@ class SCHyena(nn.Module):
         self.norm = nn.LayerNorm(d)
         self.expression_head = nn.Linear(d, 1)
         self.classifier = nn.Linear(d, config.n_classes) if config.n_classes else None
-        for p in (self.gene_embedding.weight, self.mask_token, self.cls_token):
+        # Gene embeddings at unit scale (nn.Embedding's default): with std 0.02 next to the value
+        # adaptor's O(1) outputs the model could barely tell genes apart at unmasked positions and
+        # classification stalled near chance (synthetic accuracy 0.23 -> 0.37 after 300 steps).
+        for p in (self.mask_token, self.cls_token):
             nn.init.normal_(p, std=0.02)
 
     def reset_classifier(self, n_classes: int) -> None:

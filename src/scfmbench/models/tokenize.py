@@ -168,8 +168,10 @@ def scbert_bins(X, *, n_bins: int = 7, log_base: float = 2.0) -> np.ndarray:
     the top bin saturating; id ``bin_num + 1`` is its <mask> token.
     """
     X = sp.csr_matrix(X, dtype=np.float64)
-    dense = X.toarray() / math.log(log_base)
-    return np.minimum(np.floor(np.maximum(dense, 0.0)), n_bins).astype(np.uint8)
+    out = np.zeros(X.shape, dtype=np.uint8)
+    for s in range(0, X.shape[0], 1024):  # chunks bound the dense float block
+        out[s : s + 1024] = np.minimum(np.floor(np.maximum(X[s : s + 1024].toarray() / math.log(log_base), 0.0)), n_bins)
+    return out
 
 
 def tokenize_scbert(X, *, n_bins: int = 7, log_base: float = 2.0) -> TokenizedCells:

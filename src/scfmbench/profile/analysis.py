@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from scfmbench._io import atomic_path, write_csv, write_text
-from scfmbench.profile.measure import COLUMNS, PASSES
+from scfmbench.profile.measure import COLUMNS, PASSES, TEXT_COLUMNS
 
 __all__ = ["SCALING_COLUMNS", "fit_exponent", "plot_profile", "read_points", "scaling_markdown", "scaling_table", "write_profile_report"]
 
@@ -32,9 +32,9 @@ _GROUP = ["mechanism", "pass", "batch"]
 
 def read_points(paths) -> pd.DataFrame:
     """Concatenate point CSVs (one row each from ``profile_point``), sorted; pass in PASSES order."""
-    frames = [pd.read_csv(p, keep_default_na=False, na_values=["", "nan", "NaN"]) for p in paths]
+    frames = [pd.read_csv(p, dtype={c: str for c in TEXT_COLUMNS}, keep_default_na=False, na_values={c: ["", "nan", "NaN"] for c in COLUMNS if c not in TEXT_COLUMNS})
+              for p in paths]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COLUMNS))
-    df["message"] = df["message"].fillna("").astype(str)
     order = {p: i for i, p in enumerate(PASSES)}
     df = df.sort_values(["mechanism", "pass", "batch", "L"], key=lambda s: s.map(order) if s.name == "pass" else s, kind="stable", ignore_index=True)
     return df[list(COLUMNS)]
@@ -131,7 +131,8 @@ def plot_profile(df: pd.DataFrame, value: str, path, *, ylabel: str, log_x: bool
         ax.text(0.5, 0.5, "no profile points configured", ha="center", va="center", transform=ax.transAxes)
         _save(fig, path)
         return
-    colors = dict(zip(mechanisms, sns.color_palette("tab20", len(mechanisms))))
+    palette = sns.color_palette("tab20", 20)
+    colors = dict(zip(mechanisms, (palette[0::2] + palette[1::2]) * 2))  # strong colours first
     markers = dict(zip(mechanisms, "osD^v<>pPX*hH8d" * 2))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (batch, mode) in zip(axes, panels):

@@ -57,6 +57,7 @@ COLUMNS = (
     "peak_mem_mb", "mem_method", "max_mem_gb", "timeout_s", "threads", "seed",
     "device_name", "torch_version", "cuda_version", "message",
 )
+TEXT_COLUMNS = ("mechanism", "pass", "dtype", "device", "status", "mem_method", "device_name", "torch_version", "cuda_version", "message")
 _RESULT = "PROFILE_RESULT "  # prefix of the child's one result line on stdout
 _CHILD = "import sys; from scfmbench.profile.measure import child_main; child_main(*sys.argv[1:])"
 

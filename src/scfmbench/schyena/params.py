@@ -45,25 +45,25 @@ class SchyenaParams:
     """
 
     d_model: int = 32
-    n_layers: int = 2
+    n_layers: int = 1
     order: int = 2
     filter_order: int = 16
     mlp_ratio: int = 2
     dropout: float = 0.0
     pretrain_steps: int = 40
     pretrain_batch_size: int = 32
-    pretrain_lr: float = 0.002
+    pretrain_lr: float = 0.01
     mask_low: float = 0.05
     mask_high: float = 0.4
-    epochs: int = 6
+    epochs: int = 5
     batch_size: int = 16
-    lr: float = 0.001
+    lr: float = 0.003
     lr_gamma: float = 0.9
-    patience: int = 3
+    patience: int = 5
     doublet_rate: float = 0.1
     impute_steps: int = 30
-    impute_batch_size: int = 32
-    impute_lr: float = 0.003
+    impute_batch_size: int = 16
+    impute_lr: float = 0.005
     impute_mask_zeros: bool = True
     umap_neighbors: int = 15
 

@@ -46,6 +46,7 @@ from scfmbench import InputError
 from scfmbench._io import atomic_path
 from scfmbench.models.schyena import SCHyena, SCHyenaConfig, mask_nonzero, masked_mse, sample_mask_prob
 from scfmbench.schyena.doublets import DOUBLET, doublet_metrics, simulate_doublets
+from scfmbench.schyena.params import DEFAULTS
 from scfmbench.train import History, default_device, fit_classifier, predict_logits
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ def seeded(seed: int, device: torch.device):
 class PretrainHistory:
     """What a masked-expression training run did.
 
-    ``train_loss[i]`` and ``mask_prob[i]`` belong to optimizer step ``i``; ``valid_loss[j]`` is the
+    ``train_loss[i]`` and ``mask_prob[i]`` belong to optimizer step ``i + 1``; ``valid_loss[j]`` is the
     mean masked MSE on the monitoring cells (fixed masks) after ``eval_step[j]`` steps (0 = before
     training). ``seconds`` is the training wall time.
     """
@@ -233,7 +234,7 @@ def train_masked(model: SCHyena, values: torch.Tensor, *, steps: int, batch_size
     return hist
 
 
-def pretrain(adata, *, config: SCHyenaConfig | None = None, steps: int = 40, batch_size: int = 32, lr: float = 2e-3, mask_range: tuple[float, float] = (0.05, 0.4), seed: int = 0, device=None, eval_every: int | None = None) -> tuple[SCHyena, PretrainHistory]:
+def pretrain(adata, *, config: SCHyenaConfig | None = None, steps: int = DEFAULTS.pretrain_steps, batch_size: int = DEFAULTS.pretrain_batch_size, lr: float = DEFAULTS.pretrain_lr, mask_range: tuple[float, float] = (DEFAULTS.mask_low, DEFAULTS.mask_high), seed: int = 0, device=None, eval_every: int | None = None) -> tuple[SCHyena, PretrainHistory]:
     """Pretrain a fresh scHyena by masked expression modelling on the training cells of ``adata``.
 
     Parameters
@@ -242,8 +243,9 @@ def pretrain(adata, *, config: SCHyenaConfig | None = None, steps: int = 40, bat
         Prepared dataset: log-normalized ``X``, ``obs["split"]``. Cells with split ``train`` are
         trained on, ``valid`` monitored (fixed masks); ``test`` cells are never read.
     config
-        Model config; None = :class:`SCHyenaConfig` defaults with ``n_genes = adata.n_vars``. Its
-        ``n_genes`` must equal ``adata.n_vars`` (gene j of the dataset is gene id j).
+        Model config; None = the model options of :data:`~scfmbench.schyena.params.DEFAULTS` with
+        ``n_genes = adata.n_vars``. Its ``n_genes`` must equal ``adata.n_vars`` (gene j of the
+        dataset is gene id j).
     steps, batch_size, lr, mask_range
         Optimizer steps, cells per step, Adam learning rate, range of the per-batch mask probability.
     seed
@@ -257,7 +259,7 @@ def pretrain(adata, *, config: SCHyenaConfig | None = None, steps: int = 40, bat
         On ``device``, in eval mode.
     history : PretrainHistory
     """
-    config = config or SCHyenaConfig(n_genes=adata.n_vars)
+    config = config or SCHyenaConfig(n_genes=adata.n_vars, **DEFAULTS.model())
     if config.n_genes != adata.n_vars:
         raise InputError(f"SCHyenaConfig.n_genes = {config.n_genes} but the dataset has {adata.n_vars} genes; scHyena reads every gene of the dataset")
     device = resolve_device(device)
@@ -338,7 +340,7 @@ class Finetuned:
         return {"classes": self.classes.tolist(), "model": dataclasses.asdict(self.model.config), "num_params": self.model.num_params(), "history": dataclasses.asdict(self.history)}
 
 
-def finetune_classifier(model: SCHyena, adata, *, seed: int, epochs: int = 6, batch_size: int = 16, lr: float = 1e-3, lr_gamma: float = 0.9, patience: int = 3, device=None) -> Finetuned:
+def finetune_classifier(model: SCHyena, adata, *, seed: int, epochs: int = DEFAULTS.epochs, batch_size: int = DEFAULTS.batch_size, lr: float = DEFAULTS.lr, lr_gamma: float = DEFAULTS.lr_gamma, patience: int = DEFAULTS.patience, device=None) -> Finetuned:
     """Fine-tune a copy of ``model`` to classify ``obs["cell_type"]`` from [CLS]; predict the test cells.
 
     A fresh ``Linear(D, n_classes)`` head replaces any classifier (classes = the training labels,
@@ -386,7 +388,7 @@ def finetune_classifier(model: SCHyena, adata, *, seed: int, epochs: int = 6, ba
     return Finetuned(model=backbone.eval(), classes=classes, cell_ids=adata.obs_names[test].to_numpy(), truth=labels[test], predicted=predicted, history=hist)
 
 
-def detect_doublets(model: SCHyena, adata, *, seed: int, rate: float = 0.1, label: str = DOUBLET, **finetune_options) -> tuple[Finetuned, dict[str, float]]:
+def detect_doublets(model: SCHyena, adata, *, seed: int, rate: float = DEFAULTS.doublet_rate, label: str = DOUBLET, **finetune_options) -> tuple[Finetuned, dict[str, float]]:
     """Doublet detection: augment every split with simulated doublets, fine-tune with the extra class.
 
     Doublets come from :func:`~scfmbench.schyena.doublets.simulate_doublets` (``rate``, ``seed``);

@@ -1,0 +1,135 @@
+"""One function per scHyena workflow rule (``workflow/rules/schyena.smk``): read, call, write.
+
+Every function takes the rule's paths, the seed and the ``params.schyena`` config entry (checked by
+:meth:`SchyenaParams.from_dict`). Outputs are written atomically.
+
+=======================  ==============================================================================
+rule                     function and outputs
+=======================  ==============================================================================
+schyena_pretrain         :func:`pretrain_main`: ``results/schyena/{dataset}/seed{seed}/pretrained.pt``
+annotate_schyena         :func:`finetune_main`: ``predictions.csv``, ``run.json`` (annotation contract),
+                         ``results/schyena/{dataset}/seed{seed}/finetuned.pt``
+detect_doublets_schyena  :func:`doublet_main`: ``results/doublet/{dataset}/schyena/seed{seed}/``
+                         ``predictions.csv`` (cell_id, truth, predicted), ``run.json``
+score_doublets           :func:`score_doublet_main`: ``.../metrics.csv`` (task ``doublet``)
+impute_schyena           :func:`impute_main`: the imputation contract's ``predictions.npz``
+schyena_umap             :func:`umap_main`: ``results/report/figures/schyena_umap_{dataset}.png``
+=======================  ==============================================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+from scfmbench._io import write_json
+from scfmbench.schyena.params import SchyenaParams
+
+log = logging.getLogger(__name__)
+
+METHOD = "schyena"
+
+
+def _record(adata, *, seed: int, params: SchyenaParams, **extra) -> dict[str, Any]:
+    from scfmbench.provenance import provenance
+
+    return {**provenance(), "method": METHOD, "dataset": adata.uns.get("provenance", {}).get("dataset"), "seed": int(seed), "params": dataclasses.asdict(params), **extra}
+
+
+def pretrain_main(prepared_path: str | Path, checkpoint_path: str | Path, *, dataset: str, seed: int, params: dict | None = None) -> None:
+    """Pretrain on the training cells of a prepared dataset; save model config + run config + weights."""
+    from scfmbench.data.contract import read_prepared
+    from scfmbench.models.schyena import SCHyenaConfig
+    from scfmbench.provenance import provenance
+    from scfmbench.schyena.tasks import pretrain, save_checkpoint
+
+    p = SchyenaParams.from_dict(params)
+    adata = read_prepared(prepared_path)
+    config = SCHyenaConfig(n_genes=adata.n_vars, **p.model())
+    model, hist = pretrain(adata, config=config, seed=seed, **p.pretrain())
+    run_config = {
+        **provenance(),
+        "dataset": dataset,
+        "prepared": str(prepared_path),
+        "seed": int(seed),
+        "genes": adata.var_names.tolist(),  # gene id j = this list's j-th gene
+        "pretrain": {**p.pretrain(), "cells": "train split only (valid monitored, test never read)"},
+        "params": dataclasses.asdict(p),
+        "num_params": model.num_params(),
+        "flops_per_cell": model.flops_per_cell(adata.n_vars),
+        "history": dataclasses.asdict(hist),
+    }
+    save_checkpoint(checkpoint_path, model, run_config)
+
+
+def _load_pretrained(checkpoint_path, adata):
+    from scfmbench import InputError
+    from scfmbench.schyena.tasks import load_checkpoint
+
+    model, run_config = load_checkpoint(checkpoint_path)
+    genes = run_config.get("genes")
+    if genes is not None and list(genes) != adata.var_names.tolist():
+        raise InputError(f"{checkpoint_path}: pretrained on another gene list than this dataset's ({len(genes)} vs {adata.n_vars} genes); pretrain on this dataset")
+    return model, run_config
+
+
+def finetune_main(prepared_path, checkpoint_path, predictions_path, run_path, finetuned_path, *, seed: int, params: dict | None = None) -> None:
+    """Fine-tune the pretrained model on cell types; write test predictions, a run record and the fine-tuned checkpoint."""
+    from scfmbench.annotation import write_predictions
+    from scfmbench.data.contract import read_prepared
+    from scfmbench.schyena.tasks import finetune_classifier, save_checkpoint
+
+    p = SchyenaParams.from_dict(params)
+    adata = read_prepared(prepared_path)
+    model, pre = _load_pretrained(checkpoint_path, adata)
+    result = finetune_classifier(model, adata, seed=seed, **p.finetune())
+    write_predictions(result.cell_ids, result.predicted, predictions_path)
+    record = _record(adata, seed=seed, params=p, pretrained=str(checkpoint_path), finetune=p.finetune(), **result.record())
+    save_checkpoint(finetuned_path, result.model, {**record, "pretrain_run": pre})
+    write_json(record, run_path)
+
+
+def doublet_main(prepared_path, checkpoint_path, predictions_path, run_path, *, seed: int, params: dict | None = None) -> None:
+    """Doublet detection: simulate doublets in every split, fine-tune with the extra class, predict the augmented test split."""
+    from scfmbench.data.contract import read_prepared
+    from scfmbench.schyena.doublets import write_doublet_predictions
+    from scfmbench.schyena.tasks import detect_doublets
+
+    p = SchyenaParams.from_dict(params)
+    adata = read_prepared(prepared_path)
+    model, _ = _load_pretrained(checkpoint_path, adata)
+    result, metrics = detect_doublets(model, adata, seed=seed, rate=p.doublet_rate, **p.finetune())
+    write_doublet_predictions(result.cell_ids, result.truth, result.predicted, predictions_path)
+    write_json(_record(adata, seed=seed, params=p, pretrained=str(checkpoint_path), doublet_rate=p.doublet_rate, metrics=metrics, **result.record()), run_path)
+
+
+def score_doublet_main(predictions_path, metrics_path, *, dataset: str, method: str, seed: int, benchmark=None) -> None:
+    """Score a doublet predictions file and write its metrics record (task ``doublet``)."""
+    from scfmbench.results import metrics_record, write_metrics
+    from scfmbench.schyena.doublets import score_doublets
+
+    write_metrics(metrics_record(task="doublet", dataset=dataset, method=method, seed=seed, metrics=score_doublets(predictions_path), benchmark=benchmark), metrics_path)
+
+
+def impute_main(masked_path, predictions_path, *, seed: int, params: dict | None = None):
+    """Run the ``schyena`` imputer on every fold of the masks (its options from ``params.schyena``)."""
+    from scfmbench.impute.methods import impute_main as run
+
+    return run(METHOD, masked_path, predictions_path, seed=seed, params=SchyenaParams.from_dict(params).imputer())
+
+
+def umap_main(prepared_path, pretrained_path, finetuned_path, png_path, *, dataset: str, seed: int, params: dict | None = None) -> None:
+    """UMAP of the [CLS] embeddings of every cell, pretrained and fine-tuned side by side, coloured by cell type."""
+    from scfmbench.data.contract import read_prepared
+    from scfmbench.schyena.tasks import cls_embeddings, load_checkpoint
+    from scfmbench.schyena.umap import plot_umaps, umap_coordinates
+
+    p = SchyenaParams.from_dict(params)
+    adata = read_prepared(prepared_path)
+    panels = {}
+    for name, path in (("pretrained [CLS]", pretrained_path), ("fine-tuned [CLS]", finetuned_path)):
+        model, _ = load_checkpoint(path)
+        panels[name] = umap_coordinates(cls_embeddings(model, adata), seed=seed, n_neighbors=p.umap_neighbors)
+    plot_umaps(panels, adata.obs["cell_type"].astype(str).to_numpy(), png_path, title=f"scHyena on {dataset} (seed {seed}, all {adata.n_obs} cells, {adata.n_vars} genes)")

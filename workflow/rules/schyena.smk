@@ -1,0 +1,140 @@
+# scHyena (REFERENCE.md section 2): masked-expression pretraining on the training cells, then
+# fine-tuning for cell types and for doublets, the scHyena imputer, and a UMAP of [CLS] embeddings.
+# Every input is the dataset at full length (all genes). Logic: src/scfmbench/schyena/workflow.py,
+# one function per rule; options: config params.schyena (SchyenaParams), read through method_params.
+
+
+rule schyena_pretrain:
+    input:
+        prepared=PREPARED,
+    output:
+        checkpoint="results/{method}/{dataset}/seed{seed}/pretrained.pt",
+    params:
+        method_params=method_params,
+    threads: 1
+    resources:
+        gpu=gpu_request,
+    log:
+        "results/logs/{method}/{dataset}/seed{seed}.pretrain.log",
+    benchmark:
+        "results/benchmarks/{method}/{dataset}/seed{seed}.pretrain.tsv"
+    wildcard_constraints:
+        method="schyena",
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/schyena_pretrain.py"
+
+
+rule annotate_schyena:
+    input:
+        prepared=PREPARED,
+        pretrained="results/{method}/{dataset}/seed{seed}/pretrained.pt",
+    output:
+        predictions=annotation_output(),
+        run="results/annotation/{dataset}/{method}/seed{seed}/run.json",
+        finetuned="results/{method}/{dataset}/seed{seed}/finetuned.pt",
+    params:
+        method_params=method_params,
+    threads: 1
+    resources:
+        gpu=gpu_request,
+    log:
+        annotation_log(),
+    benchmark:
+        annotation_benchmark()
+    wildcard_constraints:
+        method="schyena",
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/schyena_finetune.py"
+
+
+rule detect_doublets_schyena:
+    input:
+        prepared=PREPARED,
+        pretrained="results/{method}/{dataset}/seed{seed}/pretrained.pt",
+    output:
+        predictions="results/doublet/{dataset}/{method}/seed{seed}/predictions.csv",
+        run="results/doublet/{dataset}/{method}/seed{seed}/run.json",
+    params:
+        method_params=method_params,
+    threads: 1
+    resources:
+        gpu=gpu_request,
+    log:
+        "results/logs/doublet/{dataset}/{method}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/doublet/{dataset}/{method}/seed{seed}.tsv"
+    wildcard_constraints:
+        method="schyena",
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/schyena_doublet.py"
+
+
+rule score_doublets:
+    input:
+        predictions="results/doublet/{dataset}/{method}/seed{seed}/predictions.csv",
+        benchmark="results/benchmarks/doublet/{dataset}/{method}/seed{seed}.tsv",
+    output:
+        metrics="results/doublet/{dataset}/{method}/seed{seed}/metrics.csv",
+    log:
+        "results/logs/doublet/{dataset}/{method}/seed{seed}.score.log",
+    benchmark:
+        "results/benchmarks/doublet/{dataset}/{method}/seed{seed}.score.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/schyena_score_doublet.py"
+
+
+rule impute_schyena:
+    input:
+        data=imputer_input,
+    output:
+        predictions=imputer_output(),
+    params:
+        method_params=method_params,
+    threads: 1
+    resources:
+        gpu=gpu_request,
+    log:
+        imputer_log(),
+    benchmark:
+        imputer_benchmark()
+    wildcard_constraints:
+        method="schyena",
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/schyena_impute.py"
+
+
+# One figure per dataset, from the first repeat seed's models.
+rule schyena_umap:
+    input:
+        prepared=PREPARED.format(dataset="{dataset}", seed=SEEDS[0]),
+        pretrained=f"results/{{method}}/{{dataset}}/seed{SEEDS[0]}/pretrained.pt",
+        finetuned=f"results/{{method}}/{{dataset}}/seed{SEEDS[0]}/finetuned.pt",
+    output:
+        png=report(
+            "results/report/figures/{method}_umap_{dataset}.png",
+            caption="../report/schyena_umap.rst",
+            category="scHyena",
+        ),
+    params:
+        method_params=method_params,
+        seed=SEEDS[0],
+    log:
+        "results/logs/{method}/{dataset}/umap.log",
+    benchmark:
+        "results/benchmarks/{method}/{dataset}/umap.tsv"
+    wildcard_constraints:
+        method="schyena",
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/schyena_umap.py"

@@ -1,0 +1,5 @@
+from scfmbench._smk import setup_job
+from scfmbench.report.extras import write_extras
+
+setup_job(snakemake)
+write_extras(snakemake.input.metrics, snakemake.output, expected=snakemake.params.expected, config=snakemake.params.config)

@@ -1,0 +1,13 @@
+from scfmbench._smk import setup_job
+from scfmbench.schyena.workflow import finetune_main
+
+setup_job(snakemake)
+finetune_main(
+    snakemake.input.prepared,
+    snakemake.input.pretrained,
+    snakemake.output.predictions,
+    snakemake.output.run,
+    snakemake.output.finetuned,
+    seed=int(snakemake.wildcards.seed),
+    params=snakemake.params.method_params,
+)

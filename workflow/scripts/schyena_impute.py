@@ -1,0 +1,5 @@
+from scfmbench._smk import setup_job
+from scfmbench.schyena.workflow import impute_main
+
+setup_job(snakemake)
+impute_main(snakemake.input.data, snakemake.output.predictions, seed=int(snakemake.wildcards.seed), params=snakemake.params.method_params)

@@ -1,0 +1,13 @@
+from scfmbench._smk import setup_job
+from scfmbench.schyena.workflow import umap_main
+
+setup_job(snakemake)
+umap_main(
+    snakemake.input.prepared,
+    snakemake.input.pretrained,
+    snakemake.input.finetuned,
+    snakemake.output.png,
+    dataset=snakemake.wildcards.dataset,
+    seed=int(snakemake.params.seed),
+    params=snakemake.params.method_params,
+)
