@@ -39,18 +39,6 @@ def annotation_log(method="{method}"):
     return f"results/logs/annotation/{{dataset}}/{method}/seed{{seed}}.log"
 
 
-def imputation_output(method="{method}"):
-    return f"results/imputation/{{dataset}}/{method}/seed{{seed}}/predictions.npz"
-
-
-def imputation_benchmark(method="{method}"):
-    return f"results/benchmarks/imputation/{{dataset}}/{method}/seed{{seed}}.tsv"
-
-
-def imputation_log(method="{method}"):
-    return f"results/logs/imputation/{{dataset}}/{method}/seed{{seed}}.log"
-
-
 def dataset_downloads(wildcards):
     """Manifest files a dataset's source needs (resources/downloads/<entry>); none for embedded data."""
     from scfmbench.data.sources import download_inputs
