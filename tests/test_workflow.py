@@ -48,9 +48,14 @@ TINY = {
         "pbmc68k": {"source": "pbmc68k", "min_library_size": 0},
         "synthetic": {"source": "synthetic", "synthetic": {"n_cells": 400, "n_genes": 80, "n_cell_types": 4, "seed": 0}, "min_library_size": 0},
     },
-    "annotation": {"datasets": ["pbmc68k", "synthetic"], "methods": ["majority", "logreg", "scgpt-full", "nearest_centroid"]},
+    "annotation": {"datasets": ["pbmc68k", "synthetic"], "methods": ["majority", "logreg", "scgpt-full", "scgpt-genohoption-p", "nearest_centroid"]},
+    # One few-shot fraction and one value of each option GenoHoption-p takes: the study grids' plumbing.
+    "fewshot": {"datasets": ["synthetic"], "methods": ["logreg"], "fractions": [0.5]},
+    "sensitivity": {"datasets": ["synthetic"], "methods": ["scgpt-genohoption-p"], "alpha": [0.1], "k": [2]},
     "imputation": {"datasets": ["pbmc68k", "synthetic"], "methods": ["none", "magic"]},
     "params": {"scgpt": {"d_model": 32, "n_layers": 1, "n_heads": 2, "epochs": 6, "batch_size": 8, "patience": 6}},
+    # The sweep has its own tests (test_profile.py); here two small points keep the report's inputs real.
+    "profile": {"mechanisms": ["full", "genohoption-p"], "lengths": [64], "passes": ["forward"], "repeats": 2},
 }
 
 
@@ -81,13 +86,40 @@ def test_every_job_reports(workflow_run):
     metrics = pd.read_csv(workflow_run / "results" / "report" / "metrics.csv")
     assert list(metrics.columns) == ["task", "dataset", "method", "seed", "metric", "value", "runtime_s", "peak_mem_mb"]
     for task, cfg in (("annotation", TINY["annotation"]), ("imputation", TINY["imputation"])):
-        got = metrics[metrics.task == task].groupby(["dataset", "method"]).size()
+        main = metrics[(metrics.task == task) & metrics.dataset.isin(cfg["datasets"]) & ~metrics.method.str.contains(".", regex=False)]
+        got = main.groupby(["dataset", "method"]).size()
         assert len(got) == len(cfg["datasets"]) * len(cfg["methods"]), got
     assert (metrics["runtime_s"] > 0).all()
     for name in ("annotation_table.md", "imputation_table.md", "figures/annotation.png", "figures/imputation.png"):
         assert (workflow_run / "results" / "report" / name).stat().st_size > 0
     # The toy baseline added as one rule file + one config entry is in the table.
     assert "nearest_centroid" in (workflow_run / "results" / "report" / "annotation_table.md").read_text()
+
+
+@pytest.mark.slow
+def test_graph_kernels_fewshot_and_sensitivity_runs(workflow_run):
+    import json
+
+    import anndata as ad
+
+    metrics = pd.read_csv(workflow_run / "results" / "report" / "metrics.csv")
+    runs = set(zip(metrics["dataset"], metrics["method"]))
+    assert {("synthetic-fs0.5", "logreg"), ("synthetic", "scgpt-genohoption-p.alpha0.1"), ("synthetic", "scgpt-genohoption-p.k2")} <= runs
+    ann = workflow_run / "results" / "annotation" / "synthetic"
+    main = json.loads((ann / "scgpt-genohoption-p" / "seed0" / "run.json").read_text())
+    assert main["graph_variant"] == "full" and main["graph"]["n_nodes"] > 1 and main["model"]["attention_config"] == {}
+    # The sensitivity suffix reaches the kernel; everything else is the base method's.
+    alpha = json.loads((ann / "scgpt-genohoption-p.alpha0.1" / "seed0" / "run.json").read_text())
+    k2 = json.loads((ann / "scgpt-genohoption-p.k2" / "seed0" / "run.json").read_text())
+    assert alpha["model"]["attention_config"] == {"alpha": 0.1} and k2["model"]["attention_config"] == {"k": 2}
+    assert {k: v for k, v in alpha["model"].items() if k != "attention_config"} == {k: v for k, v in main["model"].items() if k != "attention_config"}
+    assert json.loads((ann / "scgpt-full" / "seed0" / "run.json").read_text())["graph"] is None
+    # The few-shot dataset keeps half of the non-test cells (then splits train/valid) and every test cell.
+    data = workflow_run / "results" / "data"
+    full = ad.read_h5ad(data / "synthetic" / "seed0" / "prepared.h5ad").obs["split"].value_counts()
+    half = ad.read_h5ad(data / "synthetic-fs0.5" / "seed0" / "prepared.h5ad").obs["split"].value_counts()
+    assert half["test"] == full["test"]
+    assert abs(half["train"] + half["valid"] - (full["train"] + full["valid"]) / 2) <= 4
 
 
 @pytest.mark.slow

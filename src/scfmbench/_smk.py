@@ -17,10 +17,19 @@ def setup_job(snakemake) -> None:
         logging.basicConfig(stream=stream, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
     logging.captureWarnings(True)
     threads = max(1, int(getattr(snakemake, "threads", 1)))
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    try:
-        import torch
+    # Before any numerical import: torch (intra-op threads), OpenBLAS/MKL and OpenMP read these when
+    # they load, so a job that never imports torch (scoring) does not pay for importing it here.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    if "torch" in sys.modules:  # already loaded: its thread pool is sized by now
+        sys.modules["torch"].set_num_threads(threads)
 
-        torch.set_num_threads(threads)
-    except ImportError:
-        pass
+
+def per_seed(snakemake, *, inputs: tuple[str, ...], outputs: tuple[str, ...]):
+    """The per-seed files of a job whose inputs and outputs list one file per configured seed
+    (``params.seeds``), in that order: yields ``(seed, {name: path})`` for each seed."""
+    seeds = [int(s) for s in snakemake.params.seeds]
+    for i, seed in enumerate(seeds):
+        files = {name: snakemake.input[name][i] for name in inputs}
+        files.update({name: snakemake.output[name][i] for name in outputs})
+        yield seed, files

@@ -8,6 +8,8 @@ name the key path and what is allowed there, and because tests import it without
 from __future__ import annotations
 
 import copy
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +80,17 @@ def _check_cross_references(config: dict[str, Any]) -> None:
         for name in config[task]["datasets"]:
             if name not in datasets:
                 raise InputError(f"config key '{task}.datasets': dataset {name!r} is not defined under 'datasets' (defined: {sorted(datasets)})")
+    ann = config["annotation"]
+    for method, names in ann["method_datasets"].items():
+        if method not in ann["methods"]:
+            raise InputError(f"config key 'annotation.method_datasets.{method}': {method!r} is not in annotation.methods ({ann['methods']})")
+        for name in names:
+            if name not in ann["datasets"]:
+                raise InputError(f"config key 'annotation.method_datasets.{method}': dataset {name!r} is not in annotation.datasets ({ann['datasets']})")
+    for block in ("fewshot", "sensitivity"):
+        for name in config[block]["datasets"]:
+            if name not in datasets:
+                raise InputError(f"config key '{block}.datasets': dataset {name!r} is not defined under 'datasets' (defined: {sorted(datasets)})")
     for name, ds in datasets.items():
         if ds["source"] == "h5ad" and not ds.get("path"):
             raise InputError(f"config key 'datasets.{name}.path': source 'h5ad' needs a path to the .h5ad file")
@@ -91,29 +104,154 @@ def check_methods(config: dict[str, Any], rule_dir: str | Path) -> None:
         for method in config[task]["methods"]:
             if method in builtin or method in plugged or method in STAGE_METHODS.get(task, ()):
                 continue
-            if task == "annotation" and "-" in method:
-                backbone, attention = split_method(method)
-                if backbone in BACKBONES:
-                    check_attention(attention, where=f"annotation.methods: {method!r}")
-                    continue
+            if task == "annotation" and parse_transformer(method, where=f"config key 'annotation.methods': {method!r}") is not None:
+                continue
             raise InputError(
                 f"config key '{task}.methods': {method!r} is neither built in ({list(builtin)}"
                 + (f", or '{{backbone}}-{{attention}}' with backbone in {list(BACKBONES)}" if task == "annotation" else "")
                 + f") nor provided by a rule file {rule_dir / (method + '.smk')}"
             )
+    for method in config["fewshot"]["methods"]:
+        where = f"config key 'fewshot.methods': {method!r}"
+        if method in BUILTIN_ANNOTATION or method in plugged or method in STAGE_METHODS["annotation"] or parse_transformer(method, where=where):
+            continue
+        raise InputError(f"{where} is not an annotation method (built in {list(BUILTIN_ANNOTATION)}, 'schyena', "
+                         f"'{{backbone}}-{{attention}}' or a rule file {rule_dir / (method + '.smk')})")
+    for method in config["sensitivity"]["methods"]:
+        where = f"config key 'sensitivity.methods': {method!r}"
+        spec = parse_transformer(method, where=where)
+        if spec is None or spec.override is not None or not sensitivity_keys(spec.attention):
+            raise InputError(f"{where}: the sensitivity runs vary {list(SENSITIVITY_KEYS)} of a '{{backbone}}-{{attention}}' method whose "
+                             f"attention takes them (e.g. genohoption-p: alpha, k; genohoption-h: t, k), given without a '.' suffix")
 
 
 def split_method(method: str) -> tuple[str, str]:
-    """``'scgpt-genohoption-p'`` -> ``('scgpt', 'genohoption-p')``."""
+    """``'scgpt-genohoption-p'`` -> ``('scgpt', 'genohoption-p')`` (see :func:`parse_transformer`)."""
     backbone, _, attention = method.partition("-")
     return backbone, attention
 
 
-def check_attention(attention: str, *, where: str) -> None:
+# Transformer method ids: ``{backbone}-{attention}[-{ablation}][.{key}{value}]``.
+# Ablations (GenoHoption Table II) swap the gene graph the kernel runs on for a variant built
+# without one of its parts; the sensitivity suffix (Fig. 5) overrides one kernel option.
+ABLATIONS = {"nogrn": "no_grn", "nocoexpr": "no_coexpr"}
+SENSITIVITY_KEYS = ("alpha", "t", "k")
+
+
+@dataclass(frozen=True)
+class TransformerMethod:
+    """A parsed transformer method id."""
+
+    backbone: str
+    attention: str
+    graph_variant: str = "full"  # the gene-graph variant (results/graphs/.../{variant}.npz)
+    override: tuple[str, float] | None = None  # (kernel option, value) of a sensitivity run
+
+    @property
+    def base(self) -> str:
+        """The id without the sensitivity suffix."""
+        suffix = next((k for k, v in ABLATIONS.items() if v == self.graph_variant), None)
+        return f"{self.backbone}-{self.attention}" + (f"-{suffix}" if suffix else "")
+
+    def kernel_options(self) -> dict:
+        if self.override is None:
+            return {}
+        key, value = self.override
+        return {key: int(value) if key == "k" else float(value)}
+
+
+def sensitivity_keys(attention: str) -> list[str]:
+    """The sensitivity options (alpha, t, k) a kernel takes."""
+    import inspect
+
     from scfmbench.models.attention import KERNELS
 
-    if attention not in KERNELS:
-        raise InputError(f"{where}: unknown attention {attention!r}; registered kernels are {sorted(KERNELS)}")
+    params = inspect.signature(KERNELS[attention].__init__).parameters
+    return [k for k in SENSITIVITY_KEYS if k in params]
+
+
+def sensitivity_method(base: str, key: str, value: float) -> str:
+    """``('scgpt-genohoption-p', 'alpha', 0.1)`` -> ``'scgpt-genohoption-p.alpha0.1'``."""
+    return f"{base}.{key}{value:g}"
+
+
+_SUFFIX = re.compile(r"^(?P<key>[a-z]+)(?P<value>[0-9]+(\.[0-9]+)?)$")
+
+
+def parse_transformer(method: str, *, where: str | None = None) -> TransformerMethod | None:
+    """Parse ``{backbone}-{attention}[-{ablation}][.{key}{value}]``; None if not a transformer id.
+
+    With ``where`` (a config location for the message), an id whose backbone is known but whose
+    attention, ablation or suffix is not raises :class:`InputError`; without it such ids give None.
+    """
+    from scfmbench.models.attention import KERNELS
+
+    base, dot, suffix = method.partition(".")
+    backbone, _, rest = base.partition("-")
+    if backbone not in BACKBONES or not rest:
+        return None
+
+    def fail(msg):
+        if where is None:
+            return None
+        raise InputError(f"{where}: {msg}")
+
+    variant = "full"
+    for name, graph_variant in ABLATIONS.items():
+        if rest.endswith("-" + name):
+            rest, variant = rest[: -len(name) - 1], graph_variant
+            break
+    if rest not in KERNELS:
+        return fail(f"unknown attention {rest!r}; registered kernels are {sorted(KERNELS)} (ablation suffixes: {sorted(ABLATIONS)})")
+    if variant != "full" and not KERNELS[rest].needs_edges:
+        return fail(f"the ablation '-{method.split('-')[-1].split('.')[0]}' changes the gene graph, but {rest!r} does not run on one")
+    override = None
+    if dot:
+        m = _SUFFIX.match(suffix)
+        if not m or m["key"] not in SENSITIVITY_KEYS:
+            return fail(f"the suffix '.{suffix}' must be one of {list(SENSITIVITY_KEYS)} followed by a number, e.g. '.alpha0.1', '.k4'")
+        if m["key"] not in sensitivity_keys(rest):
+            return fail(f"attention {rest!r} takes no option {m['key']!r} (it takes {sensitivity_keys(rest)})")
+        override = (m["key"], float(m["value"]))
+    return TransformerMethod(backbone, rest, variant, override)
+
+
+# Few-shot runs (GenoHoption Fig. 4a,b) use derived datasets ``{dataset}-fs{fraction}``: the same
+# cells, prepared with ``split.train_fraction`` = fraction, so that every annotation rule, graph
+# and score works on them unchanged.
+FEWSHOT = "-fs"
+
+
+def fewshot_dataset(dataset: str, fraction: float) -> str:
+    """``('pancreas', 0.25)`` -> ``'pancreas-fs0.25'``."""
+    return f"{dataset}{FEWSHOT}{fraction:g}"
+
+
+def parse_dataset(name: str) -> tuple[str, float | None]:
+    """``'pancreas-fs0.25'`` -> ``('pancreas', 0.25)``; a configured dataset -> ``(name, None)``."""
+    base, sep, fraction = name.partition(FEWSHOT)
+    return (base, float(fraction)) if sep else (name, None)
+
+
+def annotation_datasets(config: dict[str, Any], method: str) -> list[str]:
+    """The main-grid datasets a method runs on ('annotation.method_datasets' narrows the list)."""
+    datasets = config["annotation"]["datasets"]
+    only = config["annotation"]["method_datasets"].get(method)
+    return datasets if only is None else [d for d in datasets if d in only]
+
+
+def annotation_runs(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every (dataset, method) the annotation rules run: the main grid, the few-shot grid
+    (derived datasets) and the sensitivity grid (suffixed method ids), without repeats."""
+    runs = [(d, m) for m in config["annotation"]["methods"] for d in annotation_datasets(config, m)]
+    fs = config["fewshot"]
+    runs += [(fewshot_dataset(d, f), m) for d in fs["datasets"] for f in fs["fractions"] for m in fs["methods"]]
+    sens = config["sensitivity"]
+    for method in sens["methods"]:
+        spec = parse_transformer(method)
+        for key in sensitivity_keys(spec.attention):
+            runs += [(d, sensitivity_method(method, key, v)) for d in sens["datasets"] for v in sens[key]]
+    return list(dict.fromkeys(runs))
 
 
 def load_config(path: str | Path, schema_path: str | Path) -> dict[str, Any]:

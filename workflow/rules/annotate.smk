@@ -18,15 +18,18 @@ rule annotate_control:
         "../scripts/annotate.py"
 
 
+# {backbone}-{attention}[-{ablation}][.{option}{value}] (config annotation.methods, fewshot,
+# sensitivity). Graph kernels get the dataset's gene graph (the ablation's variant) as input.
 rule annotate_transformer:
     input:
+        unpack(transformer_graph),
         prepared=PREPARED,
     output:
         predictions=annotation_output(),
         run="results/annotation/{dataset}/{method}/seed{seed}/run.json",
     params:
         method_params=method_params,
-    threads: 2
+    threads: 1
     resources:
         gpu=gpu_request,
     log:
@@ -34,24 +37,27 @@ rule annotate_transformer:
     benchmark:
         annotation_benchmark()
     wildcard_constraints:
-        method="|".join(TRANSFORMERS) or "(?!)",
+        method="|".join(re.escape(m) for m in TRANSFORMERS) or "(?!)",
     conda:
         "../../envs/torch.yaml"
     script:
         "../scripts/annotate.py"
 
 
+# One job per (dataset, method) scores every seed: scoring is cheap next to starting a process.
 rule score_annotation:
     input:
-        prepared=PREPARED,
-        predictions=annotation_output(),
-        benchmark=annotation_benchmark(),
+        prepared=per_seed(PREPARED),
+        predictions=per_seed(annotation_output()),
+        benchmark=per_seed(annotation_benchmark()),
     output:
-        metrics="results/annotation/{dataset}/{method}/seed{seed}/metrics.csv",
+        metrics=per_seed("results/annotation/{dataset}/{method}/seed{seed}/metrics.csv"),
+    params:
+        seeds=SEEDS,
     log:
-        "results/logs/annotation/{dataset}/{method}/seed{seed}.score.log",
+        "results/logs/annotation/{dataset}/{method}/score.log",
     benchmark:
-        "results/benchmarks/annotation/{dataset}/{method}/seed{seed}.score.tsv"
+        "results/benchmarks/annotation/{dataset}/{method}/score.tsv"
     conda:
         "../../envs/torch.yaml"
     script:

@@ -1,7 +1,9 @@
 # Config validation, method tables, wildcard constraints and input helpers: the only place for them.
 from pathlib import Path
 
-from scfmbench.config import BACKBONES, BUILTIN_ANNOTATION, BUILTIN_IMPUTATION, check_methods, split_method, validate_config
+import re
+
+from scfmbench.config import BUILTIN_ANNOTATION, BUILTIN_IMPUTATION, annotation_datasets, annotation_runs, check_methods, parse_dataset, parse_transformer, validate_config
 
 METHOD_RULE_DIR = Path(workflow.basedir) / "workflow" / "rules" / "methods"
 
@@ -11,12 +13,16 @@ check_methods(config, METHOD_RULE_DIR)
 SEEDS = config["seeds"]
 ANNOTATION = config["annotation"]
 IMPUTATION = config["imputation"]
-TRANSFORMERS = [m for m in ANNOTATION["methods"] if m not in BUILTIN_ANNOTATION and split_method(m)[0] in BACKBONES and not (METHOD_RULE_DIR / f"{m}.smk").exists()]
+# Every (dataset, method) annotation runs: the main grid, few-shot datasets '{dataset}-fs{fraction}'
+# and sensitivity methods '{method}.{option}{value}' (scfmbench.config.annotation_runs).
+ANNOTATION_RUNS = annotation_runs(config)
+# Transformer ids ({backbone}-{attention}[-{ablation}][.{option}{value}]) run by annotate_transformer.
+TRANSFORMERS = sorted({m for _, m in ANNOTATION_RUNS if m not in BUILTIN_ANNOTATION and parse_transformer(m) and not (METHOD_RULE_DIR / f"{m}.smk").exists()})
 
 
 wildcard_constraints:
-    dataset=r"[A-Za-z0-9_]+",
-    method=r"[a-z0-9][a-z0-9_]*(-[a-z0-9_]+)*",
+    dataset=r"[A-Za-z0-9_]+(-fs[0-9.]+)?",
+    method=r"[a-z0-9][a-z0-9_]*(-[a-z0-9_]+)*(\.[a-z]+[0-9]+(\.[0-9]+)?)?",
     seed=r"[0-9]+",
 
 
@@ -39,6 +45,11 @@ def annotation_log(method="{method}"):
     return f"results/logs/annotation/{{dataset}}/{method}/seed{{seed}}.log"
 
 
+def per_seed(pattern):
+    """A path pattern with '{seed}' expanded over the configured seeds, other wildcards kept."""
+    return expand(pattern, seed=SEEDS, allow_missing=True)
+
+
 def dataset_downloads(wildcards):
     """Manifest files a dataset's source needs (resources/downloads/<entry>); none for embedded data."""
     from scfmbench.data.sources import download_inputs
@@ -47,22 +58,40 @@ def dataset_downloads(wildcards):
 
 
 def dataset_config(wildcards):
-    return config["datasets"][wildcards.dataset]
+    """A dataset's config entry (a few-shot dataset '{name}-fs{fraction}' uses its base's)."""
+    return config["datasets"][parse_dataset(wildcards.dataset)[0]]
+
+
+def raw_dataset(wildcards):
+    """The loaded cells a prepared dataset comes from (few-shot datasets share their base's)."""
+    return f"results/data/{parse_dataset(wildcards.dataset)[0]}/raw.h5ad"
 
 
 def split_config(wildcards):
-    return config["split"]
+    """The split options; a few-shot dataset keeps its fraction of the training cells."""
+    fraction = parse_dataset(wildcards.dataset)[1]
+    return config["split"] if fraction is None else {**config["split"], "train_fraction": fraction}
 
 
 def method_params(wildcards):
     """Parameters of a method from config 'params' (a transformer's come from its backbone's entry)."""
     method = wildcards.method
-    key = split_method(method)[0] if method in TRANSFORMERS else method
+    key = parse_transformer(method).backbone if method in TRANSFORMERS else method
     return config["params"].get(key, {})
 
 
+def transformer_graph(wildcards):
+    """The gene graph a transformer's graph kernel runs on (its ablation's variant); none otherwise."""
+    from scfmbench.models.attention import KERNELS
+
+    spec = parse_transformer(wildcards.method)
+    if not KERNELS[spec.attention].needs_edges:
+        return {}
+    return {"graph": GRAPH.format(dataset=wildcards.dataset, seed=wildcards.seed, variant=spec.graph_variant)}
+
+
 def min_library_size(wildcards):
-    return config["datasets"][wildcards.dataset]["min_library_size"]
+    return dataset_config(wildcards)["min_library_size"]
 
 
 def gpu_request(wildcards):
@@ -71,11 +100,7 @@ def gpu_request(wildcards):
 
 def metrics_files():
     """Every metrics record the config asks for: task x dataset x method x seed."""
-    files = []
-    for task, cfg in (("annotation", ANNOTATION),):
-        for dataset in cfg["datasets"]:
-            for method in cfg["methods"]:
-                files += [f"results/{task}/{dataset}/{method}/seed{seed}/metrics.csv" for seed in SEEDS]
+    files = [f"results/annotation/{dataset}/{method}/seed{seed}/metrics.csv" for dataset, method in ANNOTATION_RUNS for seed in SEEDS]
     return files + imputation_metrics_files() + [f for f in schyena_files() if f.endswith(".csv")]  # both imputation protocols: see "# imputation" below
 
 
@@ -92,8 +117,9 @@ def schyena_files():
     """scHyena's doublet metrics (one per annotation dataset x seed) and UMAP figures."""
     if "schyena" not in ANNOTATION["methods"]:
         return []
-    doublets = [f"results/doublet/{d}/schyena/seed{s}/metrics.csv" for d in ANNOTATION["datasets"] for s in SEEDS]
-    return doublets + [f"results/report/figures/schyena_umap_{d}.png" for d in ANNOTATION["datasets"]]
+    datasets = annotation_datasets(config, "schyena")
+    doublets = [f"results/doublet/{d}/schyena/seed{s}/metrics.csv" for d in datasets for s in SEEDS]
+    return doublets + [f"results/report/figures/schyena_umap_{d}.png" for d in datasets]
 
 
 def expected_records(wildcards=None):
@@ -110,8 +136,11 @@ def report_config(wildcards=None):
 
 
 def report_extra_files():
-    names = ("paper_table.md", "paper_table.csv", "reported_table.md", "quality.md", "quality.csv", "provenance.html")
-    return [f"results/report/{name}" for name in names]
+    """The paper tables, quality check, provenance (report_extras) and the study figures (report_studies)."""
+    from scfmbench.report import study_paths
+
+    names = ("paper_table.md", "paper_table.csv", "paper_table.html", "reported_table.md", "quality.md", "quality.csv", "quality.html", "provenance.html")
+    return [f"results/report/{name}" for name in names] + [str(p) for p in study_paths("results/report").values()]
 
 
 def all_outputs():
@@ -235,8 +264,13 @@ def imputer_input(wildcards):
 
 
 def heldout_input(wildcards):
-    """What scoring (and the perfect control) reads: heldout.npz (masking) or test.npz (MCV)."""
+    """What the perfect control reads: heldout.npz (masking) or test.npz (MCV)."""
     return (HELDOUT if wildcards.task == "imputation" else MCV_TEST).format(dataset=wildcards.dataset, seed=wildcards.seed)
+
+
+def heldout_inputs(wildcards):
+    """What scoring reads, one file per configured seed."""
+    return [(HELDOUT if wildcards.task == "imputation" else MCV_TEST).format(dataset=wildcards.dataset, seed=seed) for seed in SEEDS]
 
 
 def imputer_output(method="{method}"):

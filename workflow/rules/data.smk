@@ -17,7 +17,7 @@ rule load_dataset:
 
 rule prepare_dataset:
     input:
-        raw=rules.load_dataset.output.raw,
+        raw=raw_dataset,
     output:
         prepared=PREPARED,
     params:

@@ -125,17 +125,20 @@ rule impute_perfect:
         "../scripts/impute_perfect.py"
 
 
+# One job per (task, dataset, method) scores every seed.
 rule score_imputation:
     input:
-        predictions=imputer_output(),
-        heldout=heldout_input,
-        benchmark=imputer_benchmark(),
+        predictions=per_seed(imputer_output()),
+        heldout=heldout_inputs,
+        benchmark=per_seed(imputer_benchmark()),
     output:
-        metrics="results/{task}/{dataset}/{method}/seed{seed}/metrics.csv",
+        metrics=per_seed("results/{task}/{dataset}/{method}/seed{seed}/metrics.csv"),
+    params:
+        seeds=SEEDS,
     log:
-        "results/logs/{task}/{dataset}/{method}/seed{seed}.score.log",
+        "results/logs/{task}/{dataset}/{method}/score.log",
     benchmark:
-        "results/benchmarks/{task}/{dataset}/{method}/seed{seed}.score.tsv"
+        "results/benchmarks/{task}/{dataset}/{method}/score.tsv"
     conda:
         "../../envs/torch.yaml"
     script:

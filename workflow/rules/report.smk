@@ -1,3 +1,6 @@
+from scfmbench.report.studies import study_defaults
+
+
 rule report:
     input:
         metrics=metrics_files(),
@@ -5,6 +8,11 @@ rule report:
         metrics="results/report/metrics.csv",
         annotation_md="results/report/annotation_table.md",
         annotation_csv="results/report/annotation_table.csv",
+        annotation_html=report(
+            "results/report/annotation_table.html",
+            caption="../report/tables.rst",
+            category="Annotation",
+        ),
         annotation_png=report(
             "results/report/figures/annotation.png",
             caption="../report/annotation.rst",
@@ -12,6 +20,11 @@ rule report:
         ),
         imputation_md="results/report/imputation_table.md",
         imputation_csv="results/report/imputation_table.csv",
+        imputation_html=report(
+            "results/report/imputation_table.html",
+            caption="../report/tables.rst",
+            category="Imputation",
+        ),
         imputation_png=report(
             "results/report/figures/imputation.png",
             caption="../report/imputation.rst",
@@ -19,6 +32,11 @@ rule report:
         ),
         denoising_md="results/report/denoising_table.md",
         denoising_csv="results/report/denoising_table.csv",
+        denoising_html=report(
+            "results/report/denoising_table.html",
+            caption="../report/tables.rst",
+            category="Imputation",
+        ),
         denoising_png=report(
             "results/report/figures/denoising.png",
             caption="../report/denoising.rst",
@@ -26,6 +44,11 @@ rule report:
         ),
         doublet_md="results/report/doublet_table.md",
         doublet_csv="results/report/doublet_table.csv",
+        doublet_html=report(
+            "results/report/doublet_table.html",
+            caption="../report/tables.rst",
+            category="Annotation",
+        ),
         doublet_png=report(
             "results/report/figures/doublet.png",
             caption="../report/doublet.rst",
@@ -46,15 +69,17 @@ rule report_extras:
         metrics=rules.report.output.metrics,
     output:
         paper_md="results/report/paper_table.md",
-        paper_csv=report(
-            "results/report/paper_table.csv",
+        paper_csv="results/report/paper_table.csv",
+        paper_html=report(
+            "results/report/paper_table.html",
             caption="../report/paper_table.rst",
             category="Tables",
         ),
         reported_md="results/report/reported_table.md",
         quality_md="results/report/quality.md",
-        quality_csv=report(
-            "results/report/quality.csv",
+        quality_csv="results/report/quality.csv",
+        quality_html=report(
+            "results/report/quality.html",
             caption="../report/quality.rst",
             category="Quality",
         ),
@@ -74,3 +99,47 @@ rule report_extras:
         "../../envs/report.yaml"
     script:
         "../scripts/report_extras.py"
+
+
+# The annotation studies beside the main grid: few-shot curves (GenoHoption Fig. 4a,b; datasets
+# '{dataset}-fs{fraction}') and diffusion-option sensitivity (Fig. 5; methods '{method}.{option}{value}').
+# Always written: with no such runs configured the tables are empty and the figures say so.
+# params.defaults: alpha / t / k of each sensitivity method's own run, the default point of its curves.
+rule report_studies:
+    input:
+        metrics=rules.report.output.metrics,
+    output:
+        fewshot_md="results/report/fewshot_table.md",
+        fewshot_csv="results/report/fewshot_table.csv",
+        fewshot_html=report(
+            "results/report/fewshot_table.html",
+            caption="../report/fewshot_table.rst",
+            category="Few-shot",
+        ),
+        fewshot_png=report(
+            "results/report/figures/fewshot.png",
+            caption="../report/fewshot.rst",
+            category="Few-shot",
+        ),
+        sensitivity_md="results/report/sensitivity_table.md",
+        sensitivity_csv="results/report/sensitivity_table.csv",
+        sensitivity_html=report(
+            "results/report/sensitivity_table.html",
+            caption="../report/sensitivity_table.rst",
+            category="Sensitivity",
+        ),
+        sensitivity_png=report(
+            "results/report/figures/sensitivity.png",
+            caption="../report/sensitivity.rst",
+            category="Sensitivity",
+        ),
+    params:
+        defaults=study_defaults(config),
+    log:
+        "results/logs/report/report_studies.log",
+    benchmark:
+        "results/benchmarks/report/report_studies.tsv"
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/report_studies.py"

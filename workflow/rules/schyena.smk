@@ -77,14 +77,16 @@ rule detect_doublets_schyena:
 
 rule score_doublets:
     input:
-        predictions="results/doublet/{dataset}/{method}/seed{seed}/predictions.csv",
-        benchmark="results/benchmarks/doublet/{dataset}/{method}/seed{seed}.tsv",
+        predictions=per_seed("results/doublet/{dataset}/{method}/seed{seed}/predictions.csv"),
+        benchmark=per_seed("results/benchmarks/doublet/{dataset}/{method}/seed{seed}.tsv"),
     output:
-        metrics="results/doublet/{dataset}/{method}/seed{seed}/metrics.csv",
+        metrics=per_seed("results/doublet/{dataset}/{method}/seed{seed}/metrics.csv"),
+    params:
+        seeds=SEEDS,
     log:
-        "results/logs/doublet/{dataset}/{method}/seed{seed}.score.log",
+        "results/logs/doublet/{dataset}/{method}/score.log",
     benchmark:
-        "results/benchmarks/doublet/{dataset}/{method}/seed{seed}.score.tsv"
+        "results/benchmarks/doublet/{dataset}/{method}/score.tsv"
     conda:
         "../../envs/torch.yaml"
     script:

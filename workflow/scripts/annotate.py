@@ -9,4 +9,5 @@ run_annotation(
     seed=int(snakemake.wildcards.seed),
     params=snakemake.params.method_params,
     record_path=snakemake.output.run,
+    graph=getattr(snakemake.input, "graph", None),
 )

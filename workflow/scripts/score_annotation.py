@@ -1,13 +1,14 @@
-from scfmbench._smk import setup_job
+from scfmbench._smk import per_seed, setup_job
 from scfmbench.annotation import score_main
 
 setup_job(snakemake)
-score_main(
-    prepared=snakemake.input.prepared,
-    predictions=snakemake.input.predictions,
-    benchmark=snakemake.input.benchmark,
-    out=snakemake.output.metrics,
-    dataset=snakemake.wildcards.dataset,
-    method=snakemake.wildcards.method,
-    seed=int(snakemake.wildcards.seed),
-)
+for seed, files in per_seed(snakemake, inputs=("prepared", "predictions", "benchmark"), outputs=("metrics",)):
+    score_main(
+        prepared=files["prepared"],
+        predictions=files["predictions"],
+        benchmark=files["benchmark"],
+        out=files["metrics"],
+        dataset=snakemake.wildcards.dataset,
+        method=snakemake.wildcards.method,
+        seed=seed,
+    )

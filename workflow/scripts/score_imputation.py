@@ -1,14 +1,15 @@
-from scfmbench._smk import setup_job
+from scfmbench._smk import per_seed, setup_job
 from scfmbench.impute.protocol import score_main
 
 setup_job(snakemake)
-score_main(
-    snakemake.input.predictions,
-    snakemake.input.heldout,
-    snakemake.output.metrics,
-    task=snakemake.wildcards.task,
-    dataset=snakemake.wildcards.dataset,
-    method=snakemake.wildcards.method,
-    seed=int(snakemake.wildcards.seed),
-    benchmark=snakemake.input.benchmark,
-)
+for seed, files in per_seed(snakemake, inputs=("predictions", "heldout", "benchmark"), outputs=("metrics",)):
+    score_main(
+        files["predictions"],
+        files["heldout"],
+        files["metrics"],
+        task=snakemake.wildcards.task,
+        dataset=snakemake.wildcards.dataset,
+        method=snakemake.wildcards.method,
+        seed=seed,
+        benchmark=files["benchmark"],
+    )

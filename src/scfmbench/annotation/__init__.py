@@ -40,24 +40,31 @@ def write_predictions(cell_ids, predicted, path) -> None:
     write_csv(pd.DataFrame({"cell_id": np.asarray(cell_ids).astype(str), "predicted": np.asarray(predicted).astype(str)}), path)
 
 
-def run_annotation(method: str, prepared_path, predictions_path, *, seed: int, params: dict | None = None, record_path=None) -> None:
+def run_annotation(method: str, prepared_path, predictions_path, *, seed: int, params: dict | None = None, record_path=None, graph=None) -> None:
     """Run an annotator on a prepared dataset; write its predictions and a run record (JSON).
 
-    ``method`` is a registered annotator or ``{backbone}-{attention}``
-    (:func:`scfmbench.annotation.transformer.annotate_transformer`).
+    ``method`` is a registered annotator or a transformer id
+    ``{backbone}-{attention}[-{ablation}][.{key}{value}]`` (:func:`scfmbench.config.parse_transformer`;
+    :func:`scfmbench.annotation.transformer.annotate_transformer`), whose graph kernels run on
+    ``graph`` (the gene graph's ``.npz``; the ablation picks which variant the workflow passes).
     """
     from scfmbench.annotation import controls  # noqa: F401  (registers majority, logreg)
-    from scfmbench.config import BACKBONES, split_method
+    from scfmbench.config import BACKBONES, parse_transformer
 
     adata = read_prepared(prepared_path)
     params = dict(params or {})
+    spec = None if method in ANNOTATORS else parse_transformer(method, where=f"annotation method {method!r}")
     if method in ANNOTATORS:
         predicted, record = ANNOTATORS[method](adata, seed=seed, **params), {"params": params}
-    elif split_method(method)[0] in BACKBONES:
+    elif spec is not None:
         from scfmbench.annotation.transformer import annotate_transformer
 
-        backbone, attention = split_method(method)
-        predicted, record = annotate_transformer(adata, backbone=backbone, attention=attention, seed=seed, **params)
+        if spec.override is not None:  # a sensitivity run: one option of the kernel changed
+            kernels = {k: dict(v) for k, v in (params.get("kernel_config") or {}).items()}
+            kernels[spec.attention] = {**kernels.get(spec.attention, {}), **spec.kernel_options()}
+            params["kernel_config"] = kernels
+        predicted, record = annotate_transformer(adata, backbone=spec.backbone, attention=spec.attention, seed=seed, graph=graph, **params)
+        record["graph_variant"] = spec.graph_variant if graph is not None else None
     else:
         raise InputError(f"unknown annotation method {method!r}; registered: {sorted(ANNOTATORS)} or '{{backbone}}-{{attention}}' with backbone in {list(BACKBONES)}")
     test = test_cells(adata)

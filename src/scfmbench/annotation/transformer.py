@@ -120,6 +120,28 @@ def _build_config(spec: Backbone, backbone: str, **kwargs):
         raise InputError(f"params for backbone {backbone!r}: {exc}; allowed keys are {allowed}") from None
 
 
+# With a checkpoint the architecture is the checkpoint's; of a backbone's model options only these apply.
+CHECKPOINT_OPTIONS = ("dropout", "cell_embedding", "attention_config")
+
+
+def _load_checkpoint(backbone: str, folder, token_dictionary, adata, *, n_classes: int, attention: str, params: dict):
+    """A pretrained scGPT folder or Geneformer (Hugging Face BERT) folder, genes matched by var_names."""
+    from scfmbench.models.pretrained import load_geneformer_checkpoint, load_scgpt_checkpoint
+
+    overrides = {k: params[k] for k in CHECKPOINT_OPTIONS if k in params}
+    genes = list(np.asarray(adata.var_names).astype(str))
+    if backbone == "scgpt":
+        if token_dictionary:
+            raise InputError("params.scgpt.token_dictionary: scGPT folders carry their vocabulary (vocab.json); remove the key")
+        return load_scgpt_checkpoint(folder, n_classes=n_classes, attention=attention, gene_names=genes, **overrides)
+    if backbone == "geneformer":
+        if not token_dictionary:
+            raise InputError("params.geneformer.checkpoint needs params.geneformer.token_dictionary: a JSON file mapping this dataset's "
+                             "var_names (e.g. gene symbols) to the checkpoint's token ids (Geneformer's token_dictionary.pkl re-keyed)")
+        return load_geneformer_checkpoint(folder, n_classes=n_classes, attention=attention, gene_names=genes, token_dictionary=token_dictionary, **overrides)
+    raise InputError(f"params.{backbone}.checkpoint: pretrained weights load into the scgpt and geneformer backbones only")
+
+
 def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, graph=None, device=None, **params) -> tuple[np.ndarray, dict]:
     """Train a ``{backbone}-{attention}`` classifier on train, early-stop on valid, predict test.
 
@@ -173,8 +195,14 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, gra
         raise InputError(f"params for backbone {backbone!r}: kernel_config names unknown kernels {unknown}; registered kernels are {sorted(KERNELS)}")
     if attention in per_kernel and "attention_config" not in params:
         params["attention_config"] = dict(per_kernel[attention])
-    cfg = _build_config(spec, backbone, n_genes=adata.n_vars, n_classes=len(classes), attention=attention, **params)
-    model = spec.model(cfg)
+    checkpoint, token_dictionary = params.pop("checkpoint", None), params.pop("token_dictionary", None)
+    load_report = None
+    if checkpoint:
+        model, load_report = _load_checkpoint(backbone, checkpoint, token_dictionary, adata, n_classes=len(classes), attention=attention, params=params)
+        cfg = model.cfg
+    else:
+        cfg = _build_config(spec, backbone, n_genes=adata.n_vars, n_classes=len(classes), attention=attention, **params)
+        model = spec.model(cfg)
     token_graph = None
     if KERNELS[attention].needs_edges:
         if graph is None:
@@ -221,6 +249,7 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, gra
         "device": str(device),
         "num_params": model.num_params(),
         "history": dataclasses.asdict(hist),
+        "checkpoint": None if load_report is None else {"path": str(checkpoint), **load_report.to_dict()},
         "graph": None if token_graph is None else {"n_nodes": int(token_graph.adjacency.shape[0]), "mean_degree": token_graph.mean_degree(), "cls_node": token_graph.cls_node},
     }
     return classes[logits.argmax(1).numpy()], record

@@ -7,20 +7,33 @@ import html
 import pandas as pd
 
 from scfmbench._io import write_csv, write_text
+from scfmbench.report.html import markdown_html
 from scfmbench.report.paper import load_reported, paper_markdown, paper_table, reported_markdown
 from scfmbench.report.provenance import provenance_markdown
 from scfmbench.report.quality import quality_checks, quality_markdown
+from scfmbench.report.studies import main_grid
 
 
 def write_extras(metrics_path, out, *, expected, config) -> None:
-    """``out`` has attributes paper_md, paper_csv, reported_md, quality_md, quality_csv, provenance."""
+    """``out`` has attributes paper_md, paper_csv, paper_html, reported_md, quality_md, quality_csv,
+    quality_html, provenance (the ``*_html`` ones optional: written when present).
+
+    The paper table shows the main grid only (few-shot datasets and sensitivity methods have their own
+    tables, :mod:`scfmbench.report.studies`); the quality check sees every record.
+    """
     metrics = pd.read_csv(metrics_path)
     reported = load_reported()
-    table = paper_table(metrics, reported)
-    write_text("# Annotation in the layout of GenoHoption Tables I-II\n\n" + paper_markdown(table), out.paper_md)
+    table = paper_table(main_grid(metrics), reported)
+    md = "# Annotation in the layout of GenoHoption Tables I-II\n\n" + paper_markdown(table)
+    write_text(md, out.paper_md)
     write_csv(table, out.paper_csv)
+    if getattr(out, "paper_html", None):
+        write_text(markdown_html(md, title="GenoHoption Tables I-II layout"), out.paper_html)
     write_text("# Reported in GenoHoption Tables I-II (percent, 5 seeds)\n\n" + reported_markdown(reported), out.reported_md)
     checks = quality_checks(metrics, [tuple(e) for e in expected])
-    write_text("# Quality check\n\n" + quality_markdown(checks), out.quality_md)
+    md = "# Quality check\n\n" + quality_markdown(checks)
+    write_text(md, out.quality_md)
     write_csv(checks, out.quality_csv)
+    if getattr(out, "quality_html", None):
+        write_text(markdown_html(md, title="Quality check"), out.quality_html)
     write_text(f"<html><body><pre>{html.escape(provenance_markdown(config))}</pre></body></html>\n", out.provenance)
