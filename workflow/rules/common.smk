@@ -54,7 +54,11 @@ def dataset_downloads(wildcards):
     """Manifest files a dataset's source needs (resources/downloads/<entry>); none for embedded data."""
     from scfmbench.data.sources import download_inputs
 
-    return download_inputs(config["datasets"][wildcards.dataset])
+    cfg = config["datasets"][wildcards.dataset]
+    labels = cfg.get("cell_labels", {}).get("file")
+    # A label table is tracked once it exists (its edits rerun the load); a missing one is the
+    # loader's clear error, so that dry runs work before it is in place.
+    return download_inputs(cfg) + ([labels] if labels and Path(labels).is_file() else [])
 
 
 def dataset_config(wildcards):

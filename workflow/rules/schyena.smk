@@ -130,6 +130,8 @@ rule schyena_umap:
     params:
         method_params=method_params,
         seed=SEEDS[0],
+    resources:
+        gpu=gpu_request,
     log:
         "results/logs/{method}/{dataset}/umap.log",
     benchmark:
