@@ -195,12 +195,9 @@ def test_default_profile_gives_no_gpu(default_dry_run):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [p for p in PROFILES if p != "default"])
-def test_paper_config_dry_runs_under_each_profile(name, tmp_path):
-    """The executor and storage plugins (slurm, kubernetes, s3) are not installed here, and an
-    unknown executor is an argument error even for a dry run, so their keys are removed
-    (test_profiles.core_only); everything else of the profile (resources, threads, retries) is used."""
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(core_only(load(name))))
-    out = dry_run("--workflow-profile", str(tmp_path))
+def test_paper_config_dry_runs_under_each_profile(name):
+    """Each profile as it is, executor and storage plugins included (extra 'cluster')."""
+    out = dry_run("--workflow-profile", str(REPO / "profiles" / name))
     assert job_stats(out) == expected_jobs()
     jobs = job_resources(out)
     assert all("gpu=1" in res for rule, res in jobs if rule in GPU_RULES), name

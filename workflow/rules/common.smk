@@ -197,8 +197,14 @@ def graph_spec(wildcards):
 
 
 def graph_database_files(wildcards):
-    """Database files of a build_graph job: local paths as they are, others from the download rule."""
-    return [database_file(d["name"], DATABASES[d["name"]]) for d in graph_spec(wildcards).get("databases", [])]
+    """Database files of a build_graph job: local paths as they are, others from the download rule.
+    Files shipped in the package are local() so that a storage plugin (profiles/kubernetes) does
+    not look for them in storage: every job's environment has the package."""
+    files = []
+    for d in graph_spec(wildcards).get("databases", []):
+        path = database_file(d["name"], DATABASES[d["name"]])
+        files.append(local(path) if str(DATABASES[d["name"]]["path"]).startswith("vendored:") else path)
+    return files
 
 
 # profiling
