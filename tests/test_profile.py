@@ -156,6 +156,58 @@ def test_khop_edges_equal_boolean_matrix_powers():
         assert bool(((dst[1:] > dst[:-1]) | ((dst[1:] == dst[:-1]) & (src[1:] > src[:-1]))).all())  # sorted by (dst, src), unique
 
 
+def _khop_edges_sparse_product(pattern, hops):
+    """The earlier implementation: R_k = R_{k-1} | A R_{k-1} as a sparse CSR x dense float product."""
+    import warnings
+
+    L, srcs, dsts = pattern.n_nodes, [], []
+    for b in range(pattern.batch_size):
+        keep = pattern.valid[b]
+        s, d = pattern.src[b][keep], pattern.dst[b][keep]
+        A = torch.sparse_coo_tensor(torch.stack([d, s]), torch.ones(s.numel()), (L, L), check_invariants=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            A = A.coalesce().to_sparse_csr()
+        reach = A.to_dense() > 0
+        for _ in range(hops - 1):
+            reach = reach | (torch.sparse.mm(A, reach.float()) > 0)
+        i, j = reach.nonzero(as_tuple=True)
+        srcs.append(j + b * L)
+        dsts.append(i + b * L)
+    return torch.cat(srcs), torch.cat(dsts)
+
+
+@pytest.mark.parametrize(("L", "batch", "degree", "hops", "padded"), [(24, 2, 2, 3, False), (61, 3, 1, 4, True), (130, 1, 3, 6, False), (257, 2, 2, 2, True)])
+def test_khop_edges_equal_the_sparse_product_form(L, batch, degree, hops, padded):
+    """The bitset hops give exactly the edges (and order, dtype, layout) of the sparse x dense
+    product, with and without the CLS shortcut, with padded slots and cells of unequal graphs."""
+    from scfmbench.models.attention.edges import EdgePattern
+
+    pattern = random_cell_graphs(L, batch, degree, L, "cpu")
+    if padded:  # drop a random third of each cell's edges and the CLS token's: slots become invalid, reach stays sparse
+        gen = torch.Generator().manual_seed(L)
+        valid = pattern.valid & (torch.rand(pattern.valid.shape, generator=gen) > 0.33) & (pattern.src != 0) & (pattern.dst != 0)
+        pattern = EdgePattern(pattern.src, pattern.dst, valid, L)
+    src, dst = khop_edges(pattern, hops)
+    ref_src, ref_dst = _khop_edges_sparse_product(pattern, hops)
+    assert torch.equal(src, ref_src) and torch.equal(dst, ref_dst)
+    assert src.dtype == dst.dtype == torch.int64 and src.is_contiguous() and dst.is_contiguous()
+    if padded:
+        assert src.numel() < batch * L * L  # not everything reaches everything: the test is not trivial
+
+
+def test_reach_bits_do_not_depend_on_the_chunk_size():
+    from scfmbench.profile.gat import _reach_bits
+
+    pattern = random_cell_graphs(100, 1, 2, 3, "cpu")
+    keep = pattern.valid[0]
+    s, d = pattern.src[0][keep].numpy(), pattern.dst[0][keep].numpy()
+    whole = _reach_bits(s, d, 100, 3)
+    for chunk_bytes in (1, 13, 64, 1000):  # one destination per chunk up to several
+        assert np.array_equal(_reach_bits(s, d, 100, 3, chunk_bytes=chunk_bytes), whole)
+    assert np.unpackbits(whole, axis=1, count=100).shape == (100, 100)
+
+
 def test_gat_layer_matches_dense_reference_values_and_gradients():
     gen = torch.Generator().manual_seed(0)
     B, H, L, D = 2, 3, 10, 4
@@ -207,6 +259,104 @@ def test_backward_pass_fills_and_then_clears_gradients():
     assert all(t.grad is not None for t in work.leaves[:3])
     work.clear_grads()
     assert all(t.grad is None for t in work.leaves[:3])
+
+
+def _hf_outputs(narrow: bool, name: str, L: int):
+    """Output, input gradient and parameter gradients of one Hugging Face module at (2, L, 16),
+    built from transformers' own config classes when ``narrow`` is False."""
+    from scfmbench.profile import hf
+
+    torch.manual_seed(0)
+    x = torch.randn(2, L, 16, requires_grad=True)
+    if name == "longformer":
+        cls, = hf.load(hf.LONGFORMER, "LongformerSelfAttention", narrow=narrow)
+        if narrow:
+            cfg = hf.longformer_config(16, 2, attention_window=64)
+        else:
+            from transformers import LongformerConfig
+
+            cfg = LongformerConfig(hidden_size=16, num_attention_heads=2, attention_window=[64], attention_probs_dropout_prob=0.0)
+        module = cls(cfg, layer_id=0)
+        mask = torch.zeros(2, L)
+        mask[:, 0] = 10000.0
+        out = module(x, attention_mask=mask, is_index_masked=mask < 0, is_index_global_attn=mask > 0, is_global_attn=True)[0]
+    else:
+        cls, masks = hf.load(hf.BIGBIRD, "BigBirdBlockSparseAttention", "BigBirdModel.create_masks_for_block_sparse_attn", narrow=narrow)
+        if narrow:
+            cfg = hf.bigbird_config(16, 2, block_size=64, num_random_blocks=3, max_position_embeddings=4096)
+        else:
+            from transformers import BigBirdConfig
+
+            cfg = BigBirdConfig(hidden_size=16, num_attention_heads=2, attention_type="block_sparse", block_size=64, num_random_blocks=3, max_position_embeddings=4096)
+        module = cls(cfg, seed=0)
+        blocked, band, from_mask, to_mask = masks(torch.ones(2, L), 64)
+        out = module(x, band_mask=band, from_mask=from_mask, to_mask=to_mask, from_blocked_mask=blocked, to_blocked_mask=blocked)[0]
+    out.sum().backward()
+    return [out.detach(), x.grad] + [p.grad for p in module.parameters()]
+
+
+@pytest.mark.parametrize(("name", "L"), [("longformer", 192), ("bigbird", 768), ("bigbird", 1024)])
+def test_narrow_hugging_face_modules_equal_the_imported_ones(name, L):
+    """Compiled from transformers' source without its model stack, the modules compute bit for bit
+    what the imported ones do (BigBird at 1024 takes its 'paper plan' random-block path)."""
+    narrow, imported = _hf_outputs(True, name, L), _hf_outputs(False, name, L)
+    assert len(narrow) == len(imported) > 2
+    for a, b in zip(narrow, imported):
+        assert torch.equal(a, b)
+
+
+def test_narrow_load_falls_back_when_a_definition_reads_other_globals():
+    from scfmbench.profile import hf
+
+    assert hf._narrow(hf.LONGFORMER, ("LongformerModel",)) is None  # reads logger, PreTrainedModel, ...
+    assert hf._narrow(hf.LONGFORMER, ("NoSuchClass",)) is None
+    assert hf._narrow("transformers.models.no_such_model.modeling_no_such_model", ("X",)) is None
+    cls, = hf.load(hf.LONGFORMER, "LongformerModel")  # the ordinary import
+    assert cls.__name__ == "LongformerModel" and "transformers.modeling_utils" in sys.modules
+
+
+def test_profile_job_process_stays_light_and_hugging_face_points_skip_the_model_stack(tmp_path):
+    """The job process (``profile_point``) imports neither torch nor pandas; the measured process
+    builds hf-longformer and hf-bigbird without ``transformers.modeling_utils``; the bigbird length
+    check fails before any import; the CSV reads back as the row."""
+    code = f"""
+import json, sys
+from scfmbench.profile.measure import PointSpec, measure_point, profile_point
+settings = dict(heads=1, dim=8, device="cpu", warmup=1, repeats=2, timeout_s=120, max_mem_gb=2)
+row = profile_point(mechanism="calibrate", length=2**21, batch=1, mode="forward", settings=settings, output={str(tmp_path / "p.csv")!r}, threads=1)
+light = sorted(m for m in ("torch", "pandas", "transformers") if m in sys.modules)
+small = measure_point(PointSpec("hf-bigbird", 512, 1, "forward", heads=2, dim=8, device="cpu", repeats=1))
+after_error = sorted(m for m in sys.modules if m.startswith("transformers"))
+rows = [measure_point(PointSpec(m, L, 1, "backward", heads=2, dim=8, device="cpu", repeats=1)) for m, L in (("hf-longformer", 128), ("hf-bigbird", 768))]
+print(json.dumps(dict(row=row, light=light, small=small, after_error=after_error, rows=rows, stack="transformers.modeling_utils" in sys.modules)))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import json
+
+    got = json.loads(proc.stdout.splitlines()[-1])
+    assert got["light"] == [], got["light"]
+    assert got["row"]["status"] == "ok" and 64 - RSS_SLACK_MB <= got["row"]["peak_mem_mb"] < 64 + 16, got["row"]  # 2^21 x 8 float32
+    table = read_points([tmp_path / "p.csv"])
+    assert len(table) == 1 and table.loc[0, "status"] == "ok" and table.loc[0, "time_median_s"] == pytest.approx(got["row"]["time_median_s"], rel=1e-12)
+    assert table.loc[0, "max_mem_gb"] == 2 and table.loc[0, "n_repeats"] == 2 and table.loc[0, "torch_version"] == torch.__version__
+    assert got["small"]["status"] == "error" and "needs L >= 704" in got["small"]["message"] and got["after_error"] == []
+    assert [r["status"] for r in got["rows"]] == ["ok", "ok"], [r["message"] for r in got["rows"]]
+    assert got["stack"] is False
+
+
+def test_write_row_is_the_file_write_rows_writes(tmp_path):
+    from scfmbench.profile.measure import base_row, write_row
+
+    row = base_row(PointSpec("full", 512, 1, "forward"))
+    row.update(status="ok", time_median_s=0.0036919039998792, time_q25_s=1e-05, time_q75_s=200.0, peak_mem_mb=5.69140625, n_repeats=10,
+               device_name="AMD EPYC, 7B13", message='setup: x, "quoted"\ttab')
+    write_row(row, tmp_path / "a" / "one.csv")
+    write_rows([row], tmp_path / "two.csv")
+    assert (tmp_path / "a" / "one.csv").read_bytes() == (tmp_path / "two.csv").read_bytes()
+    back = read_points([tmp_path / "a" / "one.csv"]).iloc[0]
+    assert back["message"] == row["message"] and back["time_q25_s"] == 1e-05 and math.isnan(back["tokens_per_s"])
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["one.csv"]  # no temporary left behind
 
 
 # ---------------------------------------------------------------------------------------------

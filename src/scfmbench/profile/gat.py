@@ -24,8 +24,7 @@ way memory grows with the O(L^2) edge list.
 
 from __future__ import annotations
 
-import warnings
-
+import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -39,32 +38,72 @@ def khop_edges(pattern: EdgePattern, hops: int) -> tuple[torch.Tensor, torch.Ten
     """Every edge j -> i such that i is reachable from j in 1..``hops`` steps of ``pattern``.
 
     Returns flat ``(src, dst)`` int64 node indices ``b * L + position`` over the batch, sorted by
-    (dst, src). Reachability per cell: R_1 = A, R_k = R_{k-1} | A R_{k-1} (A[i, j] = edge j -> i),
-    one sparse x dense product per hop, stopping early once a hop adds nothing.
+    (dst, src), contiguous, on the pattern's device. Reachability per cell: R_1 = A,
+    R_k = R_{k-1} | A R_{k-1} (A[i, j] = edge j -> i), stopping early once a hop adds nothing.
+
+    Each row of R is a bitset (``numpy.packbits``), so A R is, per destination i, the bitwise OR
+    of the rows of i's sources: one gather and one ``bitwise_or.reduceat`` per hop over
+    E x L / 8 bytes, instead of a sparse x dense float product over E x L multiply-adds.
     """
     if hops < 1:
         raise InputError(f"hops must be >= 1, got {hops}")
-    L, device = pattern.n_nodes, pattern.src.device
-    srcs, dsts = [], []
-    src_all, dst_all, valid_all = pattern.src, pattern.dst, pattern.valid
-    for b in range(pattern.batch_size):
+    L, device, B = pattern.n_nodes, pattern.src.device, pattern.batch_size
+    src_all, dst_all, valid_all = (t.detach().cpu().numpy() for t in (pattern.src, pattern.dst, pattern.valid))
+    flat = []  # per cell: flat indices i * L + j of reach[i, j], ascending = sorted by (dst, src)
+    for b in range(B):
         keep = valid_all[b]
-        s, d = src_all[b][keep], dst_all[b][keep]
-        A = torch.sparse_coo_tensor(torch.stack([d, s]), torch.ones(s.numel(), device=device), (L, L), check_invariants=True)
-        with warnings.catch_warnings():  # "sparse CSR support is in beta": sparse @ dense is stable
-            warnings.simplefilter("ignore", UserWarning)
-            A = A.coalesce().to_sparse_csr()
-        reach = A.to_dense() > 0  # (L, L) bool, reach[i, j]: j reaches i
-        for _ in range(hops - 1):
-            grown = reach | (torch.sparse.mm(A, reach.float()) > 0)
-            if torch.equal(grown, reach):
-                break
-            reach = grown
-        i, j = reach.nonzero(as_tuple=True)  # row-major: sorted by (dst, src)
-        del reach
-        srcs.append(j + b * L)
-        dsts.append(i + b * L)
-    return torch.cat(srcs), torch.cat(dsts)
+        bits = _reach_bits(src_all[b][keep], dst_all[b][keep], L, hops)
+        flat.append(np.flatnonzero(np.unpackbits(bits, axis=1, count=L)))  # int64, contiguous
+        del bits
+    n = sum(k.size for k in flat)
+    if B == 1:  # no copy: the flat index array becomes src in place
+        dst = flat[0] // L
+        src = np.remainder(flat[0], L, out=flat[0])
+    else:
+        src, dst = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+        offset = 0
+        for b, k in enumerate(flat):
+            part = slice(offset, offset + k.size)
+            np.floor_divide(k, L, out=dst[part])
+            np.remainder(k, L, out=src[part])
+            dst[part] += b * L
+            src[part] += b * L
+            offset += k.size
+            flat[b] = None
+    return torch.from_numpy(src).to(device), torch.from_numpy(dst).to(device)
+
+
+def _reach_bits(src: np.ndarray, dst: np.ndarray, L: int, hops: int, *, chunk_bytes: int = 2**16) -> np.ndarray:
+    """(L, ceil(L / 8)) uint8, row i = the bitset of the nodes j from which i is reachable in
+    1..``hops`` steps over the edges src -> dst (bit order of ``numpy.packbits``, big-endian).
+
+    The rows gathered per hop go through one reused buffer of about ``chunk_bytes``, so a hop
+    costs memory bandwidth, not fresh pages."""
+    width = (L + 7) // 8
+    bits = np.zeros((L, width), dtype=np.uint8)
+    np.bitwise_or.at(bits, (dst, src >> 3), (128 >> (src & 7)).astype(np.uint8))
+    order = np.lexsort((src, dst))  # edges grouped by destination
+    src, dst = src[order], dst[order]
+    rows, starts = np.unique(dst, return_index=True)  # destinations with in-edges, first edge of each
+    ends = np.append(starts[1:], dst.size)
+    per_chunk = max(1, chunk_bytes // max(width, 1))  # gathered rows held at once
+    gathered = np.empty((0, width), dtype=np.uint8)
+    for _ in range(hops - 1):
+        grown = bits.copy()
+        r0 = 0
+        while r0 < rows.size:  # destinations r0:r1, whose edges fit in one chunk (at least one row)
+            r1 = max(r0 + 1, int(np.searchsorted(ends, starts[r0] + per_chunk, side="right")))
+            e0, e1 = starts[r0], ends[r1 - 1]
+            if gathered.shape[0] < e1 - e0:
+                gathered = np.empty((e1 - e0, width), dtype=np.uint8)
+            buf = gathered[: e1 - e0]
+            np.take(bits, src[e0:e1], axis=0, out=buf)
+            grown[rows[r0:r1]] |= np.bitwise_or.reduceat(buf, starts[r0:r1] - e0, axis=0)
+            r0 = r1
+        if np.array_equal(grown, bits):
+            break
+        bits = grown
+    return bits
 
 
 class GATLayer(nn.Module):

@@ -250,6 +250,11 @@ def _version(package: str) -> str:
         return "not installed"
 
 
+def _torch_version() -> str:
+    torch = sys.modules.get("torch")  # the measured process has it; the job process must not import it
+    return torch.__version__ if torch is not None else _version("torch")
+
+
 def base_row(spec: PointSpec) -> dict:
     """A row with the point's settings and no measurement yet (what a failed point reports)."""
     nan = math.nan
@@ -257,7 +262,7 @@ def base_row(spec: PointSpec) -> dict:
         mechanism=spec.mechanism, **{"pass": spec.mode}, L=spec.length, batch=spec.batch, heads=spec.heads, dim=spec.dim, dtype=spec.dtype,
         device=spec.device, status="error", time_median_s=nan, time_q25_s=nan, time_q75_s=nan, time_iqr_s=nan, n_repeats=0, warmup=spec.warmup,
         tokens_per_s=nan, peak_mem_mb=nan, mem_method="", max_mem_gb=nan, timeout_s=nan, threads=spec.threads or 0, seed=spec.seed,
-        device_name="", torch_version=_version("torch"), cuda_version="", message="",
+        device_name="", torch_version=_torch_version(), cuda_version="", message="",
     )
 
 
@@ -327,11 +332,11 @@ def run_point(spec: PointSpec, *, timeout_s: float | None = None, max_mem_gb: fl
     env = dict(os.environ)
     if spec.threads:  # BLAS/OpenMP pools sized before torch.set_num_threads runs
         env.update(OMP_NUM_THREADS=str(spec.threads), MKL_NUM_THREADS=str(spec.threads), OPENBLAS_NUM_THREADS=str(spec.threads))
-    row = base_row(spec)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
     except subprocess.TimeoutExpired as exc:  # the child is killed by subprocess.run
         _forward_stderr(exc.stderr)
+        row = base_row(spec)
         row.update(status="timeout", message=f"no result within timeout_s={timeout_s} s (process killed)")
     else:
         _forward_stderr(proc.stderr)
@@ -340,6 +345,7 @@ def run_point(spec: PointSpec, *, timeout_s: float | None = None, max_mem_gb: fl
                 row = json.loads(line[len(_RESULT):])
                 break
         else:
+            row = base_row(spec)
             if proc.returncode in (-9, 137):  # SIGKILL: almost always the kernel's OOM killer
                 row.update(status="oom", message="process killed (SIGKILL), most likely by the out-of-memory killer")
             else:
@@ -375,6 +381,36 @@ def write_rows(rows: list[dict], path) -> None:
     write_csv(pd.DataFrame(rows, columns=list(COLUMNS)), path)
 
 
+def _csv_cell(value) -> str:
+    """A value as pandas' ``to_csv`` writes it: NaN/None empty, floats round-tripping."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return repr(float(value)) if isinstance(value, float) else str(value)  # float(): numpy 2 reprs np.float64(...)
+
+
+def write_row(row: dict, path) -> None:
+    """One row as CSV with :data:`COLUMNS`, atomically: the same file :func:`write_rows` writes,
+    without importing pandas (the workflow's job process stays light)."""
+    import csv
+    import io
+    import tempfile
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    writer.writerow([_csv_cell(row.get(c)) for c in COLUMNS])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".csv", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(buf.getvalue())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def profile_point(*, mechanism: str, length: int, batch: int, mode: str, settings: dict, output, threads: int | None = None) -> dict:
     """The workflow's ``profile_point`` job: one point from the config's ``profile`` block, in a
     fresh process under its memory cap and time-out, written to ``output`` as a one-row CSV."""
@@ -383,7 +419,7 @@ def profile_point(*, mechanism: str, length: int, batch: int, mode: str, setting
     spec = PointSpec.from_settings(mechanism, length, batch, mode, settings, threads=threads)
     row = run_point(spec, timeout_s=settings.get("timeout_s"), max_mem_gb=settings.get("max_mem_gb"))
     logging.getLogger(__name__).info("%s", {k: row[k] for k in ("mechanism", "pass", "L", "batch", "status", "time_median_s", "peak_mem_mb", "message")})
-    write_rows([row], output)
+    write_row(row, output)
     return row
 
 

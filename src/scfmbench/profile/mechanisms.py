@@ -19,6 +19,8 @@ full-block             the same block with full attention as the mixer (``bench.
 hf-longformer          Hugging Face ``LongformerSelfAttention`` (window 64, global token 0) on x
 hf-bigbird             Hugging Face ``BigBirdBlockSparseAttention`` (block 64, 3 random blocks) on
                        x; needs L >= 704 and a multiple of 64, otherwise the row reads ``error``
+                       (both compiled from transformers' installed source without its model
+                       stack, :mod:`scfmbench.profile.hf`: same code, ~3 s less import per point)
 performer-pytorch      ``performer_pytorch.FastAttention`` on q, k, v
 calibrate              allocates one (B, H, L, D) tensor of ones: a known amount of memory, to
                        check the memory probe (not a model)
@@ -214,10 +216,11 @@ def _full_block(shape: Shape, device, dtype) -> Workload:
 @register_mechanism("hf-longformer")
 def _hf_longformer(shape: Shape, device, dtype) -> Workload:
     import torch
-    from transformers import LongformerConfig
-    from transformers.models.longformer.modeling_longformer import LongformerSelfAttention
 
-    cfg = LongformerConfig(hidden_size=shape.d_model, num_attention_heads=shape.heads, attention_window=[64], attention_probs_dropout_prob=0.0)
+    from scfmbench.profile import hf
+
+    LongformerSelfAttention, = hf.load(hf.LONGFORMER, "LongformerSelfAttention")
+    cfg = hf.longformer_config(shape.d_model, shape.heads, attention_window=64)
     module = LongformerSelfAttention(cfg, layer_id=0).to(device=device, dtype=dtype)
     x = _tokens(shape, device, dtype)
     mask = torch.zeros(shape.batch, shape.length, device=device, dtype=dtype)
@@ -230,22 +233,25 @@ def _hf_longformer(shape: Shape, device, dtype) -> Workload:
     return Workload(forward, [x, module])
 
 
+BIGBIRD_BLOCK, BIGBIRD_RANDOM_BLOCKS = 64, 3
+
+
 @register_mechanism("hf-bigbird")
 def _hf_bigbird(shape: Shape, device, dtype) -> Workload:
     import torch
-    from transformers import BigBirdConfig
-    from transformers.models.big_bird.modeling_big_bird import BigBirdBlockSparseAttention, BigBirdModel
 
     from scfmbench import InputError
+    from scfmbench.profile import hf
 
     L = shape.length
-    cfg = BigBirdConfig(hidden_size=shape.d_model, num_attention_heads=shape.heads, attention_type="block_sparse", block_size=64, num_random_blocks=3, max_position_embeddings=max(L, 4096))
-    need = (5 + 2 * cfg.num_random_blocks) * cfg.block_size
-    if L < need or L % cfg.block_size:
-        raise InputError(f"BigBird block-sparse needs L >= {need} and a multiple of {cfg.block_size}, got L={L}")
+    need = (5 + 2 * BIGBIRD_RANDOM_BLOCKS) * BIGBIRD_BLOCK
+    if L < need or L % BIGBIRD_BLOCK:  # before anything is built or imported
+        raise InputError(f"BigBird block-sparse needs L >= {need} and a multiple of {BIGBIRD_BLOCK}, got L={L}")
+    BigBirdBlockSparseAttention, create_masks = hf.load(hf.BIGBIRD, "BigBirdBlockSparseAttention", "BigBirdModel.create_masks_for_block_sparse_attn")
+    cfg = hf.bigbird_config(shape.d_model, shape.heads, block_size=BIGBIRD_BLOCK, num_random_blocks=BIGBIRD_RANDOM_BLOCKS, max_position_embeddings=max(L, 4096))
     module = BigBirdBlockSparseAttention(cfg, seed=shape.seed).to(device=device, dtype=dtype)
     x = _tokens(shape, device, dtype)
-    blocked, band, from_mask, to_mask = BigBirdModel.create_masks_for_block_sparse_attn(torch.ones(shape.batch, L, device=device, dtype=dtype), cfg.block_size)
+    blocked, band, from_mask, to_mask = create_masks(torch.ones(shape.batch, L, device=device, dtype=dtype), BIGBIRD_BLOCK)
 
     def forward():
         return module(x, band_mask=band, from_mask=from_mask, to_mask=to_mask, from_blocked_mask=blocked, to_blocked_mask=blocked)[0]
