@@ -275,6 +275,57 @@ def test_compiled_structure_is_cached_per_mask(batch):
     assert e.compile(batch["kpm"].clone(), H) is not s1
 
 
+@pytest.mark.parametrize("steps", [0, 1, 2, 3, 5, 6, 7])
+def test_polynomial_and_its_gradients_equal_explicit_powers(batch, steps):
+    """The fast diffusion (states checkpointed, recomputed in segments, SDDMM per power) against
+    autograd through explicit dense powers; with and without a gradient for the edge weights."""
+    from scfmbench.models.attention.sparse import polynomial
+
+    s = batch["edges"].compile(batch["kpm"], H)
+    gen = torch.Generator().manual_seed(steps)
+    values = torch.rand(H * s.nnz, generator=gen, dtype=torch.float64)
+    x = torch.randn(s.size, D, generator=gen, dtype=torch.float64)
+    coeffs = [0.5 ** (j + 1) for j in range(steps + 1)]
+    w = torch.randn(s.size, D, generator=gen, dtype=torch.float64)
+
+    v1, x1 = values.clone().requires_grad_(), x.clone().requires_grad_()
+    out = polynomial(s, v1, x1, coeffs)
+    (out * w).sum().backward()
+    v2, x2 = values.clone().requires_grad_(), x.clone().requires_grad_()
+    A = torch.sparse_csr_tensor(s.crow.long(), s.col.long(), v2, (s.size, s.size), check_invariants=True).to_dense()
+    expected = sum(c * torch.linalg.matrix_power(A, j) @ x2 for j, c in enumerate(coeffs))
+    (expected * w).sum().backward()
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=0, atol=1e-12)
+    torch.testing.assert_close(v1.grad, v2.grad, rtol=0, atol=1e-12)
+    with torch.no_grad():  # no states kept: buffers taken in turn
+        torch.testing.assert_close(polynomial(s, values, x, coeffs), expected.detach(), rtol=0, atol=1e-12)
+    x3 = x.clone().requires_grad_()  # gradient for x only
+    (polynomial(s, values, x3, coeffs) * w).sum().backward()
+    torch.testing.assert_close(x3.grad, x2.grad, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("which", ["graph", "window", "noncanonical"])
+@pytest.mark.parametrize("padded", [False, True])
+def test_compiled_structure_is_the_dense_pattern(batch, which, padded):
+    """The CSR arrays (all heads) and their transpose hold exactly the pattern's kept edges."""
+    e = batch["edges"]
+    if which == "window":
+        e = window_pattern(L, 4)
+    elif which == "noncanonical":
+        perm = torch.randperm(e.src.shape[1], generator=torch.Generator().manual_seed(0))
+        e = EdgePattern(e.src[:, perm], e.dst[:, perm], e.valid[:, perm], L)
+    kpm = batch["kpm"] if padded else None
+    s = e.compile(kpm, H, batch_size=B)
+    allowed = e.to_dense(kpm).expand(B, L, L)  # (B, L, L), [b, i, j] = edge j -> i
+    dense = torch.block_diag(*[allowed[b] for b in range(B)] * H).double()
+    values = torch.arange(1, H * s.nnz + 1, dtype=torch.float64)
+    m = s.matrix(values).to_dense()
+    assert torch.equal(m != 0, dense != 0)
+    torch.testing.assert_close(s.matrix_t(values).to_dense(), m.t(), rtol=0, atol=0)
+    assert torch.equal(s.row, m.nonzero()[: s.nnz, 0])
+
+
 def test_diffuser_presets():
     official, paper = make_kernel("diffuser", window=None), build_kernel("diffuser", preset="paper")
     assert (official.alpha, official.k, official.window) == (0.25, 6, 32)
@@ -312,6 +363,39 @@ def test_performer_padding_equals_truncation(batch):
     naive.projection_matrix.copy_(kernel.projection(D, "cpu"))
     zero = (~batch["kpm"][b:b + 1])[:, None, :, None]
     assert not torch.allclose(naive(q, k * zero, v * zero)[:, :, :n], cut, atol=1e-3)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_performer_gradients_equal_autograd(batch, padded):
+    """The hand-written backward pass against autograd through the same features and
+    ``performer_pytorch.linear_attention`` (stabilisers constant, eps as configured)."""
+    from performer_pytorch.performer_pytorch import linear_attention
+
+    from scfmbench.models.attention.performer import favor_features
+
+    kernel = make_kernel("performer")
+    kpm = batch["kpm"] if padded else None
+    w = torch.randn(B, H, L, D, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    ours = {key: batch[key].clone().requires_grad_() for key in "qkv"}
+    out = kernel(ours["q"], ours["k"], ours["v"], key_padding_mask=kpm)
+    (out * w).sum().backward()
+    ref = {key: batch[key].clone().requires_grad_() for key in "qkv"}
+    proj = kernel.projection(D, "cpu")
+    k, v = ref["k"], ref["v"]
+    if padded:
+        pad = kpm[:, None, :, None]
+        k, v = k.masked_fill(pad, 0.0), v.masked_fill(pad, 0.0)
+    qf = favor_features(ref["q"], proj, is_query=True, eps=kernel.eps)
+    kf = favor_features(k, proj, is_query=False, key_padding_mask=kpm, eps=kernel.eps)
+    if padded:
+        den = torch.einsum("bhld,bhd->bhl", qf, kf.sum(dim=-2)).clamp_min(torch.finfo(qf.dtype).tiny)
+        expected = torch.einsum("bhde,bhld,bhl->bhle", torch.einsum("bhld,bhle->bhde", kf, v), qf, 1.0 / den)
+    else:
+        expected = linear_attention(qf, kf, v)
+    (expected * w).sum().backward()
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    for key in "qkv":
+        torch.testing.assert_close(ours[key].grad, ref[key].grad, rtol=1e-10, atol=1e-12)
 
 
 def test_performer_projection_is_performer_pytorchs():

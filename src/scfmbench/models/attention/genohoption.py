@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from scfmbench import InputError
 from scfmbench.models.attention.base import AttentionKernel, register_kernel
 from scfmbench.models.attention.edges import EdgePattern
-from scfmbench.models.attention.sparse import CsrStructure, polynomial, row_softmax, sddmm
+from scfmbench.models.attention.sparse import flat_heads, head_scores, polynomial, row_softmax, unflat_heads
 
 DIFFUSIONS = ("ppr", "heat", "none")
 
@@ -138,17 +138,11 @@ class GraphDiffusionAttention(AttentionKernel):
         B, H, L, D = q.shape
         structure = self.pattern(L, edges, q.device).compile(key_padding_mask, H, batch_size=B)
         dtype = q.dtype if q.dtype in (torch.float32, torch.float64) else torch.float32  # sparse kernels: fp32/fp64
-
-        def flat(x):  # (B, H, L, D) -> (H B L, D), head-major: see sparse.py
-            return x.to(dtype).transpose(0, 1).reshape(H * B * L, D)
-
-        out = self._attend(structure, flat(q) * D**-0.5, flat(k), flat(v))
-        return out.view(H, B, L, D).transpose(0, 1).to(q.dtype)  # (B, H, L, D)
-
-    def _attend(self, s: CsrStructure, q, k, v):
-        attn = row_softmax(s, sddmm(s, q, k))  # (H * nnz,) edge weights, rows sum to 1
+        # q, k, v are flattened head-major to (H B L, D) (see sparse.py); q and k inside head_scores
+        attn = row_softmax(structure, head_scores(structure, q, k, scale=D**-0.5, dtype=dtype))  # (H * nnz,), rows sum to 1
         attn = F.dropout(attn, self.dropout, self.training)
-        return polynomial(s, attn, v, diffusion_coefficients(self.diffusion, alpha=self.alpha, t=self.t, k=self.k))
+        out = polynomial(structure, attn, flat_heads(v, dtype), diffusion_coefficients(self.diffusion, alpha=self.alpha, t=self.t, k=self.k))
+        return unflat_heads(out, B, H).to(q.dtype)  # (B, H, L, D)
 
 
 @register_kernel("genohoption-p")

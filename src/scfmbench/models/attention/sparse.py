@@ -21,12 +21,13 @@ primitives on the transposed structure (SDDMM and SpMM are each other's adjoints
 
 - ``sddmm``:  s_e = a[dst_e] . b[src_e];  da = S b,  db = S^T a        (S = sparse(ds))
 - ``polynomial``: y = sum_k c_k A^k x (the diffusion; one hop is c = [0, 1]);
-  dx by the adjoint recursion with A^T, dA by one wide SDDMM (see ``_Polynomial``)
+  dx by the adjoint recursion with A^T, dA by one in-place SDDMM per power (see ``_Polynomial``)
 - ``row_softmax``: softmax of the values of each CSR row; ds = a * (g - rowsum(a * g)).
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -68,25 +69,47 @@ class CsrStructure:
         B, E = src.shape
         L, H = n_nodes, n_heads
         nb = B * L
+        device = src.device
+        # Every (nnz,) int64 array below is as large as the structure's own arrays, so the steps
+        # are ordered to hold few at once (in place where possible, ``del`` when done).
         keep_flat = keep.reshape(-1)
-        kept = keep_flat.nonzero().squeeze(1)  # (nnz,) slots in order: sorted by (b, dst)
-        base = torch.div(kept, E, rounding_mode="floor") * L  # b * L
-        gdst = dst.reshape(-1).index_select(0, kept) + base
-        gsrc = src.reshape(-1).index_select(0, kept) + base
-        nnz = gdst.numel()
+        all_kept = bool(keep_flat.all())  # no padding, no empty slot: kept slot = slot
+        counts = keep.sum(1)  # (B,) kept edges per cell
+        nnz = int(counts.sum())
+        base = torch.repeat_interleave(torch.arange(B, device=device) * L, counts, output_size=nnz)  # b * L per kept edge
+        kept = None if all_kept else keep_flat.nonzero().squeeze(1)  # (nnz,) slots in order: sorted by (b, dst)
+        shared = [t.stride(0) == 0 or B == 1 for t in (dst, src)]  # one row for every cell (window, BigBird patterns)
+        in_row = kept.remainder(E) if any(shared) and kept is not None else None
+
+        def gather(t: torch.Tensor, shared: bool) -> torch.Tensor:  # t[b, slot] + b * L at the kept slots
+            if kept is None:
+                out = t[0].repeat(B) if shared else t.reshape(-1).clone()
+            else:
+                out = t[0].index_select(0, in_row) if shared else t.reshape(-1).index_select(0, kept)
+            return out.add_(base)
+
+        gdst, gsrc = gather(dst, shared[0]), gather(src, shared[1])
+        del base, in_row
         if nnz > 1 and not bool((gdst[1:] >= gdst[:-1]).all()):  # non-canonical input
             order = torch.argsort(gdst, stable=True)
             gdst, gsrc, src_order = gdst[order], gsrc[order], None
+            del order
         if src_order is not None:  # transpose order without a sort: kept slots, in source order
-            compact = torch.cumsum(keep_flat, 0) - 1  # slot -> index among kept edges
-            by_src = (src_order + torch.arange(B, device=src.device)[:, None] * E).reshape(-1)
-            by_src = by_src.index_select(0, keep_flat.index_select(0, by_src).nonzero().squeeze(1))
-            perm_t = compact.index_select(0, by_src)
+            by_src = (src_order + torch.arange(B, device=device)[:, None] * E).reshape(-1)  # slots in source order
+            if all_kept:
+                perm_t = by_src  # slot = index among kept edges
+            else:
+                by_src = by_src.index_select(0, keep_flat.index_select(0, by_src).nonzero().squeeze(1))
+                compact = torch.cumsum(keep_flat, 0).sub_(1)  # slot -> index among kept edges
+                perm_t = compact.index_select(0, by_src)
+                del compact
+            del by_src
         else:
             perm_t = torch.argsort(gsrc, stable=True)
+        del kept
         idx = torch.int32 if max(H * nb, H * nnz) < 2**31 - 1 else torch.int64
-        heads = torch.arange(H, device=src.device, dtype=idx)[:, None]
-        bounds = torch.arange(nb + 1, device=src.device)
+        heads = torch.arange(H, device=device, dtype=idx)[:, None]
+        bounds = torch.arange(nb + 1, device=device)
 
         def crow_of(sorted_rows: torch.Tensor) -> torch.Tensor:
             starts = torch.searchsorted(sorted_rows, bounds).to(idx)  # (nb + 1,) row starts
@@ -95,9 +118,12 @@ class CsrStructure:
         def col_of(cols: torch.Tensor) -> torch.Tensor:
             return (cols.to(idx)[None] + heads * nb).reshape(-1)
 
-        gsrc_t = gsrc[perm_t]
-        return cls(n_nodes=L, batch=B, n_heads=H, nnz=nnz, row=gdst, perm_t=perm_t,
-                   crow=crow_of(gdst), col=col_of(gsrc), crow_t=crow_of(gsrc_t), col_t=col_of(gdst[perm_t]))
+        crow, col = crow_of(gdst), col_of(gsrc)
+        gsrc = gsrc.index_select(0, perm_t)  # sources in transposed order
+        crow_t = crow_of(gsrc)
+        del gsrc
+        col_t = col_of(gdst.index_select(0, perm_t))
+        return cls(n_nodes=L, batch=B, n_heads=H, nnz=nnz, row=gdst, perm_t=perm_t, crow=crow, col=col, crow_t=crow_t, col_t=col_t)
 
     def matrix(self, values: torch.Tensor) -> torch.Tensor:
         """(N, N) sparse CSR with ``values`` (H * nnz,) in edge order."""
@@ -120,13 +146,30 @@ def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, n: int) ->
 
 
 def _sddmm_raw(s: CsrStructure, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """values_e = a[row_e] . b[col_e] over the edges of ``s`` (all heads)."""
-    pattern = s.matrix(a.new_zeros(s.n_heads * s.nnz))
-    return torch.sparse.sampled_addmm(pattern, a, b.t(), beta=0.0).values()
+    """values_e = a[row_e] . b[col_e] over the edges of ``s`` (all heads).
+
+    Written in place into a CSR matrix on the structure's own index arrays (``out=``, beta 0 on
+    zeroed values): ``sampled_addmm`` without ``out`` clones the pattern, indices included, so it
+    held 4 (H * nnz,) arrays at once instead of 1 (and ran ~2x slower).
+    """
+    values = a.new_zeros(s.n_heads * s.nnz)
+    out = s.matrix(values)
+    torch.sparse.sampled_addmm(out, a, b.t(), beta=0.0, out=out)
+    return values
+
+
+def _spmm_into(out: torch.Tensor, m: torch.Tensor, x: torch.Tensor, *, beta: float = 0.0, add: torch.Tensor | None = None) -> torch.Tensor:
+    """``out <- beta * add + m @ x`` in place (``out`` may be a strided slot of a larger buffer).
+
+    ``torch.sparse.mm`` allocates its result and then copies it once more (2x the memory of the
+    result, ~2x the time on CPU); ``addmm`` with ``out=`` writes straight into the destination.
+    With beta 0, ``add`` defaults to ``out`` itself and its old contents are ignored.
+    """
+    return torch.addmm(out if add is None else add, m, x, beta=beta, out=out)
 
 
 def _spmm_raw(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return torch.sparse.mm(m, x.contiguous())
+    return _spmm_into(x.new_empty(m.shape[0], x.shape[1]), m, x.contiguous())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,16 +193,67 @@ class _SDDMM(torch.autograd.Function):
         return ga, gb, None
 
 
+def flat_heads(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """(B, H, L, D) -> (H * B * L, D), head-major (the layout above), in ``dtype`` if given."""
+    B, H, L, D = x.shape
+    return (x if dtype is None else x.to(dtype)).transpose(0, 1).reshape(H * B * L, D)
+
+
+def unflat_heads(x: torch.Tensor, B: int, H: int) -> torch.Tensor:
+    """(H * B * L, D) -> a (B, H, L, D) view."""
+    return x.view(H, B, -1, x.shape[-1]).transpose(0, 1)
+
+
+class _HeadScores(torch.autograd.Function):
+    """``sddmm(s, flat(q) * scale, flat(k))`` on (B, H, L, D) q and k.
+
+    Equal to flattening outside and calling :func:`sddmm` (same operations, same gradients), but
+    it saves q and k themselves (the caller holds them anyway) instead of their head-major
+    copies, and flattens again in the backward pass: two (N, D) copies fewer held from the
+    forward to the backward pass.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, s, scale, dtype):
+        ctx.save_for_backward(q, k)
+        ctx.s, ctx.scale, ctx.dtype = s, scale, dtype
+        return _sddmm_raw(s, flat_heads(q, dtype) * scale, flat_heads(k, dtype))
+
+    @staticmethod
+    def backward(ctx, g):
+        q, k = ctx.saved_tensors
+        s, scale, dtype = ctx.s, ctx.scale, ctx.dtype
+        B, H = q.shape[:2]
+        g = g.contiguous()
+        gq = gk = None
+        if ctx.needs_input_grad[0]:
+            gq = unflat_heads(_spmm_raw(s.matrix(g), flat_heads(k, dtype)) * scale, B, H).to(q.dtype)
+        if ctx.needs_input_grad[1]:
+            gk = unflat_heads(_spmm_raw(s.matrix_t(g), flat_heads(q, dtype) * scale), B, H).to(k.dtype)
+        return gq, gk, None, None, None
+
+
 class _RowSoftmax(torch.autograd.Function):
+    """Softmax of each CSR row's values, one head at a time: the temporaries (row maxima and sums,
+    gathered back to the edges) are one head's (nnz,), not (H * nnz,), and the same two scratch
+    arrays serve every head (one allocation each per call: mid-sized arrays allocated and freed
+    per head fragment the heap, and the process then holds more memory than it uses)."""
+
     @staticmethod
     def forward(ctx, scores, s):
         H, nnz, nb = s.n_heads, s.nnz, s.batch * s.n_nodes
         x = scores.view(H, nnz)
-        index = s.row[None].expand(H, nnz)
-        m = x.new_full((H, nb), float("-inf")).scatter_reduce_(1, index, x, "amax")
-        e = torch.exp(x - m.index_select(1, s.row))
-        den = x.new_zeros(H, nb).index_add_(1, s.row, e)
-        a = e.div_(den.index_select(1, s.row)).reshape(-1)
+        a = torch.empty_like(x)
+        per_row = x.new_empty(nb)  # row max, then row sum
+        gathered = x.new_empty(nnz)  # row sums at the edges
+        for h in range(H):  # a Python loop over the H heads only
+            xh, ah = x[h], a[h]
+            per_row.fill_(float("-inf")).scatter_reduce_(0, s.row, xh, "amax")
+            torch.index_select(per_row, 0, s.row, out=ah)
+            torch.sub(xh, ah, out=ah).exp_()  # e = exp(x - max of the row)
+            per_row.zero_().index_add_(0, s.row, ah)
+            ah.div_(torch.index_select(per_row, 0, s.row, out=gathered))
+        a = a.reshape(-1)
         ctx.save_for_backward(a)
         ctx.s = s
         return a
@@ -169,53 +263,99 @@ class _RowSoftmax(torch.autograd.Function):
         (a,) = ctx.saved_tensors
         s = ctx.s
         H, nnz, nb = s.n_heads, s.nnz, s.batch * s.n_nodes
-        ag = (a * g).view(H, nnz)
-        rowsum = ag.new_zeros(H, nb).index_add_(1, s.row, ag)
-        ds = ag - a.view(H, nnz) * rowsum.index_select(1, s.row)
+        ds = (a * g).view(H, nnz)  # a * g, then minus a * rowsum(a * g), head by head
+        av = a.view(H, nnz)
+        rowsum = ds.new_empty(nb)
+        gathered = ds.new_empty(nnz)
+        for h in range(H):
+            rowsum.zero_().index_add_(0, s.row, ds[h])
+            torch.index_select(rowsum, 0, s.row, out=gathered)
+            ds[h].sub_(gathered.mul_(av[h]))
         return ds.reshape(-1), None
+
+
+def _checkpoint_stride(m: int) -> int:
+    """Keep every ``stride``-th state p_k for the backward pass (``stride = ceil(sqrt(m))``).
+
+    The backward pass needs p_{k-1} with r_k for k = m .. 1, i.e. in reverse order, while only
+    the forward recursion makes them. Keeping every state holds m (N, D) arrays from the forward
+    to the backward pass; keeping p_0, p_s, p_2s, ... and recomputing one segment at a time from
+    its checkpoint holds ceil(m / s) of them, and during the backward pass at most
+    ceil(m / s) + s of them together with the adjoint r, for m - ceil(m / s) extra products
+    (m = 6: 2 kept, at most 5 live instead of 2m = 12, 4 extra SpMMs, ~2% of a GenoHoption
+    forward + backward).
+    """
+    return max(1, math.ceil(math.sqrt(m)))
 
 
 class _Polynomial(torch.autograd.Function):
     """out = sum_k c_k A^k x for a fixed coefficient list, A = s.matrix(values).
 
-    Forward keeps the states p_k = A^k x (k < m) in one (N, m, D) buffer; the backward runs the
-    adjoint recursion r_m = c_m g, r_{k-1} = c_{k-1} g + A^T r_k (one ``addmm`` each) and gets
-    the gradient of every edge weight, sum_k r_k[dst] . p_{k-1}[src], from a single SDDMM over
-    the (N, m * D) stacked states: one pass over the edges instead of m (2.5x faster at m = 6).
+    Forward: p_k = A p_{k-1} (p_0 = x), each product written in place (``_spmm_into``), and
+    out = sum_k c_k p_k. For the backward pass it keeps the checkpoints p_0, p_s, p_2s, ... (see
+    :func:`_checkpoint_stride`). Backward: the adjoint recursion r_m = c_m g,
+    r_{k-1} = c_{k-1} g + A^T r_k (one ``addmm`` each; dx = r_0) and the gradient of every edge
+    weight, sum_k r_k[dst] . p_{k-1}[src], accumulated in place by one SDDMM per k (beta 1 into
+    the same values: no (N, m * D) stacked buffers), segment by segment from the last, each
+    segment's states recomputed from its checkpoint and dropped once used.
     """
 
     @staticmethod
     def forward(ctx, values, x, s, coeffs):
         m = len(coeffs) - 1
         A = s.matrix(values)
+        x = x.contiguous()
         out = x * coeffs[0]
-        states = x.new_empty(x.shape[0], m, x.shape[1]) if ctx.needs_input_grad[0] and m else None
-        p = x.contiguous()
+        keep = bool(ctx.needs_input_grad[0]) and m > 0
+        stride = _checkpoint_stride(m)
+        checkpoints = [x] if keep else []  # p_0, p_stride, p_2stride, ... (k < m)
+        spare = [torch.empty_like(x) for _ in range(min(m, 2))]  # p_k not kept: two buffers in turn
+        p = x
         for k in range(1, m + 1):
-            if states is not None:
-                states[:, k - 1] = p
-            p = torch.sparse.mm(A, p)
-            out.add_(p, alpha=coeffs[k])
-        ctx.save_for_backward(values, states)
-        ctx.s, ctx.coeffs = s, coeffs
+            kept = keep and k < m and k % stride == 0
+            nxt = torch.empty_like(x) if kept else spare[k % 2] if m > 1 else spare[0]
+            _spmm_into(nxt, A, p)
+            out.add_(nxt, alpha=coeffs[k])
+            if kept:
+                checkpoints.append(nxt)
+            p = nxt
+        del spare, p
+        ctx.save_for_backward(values, *checkpoints)
+        ctx.s, ctx.coeffs, ctx.stride = s, coeffs, stride
         return out
 
     @staticmethod
     def backward(ctx, g):
-        values, states = ctx.saved_tensors
-        s, coeffs = ctx.s, ctx.coeffs
+        values, *checkpoints = ctx.saved_tensors
+        s, coeffs, stride = ctx.s, ctx.coeffs, ctx.stride
         m = len(coeffs) - 1
-        g = g.contiguous()
+        # g is only read (scaled, or added by addmm into its output): no contiguous copy of it
         if m == 0:
             return (torch.zeros_like(values) if ctx.needs_input_grad[0] else None), g * coeffs[0], None, None
         At = s.matrix_t(values)
-        adj = g.new_empty(g.shape[0], m, g.shape[1]) if states is not None else None  # r_1 .. r_m
-        r = g * coeffs[m]
-        for k in range(m, 0, -1):
-            if adj is not None:
-                adj[:, k - 1] = r
-            r = torch.addmm(g, At, r, beta=coeffs[k - 1])
-        gv = _sddmm_raw(s, adj.view(g.shape[0], -1), states.view(g.shape[0], -1)) if adj is not None else None
+        need_v = bool(checkpoints)
+        gv = values.new_zeros(values.shape) if need_v else None
+        gv_acc = s.matrix(gv) if need_v else None  # accumulates r_k[dst] . p_{k-1}[src] over k
+        A = s.matrix(values) if need_v and stride > 1 else None
+        r = (g * coeffs[m]).contiguous()
+        k = m
+        for start in reversed(range(0, m, stride) if need_v else [0]):
+            # r_k in turn: r's buffer and a second one, made only once this segment's p_{k-1} is
+            # dropped (so at most checkpoints + stride + 1 arrays of (N, D) live at once)
+            spare = [r]
+            states: list[torch.Tensor] = []  # p_start .. p_{k-1}, recomputed from the checkpoint
+            if need_v:
+                states.append(checkpoints[start // stride])
+                for _ in range(start + 1, k):
+                    states.append(_spmm_into(torch.empty_like(r), A, states[-1]))
+            while k > start:  # r_k with p_{k-1}, then r_{k-1}
+                if need_v:
+                    torch.sparse.sampled_addmm(gv_acc, r, states.pop().t(), beta=1.0, out=gv_acc)
+                if len(spare) < 2:
+                    spare.append(torch.empty_like(r))
+                nxt = spare[1] if spare[0] is r else spare[0]  # r_0 = dx is returned
+                r = _spmm_into(nxt, At, r, beta=coeffs[k - 1], add=g)
+                k -= 1
         return gv, (r if ctx.needs_input_grad[1] else None), None, None
 
 
@@ -227,6 +367,11 @@ def polynomial(s: CsrStructure, values: torch.Tensor, x: torch.Tensor, coeffs: l
 def sddmm(s: CsrStructure, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """(H * nnz,) dot products ``a[dst] . b[src]`` per edge; a, b: (N, D)."""
     return _SDDMM.apply(a, b, s)
+
+
+def head_scores(s: CsrStructure, q: torch.Tensor, k: torch.Tensor, *, scale: float, dtype: torch.dtype) -> torch.Tensor:
+    """(H * nnz,) edge scores ``scale * q_i . k_j`` of (B, H, L, D) q, k, computed in ``dtype``."""
+    return _HeadScores.apply(q, k, s, scale, dtype)
 
 
 def row_softmax(s: CsrStructure, scores: torch.Tensor) -> torch.Tensor:
