@@ -27,17 +27,9 @@ from scfmbench.report.studies import (
     sensitivity_override,
     sensitivity_table,
 )
-from scfmbench.results import METRIC_COLUMNS, write_metrics
+from scfmbench.results import write_metrics
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def _frame(values: dict[tuple[str, str, str], list[float]], task: str = "annotation") -> pd.DataFrame:
-    """Records from {(dataset, method, metric): [value per seed]}."""
-    rows = [dict(task=task, dataset=d, method=m, seed=s, metric=k, value=v, runtime_s=1.0, peak_mem_mb=10.0)
-            for (d, m, k), vals in values.items() for s, v in enumerate(vals)]
-    return pd.DataFrame(rows, columns=METRIC_COLUMNS)
-
+from test_report import PNG_MAGIC, _frame
 
 @pytest.fixture
 def metrics() -> pd.DataFrame:

@@ -125,12 +125,6 @@ def check_methods(config: dict[str, Any], rule_dir: str | Path) -> None:
                              f"attention takes them (e.g. genohoption-p: alpha, k; genohoption-h: t, k), given without a '.' suffix")
 
 
-def split_method(method: str) -> tuple[str, str]:
-    """``'scgpt-genohoption-p'`` -> ``('scgpt', 'genohoption-p')`` (see :func:`parse_transformer`)."""
-    backbone, _, attention = method.partition("-")
-    return backbone, attention
-
-
 # Transformer method ids: ``{backbone}-{attention}[-{ablation}][.{key}{value}]``.
 # Ablations (GenoHoption Table II) swap the gene graph the kernel runs on for a variant built
 # without one of its parts; the sensitivity suffix (Fig. 5) overrides one kernel option.

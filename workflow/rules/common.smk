@@ -273,14 +273,16 @@ def imputer_input(wildcards):
     return (MASKED if wildcards.task == "imputation" else MCV_TRAIN).format(dataset=wildcards.dataset, seed=wildcards.seed)
 
 
-def heldout_input(wildcards):
-    """What the perfect control reads: heldout.npz (masking) or test.npz (MCV)."""
-    return (HELDOUT if wildcards.task == "imputation" else MCV_TEST).format(dataset=wildcards.dataset, seed=wildcards.seed)
+def heldout_input(wildcards, seed=None):
+    """What the perfect control reads: heldout.npz (masking) or test.npz (MCV), of ``seed``
+    (default: the job's own)."""
+    pattern = HELDOUT if wildcards.task == "imputation" else MCV_TEST
+    return pattern.format(dataset=wildcards.dataset, seed=wildcards.seed if seed is None else seed)
 
 
 def heldout_inputs(wildcards):
-    """What scoring reads, one file per configured seed."""
-    return [(HELDOUT if wildcards.task == "imputation" else MCV_TEST).format(dataset=wildcards.dataset, seed=seed) for seed in SEEDS]
+    """What scoring reads: heldout_input of every configured seed."""
+    return [heldout_input(wildcards, seed) for seed in SEEDS]
 
 
 def imputer_output(method="{method}"):

@@ -113,10 +113,13 @@ def _curve(ax, block: pd.DataFrame, x: str, color, label: str, *, special: pd.Se
                 markerfacecolor="none", markeredgecolor=color, markeredgewidth=1.3)
 
 
-def _methods_legend(fig: Figure, palette: dict, extra: list | None = None) -> None:
+def _methods_legend(fig: Figure, palette: dict, starred: str | None = None) -> None:
+    """One entry per method, plus a star entry labelled ``starred`` (the curves' special points)."""
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color=c, marker="o", label=m) for m, c in palette.items()] + (extra or [])
+    handles = [Line2D([], [], color=c, marker="o", label=m) for m, c in palette.items()]
+    if starred:
+        handles.append(Line2D([], [], linestyle="none", marker="*", markersize=11, markerfacecolor="none", markeredgecolor="0.3", label=starred))
     fig.legend(handles=handles, title="method", loc="outside right upper", frameon=False)
 
 
@@ -124,8 +127,6 @@ def plot_fewshot(table: pd.DataFrame, path: str | Path) -> None:
     """Few-shot curves from :func:`scfmbench.report.studies.fewshot_table`: a panel row per base
     dataset, a column per metric (accuracy, macro F1), a line per method (mean ± sd over seeds) against
     the fraction of training cells; the fraction-1.0 point (the main grid's run) is starred."""
-    from matplotlib.lines import Line2D
-
     from scfmbench.report.studies import LABELS, MAIN_GRID_RUN, NO_FEWSHOT, STUDY_METRICS
 
     if table.empty:
@@ -151,9 +152,7 @@ def plot_fewshot(table: pd.DataFrame, path: str | Path) -> None:
             ax.set_xlabel("fraction of training cells")
             ax.set_ylabel(LABELS.get(metric, metric))
             ax.grid(alpha=0.3)
-    ring = Line2D([], [], linestyle="none", marker="*", markersize=11, markerfacecolor="none",
-                  markeredgecolor="0.3", label="1.0: main grid run")
-    _methods_legend(fig, palette, [ring] if special.any() else None)
+    _methods_legend(fig, palette, "1.0: main grid run" if special.any() else None)
     fig.suptitle("Few-shot annotation: mean ± sd over seeds against the fraction of training cells", fontsize=11)
     _save(fig, path)
 
@@ -162,8 +161,6 @@ def plot_sensitivity(table: pd.DataFrame, path: str | Path) -> None:
     """Sensitivity curves from :func:`scfmbench.report.studies.sensitivity_table`: a panel column per
     option (alpha, t, K), a row per (dataset, metric) with macro F1 first, a line per base method
     (mean ± sd over seeds) against the option's value; default-value points are starred."""
-    from matplotlib.lines import Line2D
-
     from scfmbench.config import SENSITIVITY_KEYS
     from scfmbench.report.studies import LABELS, NO_SENSITIVITY, STUDY_METRICS
 
@@ -194,8 +191,6 @@ def plot_sensitivity(table: pd.DataFrame, path: str | Path) -> None:
             ax.set_xlabel(LABELS.get(option, option))
             ax.set_ylabel(LABELS.get(metric, metric))
             ax.grid(alpha=0.3)
-    star = Line2D([], [], linestyle="none", marker="*", markersize=11, markerfacecolor="none",
-                  markeredgecolor="0.3", label="default value")
-    _methods_legend(fig, palette, [star] if special.any() else None)
+    _methods_legend(fig, palette, "default value" if special.any() else None)
     fig.suptitle("Hyper-parameter sensitivity: mean ± sd over seeds against one diffusion option", fontsize=11)
     _save(fig, path)
