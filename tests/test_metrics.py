@@ -49,3 +49,26 @@ def test_bad_record_names_file(tmp_path):
         read_metrics([tmp_path / "bad.csv"])
     with pytest.raises(InputError, match="unknown task"):
         metrics_record(task="annot", dataset="d", method="m", seed=0, metrics={})
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_classification_metrics_equal_scikit_learn(seed):
+    from sklearn.metrics import accuracy_score, f1_score
+
+    rng = np.random.default_rng(seed)
+    n, k = int(rng.integers(1, 60)), int(rng.integers(1, 8))
+    # labels drawn from overlapping alphabets: classes only in truth, only in prediction, in both
+    y_true = rng.choice([f"c{i}" for i in range(k)], n)
+    y_pred = np.where(rng.random(n) < 0.5, y_true, rng.choice([f"c{i}" for i in range(1, k + 2)], n))
+    assert accuracy(y_true, y_pred) == pytest.approx(accuracy_score(y_true, y_pred), abs=1e-12)
+    assert macro_f1(y_true, y_pred) == pytest.approx(f1_score(y_true, y_pred, average="macro", zero_division=0), abs=1e-12)
+    # integer codes score like their string forms (the training loop passes class indices)
+    codes = {c: i for i, c in enumerate(sorted(set(y_true) | set(y_pred)))}
+    assert macro_f1([codes[c] for c in y_true], [codes[c] for c in y_pred]) == pytest.approx(macro_f1(y_true, y_pred), abs=1e-12)
+
+
+def test_classification_metrics_reject_bad_shapes():
+    with pytest.raises(ValueError, match="empty"):
+        macro_f1([], [])
+    with pytest.raises(ValueError, match="shape"):
+        accuracy(["a", "b"], ["a"])

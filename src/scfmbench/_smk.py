@@ -3,12 +3,24 @@ limit threads to what Snakemake granted. Scripts are shims: this, one package ca
 
 from __future__ import annotations
 
+import atexit
+import gc
 import logging
 import os
 import sys
 
 
+def fast_exit() -> None:
+    """Skip the interpreter's last garbage collections at exit: with torch, scipy and anndata
+    loaded they walk millions of objects (~0.4 s of every job's process, hundreds of jobs per run).
+    ``gc.freeze`` at exit moves everything into the permanent generation; atexit handlers, stream
+    flushing and reference-counted finalization still run (every output is closed and renamed
+    before a job returns)."""
+    atexit.register(gc.freeze)
+
+
 def setup_job(snakemake) -> None:
+    fast_exit()
     log_path = snakemake.log[0] if len(snakemake.log) else None
     if log_path:
         os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)

@@ -1,18 +1,40 @@
-"""Metrics. Classification metrics come from scikit-learn; the imputation metrics are two lines each."""
+"""Metrics, each a few lines of numpy.
+
+The classification metrics are scikit-learn's ``accuracy_score`` and ``f1_score(average="macro",
+zero_division=0)`` (the tests check them against scikit-learn on random labelings), written out
+because the training loop scores validation F1 every epoch and importing ``sklearn.metrics`` costs
+~0.6 s in each of the workflow's hundred training processes.
+"""
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score
+
+
+def _labels(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
+    y_true, y_pred = np.asarray(y_true).astype(str), np.asarray(y_pred).astype(str)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true and y_pred differ in shape: {y_true.shape} vs {y_pred.shape}")
+    if not len(y_true):
+        raise ValueError("no labels to score: y_true and y_pred are empty")
+    return y_true, y_pred
 
 
 def accuracy(y_true, y_pred) -> float:
-    return float(accuracy_score(np.asarray(y_true).astype(str), np.asarray(y_pred).astype(str)))
+    y_true, y_pred = _labels(y_true, y_pred)
+    return float(np.mean(y_true == y_pred))
 
 
 def macro_f1(y_true, y_pred) -> float:
-    """Macro F1 over the classes present in truth or prediction (scikit-learn's default labels)."""
-    return float(f1_score(np.asarray(y_true).astype(str), np.asarray(y_pred).astype(str), average="macro", zero_division=0))
+    """Macro F1 over the classes present in truth or prediction (scikit-learn's default labels);
+    per class 2 TP / (2 TP + FP + FN), which is 0 for a class never predicted right."""
+    y_true, y_pred = _labels(y_true, y_pred)
+    classes, codes = np.unique(np.concatenate([y_true, y_pred]), return_inverse=True)
+    t, p = codes[: len(y_true)], codes[len(y_true) :]
+    tp = np.bincount(t[t == p], minlength=len(classes))
+    # 2 TP + FP + FN = (times predicted) + (times true)
+    denom = np.bincount(p, minlength=len(classes)) + np.bincount(t, minlength=len(classes))
+    return float(np.mean(2 * tp / denom))
 
 
 def mse(y_true, y_pred) -> float:

@@ -53,7 +53,13 @@ def seed_everything(seed: int) -> np.random.Generator:
         import torch
 
         torch.manual_seed(seed)
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        if hasattr(torch._C, "_set_deterministic_algorithms"):
+            # What torch.use_deterministic_algorithms does, less its first line: importing
+            # torch._inductor.config (TorchDynamo's stack, ~1.3 s per job process) to set a flag
+            # that only torch.compile reads, and nothing here compiles.
+            torch._C._set_deterministic_algorithms(True, warn_only=True)
+        else:  # pragma: no cover -- a torch without the private setter
+            torch.use_deterministic_algorithms(True, warn_only=True)
     except ImportError:
         pass
     return np.random.default_rng(seed)

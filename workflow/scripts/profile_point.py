@@ -3,6 +3,10 @@
 import logging
 import sys
 
+from scfmbench._smk import fast_exit
+
+fast_exit()
+
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
 logging.captureWarnings(True)

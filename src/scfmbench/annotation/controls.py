@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 
 from scfmbench.annotation import register_annotator, test_cells
 
@@ -23,6 +22,8 @@ def majority(adata, *, seed: int) -> np.ndarray:
 @register_annotator("logreg")
 def logreg(adata, *, seed: int, C: float = 1.0, max_iter: int = 1000) -> np.ndarray:
     """Multinomial logistic regression on the log-normalized expression of the training cells."""
+    from sklearn.linear_model import LogisticRegression  # here: the transformer jobs that register this module need no sklearn
+
     train = _train(adata)
     model = LogisticRegression(C=C, max_iter=max_iter, random_state=seed)
     model.fit(adata.X[train], adata.obs["cell_type"].astype(str).to_numpy()[train])

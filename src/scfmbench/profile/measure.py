@@ -425,6 +425,9 @@ def profile_point(*, mechanism: str, length: int, batch: int, mode: str, setting
 
 def child_main(spec_json: str, max_mem_gb_json: str) -> None:
     """The measured process: cap memory, measure, print one result line (run by :func:`run_point`)."""
+    from scfmbench._smk import fast_exit
+
+    fast_exit()
     spec = PointSpec(**json.loads(spec_json))
     try:
         import torch  # noqa: F401 -- imported before the cap: the cap is on top of the imports

@@ -32,12 +32,16 @@ import torch
 from scfmbench import InputError
 from scfmbench.models.attention.base import AttentionKernel, register_kernel
 
-try:  # optional dependency: a clear error only when the kernel is built
-    with warnings.catch_warnings():  # performer-pytorch 1.1.4 imports distutils' LooseVersion
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from performer_pytorch.performer_pytorch import linear_attention, orthogonal_matrix_chunk
-except ImportError:  # pragma: no cover
-    linear_attention = orthogonal_matrix_chunk = None
+def _orthogonal_matrix_chunk():
+    """performer-pytorch's ``orthogonal_matrix_chunk``, imported when the kernel first needs it:
+    importing the package (it pulls setuptools' distutils) costs ~0.2 s in every job process."""
+    try:
+        with warnings.catch_warnings():  # performer-pytorch 1.1.4 imports distutils' LooseVersion
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from performer_pytorch.performer_pytorch import orthogonal_matrix_chunk
+    except ImportError:  # pragma: no cover -- a declared dependency
+        raise InputError("the performer kernel needs performer-pytorch (pip install performer-pytorch)") from None
+    return orthogonal_matrix_chunk
 
 
 def orthogonal_random_features(M: int, D: int, *, scaling: int = 0) -> torch.Tensor:
@@ -45,6 +49,7 @@ def orthogonal_random_features(M: int, D: int, *, scaling: int = 0) -> torch.Ten
 
     ``performer_pytorch.gaussian_orthogonal_random_matrix`` without its (M, M) ``torch.diag``.
     """
+    orthogonal_matrix_chunk = _orthogonal_matrix_chunk()
     n_full = M // D
     blocks = [orthogonal_matrix_chunk(D) for _ in range(n_full)]
     if M - n_full * D > 0:
@@ -209,8 +214,6 @@ class PerformerAttention(AttentionKernel):
 
     def __init__(self, *, nb_features: int | None = None, seed: int = 0, ortho_scaling: int = 0, eps: float = 1e-4):
         super().__init__()
-        if linear_attention is None:
-            raise InputError("the performer kernel needs performer-pytorch (pip install performer-pytorch)")
         self.nb_features, self.seed, self.ortho_scaling, self.eps = nb_features, seed, ortho_scaling, eps
         self._projections: dict = {}
 
