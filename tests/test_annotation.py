@@ -74,6 +74,25 @@ def test_transformer_learns_and_is_reproducible():
     assert record["num_params"] > 0 and record["model"]["attention"] == "full"
 
 
+@pytest.mark.parametrize("backbone,attention", [("scgpt", "bigbird"), ("scbert", "performer")])
+def test_a_seeds_run_does_not_depend_on_what_ran_before_it(backbone, attention):
+    """resources.group_seeds runs a transformer's seeds one after another in one process: seed 1
+    after seed 0 must be seed 1 alone (random edges, random features, tokenizer and batch order all
+    re-drawn from the seed), to the bit."""
+    from scfmbench.data.prepare import prepare_dataset
+
+    from conftest import make_raw
+
+    prepared = prepare_dataset(make_raw(n_cells=120, n_genes=24), seed=0)
+    params = dict(epochs=2, patience=2, d_model=16)
+    first, rec_first = annotate_transformer(prepared, backbone=backbone, attention=attention, seed=1, **params)
+    other, rec_other = annotate_transformer(prepared, backbone=backbone, attention=attention, seed=0, **params)
+    again, rec_again = annotate_transformer(prepared, backbone=backbone, attention=attention, seed=1, **params)
+    assert rec_first["history"]["train_loss"] == rec_again["history"]["train_loss"]
+    assert rec_first["history"]["train_loss"] != rec_other["history"]["train_loss"]  # the seed matters
+    np.testing.assert_array_equal(first, again)
+
+
 def test_run_and_score_annotation(prepared, tmp_path):
     write_h5ad(prepared, tmp_path / "p.h5ad")
     run_annotation("logreg", tmp_path / "p.h5ad", tmp_path / "pred.csv", seed=0, record_path=tmp_path / "run.json")

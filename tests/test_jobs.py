@@ -54,3 +54,33 @@ def test_setup_job_routes_logs_sets_threads_and_freezes_at_exit(tmp_path):
     assert out.split() == ["3", "3", "True", "True"]
     log = (tmp_path / "logs" / "job.log").read_text()
     assert "hello from the job" in log and "a library warning" in log
+
+
+def test_seed_benchmark_writes_a_snakemake_benchmark_with_the_seeds_own_peak(tmp_path):
+    import time
+
+    import pytest
+
+    from scfmbench import InputError
+    from scfmbench._smk import seed_benchmark
+    from scfmbench.results import read_benchmark
+
+    from scfmbench._rss import peak_rss_mb
+
+    earlier = np.ones(512 * 2**20 // 8)  # an earlier seed's peak: 512 MB, freed before this seed
+    del earlier
+    before = peak_rss_mb()
+    with seed_benchmark(tmp_path / "seed0.tsv"):
+        block = np.ones(64 * 2**20 // 8)  # 64 MB touched inside the seed
+        time.sleep(0.2)
+        del block
+    seconds, rss = read_benchmark(tmp_path / "seed0.tsv")
+    assert 0.2 <= seconds < 5
+    assert rss >= 64  # the seed's own allocation is in its peak ...
+    assert rss < before - 256  # ... the earlier, larger one is not
+    header = (tmp_path / "seed0.tsv").read_text().splitlines()[0].split("\t")
+    assert header == ["s", "h:m:s", "max_rss", "cpu_time"]
+    with pytest.raises(InputError):  # a failed seed leaves no benchmark behind
+        with seed_benchmark(tmp_path / "seed1.tsv"):
+            raise InputError("bad input")
+    assert not (tmp_path / "seed1.tsv").exists()

@@ -201,3 +201,22 @@ def test_paper_config_dry_runs_under_each_profile(name):
     assert job_stats(out) == expected_jobs()
     jobs = job_resources(out)
     assert all("gpu=1" in res for rule, res in jobs if rule in GPU_RULES), name
+
+
+def test_default_config_groups_each_transformers_seeds():
+    """config/config.yaml (resources.group_seeds): one annotate_transformer job per (dataset,
+    method) listing every seed's files; the paper config above keeps one job per seed."""
+    proc = subprocess.run([*SNAKEMAKE, "-n", "--forceall", "--nolock"], cwd=REPO, capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    transformers = [f"{b}-{a}" for b in ("scgpt", "geneformer") for a in ATTENTIONS] + ["scbert-performer"]
+    stats = job_stats(out)
+    assert stats["annotate_transformer"] == len(transformers) * 2  # pbmc68k, synthetic
+    assert stats["annotate_control"] == len(CONTROLS) * 2 * 3  # controls stay one job per seed
+    job = re.search(r"rule annotate_transformer:\n(?:    .*\n)*?    output: (.*)\n(?:    .*\n)*?    wildcards: dataset=(\w+), method=([\w-]+)\n", out)
+    dataset, method = job.group(2), job.group(3)
+    assert sorted(job.group(1).split(", ")) == sorted(
+        f"results/{kind}/{dataset}/{method}/seed{seed}{suffix}"
+        for seed in (0, 1, 2)
+        for kind, suffix in (("annotation", "/predictions.csv"), ("annotation", "/run.json"), ("benchmarks/annotation", ".tsv"))
+    )

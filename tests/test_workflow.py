@@ -153,3 +153,20 @@ def test_unknown_config_key_stops_the_workflow(tmp_path):
     (wd / "config" / "bad.yaml").write_text("annotaton: {}\n")
     proc = subprocess.run([*SNAKEMAKE, "-n", "--configfile", "config/bad.yaml"], cwd=wd, capture_output=True, text=True)
     assert proc.returncode != 0 and "unknown key(s) ['annotaton']" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_seed_grouping_changes_no_number(workflow_run):
+    """The tiny run groups each transformer's seeds (config.yaml's resources.group_seeds); one job
+    per seed writes the same predictions, and Snakemake's own benchmark file per seed. Runs last:
+    it rewrites the transformer outputs."""
+    ann = workflow_run / "results" / "annotation"
+    files = sorted(ann.glob("*/scgpt-*/seed0/predictions.csv"))
+    assert len(files) == 6  # scgpt-full and -genohoption-p on both datasets, 2 sensitivity runs
+    grouped = {f: f.read_text() for f in files}
+    bench = workflow_run / "results" / "benchmarks" / "annotation" / "pbmc68k" / "scgpt-full"
+    assert (bench / "seeds.tsv").exists() and list(pd.read_csv(bench / "seed0.tsv", sep="\t").columns) == ["s", "h:m:s", "max_rss", "cpu_time"]
+    (workflow_run / "config" / "per_seed.yaml").write_text(yaml.safe_dump({"resources": {"group_seeds": False}}))
+    run(workflow_run, "--configfile", "config/tiny.yaml", "config/per_seed.yaml", "--forcerun", "annotate_transformer", "--until", "annotate_transformer")
+    assert {f: f.read_text() for f in files} == grouped
+    assert "max_vms" in pd.read_csv(bench / "seed0.tsv", sep="\t").columns  # now written by Snakemake

@@ -20,22 +20,26 @@ rule annotate_control:
 
 # {backbone}-{attention}[-{ablation}][.{option}{value}] (config annotation.methods, fewshot,
 # sensitivity). Graph kernels get the dataset's gene graph (the ablation's variant) as input.
+# One job per seed, or with resources.group_seeds one per (dataset, method) running every seed and
+# writing each seed's benchmark file itself: the same per-seed files come out either way.
 rule annotate_transformer:
     input:
         unpack(transformer_graph),
-        prepared=PREPARED,
+        prepared=transformer_seeds(PREPARED),
     output:
-        predictions=annotation_output(),
-        run="results/annotation/{dataset}/{method}/seed{seed}/run.json",
+        predictions=transformer_seeds(annotation_output()),
+        run=transformer_seeds("results/annotation/{dataset}/{method}/seed{seed}/run.json"),
+        **({"benchmark": per_seed(annotation_benchmark())} if GROUP_SEEDS else {}),
     params:
         method_params=method_params,
+        seeds=SEEDS,
     threads: 1
     resources:
         gpu=gpu_request,
     log:
-        annotation_log(),
+        "results/logs/annotation/{dataset}/{method}/seeds.log" if GROUP_SEEDS else annotation_log(),
     benchmark:
-        annotation_benchmark()
+        "results/benchmarks/annotation/{dataset}/{method}/seeds.tsv" if GROUP_SEEDS else annotation_benchmark()
     wildcard_constraints:
         method="|".join(re.escape(m) for m in TRANSFORMERS) or "(?!)",
     conda:

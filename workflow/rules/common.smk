@@ -11,6 +11,8 @@ validate_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "confi
 check_methods(config, METHOD_RULE_DIR)
 
 SEEDS = config["seeds"]
+# Every seed of a (dataset, transformer) in one job (one process: start-up and imports paid once).
+GROUP_SEEDS = config["resources"]["group_seeds"]
 ANNOTATION = config["annotation"]
 IMPUTATION = config["imputation"]
 # Every (dataset, method) annotation runs: the main grid, few-shot datasets '{dataset}-fs{fraction}'
@@ -50,6 +52,12 @@ def per_seed(pattern):
     return expand(pattern, seed=SEEDS, allow_missing=True)
 
 
+def transformer_seeds(pattern):
+    """A per-seed path as annotate_transformer lists it: over every seed when resources.group_seeds
+    puts them in one job, else with {seed} a wildcard."""
+    return per_seed(pattern) if GROUP_SEEDS else pattern
+
+
 def dataset_downloads(wildcards):
     """Manifest files a dataset's source needs (resources/downloads/<entry>); none for embedded data."""
     from scfmbench.data.sources import download_inputs
@@ -85,13 +93,15 @@ def method_params(wildcards):
 
 
 def transformer_graph(wildcards):
-    """The gene graph a transformer's graph kernel runs on (its ablation's variant); none otherwise."""
+    """The gene graph a transformer's graph kernel runs on (its ablation's variant); none otherwise.
+    A job without a {seed} wildcard (resources.group_seeds) gets one graph per seed."""
     from scfmbench.models.attention import KERNELS
 
     spec = parse_transformer(wildcards.method)
     if not KERNELS[spec.attention].needs_edges:
         return {}
-    return {"graph": GRAPH.format(dataset=wildcards.dataset, seed=wildcards.seed, variant=spec.graph_variant)}
+    graph = lambda seed: GRAPH.format(dataset=wildcards.dataset, seed=seed, variant=spec.graph_variant)  # noqa: E731
+    return {"graph": [graph(seed) for seed in SEEDS] if GROUP_SEEDS else graph(wildcards.seed)}
 
 
 def min_library_size(wildcards):

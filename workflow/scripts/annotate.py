@@ -1,13 +1,12 @@
-from scfmbench._smk import setup_job
+from scfmbench._smk import per_seed, seed_benchmark, setup_job
 from scfmbench.annotation import run_annotation
 
 setup_job(snakemake)
-run_annotation(
-    snakemake.wildcards.method,
-    snakemake.input.prepared,
-    snakemake.output.predictions,
-    seed=int(snakemake.wildcards.seed),
-    params=snakemake.params.method_params,
-    record_path=snakemake.output.run,
-    graph=getattr(snakemake.input, "graph", None),
-)
+method, params = snakemake.wildcards.method, snakemake.params.method_params
+if "seed" in snakemake.wildcards.keys():  # one seed per job
+    run_annotation(method, snakemake.input.prepared, snakemake.output.predictions, seed=int(snakemake.wildcards.seed), params=params,
+                   record_path=snakemake.output.run, graph=getattr(snakemake.input, "graph", None))
+else:  # resources.group_seeds: every seed in this process, each with its own benchmark file
+    for seed, files in per_seed(snakemake, inputs=("prepared",), optional=("graph",), outputs=("predictions", "run", "benchmark")):
+        with seed_benchmark(files["benchmark"]):
+            run_annotation(method, files["prepared"], files["predictions"], seed=seed, params=params, record_path=files["run"], graph=files["graph"])

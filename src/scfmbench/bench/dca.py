@@ -18,7 +18,6 @@ import argparse
 import dataclasses
 import json
 import os
-import resource
 import sys
 import time
 
@@ -26,6 +25,7 @@ import numpy as np
 import psutil
 import torch
 
+from scfmbench._rss import peak_rss_mb, reset_peak_rss
 from scfmbench.impute.dca import DCAConfig, fit_dca
 
 
@@ -55,20 +55,6 @@ def simulate_counts(n_cells: int, n_genes: int, *, rank: int = 8, depth: float =
     return counts, mean.astype(np.float32)
 
 
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's RSS high-water mark of this process (Linux >= 4.0); False where impossible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
 def run_benchmark(n_cells: int, n_genes: int, *, epochs: int = 300, seed: int = 0, device: str | None = None) -> dict:
     """Fit DCA once (after a warm-up) and return one result record (a flat dict)."""
     counts, _ = simulate_counts(n_cells, n_genes, seed=seed)
@@ -86,7 +72,7 @@ def run_benchmark(n_cells: int, n_genes: int, *, epochs: int = 300, seed: int = 
         "loadavg_1min_before": os.getloadavg()[0],
     }
     rss_before = psutil.Process().memory_info().rss
-    record["peak_rss_since"] = "fit start" if _reset_peak_rss() else "process start"
+    record["peak_rss_since"] = "fit start" if reset_peak_rss() else "process start"
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
         torch.cuda.reset_peak_memory_stats(dev)
@@ -112,7 +98,7 @@ def run_benchmark(n_cells: int, n_genes: int, *, epochs: int = 300, seed: int = 
         final_val_loss=h.val_loss[-1] if h.val_loss else None,
         final_lr=h.lr[-1],
         n_params=result.n_params,
-        peak_rss_mb=_peak_rss_mb(),
+        peak_rss_mb=peak_rss_mb(),
         rss_before_fit_mb=rss_before / 2**20,
         loadavg_1min_after=os.getloadavg()[0],
     )
