@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from scfmbench import InputError
-from scfmbench.metrics import accuracy, macro_f1, mse, pearson
+from scfmbench.metrics import accuracy, binary_f1, macro_f1, mse, pearson
 from scfmbench.results import METRIC_COLUMNS, metrics_record, read_benchmark, read_metrics, write_metrics
 
 
@@ -63,8 +63,16 @@ def test_classification_metrics_equal_scikit_learn(seed):
     assert accuracy(y_true, y_pred) == pytest.approx(accuracy_score(y_true, y_pred), abs=1e-12)
     assert macro_f1(y_true, y_pred) == pytest.approx(f1_score(y_true, y_pred, average="macro", zero_division=0), abs=1e-12)
     # integer codes score like their string forms (the training loop passes class indices)
+    positive = y_true == "c0", y_pred == "c0"  # one class against the rest (doublet F1)
+    assert binary_f1(*positive) == pytest.approx(f1_score(*positive, zero_division=0), abs=1e-12)
     codes = {c: i for i, c in enumerate(sorted(set(y_true) | set(y_pred)))}
     assert macro_f1([codes[c] for c in y_true], [codes[c] for c in y_pred]) == pytest.approx(macro_f1(y_true, y_pred), abs=1e-12)
+
+
+def test_binary_f1_by_hand():
+    # TP 1, FP 1, FN 1: 2 / (2 + 1 + 1)
+    assert binary_f1([True, True, False, False], [True, False, True, False]) == 0.5
+    assert binary_f1([False, False], [False, False]) == 0.0  # no positive anywhere: zero_division=0
 
 
 def test_classification_metrics_reject_bad_shapes():

@@ -37,6 +37,16 @@ def macro_f1(y_true, y_pred) -> float:
     return float(np.mean(2 * tp / denom))
 
 
+def binary_f1(y_true, y_pred) -> float:
+    """F1 of the positive class of two boolean arrays (scikit-learn's ``f1_score`` with
+    ``zero_division=0``): 2 TP / (2 TP + FP + FN), 0 when there is no positive on either side."""
+    t, p = np.asarray(y_true, dtype=bool), np.asarray(y_pred, dtype=bool)
+    if t.shape != p.shape:
+        raise ValueError(f"y_true and y_pred differ in shape: {t.shape} vs {p.shape}")
+    denom = int(t.sum() + p.sum())
+    return 2 * int((t & p).sum()) / denom if denom else 0.0
+
+
 def mse(y_true, y_pred) -> float:
     y_true, y_pred = np.asarray(y_true, dtype=np.float64), np.asarray(y_pred, dtype=np.float64)
     return float(np.mean((y_true - y_pred) ** 2))

@@ -22,12 +22,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from sklearn.metrics import f1_score
 
 from scfmbench import InputError
 from scfmbench._io import write_csv
 from scfmbench.data.contract import SPLITS, log_normalize
-from scfmbench.metrics import annotation_metrics
+from scfmbench.metrics import annotation_metrics, binary_f1
 
 DOUBLET = "doublet"
 PREDICTION_COLUMNS = ("cell_id", "truth", "predicted")
@@ -117,7 +116,7 @@ def doublet_metrics(truth, predicted, *, label: str = DOUBLET) -> dict[str, floa
     """
     truth, predicted = np.asarray(truth).astype(str), np.asarray(predicted).astype(str)
     out = annotation_metrics(truth, predicted)
-    out["doublet_f1"] = float(f1_score(truth == label, predicted == label, zero_division=0))
+    out["doublet_f1"] = binary_f1(truth == label, predicted == label)
     return out
 
 
