@@ -262,3 +262,27 @@ def test_kernel_config_sizes_each_kernel(tiny_prepared):
     _, record = annotate_transformer(tiny_prepared, backbone="geneformer", attention="full", seed=0, epochs=5, max_steps=3,
                                      kernel_config={"longformer": {"window": 8}})
     assert record["model"]["attention_config"] == {} and record["train"]["epochs_limit"] == 1
+
+
+@pytest.mark.parametrize("attention", ["bigbird", "diffuser"])
+def test_window_mean_degree_comes_from_the_datasets_graph(tiny_prepared, tmp_path, attention):
+    """GenoHoption's official BigBird/Diffuser: window = the gene graph's mean degree, per dataset."""
+    from scfmbench.annotation.transformer import reads_graph
+    from scfmbench.models.tokenize import TokenGraph
+
+    adata = tiny_prepared
+    train = (adata.obs["split"] == "train").to_numpy()
+    g = build_gene_graph(adata.var_names, adata.X[train], [], use_grn=False, top_h=10, delta=0.0)
+    save_graph(g, tmp_path / "full.npz")
+    # in-degree by hand: every gene's top-10 partners + itself + <cls>; <cls> gets every gene + itself
+    A = g.adjacency
+    assert A.nnz == adata.n_vars * (10 + 1 + 1) + adata.n_vars + 1
+    assert TokenGraph.from_gene_graph(g).mean_degree() == A.nnz / A.shape[0] == 313 / 25  # 12.52
+    expected = 14  # rounded up to even (GenoHoption's code: mean degree 13 -> window 14)
+    config = {attention: {"window": "mean_degree"}}
+    assert reads_graph({"kernel_config": config}, attention) and not reads_graph({"kernel_config": {attention: {"window": 8}}}, attention)
+    _, record = annotate_transformer(adata, backbone="scgpt", attention=attention, seed=0, epochs=1, graph=str(tmp_path / "full.npz"), kernel_config=config)
+    assert record["model"]["attention_config"]["window"] == expected
+    assert record["graph"]["mean_degree"] == pytest.approx(A.nnz / A.shape[0])
+    with pytest.raises(InputError, match="has window: mean_degree"):
+        annotate_transformer(adata, backbone="scgpt", attention=attention, seed=0, epochs=1, kernel_config=config)

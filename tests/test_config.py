@@ -76,3 +76,22 @@ def test_unknown_attention_is_an_error(schema_path, tmp_path):
     cfg = validate_config({**base(), "annotation": {"methods": ["scgpt-nosuchkernel"]}}, schema_path)
     with pytest.raises(InputError, match="unknown attention 'nosuchkernel'"):
         check_methods(cfg, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "kernel_config, expected",
+    [
+        ({"bigbrid": {"window": 8}}, "'params.scgpt.kernel_config.bigbrid': unknown kernel"),
+        ({"bigbird": {"windw": 8}}, "unknown option(s) ['windw']; bigbird takes ['dropout', 'n_global', 'n_random', 'seed', 'window']"),
+        ({"diffuser": {"window": "mean"}}, "window must be an even integer >= 2"),
+        ({"longformer": {"window": 1}}, "window must be an even integer >= 2"),
+        ({"bigbird": {"window": 13}}, "or 'mean_degree' (the dataset graph's mean in-degree, rounded up to even), got 13"),
+    ],
+)
+def test_bad_kernel_config_is_a_clear_error(schema_path, tmp_path, kernel_config, expected):
+    cfg = validate_config({**base(), "params": {"scgpt": {"kernel_config": kernel_config}}}, schema_path)
+    with pytest.raises(InputError) as err:
+        check_methods(cfg, tmp_path)
+    assert expected in str(err.value)
+    cfg["params"]["scgpt"]["kernel_config"] = {"bigbird": {"window": "mean_degree"}, "diffuser": {"preset": "official", "window": 22}}
+    check_methods(cfg, tmp_path)

@@ -220,3 +220,12 @@ def test_default_config_groups_each_transformers_seeds():
         for seed in (0, 1, 2)
         for kind, suffix in (("annotation", "/predictions.csv"), ("annotation", "/run.json"), ("benchmarks/annotation", ".tsv"))
     )
+
+
+def test_paper_bigbird_and_diffuser_read_their_datasets_graph(default_dry_run):
+    """window: mean_degree (GenoHoption's code): the graph is an input of those jobs, not of Longformer's."""
+    jobs = re.findall(r"rule annotate_transformer:\n    input: (.*)\n    output: results/annotation/(\w+)/([\w.-]+)/seed0/", default_dry_run)
+    inputs = {(dataset, method): line for line, dataset, method in jobs}
+    for backbone in ("scgpt", "geneformer"):
+        for attention, reads in (("bigbird", True), ("diffuser", True), ("genohoption-p", True), ("longformer", False), ("full", False)):
+            assert ("results/graphs/pancreas/seed0/full.npz" in inputs["pancreas", f"{backbone}-{attention}"]) == reads

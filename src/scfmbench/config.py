@@ -123,6 +123,29 @@ def check_methods(config: dict[str, Any], rule_dir: str | Path) -> None:
         if spec is None or spec.override is not None or not sensitivity_keys(spec.attention):
             raise InputError(f"{where}: the sensitivity runs vary {list(SENSITIVITY_KEYS)} of a '{{backbone}}-{{attention}}' method whose "
                              f"attention takes them (e.g. genohoption-p: alpha, k; genohoption-h: t, k), given without a '.' suffix")
+    check_kernel_config(config)
+
+
+def check_kernel_config(config: dict[str, Any]) -> None:
+    """``params.<backbone>.kernel_config``: registered kernels, options their classes take, and a
+    ``window`` that is a number or ``mean_degree`` (the dataset's gene graph decides it)."""
+    import inspect
+
+    from scfmbench.models.attention import KERNELS
+
+    for backbone in BACKBONES:
+        for kernel, options in (config["params"].get(backbone) or {}).get("kernel_config", {}).items():
+            where = f"config key 'params.{backbone}.kernel_config.{kernel}'"
+            if kernel not in KERNELS:
+                raise InputError(f"{where}: unknown kernel; registered kernels are {sorted(KERNELS)}")
+            takes = sorted(k for k in inspect.signature(KERNELS[kernel].__init__).parameters if k != "self")
+            unknown = sorted(set(options) - set(takes))
+            if unknown:
+                raise InputError(f"{where}: unknown option(s) {unknown}; {kernel} takes {takes}")
+            window = options.get("window")
+            if window is not None and window != MEAN_DEGREE and (isinstance(window, bool) or not isinstance(window, int) or window < 2 or window % 2):
+                raise InputError(f"{where}: window must be an even integer >= 2 (blocks of w tokens every w/2) or 'mean_degree' "
+                                 f"(the dataset graph's mean in-degree, rounded up to even), got {window!r}")
 
 
 # Transformer method ids: ``{backbone}-{attention}[-{ablation}][.{key}{value}]``.
@@ -130,6 +153,9 @@ def check_methods(config: dict[str, Any], rule_dir: str | Path) -> None:
 # without one of its parts; the sensitivity suffix (Fig. 5) overrides one kernel option.
 ABLATIONS = {"nogrn": "no_grn", "nocoexpr": "no_coexpr"}
 SENSITIVITY_KEYS = ("alpha", "t", "k")
+# A kernel option ``window: mean_degree``: the window is the dataset gene graph's mean in-degree
+# (scfmbench.annotation.transformer.mean_degree_window; GenoHoption's BigBird and Diffuser).
+MEAN_DEGREE = "mean_degree"
 
 
 @dataclass(frozen=True)

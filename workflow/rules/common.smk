@@ -93,12 +93,12 @@ def method_params(wildcards):
 
 
 def transformer_graph(wildcards):
-    """The gene graph a transformer's graph kernel runs on (its ablation's variant); none otherwise.
-    A job without a {seed} wildcard (resources.group_seeds) gets one graph per seed."""
-    from scfmbench.models.attention import KERNELS
+    """The gene graph a transformer reads (its ablation's variant): graph kernels, and kernels sized
+    by it (window: mean_degree); none otherwise. One per seed when resources.group_seeds."""
+    from scfmbench.annotation.transformer import reads_graph
 
     spec = parse_transformer(wildcards.method)
-    if not KERNELS[spec.attention].needs_edges:
+    if not reads_graph(method_params(wildcards), spec.attention):
         return {}
     graph = lambda seed: GRAPH.format(dataset=wildcards.dataset, seed=seed, variant=spec.graph_variant)  # noqa: E731
     return {"graph": [graph(seed) for seed in SEEDS] if GROUP_SEEDS else graph(wildcards.seed)}

@@ -22,6 +22,7 @@ import torch
 
 from scfmbench import InputError
 from scfmbench.annotation import test_cells
+from scfmbench.config import MEAN_DEGREE
 from scfmbench.models.attention import KERNELS
 from scfmbench.models.geneformer import GeneformerClassifier, GeneformerConfig
 from scfmbench.models.scbert import ScBERTClassifier, ScBERTConfig
@@ -142,6 +143,31 @@ def _load_checkpoint(backbone: str, folder, token_dictionary, adata, *, n_classe
     raise InputError(f"params.{backbone}.checkpoint: pretrained weights load into the scgpt and geneformer backbones only")
 
 
+# GenoHoption's official BigBird and Diffuser baselines size their window by the dataset's gene
+# graph (REFERENCE.md section 1: "window w = mean graph degree"): a kernel option ``window:
+# mean_degree`` becomes the mean in-degree of the graph (self-loops and <cls> edges included: the
+# keys a GenoHoption query attends to on average), rounded up to even; the method reads the graph.
+def kernel_options(params: dict, attention: str) -> dict:
+    """The options a backbone's params give kernel ``attention``: ``attention_config`` when set,
+    else ``kernel_config[attention]``."""
+    if params.get("attention_config") is not None:
+        return dict(params["attention_config"])
+    return dict((params.get("kernel_config") or {}).get(attention) or {})
+
+
+def reads_graph(params: dict, attention: str) -> bool:
+    """Whether ``{backbone}-{attention}`` with these params reads the dataset's gene graph: graph
+    kernels, and kernels whose window is the graph's mean degree."""
+    return KERNELS[attention].needs_edges or kernel_options(params, attention).get("window") == MEAN_DEGREE
+
+
+def mean_degree_window(graph: TokenGraph) -> int:
+    """The window of ``window: mean_degree``: the graph's mean in-degree rounded up to an even
+    number (window blocks of w tokens move by w/2), as GenoHoption's code has 14/34/22 for the
+    mean degrees 13/33/22 of its Table IV."""
+    return max(2, 2 * math.ceil(graph.mean_degree() / 2))
+
+
 def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, graph=None, device=None, **params) -> tuple[np.ndarray, dict]:
     """Train a ``{backbone}-{attention}`` classifier on train, early-stop on valid, predict test.
 
@@ -195,6 +221,19 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, gra
         raise InputError(f"params for backbone {backbone!r}: kernel_config names unknown kernels {unknown}; registered kernels are {sorted(KERNELS)}")
     if attention in per_kernel and "attention_config" not in params:
         params["attention_config"] = dict(per_kernel[attention])
+    token_graph = None
+    if reads_graph(params, attention):
+        if graph is None:
+            why = "runs on a gene graph" if KERNELS[attention].needs_edges else f"has window: {MEAN_DEGREE} (the graph's mean in-degree)"
+            raise InputError(
+                f"attention {attention!r} {why}: pass graph= (a GeneGraph or the path of "
+                f"results/graphs/{{dataset}}/seed{{seed}}/full.npz); kernels that need none: "
+                f"{sorted(k for k, v in KERNELS.items() if not v.needs_edges)} with a numeric window"
+            )
+        token_graph = _token_graph(graph, adata)
+    options = params.get("attention_config") or {}
+    if options.get("window") == MEAN_DEGREE:
+        params["attention_config"] = {**options, "window": mean_degree_window(token_graph)}
     checkpoint, token_dictionary = params.pop("checkpoint", None), params.pop("token_dictionary", None)
     load_report = None
     if checkpoint:
@@ -203,15 +242,7 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, gra
     else:
         cfg = _build_config(spec, backbone, n_genes=adata.n_vars, n_classes=len(classes), attention=attention, **params)
         model = spec.model(cfg)
-    token_graph = None
     if KERNELS[attention].needs_edges:
-        if graph is None:
-            raise InputError(
-                f"attention {attention!r} runs on a gene graph: pass graph= (a GeneGraph or the path of "
-                f"results/graphs/{{dataset}}/seed{{seed}}/full.npz); kernels that need none: "
-                f"{sorted(k for k, v in KERNELS.items() if not v.needs_edges)}"
-            )
-        token_graph = _token_graph(graph, adata)
         attach_graph(model, token_graph)
 
     tok, resample = spec.tokenizer(adata, cfg, train_rows, train_opts.get("max_len", 512), rng)

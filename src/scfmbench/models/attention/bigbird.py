@@ -1,7 +1,8 @@
 """BigBird baseline: one hop on window + random + global edges.
 
 As in GenoHoption's baseline (REFERENCE.md section 1): window blocks of ``window`` tokens every
-``window/2`` (the official code sets the window to the dataset's mean graph degree, 14-34),
+``window/2`` (the official code sets the window to the dataset's mean graph degree, 14-34:
+``window: mean_degree`` in a backbone's ``kernel_config`` does that per dataset),
 ``n_random`` random keys per query, and global token 0. The official code drew its random
 entries once per run with ``np.random.choice`` over the whole (2048 x 2048) matrix; here they are
 drawn per query from ``torch.Generator().manual_seed(seed)`` when the pattern for a length L is

@@ -3,7 +3,8 @@
 Two presets, chosen by the ``preset`` config key; any explicit key overrides the preset:
 
 - ``"official"`` (GenoHoption's baseline code): window = the dataset's mean graph degree (block
-  ``window``, stride ``window/2``; default 32 here, set it from the graph), no random or global
+  ``window``, stride ``window/2``; default 32 here; ``window: mean_degree`` in a backbone's
+  ``kernel_config`` takes it from the dataset's gene graph), no random or global
   tokens, PPR with K = 6, alpha = 0.25.
 - ``"paper"`` (Diffuser's own setting): window 64 + 64 random keys per query + 64 global tokens,
   PPR with alpha = 0.1 and 5 iterations.
