@@ -55,7 +55,7 @@ class SchyenaParams:
     pretrain_lr: float = 0.01
     mask_low: float = 0.05
     mask_high: float = 0.4
-    epochs: int = 5
+    epochs: int = 15
     batch_size: int = 16
     lr: float = 0.003
     lr_gamma: float = 0.9
