@@ -129,8 +129,6 @@ def check_methods(config: dict[str, Any], rule_dir: str | Path) -> None:
 def check_kernel_config(config: dict[str, Any]) -> None:
     """``params.<backbone>.kernel_config``: registered kernels, options their classes take, and a
     ``window`` that is a number or ``mean_degree`` (the dataset's gene graph decides it)."""
-    import inspect
-
     from scfmbench.models.attention import KERNELS
 
     for backbone in BACKBONES:
@@ -138,7 +136,7 @@ def check_kernel_config(config: dict[str, Any]) -> None:
             where = f"config key 'params.{backbone}.kernel_config.{kernel}'"
             if kernel not in KERNELS:
                 raise InputError(f"{where}: unknown kernel; registered kernels are {sorted(KERNELS)}")
-            takes = sorted(k for k in inspect.signature(KERNELS[kernel].__init__).parameters if k != "self")
+            takes = kernel_option_names(kernel)
             unknown = sorted(set(options) - set(takes))
             if unknown:
                 raise InputError(f"{where}: unknown option(s) {unknown}; {kernel} takes {takes}")
@@ -180,14 +178,19 @@ class TransformerMethod:
         return {key: int(value) if key == "k" else float(value)}
 
 
-def sensitivity_keys(attention: str) -> list[str]:
-    """The sensitivity options (alpha, t, k) a kernel takes."""
+def kernel_option_names(attention: str) -> list[str]:
+    """The options a registered kernel's class takes (its constructor's keywords), sorted."""
     import inspect
 
     from scfmbench.models.attention import KERNELS
 
-    params = inspect.signature(KERNELS[attention].__init__).parameters
-    return [k for k in SENSITIVITY_KEYS if k in params]
+    return sorted(k for k in inspect.signature(KERNELS[attention].__init__).parameters if k != "self")
+
+
+def sensitivity_keys(attention: str) -> list[str]:
+    """The sensitivity options (alpha, t, k) a kernel takes."""
+    takes = kernel_option_names(attention)
+    return [k for k in SENSITIVITY_KEYS if k in takes]
 
 
 def sensitivity_method(base: str, key: str, value: float) -> str:

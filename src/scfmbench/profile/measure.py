@@ -44,6 +44,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from scfmbench._rss import peak_rss_mb, reset_peak_rss
 from scfmbench.profile.mechanisms import Shape
 
 PASSES = ("forward", "backward")
@@ -144,14 +145,12 @@ class PeakMemory:
             self.base = torch.cuda.memory_allocated(self.device)
             return
         _malloc_trim()
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")  # reset VmHWM to the current VmRSS (Linux >= 4.0)
+        if reset_peak_rss():  # VmHWM now equals the current VmRSS
             self.method = "vmhwm"
             self.base = _status_kb("VmRSS")[0] * 1024
-        except OSError:
+        else:
             self.method = "ru_maxrss"
-            self.base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
+            self.base = peak_rss_mb() * 2**20
 
     def stop(self) -> float:
         if self.device.type == "cuda":
@@ -162,7 +161,7 @@ class PeakMemory:
         if self.method == "vmhwm":
             peak = _status_kb("VmHWM")[0] * 1024
         else:
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            peak = peak_rss_mb() * 2**20
         return max(peak - self.base, 0) / 2**20
 
 
