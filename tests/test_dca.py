@@ -19,6 +19,7 @@ from scfmbench import InputError
 from scfmbench.bench.dca import simulate_counts
 from scfmbench.data.contract import log_normalize
 from scfmbench.impute.dca import (
+    CenteredBatchNorm,
     DCAAutoencoder,
     DCAConfig,
     _Plateau,
@@ -109,6 +110,30 @@ def test_normalize_matches_scanpy_pipeline():
 
 
 # ----------------------------------------------------------------------------- training
+
+
+def test_batchnorm_keras_update_hand_computed():
+    """One training step of Keras BatchNormalization(center=True, scale=False), by hand: normalize with
+    the batch mean and the biased variance (tf.nn.moments), then moving = 0.99 moving + 0.01 batch
+    (moving mean starts at 0, moving variance at 1), epsilon 1e-3 inside the square root."""
+    h = T([[1.0, -2.0], [3.0, 0.0], [5.0, 4.0], [7.0, 2.0]])  # column means 4, 1; biased variances 5, 5
+    bn = CenteredBatchNorm(2).double().train()
+    with torch.no_grad():
+        bn.beta.copy_(T([0.5, -0.5]))
+    out = bn(h)
+    assert bn.running_mean.tolist() == pytest.approx([0.04, 0.01], abs=1e-12)
+    assert bn.running_var.tolist() == pytest.approx([0.99 + 0.05, 0.99 + 0.05], abs=1e-12)  # unbiased would be 0.99 + 0.01 * 20/3
+    expected = (h - T([4.0, 1.0])) / math.sqrt(5.0 + 1e-3) + T([0.5, -0.5])
+    assert torch.allclose(out, expected, atol=1e-12)
+    # Inference uses the moving statistics.
+    bn.eval()
+    x = T([[2.0, 2.0]])
+    assert torch.allclose(bn(x), (x - T([0.04, 0.01])) / torch.sqrt(T([1.04, 1.04]) + 1e-3) + T([0.5, -0.5]), atol=1e-12)
+    # A one-cell batch: output is the shift; Keras still moves the statistics (variance towards 0).
+    bn.train()
+    assert torch.allclose(bn(x), T([[0.5, -0.5]]))
+    assert bn.running_mean.tolist() == pytest.approx([0.99 * 0.04 + 0.02, 0.99 * 0.01 + 0.02], abs=1e-12)
+    assert bn.running_var.tolist() == pytest.approx([0.99 * 1.04] * 2, abs=1e-12)
 
 
 def test_plateau_keras_semantics():

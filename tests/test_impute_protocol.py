@@ -426,3 +426,65 @@ def test_renormalize_log_sums_to_target():
     x = np.log1p(np.array([[1.0, 3.0], [0.0, 0.0]]))
     out = _renormalize_log(x)
     np.testing.assert_allclose(np.expm1(out.astype(np.float64)), [[2500, 7500], [0, 0]], rtol=1e-5)
+
+
+@pytest.mark.parametrize("protocol", ["masking", "mcv"])
+def test_predictions_record_the_thread_count(adata, files, tmp_path, protocol):
+    """Same seed, same numbers only at one thread count: each predictions.npz records it (issue 18).
+    The 'none' imputer never imports torch (a fresh process, as a MAGIC job's); its record takes the
+    job's OMP_NUM_THREADS, and writing the provenance does not load torch."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    if protocol == "masking":
+        inp = files[0]
+    else:
+        inp = tmp_path / "t.h5ad"
+        write_mcv(adata, inp, tmp_path / "t.npz", seed=0)
+    code = (
+        "import sys; from scfmbench.impute import get_imputer, run_imputer; "
+        f"run_imputer(get_imputer('none'), {str(inp)!r}, {str(tmp_path / 'p.npz')!r}, seed=7, name='none'); "
+        "assert 'torch' not in sys.modules, 'provenance loaded torch'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "OMP_NUM_THREADS": "3"})
+    with np.load(tmp_path / "p.npz") as z:
+        prov = json.loads(str(z["provenance_json"]))
+    assert prov["device"]["torch_threads"] == "3" and prov["seed"] == 7 and "numpy" in prov["versions"]
+    # A job that uses torch records torch's own count.
+    import torch
+
+    from scfmbench.impute.protocol import run_record
+
+    assert json.loads(str(run_record("x", 0, {})["provenance_json"]))["device"]["torch_threads"] == str(torch.get_num_threads())
+
+
+def test_dca_comparison_with_the_package(files, tmp_path, capsys):
+    """bench.dca --package-predictions scores both files the protocol's way, side by side."""
+    from scfmbench.bench import dca as bench
+
+    masked, heldout = files
+    held = np.load(heldout)
+    obs = held["observed"].astype(np.float64)
+    # A stand-in for the package's predictions: the observed values shrunk by 10%.
+    run_imputer(lambda a, *, seed: _dense(a.X), masked, tmp_path / "pkg.npz", seed=0, name="dca_original")
+    with np.load(tmp_path / "pkg.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["values"] = (0.9 * obs).astype(np.float32)
+    _write_npz(tmp_path / "pkg.npz", **arrays)
+    arrays["values"] = obs.astype(np.float32)
+    _write_npz(tmp_path / "port.npz", **arrays)
+    rec = bench.main(["--heldout", str(heldout), "--package-predictions", str(tmp_path / "pkg.npz"), "--port-predictions", str(tmp_path / "port.npz")])
+    assert rec["port"]["mse"] == pytest.approx(0, abs=1e-10)
+    assert rec["package"]["mse"] == pytest.approx(np.mean((0.1 * obs) ** 2), rel=1e-5)
+    assert rec["agreement"]["pearson"] == pytest.approx(1) and rec["agreement"]["n_entries"] == obs.size
+    out = capsys.readouterr().out
+    assert "port" in out and "package" in out and f"{rec['package']['mse']:.5f}" in out
+    # Predictions made on other masks are refused.
+    other_masked, other_held = tmp_path / "m2.h5ad", tmp_path / "h2.npz"
+    write_masks(_ADATA, other_masked, other_held, seed=1, n_folds=5)
+    with pytest.raises(InputError, match="other masks"):
+        bench.main(["--heldout", str(other_held), "--package-predictions", str(tmp_path / "pkg.npz"), "--port-predictions", str(tmp_path / "port.npz")])
+    with pytest.raises(SystemExit):
+        bench.main(["--heldout", str(heldout), "--package-predictions", str(tmp_path / "pkg.npz")])  # neither --masked nor --port-predictions

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib.metadata
+import os
 import platform
 import random
+import sys
 
 import numpy as np
 
@@ -22,25 +24,36 @@ def package_versions(packages=_PACKAGES) -> dict[str, str]:
     return out
 
 
-def device_info() -> dict[str, str]:
+def device_info(*, load_torch: bool = True) -> dict[str, str]:
+    """Platform, device and thread count. ``threads`` is torch's intra-op thread count when torch is
+    (or, with ``load_torch``, can be) loaded, else the ``OMP_NUM_THREADS`` a job was granted: results
+    of training with small batches depend on it (a rerun with another thread count can stop early at
+    another epoch), so it is recorded with every run. ``load_torch=False`` keeps a job that never
+    uses torch (MAGIC, scoring) from importing it just to write its provenance."""
     info = {"platform": platform.platform(), "machine": platform.machine()}
-    try:
-        import torch
-
-        info["torch_threads"] = str(torch.get_num_threads())
-        if torch.cuda.is_available():
-            info["device"] = torch.cuda.get_device_name(0)
-            info["cuda"] = str(torch.version.cuda)
-        else:
-            info["device"] = "cpu"
-    except ImportError:  # torch is a dependency, but provenance must never be what fails
+    torch = sys.modules.get("torch")
+    if torch is None and load_torch:
+        try:
+            import torch
+        except ImportError:  # torch is a dependency, but provenance must never be what fails
+            torch = None
+    if torch is None:
+        info["torch_threads"] = os.environ.get("OMP_NUM_THREADS", "unset")
+        info["device"] = "cpu"
+        return info
+    info["torch_threads"] = str(torch.get_num_threads())
+    if torch.cuda.is_available():
+        info["device"] = torch.cuda.get_device_name(0)
+        info["cuda"] = str(torch.version.cuda)
+    else:
         info["device"] = "cpu"
     return info
 
 
-def provenance(**extra) -> dict:
-    """A provenance record: timestamp, versions, device, plus whatever the caller adds (seed, inputs)."""
-    rec = {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "versions": package_versions(), "device": device_info()}
+def provenance(*, load_torch: bool = True, **extra) -> dict:
+    """A provenance record: timestamp, versions, device (with the thread count), plus whatever the
+    caller adds (seed, inputs). ``load_torch`` as in :func:`device_info`."""
+    rec = {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "versions": package_versions(), "device": device_info(load_torch=load_torch)}
     rec.update(extra)
     return rec
 

@@ -43,6 +43,9 @@ rule make_mcv_split:
 
 
 # Registered imputers that need no torch (scfmbench.impute.methods): none, magic.
+# Imputers run on one thread (threads: 1) unless --set-threads <rule>=N says otherwise: the same
+# seed gives the same numbers only at the same thread count (a DCA rerun on more threads stopped a
+# fold at another epoch), and the count is recorded in each predictions.npz (provenance_json).
 rule impute_builtin:
     input:
         data=imputer_input,
@@ -50,6 +53,7 @@ rule impute_builtin:
         predictions=imputer_output(),
     params:
         method_params=method_params,
+    threads: 1
     log:
         imputer_log(),
     benchmark:
@@ -63,8 +67,8 @@ rule impute_builtin:
 
 
 # DCA, the PyTorch port (scfmbench.impute.dca); parameters from params.dca. Torch threads follow the
-# job's threads (1 unless a profile or --set-threads impute_dca=N says otherwise: small batches of
-# 32 cells gain nothing from more).
+# job's threads, pinned to 1 (small batches of 32 cells gain nothing from more, and the thread count
+# is part of what makes a rerun reproducible: see above; --set-threads impute_dca=N changes it).
 rule impute_dca:
     input:
         data=imputer_input,
@@ -72,6 +76,7 @@ rule impute_dca:
         predictions=imputer_output(),
     params:
         method_params=method_params,
+    threads: 1
     resources:
         gpu=gpu_request,
     log:
@@ -97,6 +102,7 @@ rule impute_dca_original:
     params:
         script=Path(workflow.basedir) / "workflow" / "scripts" / "impute_dca_original.py",
         dca_params=dca_original_params,
+    threads: 1
     log:
         imputer_log("dca_original"),
     benchmark:

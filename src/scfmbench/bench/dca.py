@@ -4,6 +4,17 @@ Usage::
 
     python -m scfmbench.bench.dca [--n-cells 10000] [--n-genes 2000] [--epochs 300] [--threads N] [--json out.json]
 
+    # The port against the dca package on the same masked folds (README, "DCA: the port and the package"):
+    python -m scfmbench.bench.dca --masked results/imputation/pbmc68k/seed0/masked.h5ad \
+        --heldout results/imputation/pbmc68k/seed0/heldout.npz \
+        --package-predictions results/imputation/pbmc68k/dca_original/seed0/predictions.npz \
+        [--port-predictions results/imputation/pbmc68k/dca/seed0/predictions.npz] [--seed 0] [--threads 1]
+
+In the second form the port's predictions are computed on the masked file (with ``--seed``,
+``--threads`` torch threads, DCA's defaults) unless ``--port-predictions`` gives them, and both
+files are scored the protocol's way (MSE and Pearson over the masked entries, against the truth too
+when the dataset has one), printed side by side with the agreement of the two predictions.
+
 A warm-up fit (one epoch on 256 cells) runs first; then one timed fit with DCA's defaults (early
 stopping included). Memory on CPU is the process's peak resident set size during the fit: the
 high-water mark is reset just before it (Linux ``/proc/self/clear_refs``; where that is not possible
@@ -123,6 +134,41 @@ def _summary(r: dict) -> str:
     return "\n".join(lines)
 
 
+def compare_with_package(masked: str | None, heldout: str, package_predictions: str, *, port_predictions: str | None = None, seed: int = 0, params: dict | None = None) -> dict:
+    """Score the port and the ``dca`` package on the same masks; returns ``{"port": metrics,
+    "package": metrics, "agreement": {...}}``.
+
+    ``package_predictions`` is a ``predictions.npz`` in the protocol's format (``values``,
+    ``mask_sha256``), as rule ``impute_dca_original`` writes it; a file made on other masks is an
+    :class:`~scfmbench.InputError` (the fingerprint is checked). Without ``port_predictions`` the
+    port runs here on ``masked`` (seed ``seed``, ``params`` over DCA's defaults) into a temporary file.
+    """
+    import tempfile
+
+    from scfmbench.impute.methods import get_imputer
+    from scfmbench.impute.protocol import _pearson, _read_npz, run_imputer, score_imputation
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if port_predictions is None:
+            port_predictions = f"{tmp}/port.npz"
+            run_imputer(get_imputer("dca"), masked, port_predictions, seed=seed, params=params or {}, name="dca")
+        out = {"port": score_imputation(port_predictions, heldout), "package": score_imputation(package_predictions, heldout)}
+        a = _read_npz(port_predictions, ("values",))["values"].astype(np.float64)
+        b = _read_npz(package_predictions, ("values",))["values"].astype(np.float64)
+    out["agreement"] = {"pearson": _pearson(a, b), "mse": float(np.mean((a - b) ** 2)), "n_entries": int(a.size)}
+    return out
+
+
+def _comparison_summary(c: dict) -> str:
+    lines = [f"{'metric':<14}{'port':>12}{'package':>12}{'port - pkg':>12}{'rel. diff':>11}"]
+    for k in c["port"]:
+        p, q = c["port"][k], c["package"].get(k, float("nan"))
+        lines.append(f"{k:<14}{p:>12.5f}{q:>12.5f}{p - q:>+12.5f}{(p - q) / abs(q) if q else float('nan'):>+11.2%}")
+    ag = c["agreement"]
+    lines.append(f"port vs package predictions over {ag['n_entries']} masked entries: Pearson {ag['pearson']:.5f}, MSE {ag['mse']:.5f}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m scfmbench.bench.dca", description=__doc__.splitlines()[0])
     p.add_argument("--n-cells", type=int, default=10_000)
@@ -132,9 +178,24 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--device", default=None, help="torch device; default CUDA when available")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--json", default=None, help="also write the record to this file")
+    cmp = p.add_argument_group("comparison with the dca package (masking protocol files)")
+    cmp.add_argument("--masked", default=None, help="masked.h5ad of rule make_masks")
+    cmp.add_argument("--heldout", default=None, help="heldout.npz of rule make_masks")
+    cmp.add_argument("--package-predictions", default=None, help="the dca package's predictions.npz on those masks (rule impute_dca_original)")
+    cmp.add_argument("--port-predictions", default=None, help="the port's predictions.npz (default: run the port here)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.masked or args.heldout or args.package_predictions or args.port_predictions:
+        if not (args.heldout and args.package_predictions and (args.masked or args.port_predictions)):
+            p.error("the comparison needs --heldout, --package-predictions and --masked (or --port-predictions)")
+        record = compare_with_package(args.masked, args.heldout, args.package_predictions, port_predictions=args.port_predictions, seed=args.seed)
+        record["torch_threads"] = torch.get_num_threads()
+        print(_comparison_summary(record))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(record, f, indent=2)
+        return record
     record = run_benchmark(args.n_cells, args.n_genes, epochs=args.epochs, seed=args.seed, device=args.device)
     print(_summary(record))
     if args.json:

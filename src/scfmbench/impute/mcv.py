@@ -30,7 +30,7 @@ Files (one split per dataset and seed, one prediction per method and seed)::
                      kept cells x kept genes, the dataset's layers["truth"] re-normalized over the
                      kept genes; only when the dataset has one)
     predictions.npz  denoised (float32, kept cells x kept genes, on the X scale, negatives clipped),
-                     split_sha256, method, seed, params_json
+                     split_sha256, method, seed, params_json, provenance_json
 
 A denoiser is the same function as a masking imputer (:mod:`scfmbench.impute.protocol`):
 ``fn(adata, *, seed, **params) -> np.ndarray`` on the X scale, here called once on the train part.
@@ -52,7 +52,6 @@ Metrics (openproblems, on all entries of the kept cells and genes):
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -63,7 +62,7 @@ import scipy.sparse as sp
 from scfmbench import InputError
 from scfmbench._io import write_h5ad
 from scfmbench.data.contract import TARGET_SUM, log_normalize
-from scfmbench.impute.protocol import OBS_COLUMNS, _pearson, _read_npz, _write_npz, check_output
+from scfmbench.impute.protocol import OBS_COLUMNS, _pearson, _read_npz, _write_npz, check_output, run_record
 
 logger = logging.getLogger(__name__)
 
@@ -209,9 +208,7 @@ def denoise(fn: Callable, train, predictions_path: str | Path, *, seed: int, par
         predictions_path,
         denoised=denoised,
         split_sha256=np.array(train.uns["mcv"]["split_sha256"]),
-        method=np.array(name),
-        seed=np.array(int(seed)),
-        params_json=np.array(json.dumps(params, sort_keys=True, default=str)),
+        **run_record(name, seed, params),
     )
     logger.info("%s: denoised %d cells x %d genes", name, *train.shape)
     return denoised

@@ -25,7 +25,7 @@ Files (one mask per dataset and seed, one prediction per method and seed)::
     heldout.npz      row, col, fold (int32), observed (float32: X there), truth (float32: the
                      dataset's layers["truth"] there; only when the dataset has one), mask_sha256
     predictions.npz  values (float32, on the X scale, negatives clipped), mask_sha256, method,
-                     seed, params_json
+                     seed, params_json, provenance_json (run_record: versions, device, threads)
 
 Every position array is in the same order: fold-major, then row, then column, so one fold is a
 contiguous slice. ``mask_sha256`` fingerprints ``(row, col, fold)``; scoring refuses a prediction
@@ -239,6 +239,20 @@ def fold_adata(masked, fold: int):
 # ----------------------------------------------------------------------------- running an imputer
 
 
+def run_record(name: str, seed: int, params: dict) -> dict[str, np.ndarray]:
+    """The arrays every ``predictions.npz`` carries besides its values: ``method``, ``seed``,
+    ``params_json`` and ``provenance_json`` (versions, device and the thread count, which decides
+    whether a rerun gives the same numbers: README, "Reproducibility")."""
+    from scfmbench.provenance import provenance
+
+    return {
+        "method": np.array(name),
+        "seed": np.array(int(seed)),
+        "params_json": np.array(json.dumps(params, sort_keys=True, default=str)),
+        "provenance_json": np.array(json.dumps(provenance(load_torch=False, seed=int(seed)), sort_keys=True, default=str)),
+    }
+
+
 def check_params(fn: Callable, params: dict, *, name: str) -> None:
     """Raise :class:`InputError` if ``fn`` does not accept ``params`` (a typo must not pass silently)."""
     try:
@@ -276,7 +290,7 @@ def run_imputer(fn: Callable, input_path: str | Path, predictions_path: str | Pa
     -------
     values : np.ndarray
         Masking: float32, aligned with ``uns["mask"]``; also written to ``predictions_path``
-        (``values``, ``mask_sha256``, ``method``, ``seed``, ``params_json``). MCV: the denoised
+        (``values``, ``mask_sha256`` and :func:`run_record`'s arrays). MCV: the denoised
         matrix (see :mod:`scfmbench.impute.mcv`).
     """
     import anndata as ad
@@ -300,14 +314,7 @@ def run_imputer(fn: Callable, input_path: str | Path, predictions_path: str | Pa
         values[sel] = np.maximum(out[row[sel], col[sel]], 0)  # negatives clipped to 0 (scHyena protocol)
         del out
         logger.info("%s: fold %d done (%d hidden entries)", name, f, len(sel))
-    _write_npz(
-        predictions_path,
-        values=values,
-        mask_sha256=np.array(info["mask_sha256"]),
-        method=np.array(name),
-        seed=np.array(int(seed)),
-        params_json=np.array(json.dumps(params, sort_keys=True, default=str)),
-    )
+    _write_npz(predictions_path, values=values, mask_sha256=np.array(info["mask_sha256"]), **run_record(name, seed, params))
     return values
 
 
