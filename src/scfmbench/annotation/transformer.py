@@ -27,7 +27,7 @@ from scfmbench.models.attention import KERNELS
 from scfmbench.models.geneformer import GeneformerClassifier, GeneformerConfig
 from scfmbench.models.scbert import ScBERTClassifier, ScBERTConfig
 from scfmbench.models.scgpt import ScGPTClassifier, ScGPTConfig, attach_graph
-from scfmbench.models.tokenize import TokenGraph, TokenizedCells, gene_medians, tokenize_geneformer, tokenize_scbert, tokenize_scgpt
+from scfmbench.models.tokenize import TokenGraph, TokenizedCells, binned_layer, gene_medians, tokenize_geneformer, tokenize_scbert, tokenize_scgpt
 from scfmbench.provenance import seed_everything
 from scfmbench.train import default_device, fit_classifier, predict_logits
 
@@ -55,8 +55,14 @@ class Backbone:
 
 
 def _scgpt_tokenizer(adata, cfg: ScGPTConfig, train_rows, max_len: int, rng):
+    # Every cell binned once, as scGPT's Preprocessor does, ties spread by a generator drawn from
+    # the run's (scGPT scgpt/preprocess.py, _digitize side="both"): fixed across epochs.
+    X = sp.csr_matrix(adata.X, dtype=np.float64, copy=True)
+    X.sort_indices()  # the tie-breaking numbers are drawn in stored order: make it gene order
+    bins = binned_layer(X, cfg.n_bins, rng=np.random.default_rng(int(rng.integers(2**63))))
+
     def tok(rows):
-        return tokenize_scgpt(adata.X[rows], n_bins=cfg.n_bins, max_len=max_len, rng=rng)
+        return tokenize_scgpt(adata.X[rows], n_bins=cfg.n_bins, max_len=max_len, rng=rng, bins=bins[rows])
 
     expressed = sp.csr_matrix(adata.X[train_rows] > 0)
     return tok, bool((np.diff(expressed.indptr) > max_len).any())

@@ -28,6 +28,7 @@ import scipy.sparse as sp
 import torch
 
 from scfmbench import InputError
+from scfmbench.graphs.coexpression import bin_values, binned_layer  # noqa: F401  (bin_values: scGPT's per-cell binning, shared)
 from scfmbench.models.attention import EdgePattern, graph_pattern
 
 PAD_ID, CLS_ID, N_SPECIAL = 0, 1, 2
@@ -56,37 +57,29 @@ class TokenizedCells:
 # scGPT-style: non-zero genes, per-cell binned values
 
 
-def bin_values(values: np.ndarray, n_bins: int) -> np.ndarray:
-    """scGPT's per-cell binning of non-zero values into ``n_bins - 1`` quantile bins (1..n_bins-1).
-
-    As scGPT's ``binning``: edges are the quantiles of the cell's non-zero values at
-    ``linspace(0, 1, n_bins - 1)``, ids from ``np.digitize``; zeros stay 0.
-    """
-    out = np.zeros(values.shape, dtype=np.int64)
-    nz = values > 0
-    if not nz.any():
-        return out
-    edges = np.quantile(values[nz], np.linspace(0, 1, n_bins - 1))
-    out[nz] = np.clip(np.digitize(values[nz], edges), 1, n_bins - 1)
-    return out
-
-
-def tokenize_scgpt(X, *, n_bins: int, max_len: int, rng: np.random.Generator) -> TokenizedCells:
+def tokenize_scgpt(X, *, n_bins: int, max_len: int, rng: np.random.Generator, bins=None) -> TokenizedCells:
     """Tokenize log-normalized cells: CLS, then each cell's non-zero genes (random ``max_len`` if more,
-    kept in gene order), values binned per cell."""
-    X = sp.csr_matrix(X)
-    n = X.shape[0]
-    lengths = np.minimum(np.diff(X.indptr), max_len)
+    kept in gene order), values binned per cell.
+
+    ``bins``: the cells' bin ids (``binned_layer(X, n_bins, rng=...)``, CSR with X's non-zeros),
+    binned once per dataset as scGPT's preprocessing does; None bins ``X`` here, ties drawn from
+    ``rng`` (:func:`bin_values`, scGPT's ``side="both"``).
+    """
+    if bins is None:
+        bins = binned_layer(sp.csr_matrix(X), n_bins, rng=rng)
+    B = sp.csr_matrix(bins)
+    B.eliminate_zeros()
+    n = B.shape[0]
+    lengths = np.minimum(np.diff(B.indptr), max_len)
     L = 1 + int(lengths.max(initial=0))
     gene_ids = np.full((n, L), PAD_ID, dtype=np.int64)
     value_ids = np.full((n, L), n_bins, dtype=np.int64)
     gene_ids[:, 0], value_ids[:, 0] = CLS_ID, 0
     for i in range(n):  # one cell at a time: cells have different gene sets (tokenization, not forward)
-        cols, vals = X.indices[X.indptr[i] : X.indptr[i + 1]], X.data[X.indptr[i] : X.indptr[i + 1]]
-        keep = np.flatnonzero(vals > 0)
+        cols, binned = B.indices[B.indptr[i] : B.indptr[i + 1]], B.data[B.indptr[i] : B.indptr[i + 1]]
+        keep = np.argsort(cols, kind="stable")
         if len(keep) > max_len:
-            keep = np.sort(rng.choice(keep, max_len, replace=False))
-        binned = bin_values(vals, n_bins)
+            keep = keep[np.sort(rng.choice(len(keep), max_len, replace=False))]
         gene_ids[i, 1 : 1 + len(keep)] = cols[keep] + N_SPECIAL
         value_ids[i, 1 : 1 + len(keep)] = binned[keep]
     gene_ids_t = torch.from_numpy(gene_ids)
