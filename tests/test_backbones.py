@@ -254,6 +254,20 @@ def test_annotator_input_errors(tiny_prepared):
     assert set(BACKBONES) == {"scgpt", "geneformer", "scbert"}
 
 
+def test_annotation_run_seed_reaches_random_kernels(tiny_prepared):
+    """The run seed is the seed of every random pattern and projection, recorded in run.json's model."""
+    for attention, extra in (("bigbird", {}), ("diffuser", {"n_random": 2}), ("performer", {"nb_features": 8})):
+        seeds = []
+        for seed in (0, 1):
+            _, record = annotate_transformer(tiny_prepared, backbone="scgpt", attention=attention, seed=seed, epochs=1,
+                                             d_model=8, n_heads=2, d_hidden=8, kernel_config={attention: {"window": 4, **extra} if attention != "performer" else extra})
+            seeds.append(record["model"]["attention_config"]["seed"])
+        assert seeds == [0, 1], attention
+    _, record = annotate_transformer(tiny_prepared, backbone="scgpt", attention="bigbird", seed=2, epochs=1, d_model=8,
+                                     n_heads=2, d_hidden=8, kernel_config={"bigbird": {"window": 4, "seed": 10}})
+    assert record["model"]["attention_config"]["seed"] == 12  # a configured seed is an offset to the run seed
+
+
 def test_kernel_config_sizes_each_kernel(tiny_prepared):
     """One backbone entry carries options for several kernels; each run takes its kernel's entry."""
     _, record = annotate_transformer(tiny_prepared, backbone="geneformer", attention="longformer", seed=0, epochs=1,

@@ -180,11 +180,9 @@ class TransformerMethod:
 
 def kernel_option_names(attention: str) -> list[str]:
     """The options a registered kernel's class takes (its constructor's keywords), sorted."""
-    import inspect
+    from scfmbench.models.attention.base import kernel_option_names
 
-    from scfmbench.models.attention import KERNELS
-
-    return sorted(k for k in inspect.signature(KERNELS[attention].__init__).parameters if k != "self")
+    return kernel_option_names(attention)
 
 
 def sensitivity_keys(attention: str) -> list[str]:

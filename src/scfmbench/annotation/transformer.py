@@ -22,7 +22,7 @@ import torch
 
 from scfmbench import InputError
 from scfmbench.annotation import test_cells
-from scfmbench.config import MEAN_DEGREE
+from scfmbench.config import MEAN_DEGREE, kernel_option_names
 from scfmbench.models.attention import KERNELS
 from scfmbench.models.geneformer import GeneformerClassifier, GeneformerConfig
 from scfmbench.models.scbert import ScBERTClassifier, ScBERTConfig
@@ -239,7 +239,14 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, gra
         token_graph = _token_graph(graph, adata)
     options = params.get("attention_config") or {}
     if options.get("window") == MEAN_DEGREE:
-        params["attention_config"] = {**options, "window": mean_degree_window(token_graph)}
+        options = {**options, "window": mean_degree_window(token_graph)}
+    if "seed" in kernel_option_names(attention):
+        # The run seed reaches the kernel's random pattern or features (BigBird and Diffuser random
+        # edges, Performer projections), as the official code's set_seed(seed) before drawing them
+        # (GenoHoption utils.py create_adj_mat); a configured kernel seed is an offset to it.
+        options = {**options, "seed": int(options.get("seed", 0)) + seed}
+    if options:
+        params["attention_config"] = options
     checkpoint, token_dictionary = params.pop("checkpoint", None), params.pop("token_dictionary", None)
     load_report = None
     if checkpoint:

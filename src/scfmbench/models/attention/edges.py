@@ -236,17 +236,50 @@ def _random_edges(L: int, n_random: int, seed: int, device) -> tuple[torch.Tenso
     return src.reshape(-1), dst.reshape(-1)
 
 
-def sparse_pattern(L: int, *, window: int = 0, n_random: int = 0, n_global: int = 0, seed: int = 0, device=None) -> EdgePattern:
-    """Union of window, random and global pieces; (1, E) canonical pattern."""
+# GenoHoption's BigBird baseline draws 200 x 2048 of the 2048^2 entries of one adjacency matrix at
+# random (utils.py, create_adj_mat: num_rand 200, max_len 2048) and cuts each batch's block from it.
+OFFICIAL_RANDOM_DENSITY = 200 / 2048
+_TILE = 256
+
+
+def _density_edges(L: int, density: float, seed: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each (query i, key j) of the L x L matrix is a random edge with probability ``density``.
+
+    As the official pattern, whose batches use the top-left block of one large matrix, the edges
+    among the first L' < L tokens are the same for every L (the matrix is drawn in 256 x 256
+    tiles, each from its own generator seeded by (seed, tile row, tile column)), so a cell keeps
+    its random edges whatever the length its batch is padded to.
+    """
+    if not 0.0 <= density <= 1.0:
+        raise InputError(f"random_density must lie in [0, 1], got {density}")
+    n = -(-L // _TILE)
+    rows, cols = [], []
+    for ti in range(n):
+        for tj in range(n):
+            state = int(np.random.SeedSequence([seed, ti, tj]).generate_state(1, dtype=np.uint64)[0] >> 1)
+            hit = torch.rand(_TILE, _TILE, generator=torch.Generator().manual_seed(state)) < density
+            i, j = hit[: L - ti * _TILE, : L - tj * _TILE].nonzero(as_tuple=True)
+            rows.append(i + ti * _TILE)
+            cols.append(j + tj * _TILE)
+    dst, src = torch.cat(rows).to(device), torch.cat(cols).to(device)
+    return src, dst
+
+
+def sparse_pattern(L: int, *, window: int = 0, n_random: int = 0, n_global: int = 0, seed: int = 0, random_density: float = 0.0,
+                   device=None) -> EdgePattern:
+    """Union of window, random (``n_random`` per query, and/or each pair with probability
+    ``random_density``) and global pieces; (1, E) canonical pattern."""
     pieces = []
     if window:
         pieces.append(_window_edges(L, window, device))
     if n_random:
         pieces.append(_random_edges(L, n_random, seed, device))
+    if random_density:
+        pieces.append(_density_edges(L, random_density, seed, device))
     if n_global:
         pieces.append(_global_edges(L, n_global, device))
     if not pieces:
-        raise InputError("a sparse pattern needs at least one of window, n_random, n_global")
+        raise InputError("a sparse pattern needs at least one of window, n_random, random_density, n_global")
     src = torch.cat([p[0] for p in pieces])
     dst = torch.cat([p[1] for p in pieces])
     return EdgePattern.from_edges(src, dst, L)
@@ -257,9 +290,11 @@ def window_pattern(L: int, w: int = 64, *, n_global: int = 1, device=None) -> Ed
     return sparse_pattern(L, window=w, n_global=n_global, device=device)
 
 
-def bigbird_pattern(L: int, w: int = 32, n_random: int = 16, seed: int = 0, *, n_global: int = 1, device=None) -> EdgePattern:
-    """BigBird: window ``w`` + ``n_random`` random keys per query + global token(s) 0.."""
-    return sparse_pattern(L, window=w, n_random=n_random, n_global=n_global, seed=seed, device=device)
+def bigbird_pattern(L: int, w: int = 32, n_random: int = 16, seed: int = 0, *, n_global: int = 1, random_density: float = 0.0,
+                    device=None) -> EdgePattern:
+    """BigBird: window ``w`` + ``n_random`` random keys per query (and/or random pairs at
+    ``random_density``; GenoHoption's: :data:`OFFICIAL_RANDOM_DENSITY`) + global token(s) 0.."""
+    return sparse_pattern(L, window=w, n_random=n_random, n_global=n_global, seed=seed, random_density=random_density, device=device)
 
 
 def diffuser_pattern(L: int, *, window: int = 32, n_random: int = 0, n_global: int = 0, seed: int = 0, device=None) -> EdgePattern:
