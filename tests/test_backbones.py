@@ -268,6 +268,23 @@ def test_annotation_run_seed_reaches_random_kernels(tiny_prepared):
     assert record["model"]["attention_config"]["seed"] == 12  # a configured seed is an offset to the run seed
 
 
+def _graph_of(adata) -> GeneGraph:
+    train = (adata.obs["split"] == "train").to_numpy()
+    return build_gene_graph(adata.var_names, adata.X[train], [], use_grn=False)
+
+
+def test_geneformer_prepended_cls_from_scratch(tiny_prepared):
+    """cls_token 'prepended' trains from scratch with genes at positions 0..n-1 (max_len may fill
+    every position); null (the schema default) keeps the config's 'input'."""
+    _, record = annotate_transformer(tiny_prepared, backbone="geneformer", attention="genohoption-p", seed=0, epochs=1, max_len=8,
+                                     max_position=8, cls_token="prepended", graph=_graph_of(tiny_prepared))
+    assert record["model"]["cls_token"] == "prepended"
+    _, record = annotate_transformer(tiny_prepared, backbone="geneformer", attention="full", seed=0, epochs=1, cls_token=None)
+    assert record["model"]["cls_token"] == "input"
+    with pytest.raises(InputError, match="exceeds max_position"):
+        annotate_transformer(tiny_prepared, backbone="geneformer", attention="full", seed=0, epochs=1, max_len=8, max_position=8)
+
+
 def test_kernel_config_sizes_each_kernel(tiny_prepared):
     """One backbone entry carries options for several kernels; each run takes its kernel's entry."""
     _, record = annotate_transformer(tiny_prepared, backbone="geneformer", attention="longformer", seed=0, epochs=1,

@@ -69,8 +69,8 @@ def _scgpt_tokenizer(adata, cfg: ScGPTConfig, train_rows, max_len: int, rng):
 
 
 def _geneformer_tokenizer(adata, cfg: GeneformerConfig, train_rows, max_len: int, rng):
-    if max_len + 1 > cfg.max_position:
-        raise InputError(f"geneformer: max_len={max_len} (+ <cls>) exceeds max_position={cfg.max_position}")
+    if max_len + (cfg.cls_token == "input") > cfg.max_position:
+        raise InputError(f"geneformer: max_len={max_len}{' (+ <cls>)' if cfg.cls_token == 'input' else ''} exceeds max_position={cfg.max_position}")
     counts = adata.layers["counts"]
     medians = gene_medians(counts[train_rows])  # training cells only
 
@@ -128,7 +128,7 @@ def _build_config(spec: Backbone, backbone: str, **kwargs):
 
 
 # With a checkpoint the architecture is the checkpoint's; of a backbone's model options only these apply.
-CHECKPOINT_OPTIONS = ("dropout", "cell_embedding", "attention_config")
+CHECKPOINT_OPTIONS = ("dropout", "cell_embedding", "attention_config", "cls_token")
 
 
 def _load_checkpoint(backbone: str, folder, token_dictionary, adata, *, n_classes: int, attention: str, params: dict):
@@ -247,6 +247,8 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, gra
         options = {**options, "seed": int(options.get("seed", 0)) + seed}
     if options:
         params["attention_config"] = options
+    if params.get("cls_token", "") is None:  # geneformer's null: the config's default, or the checkpoint vocabulary's layout
+        del params["cls_token"]
     checkpoint, token_dictionary = params.pop("checkpoint", None), params.pop("token_dictionary", None)
     load_report = None
     if checkpoint:
