@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 # Training options (everything else in a backbone's params is a model option).
 # ``max_steps`` caps the epochs at ceil(max_steps / batches per epoch), so that a dataset with more
 # training cells runs fewer epochs of the same total cost (None: ``epochs`` alone).
-_TRAIN_KEYS = ("max_len", "lr", "lr_gamma", "batch_size", "epochs", "max_steps", "patience", "weight_decay")
+_TRAIN_KEYS = ("max_len", "lr", "lr_gamma", "batch_size", "epochs", "max_steps", "patience", "weight_decay", "amp")
 
 
 @dataclass(frozen=True)
@@ -192,7 +192,8 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, gra
         ``.npz``, or a :class:`TokenGraph`); required by graph kernels, ignored by the others.
     params
         Model options of the backbone's config plus the training options ``max_len, lr, lr_gamma,
-        batch_size, epochs, max_steps, patience, weight_decay``. ``kernel_config`` maps kernel
+        batch_size, epochs, max_steps, patience, weight_decay, amp`` (mixed precision: "bf16",
+        "fp16" or None). ``kernel_config`` maps kernel
         names to their options (e.g. ``{longformer: {window: 32}}``), so that one backbone entry
         can size every kernel; the entry of ``attention`` becomes the model's ``attention_config``
         unless that is given itself.
@@ -284,8 +285,9 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, gra
         weight_decay=train_opts.get("weight_decay", 0.0),
         seed=seed,
         device=device,
+        amp=train_opts.get("amp"),
     )
-    logits = predict_logits(model, tok(test_rows), batch_size=train_opts["batch_size"], device=device)
+    logits = predict_logits(model, tok(test_rows), batch_size=train_opts["batch_size"], device=device, amp=train_opts.get("amp"))
     record = {
         "backbone": backbone,
         "attention": attention,

@@ -138,6 +138,10 @@ class GraphDiffusionAttention(AttentionKernel):
         return edges
 
     def forward(self, q, k, v, key_padding_mask=None, edges=None):
+        with torch.autocast(q.device.type, enabled=False):  # under mixed precision: the sparse products stay float32
+            return self._forward(q, k, v, key_padding_mask, edges)
+
+    def _forward(self, q, k, v, key_padding_mask, edges):
         B, H, L, D = q.shape
         structure = self.pattern(L, edges, q.device).compile(key_padding_mask, H, batch_size=B)
         dtype = q.dtype if q.dtype in (torch.float32, torch.float64) else torch.float32  # sparse kernels: fp32/fp64
