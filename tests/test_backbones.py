@@ -132,6 +132,35 @@ def test_token_graph_orientation_and_cls():
     assert torch.equal(allowed2[:n, :n], allowed[:n, :n])
 
 
+def test_multigraph_parallel_edges_count_twice_in_the_softmax():
+    """graphs.multigraph: an edge of multiplicity m weighs m exp(s) in the softmax, as m parallel
+    edges in DGL's edge_softmax (GenoHoption's graphs); the reference is dense PPR with counts."""
+    from scfmbench.models.attention import build_kernel
+
+    ring = ring_graph()
+    A = ring.adjacency.toarray().astype(np.int8)
+    A[A != 0] = 1 + (np.arange((A != 0).sum()) % 3 == 0)  # every third edge doubled
+    graph = GeneGraph(adjacency=sp.csr_matrix(A), gene_names=ring.gene_names, has_cls=True, params={"multigraph": True})
+    tg = TokenGraph.from_gene_graph(graph)
+    genes = [5, 2, 6, 3, 8, 4]
+    ids = torch.tensor([[CLS_ID] + [g + N_SPECIAL for g in genes]])
+    nodes = [0] + [g + 1 for g in genes]
+    m = torch.tensor(A[np.ix_(nodes, nodes)], dtype=torch.float64)  # m[i, j]: multiplicity of token j -> token i
+    assert (m == 2).any()
+    assert tg.mean_degree() == A.sum() / A.shape[0]
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, len(nodes), 4, generator=gen, dtype=torch.float64) for _ in range(3))
+    w = m * torch.exp(q @ k.transpose(-1, -2) / 2.0)  # (1, H, L, L); sqrt(D) = 2
+    a = w / w.sum(-1, keepdim=True)
+    h = v
+    for _ in range(6):
+        h = 0.75 * a @ h + 0.25 * v
+    kernel = build_kernel("genohoption-p")
+    torch.testing.assert_close(kernel(q, k, v, edges=tg.pattern(ids)), h, rtol=0, atol=1e-10)
+    plain = TokenGraph.from_gene_graph(GeneGraph(adjacency=sp.csr_matrix(A != 0).astype(np.int8), gene_names=ring.gene_names, has_cls=True))
+    assert not torch.allclose(kernel(q, k, v, edges=plain.pattern(ids)), h)  # deduplicated: a different result
+
+
 # ---------------------------------------------------------------------------------------------
 # backbones x kernels
 

@@ -198,16 +198,17 @@ class TokenGraph:
         is joined to every real token as a global token.
     """
 
-    def __init__(self, adjacency, *, cls_node: bool):
+    def __init__(self, adjacency, *, cls_node: bool, multigraph: bool = False):
         self.adjacency = sp.csr_matrix(adjacency)
         self.cls_node = bool(cls_node)
+        self.multigraph = bool(multigraph)  # adjacency values are edge multiplicities (GeneGraph multigraph)
         self.n_genes = self.adjacency.shape[0] - int(self.cls_node)
         self._torch: dict[str, torch.Tensor] = {}
 
     @classmethod
     def from_gene_graph(cls, graph) -> "TokenGraph":
         """From a :class:`~scfmbench.graphs.build.GeneGraph` (``A[i, j]`` = edge j -> i): A.T."""
-        return cls(graph.adjacency.T.tocsr(), cls_node=graph.has_cls)
+        return cls(graph.adjacency.T.tocsr(), cls_node=graph.has_cls, multigraph=bool(graph.params.get("multigraph")))
 
     def node_index(self, gene_ids: torch.Tensor) -> torch.Tensor:
         """(B, L) graph node of every token, -1 for padding (and for CLS without a CLS node)."""
@@ -222,13 +223,23 @@ class TokenGraph:
         key = str(gene_ids.device)
         if key not in self._torch:  # the graph as a torch CSR tensor, once per device
             a = self.adjacency
+            indptr, indices = a.indptr.astype(np.int64), a.indices.astype(np.int64)
+            if self.multigraph:  # each edge repeated by its multiplicity: parallel edges in the pattern
+                counts = a.data.astype(np.int64)
+                indices = np.repeat(indices, counts)
+                rows = np.repeat(np.arange(a.shape[0]), np.diff(indptr))
+                indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, weights=counts, minlength=a.shape[0]).astype(np.int64))])
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
                 self._torch[key] = torch.sparse_csr_tensor(
-                    torch.as_tensor(a.indptr.astype(np.int64)), torch.as_tensor(a.indices.astype(np.int64)), torch.ones(a.nnz),
-                    size=a.shape, check_invariants=True).to(gene_ids.device)
-        return graph_pattern(self._torch[key], self.node_index(gene_ids), n_global=0 if self.cls_node else 1, self_loops=True)
+                    torch.as_tensor(indptr), torch.as_tensor(indices), torch.ones(len(indices)),
+                    size=a.shape, check_invariants=not self.multigraph).to(gene_ids.device)
+        # A multigraph holds its self-loops with their multiplicities; the plain graph gets one each.
+        return graph_pattern(self._torch[key], self.node_index(gene_ids), n_global=0 if self.cls_node else 1,
+                             self_loops=not self.multigraph or not self.cls_node, dedup=not self.multigraph)
 
     def mean_degree(self) -> float:
-        """Mean in-degree over all nodes (self-loops included), for run records."""
-        return self.adjacency.nnz / max(self.adjacency.shape[0], 1)
+        """Mean in-degree over all nodes (self-loops included; a multigraph's parallel edges each),
+        for run records."""
+        n_edges = int(self.adjacency.data.sum()) if self.multigraph else self.adjacency.nnz
+        return n_edges / max(self.adjacency.shape[0], 1)

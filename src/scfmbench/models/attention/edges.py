@@ -10,8 +10,8 @@ A leading dimension of 1 broadcasts over the batch (window and BigBird patterns 
 every cell). Builders return *canonical* patterns: in every row the valid edges come first, sorted
 by (dst, src), without duplicates, and ``src_order`` is set. The kernels rely on the dst order to
 build CSR rows and on ``src_order`` to build the transpose without a sort per forward (they check
-the order, and sort when handed a non-canonical pattern); a duplicated edge would count twice in
-the softmax, as a parallel edge of a multigraph does in DGL.
+the order, and sort when handed a non-canonical pattern); a duplicated edge counts twice in the
+softmax, as a parallel edge of a multigraph does in DGL (kept only by ``graph_pattern(dedup=False)``).
 
 ``key_padding_mask`` is not part of the pattern: the kernels drop every edge touching a padded
 token when they compile the pattern (:meth:`EdgePattern.compile`), so one pattern can serve any
@@ -177,16 +177,18 @@ class EdgePattern:
 # canonical form
 
 
-def _canonical(src: torch.Tensor, dst: torch.Tensor, valid: torch.Tensor, L: int):
-    """Per row: sort valid edges by (dst, src), drop duplicates, move empty slots to the end, trim;
+def _canonical(src: torch.Tensor, dst: torch.Tensor, valid: torch.Tensor, L: int, *, dedup: bool = True):
+    """Per row: sort valid edges by (dst, src), drop duplicates (unless ``dedup`` is False: a
+    multigraph's parallel edges each count in the softmax), move empty slots to the end, trim;
     also the slot order by (src, dst). Returns the fields of a canonical :class:`EdgePattern`."""
     sentinel = L * L
     key = torch.where(valid, dst * L + src, torch.full_like(src, sentinel))
     key, _ = torch.sort(key, dim=1)
-    dup = torch.zeros_like(valid)
-    dup[:, 1:] = key[:, 1:] == key[:, :-1]
-    key = torch.where(dup, torch.full_like(key, sentinel), key)
-    key, _ = torch.sort(key, dim=1)  # duplicates -> sentinel -> end of the row
+    if dedup:
+        dup = torch.zeros_like(valid)
+        dup[:, 1:] = key[:, 1:] == key[:, :-1]
+        key = torch.where(dup, torch.full_like(key, sentinel), key)
+        key, _ = torch.sort(key, dim=1)  # duplicates -> sentinel -> end of the row
     valid = key < sentinel
     E = int(valid.sum(1).max()) if valid.numel() else 0
     key, valid = key[:, :E], valid[:, :E]
@@ -321,7 +323,7 @@ def _csr_arrays(adjacency, device) -> tuple[torch.Tensor, torch.Tensor, int]:
     return (torch.as_tensor(a.indptr.astype(np.int64), device=device), torch.as_tensor(a.indices.astype(np.int64), device=device), a.shape[0])
 
 
-def graph_pattern(adjacency, gene_index: torch.Tensor, *, n_global: int = 0, self_loops: bool = True) -> EdgePattern:
+def graph_pattern(adjacency, gene_index: torch.Tensor, *, n_global: int = 0, self_loops: bool = True, dedup: bool = True) -> EdgePattern:
     """Per cell, the subgraph of a gene graph induced by the genes the cell carries (Seq2Graph).
 
     Parameters
@@ -338,6 +340,9 @@ def graph_pattern(adjacency, gene_index: torch.Tensor, *, n_global: int = 0, sel
         both directions, whatever their ``gene_index``.
     self_loops
         Add i -> i for every real token (the GenoHoption graph has self-loops).
+    dedup
+        Drop repeated edges (default). False keeps them (a CSR ``adjacency`` may repeat a column
+        in a row): parallel edges of a multigraph, each counted in the softmax as in DGL.
 
     Returns
     -------
@@ -398,4 +403,4 @@ def graph_pattern(adjacency, gene_index: torch.Tensor, *, n_global: int = 0, sel
     dst = torch.zeros_like(src)
     valid = torch.zeros(B, E, dtype=torch.bool, device=device)
     src[e_cell, slot], dst[e_cell, slot], valid[e_cell, slot] = e_src, e_dst, True
-    return EdgePattern(*_canonical(src, dst, valid, L))
+    return EdgePattern(*_canonical(src, dst, valid, L, dedup=dedup))
