@@ -28,8 +28,47 @@ def test_logreg_beats_majority(prepared):
 
 def test_bin_values_by_hand():
     # Non-zero values 1..5 with 5 bins: edges = quantiles at (0, 1/3, 2/3, 1) = (1, 7/3, 11/3, 5).
+    # No value equals two edges, so the tie-breaking draw cannot move any of them.
     values = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
-    assert bin_values(values, 5).tolist() == [0, 1, 1, 2, 3, 4]
+    assert bin_values(values, 5, rng=np.random.default_rng(0)).tolist() == [0, 1, 1, 2, 3, 4]
+
+
+def _scgpt_digitize_both(x, bins, rands):
+    """scGPT's ``_digitize(x, bins, side="both")`` (scgpt/preprocess.py) written out, with its
+    ``np.random.rand(len(x))`` replaced by the given uniform numbers."""
+    left = np.digitize(x, bins)
+    right = np.digitize(x, bins, right=True)
+    return np.ceil(rands * (right - left) + left).astype(np.int64)
+
+
+def test_bin_values_spreads_ties_as_scgpt():
+    # A typical cell: most non-zero genes share the smallest value (count 1), a few are higher.
+    values = np.array([0.0] * 5 + [0.7] * 40 + [1.1] * 6 + [1.6, 2.0, 2.4, 3.1])
+    x = values[values > 0]
+    edges = np.quantile(x, np.linspace(0, 1, 50))
+    expected = _scgpt_digitize_both(x, edges, np.random.default_rng(3).random(x.size))
+    got = bin_values(values, 51, rng=np.random.default_rng(3))
+    assert got[:5].tolist() == [0] * 5
+    assert got[5:].tolist() == expected.tolist()
+    tied = got[5:45]
+    assert len(set(tied.tolist())) > 10  # one bin for all 40 under np.digitize alone (side="one")
+    assert tied.min() >= 1 and got.max() <= 50
+    # the same seed gives the same bins, and scGPT's rule keeps the order between distinct values
+    assert bin_values(values, 51, rng=np.random.default_rng(3)).tolist() == got.tolist()
+    assert tied.max() <= got[45:].min()
+
+
+def test_tokenizer_and_graph_layer_bin_alike():
+    # One function bins for the scGPT tokenizer and for the gene graph's binned layer.
+    from scfmbench.graphs.coexpression import binned_layer
+
+    X = sp.csr_matrix(np.random.default_rng(0).poisson(0.8, (6, 40)).astype(np.float64))
+    cells = tokenize_scgpt(X, n_bins=11, max_len=50, rng=np.random.default_rng(5))
+    layer = binned_layer(X, 11, rng=np.random.default_rng(5)).toarray()
+    for i in range(6):
+        real = ~cells.padding[i, 1:]
+        genes = cells.gene_ids[i, 1:][real].numpy() - N_SPECIAL
+        assert cells.value_ids[i, 1:][real].tolist() == layer[i, genes].astype(int).tolist()
 
 
 def test_tokenize_keeps_nonzero_genes_and_subsamples():

@@ -83,9 +83,47 @@ def run(kernel, data, **overrides):
     return kernel(d["q"], d["k"], d["v"], key_padding_mask=d["kpm"], edges=d["edges"] if kernel.needs_edges else None)
 
 
-def allowed_mask(kernel, data) -> torch.Tensor:
-    edges = kernel.pattern(L, data["edges"] if kernel.needs_edges else None, data["q"].device)
-    return edges.to_dense(data["kpm"])
+def official_adjacency(n: int, w: int, *, n_global: int = 0, max_len: int = 2048) -> torch.Tensor:
+    """(n, n) bool: GenoHoption's ``create_adj_mat`` (utils.py) written as there: a loop over
+    blocks of w starting every w/2 on a max_len x max_len matrix, its global token
+    (``adj[0, :] = adj[:, 0] = 1``) when ``n_global``, and each batch's top-left block. Independent
+    of edges.py."""
+    adj = np.zeros((max_len, max_len), dtype=bool)
+    for m in range(max_len // (w // 2) - 1):
+        start = m * w // 2
+        end = min(start + w, max_len)
+        adj[start:end, start:end] = True
+    for g in range(n_global):
+        adj[g, :] = adj[:, g] = True
+    return torch.from_numpy(adj[:n, :n])
+
+
+def induced_subgraph_mask(gene_graph, genes: torch.Tensor, kpm: torch.Tensor) -> torch.Tensor:
+    """Slow reference with Python loops: edge j -> i iff graph edge gene_j -> gene_i, a self-loop,
+    or one end is the CLS token (position 0); nothing touches padding."""
+    adj = gene_graph.toarray() != 0
+    out = torch.zeros(B, L, L, dtype=torch.bool)
+    for b in range(B):
+        for i in range(L):
+            for j in range(L):
+                if kpm[b, i] or kpm[b, j]:
+                    continue
+                out[b, i, j] = i == 0 or j == 0 or i == j or bool(adj[genes[b, j], genes[b, i]])
+    return out
+
+
+def allowed_mask(kernel, data, gene_graph) -> torch.Tensor:
+    """(B, L, L) keys each query may attend to, built without the kernel's own ``pattern()``:
+    the induced subgraph for graph kernels, the official window (+ global) adjacency otherwise
+    (kernels with random edges are built without them here: see the BigBird tests)."""
+    if kernel.needs_edges:
+        return induced_subgraph_mask(gene_graph, data["genes"], data["kpm"])
+    assert not getattr(kernel, "n_random", 0) and not getattr(kernel, "random_density", 0)
+    real = ~data["kpm"]
+    return official_adjacency(L, kernel.window, n_global=kernel.n_global)[None] & real[:, :, None] & real[:, None, :]
+
+
+NO_RANDOM = {"bigbird": dict(n_random=0)}  # the dense references cover window + global; random edges are tested apart
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,31 +184,32 @@ def test_inside_multihead_module(name, batch):
 
 
 @pytest.mark.parametrize("name", sorted(n for n in KERNELS if is_sparse(n)))
-def test_sparse_equals_dense_masked_attention(name, batch):
-    kernel = make_kernel(name)
-    expected = dense_reference(batch["q"], batch["k"], batch["v"], allowed_mask(kernel, batch), diffusion=kernel.diffusion, alpha=kernel.alpha, t=kernel.t, steps=kernel.k)
+def test_sparse_equals_dense_masked_attention(name, batch, gene_graph):
+    kernel = make_kernel(name, **NO_RANDOM.get(name, {}))
+    expected = dense_reference(batch["q"], batch["k"], batch["v"], allowed_mask(kernel, batch, gene_graph), diffusion=kernel.diffusion,
+                               alpha=kernel.alpha, t=kernel.t, steps=kernel.k)
     torch.testing.assert_close(run(kernel, batch), expected, rtol=0, atol=1e-5)
 
 
-def test_onehop_equals_sdpa_with_boolean_mask(batch):
+def test_onehop_equals_sdpa_with_boolean_mask(batch, gene_graph):
     kernel = make_kernel("onehop")
-    allowed = allowed_mask(kernel, batch)
+    allowed = allowed_mask(kernel, batch, gene_graph)
     has_key = allowed.any(-1)[:, None, :, None].expand(B, H, L, D)
     sdpa = F.scaled_dot_product_attention(batch["q"], batch["k"], batch["v"], attn_mask=allowed[:, None])
     torch.testing.assert_close(run(kernel, batch)[has_key], sdpa[has_key], rtol=0, atol=1e-10)
 
 
-def _dense_attention(batch, kernel):
-    allowed = allowed_mask(kernel, batch)
+def _dense_attention(batch, kernel, gene_graph):
+    allowed = allowed_mask(kernel, batch, gene_graph)
     scores = (batch["q"] @ batch["k"].transpose(-1, -2) / math.sqrt(D)).masked_fill(~allowed[:, None], float("-inf"))
     return torch.softmax(scores, -1).nan_to_num(0.0)  # (B, H, L, L)
 
 
 @pytest.mark.parametrize("diffusion", ["ppr", "heat"])
 @pytest.mark.parametrize("steps", [1, 3, 6])
-def test_diffusion_equals_explicit_matrix_powers(batch, diffusion, steps):
+def test_diffusion_equals_explicit_matrix_powers(batch, gene_graph, diffusion, steps):
     kernel = make_kernel("genohoption", diffusion=diffusion, k=steps, alpha=0.3, t=2.0)
-    A = _dense_attention(batch, kernel)
+    A = _dense_attention(batch, kernel, gene_graph)
     if diffusion == "ppr":  # V_K = ((1-a)^K A^K + a sum_{j<K} (1-a)^j A^j) V  (paper Eq. 9)
         M = (0.7**steps) * torch.linalg.matrix_power(A, steps) + sum(0.3 * 0.7**j * torch.linalg.matrix_power(A, j) for j in range(steps))
     else:  # sum_{j<K} e^-t t^j / j! A^j V  (Eq. 11, K terms)
@@ -178,10 +217,10 @@ def test_diffusion_equals_explicit_matrix_powers(batch, diffusion, steps):
     torch.testing.assert_close(run(kernel, batch), M @ batch["v"], rtol=0, atol=1e-10)
 
 
-def test_diffusion_converges_to_closed_forms(batch):
+def test_diffusion_converges_to_closed_forms(batch, gene_graph):
     eye = torch.eye(L, dtype=torch.float64)
     ppr = make_kernel("genohoption-p", alpha=0.25, k=200)
-    A = _dense_attention(batch, ppr)
+    A = _dense_attention(batch, ppr, gene_graph)
     closed = 0.25 * torch.linalg.solve(eye - 0.75 * A, batch["v"])  # alpha (I - (1 - alpha) A)^-1 V
     torch.testing.assert_close(run(ppr, batch), closed, rtol=0, atol=1e-10)
     heat = make_kernel("genohoption-h", t=5.0, k=200)
@@ -207,35 +246,20 @@ def test_graph_kernel_needs_edges(batch):
 
 
 def test_graph_pattern_is_each_cells_induced_subgraph(batch, gene_graph):
-    """Slow reference with Python loops: edge j -> i iff graph edge gene_j -> gene_i, a self-loop,
-    or one end is the CLS token; nothing touches padding. Cells carry different gene sets."""
-    adj = gene_graph.toarray() != 0
+    """Cells carry different gene sets; the reference is :func:`induced_subgraph_mask`."""
     genes, kpm = batch["genes"], batch["kpm"]
-    expected = torch.zeros(B, L, L, dtype=torch.bool)
-    for b in range(B):
-        for i in range(L):
-            for j in range(L):
-                if kpm[b, i] or kpm[b, j]:
-                    continue
-                cls = i == 0 or j == 0
-                expected[b, i, j] = cls or i == j or bool(adj[genes[b, j], genes[b, i]])
+    expected = induced_subgraph_mask(gene_graph, genes, kpm)
     assert torch.equal(batch["edges"].to_dense(), expected)
     assert torch.equal(batch["edges"].to_dense(kpm), expected)
     assert len({tuple(g[g >= 0].tolist()) for g in genes}) == B  # really different gene sets
 
 
 def test_window_pattern_matches_official_adjacency():
-    """``_create_adj_mat`` of the official code (Geneformer_window.py), cropped to L."""
-    w, max_len = 8, 64
-    adj = np.zeros((max_len, max_len), dtype=bool)
-    for m in range(max_len // (w // 2) - 1):
-        start = m * w // 2
-        adj[start:min(start + w, max_len), start:min(start + w, max_len)] = True
-    for n in (20, 37, 64):
-        got = window_pattern(n, w, n_global=0).to_dense()[0]
-        assert torch.equal(got, torch.from_numpy(adj[:n, :n]))
-    with_cls = window_pattern(20, w, n_global=1).to_dense()[0]
-    assert with_cls[0].all() and with_cls[:, 0].all()
+    """``create_adj_mat`` of the official code, cropped to L (with and without the global token)."""
+    for w in (4, 8, 14):
+        for n in (20, 37, 64):
+            for g in (0, 1):
+                assert torch.equal(window_pattern(n, w, n_global=g).to_dense()[0], official_adjacency(n, w, n_global=g))
 
 
 def test_bigbird_pattern_is_seeded():
@@ -245,6 +269,28 @@ def test_bigbird_pattern_is_seeded():
     first = kernel.pattern(50, None, "cpu").to_dense()
     kernel.train()
     assert torch.equal(kernel.pattern(50, None, "cpu").to_dense(), first)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_bigbird_official_random_density(seed):
+    """GenoHoption's BigBird: window + global token 0 (official_adjacency) plus 200 x 2048 random
+    entries of the 2048^2 matrix, i.e. each pair with probability 200/2048 (~0.098 L keys per query)."""
+    n, w = 700, 14
+    kernel = build_kernel("bigbird", window=w, random_density=200 / 2048, seed=seed)
+    got = kernel.pattern(n, None, "cpu").to_dense()[0]
+    base = official_adjacency(n, w, n_global=1)
+    assert torch.equal(got & base, base)  # window and global edges all there
+    extra = (got & ~base).sum().item()
+    p = 200 / 2048
+    expected = p * (~base).sum().item()  # each non-window pair drawn with probability p
+    assert abs(extra - expected) < 5 * math.sqrt(expected * (1 - p))
+    per_query = got.sum(1).float() - base.sum(1).float()
+    assert abs(per_query.mean().item() - p * (n - base.sum(1).float().mean().item())) < 3.0  # about 0.098 L
+    # a shorter sequence uses the top-left block (the official batches cut theirs from one matrix)
+    assert torch.equal(kernel.pattern(300, None, "cpu").to_dense()[0], got[:300, :300])
+    other = build_kernel("bigbird", window=w, random_density=200 / 2048, seed=seed + 1).pattern(n, None, "cpu").to_dense()[0]
+    assert not torch.equal(other, got)  # the pattern changes with the seed, as the official set_seed(seed)
+    assert kernel.n_random == 0 and build_kernel("bigbird").n_random == 16  # 16 per query when no density is given
 
 
 def test_patterns_are_canonical():
@@ -326,13 +372,92 @@ def test_compiled_structure_is_the_dense_pattern(batch, which, padded):
     assert torch.equal(s.row, m.nonzero()[: s.nnz, 0])
 
 
-def test_diffuser_presets():
-    official, paper = make_kernel("diffuser", window=None), build_kernel("diffuser", preset="paper")
-    assert (official.alpha, official.k, official.window) == (0.25, 6, 32)
-    assert (paper.alpha, paper.k, paper.window, paper.n_random, paper.n_global) == (0.1, 5, 64, 64, 64)
-    assert build_kernel("diffuser", preset="paper", alpha=0.2).alpha == 0.2
+def _official_ppr(q, k, v, allowed, *, alpha, steps, drop=lambda x: x):
+    """GenoHoption's gn_attn.py PPR branch with dense tensors: edge softmax over allowed keys,
+    dropout on the weights, then ``steps`` x (h = (1 - alpha) A h + alpha v, dropout(h))."""
+    scores = (q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).masked_fill(~allowed[:, None], float("-inf"))
+    A = drop(torch.softmax(scores, -1).nan_to_num(0.0))
+    h = v
+    for _ in range(steps):
+        h = drop((1.0 - alpha) * A @ h + alpha * v)
+    return h
+
+
+def test_diffuser_official_preset_is_the_official_baseline(batch):
+    """GenoHoption's Diffuser baseline (scGPT_run_all_celltype_window.py, mode 'window'): the window
+    adjacency only, PPR with iter_num 6 and alpha 0.25."""
+    kernel = build_kernel("diffuser", preset="official", window=4)
+    real = ~batch["kpm"]
+    allowed = official_adjacency(L, 4)[None] & real[:, :, None] & real[:, None, :]
+    expected = _official_ppr(batch["q"], batch["k"], batch["v"], allowed, alpha=0.25, steps=6)
+    torch.testing.assert_close(run(kernel, batch), expected, rtol=0, atol=1e-10)
     with pytest.raises(InputError):
         build_kernel("diffuser", preset="nope")
+
+
+def test_diffuser_paper_preset_is_diffusers_setting():
+    """Diffuser (Feng et al. 2022): window 64 + 64 random keys per query + 64 global tokens, PPR
+    alpha 0.1 over 5 iterations; checked on the pattern and the output, not on the constants."""
+    n = 1000
+    kernel = build_kernel("diffuser", preset="paper")
+    got = kernel.pattern(n, None, "cpu").to_dense()[0]
+    base = official_adjacency(n, 64, n_global=64)
+    assert torch.equal(got & base, base)
+    extra = (got & ~base).sum(1)
+    assert extra.max() <= 64 and extra[64:].float().mean() > 45  # 64 random keys per query (with replacement; ~84% off the window)
+    gen = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(1, 1, n, 4, generator=gen, dtype=torch.float64) for _ in range(3))
+    expected = _official_ppr(q, k, v, got[None], alpha=0.1, steps=5)
+    torch.testing.assert_close(kernel(q, k, v), expected, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["genohoption-p", "genohoption-h", "onehop", "longformer", "diffuser"])
+def test_attention_dropout_where_the_official_code_has_it(name, batch, gene_graph, monkeypatch):
+    """gn_attn.py drops the edge weights, then the node states after every PPR step and after the
+    heat sum (the window baselines are PPR with one step, alpha 0). A stand-in dropout that halves
+    its input makes every placement visible in the output."""
+    kernel = make_kernel(name, **NO_RANDOM.get(name, {}), dropout=0.3).train()
+    monkeypatch.setattr(F, "dropout", lambda x, p=0.5, training=True, inplace=False: x * 0.5 if training and p > 0 else x)
+    allowed = allowed_mask(kernel, batch, gene_graph)
+    half = lambda x: 0.5 * x  # noqa: E731
+    q, k, v = batch["q"], batch["k"], batch["v"]
+    if kernel.diffusion == "heat":
+        scores = (q @ k.transpose(-1, -2) / math.sqrt(D)).masked_fill(~allowed[:, None], float("-inf"))
+        A = half(torch.softmax(scores, -1).nan_to_num(0.0))
+        term, total = math.exp(-kernel.t) * v, math.exp(-kernel.t) * v
+        for step in range(1, kernel.k):  # the official loop: h = A h, accumulate t^k / k! h
+            term = A @ term
+            total = total + math.prod(kernel.t / j for j in range(1, step + 1)) * term
+        expected = half(total)
+    elif kernel.diffusion == "none":
+        expected = _official_ppr(q, k, v, allowed, alpha=0.0, steps=1, drop=half)
+    else:
+        expected = _official_ppr(q, k, v, allowed, alpha=kernel.alpha, steps=kernel.k, drop=half)
+    torch.testing.assert_close(run(kernel, batch), expected, rtol=0, atol=1e-10)
+    monkeypatch.undo()
+    assert torch.equal(run(kernel.eval(), batch), run(make_kernel(name, **NO_RANDOM.get(name, {})), batch))  # no dropout in eval
+
+
+def test_attention_dropout_defaults_to_the_models():
+    """scGPT's attention and GenoHoption's gn_attn drop attention at the model's dropout."""
+    for name in ("full", "genohoption-p", "bigbird"):
+        assert MultiHeadAttention(8, 2, kernel=name, dropout=0.2).kernel.dropout == 0.2
+        assert MultiHeadAttention(8, 2, kernel=name, dropout=0.2, kernel_config={"dropout": 0.0}).kernel.dropout == 0.0
+    MultiHeadAttention(8, 2, kernel="performer", dropout=0.2)  # no attention-weight dropout in FAVOR+: nothing to set
+
+
+def test_head_dim_is_performer_pytorchs_geometry():
+    """scBERT's PerformerLM(dim=200, heads=10) keeps performer-pytorch's dim_head=64: 640-wide q, k,
+    v and int(64 ln 64) = 266 random features per head."""
+    from performer_pytorch import SelfAttention
+
+    theirs = SelfAttention(200, heads=10, dim_head=64)
+    ours = MultiHeadAttention(200, 10, kernel="performer", head_dim=64)
+    assert ours.qkv.weight.shape == (3 * theirs.to_q.weight.shape[0], 200)
+    assert ours.out.weight.shape == theirs.to_out.weight.shape
+    x = torch.randn(2, 30, 200)
+    assert ours(x).shape == x.shape
+    assert ours.kernel.projection(64, "cpu").shape == theirs.fast_attention.projection_matrix.shape
 
 
 # ---------------------------------------------------------------------------------------------

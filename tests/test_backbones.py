@@ -132,6 +132,35 @@ def test_token_graph_orientation_and_cls():
     assert torch.equal(allowed2[:n, :n], allowed[:n, :n])
 
 
+def test_multigraph_parallel_edges_count_twice_in_the_softmax():
+    """graphs.multigraph: an edge of multiplicity m weighs m exp(s) in the softmax, as m parallel
+    edges in DGL's edge_softmax (GenoHoption's graphs); the reference is dense PPR with counts."""
+    from scfmbench.models.attention import build_kernel
+
+    ring = ring_graph()
+    A = ring.adjacency.toarray().astype(np.int8)
+    A[A != 0] = 1 + (np.arange((A != 0).sum()) % 3 == 0)  # every third edge doubled
+    graph = GeneGraph(adjacency=sp.csr_matrix(A), gene_names=ring.gene_names, has_cls=True, params={"multigraph": True})
+    tg = TokenGraph.from_gene_graph(graph)
+    genes = [5, 2, 6, 3, 8, 4]
+    ids = torch.tensor([[CLS_ID] + [g + N_SPECIAL for g in genes]])
+    nodes = [0] + [g + 1 for g in genes]
+    m = torch.tensor(A[np.ix_(nodes, nodes)], dtype=torch.float64)  # m[i, j]: multiplicity of token j -> token i
+    assert (m == 2).any()
+    assert tg.mean_degree() == A.sum() / A.shape[0]
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, len(nodes), 4, generator=gen, dtype=torch.float64) for _ in range(3))
+    w = m * torch.exp(q @ k.transpose(-1, -2) / 2.0)  # (1, H, L, L); sqrt(D) = 2
+    a = w / w.sum(-1, keepdim=True)
+    h = v
+    for _ in range(6):
+        h = 0.75 * a @ h + 0.25 * v
+    kernel = build_kernel("genohoption-p")
+    torch.testing.assert_close(kernel(q, k, v, edges=tg.pattern(ids)), h, rtol=0, atol=1e-10)
+    plain = TokenGraph.from_gene_graph(GeneGraph(adjacency=sp.csr_matrix(A != 0).astype(np.int8), gene_names=ring.gene_names, has_cls=True))
+    assert not torch.allclose(kernel(q, k, v, edges=plain.pattern(ids)), h)  # deduplicated: a different result
+
+
 # ---------------------------------------------------------------------------------------------
 # backbones x kernels
 
@@ -152,6 +181,42 @@ def test_forward_backward(backbone, attention):
     assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
     qkv = [g for n, g in grads.items() if n.endswith("self_attn.qkv.weight")]
     assert len(qkv) == 2 and all(g.abs().sum() > 0 for g in qkv)
+
+
+@pytest.mark.parametrize("attention", list(KERNEL_CONFIG))
+@pytest.mark.parametrize("backbone", ["scgpt", "geneformer", "scbert"])
+def test_bf16_autocast_step_matches_float32(backbone, attention):
+    """amp 'bf16' (scGPT fine-tunes under AMP): the same loss as float32 to bf16's precision,
+    finite gradients close to float32's, and autocast really on (bf16 activations)."""
+    from scfmbench.train import autocast
+
+    torch.manual_seed(0)
+    model = build(backbone, attention)
+    batch = tokens(backbone, counts_matrix()).batch(torch.arange(4))
+    y = torch.tensor([0, 1, 2, 0])
+    losses, grads = {}, {}
+    for amp in (None, "bf16"):
+        model.zero_grad()
+        with autocast("cpu", amp):
+            logits = model(batch)
+        assert logits.dtype == (torch.bfloat16 if amp else torch.float32)
+        loss = torch.nn.functional.cross_entropy(logits.float(), y)
+        loss.backward()
+        losses[amp] = loss.item()
+        grads[amp] = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    assert torch.isfinite(grads["bf16"]).all()
+    assert abs(losses["bf16"] - losses[None]) < 0.03 * abs(losses[None]) + 1e-3
+    assert torch.nn.functional.cosine_similarity(grads["bf16"], grads[None], dim=0) > 0.98
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_annotator_trains_under_amp(tiny_prepared, amp):
+    """fit_classifier's mixed precision (fp16 with a GradScaler) end to end; the option is recorded."""
+    pred, record = annotate_transformer(tiny_prepared, backbone="scgpt", attention="genohoption-p", seed=0, epochs=2, amp=amp,
+                                        graph=_graph_of(tiny_prepared))
+    assert record["train"]["amp"] == amp and np.isfinite(record["history"]["train_loss"]).all()
+    with pytest.raises(InputError, match="amp must be one of"):
+        annotate_transformer(tiny_prepared, backbone="scgpt", attention="full", seed=0, epochs=1, amp="fp8")
 
 
 @pytest.mark.parametrize("cell_embedding", ["cls", "avg-pool"])
@@ -252,6 +317,37 @@ def test_annotator_input_errors(tiny_prepared):
     with pytest.raises(InputError, match="allowed keys"):
         annotate_transformer(tiny_prepared, backbone="scbert", attention="performer", seed=0, d_modle=8)
     assert set(BACKBONES) == {"scgpt", "geneformer", "scbert"}
+
+
+def test_annotation_run_seed_reaches_random_kernels(tiny_prepared):
+    """The run seed is the seed of every random pattern and projection, recorded in run.json's model."""
+    for attention, extra in (("bigbird", {}), ("diffuser", {"n_random": 2}), ("performer", {"nb_features": 8})):
+        seeds = []
+        for seed in (0, 1):
+            _, record = annotate_transformer(tiny_prepared, backbone="scgpt", attention=attention, seed=seed, epochs=1,
+                                             d_model=8, n_heads=2, d_hidden=8, kernel_config={attention: {"window": 4, **extra} if attention != "performer" else extra})
+            seeds.append(record["model"]["attention_config"]["seed"])
+        assert seeds == [0, 1], attention
+    _, record = annotate_transformer(tiny_prepared, backbone="scgpt", attention="bigbird", seed=2, epochs=1, d_model=8,
+                                     n_heads=2, d_hidden=8, kernel_config={"bigbird": {"window": 4, "seed": 10}})
+    assert record["model"]["attention_config"]["seed"] == 12  # a configured seed is an offset to the run seed
+
+
+def _graph_of(adata) -> GeneGraph:
+    train = (adata.obs["split"] == "train").to_numpy()
+    return build_gene_graph(adata.var_names, adata.X[train], [], use_grn=False)
+
+
+def test_geneformer_prepended_cls_from_scratch(tiny_prepared):
+    """cls_token 'prepended' trains from scratch with genes at positions 0..n-1 (max_len may fill
+    every position); null (the schema default) keeps the config's 'input'."""
+    _, record = annotate_transformer(tiny_prepared, backbone="geneformer", attention="genohoption-p", seed=0, epochs=1, max_len=8,
+                                     max_position=8, cls_token="prepended", graph=_graph_of(tiny_prepared))
+    assert record["model"]["cls_token"] == "prepended"
+    _, record = annotate_transformer(tiny_prepared, backbone="geneformer", attention="full", seed=0, epochs=1, cls_token=None)
+    assert record["model"]["cls_token"] == "input"
+    with pytest.raises(InputError, match="exceeds max_position"):
+        annotate_transformer(tiny_prepared, backbone="geneformer", attention="full", seed=0, epochs=1, max_len=8, max_position=8)
 
 
 def test_kernel_config_sizes_each_kernel(tiny_prepared):

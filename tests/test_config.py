@@ -82,9 +82,10 @@ def test_unknown_attention_is_an_error(schema_path, tmp_path):
     "kernel_config, expected",
     [
         ({"bigbrid": {"window": 8}}, "'params.scgpt.kernel_config.bigbrid': unknown kernel"),
-        ({"bigbird": {"windw": 8}}, "unknown option(s) ['windw']; bigbird takes ['dropout', 'n_global', 'n_random', 'seed', 'window']"),
+        ({"bigbird": {"windw": 8}}, "unknown option(s) ['windw']; bigbird takes ['dropout', 'n_global', 'n_random', 'random_density', 'seed', 'window']"),
         ({"diffuser": {"window": "mean"}}, "window must be an even integer >= 2"),
         ({"longformer": {"window": 1}}, "window must be an even integer >= 2"),
+        ({"bigbird": {"random_density": 2.0}}, "random_density must be a number in [0, 1]"),
         ({"bigbird": {"window": 13}}, "or 'mean_degree' (the dataset graph's mean in-degree, rounded up to even), got 13"),
     ],
 )

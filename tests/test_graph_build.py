@@ -63,6 +63,35 @@ def test_union_self_loops_and_cls():
     assert stats["mean_in_degree"] == pytest.approx((A.nnz - A[0].nnz) / n)  # gene rows only
 
 
+def test_multigraph_counts_parallel_edges_as_genohoption(tmp_path):
+    """GenoHoption's generate_g (utils.py): the two edge tables outer-merged (an edge in both stays
+    twice), co-expression's own self pairs, then dgl.add_self_loop, and the CLS edges whose self
+    pair is deduplicated before add_self_loop: the multiplicities written out by hand."""
+    X = _train()
+    tables = _tables() + [_edges([("GAPDH", "ACTB")], "extra")]  # GAPDH -> ACTB is co-expressed too: in both parts
+    plain = build_gene_graph(GENES, X, tables, top_h=1, delta=0.5)
+    multi = build_gene_graph(GENES, X, tables, top_h=1, delta=0.5, multigraph=True)
+    reg = build_gene_graph(GENES, None, tables, use_coexpr=False).adjacency.toarray()  # regulatory part alone
+    n = len(GENES)
+    src, dst, _ = coexpression_edges(X, top_h=1, delta=0.5)
+    co = {(int(s) + 1, int(d) + 1) for s, d in zip(src, dst)}  # (source node, target node)
+    expected = np.zeros((n + 1, n + 1), dtype=int)
+    for i in range(n + 1):  # target
+        for j in range(n + 1):  # source
+            if i == j:
+                expected[i, j] = 2  # dgl.add_self_loop + co-expression's self pair (CLS: its global self pair)
+            elif i == 0 or j == 0:
+                expected[i, j] = 1  # CLS edges, deduplicated by set() in generate_g
+            else:
+                expected[i, j] = int(bool(reg[i, j])) + int((j, i) in co)
+    M = multi.adjacency.toarray()
+    assert (expected == 2).sum() > n + 1  # the fixture has an edge in both parts
+    assert np.array_equal(M, expected)
+    assert np.array_equal(M != 0, plain.adjacency.toarray() != 0)  # the same edges, only the counts differ
+    save_graph(multi, tmp_path / "m.npz")
+    assert np.array_equal(load_graph(tmp_path / "m.npz").adjacency.toarray(), M)
+
+
 def test_ablation_flags():
     X, tables = _train(), _tables()
     n = len(GENES)

@@ -156,7 +156,10 @@ def test_paper_config_validates_and_lists_the_papers_methods():
     scgpt, geneformer = cfg["params"]["scgpt"], cfg["params"]["geneformer"]
     assert (scgpt["d_model"], scgpt["n_layers"], scgpt["n_heads"], scgpt["lr"], scgpt["batch_size"], scgpt["max_len"]) == (512, 12, 8, 1e-4, 32, 3001)
     assert scgpt["max_steps"] is None and geneformer["max_steps"] is None and cfg["params"]["scbert"]["max_steps"] is None
-    assert geneformer["max_len"] + 1 <= geneformer["max_position"]  # <cls> + genes must fit the positions
+    # genes (+ an input <cls>) must fit the positions; GenoHoption's adaptor prepends <cls> after them
+    assert geneformer["cls_token"] == "prepended" and geneformer["max_len"] + (geneformer["cls_token"] == "input") <= geneformer["max_position"]
+    assert scgpt["amp"] == "fp16" and geneformer["amp"] is None  # GenoHoption's scGPT scripts: amp=True; Geneformer's Trainer: float32
+    assert cfg["params"]["scbert"]["dim_head"] == 64  # scBERT: performer-pytorch's dim_head
     profile = cfg["profile"]
     assert (profile["heads"], profile["dim"], profile["batches"], profile["dtype"], profile["repeats"]) == (8, 256, [32], "float16", 10)
     from scfmbench.profile import mechanism_names

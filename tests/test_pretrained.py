@@ -94,6 +94,38 @@ def test_geneformer_token_dictionary_reindexes_embeddings(bert_folder, tmp_path)
         load_geneformer_checkpoint(folder, n_classes=2, gene_names=["A"])
 
 
+def test_geneformer_v1_vocabulary_prepends_cls_as_genohoptions_adaptor(bert_folder, tmp_path):
+    """A V1 vocabulary (no <cls>): genes keep the positions 0..n-1 they were pretrained with and the
+    <cls> state is the mean of the embedded genes, prepended after the embedding layer, as
+    GenoHoption's Geneformer_adaptor.py; the reference runs Hugging Face's own BERT modules."""
+    folder, bert = bert_folder
+    vocab = {"<pad>": 0, "<mask>": 1, **{f"ENSG{i}": i for i in range(2, 12)}}  # gene g -> id g + 2, as ours
+    (tmp_path / "tokens.json").write_text(json.dumps(vocab))
+    model, report = load_geneformer_checkpoint(folder, n_classes=3, gene_names=[f"ENSG{i}" for i in range(2, 12)], token_dictionary=tmp_path / "tokens.json")
+    assert model.cfg.cls_token == "prepended" and any("cls_token" in n for n in report.notes)
+    cells = cells_from([[CLS_ID, 5, 3, 9, 2, 11], [CLS_ID, 4, 7, 2], [CLS_ID, 10]])
+    model.eval()
+    with torch.no_grad():
+        ours = model.hidden_states(cells)
+        genes, real = cells.gene_ids[:, 1:], (~cells.padding[:, 1:]).float()
+        emb = bert.embeddings(input_ids=genes)  # positions 0..n-1
+        cls = (emb * real[..., None]).sum(1) / real.sum(1, keepdim=True)
+        x = torch.cat([cls[:, None], emb], 1)
+        mask = torch.cat([torch.ones(len(genes), 1), real], 1)
+        ext = (1.0 - mask)[:, None, None, :] * torch.finfo(torch.float32).min  # BERT's additive padding mask
+        ref = x
+        for layer in bert.encoder.layer:
+            out = layer(ref, attention_mask=ext)
+            ref = out[0] if isinstance(out, tuple) else out
+    keep = ~cells.padding
+    assert (ours[keep] - ref[keep]).abs().max() < 1e-5
+    assert ref[keep].abs().max() > 0.5
+    # the V2 layout (a <cls> in the vocabulary) keeps <cls> as input token 0
+    (tmp_path / "v2.json").write_text(json.dumps({**vocab, "<cls>": 1}))
+    v2, _ = load_geneformer_checkpoint(folder, n_classes=3, gene_names=["ENSG2"], token_dictionary=tmp_path / "v2.json")
+    assert v2.cfg.cls_token == "input"
+
+
 # ---------------------------------------------------------------------------------------------
 # scGPT
 

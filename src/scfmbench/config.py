@@ -140,6 +140,9 @@ def check_kernel_config(config: dict[str, Any]) -> None:
             unknown = sorted(set(options) - set(takes))
             if unknown:
                 raise InputError(f"{where}: unknown option(s) {unknown}; {kernel} takes {takes}")
+            density = options.get("random_density")
+            if density is not None and (isinstance(density, bool) or not isinstance(density, (int, float)) or not 0 <= density <= 1):
+                raise InputError(f"{where}: random_density must be a number in [0, 1] (GenoHoption's BigBird: 0.09765625 = 200/2048), got {density!r}")
             window = options.get("window")
             if window is not None and window != MEAN_DEGREE and (isinstance(window, bool) or not isinstance(window, int) or window < 2 or window % 2):
                 raise InputError(f"{where}: window must be an even integer >= 2 (blocks of w tokens every w/2) or 'mean_degree' "
@@ -180,11 +183,9 @@ class TransformerMethod:
 
 def kernel_option_names(attention: str) -> list[str]:
     """The options a registered kernel's class takes (its constructor's keywords), sorted."""
-    import inspect
+    from scfmbench.models.attention.base import kernel_option_names
 
-    from scfmbench.models.attention import KERNELS
-
-    return sorted(k for k in inspect.signature(KERNELS[attention].__init__).parameters if k != "self")
+    return kernel_option_names(attention)
 
 
 def sensitivity_keys(attention: str) -> list[str]:

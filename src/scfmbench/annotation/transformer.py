@@ -22,12 +22,12 @@ import torch
 
 from scfmbench import InputError
 from scfmbench.annotation import test_cells
-from scfmbench.config import MEAN_DEGREE
+from scfmbench.config import MEAN_DEGREE, kernel_option_names
 from scfmbench.models.attention import KERNELS
 from scfmbench.models.geneformer import GeneformerClassifier, GeneformerConfig
 from scfmbench.models.scbert import ScBERTClassifier, ScBERTConfig
 from scfmbench.models.scgpt import ScGPTClassifier, ScGPTConfig, attach_graph
-from scfmbench.models.tokenize import TokenGraph, TokenizedCells, gene_medians, tokenize_geneformer, tokenize_scbert, tokenize_scgpt
+from scfmbench.models.tokenize import TokenGraph, TokenizedCells, binned_layer, gene_medians, tokenize_geneformer, tokenize_scbert, tokenize_scgpt
 from scfmbench.provenance import seed_everything
 from scfmbench.train import default_device, fit_classifier, predict_logits
 
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 # Training options (everything else in a backbone's params is a model option).
 # ``max_steps`` caps the epochs at ceil(max_steps / batches per epoch), so that a dataset with more
 # training cells runs fewer epochs of the same total cost (None: ``epochs`` alone).
-_TRAIN_KEYS = ("max_len", "lr", "lr_gamma", "batch_size", "epochs", "max_steps", "patience", "weight_decay")
+_TRAIN_KEYS = ("max_len", "lr", "lr_gamma", "batch_size", "epochs", "max_steps", "patience", "weight_decay", "amp")
 
 
 @dataclass(frozen=True)
@@ -55,16 +55,22 @@ class Backbone:
 
 
 def _scgpt_tokenizer(adata, cfg: ScGPTConfig, train_rows, max_len: int, rng):
+    # Every cell binned once, as scGPT's Preprocessor does, ties spread by a generator drawn from
+    # the run's (scGPT scgpt/preprocess.py, _digitize side="both"): fixed across epochs.
+    X = sp.csr_matrix(adata.X, dtype=np.float64, copy=True)
+    X.sort_indices()  # the tie-breaking numbers are drawn in stored order: make it gene order
+    bins = binned_layer(X, cfg.n_bins, rng=np.random.default_rng(int(rng.integers(2**63))))
+
     def tok(rows):
-        return tokenize_scgpt(adata.X[rows], n_bins=cfg.n_bins, max_len=max_len, rng=rng)
+        return tokenize_scgpt(adata.X[rows], n_bins=cfg.n_bins, max_len=max_len, rng=rng, bins=bins[rows])
 
     expressed = sp.csr_matrix(adata.X[train_rows] > 0)
     return tok, bool((np.diff(expressed.indptr) > max_len).any())
 
 
 def _geneformer_tokenizer(adata, cfg: GeneformerConfig, train_rows, max_len: int, rng):
-    if max_len + 1 > cfg.max_position:
-        raise InputError(f"geneformer: max_len={max_len} (+ <cls>) exceeds max_position={cfg.max_position}")
+    if max_len + (cfg.cls_token == "input") > cfg.max_position:
+        raise InputError(f"geneformer: max_len={max_len}{' (+ <cls>)' if cfg.cls_token == 'input' else ''} exceeds max_position={cfg.max_position}")
     counts = adata.layers["counts"]
     medians = gene_medians(counts[train_rows])  # training cells only
 
@@ -122,7 +128,7 @@ def _build_config(spec: Backbone, backbone: str, **kwargs):
 
 
 # With a checkpoint the architecture is the checkpoint's; of a backbone's model options only these apply.
-CHECKPOINT_OPTIONS = ("dropout", "cell_embedding", "attention_config")
+CHECKPOINT_OPTIONS = ("dropout", "cell_embedding", "attention_config", "cls_token")
 
 
 def _load_checkpoint(backbone: str, folder, token_dictionary, adata, *, n_classes: int, attention: str, params: dict):
@@ -186,7 +192,8 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, gra
         ``.npz``, or a :class:`TokenGraph`); required by graph kernels, ignored by the others.
     params
         Model options of the backbone's config plus the training options ``max_len, lr, lr_gamma,
-        batch_size, epochs, max_steps, patience, weight_decay``. ``kernel_config`` maps kernel
+        batch_size, epochs, max_steps, patience, weight_decay, amp`` (mixed precision: "bf16",
+        "fp16" or None). ``kernel_config`` maps kernel
         names to their options (e.g. ``{longformer: {window: 32}}``), so that one backbone entry
         can size every kernel; the entry of ``attention`` becomes the model's ``attention_config``
         unless that is given itself.
@@ -233,7 +240,16 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, gra
         token_graph = _token_graph(graph, adata)
     options = params.get("attention_config") or {}
     if options.get("window") == MEAN_DEGREE:
-        params["attention_config"] = {**options, "window": mean_degree_window(token_graph)}
+        options = {**options, "window": mean_degree_window(token_graph)}
+    if "seed" in kernel_option_names(attention):
+        # The run seed reaches the kernel's random pattern or features (BigBird and Diffuser random
+        # edges, Performer projections), as the official code's set_seed(seed) before drawing them
+        # (GenoHoption utils.py create_adj_mat); a configured kernel seed is an offset to it.
+        options = {**options, "seed": int(options.get("seed", 0)) + seed}
+    if options:
+        params["attention_config"] = options
+    if params.get("cls_token", "") is None:  # geneformer's null: the config's default, or the checkpoint vocabulary's layout
+        del params["cls_token"]
     checkpoint, token_dictionary = params.pop("checkpoint", None), params.pop("token_dictionary", None)
     load_report = None
     if checkpoint:
@@ -269,8 +285,9 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, gra
         weight_decay=train_opts.get("weight_decay", 0.0),
         seed=seed,
         device=device,
+        amp=train_opts.get("amp"),
     )
-    logits = predict_logits(model, tok(test_rows), batch_size=train_opts["batch_size"], device=device)
+    logits = predict_logits(model, tok(test_rows), batch_size=train_opts["batch_size"], device=device, amp=train_opts.get("amp"))
     record = {
         "backbone": backbone,
         "attention": attention,

@@ -47,7 +47,8 @@ class GeneGraph:
     Attributes
     ----------
     adjacency
-        ``(n_nodes, n_nodes)`` CSR int8, ``A[i, j] = 1`` iff edge ``j -> i``.
+        ``(n_nodes, n_nodes)`` CSR int8, ``A[i, j] = 1`` iff edge ``j -> i`` (with ``multigraph``:
+        the edge's multiplicity).
     gene_names
         The dataset's ``var_names`` in order (str array).
     has_cls
@@ -101,6 +102,7 @@ def build_gene_graph(
     use_coexpr: bool = True,
     add_cls: bool = True,
     block_size: int = 1024,
+    multigraph: bool = False,
 ) -> GeneGraph:
     """Build the Seq2Graph gene graph of one dataset.
 
@@ -119,6 +121,12 @@ def build_gene_graph(
         Co-expression parameters (:func:`~scfmbench.graphs.coexpression.coexpression_edges`).
     use_grn, use_coexpr, add_cls
         Ablation switches: regulatory edges, co-expression edges, the CLS node.
+    multigraph
+        False (default): every edge once. True: the official code's DGL multigraph, whose
+        parallel edges each count in the softmax: the adjacency holds multiplicities, an edge in
+        both the regulatory and the co-expression part 2, a gene's self-loop 1 + 1 from the
+        co-expression part (its top H + 1 partners include itself) + 1 for a regulatory self-edge,
+        the CLS self-loop 2 (its global edges and ``dgl.add_self_loop``), CLS edges 1.
 
     Raises
     ------
@@ -178,15 +186,23 @@ def build_gene_graph(
         if use_grn:
             counts["overlap"] = len(np.intersect1d(co, codes[0], assume_unique=True))
         codes.append(co)
-    gene_codes = np.unique(np.concatenate(codes)) if codes else np.zeros(0, dtype=np.int64)
+    all_codes = np.concatenate(codes) if codes else np.zeros(0, dtype=np.int64)
+    gene_codes = np.unique(all_codes)
     counts["gene_gene"] = len(gene_codes)
 
     off = int(add_cls)
     n_nodes = n_genes + off
-    dst, src = np.divmod(gene_codes, n_genes)
+    # GenoHoption utils.py generate_g: an outer merge of the two edge tables (an edge in both stays
+    # twice), co-expression's own self pairs, then dgl.add_self_loop; the multigraph keeps each.
+    dst, src = np.divmod(all_codes if multigraph else gene_codes, n_genes)
     loops = np.arange(n_nodes)
     parts_dst = [dst + off, loops]
     parts_src = [src + off, loops]
+    if multigraph:
+        extra = np.arange(off, n_nodes) if use_coexpr else np.zeros(0, dtype=np.int64)  # co-expression self pairs
+        extra = np.concatenate([extra, [0]]) if add_cls else extra  # the CLS self-loop from its global edges
+        parts_dst.append(extra)
+        parts_src.append(extra)
     if add_cls:
         genes = np.arange(1, n_nodes)
         parts_dst += [genes, np.zeros(n_genes, dtype=np.int64)]  # CLS -> gene, gene -> CLS
@@ -195,7 +211,8 @@ def build_gene_graph(
     cols = np.concatenate(parts_src)
     A = sp.csr_matrix((np.ones(rows.size, dtype=np.int8), (rows, cols)), shape=(n_nodes, n_nodes))
     A.sum_duplicates()
-    A.data[:] = 1
+    if not multigraph:
+        A.data[:] = 1
     A.sort_indices()
     return GeneGraph(
         adjacency=A,
@@ -204,7 +221,8 @@ def build_gene_graph(
         edge_counts=counts,
         match_counts=match.counts,
         genes_matched=n_matched,
-        params={"top_h": int(top_h), "delta": float(delta), "use_grn": bool(use_grn), "use_coexpr": bool(use_coexpr), "add_cls": bool(add_cls)},
+        params={"top_h": int(top_h), "delta": float(delta), "use_grn": bool(use_grn), "use_coexpr": bool(use_coexpr), "add_cls": bool(add_cls),
+                "multigraph": bool(multigraph)},
     )
 
 
@@ -228,6 +246,7 @@ def save_graph(graph: GeneGraph, path: str | os.PathLike) -> None:
                 shape=np.asarray(A.shape, dtype=np.int64),
                 gene_names=np.asarray(graph.gene_names, dtype=str),
                 meta_json=np.asarray(json.dumps(meta, sort_keys=True)),
+                **({"multiplicity": A.data.astype(np.int8)} if graph.params.get("multigraph") else {}),
             )
 
 
@@ -238,11 +257,12 @@ def load_graph(path: str | os.PathLike) -> GeneGraph:
             indptr, indices, shape = z["indptr"], z["indices"], tuple(int(s) for s in z["shape"])
             names = z["gene_names"].astype(str)
             meta = json.loads(str(z["meta_json"]))
+            data = z["multiplicity"] if "multiplicity" in z.files else np.ones(indices.size, dtype=np.int8)
     except (OSError, KeyError, ValueError) as exc:
         raise InputError(f"{path}: not a gene-graph file written by save_graph ({exc}).") from None
     if meta.get("format_version") != _FORMAT_VERSION:
         raise InputError(f"{path}: gene-graph format version {meta.get('format_version')}; this code reads {_FORMAT_VERSION}.")
-    A = sp.csr_matrix((np.ones(indices.size, dtype=np.int8), indices, indptr), shape=shape)
+    A = sp.csr_matrix((data, indices, indptr), shape=shape)
     return GeneGraph(
         adjacency=A,
         gene_names=names,

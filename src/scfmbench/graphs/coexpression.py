@@ -28,7 +28,7 @@ import scipy.sparse as sp
 
 from scfmbench import InputError
 
-__all__ = ["ROUND_DECIMALS", "coexpression_edges", "coexpression_edges_reference", "binned_layer"]
+__all__ = ["ROUND_DECIMALS", "coexpression_edges", "coexpression_edges_reference", "bin_values", "binned_layer"]
 
 ROUND_DECIMALS = 6
 _INVALID = -1.0  # below any |r|: marks self pairs, zero-variance genes and |r| <= delta
@@ -201,14 +201,31 @@ def coexpression_edges_reference(X, *, top_h: int = 20, delta: float = 0.4) -> t
     return np.array(source, dtype=np.int64), np.array(target, dtype=np.int64), np.array(weight, dtype=np.float64)
 
 
-def binned_layer(X, n_bins: int = 51, *, rng: np.random.Generator | None = None):
-    """scGPT's per-cell value binning (``scgpt.preprocess.binning``, REFERENCE.md section 3).
+def bin_values(values: np.ndarray, n_bins: int, *, rng: np.random.Generator) -> np.ndarray:
+    """scGPT's binning of one cell: zeros stay 0, non-zeros go to quantile bins ``1 .. n_bins - 1``.
 
-    Per cell, the non-zero values are digitized against that cell's quantiles
-    ``np.quantile(nonzero, linspace(0, 1, n_bins - 1))``: zeros stay 0, non-zeros get bins
-    ``1 .. n_bins - 1``. With ``rng=None`` values on a bin edge take the left bin
-    (scGPT's ``side="one"``); with a generator they are spread uniformly between the left and the
-    right bin as in scGPT's ``side="both"`` (which uses the global numpy RNG; pass a seeded one).
+    Edges are the quantiles of the cell's non-zero values at ``linspace(0, 1, n_bins - 1)``. A value
+    equal to several edges (ties: in a typical cell most non-zero genes share the count 1) falls in
+    a bin drawn uniformly between ``np.digitize`` 's right and left bins, as scGPT's ``side="both"``
+    (there from the global numpy RNG; here from ``rng``, so a seed fixes it).
+    """
+    # scGPT scgpt/preprocess.py, _digitize(x, bins, side="both") called by Preprocessor binning
+    out = np.zeros(values.shape, dtype=np.int64)
+    nz = values > 0
+    if not nz.any():
+        return out
+    x = values[nz]
+    edges = np.quantile(x, np.linspace(0, 1, n_bins - 1))
+    left = np.digitize(x, edges)
+    right = np.digitize(x, edges, right=True)
+    out[nz] = np.ceil(rng.random(x.size) * (right - left) + left).astype(np.int64)
+    return out
+
+
+def binned_layer(X, n_bins: int = 51, *, rng: np.random.Generator):
+    """scGPT's per-cell value binning (``scgpt.preprocess.binning``, REFERENCE.md section 3) of every
+    cell: :func:`bin_values` row by row, tie-breaking numbers drawn from ``rng`` in row order and,
+    within a row, in the order of the stored non-zeros (pass sorted CSR for order-free results).
 
     Returns an array of the same kind as ``X`` (CSR float32 for sparse input, float32 ndarray for
     dense input) holding the bin numbers.
@@ -219,27 +236,15 @@ def binned_layer(X, n_bins: int = 51, *, rng: np.random.Generator | None = None)
     M = sp.csr_matrix(X, dtype=np.float64) if sparse else np.array(X, dtype=np.float64)
     if (M.data if sparse else M).size and (M.data if sparse else M).min() < 0:
         raise InputError("binned_layer expects non-negative (log-normalized) expression.")
-    quantiles = np.linspace(0, 1, n_bins - 1)
-
-    def digitize(values: np.ndarray) -> np.ndarray:
-        edges = np.quantile(values, quantiles)
-        left = np.digitize(values, edges)
-        if rng is None:
-            return left
-        right = np.digitize(values, edges, right=True)
-        return np.ceil(rng.random(values.size) * (right - left) + left)
-
     if sparse:
         out = M.copy()
         out.eliminate_zeros()
         for i in range(out.shape[0]):
             lo, hi = out.indptr[i], out.indptr[i + 1]
             if hi > lo:
-                out.data[lo:hi] = digitize(out.data[lo:hi])
+                out.data[lo:hi] = bin_values(out.data[lo:hi], n_bins, rng=rng)
         return out.astype(np.float32)
     out = np.zeros_like(M, dtype=np.float32)
     for i, row in enumerate(M):
-        nz = np.flatnonzero(row)
-        if nz.size:
-            out[i, nz] = digitize(row[nz])
+        out[i] = bin_values(row, n_bins, rng=rng)
     return out

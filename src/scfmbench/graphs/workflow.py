@@ -155,6 +155,8 @@ def graph_build_spec(graphs: dict, registry: dict[str, dict], variant: str) -> d
         spec["databases"] = [{"name": n, "format": registry[n]["format"], "sha256": registry[n]["sha256"]} for n in graphs["databases"]]
     if variant != "no_coexpr":
         spec.update(top_h=graphs["top_h"], delta=graphs["delta"], layer=graphs["layer"])
+    if graphs.get("multigraph"):
+        spec["multigraph"] = True
     return spec
 
 
@@ -206,7 +208,8 @@ def read_databases(databases: list[dict], paths: list[str | Path]) -> list[pd.Da
 
 
 def build_graph_from_prepared(
-    adata, tables: list[pd.DataFrame], *, variant: str = "full", top_h: int = 20, delta: float = 0.4, layer: str = "log", seed: int = 0
+    adata, tables: list[pd.DataFrame], *, variant: str = "full", top_h: int = 20, delta: float = 0.4, layer: str = "log", seed: int = 0,
+    multigraph: bool = False,
 ) -> GeneGraph:
     """The Seq2Graph graph of a prepared dataset (:mod:`scfmbench.data.contract`) from its
     ``obs["split"] == "train"`` cells only: validation and test cells never shape the graph.
@@ -236,7 +239,7 @@ def build_graph_from_prepared(
         if layer == "binned":
             X = binned_layer(X, N_BINS, rng=np.random.default_rng(seed))
     return build_gene_graph(
-        adata.var_names, X, tables if use_grn else [], top_h=top_h, delta=delta, use_grn=use_grn, use_coexpr=use_coexpr
+        adata.var_names, X, tables if use_grn else [], top_h=top_h, delta=delta, use_grn=use_grn, use_coexpr=use_coexpr, multigraph=multigraph
     )
 
 
@@ -253,7 +256,7 @@ def build_graph_file(prepared: str | Path, database_paths: list[str | Path], out
     try:
         graph = build_graph_from_prepared(
             adata, tables, variant=spec["variant"], seed=seed,
-            **{k: spec[k] for k in ("top_h", "delta", "layer") if k in spec},
+            **{k: spec[k] for k in ("top_h", "delta", "layer", "multigraph") if k in spec},
         )
     except InputError as exc:
         files = ", ".join(f"{db['name']}={p}" for db, p in zip(databases, database_paths)) or "none"

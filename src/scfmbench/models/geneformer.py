@@ -6,8 +6,11 @@ token-type-0 embedding), LayerNorm, dropout; post-LN BERT layers; ReLU; hidden 2
 intermediate 512, 6 layers, dropout 0.02, LayerNorm eps 1e-12, 2048 positions. The input is the
 cell's genes ranked by expression normalized by each gene's non-zero median
 (:func:`scfmbench.models.tokenize.tokenize_geneformer`); the rank is carried by the position
-embedding only, there is no value embedding. Here a <cls> token leads the sequence (as in
-Geneformer V2); with ``cell_embedding="cls"`` BERT's pooler (dense + tanh on <cls>) feeds the
+embedding only, there is no value embedding. Here a <cls> token leads the sequence, either as an
+input token with position 0 (``cls_token="input"``, as Geneformer V2) or as the mean of the
+embedded genes prepended after the embedding layer, the genes keeping the positions 0..n-1 they
+were pretrained with (``"prepended"``, GenoHoption's Geneformer adaptor for the V1 model; the
+loader's choice for a vocabulary without <cls>); with ``cell_embedding="cls"`` BERT's pooler (dense + tanh on <cls>) feeds the
 classifier, as in ``BertForSequenceClassification``; with ``"avg-pool"`` (the from-scratch
 default) the mean of the token states does, as Geneformer's cell embeddings.
 
@@ -36,6 +39,8 @@ from scfmbench.models.attention import EdgePattern
 from scfmbench.models.scgpt import Encoder, check_choice, masked_mean, num_params
 from scfmbench.models.tokenize import N_SPECIAL, PAD_ID, TokenizedCells
 
+CLS_TOKENS = ("input", "prepended")
+
 
 @dataclass(kw_only=True)
 class GeneformerConfig:
@@ -53,11 +58,19 @@ class GeneformerConfig:
     # "avg-pool" (mean of real tokens, Geneformer's cell embedding): avg-pool for the one-layer
     # from-scratch model, see ScGPTConfig.cell_embedding.
     cell_embedding: str = "avg-pool"
+    # Where the <cls> state comes from. "input": a <cls> token at position 0 with its own position
+    # embedding, genes at positions 1..n (Geneformer V2's layout, whose vocabulary has <cls>; the
+    # from-scratch default, where positions are learned anyway). "prepended": genes at positions
+    # 0..n-1, as Geneformer V1 was pretrained (no <cls>), and the <cls> state, the mean of the
+    # embedded genes, prepended after the embedding layer, as GenoHoption's Geneformer adaptor
+    # (GenoHoption/Geneformer_adaptor.py, whose mean also counts padded positions; here real genes only).
+    cls_token: str = "input"
     attention: str = "full"
     attention_config: dict = field(default_factory=dict)
 
     def __post_init__(self):
         check_choice("cell_embedding", self.cell_embedding, ("cls", "avg-pool"))
+        check_choice("cls_token", self.cls_token, CLS_TOKENS)
 
     @classmethod
     def paper(cls, **overrides) -> "GeneformerConfig":
@@ -87,11 +100,15 @@ class GeneformerClassifier(nn.Module):
         self.classifier = nn.Linear(cfg.d_model, cfg.n_classes)
     def hidden_states(self, cells: TokenizedCells, edges: EdgePattern | None = None) -> torch.Tensor:
         """(B, L, E): BertModel's ``last_hidden_state`` for the same weights (full attention)."""
-        L = cells.gene_ids.shape[1]
+        prepend = self.cfg.cls_token == "prepended"
+        ids = cells.gene_ids[:, 1:] if prepend else cells.gene_ids  # "prepended": genes only, from position 0
+        L = ids.shape[1]
         if L > self.cfg.max_position:
             raise InputError(f"{L} tokens but the model has {self.cfg.max_position} position embeddings; lower max_len")
-        pos = torch.arange(L, device=cells.gene_ids.device)
-        x = self.emb_dropout(self.emb_norm(self.token_emb(cells.gene_ids) + self.pos_emb(pos)[None]))  # (B, L, E)
+        pos = torch.arange(L, device=ids.device)
+        x = self.emb_dropout(self.emb_norm(self.token_emb(ids) + self.pos_emb(pos)[None]))  # (B, L, E)
+        if prepend:  # GenoHoption/Geneformer_adaptor.py: cat([mean(embedding_output), embedding_output])
+            x = torch.cat([masked_mean(x, cells.padding[:, 1:])[:, None], x], dim=1)  # (B, 1 + L, E)
         return self.encoder(x, cells.padding, cells.gene_ids, edges)
 
     def embed(self, cells: TokenizedCells, edges: EdgePattern | None = None) -> torch.Tensor:

@@ -265,7 +265,8 @@ def load_geneformer_checkpoint(folder, *, n_classes: int, attention: str = "full
         ``gene_names[g]``. Neither: the checkpoint's token ids are ours as they are (0 <pad>, 1 <cls>,
         gene g -> g + 2; ``n_genes = vocab_size - 2``).
     overrides
-        Further :class:`GeneformerConfig` fields (``dropout``, ``cell_embedding``).
+        Further :class:`GeneformerConfig` fields (``dropout``, ``cell_embedding``, ``cls_token``:
+        by default ``"prepended"`` for a vocabulary without <cls>, else ``"input"``).
     """
     try:
         from transformers import BertConfig, BertModel
@@ -296,14 +297,20 @@ def load_geneformer_checkpoint(folder, *, n_classes: int, attention: str = "full
         n_genes = bert_cfg.vocab_size - N_SPECIAL
         rows = np.arange(bert_cfg.vocab_size)
         report.notes.append("no token dictionary: the checkpoint's token ids are used as ours (0 <pad>, 1 <cls>, gene g -> g + 2)")
+        cls_token = "input"
     else:
         genes, rows = _gene_rows(vocab, gene_names, pad="<pad>", cls="<cls>", report=report)
         n_genes = len(genes)
+        # A vocabulary without <cls> (Geneformer V1, GenoHoption's model) was pretrained with genes
+        # from position 0: prepend the <cls> state after the embeddings, as GenoHoption's adaptor
+        # (GenoHoption/Geneformer_adaptor.py); V2 (with <cls>) pretrained it as input token 0.
+        cls_token = "input" if "<cls>" in vocab else "prepended"
+        report.notes.append(f"cls_token {cls_token!r}: the vocabulary {'has' if cls_token == 'input' else 'has no'} <cls> token")
     cfg = GeneformerConfig(
         n_genes=n_genes, n_classes=n_classes, d_model=bert_cfg.hidden_size, n_layers=bert_cfg.num_hidden_layers,
         n_heads=bert_cfg.num_attention_heads, d_hidden=bert_cfg.intermediate_size, max_position=bert_cfg.max_position_embeddings,
         dropout=bert_cfg.hidden_dropout_prob, activation=bert_cfg.hidden_act, eps=bert_cfg.layer_norm_eps, attention=attention,
-        attention_config=dict(attention_config or {}), **{"cell_embedding": "cls", **overrides},  # BertForSequenceClassification's pooler
+        attention_config=dict(attention_config or {}), **{"cell_embedding": "cls", "cls_token": cls_token, **overrides},  # BertForSequenceClassification's pooler
     )
     model = GeneformerClassifier(cfg)
     ours = model.state_dict()

@@ -4,7 +4,8 @@ scBERT (Yang et al., Nature Machine Intelligence 2022; ``TencentAILabHealthcare/
 whole gene panel (16,906 genes, zeros included) as tokens: a token embedding of the binned
 expression (log2 of normalized counts truncated to an integer, 7 bins with the top bin saturating,
 :func:`scfmbench.models.tokenize.scbert_bins`) plus a gene embedding, through a pre-LN Performer
-(FAVOR+ attention, GELU feed-forward 4x wide, final LayerNorm; 6 layers, 200 wide, 10 heads).
+(FAVOR+ attention, GELU feed-forward 4x wide, final LayerNorm; 6 layers, 200 wide, 10 heads of
+64: ``dim_head``).
 Differences, stated:
 
 - **Gene embedding**: scBERT's is gene2vec (fixed 200-d vectors trained on co-expression); there is
@@ -47,6 +48,11 @@ class ScBERTConfig:
     dropout: float = 0.1
     pooling: str = "conv"  # "conv" (scBERT's fine-tuning head) or "mean"
     d_head: int = 64  # hidden width of the head's MLP (scBERT's conv head: 512, then h_dim 100/128)
+    # Width of each attention head: scBERT's PerformerLM(dim=200, heads=10) keeps performer-pytorch's
+    # dim_head=64 (performer_pytorch.py PerformerLM default), i.e. 640-wide attention and int(64 ln 64)
+    # = 266 random features per head, not 200 / 10 = 20 (config/paper.yaml: 64). None (the CPU
+    # default): d_model // n_heads; 64 at the default width would cost ~8x the training time.
+    dim_head: int | None = None
     attention: str = "performer"
     attention_config: dict = field(default_factory=dict)
 
@@ -81,7 +87,7 @@ class ScBERTClassifier(nn.Module):
         self.emb_dropout = nn.Dropout(cfg.dropout)
         self.encoder = Encoder(
             d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, d_hidden=cfg.d_hidden, attention=cfg.attention,
-            attention_config=cfg.attention_config, dropout=cfg.dropout, activation="gelu", norm_scheme="pre",
+            attention_config=cfg.attention_config, dropout=cfg.dropout, activation="gelu", norm_scheme="pre", head_dim=cfg.dim_head,
         )
         if cfg.pooling == "conv":
             self.head = ConvHead(cfg.n_genes + 1, cfg.d_model, cfg.n_classes, cfg.d_head, cfg.dropout)

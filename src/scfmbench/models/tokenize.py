@@ -28,6 +28,7 @@ import scipy.sparse as sp
 import torch
 
 from scfmbench import InputError
+from scfmbench.graphs.coexpression import bin_values, binned_layer  # noqa: F401  (bin_values: scGPT's per-cell binning, shared)
 from scfmbench.models.attention import EdgePattern, graph_pattern
 
 PAD_ID, CLS_ID, N_SPECIAL = 0, 1, 2
@@ -56,37 +57,29 @@ class TokenizedCells:
 # scGPT-style: non-zero genes, per-cell binned values
 
 
-def bin_values(values: np.ndarray, n_bins: int) -> np.ndarray:
-    """scGPT's per-cell binning of non-zero values into ``n_bins - 1`` quantile bins (1..n_bins-1).
-
-    As scGPT's ``binning``: edges are the quantiles of the cell's non-zero values at
-    ``linspace(0, 1, n_bins - 1)``, ids from ``np.digitize``; zeros stay 0.
-    """
-    out = np.zeros(values.shape, dtype=np.int64)
-    nz = values > 0
-    if not nz.any():
-        return out
-    edges = np.quantile(values[nz], np.linspace(0, 1, n_bins - 1))
-    out[nz] = np.clip(np.digitize(values[nz], edges), 1, n_bins - 1)
-    return out
-
-
-def tokenize_scgpt(X, *, n_bins: int, max_len: int, rng: np.random.Generator) -> TokenizedCells:
+def tokenize_scgpt(X, *, n_bins: int, max_len: int, rng: np.random.Generator, bins=None) -> TokenizedCells:
     """Tokenize log-normalized cells: CLS, then each cell's non-zero genes (random ``max_len`` if more,
-    kept in gene order), values binned per cell."""
-    X = sp.csr_matrix(X)
-    n = X.shape[0]
-    lengths = np.minimum(np.diff(X.indptr), max_len)
+    kept in gene order), values binned per cell.
+
+    ``bins``: the cells' bin ids (``binned_layer(X, n_bins, rng=...)``, CSR with X's non-zeros),
+    binned once per dataset as scGPT's preprocessing does; None bins ``X`` here, ties drawn from
+    ``rng`` (:func:`bin_values`, scGPT's ``side="both"``).
+    """
+    if bins is None:
+        bins = binned_layer(sp.csr_matrix(X), n_bins, rng=rng)
+    B = sp.csr_matrix(bins)
+    B.eliminate_zeros()
+    n = B.shape[0]
+    lengths = np.minimum(np.diff(B.indptr), max_len)
     L = 1 + int(lengths.max(initial=0))
     gene_ids = np.full((n, L), PAD_ID, dtype=np.int64)
     value_ids = np.full((n, L), n_bins, dtype=np.int64)
     gene_ids[:, 0], value_ids[:, 0] = CLS_ID, 0
     for i in range(n):  # one cell at a time: cells have different gene sets (tokenization, not forward)
-        cols, vals = X.indices[X.indptr[i] : X.indptr[i + 1]], X.data[X.indptr[i] : X.indptr[i + 1]]
-        keep = np.flatnonzero(vals > 0)
+        cols, binned = B.indices[B.indptr[i] : B.indptr[i + 1]], B.data[B.indptr[i] : B.indptr[i + 1]]
+        keep = np.argsort(cols, kind="stable")
         if len(keep) > max_len:
-            keep = np.sort(rng.choice(keep, max_len, replace=False))
-        binned = bin_values(vals, n_bins)
+            keep = keep[np.sort(rng.choice(len(keep), max_len, replace=False))]
         gene_ids[i, 1 : 1 + len(keep)] = cols[keep] + N_SPECIAL
         value_ids[i, 1 : 1 + len(keep)] = binned[keep]
     gene_ids_t = torch.from_numpy(gene_ids)
@@ -205,16 +198,17 @@ class TokenGraph:
         is joined to every real token as a global token.
     """
 
-    def __init__(self, adjacency, *, cls_node: bool):
+    def __init__(self, adjacency, *, cls_node: bool, multigraph: bool = False):
         self.adjacency = sp.csr_matrix(adjacency)
         self.cls_node = bool(cls_node)
+        self.multigraph = bool(multigraph)  # adjacency values are edge multiplicities (GeneGraph multigraph)
         self.n_genes = self.adjacency.shape[0] - int(self.cls_node)
         self._torch: dict[str, torch.Tensor] = {}
 
     @classmethod
     def from_gene_graph(cls, graph) -> "TokenGraph":
         """From a :class:`~scfmbench.graphs.build.GeneGraph` (``A[i, j]`` = edge j -> i): A.T."""
-        return cls(graph.adjacency.T.tocsr(), cls_node=graph.has_cls)
+        return cls(graph.adjacency.T.tocsr(), cls_node=graph.has_cls, multigraph=bool(graph.params.get("multigraph")))
 
     def node_index(self, gene_ids: torch.Tensor) -> torch.Tensor:
         """(B, L) graph node of every token, -1 for padding (and for CLS without a CLS node)."""
@@ -229,13 +223,23 @@ class TokenGraph:
         key = str(gene_ids.device)
         if key not in self._torch:  # the graph as a torch CSR tensor, once per device
             a = self.adjacency
+            indptr, indices = a.indptr.astype(np.int64), a.indices.astype(np.int64)
+            if self.multigraph:  # each edge repeated by its multiplicity: parallel edges in the pattern
+                counts = a.data.astype(np.int64)
+                indices = np.repeat(indices, counts)
+                rows = np.repeat(np.arange(a.shape[0]), np.diff(indptr))
+                indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, weights=counts, minlength=a.shape[0]).astype(np.int64))])
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
                 self._torch[key] = torch.sparse_csr_tensor(
-                    torch.as_tensor(a.indptr.astype(np.int64)), torch.as_tensor(a.indices.astype(np.int64)), torch.ones(a.nnz),
-                    size=a.shape, check_invariants=True).to(gene_ids.device)
-        return graph_pattern(self._torch[key], self.node_index(gene_ids), n_global=0 if self.cls_node else 1, self_loops=True)
+                    torch.as_tensor(indptr), torch.as_tensor(indices), torch.ones(len(indices)),
+                    size=a.shape, check_invariants=not self.multigraph).to(gene_ids.device)
+        # A multigraph holds its self-loops with their multiplicities; the plain graph gets one each.
+        return graph_pattern(self._torch[key], self.node_index(gene_ids), n_global=0 if self.cls_node else 1,
+                             self_loops=not self.multigraph or not self.cls_node, dedup=not self.multigraph)
 
     def mean_degree(self) -> float:
-        """Mean in-degree over all nodes (self-loops included), for run records."""
-        return self.adjacency.nnz / max(self.adjacency.shape[0], 1)
+        """Mean in-degree over all nodes (self-loops included; a multigraph's parallel edges each),
+        for run records."""
+        n_edges = int(self.adjacency.data.sum()) if self.multigraph else self.adjacency.nnz
+        return n_edges / max(self.adjacency.shape[0], 1)

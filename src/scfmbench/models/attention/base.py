@@ -29,6 +29,15 @@ def register_kernel(name: str) -> Callable[[type], type]:
     return deco
 
 
+def kernel_option_names(name: str) -> list[str]:
+    """The options a registered kernel's class takes (its constructor's keywords), sorted."""
+    import inspect
+
+    if name not in KERNELS:
+        raise InputError(f"unknown attention kernel {name!r}; registered kernels are {sorted(KERNELS)}")
+    return sorted(k for k in inspect.signature(KERNELS[name].__init__).parameters if k != "self")
+
+
 def build_kernel(name: str, **config) -> "AttentionKernel":
     if name not in KERNELS:
         raise InputError(f"unknown attention kernel {name!r}; registered kernels are {sorted(KERNELS)}")
@@ -51,16 +60,28 @@ class AttentionKernel(nn.Module):
 
 
 class MultiHeadAttention(nn.Module):
-    """Projections, head split/merge and output projection around any registered kernel."""
+    """Projections, head split/merge and output projection around any registered kernel.
 
-    def __init__(self, d_model: int, n_heads: int, *, kernel: str = "full", kernel_config: dict | None = None, dropout: float = 0.0, bias: bool = True):
+    ``head_dim``: width of each head (default ``d_model // n_heads``); the heads together are
+    ``n_heads * head_dim`` wide, as performer-pytorch's ``dim_head`` (scBERT: 10 heads of 64 on a
+    200-wide model). ``dropout`` drops the output projection and is also the kernel's attention
+    dropout unless ``kernel_config`` sets one (for kernels with a ``dropout`` option), as scGPT's
+    attention (``attention_dropout=dropout``) and GenoHoption's (``attention_probs_dropout_prob``).
+    """
+
+    def __init__(self, d_model: int, n_heads: int, *, kernel: str = "full", kernel_config: dict | None = None, dropout: float = 0.0, bias: bool = True,
+                 head_dim: int | None = None):
         super().__init__()
-        if d_model % n_heads:
-            raise InputError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
+        if head_dim is None and d_model % n_heads:
+            raise InputError(f"d_model={d_model} must be divisible by n_heads={n_heads} (or give head_dim)")
         self.n_heads = n_heads
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)  # packed like scGPT's Wqkv
-        self.out = nn.Linear(d_model, d_model, bias=bias)
-        self.kernel = build_kernel(kernel, **(kernel_config or {}))
+        inner = n_heads * (head_dim or d_model // n_heads)
+        self.qkv = nn.Linear(d_model, 3 * inner, bias=bias)  # packed like scGPT's Wqkv
+        self.out = nn.Linear(inner, d_model, bias=bias)
+        options = dict(kernel_config or {})
+        if "dropout" in kernel_option_names(kernel):
+            options.setdefault("dropout", dropout)
+        self.kernel = build_kernel(kernel, **options)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None, edges=None) -> torch.Tensor:

@@ -10,8 +10,8 @@ A leading dimension of 1 broadcasts over the batch (window and BigBird patterns 
 every cell). Builders return *canonical* patterns: in every row the valid edges come first, sorted
 by (dst, src), without duplicates, and ``src_order`` is set. The kernels rely on the dst order to
 build CSR rows and on ``src_order`` to build the transpose without a sort per forward (they check
-the order, and sort when handed a non-canonical pattern); a duplicated edge would count twice in
-the softmax, as a parallel edge of a multigraph does in DGL.
+the order, and sort when handed a non-canonical pattern); a duplicated edge counts twice in the
+softmax, as a parallel edge of a multigraph does in DGL (kept only by ``graph_pattern(dedup=False)``).
 
 ``key_padding_mask`` is not part of the pattern: the kernels drop every edge touching a padded
 token when they compile the pattern (:meth:`EdgePattern.compile`), so one pattern can serve any
@@ -177,16 +177,18 @@ class EdgePattern:
 # canonical form
 
 
-def _canonical(src: torch.Tensor, dst: torch.Tensor, valid: torch.Tensor, L: int):
-    """Per row: sort valid edges by (dst, src), drop duplicates, move empty slots to the end, trim;
+def _canonical(src: torch.Tensor, dst: torch.Tensor, valid: torch.Tensor, L: int, *, dedup: bool = True):
+    """Per row: sort valid edges by (dst, src), drop duplicates (unless ``dedup`` is False: a
+    multigraph's parallel edges each count in the softmax), move empty slots to the end, trim;
     also the slot order by (src, dst). Returns the fields of a canonical :class:`EdgePattern`."""
     sentinel = L * L
     key = torch.where(valid, dst * L + src, torch.full_like(src, sentinel))
     key, _ = torch.sort(key, dim=1)
-    dup = torch.zeros_like(valid)
-    dup[:, 1:] = key[:, 1:] == key[:, :-1]
-    key = torch.where(dup, torch.full_like(key, sentinel), key)
-    key, _ = torch.sort(key, dim=1)  # duplicates -> sentinel -> end of the row
+    if dedup:
+        dup = torch.zeros_like(valid)
+        dup[:, 1:] = key[:, 1:] == key[:, :-1]
+        key = torch.where(dup, torch.full_like(key, sentinel), key)
+        key, _ = torch.sort(key, dim=1)  # duplicates -> sentinel -> end of the row
     valid = key < sentinel
     E = int(valid.sum(1).max()) if valid.numel() else 0
     key, valid = key[:, :E], valid[:, :E]
@@ -236,17 +238,50 @@ def _random_edges(L: int, n_random: int, seed: int, device) -> tuple[torch.Tenso
     return src.reshape(-1), dst.reshape(-1)
 
 
-def sparse_pattern(L: int, *, window: int = 0, n_random: int = 0, n_global: int = 0, seed: int = 0, device=None) -> EdgePattern:
-    """Union of window, random and global pieces; (1, E) canonical pattern."""
+# GenoHoption's BigBird baseline draws 200 x 2048 of the 2048^2 entries of one adjacency matrix at
+# random (utils.py, create_adj_mat: num_rand 200, max_len 2048) and cuts each batch's block from it.
+OFFICIAL_RANDOM_DENSITY = 200 / 2048
+_TILE = 256
+
+
+def _density_edges(L: int, density: float, seed: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each (query i, key j) of the L x L matrix is a random edge with probability ``density``.
+
+    As the official pattern, whose batches use the top-left block of one large matrix, the edges
+    among the first L' < L tokens are the same for every L (the matrix is drawn in 256 x 256
+    tiles, each from its own generator seeded by (seed, tile row, tile column)), so a cell keeps
+    its random edges whatever the length its batch is padded to.
+    """
+    if not 0.0 <= density <= 1.0:
+        raise InputError(f"random_density must lie in [0, 1], got {density}")
+    n = -(-L // _TILE)
+    rows, cols = [], []
+    for ti in range(n):
+        for tj in range(n):
+            state = int(np.random.SeedSequence([seed, ti, tj]).generate_state(1, dtype=np.uint64)[0] >> 1)
+            hit = torch.rand(_TILE, _TILE, generator=torch.Generator().manual_seed(state)) < density
+            i, j = hit[: L - ti * _TILE, : L - tj * _TILE].nonzero(as_tuple=True)
+            rows.append(i + ti * _TILE)
+            cols.append(j + tj * _TILE)
+    dst, src = torch.cat(rows).to(device), torch.cat(cols).to(device)
+    return src, dst
+
+
+def sparse_pattern(L: int, *, window: int = 0, n_random: int = 0, n_global: int = 0, seed: int = 0, random_density: float = 0.0,
+                   device=None) -> EdgePattern:
+    """Union of window, random (``n_random`` per query, and/or each pair with probability
+    ``random_density``) and global pieces; (1, E) canonical pattern."""
     pieces = []
     if window:
         pieces.append(_window_edges(L, window, device))
     if n_random:
         pieces.append(_random_edges(L, n_random, seed, device))
+    if random_density:
+        pieces.append(_density_edges(L, random_density, seed, device))
     if n_global:
         pieces.append(_global_edges(L, n_global, device))
     if not pieces:
-        raise InputError("a sparse pattern needs at least one of window, n_random, n_global")
+        raise InputError("a sparse pattern needs at least one of window, n_random, random_density, n_global")
     src = torch.cat([p[0] for p in pieces])
     dst = torch.cat([p[1] for p in pieces])
     return EdgePattern.from_edges(src, dst, L)
@@ -257,9 +292,11 @@ def window_pattern(L: int, w: int = 64, *, n_global: int = 1, device=None) -> Ed
     return sparse_pattern(L, window=w, n_global=n_global, device=device)
 
 
-def bigbird_pattern(L: int, w: int = 32, n_random: int = 16, seed: int = 0, *, n_global: int = 1, device=None) -> EdgePattern:
-    """BigBird: window ``w`` + ``n_random`` random keys per query + global token(s) 0.."""
-    return sparse_pattern(L, window=w, n_random=n_random, n_global=n_global, seed=seed, device=device)
+def bigbird_pattern(L: int, w: int = 32, n_random: int = 16, seed: int = 0, *, n_global: int = 1, random_density: float = 0.0,
+                    device=None) -> EdgePattern:
+    """BigBird: window ``w`` + ``n_random`` random keys per query (and/or random pairs at
+    ``random_density``; GenoHoption's: :data:`OFFICIAL_RANDOM_DENSITY`) + global token(s) 0.."""
+    return sparse_pattern(L, window=w, n_random=n_random, n_global=n_global, seed=seed, random_density=random_density, device=device)
 
 
 def diffuser_pattern(L: int, *, window: int = 32, n_random: int = 0, n_global: int = 0, seed: int = 0, device=None) -> EdgePattern:
@@ -286,7 +323,7 @@ def _csr_arrays(adjacency, device) -> tuple[torch.Tensor, torch.Tensor, int]:
     return (torch.as_tensor(a.indptr.astype(np.int64), device=device), torch.as_tensor(a.indices.astype(np.int64), device=device), a.shape[0])
 
 
-def graph_pattern(adjacency, gene_index: torch.Tensor, *, n_global: int = 0, self_loops: bool = True) -> EdgePattern:
+def graph_pattern(adjacency, gene_index: torch.Tensor, *, n_global: int = 0, self_loops: bool = True, dedup: bool = True) -> EdgePattern:
     """Per cell, the subgraph of a gene graph induced by the genes the cell carries (Seq2Graph).
 
     Parameters
@@ -303,6 +340,9 @@ def graph_pattern(adjacency, gene_index: torch.Tensor, *, n_global: int = 0, sel
         both directions, whatever their ``gene_index``.
     self_loops
         Add i -> i for every real token (the GenoHoption graph has self-loops).
+    dedup
+        Drop repeated edges (default). False keeps them (a CSR ``adjacency`` may repeat a column
+        in a row): parallel edges of a multigraph, each counted in the softmax as in DGL.
 
     Returns
     -------
@@ -363,4 +403,4 @@ def graph_pattern(adjacency, gene_index: torch.Tensor, *, n_global: int = 0, sel
     dst = torch.zeros_like(src)
     valid = torch.zeros(B, E, dtype=torch.bool, device=device)
     src[e_cell, slot], dst[e_cell, slot], valid[e_cell, slot] = e_src, e_dst, True
-    return EdgePattern(*_canonical(src, dst, valid, L))
+    return EdgePattern(*_canonical(src, dst, valid, L, dedup=dedup))

@@ -11,9 +11,11 @@ row-stochastic A. Diffusion then spreads V over further hops without new paramet
   (K terms, as the official loop ``for k in range(1, iter_num)``). Converges to e^-t exp(tA) V.
 - none: one hop, A V (the paper's "w/o iter" ablation: alpha = 0, K = 1).
 
-Defaults alpha = 0.25, t = 5, K = 6 (REFERENCE.md section 1). Attention dropout, when set, acts
-on the edge weights as in the official code (which also drops node states after every PPR step
-and after the heat sum; that second dropout is left to the caller's output dropout). Sparse
+Defaults alpha = 0.25, t = 5, K = 6 (REFERENCE.md section 1). Attention dropout (``dropout``;
+:class:`~scfmbench.models.attention.base.MultiHeadAttention` sets it to the model's dropout unless
+the kernel config does) acts where the official code has it: on the edge weights, and on the node
+states after every PPR step (then the recursion runs step by step in training) and after the heat
+sum or the single hop. Sparse
 machinery: ``sparse.py`` (first-order autograd only); the slow, obviously correct reference
 (dense masked softmax and explicit matrix powers) is :func:`dense_reference`. Tokens with no
 incoming edge (padding) get c_0 V, i.e. alpha V (PPR), e^-t V (heat) or 0 (one hop).
@@ -102,7 +104,8 @@ class GraphDiffusionAttention(AttentionKernel):
     k
         Power-iteration steps (PPR) or number of series terms (heat).
     dropout
-        Attention dropout on the edge weights (training only).
+        Attention dropout (training only) on the edge weights and on the node states after
+        every PPR step / after the heat sum or the hop, as GenoHoption's ``gn_attn.py``.
     """
 
     needs_edges = True
@@ -135,13 +138,27 @@ class GraphDiffusionAttention(AttentionKernel):
         return edges
 
     def forward(self, q, k, v, key_padding_mask=None, edges=None):
+        with torch.autocast(q.device.type, enabled=False):  # under mixed precision: the sparse products stay float32
+            return self._forward(q, k, v, key_padding_mask, edges)
+
+    def _forward(self, q, k, v, key_padding_mask, edges):
         B, H, L, D = q.shape
         structure = self.pattern(L, edges, q.device).compile(key_padding_mask, H, batch_size=B)
         dtype = q.dtype if q.dtype in (torch.float32, torch.float64) else torch.float32  # sparse kernels: fp32/fp64
         # q, k, v are flattened head-major to (H B L, D) (see sparse.py); q and k inside head_scores
         attn = row_softmax(structure, head_scores(structure, q, k, scale=D**-0.5, dtype=dtype))  # (H * nnz,), rows sum to 1
+        # GenoHoption gn_attn.py: dropout on the edge weights, then on the node states after every
+        # PPR step and after the heat sum (one hop: PPR with K 1, alpha 0, the window baselines)
         attn = F.dropout(attn, self.dropout, self.training)
-        out = polynomial(structure, attn, flat_heads(v, dtype), diffusion_coefficients(self.diffusion, alpha=self.alpha, t=self.t, k=self.k))
+        x = flat_heads(v, dtype)
+        if self.training and self.dropout > 0 and self.diffusion == "ppr":  # dropout inside the recursion: step by step
+            out = x
+            for _ in range(self.k):
+                out = F.dropout(polynomial(structure, attn, out, [0.0, 1.0 - self.alpha]) + self.alpha * x, self.dropout, True)
+        else:
+            out = polynomial(structure, attn, x, diffusion_coefficients(self.diffusion, alpha=self.alpha, t=self.t, k=self.k))
+            if self.diffusion != "ppr":
+                out = F.dropout(out, self.dropout, self.training)
         return unflat_heads(out, B, H).to(q.dtype)  # (B, H, L, D)
 
 

@@ -231,4 +231,8 @@ class PerformerAttention(AttentionKernel):
         return self._projections[key]
 
     def forward(self, q, k, v, key_padding_mask=None, edges=None):
+        if torch.is_autocast_enabled(q.device.type):  # mixed precision: the exp features in float32 (their range needs it)
+            with torch.autocast(q.device.type, enabled=False):
+                out = _FavorAttention.apply(q.float(), k.float(), v.float(), self.projection(q.shape[-1], q.device), key_padding_mask, self.eps)
+            return out.to(q.dtype)
         return _FavorAttention.apply(q, k, v, self.projection(q.shape[-1], q.device), key_padding_mask, self.eps)
