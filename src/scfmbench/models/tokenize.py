@@ -203,11 +203,17 @@ class TokenGraph:
         ``has_cls``): then token id t maps to node t - 1 (<pad> -> -1, <cls> -> 0) and the CLS
         token takes the graph's CLS edges. False: gene g is node g and the CLS token (position 0)
         is joined to every real token as a global token.
+    cls_token
+        False for sequences without a CLS token (the perturbation generator): then no position is
+        global and every token takes only its gene's graph edges (needs ``cls_node=False``).
     """
 
-    def __init__(self, adjacency, *, cls_node: bool):
+    def __init__(self, adjacency, *, cls_node: bool, cls_token: bool = True):
         self.adjacency = sp.csr_matrix(adjacency)
         self.cls_node = bool(cls_node)
+        self.cls_token = bool(cls_token)
+        if self.cls_node and not self.cls_token:
+            raise InputError("TokenGraph: a graph with a CLS node needs sequences with a CLS token (cls_token=True)")
         self.n_genes = self.adjacency.shape[0] - int(self.cls_node)
         self._torch: dict[str, torch.Tensor] = {}
 
@@ -234,7 +240,8 @@ class TokenGraph:
                 self._torch[key] = torch.sparse_csr_tensor(
                     torch.as_tensor(a.indptr.astype(np.int64)), torch.as_tensor(a.indices.astype(np.int64)), torch.ones(a.nnz),
                     size=a.shape, check_invariants=True).to(gene_ids.device)
-        return graph_pattern(self._torch[key], self.node_index(gene_ids), n_global=0 if self.cls_node else 1, self_loops=True)
+        n_global = 1 if self.cls_token and not self.cls_node else 0
+        return graph_pattern(self._torch[key], self.node_index(gene_ids), n_global=n_global, self_loops=True)
 
     def mean_degree(self) -> float:
         """Mean in-degree over all nodes (self-loops included), for run records."""
