@@ -377,13 +377,13 @@ def perturb_graph_params(wildcards):
     return dict(PERTURBATION["graph"])
 
 
-def perturb_methods(wildcards):
-    return [m for d, m in PERTURB_RUNS if d == wildcards.dataset]
+def perturb_methods(dataset):
+    return [m for d, m in PERTURB_RUNS if d == dataset]
 
 
-def perturb_scored(pattern):
-    """Every (method, seed) file of a dataset's runs, for the scoring job."""
-    return lambda wildcards: [pattern.format(dataset=wildcards.dataset, method=m, seed=s) for m in perturb_methods(wildcards) for s in SEEDS]
+def perturb_scored(dataset, pattern):
+    """Every (method, seed) file of a dataset's runs, in the scoring job's order (methods, then seeds)."""
+    return [pattern.format(dataset=dataset, method=m, seed=s) for m in perturb_methods(dataset) for s in SEEDS]
 
 
 def perturbation_metrics_files():

@@ -67,27 +67,33 @@ rule perturb_predict:
         "../scripts/perturb_predict.py"
 
 
-# One job scores every method and seed of a dataset (scoring is cheap next to a process start).
-rule perturb_score:
-    input:
-        data=PERTURB_DATA,
-        splits=per_seed(PERTURB_SPLIT),
-        predictions=perturb_scored(perturb_output()),
-        benchmarks=perturb_scored(perturb_benchmark()),
-    output:
-        metrics=perturb_scored("results/perturbation/{dataset}/{method}/seed{seed}/metrics.csv"),
-        conditions=perturb_scored("results/perturbation/{dataset}/{method}/seed{seed}/conditions.csv"),
-    params:
-        methods=perturb_methods,
-        seeds=SEEDS,
-    log:
-        "results/logs/perturbation/{dataset}/score.log",
-    benchmark:
-        "results/benchmarks/perturbation/{dataset}/score.tsv"
-    conda:
-        "../../envs/torch.yaml"
-    script:
-        "../scripts/perturb_score.py"
+# One job scores every method and seed of a dataset (scoring is cheap next to a process start): a
+# rule per dataset (perturb_score_<dataset>), since the methods it scores depend on the dataset.
+for _dataset in PERTURBATION["datasets"]:
+
+    rule:
+        name:
+            f"perturb_score_{_dataset}"
+        input:
+            data=PERTURB_DATA.format(dataset=_dataset),
+            splits=expand(PERTURB_SPLIT, dataset=_dataset, seed=SEEDS),
+            predictions=perturb_scored(_dataset, perturb_output()),
+            benchmarks=perturb_scored(_dataset, perturb_benchmark()),
+        output:
+            metrics=perturb_scored(_dataset, "results/perturbation/{dataset}/{method}/seed{seed}/metrics.csv"),
+            conditions=perturb_scored(_dataset, "results/perturbation/{dataset}/{method}/seed{seed}/conditions.csv"),
+        params:
+            dataset=_dataset,
+            methods=perturb_methods(_dataset),
+            seeds=SEEDS,
+        log:
+            f"results/logs/perturbation/{_dataset}/score.log",
+        benchmark:
+            f"results/benchmarks/perturbation/{_dataset}/score.tsv"
+        conda:
+            "../../envs/torch.yaml"
+        script:
+            "../scripts/perturb_score.py"
 
 
 rule perturb_report:

@@ -7,4 +7,4 @@ runs = [(m, s) for m in snakemake.params.methods for s in seeds]  # the order of
 for i, (method, seed) in enumerate(runs):
     score_main(data=snakemake.input.data, split=snakemake.input.splits[seeds.index(seed)], predictions=snakemake.input.predictions[i],
                benchmark=snakemake.input.benchmarks[i], out=snakemake.output.metrics[i], conditions_out=snakemake.output.conditions[i],
-               dataset=snakemake.wildcards.dataset, method=method, seed=seed)
+               dataset=snakemake.params.dataset, method=method, seed=seed)

@@ -389,7 +389,7 @@ def simulate_perturbseq(
     - **knockdown** (CRISPRi): the gene's drive is shifted by ``-knockdown_shift``;
     - **null** perturbations (``null_fraction`` of the singles) hit genes with no target in the
       subnetwork: only the gene itself moves;
-    - **combos** clamp two single-perturbed genes; pairs sharing targets are preferred, so tanh
+    - **combos** knock out two single-perturbed genes; pairs sharing targets are preferred, so tanh
       saturation on shared targets makes them non-additive, while pairs with disjoint downstream
       sets add up exactly (on the truth scale).
 
@@ -446,12 +446,12 @@ def simulate_perturbseq(
         raise InputError(f"simulate_perturbseq: the subnetwork has {len(tfs)} TFs, fewer than the {n_tf} TF perturbations asked; lower n_singles or raise n_genes.")
     pert = np.concatenate([rng.choice(tfs, n_tf, replace=False), rng.choice(nulls, n_null, replace=False)])
     kinds = np.where(rng.random(n_singles) < knockdown_fraction, "knockdown", "knockout")
-    # Combos among the perturbed TFs, pairs sharing targets preferred (weight 1 + shared targets).
+    # Combos among the perturbed genes, pairs sharing targets preferred (weight 1 + shared targets);
+    # pairs with a null gene have disjoint effects (and add up).
     reach = (W != 0).astype(np.int64).tocsr()
-    tf_pert = pert[:n_tf]
-    pairs = [(a, b) for i, a in enumerate(tf_pert) for b in tf_pert[i + 1 :]]
+    pairs = [(a, b) for i, a in enumerate(pert) for b in pert[i + 1 :]]
     if n_combos > len(pairs):
-        raise InputError(f"simulate_perturbseq: only {len(pairs)} pairs of perturbed TFs for n_combos={n_combos}.")
+        raise InputError(f"simulate_perturbseq: only {len(pairs)} pairs of perturbed genes for n_combos={n_combos}.")
     shared = np.array([reach[a].multiply(reach[b]).nnz for a, b in pairs], dtype=float)
     chosen = rng.choice(len(pairs), n_combos, replace=False, p=(1 + shared) / (1 + shared).sum()) if n_combos else []
     combos = [tuple(sorted(pairs[i], key=lambda g: genes[g])) for i in chosen]

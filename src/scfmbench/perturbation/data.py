@@ -202,7 +202,7 @@ def load_perturbation_dataset(name: str, cfg: dict) -> ad.AnnData:
     if source == "synthetic_perturb":
         from scfmbench.data.synthetic import simulate_perturbseq
 
-        return gears_layout(simulate_perturbseq(**(cfg.get("synthetic") or {})), cell_type="synthetic")
+        return gears_layout(simulate_perturbseq(**(cfg.get("perturbseq") or {})), cell_type="synthetic")
     if source in ("gears_adamson", "gears_norman"):
         from scfmbench.data.sources import _check_inputs, source_inputs
 

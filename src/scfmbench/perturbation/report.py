@@ -109,3 +109,26 @@ def write_perturbation_report(metrics_paths, *, md, csv, html, png) -> None:
     write_csv(tidy, csv)
     write_text(markdown_html(text, title="perturbation summary table"), html)
     plot(metrics, png)
+
+
+#: The perturbation task's control for the quality report: a model below ``train_mean`` on a delta
+#: metric (by its mean over seeds, per dataset and subgroup) has learned nothing perturbation-specific.
+QUALITY_CONTROL = "train_mean"
+
+
+def below_train_mean(metrics: pd.DataFrame) -> list[dict]:
+    """Quality rows (``scfmbench.report.quality.CHECK_COLUMNS``) for every perturbation method below
+    ``train_mean`` on a delta metric; controls other than the model classes are not flagged."""
+    df = perturbation_frame(metrics)
+    df = df[df["base"].isin(DELTA_METRICS)]
+    rows = []
+    for (dataset, metric), g in df.groupby(["dataset", "metric"]):
+        means = g.groupby("method")["value"].mean()
+        if QUALITY_CONTROL not in means or pd.isna(means[QUALITY_CONTROL]):
+            continue
+        for method, value in means.items():
+            if method in CONTROLS or pd.isna(value) or value >= means[QUALITY_CONTROL]:
+                continue
+            rows.append(dict(check="below control", task="perturbation", dataset=dataset, method=method, seed=None, metric=metric,
+                             detail=f"{value:.4g} vs {QUALITY_CONTROL} {means[QUALITY_CONTROL]:.4g}"))
+    return rows
