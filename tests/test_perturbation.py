@@ -375,3 +375,55 @@ def test_unknown_generator_kernel_is_an_error(small, small_split):
 
     with pytest.raises(InputError, match="registered kernels"):
         predict("scgpt-nokernel", small, small_split, seed=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# GEARS files as distributed
+
+
+def _gears_like(small):
+    """A GEARS-style file: Ensembl-like var_names with symbols in var['gene_name'], uns rankings
+    listing var_names, X as is; Norman's quirk of one single given as 'ctrl+A'."""
+    g = small.copy()
+    g.var_names = [f"ENSG{i:011d}" for i in range(g.n_vars)]
+    single = next(c for c in g.obs["condition"].unique() if c.endswith("+ctrl"))
+    flipped = "ctrl+" + condition_genes(single)[0]
+    cells = np.flatnonzero((g.obs["condition"] == single).to_numpy())[::2]
+    cond = g.obs["condition"].astype(str).to_numpy()
+    cond[cells] = flipped
+    g.obs["condition"] = cond
+    for key in list(g.uns):
+        del g.uns[key]
+    return gears_layout(g, cell_type="A549"), single, flipped
+
+
+def test_gears_file_is_read_as_distributed(small, tmp_path):
+    import zipfile
+
+    from scfmbench.perturbation.data import load_perturbation_dataset
+
+    g, single, flipped = _gears_like(small)
+    g.write_h5ad(tmp_path / "perturb_processed.h5ad")
+    with zipfile.ZipFile(tmp_path / "adamson.zip", "w") as z:
+        z.write(tmp_path / "perturb_processed.h5ad", "adamson/perturb_processed.h5ad")
+    got = load_perturbation_dataset("adamson", {"source": "gears_adamson", "path": str(tmp_path / "adamson.zip")})
+    assert (got.X != g.X).nnz == 0 and list(got.var_names) == list(g.var_names)
+    assert list(got.uns["top_non_dropout_de_20"][f"A549_{flipped}_1+1"]) == list(g.uns["top_non_dropout_de_20"][f"A549_{flipped}_1+1"])
+    # both forms of the single are conditions of their own, scored with their own DE genes, split together
+    s = make_split(got.obs["condition"].unique(), seed=2)
+    assert s.split[single] == s.split[flipped]
+    from scfmbench.perturbation.metrics import perturbation_scores
+
+    per = perturbation_scores(got, [single, flipped], np.tile(np.asarray(got.X.mean(0)).ravel(), (2, 1)), s.subgroup)
+    assert list(per["condition"]) == [single, flipped]
+
+
+def test_gears_file_without_rankings_is_an_error(small, tmp_path):
+    from scfmbench.perturbation.data import load_perturbation_dataset
+
+    g, _, _ = _gears_like(small)
+    del g.uns["top_non_zero_de_20"]
+    (tmp_path / "norman").mkdir()
+    g.write_h5ad(tmp_path / "norman" / "perturb_processed.h5ad")
+    with pytest.raises(InputError, match="uns lacks \\['top_non_zero_de_20'\\]"):
+        load_perturbation_dataset("norman", {"source": "gears_norman", "path": str(tmp_path / "norman")})

@@ -345,6 +345,9 @@ PERTURBATION = config["perturbation"]
 PERTURB_RUNS = _perturbation.method_runs(config)
 # Predictors run by rule perturb_predict (built-ins and generators; rule-file methods have their own rule).
 PERTURB_BUILTIN = sorted({m for _, m in PERTURB_RUNS if not (METHOD_RULE_DIR / f"{m}.smk").exists()})
+# Of those, the numpy controls and baselines, run together per dataset (perturb_controls_<dataset>).
+PERTURB_CONTROLS = [m for m in PERTURB_BUILTIN if not _perturbation.is_generator(m)]
+perturbation_method_params = _perturbation.method_params
 PERTURB_DATA = "results/perturbation/{dataset}/data.h5ad"
 PERTURB_SPLIT = "results/perturbation/{dataset}/seed{seed}/split.json"
 

@@ -5,6 +5,8 @@
 
 
 rule perturb_data:
+    input:
+        downloads=dataset_downloads,
     output:
         data=PERTURB_DATA,
     params:
@@ -38,8 +40,8 @@ rule perturb_split:
         "../scripts/perturb_split.py"
 
 
-# Controls, baselines and the scGPT-style generator (scgpt-<kernel>[-paperloss]). One job per seed,
-# or with resources.group_seeds one per (dataset, method) writing each seed's benchmark file itself.
+# The scGPT-style generator (scgpt-<kernel>[-paperloss]). One job per seed, or with
+# resources.group_seeds one per (dataset, method) writing each seed's benchmark file itself.
 rule perturb_predict:
     input:
         data=PERTURB_DATA,
@@ -60,11 +62,42 @@ rule perturb_predict:
     benchmark:
         "results/benchmarks/perturbation/{dataset}/{method}/seeds.tsv" if GROUP_SEEDS else perturb_benchmark()
     wildcard_constraints:
-        method="|".join(re.escape(m) for m in PERTURB_BUILTIN) or "(?!)",
+        method="|".join(re.escape(m) for m in PERTURB_BUILTIN if m not in PERTURB_CONTROLS) or "(?!)",
     conda:
         "../../envs/torch.yaml"
     script:
         "../scripts/perturb_predict.py"
+
+
+# The controls and baselines (numpy only, well under a second per seed): one job per dataset runs
+# every one of them and every seed, writing each (method, seed)'s benchmark file itself.
+for _dataset in PERTURBATION["datasets"]:
+    _controls = [m for m in perturb_methods(_dataset) if m in PERTURB_CONTROLS]
+    if not _controls:
+        continue
+
+    rule:
+        name:
+            f"perturb_controls_{_dataset}"
+        input:
+            data=PERTURB_DATA.format(dataset=_dataset),
+            splits=expand(PERTURB_SPLIT, dataset=_dataset, seed=SEEDS),
+        output:
+            predictions=[perturb_output(m).format(dataset=_dataset, seed=s) for m in _controls for s in SEEDS],
+            run=[f"results/perturbation/{_dataset}/{m}/seed{s}/run.json" for m in _controls for s in SEEDS],
+            benchmark=[perturb_benchmark(m).format(dataset=_dataset, seed=s) for m in _controls for s in SEEDS],
+        params:
+            methods=_controls,
+            method_params={m: perturbation_method_params(config, m) for m in _controls},
+            seeds=SEEDS,
+        log:
+            f"results/logs/perturbation/{_dataset}/controls.log",
+        benchmark:
+            f"results/benchmarks/perturbation/{_dataset}/controls.tsv"
+        conda:
+            "../../envs/torch.yaml"
+        script:
+            "../scripts/perturb_controls.py"
 
 
 # One job scores every method and seed of a dataset (scoring is cheap next to a process start): a

@@ -139,6 +139,31 @@ def _choose_programs(n_tfs: int, n_cell_types: int, tfs_per_type: int, rng: np.r
     return programs
 
 
+def _network(network: str, n_genes: int, regulation_strength: float, rng: np.random.Generator):
+    """Steps 1 of both simulations: the subnetwork's genes (sorted), its signed edges, each edge's
+    regulator index and the weight matrix ``W[regulator, target]`` (``U(0.5, 1.5) *
+    regulation_strength / sqrt(in-degree)`` per edge)."""
+    edges = _signed_edges(read_trrust(vendored_grn_path(network)), rng)
+    genes = pd.Index(sorted(_grow_subnetwork(edges, n_genes, rng)))
+    edges = edges[edges["tf"].isin(genes) & edges["target"].isin(genes)].reset_index(drop=True)
+    src, dst = genes.get_indexer(edges["tf"]), genes.get_indexer(edges["target"])
+    in_degree = np.bincount(dst, minlength=n_genes)
+    weight = edges["sign"].to_numpy() * rng.uniform(0.5, 1.5, len(edges)) * regulation_strength / np.sqrt(in_degree[dst])
+    return genes, edges, src, sp.csr_matrix((weight, (src, dst)), shape=(n_genes, n_genes))
+
+
+def _measure(rel: np.ndarray, rng: np.random.Generator, *, mean_library_size: float, library_size_sd: float, dispersion: float, dropout: float) -> sp.csr_matrix:
+    """The measurement step of both simulations: per-cell library size (log-normal), negative
+    binomial counts (gamma-Poisson), dropout falling with the expected count; float32 CSR."""
+    lib = mean_library_size * np.exp(rng.normal(-0.5 * library_size_sd**2, library_size_sd, len(rel)))
+    mu = rel * lib[:, None]
+    lam = rng.gamma(1.0 / dispersion, mu * dispersion) if dispersion > 0 else mu
+    counts = rng.poisson(lam)
+    if dropout > 0:
+        counts[rng.random(counts.shape) < dropout / (dropout + mu)] = 0
+    return sp.csr_matrix(counts.astype(np.float32))
+
+
 def simulate_grn_dataset(
     *,
     n_cells: int = 1500,
@@ -253,13 +278,7 @@ def simulate_grn_dataset(
     rng = np.random.default_rng(seed)
 
     # 1. Genes and edges.
-    edges = _signed_edges(read_trrust(vendored_grn_path(network)), rng)
-    genes = pd.Index(sorted(_grow_subnetwork(edges, n_genes, rng)))
-    edges = edges[edges["tf"].isin(genes) & edges["target"].isin(genes)].reset_index(drop=True)
-    src, dst = genes.get_indexer(edges["tf"]), genes.get_indexer(edges["target"])
-    in_degree = np.bincount(dst, minlength=n_genes)
-    weight = edges["sign"].to_numpy() * rng.uniform(0.5, 1.5, len(edges)) * regulation_strength / np.sqrt(in_degree[dst])
-    W = sp.csr_matrix((weight, (src, dst)), shape=(n_genes, n_genes))  # W[regulator, target]
+    genes, edges, src, W = _network(network, n_genes, regulation_strength, rng)
     is_tf = np.zeros(n_genes, dtype=bool)
     is_tf[src] = True
     tfs = np.flatnonzero(is_tf)
@@ -291,14 +310,8 @@ def simulate_grn_dataset(
     rel /= rel.sum(axis=1, keepdims=True)
 
     # 5. Measurement: library size, negative binomial as gamma-Poisson, dropout.
-    lib = mean_library_size * np.exp(rng.normal(-0.5 * library_size_sd**2, library_size_sd, n_cells))
-    mu = rel * lib[:, None]
-    lam = rng.gamma(1.0 / dispersion, mu * dispersion) if dispersion > 0 else mu
-    counts = rng.poisson(lam)
-    if dropout > 0:
-        counts[rng.random(counts.shape) < dropout / (dropout + mu)] = 0
+    counts = _measure(rel, rng, mean_library_size=mean_library_size, library_size_sd=library_size_sd, dispersion=dispersion, dropout=dropout)
 
-    counts = sp.csr_matrix(counts.astype(np.float32))
     obs = pd.DataFrame(
         {"cell_type": pd.Categorical.from_codes(labels, [f"type_{t}" for t in range(n_cell_types)])},
         index=[f"cell_{c}" for c in range(n_cells)],
@@ -429,13 +442,7 @@ def simulate_perturbseq(
     rng = np.random.default_rng(seed)
 
     # Network (as simulate_grn_dataset).
-    edges = _signed_edges(read_trrust(vendored_grn_path(network)), rng)
-    genes = pd.Index(sorted(_grow_subnetwork(edges, n_genes, rng)))
-    edges = edges[edges["tf"].isin(genes) & edges["target"].isin(genes)].reset_index(drop=True)
-    src, dst = genes.get_indexer(edges["tf"]), genes.get_indexer(edges["target"])
-    in_degree = np.bincount(dst, minlength=n_genes)
-    weight = edges["sign"].to_numpy() * rng.uniform(0.5, 1.5, len(edges)) * regulation_strength / np.sqrt(in_degree[dst])
-    W = sp.csr_matrix((weight, (src, dst)), shape=(n_genes, n_genes))
+    genes, edges, src, W = _network(network, n_genes, regulation_strength, rng)
     n_targets = np.bincount(src, minlength=n_genes)
     tfs, nulls = np.flatnonzero(n_targets > 0), np.flatnonzero(n_targets == 0)
 
@@ -498,13 +505,7 @@ def simulate_perturbseq(
     rel /= rel.sum(1, keepdims=True)
     order = rng.permutation(len(rel))  # cell order says nothing
     rel, labels, types = rel[order], np.asarray(labels)[order], np.asarray(types)[order]
-    lib = mean_library_size * np.exp(rng.normal(-0.5 * library_size_sd**2, library_size_sd, len(rel)))
-    mu = rel * lib[:, None]
-    lam = rng.gamma(1.0 / dispersion, mu * dispersion) if dispersion > 0 else mu
-    counts = rng.poisson(lam)
-    if dropout > 0:
-        counts[rng.random(counts.shape) < dropout / (dropout + mu)] = 0
-    counts = sp.csr_matrix(counts.astype(np.float32))
+    counts = _measure(rel, rng, mean_library_size=mean_library_size, library_size_sd=library_size_sd, dispersion=dispersion, dropout=dropout)
 
     obs = pd.DataFrame({"condition": labels, "perturbation_type": types}, index=[f"cell_{c}" for c in range(len(rel))])
     var = pd.DataFrame({"gene_name": genes.to_numpy(dtype=str), "is_tf": n_targets > 0, "n_targets": n_targets}, index=genes)

@@ -99,12 +99,13 @@ def read_predictions(path) -> tuple[list[str], np.ndarray]:
 
 
 def score_main(*, data, split, predictions, benchmark, out, conditions_out, dataset: str, method: str, seed: int) -> None:
-    """Score one run: metrics record (``<metric>:<subgroup>``) and the per-condition table."""
+    """Score one run: metrics record (``<metric>:<subgroup>``) and the per-condition table.
+    ``data`` is the dataset's path or the dataset itself (a scoring job reads it once)."""
     from scfmbench.perturbation.metrics import perturbation_scores, summarize
     from scfmbench.perturbation.split import SUBGROUPS, Split
     from scfmbench.results import metrics_record, write_metrics
 
-    adata = read_dataset(data)
+    adata = data if isinstance(data, ad.AnnData) else read_dataset(data)
     sp = Split.read(split)
     conds, means = read_predictions(predictions)
     expected = sp.conditions("test")
@@ -152,6 +153,12 @@ def method_runs(config: dict) -> list[tuple[str, str]]:
     block = config["perturbation"]
     return [(d, m) for d in block["datasets"] for m in block["methods"]
             if not (m == "oracle" and config["datasets"][d]["source"] != "synthetic_perturb")]
+
+
+def is_generator(method: str) -> bool:
+    from scfmbench.perturbation.generator import is_generator as _is
+
+    return _is(method)
 
 
 def method_params(config: dict, method: str) -> dict:

@@ -21,7 +21,6 @@ import logging
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 
 from scfmbench import InputError
 from scfmbench.perturbation.data import CTRL, condition_genes, gene_names
@@ -57,7 +56,7 @@ def is_generator(method: str) -> bool:
 class _Pairs:
     """Training or validation pairs; ``batch(idx)`` samples the batch's genes (seeded)."""
 
-    def __init__(self, X: torch.Tensor, rows: np.ndarray, ctrl_rows: np.ndarray, perturbed: list[tuple[int, ...]], conditions: np.ndarray, *,
+    def __init__(self, X, rows: np.ndarray, ctrl_rows: np.ndarray, perturbed: list[tuple[int, ...]], conditions: np.ndarray, *,
                  max_len: int, generator: torch.Generator | None):
         self.X, self.rows, self.ctrl_rows, self.perturbed, self.conditions = X, rows, ctrl_rows, perturbed, conditions
         self.max_len, self.generator = max_len, generator
@@ -66,6 +65,8 @@ class _Pairs:
         return len(self.rows)
 
     def batch(self, idx):
+        import torch
+
         from scfmbench.models.scgpt_generator import make_batch, sample_genes
 
         idx = np.asarray(idx)
@@ -90,6 +91,8 @@ def _gene_graph(adata, train_rows: np.ndarray, *, top_h: int, delta: float, trru
 def predict_generator(method: str, adata, split, conditions, *, seed: int, graph_params: dict | None = None, device=None, **params) -> tuple[np.ndarray, dict]:
     """Train ``scgpt-<kernel>[-paperloss]`` on the split's training conditions, select on validation,
     predict the mean profile of each of ``conditions``. Returns (means, run record)."""
+    import torch
+
     from scfmbench.models.attention import KERNELS
     from scfmbench.models.scgpt import attach_graph
     from scfmbench.models.tokenize import N_SPECIAL
@@ -160,7 +163,7 @@ def predict_generator(method: str, adata, split, conditions, *, seed: int, graph
         return loss_fn(model(b), b.target, ctrl_mean.to(device)[b.gene_ids[0] - N_SPECIAL], conds)
 
     @torch.no_grad()
-    def predict_rows(rows, *, targets: bool) -> torch.Tensor:
+    def predict_rows(rows, *, targets: bool):
         model.eval()
         full = pairs(rows, None)
         out = []

@@ -5,13 +5,12 @@ lead (plain Pearson is ~0.99 for any predictor)."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from scfmbench._io import write_csv, write_text
-from scfmbench.perturbation.metrics import ALL, DELTA_METRICS, METRICS, split_metric
+from scfmbench.perturbation.metrics import ALL, DELTA_METRICS, split_metric
 from scfmbench.perturbation.split import SUBGROUPS
 from scfmbench.results import read_metrics
 
