@@ -223,23 +223,26 @@ def test_bad_input_names_the_condition_or_gene(conditions, match):
 def test_condition_metrics_by_hand():
     from scfmbench.perturbation.metrics import condition_metrics
 
-    ctrl = np.array([1.0, 1.0, 1.0, 1.0])
-    true = np.array([2.0, 1.0, 0.0, 1.0])
-    pred = np.array([1.5, 1.0, 1.0, 1.5])
+    # values = control + delta, the control not constant (so deltas and values differ)
+    ctrl = np.array([1.0, 3.0, 0.0, 2.0])
+    true = ctrl + np.array([1.0, 0.0, -1.0, 0.0])
+    pred = ctrl + np.array([0.5, 0.0, 0.0, 0.5])
     m = condition_metrics(pred, true, ctrl, de=np.array([0, 2]), non_dropout=np.array([0, 1, 2]), non_zero=np.array([0, 1]))
-    # all genes: mean sq. error (0.25 + 0 + 1 + 0.25) / 4; centred pred (.25, -.25, -.25, .25), true (1, 0, -1, 0):
-    # r = (.25 + .25) / sqrt(0.25 * 2)
+    # all genes: mse (0.25 + 0 + 1 + 0.25) / 4; pred (1.5, 3, 0, 2.5), true (2, 3, -1, 2): means 1.75, 1.5,
+    # centred pred (-.25, 1.25, -1.75, .75), true (.5, 1.5, -2.5, .5): sum of products 5.75,
+    # sums of squares 5.75 and 9 -> r = 5.75 / sqrt(5.75 * 9)
     assert m["mse"] == pytest.approx(0.375)
-    assert m["pearson"] == pytest.approx(0.5 / np.sqrt(0.25 * 2.0))
-    # DE genes 0 and 2: pred (1.5, 1) vs true (2, 0): two points, r = 1; mse (0.25 + 1) / 2
+    assert m["pearson"] == pytest.approx(5.75 / np.sqrt(5.75 * 9.0))
+    # DE genes 0 and 2: pred (1.5, 0) vs true (2, -1): two points, r = 1; mse (0.25 + 1) / 2
     assert m["pearson_de"] == pytest.approx(1.0) and m["mse_de"] == pytest.approx(0.625)
-    # deltas: pred (0.5, 0, 0, 0.5), true (1, 0, -1, 0): the same centred vectors as above
+    # deltas: pred (0.5, 0, 0, 0.5), true (1, 0, -1, 0): centred (.25, -.25, -.25, .25) and themselves:
+    # r = (.25 + .25) / sqrt(0.25 * 2)
     assert m["pearson_delta"] == pytest.approx(0.5 / np.sqrt(0.25 * 2.0))
     assert m["pearson_delta_de"] == pytest.approx(1.0)
     # non-dropout genes 0, 1, 2: delta pred (0.5, 0, 0) vs true (1, 0, -1): r = 0.5 / sqrt(1/6 * 2)
     assert m["pearson_delta_top20_de_non_dropout"] == pytest.approx(0.5 / np.sqrt(2 / 6))
     assert m["mse_top20_de_non_dropout"] == pytest.approx((0.25 + 0 + 1) / 3)
-    # non-zero genes 0, 1: delta pred (0.5, 0) vs true (1, 0): r = 1; values pred (1.5, 1) vs (2, 1): r = 1
+    # non-zero genes 0, 1: delta pred (0.5, 0) vs true (1, 0): r = 1; values pred (1.5, 3) vs (2, 3): r = 1
     assert m["pearson_delta_top20_de_non_zero"] == pytest.approx(1.0) and m["pearson_top20_de_non_zero"] == pytest.approx(1.0)
 
 
