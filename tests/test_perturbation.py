@@ -229,10 +229,10 @@ def test_condition_metrics_by_hand():
     pred = ctrl + np.array([0.5, 0.0, 0.0, 0.5])
     m = condition_metrics(pred, true, ctrl, de=np.array([0, 2]), non_dropout=np.array([0, 1, 2]), non_zero=np.array([0, 1]))
     # all genes: mse (0.25 + 0 + 1 + 0.25) / 4; pred (1.5, 3, 0, 2.5), true (2, 3, -1, 2): means 1.75, 1.5,
-    # centred pred (-.25, 1.25, -1.75, .75), true (.5, 1.5, -2.5, .5): sum of products 5.75,
-    # sums of squares 5.75 and 9 -> r = 5.75 / sqrt(5.75 * 9)
+    # centred pred (-.25, 1.25, -1.75, .75), true (.5, 1.5, -2.5, .5): sum of products
+    # -.125 + 1.875 + 4.375 + .375 = 6.5, sums of squares 5.25 and 9 -> r = 6.5 / sqrt(5.25 * 9)
     assert m["mse"] == pytest.approx(0.375)
-    assert m["pearson"] == pytest.approx(5.75 / np.sqrt(5.75 * 9.0))
+    assert m["pearson"] == pytest.approx(6.5 / np.sqrt(5.25 * 9.0))
     # DE genes 0 and 2: pred (1.5, 0) vs true (2, -1): two points, r = 1; mse (0.25 + 1) / 2
     assert m["pearson_de"] == pytest.approx(1.0) and m["mse_de"] == pytest.approx(0.625)
     # deltas: pred (0.5, 0, 0, 0.5), true (1, 0, -1, 0): centred (.25, -.25, -.25, .25) and themselves:
