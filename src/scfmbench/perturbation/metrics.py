@@ -119,13 +119,3 @@ def split_metric(name: str) -> tuple[str, str]:
     """``'pearson_delta:combo_seen1'`` -> (``'pearson_delta'``, ``'combo_seen1'``)."""
     metric, _, group = name.partition(SEP)
     return metric, group or ALL
-
-
-def register_metrics() -> None:
-    """Declare every ``<metric>:<subgroup>`` with the report's direction registry."""
-    from scfmbench.perturbation.split import SUBGROUPS
-    from scfmbench.report.tables import register_metric
-
-    for m in METRICS:
-        for g in (ALL, *SUBGROUPS):
-            register_metric(f"{m}{SEP}{g}", higher_is_better=not m.startswith("mse"), unit_scale=not m.startswith("mse"))
