@@ -19,6 +19,7 @@ include: "workflow/rules/impute.smk"
 include: "workflow/rules/methods.smk"
 include: "workflow/rules/schyena.smk"
 include: "workflow/rules/profile.smk"
+include: "workflow/rules/perturb.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -41,6 +41,9 @@ SENSITIVITY_RUNS = 2 * ((ALPHA + K) + (T + K))
 PROFILE_MECHANISMS = 16  # every registered mechanism (scfmbench.profile.mechanism_names())
 PROFILE_LENGTHS = 7 + 4  # Fig. 4c's 100..3000 plus four full-transcriptome lengths
 IMPUTERS = ["none", "magic", "dca", "schyena"]
+PERTURB_DATASETS = ["adamson", "norman"]  # GenoHoption Fig. 3 (GEARS)
+PERTURB_CONTROLS = ["no_change", "train_mean", "additive", "linear"]
+PERTURB_GENERATORS = [f"scgpt-{a}{loss}" for loss in ("", "-paperloss") for a in ("full", "genohoption-p", "genohoption-h")]
 
 
 def expected_jobs() -> dict[str, int]:
@@ -55,7 +58,7 @@ def expected_jobs() -> dict[str, int]:
     n_graph_variants = 3  # full (genohoption-p/-h, onehop), no_grn, no_coexpr (the ablations)
     jobs = {
         # data: scGPT's one zip (3 datasets), GSE157827's tar, GSE157783's three tarballs
-        "download_file": 1 + 1 + 3,
+        "download_file": 1 + 1 + 3 + len(PERTURB_DATASETS),
         "load_dataset": n_ann_datasets,
         "prepare_dataset": (n_ann_datasets + fewshot_datasets) * SEEDS,
         # graphs: six DGP-AMIO edge lists + Enrichr ENCODE/ChEA, downloaded once each; the main grid
@@ -81,6 +84,13 @@ def expected_jobs() -> dict[str, int]:
         # memory and speed profile: mechanism x length x batch (32) x pass (forward, backward)
         "profile_point": PROFILE_MECHANISMS * PROFILE_LENGTHS * 1 * 2,
         "profile_report": 1,
+        # perturbation (Fig. 3): data, splits, controls and scoring per dataset, generators per seed
+        "perturb_data": len(PERTURB_DATASETS),
+        "perturb_split": len(PERTURB_DATASETS),
+        **{f"perturb_controls_{d}": 1 for d in PERTURB_DATASETS},
+        "perturb_predict": len(PERTURB_GENERATORS) * len(PERTURB_DATASETS) * SEEDS,
+        **{f"perturb_score_{d}": 1 for d in PERTURB_DATASETS},
+        "perturb_report": 1,
         # report: tables and figures, paper tables and quality, few-shot and sensitivity studies
         "report": 1,
         "report_extras": 1,
@@ -160,6 +170,11 @@ def test_paper_config_validates_and_lists_the_papers_methods():
     assert geneformer["cls_token"] == "prepended" and geneformer["max_len"] + (geneformer["cls_token"] == "input") <= geneformer["max_position"]
     assert scgpt["amp"] == "fp16" and geneformer["amp"] is None  # GenoHoption's scGPT scripts: amp=True; Geneformer's Trainer: float32
     assert cfg["params"]["scbert"]["dim_head"] == 64  # scBERT: performer-pytorch's dim_head
+    pert = cfg["perturbation"]
+    assert pert["datasets"] == PERTURB_DATASETS and pert["methods"] == PERTURB_CONTROLS + PERTURB_GENERATORS
+    assert {cfg["datasets"][d]["source"] for d in PERTURB_DATASETS} == {"gears_adamson", "gears_norman"}
+    gen = pert["params"]["scgpt"]
+    assert (gen["lr"], gen["batch_size"], gen["epochs"], gen["max_len"], gen["steps_per_epoch"]) == (1e-4, 32, 15, 1536, None)
     profile = cfg["profile"]
     assert (profile["heads"], profile["dim"], profile["batches"], profile["dtype"], profile["repeats"]) == (8, 256, [32], "float16", 10)
     from scfmbench.profile import mechanism_names
@@ -182,7 +197,7 @@ def test_config_yaml_leaks_nothing_into_the_paper_config():
     for name in extra:
         del merged["datasets"][name]
     assert merged == paper
-    used = set(paper["annotation"]["datasets"]) | set(paper["imputation"]["datasets"]) | set(paper["graphs"]["datasets"])
+    used = set(paper["annotation"]["datasets"]) | set(paper["imputation"]["datasets"]) | set(paper["graphs"]["datasets"]) | set(paper["perturbation"]["datasets"])
     assert not extra & used
 
 

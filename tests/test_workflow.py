@@ -42,12 +42,43 @@ TOY_RULE = textwrap.dedent(
     '''
 )
 
+# The README's perturbation example ("Perturbation prediction"): one rule file, one config entry.
+PERTURB_RULE = textwrap.dedent(
+    '''
+    rule perturb_ctrl_plus_half:
+        input:
+            data=PERTURB_DATA,
+            split=PERTURB_SPLIT,
+        output:
+            predictions=perturb_output("ctrl_plus_half"),
+        log:
+            perturb_log("ctrl_plus_half"),
+        benchmark:
+            perturb_benchmark("ctrl_plus_half")
+        run:
+            from scfmbench.perturbation import run_method
+            from scfmbench.perturbation.methods import control_mean, register_predictor, train_cells, mean_of
+
+            @register_predictor("ctrl_plus_half")
+            def ctrl_plus_half(adata, split, conditions, *, seed):
+                """Halfway between the control mean and the mean perturbed training cell."""
+                ctrl = control_mean(adata)
+                perturbed = mean_of(adata, train_cells(adata, split) & (adata.obs["condition"] != "ctrl").to_numpy())
+                return [(ctrl + perturbed) / 2] * len(conditions)
+
+            run_method("ctrl_plus_half", input.data, input.split, output.predictions, seed=int(wildcards.seed))
+    '''
+)
+
 TINY = {
     "seeds": [0],
     "datasets": {
         "pbmc68k": {"source": "pbmc68k", "min_library_size": 0},
         "synthetic": {"source": "synthetic", "synthetic": {"n_cells": 400, "n_genes": 80, "n_cell_types": 4, "seed": 0}, "min_library_size": 0},
+        "perturb_tiny": {"source": "synthetic_perturb", "perturbseq": {"n_genes": 60, "n_singles": 10, "n_combos": 8, "cells_per_condition": 12, "n_control": 60}},
     },
+    "perturbation": {"datasets": ["perturb_tiny"], "methods": ["no_change", "train_mean", "oracle", "scgpt-genohoption-p", "ctrl_plus_half"],
+                     "params": {"scgpt": {"epochs": 1, "steps_per_epoch": 2, "valid_cells": 16, "predict_cells": 4}}},
     "annotation": {"datasets": ["pbmc68k", "synthetic"], "methods": ["majority", "logreg", "scgpt-full", "scgpt-genohoption-p", "nearest_centroid"]},
     # One few-shot fraction and one value of each option GenoHoption-p takes: the study grids' plumbing.
     "fewshot": {"datasets": ["synthetic"], "methods": ["logreg"], "fractions": [0.5]},
@@ -76,6 +107,7 @@ def run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 def workflow_run(tmp_path_factory):
     wd = copy_workflow(tmp_path_factory.mktemp("wf"))
     (wd / "workflow" / "rules" / "methods" / "nearest_centroid.smk").write_text(TOY_RULE)
+    (wd / "workflow" / "rules" / "methods" / "ctrl_plus_half.smk").write_text(PERTURB_RULE)
     (wd / "config" / "tiny.yaml").write_text(yaml.safe_dump(TINY))
     run(wd, "--configfile", "config/tiny.yaml")
     return wd
@@ -94,6 +126,19 @@ def test_every_job_reports(workflow_run):
         assert (workflow_run / "results" / "report" / name).stat().st_size > 0
     # The toy baseline added as one rule file + one config entry is in the table.
     assert "nearest_centroid" in (workflow_run / "results" / "report" / "annotation_table.md").read_text()
+
+
+def test_perturbation_task_and_its_rule_file_method(workflow_run):
+    """The perturbation stage end to end: every (method, seed) scored per subgroup, the README's rule
+    file method in the table, oracle above the controls."""
+    metrics = pd.read_csv(workflow_run / "results" / "report" / "metrics.csv")
+    pert = metrics[metrics.task == "perturbation"]
+    assert set(pert["method"]) == set(TINY["perturbation"]["methods"]) and set(pert["dataset"]) == {"perturb_tiny"}
+    m = pert.set_index(["method", "metric"])["value"]
+    assert m["oracle", "pearson_delta_de:all"] > m["train_mean", "pearson_delta_de:all"] and m["no_change", "pearson_delta:all"] == 0.0
+    table = (workflow_run / "results" / "report" / "perturbation_table.md").read_text()
+    assert "ctrl_plus_half" in table and "pearson_delta" in table
+    assert (workflow_run / "results" / "report" / "figures" / "perturbation.png").stat().st_size > 0
 
 
 @pytest.mark.slow

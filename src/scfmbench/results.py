@@ -27,7 +27,7 @@ from scfmbench._io import write_csv
 
 METRIC_COLUMNS = ["task", "dataset", "method", "seed", "metric", "value", "runtime_s", "peak_mem_mb"]
 # "imputation": the masking protocol; "denoising": molecular cross-validation (scfmbench.impute.mcv).
-TASKS = ("annotation", "imputation", "denoising", "doublet")
+TASKS = ("annotation", "imputation", "denoising", "doublet", "perturbation")
 
 
 def read_benchmark(path: str | Path | None) -> tuple[float, float]:

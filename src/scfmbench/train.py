@@ -59,13 +59,19 @@ def predict_logits(model: nn.Module, inputs, *, batch_size: int, device, amp: st
     return torch.cat(out) if out else torch.empty(0)
 
 
-def fit_classifier(model: nn.Module, *, train: Callable[[int], object], y_train: torch.Tensor, valid, y_valid: torch.Tensor, epochs: int, batch_size: int, lr: float, lr_gamma: float = 0.9, patience: int = 5, seed: int = 0, device=None, weight_decay: float = 0.0,
-                   amp: str | None = None) -> History:
-    """Train with Adam + StepLR (scGPT's fine-tuning recipe), early stopping on validation macro F1.
+def fit(model: nn.Module, *, train: Callable[[int], object], loss: Callable, score: Callable[[nn.Module], float], epochs: int, batch_size: int,
+        lr: float, lr_gamma: float = 0.9, patience: int = 5, seed: int = 0, device=None, weight_decay: float = 0.0, score_name: str = "score",
+        steps_per_epoch: int | None = None, amp: str | None = None) -> History:
+    """The loop every task trains with: Adam + StepLR (scGPT's fine-tuning recipe), early stopping on
+    a validation score (higher is better), the best validation state restored at the end.
 
     ``train(epoch)`` returns the training inputs for that epoch (re-tokenized each epoch so long cells
-    see a new random subset of genes). The best validation state is restored at the end. ``amp``:
-    mixed precision (:data:`AMP_DTYPES`); weights, optimizer and loss stay float32.
+    see a new random subset of genes); ``loss(model, inputs, idx)`` is the loss of the batch of rows
+    ``idx``; ``score(model)`` the validation score after each epoch (``None``: minus the epoch's mean
+    training loss). Batches come in a seeded random order; ``steps_per_epoch`` (None: all) caps the
+    batches of an epoch, so that an epoch is a validation interval of a fixed cost. ``amp``: mixed
+    precision (:data:`AMP_DTYPES`) for the loss's forward pass; weights, optimizer and the loss
+    (autocast runs cross-entropy and MSE in float32) stay float32.
     """
     device = device or default_device()
     model.to(device)
@@ -79,25 +85,26 @@ def fit_classifier(model: nn.Module, *, train: Callable[[int], object], y_train:
         model.train()
         inputs = train(epoch)
         order = torch.randperm(len(inputs), generator=gen)
+        if steps_per_epoch is not None:
+            order = order[: steps_per_epoch * batch_size]
         losses = []
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
             with autocast(device, amp):
-                logits = model(inputs.batch(idx).to(device))
-            loss = nn.functional.cross_entropy(logits.float(), y_train[idx].to(device))
+                value = loss(model, inputs, idx)
             opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaler.scale(value.float()).backward()
             scaler.step(opt)
             scaler.update()
-            losses.append(loss.item())
+            losses.append(value.item())
         sched.step()
-        pred = predict_logits(model, valid, batch_size=batch_size, device=device, amp=amp).argmax(1)
-        f1 = macro_f1(y_valid.numpy(), pred.numpy()) if len(y_valid) else -float(np.mean(losses))
+        s = score(model)
+        s = -float(np.mean(losses)) if s is None else s
         hist.train_loss.append(float(np.mean(losses)))
-        hist.valid_macro_f1.append(f1)
-        log.info("epoch %d: train loss %.4f, valid macro F1 %.4f", epoch, hist.train_loss[-1], f1)
-        if f1 > best:
-            best, best_state, bad, hist.best_epoch = f1, copy.deepcopy(model.state_dict()), 0, epoch
+        hist.valid_macro_f1.append(s)  # the validation score, whatever it is (name kept for run records)
+        log.info("epoch %d: train loss %.4f, valid %s %.4f", epoch, hist.train_loss[-1], score_name, s)
+        if s > best:
+            best, best_state, bad, hist.best_epoch = s, copy.deepcopy(model.state_dict()), 0, epoch
         else:
             bad += 1
             if bad >= patience:
@@ -108,3 +115,22 @@ def fit_classifier(model: nn.Module, *, train: Callable[[int], object], y_train:
         model.load_state_dict(best_state)
     hist.seconds = time.perf_counter() - start
     return hist
+
+
+def fit_classifier(model: nn.Module, *, train: Callable[[int], object], y_train: torch.Tensor, valid, y_valid: torch.Tensor, epochs: int, batch_size: int, lr: float, lr_gamma: float = 0.9, patience: int = 5, seed: int = 0, device=None, weight_decay: float = 0.0,
+                   amp: str | None = None) -> History:
+    """:func:`fit` with cross-entropy and early stopping on validation macro F1 (minus the training
+    loss when there is no validation cell); ``amp`` as in :func:`fit`."""
+    device = device or default_device()
+
+    def loss(model, inputs, idx):
+        return nn.functional.cross_entropy(model(inputs.batch(idx).to(device)).float(), y_train[idx].to(device))
+
+    def score(model):
+        if not len(y_valid):
+            return None
+        pred = predict_logits(model, valid, batch_size=batch_size, device=device, amp=amp).argmax(1)
+        return macro_f1(y_valid.numpy(), pred.numpy())
+
+    return fit(model, train=train, loss=loss, score=score, epochs=epochs, batch_size=batch_size, lr=lr, lr_gamma=lr_gamma, patience=patience,
+               seed=seed, device=device, weight_decay=weight_decay, score_name="macro F1", amp=amp)

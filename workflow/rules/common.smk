@@ -115,7 +115,7 @@ def gpu_request(wildcards):
 def metrics_files():
     """Every metrics record the config asks for: task x dataset x method x seed."""
     files = [f"results/annotation/{dataset}/{method}/seed{seed}/metrics.csv" for dataset, method in ANNOTATION_RUNS for seed in SEEDS]
-    return files + imputation_metrics_files() + [f for f in schyena_files() if f.endswith(".csv")]  # both imputation protocols: see "# imputation" below
+    return files + imputation_metrics_files() + [f for f in schyena_files() if f.endswith(".csv")] + perturbation_metrics_files()  # both imputation protocols: see "# imputation" below
 
 
 def report_files():
@@ -158,7 +158,7 @@ def report_extra_files():
 
 
 def all_outputs():
-    return report_extra_files() + metrics_files() + report_files() + schyena_files() + graph_files() + profile_files()
+    return report_extra_files() + metrics_files() + report_files() + schyena_files() + graph_files() + profile_files() + perturbation_report_files()
 
 
 # graphs
@@ -331,3 +331,68 @@ def mcv_train_fraction(wildcards):
 def dca_original_params(wildcards):
     """params.dca_original as JSON, for the command line of impute_dca_original."""
     return json.dumps(config["params"]["dca_original"], sort_keys=True)
+
+
+# perturbation
+# Perturbation prediction (workflow/rules/perturb.smk, logic in scfmbench.perturbation): datasets in
+# GEARS' layout, one simulation split per seed, one predictor job per (dataset, method) (every seed
+# in it with resources.group_seeds), one scoring job per dataset. A method's rule file writes
+# perturb_output("<id>") per seed (README "Perturbation prediction").
+from scfmbench import perturbation as _perturbation
+
+_perturbation.check_config(config, METHOD_RULE_DIR)
+PERTURBATION = config["perturbation"]
+PERTURB_RUNS = _perturbation.method_runs(config)
+# Predictors run by rule perturb_predict (built-ins and generators; rule-file methods have their own rule).
+PERTURB_BUILTIN = sorted({m for _, m in PERTURB_RUNS if not (METHOD_RULE_DIR / f"{m}.smk").exists()})
+# Of those, the numpy controls and baselines, run together per dataset (perturb_controls_<dataset>).
+PERTURB_CONTROLS = [m for m in PERTURB_BUILTIN if not _perturbation.is_generator(m)]
+perturbation_method_params = _perturbation.method_params
+PERTURB_DATA = "results/perturbation/{dataset}/data.h5ad"
+PERTURB_SPLIT = "results/perturbation/{dataset}/seed{seed}/split.json"
+
+
+def perturb_output(method="{method}"):
+    return f"results/perturbation/{{dataset}}/{method}/seed{{seed}}/predictions.npz"
+
+
+def perturb_benchmark(method="{method}"):
+    return f"results/benchmarks/perturbation/{{dataset}}/{method}/seed{{seed}}.tsv"
+
+
+def perturb_log(method="{method}"):
+    return f"results/logs/perturbation/{{dataset}}/{method}/seed{{seed}}.log"
+
+
+def perturb_method_params(wildcards):
+    return _perturbation.method_params(config, wildcards.method)
+
+
+def perturb_dataset_config(wildcards):
+    return config["datasets"][wildcards.dataset]
+
+
+def perturb_split_params(wildcards):
+    return {k: PERTURBATION[k] for k in ("train_gene_set_size", "combo_seen2_train_frac")}
+
+
+def perturb_graph_params(wildcards):
+    return dict(PERTURBATION["graph"])
+
+
+def perturb_methods(dataset):
+    return [m for d, m in PERTURB_RUNS if d == dataset]
+
+
+def perturb_scored(dataset, pattern):
+    """Every (method, seed) file of a dataset's runs, in the scoring job's order (methods, then seeds)."""
+    return [pattern.format(dataset=dataset, method=m, seed=s) for m in perturb_methods(dataset) for s in SEEDS]
+
+
+def perturbation_metrics_files():
+    return [f"results/perturbation/{d}/{m}/seed{s}/metrics.csv" for d, m in PERTURB_RUNS for s in SEEDS]
+
+
+def perturbation_report_files():
+    names = ("perturbation_table.md", "perturbation_table.csv", "perturbation_table.html", "figures/perturbation.png")
+    return [f"results/report/{n}" for n in names] if PERTURB_RUNS else []

@@ -139,6 +139,31 @@ def _choose_programs(n_tfs: int, n_cell_types: int, tfs_per_type: int, rng: np.r
     return programs
 
 
+def _network(network: str, n_genes: int, regulation_strength: float, rng: np.random.Generator):
+    """Steps 1 of both simulations: the subnetwork's genes (sorted), its signed edges, each edge's
+    regulator index and the weight matrix ``W[regulator, target]`` (``U(0.5, 1.5) *
+    regulation_strength / sqrt(in-degree)`` per edge)."""
+    edges = _signed_edges(read_trrust(vendored_grn_path(network)), rng)
+    genes = pd.Index(sorted(_grow_subnetwork(edges, n_genes, rng)))
+    edges = edges[edges["tf"].isin(genes) & edges["target"].isin(genes)].reset_index(drop=True)
+    src, dst = genes.get_indexer(edges["tf"]), genes.get_indexer(edges["target"])
+    in_degree = np.bincount(dst, minlength=n_genes)
+    weight = edges["sign"].to_numpy() * rng.uniform(0.5, 1.5, len(edges)) * regulation_strength / np.sqrt(in_degree[dst])
+    return genes, edges, src, sp.csr_matrix((weight, (src, dst)), shape=(n_genes, n_genes))
+
+
+def _measure(rel: np.ndarray, rng: np.random.Generator, *, mean_library_size: float, library_size_sd: float, dispersion: float, dropout: float) -> sp.csr_matrix:
+    """The measurement step of both simulations: per-cell library size (log-normal), negative
+    binomial counts (gamma-Poisson), dropout falling with the expected count; float32 CSR."""
+    lib = mean_library_size * np.exp(rng.normal(-0.5 * library_size_sd**2, library_size_sd, len(rel)))
+    mu = rel * lib[:, None]
+    lam = rng.gamma(1.0 / dispersion, mu * dispersion) if dispersion > 0 else mu
+    counts = rng.poisson(lam)
+    if dropout > 0:
+        counts[rng.random(counts.shape) < dropout / (dropout + mu)] = 0
+    return sp.csr_matrix(counts.astype(np.float32))
+
+
 def simulate_grn_dataset(
     *,
     n_cells: int = 1500,
@@ -253,13 +278,7 @@ def simulate_grn_dataset(
     rng = np.random.default_rng(seed)
 
     # 1. Genes and edges.
-    edges = _signed_edges(read_trrust(vendored_grn_path(network)), rng)
-    genes = pd.Index(sorted(_grow_subnetwork(edges, n_genes, rng)))
-    edges = edges[edges["tf"].isin(genes) & edges["target"].isin(genes)].reset_index(drop=True)
-    src, dst = genes.get_indexer(edges["tf"]), genes.get_indexer(edges["target"])
-    in_degree = np.bincount(dst, minlength=n_genes)
-    weight = edges["sign"].to_numpy() * rng.uniform(0.5, 1.5, len(edges)) * regulation_strength / np.sqrt(in_degree[dst])
-    W = sp.csr_matrix((weight, (src, dst)), shape=(n_genes, n_genes))  # W[regulator, target]
+    genes, edges, src, W = _network(network, n_genes, regulation_strength, rng)
     is_tf = np.zeros(n_genes, dtype=bool)
     is_tf[src] = True
     tfs = np.flatnonzero(is_tf)
@@ -291,14 +310,8 @@ def simulate_grn_dataset(
     rel /= rel.sum(axis=1, keepdims=True)
 
     # 5. Measurement: library size, negative binomial as gamma-Poisson, dropout.
-    lib = mean_library_size * np.exp(rng.normal(-0.5 * library_size_sd**2, library_size_sd, n_cells))
-    mu = rel * lib[:, None]
-    lam = rng.gamma(1.0 / dispersion, mu * dispersion) if dispersion > 0 else mu
-    counts = rng.poisson(lam)
-    if dropout > 0:
-        counts[rng.random(counts.shape) < dropout / (dropout + mu)] = 0
+    counts = _measure(rel, rng, mean_library_size=mean_library_size, library_size_sd=library_size_sd, dispersion=dispersion, dropout=dropout)
 
-    counts = sp.csr_matrix(counts.astype(np.float32))
     obs = pd.DataFrame(
         {"cell_type": pd.Categorical.from_codes(labels, [f"type_{t}" for t in range(n_cell_types)])},
         index=[f"cell_{c}" for c in range(n_cells)],
@@ -334,3 +347,172 @@ def _check_params(p: dict) -> None:
     for name in ("program_strength", "cell_noise", "regulation_strength", "log_fold_range", "baseline_sd", "library_size_sd", "dispersion", "dropout"):
         if not (np.isfinite(p[name]) and p[name] >= 0):
             raise InputError(f"{name} must be a finite number >= 0, got {p[name]!r}.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic Perturb-seq (the perturbation task's embedded default)
+
+
+def _activities(drive: np.ndarray, W: sp.csr_matrix, n_steps: int, clamp: dict[int, float]) -> np.ndarray:
+    """The damped network iteration of :func:`simulate_grn_dataset` with some genes clamped:
+    s = tanh(drive); s = 0.5 s + 0.5 tanh(drive + W^T s), the clamped genes held at their value
+    before every step and after the last (a knockout holds the gene's activity at -1 throughout,
+    so its targets see the clamped value from the first step)."""
+    s = np.tanh(drive)
+    for g, v in clamp.items():
+        s[:, g] = v
+    for _ in range(n_steps):
+        s = 0.5 * s + 0.5 * np.tanh(drive + (W.T @ s.T).T)
+        for g, v in clamp.items():
+            s[:, g] = v
+    return s
+
+
+def simulate_perturbseq(
+    *,
+    n_genes: int = 300,
+    n_singles: int = 40,
+    n_combos: int = 30,
+    cells_per_condition: int = 60,
+    n_control: int = 600,
+    null_fraction: float = 0.2,
+    knockdown_fraction: float = 0.3,
+    knockdown_shift: float = 2.0,
+    seed: int = 0,
+    network: str = "trrust_human",
+    cell_noise: float = 0.5,
+    regulation_strength: float = 1.5,
+    n_steps: int = 5,
+    log_fold_range: float = 3.0,
+    baseline_sd: float = 1.0,
+    mean_library_size: float = 4000.0,
+    library_size_sd: float = 0.3,
+    dispersion: float = 0.2,
+    dropout: float = 0.5,
+    n_truth_draws: int = 200,
+) -> ad.AnnData:
+    """Simulate a Perturb-seq screen on a TRRUST subnetwork, with each condition's true shift kept.
+
+    The network, signs and damped tanh iteration are those of :func:`simulate_grn_dataset` (one
+    cell line instead of cell types: TFs sit at a positive bias ~ N(0.5, 0.5) so that removing
+    them matters; per-cell input noise on every TF). Perturbations:
+
+    - **knockout** (CRISPR KO; a ``1 - knockdown_fraction`` share of the singles, and both genes
+      of every combo): the gene's activity is clamped at -1 through the iterations;
+    - **knockdown** (CRISPRi): the gene's drive is shifted by ``-knockdown_shift``;
+    - **null** perturbations (``null_fraction`` of the singles) hit genes with no target in the
+      subnetwork: only the gene itself moves;
+    - **combos** knock out two single-perturbed genes; pairs sharing targets are preferred, so tanh
+      saturation on shared targets makes them non-additive, while pairs with disjoint downstream
+      sets add up exactly (on the truth scale).
+
+    Measurement as :func:`simulate_grn_dataset` (per-cell composition, log-normal library size,
+    negative binomial, dropout), ``X = log1p(normalize_total(counts, 1e4))``.
+
+    Truth: ``uns["true_shift"]`` (conditions x genes, ``uns["true_shift_conditions"]``), the
+    noise-free mean shift of each condition against control on the scale of X with a fixed size
+    factor (the control mean total), ``E[log1p(1e4 rel / S0) | condition] - E[... | ctrl]``,
+    computed with common random numbers (the same ``n_truth_draws`` noise draws for every
+    condition), so that a null perturbation moves exactly its own gene and disjoint perturbations
+    add exactly. The per-cell normalization of X adds a small compositional shift on top.
+
+    Returns
+    -------
+    AnnData with obs ``condition`` (``ctrl``, ``A+ctrl``, ``A+B``), ``perturbation_type``
+    (``control``, ``knockout``, ``knockdown``, ``combo``), var ``gene_name``, ``is_tf``,
+    ``n_targets``, ``layers["counts"]``, uns ``true_grn``, ``true_shift``,
+    ``true_shift_conditions``, ``synthetic_params``. The GEARS obs/uns layout is added by
+    :func:`scfmbench.perturbation.data.gears_layout`.
+    """
+    params = dict(
+        n_genes=n_genes, n_singles=n_singles, n_combos=n_combos, cells_per_condition=cells_per_condition, n_control=n_control,
+        null_fraction=null_fraction, knockdown_fraction=knockdown_fraction, knockdown_shift=knockdown_shift, seed=seed, network=network,
+        cell_noise=cell_noise, regulation_strength=regulation_strength, n_steps=n_steps, log_fold_range=log_fold_range,
+        baseline_sd=baseline_sd, mean_library_size=mean_library_size, library_size_sd=library_size_sd, dispersion=dispersion,
+        dropout=dropout, n_truth_draws=n_truth_draws,
+    )  # fmt: skip
+    for name in ("n_genes", "n_singles", "cells_per_condition", "n_control", "n_truth_draws"):
+        if not isinstance(params[name], (int, np.integer)) or params[name] < 1:
+            raise InputError(f"simulate_perturbseq: {name} must be a positive integer, got {params[name]!r}.")
+    if not isinstance(n_combos, (int, np.integer)) or n_combos < 0:
+        raise InputError(f"simulate_perturbseq: n_combos must be an integer >= 0, got {n_combos!r}.")
+    for name in ("null_fraction", "knockdown_fraction"):
+        if not 0 <= params[name] <= 1:
+            raise InputError(f"simulate_perturbseq: {name} must be in [0, 1], got {params[name]!r}.")
+    rng = np.random.default_rng(seed)
+
+    # Network (as simulate_grn_dataset).
+    genes, edges, src, W = _network(network, n_genes, regulation_strength, rng)
+    n_targets = np.bincount(src, minlength=n_genes)
+    tfs, nulls = np.flatnonzero(n_targets > 0), np.flatnonzero(n_targets == 0)
+
+    # Perturbed genes: TFs (most targets first is too easy; drawn at random) and null genes.
+    n_null = min(int(round(null_fraction * n_singles)), len(nulls))
+    n_tf = n_singles - n_null
+    if n_tf > len(tfs):
+        raise InputError(f"simulate_perturbseq: the subnetwork has {len(tfs)} TFs, fewer than the {n_tf} TF perturbations asked; lower n_singles or raise n_genes.")
+    pert = np.concatenate([rng.choice(tfs, n_tf, replace=False), rng.choice(nulls, n_null, replace=False)])
+    kinds = np.where(rng.random(n_singles) < knockdown_fraction, "knockdown", "knockout")
+    # Combos among the perturbed genes, pairs sharing targets preferred (weight 1 + shared targets);
+    # pairs with a null gene have disjoint effects (and add up).
+    reach = (W != 0).astype(np.int64).tocsr()
+    pairs = [(a, b) for i, a in enumerate(pert) for b in pert[i + 1 :]]
+    if n_combos > len(pairs):
+        raise InputError(f"simulate_perturbseq: only {len(pairs)} pairs of perturbed genes for n_combos={n_combos}.")
+    shared = np.array([reach[a].multiply(reach[b]).nnz for a, b in pairs], dtype=float)
+    chosen = rng.choice(len(pairs), n_combos, replace=False, p=(1 + shared) / (1 + shared).sum()) if n_combos else []
+    combos = [tuple(sorted(pairs[i], key=lambda g: genes[g])) for i in chosen]
+
+    bias = np.where(n_targets > 0, rng.normal(0.5, 0.5, n_genes), rng.normal(0.0, 0.5, n_genes))
+    log_base = np.clip(rng.normal(0.0, baseline_sd, n_genes), -2 * baseline_sd, 2 * baseline_sd)
+
+    def clamp_and_shift(kind_genes):
+        clamp, shift = {}, np.zeros(n_genes)
+        for g, kind in kind_genes:
+            if kind == "knockdown":
+                shift[g] -= knockdown_shift
+            else:
+                clamp[g] = -1.0
+        return clamp, shift
+
+    conditions = [("ctrl", "control", [])]
+    conditions += [(f"{genes[g]}+ctrl", k, [(g, k)]) for g, k in zip(pert, kinds)]
+    conditions += [(f"{genes[a]}+{genes[b]}", "combo", [(a, "knockout"), (b, "knockout")]) for a, b in combos]
+
+    def relative(noise, kind_genes):
+        clamp, shift = clamp_and_shift(kind_genes)
+        drive = bias + shift + noise
+        return np.exp(log_base + 0.5 * log_fold_range * _activities(drive, W, n_steps, clamp))
+
+    # Truth with common random numbers: the same TF noise draws for every condition.
+    truth_noise = np.zeros((n_truth_draws, n_genes))
+    truth_noise[:, tfs] = rng.normal(0.0, cell_noise, (n_truth_draws, len(tfs)))
+    rel_ctrl = relative(truth_noise, [])
+    size = rel_ctrl.sum(1).mean()
+    truth_ctrl = np.log1p(rel_ctrl * TARGET_SUM / size).mean(0)
+    true_shift = np.stack([np.log1p(relative(truth_noise, kg) * TARGET_SUM / size).mean(0) - truth_ctrl for _, _, kg in conditions[1:]])
+
+    # Cells.
+    blocks, labels, types = [], [], []
+    for name, kind, kg in conditions:
+        n = n_control if name == "ctrl" else cells_per_condition
+        noise = np.zeros((n, n_genes))
+        noise[:, tfs] = rng.normal(0.0, cell_noise, (n, len(tfs)))
+        blocks.append(relative(noise, kg))
+        labels += [name] * n
+        types += [kind] * n
+    rel = np.concatenate(blocks)
+    rel /= rel.sum(1, keepdims=True)
+    order = rng.permutation(len(rel))  # cell order says nothing
+    rel, labels, types = rel[order], np.asarray(labels)[order], np.asarray(types)[order]
+    counts = _measure(rel, rng, mean_library_size=mean_library_size, library_size_sd=library_size_sd, dispersion=dispersion, dropout=dropout)
+
+    obs = pd.DataFrame({"condition": labels, "perturbation_type": types}, index=[f"cell_{c}" for c in range(len(rel))])
+    var = pd.DataFrame({"gene_name": genes.to_numpy(dtype=str), "is_tf": n_targets > 0, "n_targets": n_targets}, index=genes)
+    adata = ad.AnnData(X=log_normalize(counts), obs=obs, var=var)
+    adata.layers["counts"] = counts
+    adata.uns["true_grn"] = {"source": edges["tf"].to_numpy(dtype=str), "target": edges["target"].to_numpy(dtype=str), "sign": edges["sign"].to_numpy(dtype=np.int64)}
+    adata.uns["true_shift"] = true_shift.astype(np.float64)
+    adata.uns["true_shift_conditions"] = np.array([c for c, _, _ in conditions[1:]], dtype=str)
+    adata.uns["synthetic_params"] = params
+    return adata

@@ -196,12 +196,18 @@ class TokenGraph:
         ``has_cls``): then token id t maps to node t - 1 (<pad> -> -1, <cls> -> 0) and the CLS
         token takes the graph's CLS edges. False: gene g is node g and the CLS token (position 0)
         is joined to every real token as a global token.
+    cls_token
+        False for sequences without a CLS token (the perturbation generator): then no position is
+        global and every token takes only its gene's graph edges (needs ``cls_node=False``).
     """
 
-    def __init__(self, adjacency, *, cls_node: bool, multigraph: bool = False):
+    def __init__(self, adjacency, *, cls_node: bool, multigraph: bool = False, cls_token: bool = True):
         self.adjacency = sp.csr_matrix(adjacency)
         self.cls_node = bool(cls_node)
         self.multigraph = bool(multigraph)  # adjacency values are edge multiplicities (GeneGraph multigraph)
+        self.cls_token = bool(cls_token)
+        if self.cls_node and not self.cls_token:
+            raise InputError("TokenGraph: a graph with a CLS node needs sequences with a CLS token (cls_token=True)")
         self.n_genes = self.adjacency.shape[0] - int(self.cls_node)
         self._torch: dict[str, torch.Tensor] = {}
 
@@ -235,7 +241,9 @@ class TokenGraph:
                     torch.as_tensor(indptr), torch.as_tensor(indices), torch.ones(len(indices)),
                     size=a.shape, check_invariants=not self.multigraph).to(gene_ids.device)
         # A multigraph holds its self-loops with their multiplicities; the plain graph gets one each.
-        return graph_pattern(self._torch[key], self.node_index(gene_ids), n_global=0 if self.cls_node else 1,
+        # Without a CLS token (the perturbation generator) no position is global.
+        n_global = 1 if self.cls_token and not self.cls_node else 0
+        return graph_pattern(self._torch[key], self.node_index(gene_ids), n_global=n_global,
                              self_loops=not self.multigraph or not self.cls_node, dedup=not self.multigraph)
 
     def mean_degree(self) -> float:

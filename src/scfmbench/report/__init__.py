@@ -42,9 +42,11 @@ __all__ = [
 ]
 
 _SORT = ["task", "dataset", "method", "seed", "metric"]
+# Tasks with the generic table and figure; perturbation has its own layout (scfmbench.perturbation.report).
+GENERIC_TASKS = tuple(t for t in TASKS if t != "perturbation")
 
 
-def report_paths(outdir: str | Path, tasks: Iterable[str] = TASKS) -> dict[str, Path]:
+def report_paths(outdir: str | Path, tasks: Iterable[str] = GENERIC_TASKS) -> dict[str, Path]:
     """Every file :func:`write_report` writes, by name (``metrics``, ``{task}_md``, ``{task}_csv``,
     ``{task}_html``, ``{task}_png``)."""
     outdir = Path(outdir)
@@ -57,7 +59,7 @@ def report_paths(outdir: str | Path, tasks: Iterable[str] = TASKS) -> dict[str, 
     return paths
 
 
-def write_report(metrics_paths: Iterable[str | Path], outdir: str | Path, *, tasks: Iterable[str] = TASKS) -> None:
+def write_report(metrics_paths: Iterable[str | Path], outdir: str | Path, *, tasks: Iterable[str] = GENERIC_TASKS) -> None:
     """Gather metrics records and write the merged CSV, per-task tables and figures to ``outdir``.
 
     A task with no records still gets its files: an empty table and a figure saying

@@ -1,7 +1,8 @@
 """Quality checks on the collected metrics: what a reader should look at before trusting a table.
 
-- a method below its control (annotation: ``majority``; imputation: ``none``) on a dataset and
-  metric, by its mean over seeds (a method below its control is a bug until shown otherwise);
+- a method below its control (annotation: ``majority``; imputation: ``none``; perturbation:
+  ``train_mean`` on the delta metrics, :func:`scfmbench.perturbation.report.below_train_mean`) on a
+  dataset and metric, by its mean over seeds (a method below its control is a bug until shown otherwise);
 - a configured job (task, dataset, method, seed) that produced no record;
 - a bounded metric out of range (accuracy and F1 in [0, 1], Pearson in [-1, 1], MSE and Poisson >= 0).
 """
@@ -31,6 +32,9 @@ def quality_checks(metrics: pd.DataFrame, expected: list[tuple[str, str, str, in
             worse = value < means[control] if higher_is_better(metric) else value > means[control]
             if worse:
                 rows.append(dict(check="below control", task=task, dataset=dataset, method=method, seed=None, metric=metric, detail=f"{value:.4g} vs {control} {means[control]:.4g}"))
+    from scfmbench.perturbation.report import below_train_mean
+
+    rows += below_train_mean(metrics)  # perturbation: models below train_mean on the delta metrics
     for rec in metrics.itertuples(index=False):
         lo, hi = BOUNDS.get(rec.metric, (float("-inf"), float("inf")))
         if pd.notna(rec.value) and not (lo - 1e-9 <= rec.value <= hi + 1e-9):

@@ -1,0 +1,432 @@
+"""The perturbation task: synthetic truth, GEARS layout and DE rankings, the simulation split, GEARS'
+metrics against hand-computed values, the predictor registry, the generator, bad-input errors."""
+
+from __future__ import annotations
+
+import warnings
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from scfmbench import InputError
+from scfmbench.perturbation.data import check_perturbation_data, condition_genes, gears_layout
+from scfmbench.perturbation.split import SUBGROUPS, Split, make_split, pair_controls
+
+SMALL = dict(n_genes=120, n_singles=16, n_combos=40, knockdown_fraction=0.2, cells_per_condition=20, n_control=120, n_truth_draws=50, seed=3)
+
+
+@pytest.fixture(scope="module")
+def small():
+    from scfmbench.data.synthetic import simulate_perturbseq
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return gears_layout(simulate_perturbseq(**SMALL), cell_type="synthetic")
+
+
+def _shift(adata, condition):
+    i = list(np.asarray(adata.uns["true_shift_conditions"]).astype(str)).index(condition)
+    return np.asarray(adata.uns["true_shift"])[i]
+
+
+def _downstream(adata, gene):
+    """Genes reachable from ``gene`` along the true network's edges (``gene`` excluded)."""
+    grn = adata.uns["true_grn"]
+    out, frontier = set(), {gene}
+    while frontier:
+        nxt = {t for s, t in zip(grn["source"], grn["target"]) if s in frontier} - out - {gene}
+        out |= nxt
+        frontier = nxt
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# synthetic truth
+
+
+def test_null_perturbation_moves_only_its_own_gene(small):
+    names = small.var_names.to_numpy()
+    nulls = [c for c in small.uns["true_shift_conditions"] if c.endswith("+ctrl") and small.var.loc[condition_genes(c)[0], "n_targets"] == 0]
+    assert nulls, "the default simulation has null perturbations"
+    for c in nulls:
+        shift = _shift(small, c)
+        own = names == condition_genes(c)[0]
+        assert shift[own][0] < -0.01  # the gene itself goes down
+        np.testing.assert_array_equal(shift[~own], 0.0)
+
+
+def test_direct_targets_move_in_their_edge_sign(small):
+    grn = pd.DataFrame({k: np.asarray(v) for k, v in small.uns["true_grn"].items()})
+    knockouts = small.obs.loc[small.obs["perturbation_type"] == "knockout", "condition"].unique()
+    checked = 0
+    for c in knockouts:
+        g = condition_genes(c)[0]
+        down = _downstream(small, g)
+        shift = pd.Series(_shift(small, c), index=small.var_names)
+        for row in grn[grn["source"] == g].itertuples():
+            others = set(grn.loc[grn["target"] == row.target, "source"]) - {g}
+            if others & (down | {g}) or row.target in {g}:
+                continue  # another path from g reaches the target: its sign is not the edge's alone
+            assert np.sign(shift[row.target]) == -row.sign, (c, row.target)  # activity of g goes down
+            checked += 1
+    assert checked >= 5
+
+
+def test_disjoint_perturbations_add_up(small):
+    """A gene reached (through the network) by only one of a combo's two knockouts, or by neither,
+    moves by exactly the sum of the two singles' shifts (the other's is 0 there); genes reached by
+    both are where tanh saturation makes combos non-additive."""
+    combos = [c for c in small.uns["true_shift_conditions"] if "ctrl" not in c]
+    kinds = small.obs.drop_duplicates("condition").set_index("condition")["perturbation_type"]
+    names = small.var_names.to_numpy()
+    checked, gaps = 0, []
+    for c in combos:
+        a, b = condition_genes(c)
+        if kinds.get(f"{a}+ctrl") != "knockout" or kinds.get(f"{b}+ctrl") != "knockout":
+            continue
+        da, db = _downstream(small, a) | {a}, _downstream(small, b) | {b}
+        at_most_one = ~np.isin(names, list(da & db))
+        total = _shift(small, f"{a}+ctrl") + _shift(small, f"{b}+ctrl")
+        np.testing.assert_allclose(_shift(small, c)[at_most_one], total[at_most_one], atol=1e-12)
+        checked += int(at_most_one.sum())
+        gaps.append(np.abs(_shift(small, c) - total).max())
+    assert checked >= 50
+    assert max(gaps) > 0.05  # where both reach, combos are not additive
+
+
+def test_simulation_is_seeded():
+    from scfmbench.data.synthetic import simulate_perturbseq
+
+    a, b = simulate_perturbseq(**SMALL), simulate_perturbseq(**SMALL)
+    assert (a.X != b.X).nnz == 0 and (a.obs["condition"] == b.obs["condition"]).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# GEARS layout and DE rankings
+
+
+def test_gears_layout_fields(small):
+    obs = small.obs
+    assert set(obs.loc[obs["condition"] == "ctrl", "dose_val"]) == {"1"} and set(obs.loc[obs["condition"] != "ctrl", "dose_val"]) == {"1+1"}
+    assert (obs["control"] == (obs["condition"] == "ctrl").astype(int)).all()
+    row = obs[obs["condition"] != "ctrl"].iloc[0]
+    assert row["condition_name"] == f"synthetic_{row['condition']}_1+1"
+    names = set(obs.loc[obs["condition"] != "ctrl", "condition_name"])
+    for key in ("rank_genes_groups_cov_all", "top_non_dropout_de_20", "top_non_zero_de_20", "non_zeros_gene_idx", "non_dropout_gene_idx"):
+        assert set(small.uns[key]) == names
+    check_perturbation_data(small)
+
+
+def test_de_ranking_is_welch_t_test_against_control(small):
+    """Independent reference: scipy's Welch t-test of one condition against the controls, ranked by |t|."""
+    from scipy.stats import ttest_ind
+
+    c = small.obs.loc[small.obs["condition"] != "ctrl", "condition"].iloc[0]
+    X = small.X.toarray()
+    t, _ = ttest_ind(X[(small.obs["condition"] == c).to_numpy()], X[(small.obs["condition"] == "ctrl").to_numpy()], equal_var=False)
+    t = np.nan_to_num(t)
+    expected = small.var_names.to_numpy()[np.argsort(-np.abs(t), kind="stable")][:10]
+    name = f"synthetic_{c}_1+1"
+    got = np.asarray(small.uns["rank_genes_groups_cov_all"][name])[:10]
+    assert list(got) == list(expected)
+    nd = set(small.uns["non_dropout_gene_idx"][name])
+    idx = {g: i for i, g in enumerate(small.var_names)}
+    top = [g for g in small.uns["rank_genes_groups_cov_all"][name] if idx[g] in nd][:20]
+    assert list(small.uns["top_non_dropout_de_20"][name]) == top
+
+
+# ---------------------------------------------------------------------------------------------
+# split and pairing
+
+HAND = ["ctrl", "A+ctrl", "B+ctrl", "C+ctrl", "D+ctrl", "E+ctrl", "F+ctrl", "G+ctrl", "H+ctrl", "A+B", "A+C", "B+C", "A+G", "G+H", "ctrl+B"]
+
+
+def test_split_disjoint_complete_and_ctrl_in_train():
+    s = make_split(HAND, seed=1)
+    assert set(s.split) == set(HAND)
+    assert s.split["ctrl"] == "train"
+    assert set(s.split.values()) <= {"train", "val", "test"}
+    assert set(s.subgroup) == {c for c, v in s.split.items() if v != "train"}
+    assert s.split["B+ctrl"] == s.split["ctrl+B"]  # both forms of a single go together
+
+
+def test_split_deterministic_per_seed():
+    assert make_split(HAND, seed=4).to_dict() == make_split(list(reversed(HAND)), seed=4).to_dict()
+    assert len({tuple(sorted(make_split(HAND, seed=s).split.items())) for s in range(6)}) > 1
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 7])
+def test_split_subgroups_by_hand(seed):
+    """GEARS' draw redone by hand: 6 of the 8 genes by RandomState(seed), then the rules of get_simulation_split."""
+    genes = np.array(list("ABCDEFGH"))
+    train_genes = set(np.random.RandomState(seed).choice(genes, 6, replace=False))
+    s = make_split(HAND, seed=seed)
+    for c in HAND[1:]:
+        gs = condition_genes(c)
+        seen = sum(g in train_genes for g in gs)
+        if len(gs) == 1:
+            expected = "train/val" if seen else "unseen_single"
+        else:
+            expected = {0: "combo_seen0", 1: "combo_seen1", 2: "train/val/combo_seen2"}[seen]
+        got = s.subgroup.get(c, "train") if s.split[c] == "test" else "train/val"
+        if expected.startswith("train/val/"):
+            assert got in ("train/val", "combo_seen2"), c
+        else:
+            assert got == expected, (c, seed, train_genes)
+    seen2 = [c for c in HAND[1:] if len(condition_genes(c)) == 2 and set(condition_genes(c)) <= train_genes]
+    assert sum(s.split[c] == "test" for c in seen2) == len(seen2) - int(len(seen2) * 0.75)
+
+
+def test_split_roundtrip(tmp_path):
+    s = make_split(HAND, seed=0)
+    s.write(tmp_path / "split.json")
+    assert Split.read(tmp_path / "split.json").to_dict() == s.to_dict()
+    assert set(SUBGROUPS) >= set(s.subgroup.values())
+
+
+def test_pairing_seeded_to_control_cells():
+    cond = np.array(["ctrl", "A+ctrl", "ctrl", "A+B", "ctrl", "B+ctrl"] * 5)
+    p = pair_controls(cond, seed=0)
+    assert (cond[p] == "ctrl").all()
+    assert (p[cond == "ctrl"] == np.flatnonzero(cond == "ctrl")).all()
+    assert (p == pair_controls(cond, seed=0)).all() and not (p == pair_controls(cond, seed=1)).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input
+
+
+def _tiny(conditions, genes=("A", "B", "C")):
+    X = sp.csr_matrix(np.ones((len(conditions), len(genes))))
+    return ad.AnnData(X=X, obs=pd.DataFrame({"condition": conditions}, index=[f"c{i}" for i in range(len(conditions))]),
+                      var=pd.DataFrame({"gene_name": list(genes)}, index=list(genes)))
+
+
+@pytest.mark.parametrize("conditions, match", [
+    (["ctrl", "A+ctrl", "A_B"], "'A_B' is not in GEARS form"),
+    (["ctrl", "A+B+C"], "'A\\+B\\+C' is not in GEARS form"),
+    (["A+ctrl", "B+ctrl"], "no control cells"),
+    (["ctrl", "Z+ctrl"], "gene 'Z', which is not in var"),
+])
+def test_bad_input_names_the_condition_or_gene(conditions, match):
+    with pytest.raises(InputError, match=match):
+        check_perturbation_data(_tiny(conditions), uns=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics against hand-computed values
+
+
+def test_condition_metrics_by_hand():
+    from scfmbench.perturbation.metrics import condition_metrics
+
+    # values = control + delta, the control not constant (so deltas and values differ)
+    ctrl = np.array([1.0, 3.0, 0.0, 2.0])
+    true = ctrl + np.array([1.0, 0.0, -1.0, 0.0])
+    pred = ctrl + np.array([0.5, 0.0, 0.0, 0.5])
+    m = condition_metrics(pred, true, ctrl, de=np.array([0, 2]), non_dropout=np.array([0, 1, 2]), non_zero=np.array([0, 1]))
+    # all genes: mse (0.25 + 0 + 1 + 0.25) / 4; pred (1.5, 3, 0, 2.5), true (2, 3, -1, 2): means 1.75, 1.5,
+    # centred pred (-.25, 1.25, -1.75, .75), true (.5, 1.5, -2.5, .5): sum of products
+    # -.125 + 1.875 + 4.375 + .375 = 6.5, sums of squares 5.25 and 9 -> r = 6.5 / sqrt(5.25 * 9)
+    assert m["mse"] == pytest.approx(0.375)
+    assert m["pearson"] == pytest.approx(6.5 / np.sqrt(5.25 * 9.0))
+    # DE genes 0 and 2: pred (1.5, 0) vs true (2, -1): two points, r = 1; mse (0.25 + 1) / 2
+    assert m["pearson_de"] == pytest.approx(1.0) and m["mse_de"] == pytest.approx(0.625)
+    # deltas: pred (0.5, 0, 0, 0.5), true (1, 0, -1, 0): centred (.25, -.25, -.25, .25) and themselves:
+    # r = (.25 + .25) / sqrt(0.25 * 2)
+    assert m["pearson_delta"] == pytest.approx(0.5 / np.sqrt(0.25 * 2.0))
+    assert m["pearson_delta_de"] == pytest.approx(1.0)
+    # non-dropout genes 0, 1, 2: delta pred (0.5, 0, 0) vs true (1, 0, -1): r = 0.5 / sqrt(1/6 * 2)
+    assert m["pearson_delta_top20_de_non_dropout"] == pytest.approx(0.5 / np.sqrt(2 / 6))
+    assert m["mse_top20_de_non_dropout"] == pytest.approx((0.25 + 0 + 1) / 3)
+    # non-zero genes 0, 1: delta pred (0.5, 0) vs true (1, 0): r = 1; values pred (1.5, 3) vs (2, 3): r = 1
+    assert m["pearson_delta_top20_de_non_zero"] == pytest.approx(1.0) and m["pearson_top20_de_non_zero"] == pytest.approx(1.0)
+
+
+def test_nan_pearson_counts_as_zero_and_summaries():
+    from scfmbench.perturbation.metrics import condition_metrics, summarize
+
+    ctrl = np.array([1.0, 2.0, 3.0])
+    m = condition_metrics(ctrl.copy(), np.array([1.0, 3.0, 2.0]), ctrl, de=np.arange(3), non_dropout=np.arange(3), non_zero=np.arange(3))
+    assert m["pearson_delta"] == 0.0 and m["pearson_delta_de"] == 0.0  # constant (zero) predicted delta: GEARS' NaN -> 0
+    per = pd.DataFrame([{"condition": "a", "subgroup": "combo_seen1", "pearson_delta": 0.2}, {"condition": "b", "subgroup": "combo_seen1", "pearson_delta": 0.4},
+                        {"condition": "c", "subgroup": "unseen_single", "pearson_delta": 1.0}])
+    for col in ("pearson", "pearson_de", "mse", "mse_de", "pearson_delta_de", "pearson_delta_top20_de_non_dropout", "pearson_top20_de_non_dropout",
+                "mse_top20_de_non_dropout", "pearson_delta_top20_de_non_zero", "pearson_top20_de_non_zero", "mse_top20_de_non_zero"):
+        per[col] = 0.0
+    s = summarize(per, SUBGROUPS)
+    assert s["pearson_delta:all"] == pytest.approx(1.6 / 3)
+    assert s["pearson_delta:combo_seen1"] == pytest.approx(0.3) and s["pearson_delta:unseen_single"] == 1.0
+    assert "pearson_delta:combo_seen0" not in s
+
+
+# ---------------------------------------------------------------------------------------------
+# predictors: one contract test over the registry, hand checks of the simple ones
+
+
+@pytest.fixture(scope="module")
+def small_split(small):
+    return make_split(small.obs["condition"].unique(), seed=0)
+
+
+@pytest.mark.parametrize("method", ["no_change", "train_mean", "additive", "linear", "oracle"])
+def test_predictor_contract(small, small_split, method):
+    from scfmbench.perturbation import predict
+
+    conds, means, record = predict(method, small, small_split, seed=0)
+    assert conds == small_split.conditions("test") and means.shape == (len(conds), small.n_vars)
+    assert np.isfinite(means).all()
+    again = predict(method, small, small_split, seed=0)[1]
+    np.testing.assert_array_equal(means, again)
+
+
+def _scores(adata, split, method):
+    from scfmbench.perturbation import predict
+    from scfmbench.perturbation.metrics import perturbation_scores, summarize
+
+    conds, means, _ = predict(method, adata, split, seed=0)
+    return summarize(perturbation_scores(adata, conds, means, split.subgroup), SUBGROUPS)
+
+
+def test_oracle_is_the_ceiling_and_exact_without_noise(small, small_split):
+    scores = {m: _scores(small, small_split, m) for m in ("no_change", "train_mean", "additive", "linear", "oracle")}
+    for m in ("no_change", "train_mean", "additive", "linear"):
+        assert scores["oracle"]["pearson_delta_de:all"] > scores[m]["pearson_delta_de:all"]
+    assert scores["no_change"]["pearson_delta:all"] == 0.0
+    # noise-free test cells (X = control mean + true shift): the oracle scores pearson_delta 1
+    clean = small.copy()
+    X = clean.X.toarray()
+    ctrl = X[(clean.obs["condition"] == "ctrl").to_numpy()].mean(0)
+    for c in small_split.conditions("test"):
+        X[(clean.obs["condition"] == c).to_numpy()] = ctrl + _shift(clean, c)
+    clean.X = sp.csr_matrix(X)
+    assert _scores(clean, small_split, "oracle")["pearson_delta:all"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_additive_and_train_mean_by_hand(small, small_split):
+    from scfmbench.perturbation import predict
+
+    cond = small.obs["condition"].astype(str).to_numpy()
+    X = small.X.toarray().astype(np.float64)
+    mean = lambda c: X[cond == c].mean(0)  # noqa: E731
+    train = set(small_split.conditions("train"))
+    conds, means, _ = predict("train_mean", small, small_split, seed=0)
+    np.testing.assert_allclose(means[0], X[np.isin(cond, list(train - {"ctrl"}))].mean(0), rtol=1e-5, atol=1e-6)
+    conds, means, _ = predict("additive", small, small_split, seed=0)
+    for c, m in zip(conds, means):
+        expected = mean("ctrl") + sum(mean(f"{g}+ctrl") - mean("ctrl") for g in condition_genes(c) if f"{g}+ctrl" in train)
+        np.testing.assert_allclose(m, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_quality_flags_models_below_train_mean():
+    from scfmbench.report.quality import quality_checks
+
+    rows = [dict(task="perturbation", dataset="d", method=m, seed=s, metric="pearson_delta:all", value=v, runtime_s=1.0, peak_mem_mb=1.0)
+            for m, v in (("train_mean", 0.5), ("scgpt-full", 0.3), ("scgpt-genohoption-p", 0.6), ("no_change", 0.0)) for s in (0, 1)]
+    checks = quality_checks(pd.DataFrame(rows))
+    flagged = checks[checks["task"] == "perturbation"]
+    assert list(flagged["method"]) == ["scgpt-full"] and flagged["check"].iloc[0] == "below control"
+
+
+# ---------------------------------------------------------------------------------------------
+# the generator
+
+
+def test_gene_sampling_keeps_perturbed_genes():
+    import torch
+
+    from scfmbench.models.scgpt_generator import sample_genes
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        genes = sample_genes(100, 10, {3, 97}, g)
+        assert len(genes) == 10 and {3, 97} <= set(genes.tolist()) and (genes.diff() > 0).all()
+    assert len(sample_genes(8, 10, {1}, g)) == 8
+
+
+def test_genohoption_loss_by_hand():
+    import torch
+
+    from scfmbench.models.scgpt_generator import genohoption_loss
+
+    pred = torch.tensor([[1.0, 2.0], [0.0, 1.0], [3.0, 3.0]])
+    y = torch.tensor([[2.0, 2.0], [0.0, 3.0], [3.0, 1.0]])
+    ctrl = torch.tensor([1.5, 1.5])
+    # condition a (rows 0, 1): ((1)^4 + 0 + 0 + 2^4) / 4 = 4.25; signs y-ctrl (+,+;-,+), pred-ctrl (-,+;-,-): (2^2 + 0 + 0 + 2^2) / 4 = 2
+    # condition b (row 2): (0 + 2^4) / 2 = 8; signs (+,-) vs (+,+): (0 + 2^2) / 2 = 2
+    expected = ((4.25 + 1e-3 * 2) + (8 + 1e-3 * 2)) / 2
+    assert genohoption_loss(pred, y, ctrl, ["a", "a", "b"]).item() == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("method", ["scgpt-full", "scgpt-genohoption-p", "scgpt-longformer", "scgpt-full-paperloss"])
+def test_generator_trains_and_predicts(small, small_split, method):
+    from scfmbench.perturbation import predict
+
+    params = dict(epochs=2, steps_per_epoch=2, valid_cells=32, predict_cells=4, max_len=48, kernel_config={"longformer": {"window": 8}})
+    conds, means, record = predict(method, small, small_split, seed=0, params=params)
+    assert means.shape == (len(conds), small.n_vars) and np.isfinite(means).all()
+    assert record["loss"] == ("genohoption" if method.endswith("paperloss") else "mse")
+    assert (record["graph"] is not None) == ("genohoption" in method.split("-", 1)[1].removesuffix("-paperloss"))
+    np.testing.assert_array_equal(means, predict(method, small, small_split, seed=0, params=params)[1])
+
+
+def test_unknown_generator_kernel_is_an_error(small, small_split):
+    from scfmbench.perturbation import predict
+
+    with pytest.raises(InputError, match="registered kernels"):
+        predict("scgpt-nokernel", small, small_split, seed=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# GEARS files as distributed
+
+
+def _gears_like(small):
+    """A GEARS-style file: Ensembl-like var_names with symbols in var['gene_name'], uns rankings
+    listing var_names, X as is; Norman's quirk of one single given as 'ctrl+A'."""
+    g = small.copy()
+    g.var_names = [f"ENSG{i:011d}" for i in range(g.n_vars)]
+    single = next(c for c in g.obs["condition"].unique() if c.endswith("+ctrl"))
+    flipped = "ctrl+" + condition_genes(single)[0]
+    cells = np.flatnonzero((g.obs["condition"] == single).to_numpy())[::2]
+    cond = g.obs["condition"].astype(str).to_numpy()
+    cond[cells] = flipped
+    g.obs["condition"] = cond
+    for key in list(g.uns):
+        del g.uns[key]
+    return gears_layout(g, cell_type="A549"), single, flipped
+
+
+def test_gears_file_is_read_as_distributed(small, tmp_path):
+    import zipfile
+
+    from scfmbench.perturbation.data import load_perturbation_dataset
+
+    g, single, flipped = _gears_like(small)
+    g.write_h5ad(tmp_path / "perturb_processed.h5ad")
+    with zipfile.ZipFile(tmp_path / "adamson.zip", "w") as z:
+        z.write(tmp_path / "perturb_processed.h5ad", "adamson/perturb_processed.h5ad")
+    got = load_perturbation_dataset("adamson", {"source": "gears_adamson", "path": str(tmp_path / "adamson.zip")})
+    assert (got.X != g.X).nnz == 0 and list(got.var_names) == list(g.var_names)
+    assert list(got.uns["top_non_dropout_de_20"][f"A549_{flipped}_1+1"]) == list(g.uns["top_non_dropout_de_20"][f"A549_{flipped}_1+1"])
+    # both forms of the single are conditions of their own, scored with their own DE genes, split together
+    s = make_split(got.obs["condition"].unique(), seed=2)
+    assert s.split[single] == s.split[flipped]
+    from scfmbench.perturbation.metrics import perturbation_scores
+
+    per = perturbation_scores(got, [single, flipped], np.tile(np.asarray(got.X.mean(0)).ravel(), (2, 1)), s.subgroup)
+    assert list(per["condition"]) == [single, flipped]
+
+
+def test_gears_file_without_rankings_is_an_error(small, tmp_path):
+    from scfmbench.perturbation.data import load_perturbation_dataset
+
+    g, _, _ = _gears_like(small)
+    del g.uns["top_non_zero_de_20"]
+    (tmp_path / "norman").mkdir()
+    g.write_h5ad(tmp_path / "norman" / "perturb_processed.h5ad")
+    with pytest.raises(InputError, match="uns lacks \\['top_non_zero_de_20'\\]"):
+        load_perturbation_dataset("norman", {"source": "gears_norman", "path": str(tmp_path / "norman")})
