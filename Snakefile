@@ -18,6 +18,7 @@ include: "workflow/rules/annotate.smk"
 include: "workflow/rules/impute.smk"
 include: "workflow/rules/methods.smk"
 include: "workflow/rules/schyena.smk"
+include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/profile.smk"
 include: "workflow/rules/report.smk"
 

@@ -167,7 +167,7 @@ def train_masked(model: SCHyena, values: torch.Tensor, *, steps: int, batch_size
     )
 
 
-def pretrain(adata, *, config: SCHyenaConfig | None = None, steps: int = DEFAULTS.pretrain_steps, batch_size: int = DEFAULTS.pretrain_batch_size, lr: float = DEFAULTS.pretrain_lr, mask_range: tuple[float, float] = (DEFAULTS.mask_low, DEFAULTS.mask_high), seed: int = 0, device=None, eval_every: int | None = None) -> tuple[SCHyena, PretrainHistory]:
+def pretrain(adata, *, config: SCHyenaConfig | None = None, steps: int = DEFAULTS.pretrain_steps, batch_size: int = DEFAULTS.pretrain_batch_size, lr: float = DEFAULTS.pretrain_lr, mask_range: tuple[float, float] = (DEFAULTS.mask_low, DEFAULTS.mask_high), seed: int = 0, device=None, eval_every: int | None = None, strategy=None) -> tuple[SCHyena, PretrainHistory]:
     """Pretrain a fresh scHyena by masked expression modelling on the training cells of ``adata``.
 
     Parameters
@@ -181,6 +181,9 @@ def pretrain(adata, *, config: SCHyenaConfig | None = None, steps: int = DEFAULT
         dataset is gene id j).
     steps, batch_size, lr, mask_range
         Optimizer steps, cells per step, Adam learning rate, range of the per-batch mask probability.
+    strategy
+        A masking strategy without a scorer (:mod:`scfmbench.pretrain.masking`); None = ``uniform``
+        over ``mask_range`` (the paper's).
     seed
         Seeds initialisation, batch order, masks and dropout (locally; global RNGs untouched).
     device
@@ -202,7 +205,11 @@ def pretrain(adata, *, config: SCHyenaConfig | None = None, steps: int = DEFAULT
     with seeded(seed, device):
         model = SCHyena(config).to(device)
         gen = torch.Generator().manual_seed(seed)
-        hist = train_masked(model, torch.from_numpy(dense_values(adata, train)), steps=steps, batch_size=batch_size, lr=lr, mask_range=mask_range, generator=gen, valid=torch.from_numpy(dense_values(adata, valid)) if len(valid) else None, eval_every=eval_every)
+        strategy = strategy or build_strategy("uniform", low=mask_range[0], high=mask_range[1])
+        if strategy.needs_scorer:
+            raise InputError(f"scHyena checkpoints hold the scHyena model only; masking strategy {strategy.name!r} trains a scorer beside it: use it with the token backbones")
+        hist = run_masked_loop(SchyenaMasked(model), MaskedCells(torch.from_numpy(dense_values(adata, train))), strategy=strategy, steps=steps, batch_size=batch_size, lr=lr, generator=gen,
+                               valid=MaskedCells(torch.from_numpy(dense_values(adata, valid))) if len(valid) else None, eval_every=eval_every)
     return model, hist
 
 
