@@ -41,6 +41,11 @@ SENSITIVITY_RUNS = 2 * ((ALPHA + K) + (T + K))
 PROFILE_MECHANISMS = 16  # every registered mechanism (scfmbench.profile.mechanism_names())
 PROFILE_LENGTHS = 7 + 4  # Fig. 4c's 100..3000 plus four full-transcriptome lengths
 IMPUTERS = ["none", "magic", "dca", "schyena"]
+# MAM (REFERENCE 8): continued pretraining + fine-tuning on the scGPT sets for the backbones with
+# per-gene values, MAM, its baselines and its two controls; a from-scratch run beside them
+# ({backbone}-full-scratch, the same fine-tuning options).
+MAM_BACKBONES = ["scgpt", "scbert", "scfoundation"]
+MAM_STRATEGIES = ["stratified", "mam", "expression", "uniform", "mam_noinject", "mam_strat"]
 
 
 def expected_jobs() -> dict[str, int]:
@@ -66,9 +71,13 @@ def expected_jobs() -> dict[str, int]:
         # annotation
         "annotate_control": len(CONTROLS) * n_ann_datasets * SEEDS,
         "annotate_transformer": (n_transformers * n_geno + fewshot_runs + SENSITIVITY_RUNS) * SEEDS,
-        "schyena_pretrain": n_brain * SEEDS,
+        # pretraining: scHyena's (the stage's uniform case) and the MAM grid
+        "pretrain": (n_brain + n_geno * len(MAM_BACKBONES) * len(MAM_STRATEGIES)) * SEEDS,
+        "annotate_pretrained": n_geno * len(MAM_BACKBONES) * (len(MAM_STRATEGIES) + 1) * SEEDS,
+        "report_pretraining": 1,
         "annotate_schyena": n_brain * SEEDS,
-        "score_annotation": len(CONTROLS) * n_ann_datasets + n_transformers * n_geno + n_brain + fewshot_runs + SENSITIVITY_RUNS,
+        "score_annotation": len(CONTROLS) * n_ann_datasets + n_transformers * n_geno + n_brain + fewshot_runs + SENSITIVITY_RUNS
+        + n_geno * len(MAM_BACKBONES) * (len(MAM_STRATEGIES) + 1),
         "detect_doublets_schyena": n_brain * SEEDS,
         "score_doublets": n_brain,
         "schyena_umap": n_brain,

@@ -280,8 +280,8 @@ def annotation_runs(config: dict[str, Any]) -> list[tuple[str, str]]:
 
 # Masked pretraining (scfmbench.pretrain; workflow/rules/pretrain.smk): every (dataset, backbone,
 # strategy) of the ``pretraining`` block is pretrained per seed, then fine-tuned for cell types as
-# annotation method ``{backbone}-{attention}-pt{strategy}``, beside ``{backbone}-{attention}`` from
-# scratch (``pretraining.scratch``).
+# annotation method ``{backbone}-{attention}-pt{strategy}``, beside ``{backbone}-{attention}-scratch``
+# (no pretraining, ``pretraining.scratch``); both with the ``pretraining.finetune`` training options.
 def pretraining_grid(config: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(dataset, backbone, strategy) of every pretraining run of the grid (scHyena's own
     pretraining is added by the workflow where schyena annotates)."""
@@ -297,7 +297,7 @@ def pretraining_annotation_runs(config: dict[str, Any]) -> list[tuple[str, str]]
     runs = []
     for d, b, s in pretraining_grid(config):
         if pre.get("scratch", True):
-            runs.append((d, f"{b}-{att}"))
+            runs.append((d, f"{b}-{att}-scratch"))
         runs.append((d, f"{b}-{att}-pt{s}"))
     return list(dict.fromkeys(runs))
 
@@ -321,6 +321,11 @@ def check_pretraining(config: dict[str, Any]) -> None:
         if not re.fullmatch(r"[a-z0-9_]+", s):
             raise InputError(f"config key 'pretraining.strategies': {s!r} must be lower-case letters, digits and '_' (it becomes part of a method id)")
         strategy_for(s, {**pre, "strategy_options": ratio_options(pre)})
+    from scfmbench.annotation.transformer import _TRAIN_KEYS
+
+    unknown = sorted(set(pre.get("finetune") or {}) - set(_TRAIN_KEYS))
+    if unknown:
+        raise InputError(f"config key 'pretraining.finetune': unknown training option(s) {unknown}; allowed are {list(_TRAIN_KEYS)}")
     att = pre.get("attention", "full")
     if att not in KERNELS or KERNELS[att].needs_edges:
         raise InputError(f"config key 'pretraining.attention': {att!r} must be a registered kernel that needs no gene graph: {sorted(k for k, v in KERNELS.items() if not v.needs_edges)}")

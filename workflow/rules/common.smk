@@ -337,7 +337,7 @@ def dca_original_params(wildcards):
 # Masked pretraining (workflow/rules/pretrain.smk, scfmbench.pretrain): the grid of the
 # 'pretraining' block plus scHyena's own pretraining wherever schyena annotates.
 from scfmbench.config import check_pretraining, pretraining_grid, ratio_options
-from scfmbench.pretrain.workflow import parse_pretrained_method, pretrained_method
+from scfmbench.pretrain.workflow import parse_pretrained_method, pretrained_method, scratch_method
 
 check_pretraining(config)
 PRETRAIN = config["pretraining"]
@@ -345,7 +345,8 @@ PRETRAIN_GRID = pretraining_grid(config)
 PRETRAIN_CKPT = "results/pretrain/{dataset}/{backbone}/{strategy}/seed{seed}/checkpoint.pt"
 PRETRAIN_MASKED = "results/pretrain/{dataset}/{backbone}/{strategy}/seed{seed}/masked_set.csv"
 # Fine-tunings from the grid's checkpoints: annotation methods {backbone}-{attention}-pt{strategy}.
-PRETRAINED_METHODS = sorted({pretrained_method(b, PRETRAIN["attention"], s) for _, b, s in PRETRAIN_GRID})
+PRETRAINED_METHODS = sorted({pretrained_method(b, PRETRAIN["attention"], s) for _, b, s in PRETRAIN_GRID}
+                            | ({scratch_method(b, PRETRAIN["attention"]) for _, b, _ in PRETRAIN_GRID} if PRETRAIN["scratch"] else set()))
 
 
 def schyena_pretrain_runs():
@@ -365,6 +366,8 @@ def pretrain_backbone_params(wildcards):
 def pretrained_checkpoints(wildcards):
     """The checkpoint(s) a fine-tuning {backbone}-{attention}-pt{strategy} starts from."""
     base, strategy = parse_pretrained_method(wildcards.method)
+    if strategy is None:  # {backbone}-{attention}-scratch: no checkpoint
+        return []
     path = PRETRAIN_CKPT.replace("{backbone}", base.split("-")[0]).replace("{strategy}", strategy)
     return per_seed(path) if GROUP_SEEDS else path
 
@@ -374,7 +377,7 @@ def pretraining_runs():
     runs = []
     for d, b, s in PRETRAIN_GRID:
         if PRETRAIN["scratch"]:
-            runs.append((d, f"{b}-{PRETRAIN['attention']}", b, "scratch"))
+            runs.append((d, scratch_method(b, PRETRAIN["attention"]), b, "scratch"))
         runs.append((d, pretrained_method(b, PRETRAIN["attention"], s), b, s))
     return list(dict.fromkeys(runs))
 
@@ -388,5 +391,10 @@ def pretraining_files():
 
 
 def pretrain_method_params(wildcards):
-    """params.<backbone> of a fine-tuning from a pretraining checkpoint."""
+    """params.<backbone> of a fine-tuning from a pretraining checkpoint (or of its scratch run)."""
     return config["params"].get(wildcards.method.split("-")[0], {})
+
+
+def pretrain_finetune(wildcards):
+    """pretraining.finetune: training options over params.<backbone> for the grid's runs."""
+    return PRETRAIN["finetune"]

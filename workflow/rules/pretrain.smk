@@ -1,6 +1,7 @@
 # Masked pretraining (scfmbench.pretrain; MAM paper, REFERENCE.md section 8): (dataset, backbone,
 # strategy, seed) -> checkpoint on the training cells, then cell-type fine-tuning from it as
-# annotation method {backbone}-{attention}-pt{strategy} (scored by score_annotation like any other).
+# annotation method {backbone}-{attention}-pt{strategy} beside {backbone}-{attention}-scratch (no
+# pretraining, the same fine-tuning options), scored by score_annotation like any other method.
 # scHyena's pretraining is the case backbone=schyena, strategy=uniform. Seeds run in one job per
 # (dataset, backbone, strategy) with resources.group_seeds, each writing its own benchmark file.
 
@@ -42,6 +43,7 @@ rule annotate_pretrained:
         **({"benchmark": per_seed(annotation_benchmark())} if GROUP_SEEDS else {}),
     params:
         method_params=pretrain_method_params,
+        finetune=pretrain_finetune,
         seeds=SEEDS,
     threads: 1
     resources:

@@ -48,14 +48,15 @@ def run_annotation(method: str, prepared_path, predictions_path, *, seed: int, p
     :func:`scfmbench.annotation.transformer.annotate_transformer`), whose graph kernels run on
     ``graph`` (the gene graph's ``.npz``; the ablation picks which variant the workflow passes).
     ``pretrained``: a pretraining checkpoint the transformer starts from; ``method`` is then
-    ``{backbone}-{attention}-pt{strategy}`` (:mod:`scfmbench.pretrain`).
+    ``{backbone}-{attention}-pt{strategy}`` (:mod:`scfmbench.pretrain`); its from-scratch
+    counterpart is ``{backbone}-{attention}-scratch``.
     """
     from scfmbench.annotation import controls  # noqa: F401  (registers majority, logreg)
     from scfmbench.config import BACKBONES, parse_transformer
 
     adata = read_prepared(prepared_path)
     params = dict(params or {})
-    base = method.rpartition("-pt")[0] if pretrained is not None else method
+    base = method.rpartition("-pt")[0] if pretrained is not None else method.removesuffix("-scratch")
     spec = None if method in ANNOTATORS else parse_transformer(base, where=f"annotation method {method!r}")
     if method in ANNOTATORS:
         predicted, record = ANNOTATORS[method](adata, seed=seed, **params), {"params": params}

@@ -137,11 +137,14 @@ def pretrain_main(prepared_path, checkpoint_path, masked_set_path, *, dataset: s
     write_masked_set(stats, masked_set_path, dataset=dataset, backbone=backbone, strategy=strategy, seed=seed)
 
 
-def finetune_main(method: str, prepared_path, checkpoint_path, predictions_path, run_path, *, seed: int, params: dict | None = None, graph=None) -> None:
-    """Fine-tune ``{backbone}-{attention}-pt{strategy}`` for cell types from its pretraining checkpoint."""
+def finetune_main(method: str, prepared_path, checkpoint_path, predictions_path, run_path, *, seed: int, params: dict | None = None, finetune: dict | None = None) -> None:
+    """Fine-tune ``{backbone}-{attention}-pt{strategy}`` for cell types from its pretraining
+    checkpoint, or train ``{backbone}-{attention}-scratch`` (no checkpoint) with the same options:
+    ``params.<backbone>`` with the ``pretraining.finetune`` training options over them."""
     from scfmbench.annotation import run_annotation
 
-    run_annotation(method, prepared_path, predictions_path, seed=seed, params=params, record_path=run_path, graph=graph, pretrained=checkpoint_path)
+    params = {**(params or {}), **(finetune or {})}
+    run_annotation(method, prepared_path, predictions_path, seed=seed, params=params, record_path=run_path, pretrained=checkpoint_path)
 
 
 def pretrained_method(backbone: str, attention: str, strategy: str) -> str:
@@ -149,7 +152,15 @@ def pretrained_method(backbone: str, attention: str, strategy: str) -> str:
     return f"{backbone}-{attention}-pt{strategy}"
 
 
+def scratch_method(backbone: str, attention: str) -> str:
+    """The annotation method id of the from-scratch run beside the fine-tunings (same options)."""
+    return f"{backbone}-{attention}-scratch"
+
+
 def parse_pretrained_method(method: str) -> tuple[str, str] | None:
-    """``{backbone}-{attention}-pt{strategy}`` -> (``{backbone}-{attention}``, strategy), else None."""
+    """``{backbone}-{attention}-pt{strategy}`` -> (``{backbone}-{attention}``, strategy);
+    ``{backbone}-{attention}-scratch`` -> (``{backbone}-{attention}``, None); else None."""
+    if method.endswith("-scratch"):
+        return method.removesuffix("-scratch"), None
     base, sep, strategy = method.rpartition("-pt")
     return (base, strategy) if sep and base and strategy else None
