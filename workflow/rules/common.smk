@@ -354,8 +354,10 @@ def schyena_pretrain_runs():
 
 
 def pretrain_options(wildcards):
-    """The pretraining block, with pretraining.ratio resolved into the strategies' options."""
-    return {**PRETRAIN, "strategy_options": ratio_options(PRETRAIN)}
+    """What a pretraining job reads of the pretraining block (not the grid's lists, so a grid that
+    grows reruns nothing), with pretraining.ratio resolved into the strategies' options."""
+    grid = ("datasets", "backbones", "strategies", "scratch", "finetune", "ratio")
+    return {**{k: v for k, v in PRETRAIN.items() if k not in grid}, "strategy_options": ratio_options(PRETRAIN)}
 
 
 def pretrain_backbone_params(wildcards):
