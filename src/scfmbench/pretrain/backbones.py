@@ -6,9 +6,9 @@ The masking strategies apply to every backbone whose input has per-gene values t
 backbone        values the strategies see               masked input
 ==============  =====================================  ==========================================
 schyena         log-normalized value of every gene      the mask token (:mod:`scfmbench.schyena`)
-scgpt           value bin (1..50) of each non-zero      value id ``n_bins + 1`` (scGPT's <mask>)
-                gene (<cls> never masked)
-scbert          log2 bin (0..7) of every gene           value id ``n_bins + 1`` (scBERT's <mask>)
+scgpt           value bin (1..50) / 10 of each          value id ``n_bins + 1`` (scGPT's <mask>)
+                non-zero gene (<cls> never masked)
+scbert          log2 bin (0..7) / 10 of every gene      value id ``n_bins + 1`` (scBERT's <mask>)
 scfoundation    log-normalized value of every gene      left out of the encoder, mask vector in
                 (T and S never masked)                  the decoder
 geneformer      none: rank-value encoding has no        not pretrained here (Geneformer's own
@@ -48,7 +48,10 @@ PRETRAINABLE = ("schyena", "scgpt", "scbert", "scfoundation")
 
 
 def _bins(model, cells: TokenizedCells) -> torch.Tensor:
-    return cells.value_ids.float()
+    """Value bins as numbers, divided by 10: scGPT's 1..50 and scBERT's 0..7 land on the scale of
+    log-normalized values (0..~8), which MAM's ``input_proj`` and the loss were made for (raw bins
+    up to 50 saturated the scorer's attention and its summary swamped the token embeddings)."""
+    return cells.value_ids.float() / 10.0
 
 
 def _not_special(model, cells: TokenizedCells) -> torch.Tensor:
