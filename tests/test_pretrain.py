@@ -413,3 +413,20 @@ def test_per_class_f1():
     from scfmbench.pretrain.analysis import per_class_f1
 
     assert per_class_f1(["a", "a", "r", "r", "b"], ["a", "r", "r", "a", "b"]) == pytest.approx({"a": 0.5, "r": 0.5, "b": 1.0})
+
+
+@pytest.mark.parametrize("summary_input,leaks", [("visible", False), ("all", True)])
+def test_mam_summary_input(summary_input, leaks):
+    """As released ('all') the summary reads the masked values too; 'visible' leaves them out."""
+    strategy = build_strategy("mam", ratio=0.3, n_latents=8, latent_dim=16, n_heads=2, summary_input=summary_input)
+    torch.manual_seed(0)
+    scorer = strategy.make_scorer(8)
+    values, maskable = _batch(2)
+    drawn = strategy.draw(values, maskable, generator=torch.Generator().manual_seed(0), scorer=scorer)
+    other = values.clone()
+    other[drawn.mask] += 2.0
+    # same generator state: same scores are not guaranteed once values change, so recompute the
+    # summary over the visible keys with the first draw's mask directly
+    shown = maskable & ~drawn.mask if summary_input == "visible" else maskable
+    again = scorer.summarize(scorer(other, shown)[1])
+    assert torch.allclose(drawn.summary, again, atol=1e-6) != leaks
