@@ -44,6 +44,11 @@ IMPUTERS = ["none", "magic", "dca", "schyena"]
 PERTURB_DATASETS = ["adamson", "norman"]  # GenoHoption Fig. 3 (GEARS)
 PERTURB_CONTROLS = ["no_change", "train_mean", "additive", "linear"]
 PERTURB_GENERATORS = [f"scgpt-{a}{loss}" for loss in ("", "-paperloss") for a in ("full", "genohoption-p", "genohoption-h")]
+# MAM (REFERENCE 8): continued pretraining + fine-tuning on the scGPT sets for the backbones with
+# per-gene values, MAM, its baselines and its two controls; a from-scratch run beside them
+# ({backbone}-full-scratch, the same fine-tuning options).
+MAM_BACKBONES = ["scgpt", "scbert", "scfoundation"]
+MAM_STRATEGIES = ["stratified", "mam", "expression", "uniform", "mam_noinject", "mam_strat"]
 
 
 def expected_jobs() -> dict[str, int]:
@@ -69,9 +74,13 @@ def expected_jobs() -> dict[str, int]:
         # annotation
         "annotate_control": len(CONTROLS) * n_ann_datasets * SEEDS,
         "annotate_transformer": (n_transformers * n_geno + fewshot_runs + SENSITIVITY_RUNS) * SEEDS,
-        "schyena_pretrain": n_brain * SEEDS,
+        # pretraining: scHyena's (the stage's uniform case) and the MAM grid
+        "pretrain": (n_brain + n_geno * len(MAM_BACKBONES) * len(MAM_STRATEGIES)) * SEEDS,
+        "annotate_pretrained": n_geno * len(MAM_BACKBONES) * (len(MAM_STRATEGIES) + 1) * SEEDS,
+        "report_pretraining": 1,
         "annotate_schyena": n_brain * SEEDS,
-        "score_annotation": len(CONTROLS) * n_ann_datasets + n_transformers * n_geno + n_brain + fewshot_runs + SENSITIVITY_RUNS,
+        "score_annotation": len(CONTROLS) * n_ann_datasets + n_transformers * n_geno + n_brain + fewshot_runs + SENSITIVITY_RUNS
+        + n_geno * len(MAM_BACKBONES) * (len(MAM_STRATEGIES) + 1),
         "detect_doublets_schyena": n_brain * SEEDS,
         "score_doublets": n_brain,
         "schyena_umap": n_brain,

@@ -29,7 +29,7 @@ from test_workflow import copy_workflow
 PROFILES = sorted(p.parent.name for p in (REPO / "profiles").glob("*/config.yaml"))
 # Rules whose code moves to CUDA when it is present: each profile with a GPU must give them one, or
 # they would share it unscheduled (the default config runs every one of them).
-GPU_RULES = ("annotate_transformer", "profile_point", "schyena_pretrain", "annotate_schyena", "detect_doublets_schyena", "impute_schyena", "impute_dca", "schyena_umap", "perturb_predict")
+GPU_RULES = ("annotate_transformer", "profile_point", "pretrain", "annotate_schyena", "detect_doublets_schyena", "impute_schyena", "impute_dca", "schyena_umap", "perturb_predict", "annotate_pretrained")
 # Core Snakemake resources (threads, tmpdir, disk, memory) that every executor understands.
 CORE_RESOURCES = {"mem_mb", "mem", "disk_mb", "disk", "runtime", "tmpdir", "gpu"}
 PLUGIN = {

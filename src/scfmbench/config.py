@@ -24,7 +24,7 @@ BUILTIN_ANNOTATION = ("majority", "logreg")
 BUILTIN_IMPUTATION = ("none", "perfect", "magic", "dca", "dca_original")
 # Methods with a stage of their own (a rule file shipped in workflow/rules/): task -> ids.
 STAGE_METHODS = {"annotation": ("schyena",), "imputation": ("schyena",)}
-BACKBONES = ("scgpt", "geneformer", "scbert")
+BACKBONES = ("scgpt", "geneformer", "scbert", "scfoundation")
 
 
 def _with_defaults(validator_class):
@@ -270,12 +270,75 @@ def annotation_runs(config: dict[str, Any]) -> list[tuple[str, str]]:
     runs = [(d, m) for m in config["annotation"]["methods"] for d in annotation_datasets(config, m)]
     fs = config["fewshot"]
     runs += [(fewshot_dataset(d, f), m) for d in fs["datasets"] for f in fs["fractions"] for m in fs["methods"]]
+    runs += [run for run in pretraining_annotation_runs(config)]
     sens = config["sensitivity"]
     for method in sens["methods"]:
         spec = parse_transformer(method)
         for key in sensitivity_keys(spec.attention):
             runs += [(d, sensitivity_method(method, key, v)) for d in sens["datasets"] for v in sens[key]]
     return list(dict.fromkeys(runs))
+
+
+# Masked pretraining (scfmbench.pretrain; workflow/rules/pretrain.smk): every (dataset, backbone,
+# strategy) of the ``pretraining`` block is pretrained per seed, then fine-tuned for cell types as
+# annotation method ``{backbone}-{attention}-pt{strategy}``, beside ``{backbone}-{attention}-scratch``
+# (no pretraining, ``pretraining.scratch``); both with the ``pretraining.finetune`` training options.
+def pretraining_grid(config: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(dataset, backbone, strategy) of every pretraining run of the grid (scHyena's own
+    pretraining is added by the workflow where schyena annotates)."""
+    pre = config.get("pretraining") or {}
+    return [(d, b, s) for d in pre.get("datasets", []) for b in pre.get("backbones", []) for s in pre.get("strategies", [])]
+
+
+def pretraining_annotation_runs(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """(dataset, method) of the fine-tunings from the grid's checkpoints, and of the from-scratch
+    baselines beside them."""
+    pre = config.get("pretraining") or {}
+    att = pre.get("attention", "full")
+    runs = []
+    for d, b, s in pretraining_grid(config):
+        if pre.get("scratch", True):
+            runs.append((d, f"{b}-{att}-scratch"))
+        runs.append((d, f"{b}-{att}-pt{s}"))
+    return list(dict.fromkeys(runs))
+
+
+def check_pretraining(config: dict[str, Any]) -> None:
+    """The ``pretraining`` block: pretrainable backbones, strategies or variants that build,
+    datasets that exist, a kernel that needs no gene graph."""
+    from scfmbench.models.attention import KERNELS
+    from scfmbench.pretrain.backbones import READERS
+    from scfmbench.pretrain.workflow import strategy_for
+
+    pre = config.get("pretraining") or {}
+    for b in pre.get("backbones", []):
+        if b not in READERS:
+            raise InputError(f"config key 'pretraining.backbones': {b!r} cannot be pretrained here; pretrainable backbones are {sorted(READERS)} "
+                             "(geneformer's rank-value input has no values to mask; schyena pretrains through params.schyena wherever it annotates)")
+    for d in pre.get("datasets", []):
+        if d not in config["datasets"]:
+            raise InputError(f"config key 'pretraining.datasets': {d!r} is not a configured dataset; datasets are {sorted(config['datasets'])}")
+    for s in pre.get("strategies", []):
+        if not re.fullmatch(r"[a-z0-9_]+", s):
+            raise InputError(f"config key 'pretraining.strategies': {s!r} must be lower-case letters, digits and '_' (it becomes part of a method id)")
+        strategy_for(s, {**pre, "strategy_options": ratio_options(pre)})
+    from scfmbench.annotation.transformer import _TRAIN_KEYS
+
+    unknown = sorted(set(pre.get("finetune") or {}) - set(_TRAIN_KEYS))
+    if unknown:
+        raise InputError(f"config key 'pretraining.finetune': unknown training option(s) {unknown}; allowed are {list(_TRAIN_KEYS)}")
+    att = pre.get("attention", "full")
+    if att not in KERNELS or KERNELS[att].needs_edges:
+        raise InputError(f"config key 'pretraining.attention': {att!r} must be a registered kernel that needs no gene graph: {sorted(k for k, v in KERNELS.items() if not v.needs_edges)}")
+
+
+def ratio_options(pre: dict[str, Any]) -> dict[str, dict]:
+    """``strategy_options`` with ``pretraining.ratio`` (when set) as every ratio-taking strategy's ratio."""
+    out = {k: dict(v) for k, v in (pre.get("strategy_options") or {}).items()}
+    if pre.get("ratio") is not None:
+        for name in ("stratified", "expression", "mam"):
+            out[name] = {"ratio": pre["ratio"], **out.get(name, {})}
+    return out
 
 
 def load_config(path: str | Path, schema_path: str | Path) -> dict[str, Any]:

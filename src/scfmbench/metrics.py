@@ -62,3 +62,19 @@ def pearson(y_true, y_pred) -> float:
 
 def annotation_metrics(y_true, y_pred) -> dict[str, float]:
     return {"accuracy": accuracy(y_true, y_pred), "macro_f1": macro_f1(y_true, y_pred)}
+
+
+def rare_classes(train_labels, *, share: float = 0.05) -> np.ndarray:
+    """Classes that make up less than ``share`` of the training cells (MAM's rare cell types)."""
+    labels, counts = np.unique(np.asarray(train_labels).astype(str), return_counts=True)
+    return labels[counts < share * counts.sum()]
+
+
+def rare_f1(y_true, y_pred, rare) -> float:
+    """Macro F1 over the ``rare`` classes that occur in ``y_true`` (each 2 TP / (2 TP + FP + FN));
+    NaN when none does (no rare class to score)."""
+    y_true, y_pred = _labels(y_true, y_pred)
+    present = [c for c in np.asarray(rare).astype(str) if (y_true == c).any()]
+    if not present:
+        return float("nan")
+    return float(np.mean([2 * np.sum((y_true == c) & (y_pred == c)) / (np.sum(y_true == c) + np.sum(y_pred == c)) for c in present]))

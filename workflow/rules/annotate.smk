@@ -58,6 +58,7 @@ rule score_annotation:
         metrics=per_seed("results/annotation/{dataset}/{method}/seed{seed}/metrics.csv"),
     params:
         seeds=SEEDS,
+        rare_share=ANNOTATION["rare_share"],
     log:
         "results/logs/annotation/{dataset}/{method}/score.log",
     benchmark:

@@ -158,7 +158,7 @@ def report_extra_files():
 
 
 def all_outputs():
-    return report_extra_files() + metrics_files() + report_files() + schyena_files() + graph_files() + profile_files() + perturbation_report_files()
+    return report_extra_files() + metrics_files() + report_files() + schyena_files() + graph_files() + profile_files() + perturbation_report_files() + pretraining_files()
 
 
 # graphs
@@ -396,3 +396,72 @@ def perturbation_metrics_files():
 def perturbation_report_files():
     names = ("perturbation_table.md", "perturbation_table.csv", "perturbation_table.html", "figures/perturbation.png")
     return [f"results/report/{n}" for n in names] if PERTURB_RUNS else []
+
+
+# pretraining
+# Masked pretraining (workflow/rules/pretrain.smk, scfmbench.pretrain): the grid of the
+# 'pretraining' block plus scHyena's own pretraining wherever schyena annotates.
+from scfmbench.config import check_pretraining, pretraining_grid, ratio_options
+from scfmbench.pretrain.workflow import parse_pretrained_method, pretrained_method, scratch_method
+
+check_pretraining(config)
+PRETRAIN = config["pretraining"]
+PRETRAIN_GRID = pretraining_grid(config)
+PRETRAIN_CKPT = "results/pretrain/{dataset}/{backbone}/{strategy}/seed{seed}/checkpoint.pt"
+PRETRAIN_MASKED = "results/pretrain/{dataset}/{backbone}/{strategy}/seed{seed}/masked_set.csv"
+# Fine-tunings from the grid's checkpoints: annotation methods {backbone}-{attention}-pt{strategy}.
+PRETRAINED_METHODS = sorted({pretrained_method(b, PRETRAIN["attention"], s) for _, b, s in PRETRAIN_GRID}
+                            | ({scratch_method(b, PRETRAIN["attention"]) for _, b, _ in PRETRAIN_GRID} if PRETRAIN["scratch"] else set()))
+
+
+def schyena_pretrain_runs():
+    return [(d, "schyena", "uniform") for d in annotation_datasets(config, "schyena")] if "schyena" in ANNOTATION["methods"] else []
+
+
+def pretrain_options(wildcards):
+    """What a pretraining job reads of the pretraining block (not the grid's lists, so a grid that
+    grows reruns nothing), with pretraining.ratio resolved into the strategies' options."""
+    grid = ("datasets", "backbones", "strategies", "scratch", "finetune", "ratio")
+    return {**{k: v for k, v in PRETRAIN.items() if k not in grid}, "strategy_options": ratio_options(PRETRAIN)}
+
+
+def pretrain_backbone_params(wildcards):
+    """params.<backbone>: the model options every run of that backbone shares."""
+    return config["params"].get(wildcards.backbone, {})
+
+
+def pretrained_checkpoints(wildcards):
+    """The checkpoint(s) a fine-tuning {backbone}-{attention}-pt{strategy} starts from."""
+    base, strategy = parse_pretrained_method(wildcards.method)
+    if strategy is None:  # {backbone}-{attention}-scratch: no checkpoint
+        return []
+    path = PRETRAIN_CKPT.replace("{backbone}", base.split("-")[0]).replace("{strategy}", strategy)
+    return per_seed(path) if GROUP_SEEDS else path
+
+
+def pretraining_runs():
+    """[dataset, method, backbone, strategy] of every annotation run the pretraining report shows."""
+    runs = []
+    for d, b, s in PRETRAIN_GRID:
+        if PRETRAIN["scratch"]:
+            runs.append((d, scratch_method(b, PRETRAIN["attention"]), b, "scratch"))
+        runs.append((d, pretrained_method(b, PRETRAIN["attention"], s), b, s))
+    return list(dict.fromkeys(runs))
+
+
+def pretraining_files():
+    """The pretraining report (when there is a grid) and scHyena's checkpoints."""
+    if not PRETRAIN_GRID:
+        return []
+    names = ("pretraining_table.md", "pretraining_table.csv", "masked_set_table.md", "masked_set_table.csv", "pretraining_per_class.csv", "figures/pretraining.png")
+    return [f"results/report/{n}" for n in names]
+
+
+def pretrain_method_params(wildcards):
+    """params.<backbone> of a fine-tuning from a pretraining checkpoint (or of its scratch run)."""
+    return config["params"].get(wildcards.method.split("-")[0], {})
+
+
+def pretrain_finetune(wildcards):
+    """pretraining.finetune: training options over params.<backbone> for the grid's runs."""
+    return PRETRAIN["finetune"]

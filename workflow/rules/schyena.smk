@@ -1,35 +1,13 @@
-# scHyena (REFERENCE.md section 2): masked-expression pretraining on the training cells, then
-# fine-tuning for cell types and for doublets, the scHyena imputer, and a UMAP of [CLS] embeddings.
+# scHyena (REFERENCE.md section 2): masked-expression pretraining on the training cells (rule
+# pretrain in pretrain.smk: backbone schyena, strategy uniform), then fine-tuning for cell types and for doublets, the scHyena imputer, and a UMAP of [CLS] embeddings.
 # Every input is the dataset at full length (all genes). Logic: src/scfmbench/schyena/workflow.py,
 # one function per rule; options: config params.schyena (SchyenaParams), read through method_params.
-
-
-rule schyena_pretrain:
-    input:
-        prepared=PREPARED,
-    output:
-        checkpoint="results/{method}/{dataset}/seed{seed}/pretrained.pt",
-    params:
-        method_params=method_params,
-    threads: 1
-    resources:
-        gpu=gpu_request,
-    log:
-        "results/logs/{method}/{dataset}/seed{seed}.pretrain.log",
-    benchmark:
-        "results/benchmarks/{method}/{dataset}/seed{seed}.pretrain.tsv"
-    wildcard_constraints:
-        method="schyena",
-    conda:
-        "../../envs/torch.yaml"
-    script:
-        "../scripts/schyena_pretrain.py"
 
 
 rule annotate_schyena:
     input:
         prepared=PREPARED,
-        pretrained="results/{method}/{dataset}/seed{seed}/pretrained.pt",
+        pretrained="results/pretrain/{dataset}/{method}/uniform/seed{seed}/checkpoint.pt",
     output:
         predictions=annotation_output(),
         run="results/annotation/{dataset}/{method}/seed{seed}/run.json",
@@ -54,7 +32,7 @@ rule annotate_schyena:
 rule detect_doublets_schyena:
     input:
         prepared=PREPARED,
-        pretrained="results/{method}/{dataset}/seed{seed}/pretrained.pt",
+        pretrained="results/pretrain/{dataset}/{method}/uniform/seed{seed}/checkpoint.pt",
     output:
         predictions="results/doublet/{dataset}/{method}/seed{seed}/predictions.csv",
         run="results/doublet/{dataset}/{method}/seed{seed}/run.json",
@@ -119,7 +97,7 @@ rule impute_schyena:
 rule schyena_umap:
     input:
         prepared=PREPARED.format(dataset="{dataset}", seed=SEEDS[0]),
-        pretrained=f"results/{{method}}/{{dataset}}/seed{SEEDS[0]}/pretrained.pt",
+        pretrained=f"results/pretrain/{{dataset}}/{{method}}/uniform/seed{SEEDS[0]}/checkpoint.pt",
         finetuned=f"results/{{method}}/{{dataset}}/seed{SEEDS[0]}/finetuned.pt",
     output:
         png=report(

@@ -11,4 +11,5 @@ for seed, files in per_seed(snakemake, inputs=("prepared", "predictions", "bench
         dataset=snakemake.wildcards.dataset,
         method=snakemake.wildcards.method,
         seed=seed,
+        rare_share=snakemake.params.rare_share,
     )

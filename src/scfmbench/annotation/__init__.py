@@ -17,7 +17,7 @@ from scfmbench import InputError
 from scfmbench._io import write_csv, write_json
 from scfmbench.provenance import provenance
 from scfmbench.data.contract import read_prepared
-from scfmbench.metrics import annotation_metrics
+from scfmbench.metrics import annotation_metrics, rare_classes, rare_f1
 from scfmbench.results import metrics_record, write_metrics
 
 ANNOTATORS: dict[str, Callable] = {}
@@ -40,20 +40,24 @@ def write_predictions(cell_ids, predicted, path) -> None:
     write_csv(pd.DataFrame({"cell_id": np.asarray(cell_ids).astype(str), "predicted": np.asarray(predicted).astype(str)}), path)
 
 
-def run_annotation(method: str, prepared_path, predictions_path, *, seed: int, params: dict | None = None, record_path=None, graph=None) -> None:
+def run_annotation(method: str, prepared_path, predictions_path, *, seed: int, params: dict | None = None, record_path=None, graph=None, pretrained=None) -> None:
     """Run an annotator on a prepared dataset; write its predictions and a run record (JSON).
 
     ``method`` is a registered annotator or a transformer id
     ``{backbone}-{attention}[-{ablation}][.{key}{value}]`` (:func:`scfmbench.config.parse_transformer`;
     :func:`scfmbench.annotation.transformer.annotate_transformer`), whose graph kernels run on
     ``graph`` (the gene graph's ``.npz``; the ablation picks which variant the workflow passes).
+    ``pretrained``: a pretraining checkpoint the transformer starts from; ``method`` is then
+    ``{backbone}-{attention}-pt{strategy}`` (:mod:`scfmbench.pretrain`); its from-scratch
+    counterpart is ``{backbone}-{attention}-scratch``.
     """
     from scfmbench.annotation import controls  # noqa: F401  (registers majority, logreg)
     from scfmbench.config import BACKBONES, parse_transformer
 
     adata = read_prepared(prepared_path)
     params = dict(params or {})
-    spec = None if method in ANNOTATORS else parse_transformer(method, where=f"annotation method {method!r}")
+    base = method.rpartition("-pt")[0] if pretrained is not None else method.removesuffix("-scratch")
+    spec = None if method in ANNOTATORS else parse_transformer(base, where=f"annotation method {method!r}")
     if method in ANNOTATORS:
         predicted, record = ANNOTATORS[method](adata, seed=seed, **params), {"params": params}
     elif spec is not None:
@@ -63,7 +67,7 @@ def run_annotation(method: str, prepared_path, predictions_path, *, seed: int, p
             kernels = {k: dict(v) for k, v in (params.get("kernel_config") or {}).items()}
             kernels[spec.attention] = {**kernels.get(spec.attention, {}), **spec.kernel_options()}
             params["kernel_config"] = kernels
-        predicted, record = annotate_transformer(adata, backbone=spec.backbone, attention=spec.attention, seed=seed, graph=graph, **params)
+        predicted, record = annotate_transformer(adata, backbone=spec.backbone, attention=spec.attention, seed=seed, graph=graph, pretrained=pretrained, **params)
         record["graph_variant"] = spec.graph_variant if graph is not None else None
     else:
         raise InputError(f"unknown annotation method {method!r}; registered: {sorted(ANNOTATORS)} or '{{backbone}}-{{attention}}' with backbone in {list(BACKBONES)}")
@@ -75,8 +79,9 @@ def run_annotation(method: str, prepared_path, predictions_path, *, seed: int, p
         write_json({**provenance(), "method": method, "dataset": adata.uns["provenance"].get("dataset"), **record, "seed": seed}, record_path)
 
 
-def score_annotation(prepared_path, predictions_path) -> dict[str, float]:
-    """Accuracy and macro F1 of a predictions file against the prepared dataset's test labels."""
+def score_annotation(prepared_path, predictions_path, *, rare_share: float = 0.05) -> dict[str, float]:
+    """Accuracy, macro F1 and rare-type F1 (macro F1 over the classes below ``rare_share`` of the
+    training cells; NaN without one) of a predictions file against the test labels."""
     adata = read_prepared(prepared_path)
     pred = pd.read_csv(predictions_path, dtype=str)
     for col in ("cell_id", "predicted"):
@@ -87,10 +92,12 @@ def score_annotation(prepared_path, predictions_path) -> dict[str, float]:
         missing, extra = len(set(test) - set(pred["cell_id"])), len(set(pred["cell_id"]) - set(test))
         raise InputError(f"{predictions_path}: predictions must cover exactly the {len(test)} test cells ({missing} missing, {extra} not test cells, {len(pred)} rows)")
     truth = adata.obs.loc[pred["cell_id"], "cell_type"].astype(str).to_numpy()
-    return annotation_metrics(truth, pred["predicted"].to_numpy())
+    train = adata.obs["cell_type"].astype(str).to_numpy()[(adata.obs["split"].astype(str) == "train").to_numpy()]
+    rare = rare_classes(train, share=rare_share)
+    return {**annotation_metrics(truth, pred["predicted"].to_numpy()), "rare_f1": rare_f1(truth, pred["predicted"].to_numpy(), rare)}
 
 
-def score_main(*, prepared, predictions, benchmark, out, dataset: str, method: str, seed: int) -> None:
+def score_main(*, prepared, predictions, benchmark, out, dataset: str, method: str, seed: int, rare_share: float = 0.05) -> None:
     """Score one annotation job and write its metrics record."""
-    metrics = score_annotation(prepared, predictions)
+    metrics = score_annotation(prepared, predictions, rare_share=rare_share)
     write_metrics(metrics_record(task="annotation", dataset=dataset, method=method, seed=seed, metrics=metrics, benchmark=benchmark), out)

@@ -26,6 +26,7 @@ from scfmbench.config import MEAN_DEGREE, kernel_option_names
 from scfmbench.models.attention import KERNELS
 from scfmbench.models.geneformer import GeneformerClassifier, GeneformerConfig
 from scfmbench.models.scbert import ScBERTClassifier, ScBERTConfig
+from scfmbench.models.scfoundation import ScFoundation, ScFoundationConfig, tokenize_scfoundation
 from scfmbench.models.scgpt import ScGPTClassifier, ScGPTConfig, attach_graph
 from scfmbench.models.tokenize import TokenGraph, TokenizedCells, binned_layer, gene_medians, tokenize_geneformer, tokenize_scbert, tokenize_scgpt
 from scfmbench.provenance import seed_everything
@@ -87,6 +88,15 @@ def _scbert_tokenizer(adata, cfg: ScBERTConfig, train_rows, max_len: int, rng):
     return tok, False
 
 
+def _scfoundation_tokenizer(adata, cfg: ScFoundationConfig, train_rows, max_len: int, rng):
+    totals = np.asarray(adata.layers["counts"].sum(axis=1)).ravel()  # raw total per cell: S = log10(total)
+
+    def tok(rows):
+        return tokenize_scfoundation(adata.X[rows], totals[rows], tgthighres=cfg.tgthighres, value_scale=cfg.value_scale)
+
+    return tok, False
+
+
 # Training defaults sized for from-scratch runs on CPU: 3-7 s of training per job at one thread on
 # the embedded datasets (6.6-10.8 s per whole job process, imports included, measured on the
 # 2-core development machine); the workflow's params override them. lr 5e-3 with small
@@ -97,6 +107,7 @@ BACKBONES: dict[str, Backbone] = {
     "scgpt": Backbone(ScGPTConfig, ScGPTClassifier, dict(_TRAIN, max_len=128), _scgpt_tokenizer),
     "geneformer": Backbone(GeneformerConfig, GeneformerClassifier, dict(_TRAIN, max_len=128), _geneformer_tokenizer),
     "scbert": Backbone(ScBERTConfig, ScBERTClassifier, dict(_TRAIN, epochs=8), _scbert_tokenizer),
+    "scfoundation": Backbone(ScFoundationConfig, ScFoundation, dict(_TRAIN), _scfoundation_tokenizer),
 }
 
 
@@ -174,7 +185,7 @@ def mean_degree_window(graph: TokenGraph) -> int:
     return max(2, 2 * math.ceil(graph.mean_degree() / 2))
 
 
-def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, graph=None, device=None, **params) -> tuple[np.ndarray, dict]:
+def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, graph=None, device=None, pretrained=None, **params) -> tuple[np.ndarray, dict]:
     """Train a ``{backbone}-{attention}`` classifier on train, early-stop on valid, predict test.
 
     Parameters
@@ -190,6 +201,10 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, gra
     graph
         The dataset's gene graph (:class:`~scfmbench.graphs.build.GeneGraph`, a path to its
         ``.npz``, or a :class:`TokenGraph`); required by graph kernels, ignored by the others.
+    pretrained
+        A pretraining checkpoint of this backbone (``results/pretrain/...``, written by
+        :mod:`scfmbench.pretrain`): fine-tune it instead of training from scratch (its
+        architecture; the classifier head fresh; MAM's summary kept). None: from scratch.
     params
         Model options of the backbone's config plus the training options ``max_len, lr, lr_gamma,
         batch_size, epochs, max_steps, patience, weight_decay, amp`` (mixed precision: "bf16",
@@ -252,7 +267,14 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, gra
         del params["cls_token"]
     checkpoint, token_dictionary = params.pop("checkpoint", None), params.pop("token_dictionary", None)
     load_report = None
-    if checkpoint:
+    if pretrained:
+        from scfmbench.pretrain.backbones import load_pretrained
+
+        if checkpoint:
+            raise InputError(f"params.{backbone}.checkpoint (released weights) and a pretraining checkpoint were both given; pretrain from the released weights instead (pretraining.init)")
+        model, load_report = load_pretrained(pretrained, backbone=backbone, spec=spec, n_classes=len(classes), attention=attention, params=params)
+        cfg = model.cfg
+    elif checkpoint:
         model, load_report = _load_checkpoint(backbone, checkpoint, token_dictionary, adata, n_classes=len(classes), attention=attention, params=params)
         cfg = model.cfg
     else:
@@ -297,7 +319,7 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, gra
         "device": str(device),
         "num_params": model.num_params(),
         "history": dataclasses.asdict(hist),
-        "checkpoint": None if load_report is None else {"path": str(checkpoint), **load_report.to_dict()},
+        "checkpoint": None if load_report is None else {"path": str(pretrained or checkpoint), **load_report.to_dict()},
         "graph": None if token_graph is None else {"n_nodes": int(token_graph.adjacency.shape[0]), "mean_degree": token_graph.mean_degree(), "cls_node": token_graph.cls_node},
     }
     return classes[logits.argmax(1).numpy()], record

@@ -194,37 +194,10 @@ class SCHyena(nn.Module):
 # masked expression modelling
 
 
-def sample_mask_prob(rng: torch.Generator, low: float = 0.05, high: float = 0.4) -> float:
-    """Masking probability for one batch, uniform in [low, high] (the paper: [0.05, 0.4])."""
-    if not 0.0 <= low <= high <= 1.0:
-        raise InputError(f"need 0 <= low <= high <= 1, got low={low}, high={high}")
-    return low + (high - low) * torch.rand((), generator=rng).item()
-
-
-def mask_nonzero(values: torch.Tensor, *, p: float, generator: torch.Generator, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Bernoulli(p) mask over the non-zero, non-pad entries of ``values`` (B, L) -> bool (B, L).
-
-    If the draw selects nothing while some eligible entry exists, one eligible entry, chosen
-    uniformly with ``generator``, is masked, so every batch has a loss term. The draws happen on
-    the generator's device.
-    """
-    eligible = values != 0
-    if pad_mask is not None:
-        eligible = eligible & ~pad_mask
-    draw = torch.rand(values.shape, generator=generator, device=generator.device).to(values.device)
-    mask = (draw < p) & eligible
-    if not mask.any() and eligible.any():
-        idx = eligible.flatten().nonzero().squeeze(1)
-        pick = torch.randint(len(idx), (), generator=generator, device=generator.device).to(idx.device)
-        mask.view(-1)[idx[pick]] = True
-    return mask
-
-
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over the masked entries; 0 (still attached to ``pred``) if none is masked."""
-    if not mask.any():
-        return pred.sum() * 0.0
-    return F.mse_loss(pred[mask], target[mask].to(pred.dtype))
+# The masking rule and the loss live with the shared pretraining stage (scfmbench.pretrain); kept
+# importable from here for the model's users.
+from scfmbench.pretrain.loop import masked_mse  # noqa: E402
+from scfmbench.pretrain.masking.uniform import mask_nonzero, sample_mask_prob  # noqa: E402
 
 
 def masked_expression_loss(model: SCHyena, values: torch.Tensor, gene_ids: torch.Tensor, *, p: float, generator: torch.Generator, pad_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

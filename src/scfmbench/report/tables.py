@@ -238,3 +238,7 @@ def table_legend(table: pd.DataFrame) -> str:
     return ("; ".join(parts) + "." + note + " "
             f"`{UNDEFINED}`: undefined on every seed (e.g. Pearson of a constant prediction); "
             f"`{NOT_RUN}`: not run; `(n=k)`: only k seeds with a finite value.\n")
+
+
+# Rare-cell-type F1 (scfmbench.metrics.rare_f1; MAM paper): macro F1 over classes below a share of the training cells.
+register_metric("rare_f1", True, unit_scale=True)

@@ -6,7 +6,8 @@ Conventions (``REFERENCE.md`` section 2; Oh et al., arXiv 2310.02713):
   values = the log-normalized ``X`` (``log1p(normalize_total(counts, 1e4))``), gene ids
   ``0 .. G-1``. The embedded datasets have 765 and 300 genes, so cells are held as one dense
   (N, G) float32 tensor.
-- **Pretraining** is masked expression modelling: per batch, p is drawn uniformly from
+- **Pretraining** is masked expression modelling, one case of the shared pretraining stage
+  (:mod:`scfmbench.pretrain`: its loop, strategy ``uniform``): per batch, p is drawn uniformly from
   ``mask_range`` (paper: 0.05 to 0.4), each non-zero entry is masked with probability p (its value
   replaced by the mask token), and the loss is the MSE on the masked entries. Pretraining sees the
   *training* cells only and monitors the loss on the validation cells (fixed masks): the test
@@ -44,7 +45,10 @@ from torch import nn
 
 from scfmbench import InputError
 from scfmbench._io import atomic_path
-from scfmbench.models.schyena import SCHyena, SCHyenaConfig, mask_nonzero, masked_mse, sample_mask_prob
+from scfmbench.models.schyena import SCHyena, SCHyenaConfig
+from scfmbench.pretrain.loop import MaskedBatch, MaskedCells, MaskedModel, PretrainHistory, token_offset
+from scfmbench.pretrain.loop import train_masked as run_masked_loop
+from scfmbench.pretrain.masking import build_strategy
 from scfmbench.schyena.doublets import DOUBLET, doublet_metrics, simulate_doublets
 from scfmbench.schyena.params import DEFAULTS
 from scfmbench.train import History, default_device, fit_classifier, predict_logits
@@ -132,109 +136,38 @@ def seeded(seed: int, device: torch.device):
 # masked expression modelling
 
 
-@dataclass
-class PretrainHistory:
-    """What a masked-expression training run did.
+class SchyenaMasked(MaskedModel):
+    """scHyena read through masks (:mod:`scfmbench.pretrain.loop`): every gene at full length, the
+    masked values replaced by the mask token; ``mask_zeros`` also shows every zero as the mask
+    token (no loss there: a zero's true value is unknown), as the imputer trains so that training
+    looks like its inference, where every zero is masked (:mod:`scfmbench.impute.schyena`)."""
 
-    ``train_loss[i]`` and ``mask_prob[i]`` belong to optimizer step ``i + 1``; ``valid_loss[j]`` is the
-    mean masked MSE on the monitoring cells (fixed masks) after ``eval_step[j]`` steps (0 = before
-    training). ``seconds`` is the training wall time.
-    """
+    def __init__(self, backbone: SCHyena, scorer: nn.Module | None = None, *, mask_zeros: bool = False):
+        super().__init__(backbone, scorer)
+        self.mask_zeros = mask_zeros
 
-    train_loss: list[float] = field(default_factory=list)
-    mask_prob: list[float] = field(default_factory=list)
-    eval_step: list[int] = field(default_factory=list)
-    valid_loss: list[float] = field(default_factory=list)
-    n_train_cells: int = 0
-    n_valid_cells: int = 0
-    seconds: float = 0.0
-
-
-def _batches(n: int, batch_size: int, generator: torch.Generator):
-    """Endless stream of index batches: shuffled epochs, each cell once per epoch."""
-    while True:
-        order = torch.randperm(n, generator=generator)
-        for i in range(0, n, batch_size):
-            yield order[i : i + batch_size]
-
-
-def _input_mask(values: torch.Tensor, target_mask: torch.Tensor, mask_zeros: bool) -> torch.Tensor:
-    """Positions shown as the mask token: the masked targets, plus every zero when ``mask_zeros``."""
-    return target_mask | (values == 0) if mask_zeros else target_mask
-
-
-@torch.no_grad()
-def _monitor_loss(model: SCHyena, values: torch.Tensor, mask: torch.Tensor, *, mask_zeros: bool, batch_size: int) -> float:
-    """Masked MSE over all monitoring cells (entries weighted equally), fixed masks."""
-    model.eval()
-    gene_ids = torch.arange(values.shape[1], device=values.device)
-    sse, n = 0.0, 0
-    for i in range(0, len(values), batch_size):
-        v, m = values[i : i + batch_size], mask[i : i + batch_size]
-        pred = model.predict_expression(v, gene_ids.expand(len(v), -1), _input_mask(v, m, mask_zeros))
-        sse += float(((pred - v)[m] ** 2).sum())
-        n += int(m.sum())
-    return sse / max(n, 1)
+    def predict(self, batch: MaskedBatch, mask: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+        v = batch.values
+        gene_ids = torch.arange(v.shape[1], device=v.device).expand(len(v), -1)
+        shown_as_mask = mask | (v == 0) if self.mask_zeros else mask
+        with token_offset(self.backbone.value_adaptor, offset):
+            return self.backbone.predict_expression(v, gene_ids, shown_as_mask)
 
 
 def train_masked(model: SCHyena, values: torch.Tensor, *, steps: int, batch_size: int, lr: float, mask_range: tuple[float, float] = (0.05, 0.4), generator: torch.Generator, valid: torch.Tensor | None = None, mask_zeros: bool = False, eval_every: int | None = None, grad_clip: float = 1.0) -> PretrainHistory:
-    """Masked expression modelling on ``values`` (N, G), on the model's device, in place.
+    """scHyena's masked expression modelling on ``values`` (N, G): the shared loop
+    (:func:`scfmbench.pretrain.loop.train_masked`) with the ``uniform`` strategy (p ~ U(mask_range)
+    per batch, Bernoulli over the non-zero entries), in place.
 
-    Each step: a batch of cells (shuffled epochs), ``p = sample_mask_prob(generator, *mask_range)``,
-    a Bernoulli(p) mask of the non-zero entries (:func:`~scfmbench.models.schyena.mask_nonzero`), the
-    masked values replaced by the mask token, MSE on the masked entries, Adam step (gradient norm
-    clipped at ``grad_clip``).
-
-    ``mask_zeros=True`` also shows every zero entry as the mask token (no loss there: a zero's true
-    value is unknown). That is how the imputer trains, so that training looks like its inference,
-    where every zero is masked (:mod:`scfmbench.impute.schyena`). ``valid`` (M, G): monitoring
-    cells, masked once with p = the middle of ``mask_range`` and scored before training, every
-    ``eval_every`` steps and at the end.
+    ``valid`` (M, G): monitoring cells, masked once with p = the middle of ``mask_range``.
     """
-    if steps < 1 or batch_size < 1 or len(values) == 0:
-        raise InputError(f"masked training needs steps >= 1, batch_size >= 1 and at least one cell; got steps={steps}, batch_size={batch_size}, {len(values)} cells")
-    device = next(model.parameters()).device
-    values = values.to(device)
-    gene_ids = torch.arange(values.shape[1], device=device)
-    hist = PretrainHistory(n_train_cells=len(values), n_valid_cells=0 if valid is None else len(valid))
-    valid_mask = None
-    if valid is not None and len(valid):
-        valid = valid.to(device)
-        valid_mask = mask_nonzero(valid, p=sum(mask_range) / 2, generator=torch.Generator().manual_seed(int(torch.randint(2**31, (), generator=generator))))
-
-    def monitor(step: int) -> None:
-        if valid_mask is not None:
-            hist.eval_step.append(step)
-            hist.valid_loss.append(_monitor_loss(model, valid, valid_mask, mask_zeros=mask_zeros, batch_size=max(batch_size, 64)))
-            log.info("step %d: valid masked MSE %.4f", step, hist.valid_loss[-1])
-
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    start = time.perf_counter()
-    monitor(0)
-    batches = _batches(len(values), batch_size, generator)
-    for step in range(1, steps + 1):
-        model.train()
-        v = values[next(batches).to(device)]  # (B, G)
-        p = sample_mask_prob(generator, *mask_range)
-        target = mask_nonzero(v, p=p, generator=generator)
-        pred = model.predict_expression(v, gene_ids.expand(len(v), -1), _input_mask(v, target, mask_zeros))
-        loss = masked_mse(pred, v, target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        opt.step()
-        hist.train_loss.append(loss.item())
-        hist.mask_prob.append(p)
-        if eval_every and step % eval_every == 0 and step != steps:
-            monitor(step)
-    monitor(steps)
-    model.eval()
-    hist.seconds = time.perf_counter() - start
-    log.info("masked training: %d steps in %.1f s, last train loss %.4f", steps, hist.seconds, hist.train_loss[-1])
-    return hist
+    return run_masked_loop(
+        SchyenaMasked(model, mask_zeros=mask_zeros), MaskedCells(values), strategy=build_strategy("uniform", low=mask_range[0], high=mask_range[1]),
+        steps=steps, batch_size=batch_size, lr=lr, generator=generator, valid=None if valid is None else MaskedCells(valid), eval_every=eval_every, grad_clip=grad_clip,
+    )
 
 
-def pretrain(adata, *, config: SCHyenaConfig | None = None, steps: int = DEFAULTS.pretrain_steps, batch_size: int = DEFAULTS.pretrain_batch_size, lr: float = DEFAULTS.pretrain_lr, mask_range: tuple[float, float] = (DEFAULTS.mask_low, DEFAULTS.mask_high), seed: int = 0, device=None, eval_every: int | None = None) -> tuple[SCHyena, PretrainHistory]:
+def pretrain(adata, *, config: SCHyenaConfig | None = None, steps: int = DEFAULTS.pretrain_steps, batch_size: int = DEFAULTS.pretrain_batch_size, lr: float = DEFAULTS.pretrain_lr, mask_range: tuple[float, float] = (DEFAULTS.mask_low, DEFAULTS.mask_high), seed: int = 0, device=None, eval_every: int | None = None, strategy=None) -> tuple[SCHyena, PretrainHistory]:
     """Pretrain a fresh scHyena by masked expression modelling on the training cells of ``adata``.
 
     Parameters
@@ -248,6 +181,9 @@ def pretrain(adata, *, config: SCHyenaConfig | None = None, steps: int = DEFAULT
         dataset is gene id j).
     steps, batch_size, lr, mask_range
         Optimizer steps, cells per step, Adam learning rate, range of the per-batch mask probability.
+    strategy
+        A masking strategy without a scorer (:mod:`scfmbench.pretrain.masking`); None = ``uniform``
+        over ``mask_range`` (the paper's).
     seed
         Seeds initialisation, batch order, masks and dropout (locally; global RNGs untouched).
     device
@@ -269,7 +205,11 @@ def pretrain(adata, *, config: SCHyenaConfig | None = None, steps: int = DEFAULT
     with seeded(seed, device):
         model = SCHyena(config).to(device)
         gen = torch.Generator().manual_seed(seed)
-        hist = train_masked(model, torch.from_numpy(dense_values(adata, train)), steps=steps, batch_size=batch_size, lr=lr, mask_range=mask_range, generator=gen, valid=torch.from_numpy(dense_values(adata, valid)) if len(valid) else None, eval_every=eval_every)
+        strategy = strategy or build_strategy("uniform", low=mask_range[0], high=mask_range[1])
+        if strategy.needs_scorer:
+            raise InputError(f"scHyena checkpoints hold the scHyena model only; masking strategy {strategy.name!r} trains a scorer beside it: use it with the token backbones")
+        hist = run_masked_loop(SchyenaMasked(model), MaskedCells(torch.from_numpy(dense_values(adata, train))), strategy=strategy, steps=steps, batch_size=batch_size, lr=lr, generator=gen,
+                               valid=MaskedCells(torch.from_numpy(dense_values(adata, valid))) if len(valid) else None, eval_every=eval_every)
     return model, hist
 
 

@@ -6,7 +6,7 @@ Every function takes the rule's paths, the seed and the ``params.schyena`` confi
 =======================  ==============================================================================
 rule                     function and outputs
 =======================  ==============================================================================
-schyena_pretrain         :func:`pretrain_main`: ``results/schyena/{dataset}/seed{seed}/pretrained.pt``
+pretrain (schyena)       :func:`pretrain_main`: ``results/pretrain/{dataset}/schyena/uniform/seed{seed}/checkpoint.pt``
 annotate_schyena         :func:`finetune_main`: ``predictions.csv``, ``run.json`` (annotation contract),
                          ``results/schyena/{dataset}/seed{seed}/finetuned.pt``
 detect_doublets_schyena  :func:`doublet_main`: ``results/doublet/{dataset}/schyena/seed{seed}/``
@@ -38,8 +38,11 @@ def _record(adata, *, seed: int, params: SchyenaParams, **extra) -> dict[str, An
     return {**provenance(), "method": METHOD, "dataset": adata.uns.get("provenance", {}).get("dataset"), "seed": int(seed), "params": dataclasses.asdict(params), **extra}
 
 
-def pretrain_main(prepared_path: str | Path, checkpoint_path: str | Path, *, dataset: str, seed: int, params: dict | None = None) -> None:
-    """Pretrain on the training cells of a prepared dataset; save model config + run config + weights."""
+def pretrain_main(prepared_path: str | Path, checkpoint_path: str | Path, *, dataset: str, seed: int, params: dict | None = None, strategy=None) -> None:
+    """Pretrain on the training cells of a prepared dataset; save model config + run config + weights.
+
+    ``strategy``: a masking strategy (:mod:`scfmbench.pretrain.masking`); None = ``uniform`` over
+    ``mask_low``-``mask_high`` (the paper's). Called by the pretraining stage (rule ``pretrain``)."""
     from scfmbench.data.contract import read_prepared
     from scfmbench.models.schyena import SCHyenaConfig
     from scfmbench.provenance import provenance
@@ -48,14 +51,14 @@ def pretrain_main(prepared_path: str | Path, checkpoint_path: str | Path, *, dat
     p = SchyenaParams.from_dict(params)
     adata = read_prepared(prepared_path)
     config = SCHyenaConfig(n_genes=adata.n_vars, **p.model())
-    model, hist = pretrain(adata, config=config, seed=seed, **p.pretrain())
+    model, hist = pretrain(adata, config=config, seed=seed, strategy=strategy, **p.pretrain())
     run_config = {
         **provenance(),
         "dataset": dataset,
         "prepared": str(prepared_path),
         "seed": int(seed),
         "genes": adata.var_names.tolist(),  # gene id j = this list's j-th gene
-        "pretrain": {**p.pretrain(), "cells": "train split only (valid monitored, test never read)"},
+        "pretrain": {**p.pretrain(), "strategy": "uniform" if strategy is None else strategy.options() | {"name": strategy.name}, "cells": "train split only (valid monitored, test never read)"},
         "params": dataclasses.asdict(p),
         "num_params": model.num_params(),
         "flops_per_cell": model.flops_per_cell(adata.n_vars),

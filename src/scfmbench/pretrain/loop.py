@@ -1,0 +1,208 @@
+"""The masked-expression training loop, one for every backbone and masking strategy.
+
+A function with arguments (nanoGPT's train.py without globals): each step takes a batch of cells
+(shuffled epochs), lets the strategy draw the masks (:mod:`scfmbench.pretrain.masking`), asks the
+model to predict the masked values, and minimizes the MSE on the masked positions (plus the
+strategy's auxiliary loss: MAM's L2 term), Adam with the gradient norm clipped. scHyena's
+pretraining (:func:`scfmbench.schyena.tasks.pretrain`) and its imputer run it with ``uniform``.
+
+The model is a :class:`MaskedModel`: ``predict(batch, mask, offset=None) -> (B, L)`` and
+``scorer`` (MAM's module, or None). Data is a :class:`MaskedCells`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scfmbench import InputError
+from scfmbench.pretrain.masking import MaskingStrategy
+from scfmbench.pretrain.masking.uniform import mask_nonzero
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MaskedBatch:
+    """``values`` (B, L) float: what strategies see and the loss targets; ``maskable`` (B, L) bool
+    or None (= all); ``inputs``: the backbone's own batch (e.g. TokenizedCells) or None."""
+
+    values: torch.Tensor
+    maskable: torch.Tensor | None = None
+    inputs: object | None = None
+
+    def eligible(self) -> torch.Tensor:
+        return torch.ones_like(self.values, dtype=torch.bool) if self.maskable is None else self.maskable
+
+
+class MaskedCells:
+    """Cells for :func:`train_masked`: ``values`` (N, L), optional ``maskable`` (N, L) and
+    ``inputs`` (anything with ``batch(idx)`` and ``to(device)``; a batch of it may be shorter than
+    L, trimmed to its longest cell, and the values are trimmed alike)."""
+
+    def __init__(self, values: torch.Tensor, maskable: torch.Tensor | None = None, inputs=None):
+        if values.dim() != 2:
+            raise InputError(f"cell values must be (n_cells, L), got shape {tuple(values.shape)}")
+        self.values, self.maskable, self.inputs = values, maskable, inputs
+
+    def __len__(self) -> int:
+        return self.values.shape[0]
+
+    def batch(self, idx: torch.Tensor) -> MaskedBatch:
+        idx = idx.to(self.values.device)
+        inputs = None if self.inputs is None else self.inputs.batch(idx)
+        length = self.values.shape[1] if inputs is None else inputs.gene_ids.shape[1]
+        maskable = None if self.maskable is None else self.maskable[idx, :length]
+        return MaskedBatch(self.values[idx, :length], maskable, inputs)
+
+    def to(self, device) -> "MaskedCells":
+        mv = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return MaskedCells(self.values.to(device), mv(self.maskable), mv(self.inputs))
+
+
+class MaskedModel(nn.Module):
+    """A backbone read through masks: subclasses implement :meth:`predict`. ``scorer`` is MAM's
+    module (trained with the backbone, saved in the checkpoint) or None."""
+
+    def __init__(self, backbone: nn.Module, scorer: nn.Module | None = None):
+        super().__init__()
+        self.backbone, self.scorer = backbone, scorer
+
+    def predict(self, batch: MaskedBatch, mask: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+        """Predicted values (B, L); positions under ``mask`` must not see their own value;
+        ``offset`` (B, D) is added to every token."""
+        raise NotImplementedError
+
+
+@contextlib.contextmanager
+def token_offset(module: nn.Module, offset: torch.Tensor | None):
+    """While active, ``offset`` (B, D) is added to every token of ``module``'s output (B, L, D):
+    how MAM's summary reaches backbones that have no slot for it (a forward hook on their value
+    embedding, so the model file stays as it is)."""
+    if offset is None:
+        yield
+        return
+    handle = module.register_forward_hook(lambda mod, args, out: out + offset[:, None, :].to(out.dtype))
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@dataclass
+class PretrainHistory:
+    """What a masked-expression training run did.
+
+    ``train_loss[i]`` and ``mask_prob[i]`` (share of the maskable non-zero values masked; for
+    ``uniform`` the drawn p) belong to optimizer step ``i + 1``; ``valid_loss[j]`` is the mean
+    masked MSE on the monitoring cells (fixed Bernoulli masks of the non-zero values, the same for
+    every strategy) after ``eval_step[j]`` steps (0 = before training). ``seconds``: wall time.
+    """
+
+    train_loss: list[float] = field(default_factory=list)
+    mask_prob: list[float] = field(default_factory=list)
+    eval_step: list[int] = field(default_factory=list)
+    valid_loss: list[float] = field(default_factory=list)
+    n_train_cells: int = 0
+    n_valid_cells: int = 0
+    seconds: float = 0.0
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator):
+    """Endless stream of index batches: shuffled epochs, each cell once per epoch."""
+    while True:
+        order = torch.randperm(n, generator=generator)
+        for i in range(0, n, batch_size):
+            yield order[i : i + batch_size]
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the masked entries; 0 (still attached to ``pred``) if none is masked."""
+    if not mask.any():
+        return pred.sum() * 0.0
+    return F.mse_loss(pred[mask], target[mask].to(pred.dtype))
+
+
+@torch.no_grad()
+def monitor_loss(model: MaskedModel, data: MaskedCells, mask: torch.Tensor, strategy: MaskingStrategy, *, batch_size: int) -> float:
+    """Masked MSE over all monitoring cells (entries weighted equally), fixed masks."""
+    model.eval()
+    sse, n = 0.0, 0
+    for i in range(0, len(data), batch_size):
+        b = data.batch(torch.arange(i, min(i + batch_size, len(data))))
+        m = mask[i : i + batch_size, : b.values.shape[1]]
+        pred = model.predict(b, m, strategy.summary(b.values, b.eligible(), model.scorer))
+        sse += float(((pred - b.values)[m] ** 2).sum())
+        n += int(m.sum())
+    return sse / max(n, 1)
+
+
+def param_groups(model: nn.Module, *, lr: float, lr_pretrained: float | None, pretrained: set[str] | None):
+    """All parameters at ``lr``; with ``lr_pretrained`` and the names of the parameters that came
+    from released weights, those at ``lr_pretrained`` (MAM: new 1e-4, pretrained 1e-5)."""
+    if lr_pretrained is None or not pretrained:
+        return model.parameters()
+    named = list(model.named_parameters())
+    return [{"params": [p for n, p in named if n not in pretrained], "lr": lr}, {"params": [p for n, p in named if n in pretrained], "lr": lr_pretrained}]
+
+
+def train_masked(model: MaskedModel, data: MaskedCells, *, strategy: MaskingStrategy, steps: int, batch_size: int, lr: float, generator: torch.Generator,
+                 valid: MaskedCells | None = None, eval_every: int | None = None, grad_clip: float = 1.0, weight_decay: float = 0.0,
+                 lr_pretrained: float | None = None, pretrained: set[str] | None = None) -> PretrainHistory:
+    """Masked expression modelling on ``data``, on the model's device, in place.
+
+    Each step: a batch (shuffled epochs), ``strategy.draw`` (masks, MAM's summary and L2 term),
+    ``model.predict`` with the summary added to every token, MSE on the masked positions (+ the
+    strategy's auxiliary loss), Adam step (gradient norm clipped at ``grad_clip``). ``valid``:
+    monitoring cells, masked once (Bernoulli of the non-zero values at ``strategy.monitor_ratio``)
+    and scored before training, every ``eval_every`` steps and at the end. ``generator`` drives
+    batch order and masks.
+    """
+    if steps < 1 or batch_size < 1 or len(data) == 0:
+        raise InputError(f"masked training needs steps >= 1, batch_size >= 1 and at least one cell; got steps={steps}, batch_size={batch_size}, {len(data)} cells")
+    device = next(model.parameters()).device
+    data = data.to(device)
+    hist = PretrainHistory(n_train_cells=len(data), n_valid_cells=0 if valid is None else len(valid))
+    valid_mask = None
+    if valid is not None and len(valid):
+        valid = valid.to(device)
+        pad = None if valid.maskable is None else ~valid.maskable
+        valid_mask = mask_nonzero(valid.values, p=strategy.monitor_ratio, generator=torch.Generator().manual_seed(int(torch.randint(2**31, (), generator=generator))), pad_mask=pad)
+
+    def monitor(step: int) -> None:
+        if valid_mask is not None:
+            hist.eval_step.append(step)
+            hist.valid_loss.append(monitor_loss(model, valid, valid_mask, strategy, batch_size=max(batch_size, 64)))
+            log.info("step %d: valid masked MSE %.4f", step, hist.valid_loss[-1])
+
+    opt = torch.optim.Adam(param_groups(model, lr=lr, lr_pretrained=lr_pretrained, pretrained=pretrained), lr=lr, weight_decay=weight_decay)
+    start = time.perf_counter()
+    monitor(0)
+    stream = batches(len(data), batch_size, generator)
+    for step in range(1, steps + 1):
+        model.train()
+        b = data.batch(next(stream).to(device))
+        drawn = strategy.draw(b.values, b.eligible(), generator=generator, scorer=model.scorer)
+        loss = masked_mse(model.predict(b, drawn.mask, drawn.summary), b.values, drawn.mask)
+        if drawn.aux_loss is not None:
+            loss = loss + drawn.aux_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+        hist.train_loss.append(loss.item())
+        nonzero = b.eligible() & (b.values != 0)
+        hist.mask_prob.append(drawn.ratio if drawn.ratio is not None else float((drawn.mask & nonzero).sum() / nonzero.sum().clamp_min(1)))
+        if eval_every and step % eval_every == 0 and step != steps:
+            monitor(step)
+    monitor(steps)
+    model.eval()
+    hist.seconds = time.perf_counter() - start
+    log.info("masked training (%s): %d steps in %.1f s, last train loss %.4f", strategy.name, steps, hist.seconds, hist.train_loss[-1])
+    return hist

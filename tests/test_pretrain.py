@@ -1,0 +1,432 @@
+"""The pretraining stage: masking strategies, the shared loop (scHyena's results unchanged), MAM,
+the scFoundation-style backbone and its loader, fine-tuning from a pretraining checkpoint."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_raw
+from scfmbench import InputError
+from scfmbench.pretrain.masking import STRATEGIES, build_strategy, gumbel_topk
+
+FIXTURES = Path(__file__).parent / "fixtures" / "pretrain"
+
+
+# ------------------------------------------------------------------------------------------------
+# scHyena through the shared loop: the numbers of the code before the refactor
+
+
+@pytest.fixture(scope="module")
+def schyena_data():
+    from scfmbench.data.prepare import prepare_dataset
+
+    return prepare_dataset(make_raw(), seed=0)
+
+
+def test_schyena_pretraining_unchanged_by_refactor(schyena_data):
+    """tests/fixtures/pretrain/schyena_before_refactor.json was written by the pre-refactor
+    scfmbench.schyena.tasks (make_schyena_before_refactor.py, commit before the shared stage)."""
+    from scfmbench.models.schyena import SCHyena, SCHyenaConfig
+    from scfmbench.schyena.tasks import dense_values, pretrain, train_masked
+
+    old = json.loads((FIXTURES / "schyena_before_refactor.json").read_text())
+    cfg = SCHyenaConfig(n_genes=schyena_data.n_vars, d_model=16, n_layers=1, filter_order=8, mlp_ratio=2)
+    model, hist = pretrain(schyena_data, config=cfg, steps=6, batch_size=16, lr=0.01, seed=3, eval_every=3)
+    assert hist.train_loss == pytest.approx(old["train_loss"], rel=1e-6)
+    assert hist.mask_prob == pytest.approx(old["mask_prob"], rel=1e-12)
+    assert hist.valid_loss == pytest.approx(old["valid_loss"], rel=1e-6) and hist.eval_step == old["eval_step"]
+    sums = {k: float(v.double().sum()) for k, v in model.state_dict().items()}
+    assert sums == pytest.approx(old["param_sums"], rel=1e-5, abs=1e-6)
+    # the imputer's variant (every zero shown as the mask token)
+    torch.manual_seed(5)
+    m = SCHyena(cfg)
+    h = train_masked(m, torch.from_numpy(dense_values(schyena_data)), steps=4, batch_size=8, lr=0.01, generator=torch.Generator().manual_seed(5), mask_zeros=True)
+    assert h.train_loss == pytest.approx(old["imputer_train_loss"], rel=1e-6)
+    assert {k: float(v.double().sum()) for k, v in m.state_dict().items()} == pytest.approx(old["imputer_param_sums"], rel=1e-5, abs=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# masking strategies: counts, padding, seeds
+
+
+def _batch(seed=0, B=6, L=40):
+    g = torch.Generator().manual_seed(seed)
+    values = torch.rand(B, L, generator=g) * 5
+    values[torch.rand(B, L, generator=g) < 0.5] = 0.0  # about half zeros
+    maskable = torch.ones(B, L, dtype=torch.bool)
+    maskable[:, -7:] = False  # padding at the end
+    maskable[1, :3] = False  # and a special token or two
+    values[~maskable] = 3.0  # padding with non-zero values must still never be masked
+    return values, maskable
+
+
+def _expected_count(name, strategy, values, maskable):
+    nz, z = (maskable & (values != 0)).sum(1), (maskable & (values == 0)).sum(1)
+    if name == "stratified":
+        return torch.floor(nz * strategy.ratio).long(), torch.floor(z * strategy.ratio_zero).long()
+    if name in ("expression", "mam"):
+        return torch.floor(maskable.sum(1) * strategy.ratio).long(), None
+    return None, None
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_strategy_counts_and_never_padding(name):
+    values, maskable = _batch()
+    strategy = build_strategy(name)
+    scorer = strategy.make_scorer(8) if strategy.needs_scorer else None
+    for seed in range(5):
+        mask = strategy.draw(values, maskable, generator=torch.Generator().manual_seed(seed), scorer=scorer).mask
+        assert mask.dtype == torch.bool and mask.shape == values.shape
+        assert not (mask & ~maskable).any()  # never padding or special tokens
+        first, second = _expected_count(name, strategy, values, maskable)
+        if name == "stratified":
+            assert torch.equal((mask & (values != 0)).sum(1), first) and torch.equal((mask & (values == 0) & maskable).sum(1), second)
+        elif first is not None:
+            assert torch.equal(mask.sum(1), first)
+        else:  # uniform: non-zero values only, the drawn share
+            assert not (mask & (values == 0)).any()
+    if name == "uniform":
+        full = build_strategy("uniform", low=1.0, high=1.0).draw(values, maskable, generator=torch.Generator().manual_seed(0)).mask
+        assert torch.equal(full, maskable & (values != 0))
+        share = build_strategy("uniform", low=0.3, high=0.3).draw(torch.ones(200, 500), torch.ones(200, 500, dtype=torch.bool), generator=torch.Generator().manual_seed(0)).mask.float().mean()
+        assert share.item() == pytest.approx(0.3, abs=0.005)
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_strategy_reproducible_per_seed(name):
+    values, maskable = _batch(1)
+    strategy = build_strategy(name)
+    torch.manual_seed(0)
+    scorer = strategy.make_scorer(8) if strategy.needs_scorer else None
+    draw = lambda s: strategy.draw(values, maskable, generator=torch.Generator().manual_seed(s), scorer=scorer).mask  # noqa: E731
+    assert torch.equal(draw(3), draw(3))
+    assert not torch.equal(draw(3), draw(4))
+
+
+def test_unknown_strategy_and_option_are_errors():
+    with pytest.raises(InputError, match="registered strategies"):
+        build_strategy("nope")
+    with pytest.raises(InputError, match="allowed options"):
+        build_strategy("mam", ratoi=0.3)
+
+
+def _pair_probs(p):
+    """Exact probability of each unordered pair drawn by two draws without replacement."""
+    out = {}
+    for i in range(len(p)):
+        for j in range(i + 1, len(p)):
+            out[(i, j)] = p[i] * p[j] / (1 - p[i]) + p[j] * p[i] / (1 - p[j])
+    return out
+
+
+@pytest.mark.parametrize("sampler", ["gumbel", "multinomial"])
+def test_gumbel_topk_is_multinomial_without_replacement(sampler):
+    """Chi-square goodness of fit of the drawn pairs (k = 2 of 4) against the exact Plackett-Luce
+    probabilities, for Gumbel-top-k and for torch.multinomial(replacement=False) itself."""
+    from scipy.stats import chisquare
+
+    p = torch.tensor([0.5, 0.25, 0.15, 0.1], dtype=torch.float64)
+    n = 20000
+    g = torch.Generator().manual_seed(0)
+    if sampler == "gumbel":
+        mask = gumbel_topk(p.expand(n, -1).clone(), torch.full((n,), 2), generator=g)
+        idx = [tuple(np.flatnonzero(row)) for row in mask.numpy()]
+    else:
+        idx = [tuple(sorted(torch.multinomial(p, 2, replacement=False, generator=g).tolist())) for _ in range(n)]
+    exact = _pair_probs(p.tolist())
+    observed = np.array([sum(1 for x in idx if x == pair) for pair in exact])
+    assert observed.sum() == n
+    assert chisquare(observed, np.array(list(exact.values())) * n).pvalue > 1e-3
+    # and a wrong distribution is rejected
+    if sampler == "gumbel":
+        wrong = _pair_probs([0.4, 0.3, 0.2, 0.1])
+        assert chisquare(observed, np.array(list(wrong.values())) * n).pvalue < 1e-6
+
+
+def test_mam_draws_follow_its_scores():
+    """MAM's masks are multinomial draws from its normalized scores: on a fixed score vector the
+    marginal inclusion frequencies match those of torch.multinomial(replacement=False)."""
+    strategy = build_strategy("mam", ratio=0.25, n_latents=4, latent_dim=8, n_heads=2)
+    weights = torch.rand(1, 2, 4, 8, generator=torch.Generator().manual_seed(0))
+    maskable = torch.ones(1, 8, dtype=torch.bool)
+    probs = strategy.probs(weights, maskable, generator=torch.Generator().manual_seed(1))[0]
+    n = 4000
+    mask = gumbel_topk(probs.expand(n, -1).clone(), torch.full((n,), 2), generator=torch.Generator().manual_seed(2)).float().mean(0)
+    g = torch.Generator().manual_seed(3)
+    ref = torch.zeros(8)
+    for _ in range(n):
+        ref[torch.multinomial(probs, 2, replacement=False, generator=g)] += 1 / n
+    assert torch.allclose(mask, ref, atol=0.03)
+
+
+# ------------------------------------------------------------------------------------------------
+# MAM's gradient paths
+
+
+def _token_model(backbone, strategy=None, **cfg):
+    from scfmbench.annotation.transformer import BACKBONES
+    from scfmbench.pretrain.backbones import TokenMasked
+
+    spec = BACKBONES[backbone]
+    net = spec.model(spec.config(n_genes=12, n_classes=1, dropout=0.0, **cfg))
+    scorer = strategy.make_scorer(net.cfg.d_model) if strategy is not None and strategy.needs_scorer else None
+    return TokenMasked(backbone, net, scorer).eval()
+
+
+def _cells(backbone, n=5, G=12, seed=0):
+    from scfmbench.annotation.transformer import BACKBONES
+    from scfmbench.pretrain.backbones import masked_cells
+
+    import anndata as ad
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    counts = rng.poisson(2.0, size=(n, G)).astype(np.float32)
+    counts[0, :] = 0
+    counts[0, :3] = [5, 1, 2]  # a sparse cell
+    x = np.log1p(counts / counts.sum(1, keepdims=True) * 1e4)
+    adata = ad.AnnData(X=sp.csr_matrix(x.astype(np.float32)))
+    adata.layers["counts"] = sp.csr_matrix(counts)
+    model = _token_model(backbone)
+    tok, _ = BACKBONES[backbone].tokenizer(adata, model.backbone.cfg, np.arange(n), 64, np.random.default_rng(0))
+    return model, masked_cells(model, tok(np.arange(n)))
+
+
+@pytest.mark.parametrize("inject,reg,expect", [(True, 0.0, True), (False, 1e-2, True), (False, 0.0, False)])
+def test_mam_scorer_gradient_only_through_summary_and_l2(inject, reg, expect):
+    from scfmbench.pretrain.loop import masked_mse
+
+    strategy = build_strategy("mam", ratio=0.3, n_latents=8, latent_dim=16, n_heads=2, inject=inject, reg=reg)
+    model, data = _cells("scfoundation")
+    torch.manual_seed(0)
+    model = _token_model("scfoundation", strategy)
+    b = data.batch(torch.arange(len(data)))
+    drawn = strategy.draw(b.values, b.eligible(), generator=torch.Generator().manual_seed(0), scorer=model.scorer)
+    loss = masked_mse(model.predict(b, drawn.mask, drawn.summary), b.values, drawn.mask)
+    if drawn.aux_loss is not None:
+        loss = loss + drawn.aux_loss
+    loss.backward()
+    grads = {n: p.grad for n, p in model.scorer.named_parameters()}
+    got = {n: g is not None and bool(g.abs().sum() > 0) for n, g in grads.items()}
+    if expect:
+        assert got["latents"] and got["input_proj.weight"], got
+    else:  # masks alone: no gradient reaches the scorer (nothing flows through the sampling)
+        assert not any(got.values()), got
+    assert (drawn.summary is not None) == inject
+
+
+# ------------------------------------------------------------------------------------------------
+# scFoundation-style backbone
+
+
+def test_scfoundation_encoder_sees_nonzero_genes_decoder_every_gene():
+    model, data = _cells("scfoundation")
+    net = model.backbone
+    b = data.batch(torch.arange(len(data)))
+    cells, values = b.inputs, b.values
+    mask = torch.zeros_like(values, dtype=torch.bool)
+    mask[1, 0] = True
+    mask[1, 1] = True
+    h, index, pad = net.encode(cells, mask)
+    G = net.cfg.n_genes
+    for row in range(len(values)):
+        seen = set(index[row][~pad[row]].tolist())
+        expected = {j for j in range(G) if values[row, j] > 0 and not mask[row, j]} | {G, G + 1}
+        assert seen == expected
+    shapes = []
+    handle = net.decoder.register_forward_hook(lambda m, i, o: shapes.append(tuple(i[0].shape)))
+    out = net.predict_masked(cells, mask)
+    handle.remove()
+    assert out.shape == values.shape and shapes == [(len(values), G + 2, net.cfg.decoder_dim)]
+    # a cap on the encoder: long cells subsampled, T and S kept
+    net.cfg.max_encoder_len = 4
+    _, index, pad = net.encode(cells)
+    assert index.shape[1] <= 4 and all({G, G + 1} <= set(index[r][~pad[r]].tolist()) for r in range(len(values)))
+
+
+def test_scfoundation_tokens_T_and_S():
+    from scfmbench.models.scfoundation import total_count_tokens
+
+    t, s = total_count_tokens(np.array([1000.0, 10.0]), "t4")
+    assert s.tolist() == pytest.approx([3.0, 1.0]) and t.tolist() == [4.0, 4.0]
+    assert total_count_tokens(np.array([1000.0]), "a1")[0][0] == pytest.approx(4.0)
+    assert total_count_tokens(np.array([1000.0]), "f10")[0][0] == pytest.approx(4.0)
+
+
+def test_scfoundation_encoder_layer_is_torch_transformer_layer():
+    """With the official names renamed, our post-norm layer computes nn.TransformerEncoderLayer."""
+    from scfmbench.models.scfoundation import released_name
+    from scfmbench.models.scgpt import Encoder
+
+    torch.manual_seed(0)
+    ref = nn_layer = torch.nn.TransformerEncoderLayer(16, 2, dim_feedforward=64, dropout=0.0, batch_first=True)
+    ours = Encoder(d_model=16, n_layers=1, n_heads=2, d_hidden=64, attention="full", dropout=0.0, norm_scheme="post")
+    state = {released_name(f"encoder.transformer_encoder.0.{k}").removeprefix("encoder."): v for k, v in nn_layer.state_dict().items()}
+    ours.load_state_dict(state)
+    x = torch.randn(3, 7, 16)
+    pad = torch.zeros(3, 7, dtype=torch.bool)
+    assert torch.allclose(ours(x, pad, torch.zeros(3, 7, dtype=torch.long)), ref.eval()(x), atol=1e-5)
+
+
+def _official_name(name: str) -> str:
+    """Our module names as scFoundation's state dict spells them (written out by hand)."""
+    import re
+
+    name = re.sub(r"^encoder\.layers\.(\d+)\.self_attn\.qkv\.(weight|bias)$", r"encoder.transformer_encoder.\1.self_attn.in_proj_\2", name)
+    name = re.sub(r"^encoder\.layers\.(\d+)\.self_attn\.out\.", r"encoder.transformer_encoder.\1.self_attn.out_proj.", name)
+    name = re.sub(r"^encoder\.layers\.(\d+)\.", r"encoder.transformer_encoder.\1.", name)
+    return "model." + name.replace("encoder_norm.", "encoder.norm.")
+
+
+def test_scfoundation_loader_round_trip(tmp_path):
+    from scfmbench.models.scfoundation import ScFoundation, ScFoundationConfig, load_scfoundation_checkpoint
+
+    torch.manual_seed(0)
+    src = ScFoundation(ScFoundationConfig(n_genes=10, n_classes=3, d_model=16, n_layers=2, n_heads=2, d_hidden=64, decoder_dim=8, decoder_heads=2, bin_num=5))
+    state = {_official_name(k): v for k, v in src.state_dict().items() if not k.startswith("classifier.")}
+    assert "model.encoder.transformer_encoder.1.self_attn.in_proj_weight" in state and "model.token_emb.emb_mask.weight" in state
+    state["model.something_else.weight"] = torch.zeros(2)
+    config = {"model": "mae_autobin", "model_config": {"mae_autobin": {"encoder": {"hidden_dim": 16, "depth": 2, "heads": 2, "module_type": "transformer"},
+              "decoder": {"hidden_dim": 8, "depth": 1, "heads": 2, "dim_head": 4, "module_type": "performer"}, "seq_len": 12, "bin_num": 5, "bin_alpha": 1.0,
+              "pad_token_id": 103, "mask_token_id": 102, "n_class": 104}}, "dataset_config": {"rnaseq": {}}}
+    torch.save({"gene": {"config": config, "state_dict": state}, "cell": {"config": config, "state_dict": state}}, tmp_path / "models.ckpt")
+    model, report = load_scfoundation_checkpoint(tmp_path / "models.ckpt", key="gene", n_classes=4)
+    assert report.missing == ["classifier.bias", "classifier.weight"]
+    assert report.unexpected == ["something_else.weight"]
+    own = model.state_dict()
+    for k, v in src.state_dict().items():
+        if not k.startswith("classifier."):
+            assert torch.equal(own[k], v), k
+    with pytest.raises(InputError, match="'gene', 'cell' and 'rde'"):
+        load_scfoundation_checkpoint(tmp_path / "models.ckpt", key="rde", n_classes=4)
+
+
+# ------------------------------------------------------------------------------------------------
+# every backbone: a masked position never sees its own value
+
+
+@pytest.mark.parametrize("backbone", ["scgpt", "scbert", "scfoundation"])
+def test_masked_value_never_seen_token_backbones(backbone):
+    from scfmbench.models.tokenize import TokenizedCells
+    from scfmbench.pretrain.loop import MaskedBatch
+
+    model, data = _cells(backbone)
+    b = data.batch(torch.arange(len(data)))
+    strategy = build_strategy("stratified", ratio=0.4, ratio_zero=0.2)
+    mask = strategy.draw(b.values, b.eligible(), generator=torch.Generator().manual_seed(0)).mask
+    assert mask.any()
+    with torch.no_grad():
+        before = model.predict(b, mask)
+        changed = b.inputs.value_ids.clone()
+        changed[mask] = 1 + (changed[mask] + 3) % 5  # other values at the masked positions (zeros become non-zero)
+        cells = TokenizedCells(b.inputs.gene_ids, changed, b.inputs.padding)
+        after = model.predict(MaskedBatch(model.read.values(model.backbone, cells), b.maskable, cells), mask)
+        assert torch.allclose(before, after, atol=1e-6)
+        keep = ~mask & b.eligible()
+        cells.value_ids[keep] = 1 + (cells.value_ids[keep] + 3) % 5  # an unmasked change must show
+        moved = model.predict(MaskedBatch(model.read.values(model.backbone, cells), b.maskable, cells), mask)
+        assert not torch.allclose(before, moved, atol=1e-4)
+
+
+def test_masked_value_never_seen_schyena():
+    from scfmbench.models.schyena import SCHyena, SCHyenaConfig
+    from scfmbench.pretrain.loop import MaskedBatch
+    from scfmbench.schyena.tasks import SchyenaMasked
+
+    torch.manual_seed(0)
+    model = SchyenaMasked(SCHyena(SCHyenaConfig(n_genes=12, d_model=8, n_layers=1, filter_order=8, mlp_ratio=2))).eval()
+    values = torch.rand(3, 12) * 4
+    mask = torch.zeros(3, 12, dtype=torch.bool)
+    mask[:, ::3] = True
+    with torch.no_grad():
+        before = model.predict(MaskedBatch(values), mask)
+        other = values.clone()
+        other[mask] += 5
+        assert torch.allclose(before, model.predict(MaskedBatch(other), mask), atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# fine-tuning from a pretraining checkpoint
+
+
+@pytest.mark.parametrize("strategy", ["uniform", "mam"])
+def test_finetuning_starts_from_the_checkpoint(tmp_path, schyena_data, strategy):
+    from scfmbench.annotation.transformer import annotate_transformer
+    from scfmbench.pretrain.backbones import read_pretrained, save_pretrained
+    from scfmbench.pretrain.workflow import pretrain_backbone, strategy_for
+
+    strat = strategy_for(strategy, {"strategy_options": {"mam": {"n_latents": 8, "latent_dim": 16, "n_heads": 2}}})
+    model, hist, _ = pretrain_backbone(schyena_data, backbone="scgpt", strategy=strat, seed=0, steps=3, batch_size=8)
+    assert len(hist.train_loss) == 3 and len(hist.valid_loss) == 2
+    save_pretrained(tmp_path / "ckpt.pt", model, strategy=strat, run_config={"seed": 0})
+    payload = read_pretrained(tmp_path / "ckpt.pt")
+    _, record = annotate_transformer(schyena_data, backbone="scgpt", attention="full", seed=0, pretrained=tmp_path / "ckpt.pt", epochs=1)
+    assert record["checkpoint"]["missing"] == ["cls_decoder.out_layer.bias", "cls_decoder.out_layer.weight"]
+    assert record["checkpoint"]["summary"] == (strategy == "mam")
+    # with zero training epochs' worth of change impossible, check the loaded weights directly
+    from scfmbench.annotation.transformer import BACKBONES
+    from scfmbench.pretrain.backbones import load_pretrained
+
+    clf, _ = load_pretrained(tmp_path / "ckpt.pt", backbone="scgpt", spec=BACKBONES["scgpt"], n_classes=3, attention="performer", params={})
+    own = clf.state_dict()
+    prefix = "model." if strategy == "mam" else ""
+    for k, v in payload["state_dict"].items():
+        if k.startswith("backbone.") and "cls_decoder" not in k:
+            assert torch.equal(own[prefix + k.removeprefix("backbone.")], v), k
+    with pytest.raises(InputError, match="pretrained for backbone 'scgpt'"):
+        load_pretrained(tmp_path / "ckpt.pt", backbone="scbert", spec=BACKBONES["scbert"], n_classes=3, attention="full", params={})
+
+
+def test_geneformer_cannot_be_pretrained():
+    from scfmbench.pretrain.backbones import reader
+
+    with pytest.raises(InputError, match="rank-value"):
+        reader("geneformer")
+
+
+# ------------------------------------------------------------------------------------------------
+# metrics
+
+
+def test_rare_f1_hand_computed():
+    from scfmbench.metrics import rare_classes, rare_f1
+
+    train = ["a"] * 50 + ["b"] * 47 + ["r"] * 3  # r: 3% of the training cells
+    assert rare_classes(train, share=0.05).tolist() == ["r"]
+    assert rare_classes(train, share=0.5).tolist() == ["b", "r"]
+    truth = ["a", "a", "r", "r", "b"]
+    pred = ["a", "r", "r", "a", "b"]
+    # r: TP 1, FP 1, FN 1 -> 2/4
+    assert rare_f1(truth, pred, ["r"]) == pytest.approx(0.5)
+    # b: 1.0; mean with r
+    assert rare_f1(truth, pred, ["b", "r"]) == pytest.approx(0.75)
+    assert math.isnan(rare_f1(truth, pred, ["zzz"]))
+
+
+def test_per_class_f1():
+    from scfmbench.pretrain.analysis import per_class_f1
+
+    assert per_class_f1(["a", "a", "r", "r", "b"], ["a", "r", "r", "a", "b"]) == pytest.approx({"a": 0.5, "r": 0.5, "b": 1.0})
+
+
+@pytest.mark.parametrize("summary_input,leaks", [("visible", False), ("all", True)])
+def test_mam_summary_input(summary_input, leaks):
+    """As released ('all') the summary reads the masked values too; 'visible' leaves them out."""
+    strategy = build_strategy("mam", ratio=0.3, n_latents=8, latent_dim=16, n_heads=2, summary_input=summary_input)
+    torch.manual_seed(0)
+    scorer = strategy.make_scorer(8)
+    values, maskable = _batch(2)
+    drawn = strategy.draw(values, maskable, generator=torch.Generator().manual_seed(0), scorer=scorer)
+    other = values.clone()
+    other[drawn.mask] += 2.0
+    # same generator state: same scores are not guaranteed once values change, so recompute the
+    # summary over the visible keys with the first draw's mask directly
+    shown = maskable & ~drawn.mask if summary_input == "visible" else maskable
+    again = scorer.summarize(scorer(other, shown)[1])
+    assert torch.allclose(drawn.summary, again, atol=1e-6) != leaks
