@@ -1,0 +1,102 @@
+"""Bring-your-own-data defects (issue 15): each test here failed on the code before its fix.
+
+Stale prepared data after editing a user file, labels-optional datasets, empty splits, test cell
+types absent from training, log-scale input, cross-species gene graphs, the quality check over every
+task's controls, zero-count cells, config keys named in error messages, and unreadable Geneformer
+checkpoints.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+# --------------------------------------------------------------------------------------------------
+# 9. Every config key an error message names exists in the schema
+# --------------------------------------------------------------------------------------------------
+
+_PLACEHOLDER = re.compile(r"^(<[^>]*>|\{[^}]*\})$")
+
+
+def _resolve(schema: dict, node: dict) -> dict:
+    while "$ref" in node:
+        node = schema["$defs"][node["$ref"].split("/")[-1]]
+    return node
+
+
+def schema_has_key(schema: dict, key: str) -> bool:
+    """Whether a dotted config key (``datasets.<name>.path``; ``<...>`` / ``{...}`` stand for any
+    name) is a key of the schema."""
+    node = schema
+    for part in key.split("."):
+        node = _resolve(schema, node)
+        props = node.get("properties", {})
+        extra = node.get("additionalProperties")
+        if not _PLACEHOLDER.match(part) and part in props:
+            node = props[part]
+        elif isinstance(extra, dict):
+            node = extra
+        else:
+            return False
+    return True
+
+
+def _message_strings(tree: ast.AST):
+    """String constants and f-strings (with ``{}`` for each formatted value) inside ``raise``
+    statements and warning/log calls: the messages a user reads."""
+
+    def text(node):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return node.value
+        if isinstance(node, ast.JoinedStr):
+            return "".join(v.value if isinstance(v, ast.Constant) else "{x}" for v in node.values)
+        return None
+
+    def strings(root):
+        for node in ast.walk(root):
+            t = text(node)
+            if t is not None:
+                yield t
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Raise) and node.exc is not None:
+            yield from strings(node.exc)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("warn", "warning", "error"):
+            yield from strings(node)
+
+
+def config_keys_in_messages() -> dict[str, list[str]]:
+    """Dotted config keys (starting with a top-level schema key) named in messages: key -> files."""
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    top = "|".join(sorted(schema["properties"], key=len, reverse=True))
+    pattern = re.compile(rf"(?<![\w./<{{-])(?:{top})(?:\.(?:[A-Za-z0-9_]+|<[^>]*>|\{{[^}}]*\}}))+")
+    found: dict[str, list[str]] = {}
+    files = sorted((REPO / "src" / "scfmbench").rglob("*.py")) + sorted((REPO / "workflow" / "scripts").glob("*.py"))
+    for path in files:
+        for message in _message_strings(ast.parse(path.read_text())):
+            for m in pattern.finditer(message):
+                found.setdefault(m.group(0), []).append(str(path.relative_to(REPO)))
+    return found
+
+
+def test_schema_key_resolution():
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    assert schema_has_key(schema, "datasets.<name>.min_library_size")
+    assert schema_has_key(schema, "datasets.{x}.recover_counts")
+    assert schema_has_key(schema, "params.scgpt.checkpoint")
+    assert not schema_has_key(schema, "imputation.min_library_size")  # the key issue 15 found in an error
+    assert not schema_has_key(schema, "datasets.<name>.no_such_key")
+
+
+def test_every_config_key_named_in_an_error_exists():
+    found = config_keys_in_messages()
+    assert len(found) >= 15, sorted(found)  # the scan sees the messages (not vacuous)
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    wrong = {k: files for k, files in found.items() if not schema_has_key(schema, k)}
+    assert not wrong, f"error messages name config keys the schema does not have: {wrong}"
