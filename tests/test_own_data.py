@@ -30,21 +30,18 @@ def _resolve(schema: dict, node: dict) -> dict:
     return node
 
 
-def schema_has_key(schema: dict, key: str) -> bool:
+def schema_has_key(schema: dict, key: str, node: dict | None = None) -> bool:
     """Whether a dotted config key (``datasets.<name>.path``; ``<...>`` / ``{...}`` stand for any
-    name) is a key of the schema."""
-    node = schema
-    for part in key.split("."):
-        node = _resolve(schema, node)
-        props = node.get("properties", {})
-        extra = node.get("additionalProperties")
-        if not _PLACEHOLDER.match(part) and part in props:
-            node = props[part]
-        elif isinstance(extra, dict):
-            node = extra
-        else:
-            return False
-    return True
+    name: any named property or an additional one) is a key of the schema."""
+    node = _resolve(schema, schema if node is None else node)
+    part, _, rest = key.partition(".")
+    props = node.get("properties", {})
+    extra = node.get("additionalProperties")
+    if _PLACEHOLDER.match(part):
+        branches = list(props.values()) + ([extra] if isinstance(extra, dict) else [])
+    else:
+        branches = [props[part]] if part in props else ([extra] if isinstance(extra, dict) else [])
+    return any(not rest or schema_has_key(schema, rest, b) for b in branches)
 
 
 def _message_strings(tree: ast.AST):
