@@ -97,3 +97,32 @@ def test_every_config_key_named_in_an_error_exists():
     schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
     wrong = {k: files for k, files in found.items() if not schema_has_key(schema, k)}
     assert not wrong, f"error messages name config keys the schema does not have: {wrong}"
+
+
+# --------------------------------------------------------------------------------------------------
+# 10. A Geneformer checkpoint that fails weights_only loading is an error naming the file
+# --------------------------------------------------------------------------------------------------
+
+
+class _Payload:
+    """Pickles to a call of ``print``: what a malicious checkpoint would do with os.system."""
+
+    def __reduce__(self):
+        return (print, ("pickled code ran",))
+
+
+def test_geneformer_checkpoint_with_pickled_code_names_the_file(tmp_path, capsys):
+    import pickle
+
+    from scfmbench import InputError
+    from scfmbench.models.pretrained import load_geneformer_checkpoint
+
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(vocab_size=12, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16, hidden_act="relu", max_position_embeddings=16)
+    cfg.save_pretrained(tmp_path)
+    weights = tmp_path / "pytorch_model.bin"
+    weights.write_bytes(pickle.dumps({"embeddings.word_embeddings.weight": _Payload()}, protocol=2))
+    with pytest.raises(InputError) as err:
+        load_geneformer_checkpoint(tmp_path, n_classes=2)
+    assert str(weights) in str(err.value) and "weights_only" in str(err.value)
+    assert "pickled code ran" not in capsys.readouterr().out
