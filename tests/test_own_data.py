@@ -126,3 +126,140 @@ def test_geneformer_checkpoint_with_pickled_code_names_the_file(tmp_path, capsys
         load_geneformer_checkpoint(tmp_path, n_classes=2)
     assert str(weights) in str(err.value) and "weights_only" in str(err.value)
     assert "pickled code ran" not in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers: a user's .h5ad
+# --------------------------------------------------------------------------------------------------
+
+
+def _counts(n_cells=60, n_genes=30, seed=0):
+    import numpy as np
+
+    return np.random.default_rng(seed).poisson(4, (n_cells, n_genes)).astype(np.float32)
+
+
+def _user_h5ad(path: Path, counts=None, *, genes=None, **obs) -> Path:
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+    import scipy.sparse as sp
+
+    counts = _counts() if counts is None else counts
+    n, g = counts.shape
+    genes = [f"GENE{j}" for j in range(g)] if genes is None else genes
+    ad.AnnData(X=sp.csr_matrix(counts), obs=pd.DataFrame(obs, index=[f"c{i}" for i in range(n)]), var=pd.DataFrame(index=genes)).write_h5ad(path)
+    return path
+
+
+def _validated(datasets: dict, **blocks) -> dict:
+    from scfmbench.config import validate_config
+
+    return validate_config({"datasets": datasets, **blocks}, REPO / "workflow" / "schemas" / "config.schema.yaml")
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. Labels only where a task uses them
+# --------------------------------------------------------------------------------------------------
+
+
+def test_imputation_only_dataset_needs_no_labels(tmp_path):
+    from scfmbench.data.loaders import load_dataset
+    from scfmbench.data.prepare import prepare_dataset
+    from scfmbench.impute.protocol import make_masks
+
+    path = _user_h5ad(tmp_path / "unlabelled.h5ad")
+    cfg = _validated({"mine": {"source": "h5ad", "path": str(path), "label_column": None, "min_library_size": 0}},
+                     annotation={"datasets": []}, imputation={"datasets": ["mine"]})["datasets"]["mine"]
+    raw = load_dataset("mine", cfg)
+    assert "cell_type" not in raw.obs
+    prepared = prepare_dataset(raw, seed=0, label_tasks=[])
+    assert "cell_type" not in prepared.obs and set(prepared.obs["split"]) == {"train", "valid", "test"}
+    masked, _ = make_masks(prepared, seed=0, n_folds=2)
+    assert masked.n_obs == prepared.n_obs
+
+
+def test_tasks_that_need_labels_name_themselves(tmp_path):
+    from scfmbench import InputError
+    from scfmbench.data.loaders import load_dataset
+    from scfmbench.data.prepare import prepare_dataset
+
+    path = _user_h5ad(tmp_path / "unlabelled.h5ad")
+    entry = {"mine": {"source": "h5ad", "path": str(path), "label_column": None}}
+    with pytest.raises(InputError, match=r"config key 'annotation.datasets': dataset 'mine' has no cell types \(datasets.mine.label_column is null\), but annotation needs them"):
+        _validated(entry, annotation={"datasets": ["mine"]}, imputation={"datasets": []})
+    raw = load_dataset("mine", {"source": "h5ad", "path": str(path), "label_column": None})
+    with pytest.raises(InputError, match="no cell types .* but annotation uses its labels"):
+        prepare_dataset(raw, seed=0, label_tasks=["annotation"])
+    # A constant label (what users had to fake) is fine where no task uses labels ...
+    one = load_dataset("one", {"source": "h5ad", "path": str(_user_h5ad(tmp_path / "one.h5ad", kind=["x"] * 60)), "label_column": "kind"})
+    prepare_dataset(one, seed=0, label_tasks=[])
+    # ... and an error naming annotation where it does.
+    with pytest.raises(InputError, match="annotation needs at least two classes in train"):
+        prepare_dataset(one, seed=0, label_tasks=["annotation"])
+
+
+# --------------------------------------------------------------------------------------------------
+# 3. Empty splits are refused at prepare_dataset; no empty predictions file
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values, empty", [(["train"] * 60, "0 test"), (["test"] * 60, "0 train")])
+def test_empty_split_is_an_error_naming_dataset_column_and_counts(tmp_path, values, empty):
+    from scfmbench import InputError
+    from scfmbench.data.loaders import load_dataset
+    from scfmbench.data.prepare import prepare_dataset
+
+    path = _user_h5ad(tmp_path / "u.h5ad", kind=["a", "b"] * 30, part=values)
+    raw = load_dataset("mine", {"source": "h5ad", "path": str(path), "label_column": "kind", "split_column": "part"})
+    with pytest.raises(InputError) as err:
+        prepare_dataset(raw, seed=0, where="dataset 'mine'", label_tasks=[])
+    msg = str(err.value)
+    assert "dataset 'mine'" in msg and "split column 'part'" in msg and empty in msg and "cells per split" in msg
+
+
+def test_no_empty_predictions_file(tmp_path):
+    from scfmbench import InputError
+    from scfmbench.annotation import write_predictions
+
+    with pytest.raises(InputError, match="no test cell"):
+        write_predictions([], [], tmp_path / "predictions.csv")
+    assert not (tmp_path / "predictions.csv").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# 4. Test cell types absent from training
+# --------------------------------------------------------------------------------------------------
+
+
+def test_unseen_test_types_recorded_and_macro_f1_seen(tmp_path):
+    import json
+
+    import numpy as np
+    from sklearn.metrics import f1_score
+
+    from scfmbench._io import write_h5ad
+    from scfmbench.annotation import run_annotation, score_annotation
+    from scfmbench.data.loaders import load_dataset
+    from scfmbench.data.prepare import prepare_dataset
+
+    # 'c' occurs only in the test split: 10 of the 30 test cells.
+    kind = ["a", "b"] * 30 + ["c"] * 10
+    part = ["train"] * 40 + ["test"] * 20 + ["test"] * 10
+    path = _user_h5ad(tmp_path / "u.h5ad", _counts(70), kind=kind, part=part)
+    raw = load_dataset("mine", {"source": "h5ad", "path": str(path), "label_column": "kind", "split_column": "part"})
+    prepared = prepare_dataset(raw, seed=0)
+    prov = prepared.uns["provenance"]
+    assert list(prov["unseen_test_types"]) == ["c"] and list(prov["unseen_test_cells"]) == [10] and prov["unseen_test_share"] == pytest.approx(1 / 3)
+    write_h5ad(prepared, tmp_path / "p.h5ad")
+    run_annotation("majority", tmp_path / "p.h5ad", tmp_path / "pred.csv", seed=0, record_path=tmp_path / "run.json")
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["unseen_test_types"] == {"c": 10} and run["unseen_test_share"] == pytest.approx(1 / 3)
+    metrics = score_annotation(tmp_path / "p.h5ad", tmp_path / "pred.csv")
+    test = prepared.obs["split"] == "test"
+    truth = prepared.obs.loc[test, "cell_type"].astype(str).to_numpy()
+    pred = np.full(len(truth), "a")  # majority: the most frequent training type ('a' and 'b' tie; the first sorted)
+    assert metrics["macro_f1"] == pytest.approx(f1_score(truth, pred, average="macro", zero_division=0))
+    # over the training classes present (a, b): the unseen 'c' is left out of the average
+    assert metrics["macro_f1_seen"] == pytest.approx(f1_score(truth, pred, labels=["a", "b"], average="macro", zero_division=0))
+    assert metrics["macro_f1_seen"] > metrics["macro_f1"]

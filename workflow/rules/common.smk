@@ -59,14 +59,20 @@ def transformer_seeds(pattern):
 
 
 def dataset_downloads(wildcards):
-    """Manifest files a dataset's source needs (resources/downloads/<entry>); none for embedded data."""
-    from scfmbench.data.sources import download_inputs
+    """Files a dataset is read from: manifest downloads (resources/downloads/<entry>) and the user's
+    own files (the h5ad or a local 'path', the label table); none for embedded data."""
+    from scfmbench.data.sources import download_inputs, local_inputs
 
     cfg = config["datasets"][wildcards.dataset]
     labels = cfg.get("cell_labels", {}).get("file")
-    # A label table is tracked once it exists (its edits rerun the load); a missing one is the
-    # loader's clear error, so that dry runs work before it is in place.
-    return download_inputs(cfg) + ([labels] if labels and Path(labels).is_file() else [])
+    # User files are tracked once they exist (editing one in place reruns the load and everything
+    # downstream); a missing one is the loader's clear error, so that dry runs work before it is in place.
+    return download_inputs(cfg) + local_inputs(cfg) + ([labels] if labels and Path(labels).is_file() else [])
+
+
+def label_tasks(dataset):
+    """The tasks that use a dataset's labels (prepare_dataset checks them; none: labels optional)."""
+    return ["annotation"] if dataset in {parse_dataset(d)[0] for d, _ in ANNOTATION_RUNS} else []
 
 
 def dataset_config(wildcards):
@@ -81,8 +87,9 @@ def raw_dataset(wildcards):
 
 def split_config(wildcards):
     """The split options; a few-shot dataset keeps its fraction of the training cells."""
-    fraction = parse_dataset(wildcards.dataset)[1]
-    return config["split"] if fraction is None else {**config["split"], "train_fraction": fraction}
+    base, fraction = parse_dataset(wildcards.dataset)
+    split = config["split"] if fraction is None else {**config["split"], "train_fraction": fraction}
+    return {**split, "label_tasks": label_tasks(base)}
 
 
 def method_params(wildcards):
