@@ -263,3 +263,70 @@ def test_unseen_test_types_recorded_and_macro_f1_seen(tmp_path):
     # over the training classes present (a, b): the unseen 'c' is left out of the average
     assert metrics["macro_f1_seen"] == pytest.approx(f1_score(truth, pred, labels=["a", "b"], average="macro", zero_division=0))
     assert metrics["macro_f1_seen"] > metrics["macro_f1"]
+
+
+# --------------------------------------------------------------------------------------------------
+# 5. Log-scale input: recover_counts for h5ad; keys a source ignores are errors
+# --------------------------------------------------------------------------------------------------
+
+
+def test_log_scale_h5ad_recovered_with_recover_counts(tmp_path):
+    import numpy as np
+
+    from scfmbench import InputError
+    from scfmbench.data.contract import log_normalize
+    from scfmbench.data.loaders import load_dataset
+
+    counts = _counts(40, 25)
+    counts[:, 0] += 1  # every cell has counts
+    logged = log_normalize(counts).toarray()  # what public files hold: log1p(counts per 1e4), float32
+    path = _user_h5ad(tmp_path / "log.h5ad", logged, kind=["a", "b"] * 20)
+    cfg = {"source": "h5ad", "path": str(path), "label_column": "kind"}
+    with pytest.raises(InputError) as err:
+        load_dataset("mine", cfg)
+    assert "non-integer" in str(err.value) and "datasets.<name>.recover_counts: true" in str(err.value)
+    raw = load_dataset("mine", {**cfg, "recover_counts": True})
+    np.testing.assert_array_equal(raw.layers["counts"].toarray(), counts)
+    assert raw.uns["provenance"]["counts"] == "X (counts recovered from log1p)"
+    # values rounded to 2 decimals cannot be inverted: the integer check stops the load
+    _user_h5ad(path, np.round(logged, 2), kind=["a", "b"] * 20)
+    with pytest.raises(InputError, match="recover_counts: true: counts cannot be recovered"):
+        load_dataset("mine", {**cfg, "recover_counts": True})
+
+
+@pytest.mark.parametrize("entry, key", [
+    ({"source": "pbmc68k", "recover_counts": True}, "recover_counts"),
+    ({"source": "scgpt_ms", "label_column": "celltype"}, "label_column"),
+    ({"source": "geo_smajic2022", "split_column": "part"}, "split_column"),
+    ({"source": "synthetic", "species": "mouse"}, "species"),
+])
+def test_a_key_the_source_ignores_is_an_error(entry, key):
+    from scfmbench import InputError
+
+    with pytest.raises(InputError, match=rf"config key 'datasets.d.{key}': source '{entry['source']}' does not read"):
+        _validated({"d": entry}, annotation={"datasets": []}, imputation={"datasets": []})
+
+
+def test_keys_the_sources_read_are_accepted():
+    cfg = _validated({"a": {"source": "scgpt_ms", "recover_counts": True}, "b": {"source": "gears_adamson", "label_column": "condition"},
+                      "c": {"source": "h5ad", "path": "x.h5ad", "recover_counts": True, "species": "mouse"}, "s": {"source": "synthetic", "synthetic": {"n_cells": 50}}},
+                     annotation={"datasets": []}, imputation={"datasets": []})
+    _validated(cfg["datasets"], annotation={"datasets": []}, imputation={"datasets": []})  # validating twice (defaults filled) is no error
+
+
+# --------------------------------------------------------------------------------------------------
+# 8. Cells with zero counts are dropped at prepare_dataset and counted
+# --------------------------------------------------------------------------------------------------
+
+
+def test_zero_count_cells_dropped_and_recorded(tmp_path):
+    from scfmbench.data.loaders import load_dataset
+    from scfmbench.data.prepare import prepare_dataset
+
+    counts = _counts(60, 20)
+    counts[[3, 17, 41]] = 0
+    path = _user_h5ad(tmp_path / "z.h5ad", counts, kind=["a", "b", "c"] * 20)
+    prepared = prepare_dataset(load_dataset("mine", {"source": "h5ad", "path": str(path), "label_column": "kind"}), seed=0)
+    assert prepared.n_obs == 57 and not {"c3", "c17", "c41"} & set(prepared.obs_names)
+    assert prepared.uns["provenance"]["zero_count_cells_dropped"] == 3
+    assert (prepared.layers["counts"].sum(axis=1) > 0).all()
