@@ -330,3 +330,42 @@ def test_zero_count_cells_dropped_and_recorded(tmp_path):
     assert prepared.n_obs == 57 and not {"c3", "c17", "c41"} & set(prepared.obs_names)
     assert prepared.uns["provenance"]["zero_count_cells_dropped"] == 3
     assert (prepared.layers["counts"].sum(axis=1) > 0).all()
+
+
+# --------------------------------------------------------------------------------------------------
+# 1. Editing your own file reruns everything downstream
+# --------------------------------------------------------------------------------------------------
+
+
+def test_local_inputs_list_user_files(tmp_path):
+    from scfmbench.data.sources import local_inputs
+
+    h5ad = _user_h5ad(tmp_path / "u.h5ad", kind=["a"] * 60)
+    assert local_inputs({"source": "h5ad", "path": str(h5ad)}) == [str(h5ad)]
+    folder = tmp_path / "hPancreas"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("demo_train.h5ad", "sub/demo_test.h5ad", ".DS_Store"):
+        (folder / name).write_text("x")
+    assert local_inputs({"source": "scgpt_pancreas", "path": str(folder)}) == [str(folder / "demo_train.h5ad"), str(folder / "sub" / "demo_test.h5ad")]
+    assert local_inputs({"source": "scgpt_pancreas", "path": None}) == []  # manifest downloads: download_inputs
+    assert local_inputs({"source": "h5ad", "path": str(tmp_path / "missing.h5ad")}) == []  # the loader's error names the key
+
+
+@pytest.mark.slow
+def test_editing_the_h5ad_reruns_load_and_prepare(tmp_path):
+    import os
+
+    from test_workflow import copy_workflow, run
+
+    wd = copy_workflow(tmp_path)
+    path = _user_h5ad(wd / "mine.h5ad", kind=["a", "b"] * 30)
+    own = {"seeds": [0], "datasets": {"mine": {"source": "h5ad", "path": "mine.h5ad", "label_column": "kind", "min_library_size": 0}},
+           "annotation": {"datasets": ["mine"], "methods": ["majority"]}, "imputation": {"datasets": ["mine"], "methods": ["none"]}}
+    (wd / "config" / "own.yaml").write_text(yaml.safe_dump(own))
+    target = ("results/data/mine/seed0/prepared.h5ad", "--configfile", "config/own.yaml")
+    run(wd, *target)
+    assert "Nothing to be done" in run(wd, "-n", *target).stdout
+    _user_h5ad(path, _counts(seed=1), kind=["a", "b"] * 30)  # the user fixes the file in place
+    os.utime(path, (path.stat().st_atime + 5, path.stat().st_mtime + 5))
+    plan = run(wd, "-n", *target).stdout
+    assert "rule load_dataset" in plan and "rule prepare_dataset" in plan, plan
