@@ -369,3 +369,73 @@ def test_editing_the_h5ad_reruns_load_and_prepare(tmp_path):
     os.utime(path, (path.stat().st_atime + 5, path.stat().st_mtime + 5))
     plan = run(wd, "-n", *target).stdout
     assert "rule load_dataset" in plan and "rule prepare_dataset" in plan, plan
+
+
+# --------------------------------------------------------------------------------------------------
+# 6. Cross-species gene graphs are refused; species and exact / case-folded matches in graph_stats
+# --------------------------------------------------------------------------------------------------
+
+
+def test_detect_species():
+    from scfmbench.graphs.symbols import detect_species
+
+    human = ["SOX17", "GATA1", "TP53", "C1orf112"] + [f"ZNF{i}" for i in range(30)]
+    mouse = ["Sox17", "Gata1", "Trp53", "0610005C13Rik"] + [f"Zfp{i}" for i in range(30)]
+    assert detect_species(human) == "human" and detect_species(mouse) == "mouse"
+    assert detect_species([f"ENSG{i:011d}" for i in range(30)]) == "human" and detect_species([f"ENSMUSG{i:011d}" for i in range(30)]) == "mouse"
+    assert detect_species(human[:17] + mouse[:17]) == "unknown" and detect_species(["SOX17", "GATA1"]) == "unknown"  # mixed; too few
+
+
+@pytest.fixture(scope="module")
+def mouse_prepared(tmp_path_factory):
+    from scfmbench._io import write_h5ad
+    from scfmbench.data.loaders import load_dataset
+    from scfmbench.data.prepare import prepare_dataset
+
+    raw = load_dataset("mousecells", {"source": "synthetic", "synthetic": {"n_cells": 80, "n_genes": 40, "n_cell_types": 2, "seed": 0, "network": "trrust_mouse"}})
+    assert raw.uns["provenance"]["species"] == "mouse" and raw.uns["provenance"]["species_from"] == "symbols"
+    path = tmp_path_factory.mktemp("mouse") / "prepared.h5ad"
+    write_h5ad(prepare_dataset(raw, seed=0), path)
+    return path
+
+
+def _db(name: str, species: str | None) -> dict:
+    return {"name": name, "format": "trrust", "sha256": None, "species": species}
+
+
+def test_mouse_symbols_on_a_human_database_are_refused(mouse_prepared, tmp_path):
+    from scfmbench import InputError
+    from scfmbench.data.synthetic import vendored_grn_path
+    from scfmbench.graphs.workflow import build_graph_file, write_graph_stats
+
+    spec = {"variant": "no_coexpr", "databases": [_db("trrust_human", "human")]}
+    with pytest.raises(InputError) as err:
+        build_graph_file(mouse_prepared, [vendored_grn_path("trrust_human")], tmp_path / "g.npz", spec=spec, seed=0)
+    msg = str(err.value)
+    assert "dataset 'mousecells' is mouse (detected from its gene symbols" in msg and "database 'trrust_human' in graphs.databases is human" in msg
+    assert "datasets.mousecells.species" in msg and not (tmp_path / "g.npz").exists()
+    # the mouse database matches as written; a database of unknown species is matched case-insensitively, and says so
+    out = tmp_path / "results" / "graphs" / "mousecells" / "seed0" / "no_coexpr.npz"
+    spec = {"variant": "no_coexpr", "databases": [_db("trrust_mouse", "mouse"), _db("upper", None)]}
+    upper = tmp_path / "upper.tsv"
+    rows = [line.split("\t") for line in vendored_grn_path("trrust_mouse").read_text().splitlines()]
+    upper.write_text("".join("\t".join([r[0].upper(), r[1].upper(), *r[2:]]) + "\n" for r in rows))
+    build_graph_file(mouse_prepared, [vendored_grn_path("trrust_mouse"), upper], out, spec=spec, seed=0)
+    write_graph_stats([out], tmp_path / "stats.csv", tmp_path / "stats.md")
+    import pandas as pd
+
+    assert pd.read_csv(tmp_path / "stats.csv")["species"].tolist() == ["mouse"]
+    from scfmbench.graphs import load_graph
+
+    counts = load_graph(out).match_counts.set_index("database")
+    assert counts.loc["trrust_mouse", "genes_exact"] == counts.loc["trrust_mouse", "genes_matched"] > 0 and counts.loc["trrust_mouse", "genes_folded"] == 0
+    assert counts.loc["upper", "genes_exact"] == 0 and counts.loc["upper", "genes_folded"] == counts.loc["trrust_mouse", "genes_matched"]
+    assert "| mousecells | mouse | no_coexpr |" in (tmp_path / "stats.md").read_text()
+
+
+def test_declared_species_wins(tmp_path):
+    from scfmbench.data.loaders import load_dataset
+
+    path = _user_h5ad(tmp_path / "u.h5ad", kind=["a", "b"] * 30)
+    raw = load_dataset("mine", {"source": "h5ad", "path": str(path), "label_column": "kind", "species": "mouse"})
+    assert raw.uns["provenance"]["species"] == "mouse" and raw.uns["provenance"]["species_from"] == "config"

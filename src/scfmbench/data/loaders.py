@@ -142,4 +142,10 @@ def load_dataset(name: str, cfg: dict) -> ad.AnnData:
             raise InputError(f"datasets.{name}.source: unknown source {source!r}")
         adata = load_source(name, cfg)
     adata.uns["provenance"]["dataset"] = name
+    # The species of the gene symbols: declared, or told by the symbols (checked against the
+    # regulatory databases' species when gene graphs are built).
+    from scfmbench.graphs.symbols import detect_species
+
+    declared = cfg.get("species")
+    adata.uns["provenance"].update(species=declared or detect_species(adata.var_names), species_from="config" if declared else "symbols")
     return adata
