@@ -439,3 +439,71 @@ def test_declared_species_wins(tmp_path):
     path = _user_h5ad(tmp_path / "u.h5ad", kind=["a", "b"] * 30)
     raw = load_dataset("mine", {"source": "h5ad", "path": str(path), "label_column": "kind", "species": "mouse"})
     assert raw.uns["provenance"]["species"] == "mouse" and raw.uns["provenance"]["species_from"] == "config"
+
+
+# --------------------------------------------------------------------------------------------------
+# 7. The quality check covers every task's controls
+# --------------------------------------------------------------------------------------------------
+
+
+def _records(rows):
+    import pandas as pd
+
+    from scfmbench.results import METRIC_COLUMNS
+
+    return pd.DataFrame([dict(zip(["task", "dataset", "method", "seed", "metric", "value"], r), runtime_s=1.0, peak_mem_mb=1.0) for r in rows], columns=METRIC_COLUMNS)
+
+
+def test_quality_check_covers_denoising_doublets_and_ceilings():
+    from scfmbench.report.quality import quality_checks, quality_markdown
+
+    clean = _records([
+        ("annotation", "d", "majority", 0, "macro_f1", 0.2), ("annotation", "d", "logreg", 0, "macro_f1", 0.8),
+        ("imputation", "s", "none", 0, "mse_truth", 2.0), ("imputation", "s", "perfect", 0, "mse_truth", 0.0), ("imputation", "s", "magic", 0, "mse_truth", 1.0),
+        ("denoising", "s", "none", 0, "poisson", 1.0), ("denoising", "s", "magic", 0, "poisson", 0.9),
+        ("doublet", "d", "all_doublet", 0, "doublet_f1", 0.18), ("doublet", "d", "schyena", 0, "doublet_f1", 0.5),
+    ])
+    assert quality_checks(clean, expected=[]).empty
+    assert quality_markdown(quality_checks(clean, expected=[])).startswith("All checks passed")
+    bad = _records([
+        ("denoising", "s", "none", 0, "poisson", 1.0), ("denoising", "s", "magic", 0, "poisson", 1.3),  # worse than no denoising
+        ("imputation", "s", "perfect", 0, "mse_truth", 0.5), ("imputation", "s", "none", 0, "mse_truth", 2.0), ("imputation", "s", "leaky", 0, "mse_truth", 0.1),  # beats the truth
+        ("doublet", "d", "all_doublet", 0, "doublet_f1", 0.18), ("doublet", "d", "schyena", 0, "doublet_f1", 0.1),
+        ("doublet", "e", "schyena", 0, "doublet_f1", 0.6),  # its control never ran
+    ])
+    got = set(zip(*(quality_checks(bad, expected=[])[c] for c in ("check", "task", "dataset", "method"))))
+    assert got == {("below control", "denoising", "s", "magic"), ("above ceiling", "imputation", "s", "leaky"), ("below control", "doublet", "d", "schyena"),
+                   ("no control", "doublet", "e", "all_doublet")}
+
+
+def test_quality_check_unseen_types_and_fewshot_controls():
+    from scfmbench.report.quality import quality_checks
+
+    m = _records([("annotation", "p", "majority", 0, "accuracy", 0.3), ("annotation", "p-fs0.5", "logreg", 0, "accuracy", 0.2)])
+    checks = quality_checks(m, expected=[], runs=[{"dataset": "p", "seed": 0, "unseen_test_types": {"c": 10}, "unseen_test_share": 1 / 3}])
+    rows = checks.set_index("check")
+    assert rows.loc["below control", "dataset"] == "p-fs0.5"  # the few-shot run is held to its base dataset's control
+    assert "['c']: 10 test cells (33.3%)" in rows.loc["unseen test types", "detail"]
+
+
+def test_a_new_task_plugs_in_with_one_entry(monkeypatch):
+    from scfmbench.report import quality
+
+    monkeypatch.setattr(quality, "CONTROL_CHECKS", dict(quality.CONTROL_CHECKS))
+    m = _records([("perturbation", "d", "mean_outcome", 0, "pearson", 0.4), ("perturbation", "d", "gears", 0, "pearson", 0.3)])
+    assert quality.quality_checks(m, expected=[]).empty  # no control registered: nothing compared
+    quality.register_control("perturbation", "mean_outcome", ["pearson"])
+    assert quality.quality_checks(m, expected=[])[["check", "method"]].values.tolist() == [["below control", "gears"]]
+
+
+def test_all_doublet_control_sees_the_same_doublets(prepared):
+    from scfmbench.metrics import binary_f1
+    from scfmbench.schyena.doublets import DOUBLET, all_doublet_control, simulate_doublets
+
+    ids, truth, predicted = all_doublet_control(prepared, seed=3, rate=0.1)
+    aug = simulate_doublets(prepared, rate=0.1, seed=3)
+    test = (aug.obs["split"] == "test").to_numpy()
+    assert list(ids) == list(aug.obs_names[test]) and list(truth) == list(aug.obs["cell_type"].astype(str)[test])
+    d, n = int((truth == DOUBLET).sum()), len(truth)
+    assert d > 0 and (predicted == DOUBLET).all()
+    assert binary_f1(truth == DOUBLET, predicted == DOUBLET) == pytest.approx(2 * d / (n + d))

@@ -115,6 +115,11 @@ def min_library_size(wildcards):
     return dataset_config(wildcards)["min_library_size"]
 
 
+def schyena_params(wildcards):
+    """params.schyena (the doublet control simulates the doublets scHyena's job does)."""
+    return config["params"]["schyena"]
+
+
 def gpu_request(wildcards):
     return config["resources"]["gpu"]
 
@@ -139,7 +144,7 @@ def schyena_files():
     if "schyena" not in ANNOTATION["methods"]:
         return []
     datasets = annotation_datasets(config, "schyena")
-    doublets = [f"results/doublet/{d}/schyena/seed{s}/metrics.csv" for d in datasets for s in SEEDS]
+    doublets = [f"results/doublet/{d}/{m}/seed{s}/metrics.csv" for d in datasets for m in ("all_doublet", "schyena") for s in SEEDS]  # all_doublet: the control
     return doublets + [f"results/report/figures/schyena_umap_{d}.png" for d in datasets]
 
 
@@ -150,6 +155,16 @@ def expected_records(wildcards=None):
         _, task, dataset, method, seed, _ = path.split("/")
         out.append([task, dataset, method, int(seed.removeprefix("seed"))])
     return out
+
+
+def annotation_run_files():
+    """One annotation run record per dataset (first seed; built-in methods write one): its test cell
+    types absent from training, for the quality check."""
+    runs = {}
+    for dataset, method in ANNOTATION_RUNS:
+        if method in BUILTIN_ANNOTATION or method in TRANSFORMERS or method == "schyena":
+            runs.setdefault(dataset, f"results/annotation/{dataset}/{method}/seed{SEEDS[0]}/run.json")
+    return list(runs.values())
 
 
 def report_config(wildcards=None):

@@ -107,6 +107,17 @@ def doublet_main(prepared_path, checkpoint_path, predictions_path, run_path, *, 
     write_json(_record(adata, seed=seed, params=p, pretrained=str(checkpoint_path), doublet_rate=p.doublet_rate, metrics=metrics, **result.record()), run_path)
 
 
+def doublet_control_main(prepared_path, predictions_path, *, seed: int, params: dict | None = None) -> None:
+    """The doublet task's ``all_doublet`` control on the doublets scHyena's job simulates (same seed and rate)."""
+    from scfmbench.data.contract import read_prepared, require_labels
+    from scfmbench.schyena.doublets import all_doublet_control, write_doublet_predictions
+
+    p = SchyenaParams.from_dict(params)
+    adata = read_prepared(prepared_path)
+    require_labels(adata, task="annotation", where=str(prepared_path))
+    write_doublet_predictions(*all_doublet_control(adata, seed=seed, rate=p.doublet_rate), predictions_path)
+
+
 def score_doublet_main(predictions_path, metrics_path, *, dataset: str, method: str, seed: int, benchmark=None) -> None:
     """Score a doublet predictions file and write its metrics record (task ``doublet``)."""
     from scfmbench.results import metrics_record, write_metrics
