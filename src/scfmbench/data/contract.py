@@ -74,8 +74,8 @@ def check_split_sizes(split, *, where: str, split_from: str = "the drawn split")
     empty = [s for s in ("train", "test") if sizes[s] == 0]
     if empty:
         raise InputError(f"{where}: {split_from} leaves {' and '.join(f'0 {s}' for s in empty)} cells (cells per split: {sizes}); "
-                         "every split needs cells: mark some cells 'train' and some 'test' in the split column, or set datasets.<name>.split_column: null "
-                         "to draw a test split (split.test_fraction).")
+                         "train and test both need cells: in a split column mark some cells 'train' and some 'test' (or set datasets.<name>.split_column: null "
+                         "to draw a test split with split.test_fraction); a drawn split holds out cells only from classes of at least two cells.")
 
 
 def check_prepared(adata, *, where: str = "prepared dataset") -> None:
