@@ -285,7 +285,10 @@ def load_geneformer_checkpoint(folder, *, n_classes: int, attention: str = "full
     try:
         bert, info = BertModel.from_pretrained(folder, local_files_only=True, output_loading_info=True)
     except Exception as exc:  # noqa: BLE001  (OSError, ValueError, pickle errors of many kinds: name the file, as _load_state)
-        first = re.sub(r"\x1b\[[0-9;]*m", "", str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+        # torch's message opens with how to bypass the check; the reason is on its 'WeightsUnpickler error' line
+        reason = re.search(r"WeightsUnpickler error: ([^\n]*?\.)(?:\s|$)", text)
+        first = reason.group(1) if reason else (text.splitlines()[0] if text else "")
         raise InputError(f"{weights_file}: cannot load the BERT weights with weights_only=True ({type(exc).__name__}: {first}); "
                          "a checkpoint must hold tensors only (model.safetensors, or a state dict of tensors)") from None
     weights = {k: v.detach().float() for k, v in bert.state_dict().items()}

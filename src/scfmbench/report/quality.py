@@ -97,7 +97,7 @@ def _unseen_rows(runs) -> list[dict]:
             continue
         seen.add(dataset)
         n = sum(unseen.values())
-        rows.append(dict(check="unseen test types", task="annotation", dataset=dataset, method=None, seed=run.get("seed"), metric="macro_f1",
+        rows.append(dict(check="unseen test types", task="annotation", dataset=dataset, method=None, seed=None, metric="macro_f1",
                          detail=f"{sorted(unseen)}: {n} test cells ({100 * run.get('unseen_test_share', 0.0):.1f}%) of types absent from training; "
                                 "macro_f1 counts each as F1 0, macro_f1_seen leaves them out"))
     return rows
