@@ -134,7 +134,8 @@ def _check_label_tasks(config: dict[str, Any]) -> None:
     """A dataset without labels (label_column: null) in a task that needs them: name the task."""
     for task, names in (("annotation", config["annotation"]["datasets"]), ("fewshot", config["fewshot"]["datasets"]), ("sensitivity", config["sensitivity"]["datasets"])):
         for name in names:
-            if config["datasets"][name].get("label_column", "") is None:
+            ds = config["datasets"][name]
+            if ds["source"] == "h5ad" and ds.get("label_column", "") is None:
                 raise InputError(f"config key '{task}.datasets': dataset {name!r} has no cell types (datasets.{name}.label_column is null), "
                                  f"but {task} needs them. Remove {name!r} from {task}.datasets, or set datasets.{name}.label_column to its obs label column.")
 
