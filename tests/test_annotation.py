@@ -136,7 +136,8 @@ def test_run_and_score_annotation(prepared, tmp_path):
     write_h5ad(prepared, tmp_path / "p.h5ad")
     run_annotation("logreg", tmp_path / "p.h5ad", tmp_path / "pred.csv", seed=0, record_path=tmp_path / "run.json")
     metrics = score_annotation(tmp_path / "p.h5ad", tmp_path / "pred.csv")
-    assert set(metrics) == {"accuracy", "macro_f1", "rare_f1"} and metrics["accuracy"] > 0.8
+    assert set(metrics) == {"accuracy", "macro_f1", "macro_f1_seen", "rare_f1"} and metrics["accuracy"] > 0.8
+    assert metrics["macro_f1_seen"] == metrics["macro_f1"]  # every test type is a training type here
     assert np.isnan(metrics["rare_f1"])  # three balanced types: none below 5% of the training cells
     with pytest.raises(InputError, match="unknown annotation method"):
         run_annotation("nosuch", tmp_path / "p.h5ad", tmp_path / "x.csv", seed=0)

@@ -6,7 +6,7 @@ import scipy.sparse as sp
 
 from scfmbench import InputError
 from scfmbench._io import write_h5ad
-from scfmbench.data.contract import check_counts, check_prepared, log_normalize, read_prepared
+from scfmbench.data.contract import check_counts, check_prepared, log_normalize, read_prepared, require_labels
 from scfmbench.data.loaders import load_dataset, load_h5ad, load_pbmc68k
 from scfmbench.data.prepare import prepare_dataset
 from scfmbench.data.splits import assign_splits, stratified_holdout
@@ -51,9 +51,8 @@ def test_prepared_contract_holds(prepared):
     "break_it, message",
     [
         (lambda a: a.layers.pop("counts"), "counts"),
-        (lambda a: a.obs.drop(columns="cell_type", inplace=True), "cell_type"),
         (lambda a: a.obs.__setitem__("split", "other"), "allowed are"),
-        (lambda a: a.obs.__setitem__("cell_type", "one"), "at least two classes"),
+        (lambda a: a.obs.__setitem__("split", "train"), "0 test cells"),
         (lambda a: setattr(a, "X", a.X * 2), "log1p"),
         (lambda a: a.uns.pop("provenance"), "provenance"),
     ],
@@ -62,6 +61,18 @@ def test_contract_violations_are_named(prepared, break_it, message):
     break_it(prepared)
     with pytest.raises(InputError, match=message):
         check_prepared(prepared, where="x.h5ad")
+
+
+def test_labels_are_checked_by_the_task_that_uses_them(prepared):
+    check_prepared(prepared.copy())  # labels are optional in the contract ...
+    unlabelled = prepared.copy()
+    del unlabelled.obs["cell_type"]
+    check_prepared(unlabelled)
+    with pytest.raises(InputError, match="no cell types .*but annotation needs them"):  # ... a task that needs them says so
+        require_labels(unlabelled, task="annotation", where="x.h5ad")
+    prepared.obs["cell_type"] = "one"
+    with pytest.raises(InputError, match="annotation needs at least two classes"):
+        require_labels(prepared, task="annotation", where="x.h5ad")
 
 
 def test_read_prepared_names_the_file(prepared, tmp_path):

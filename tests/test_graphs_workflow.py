@@ -163,7 +163,7 @@ def test_bad_graph_schema_values(schema_path, mutate, expected):
 def test_spec_holds_only_what_the_variant_uses(schema_path):
     cfg, registry = validated(base(), schema_path)
     full, no_grn, no_coexpr = (graph_build_spec(cfg["graphs"], registry, v) for v in ("full", "no_grn", "no_coexpr"))
-    assert full == {"variant": "full", "databases": [{"name": "trrust_human", "format": "trrust", "sha256": TRRUST_SHA}], "top_h": 20, "delta": 0.4, "layer": "log"}
+    assert full == {"variant": "full", "databases": [{"name": "trrust_human", "format": "trrust", "sha256": TRRUST_SHA, "species": "human"}], "top_h": 20, "delta": 0.4, "layer": "log"}
     assert "databases" not in no_grn and no_grn["delta"] == 0.4
     assert "delta" not in no_coexpr and "top_h" not in no_coexpr and no_coexpr["databases"] == full["databases"]
 
@@ -436,5 +436,5 @@ def test_graph_stats_tables(prepared, tmp_path):
     assert grn["genes_matched"] == 5 and grn["match_rate"] == pytest.approx(5 / 40)
     assert np.isnan(stats.iloc[2]["match_rate"]) and np.isnan(stats.iloc[2]["edges_toy"])
     text = md.read_text()
-    assert "| tiny | no_coexpr | 2 | 40 | 123 |" in text
+    assert "| tiny | unknown | no_coexpr | 2 | 40 | 123 |" in text  # built without build_graph_file's species check
     assert "| tiny | no_coexpr | toy | 2 | 3 | 2 | 1 | 0.667 |" in text  # 3 input edges, 2 matched

@@ -82,7 +82,8 @@ def expected_jobs() -> dict[str, int]:
         "score_annotation": len(CONTROLS) * n_ann_datasets + n_transformers * n_geno + n_brain + fewshot_runs + SENSITIVITY_RUNS
         + n_geno * len(MAM_BACKBONES) * (len(MAM_STRATEGIES) + 1),
         "detect_doublets_schyena": n_brain * SEEDS,
-        "score_doublets": n_brain,
+        "detect_doublets_control": n_brain * SEEDS,  # the all_doublet control
+        "score_doublets": 2 * n_brain,
         "schyena_umap": n_brain,
         # imputation: scHyena's masking protocol only, on the brain datasets
         "make_masks": n_brain * SEEDS,

@@ -46,6 +46,7 @@ def test_quality_checks_flag_each_problem():
         ("annotation", "d", "bad", 0, "macro_f1", 0.1),
         ("annotation", "d", "good", 0, "macro_f1", 0.9),
         ("imputation", "d", "none", 0, "mse", 2.0),
+        ("imputation", "d", "none", 0, "pearson", np.nan),  # undefined for the constant control: nothing compared, no problem
         ("imputation", "d", "worse", 0, "mse", 3.0),
         ("imputation", "d", "magic", 0, "pearson", 1.5),
     ])

@@ -70,11 +70,11 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str
         raise InputError("invalid config:\n  " + "\n  ".join(_explain(e) for e in errors))
     # Defaults of nested objects are filled only once the parent exists; a second pass fills them.
     list(_Validator(schema).iter_errors(config))
-    _check_cross_references(config)
+    _check_cross_references(config, schema)
     return config
 
 
-def _check_cross_references(config: dict[str, Any]) -> None:
+def _check_cross_references(config: dict[str, Any], schema: dict) -> None:
     datasets = config["datasets"]
     for task in ("annotation", "imputation"):
         for name in config[task]["datasets"]:
@@ -94,6 +94,50 @@ def _check_cross_references(config: dict[str, Any]) -> None:
     for name, ds in datasets.items():
         if ds["source"] == "h5ad" and not ds.get("path"):
             raise InputError(f"config key 'datasets.{name}.path': source 'h5ad' needs a path to the .h5ad file")
+        _check_source_keys(name, ds, schema)
+    _check_label_tasks(config)
+
+
+# The dataset keys each source reads (besides 'source'); any other key set to a value other than its
+# default would be silently ignored, so it is an error.
+_PAPER_KEYS = ("path", "recover_counts", "min_library_size", "species")
+SOURCE_KEYS: dict[str, tuple[str, ...]] = {
+    "pbmc68k": ("min_library_size", "species"),
+    "synthetic": ("synthetic", "min_library_size"),
+    "h5ad": ("path", "label_column", "split_column", "counts_layer", "gene_symbols_column", "recover_counts", "min_library_size", "species"),
+    **{s: _PAPER_KEYS for s in ("scgpt_ms", "scgpt_myeloid", "scgpt_pancreas")},
+    **{s: (*_PAPER_KEYS, "label_column") for s in ("gears_adamson", "gears_norman")},
+    **{s: ("path", "cell_labels", "min_library_size", "species") for s in ("geo_lau2020", "geo_smajic2022")},
+}
+
+
+def _check_source_keys(name: str, ds: dict[str, Any], schema: dict) -> None:
+    used = SOURCE_KEYS.get(ds["source"])
+    if used is None:
+        return
+    props = schema["$defs"]["dataset"]["properties"]
+    ignored = sorted(k for k, v in ds.items() if k != "source" and k not in used and k in props and not _is_default(v, props[k]))
+    if ignored:
+        raise InputError(f"config key 'datasets.{name}.{ignored[0]}': source {ds['source']!r} does not read {ignored} (it reads {sorted(used)}); "
+                         "remove the key, or use a source that reads it (e.g. 'h5ad' for your own file)")
+
+
+def _is_default(value: Any, prop: dict) -> bool:
+    """``value`` is the schema default of ``prop`` (an object also when filled with its keys' defaults)."""
+    if value == prop.get("default"):
+        return True
+    sub = prop.get("properties")
+    return isinstance(value, dict) and sub is not None and all(k in sub and v == sub[k].get("default") for k, v in value.items())
+
+
+def _check_label_tasks(config: dict[str, Any]) -> None:
+    """A dataset without labels (label_column: null) in a task that needs them: name the task."""
+    for task, names in (("annotation", config["annotation"]["datasets"]), ("fewshot", config["fewshot"]["datasets"]), ("sensitivity", config["sensitivity"]["datasets"])):
+        for name in names:
+            ds = config["datasets"][name]
+            if ds["source"] == "h5ad" and ds.get("label_column", "") is None:
+                raise InputError(f"config key '{task}.datasets': dataset {name!r} has no cell types (datasets.{name}.label_column is null), "
+                                 f"but {task} needs them. Remove {name!r} from {task}.datasets, or set datasets.{name}.label_column to its obs label column.")
 
 
 def check_methods(config: dict[str, Any], rule_dir: str | Path) -> None:

@@ -25,16 +25,23 @@ def accuracy(y_true, y_pred) -> float:
     return float(np.mean(y_true == y_pred))
 
 
-def macro_f1(y_true, y_pred) -> float:
+def macro_f1(y_true, y_pred, *, classes=None) -> float:
     """Macro F1 over the classes present in truth or prediction (scikit-learn's default labels);
-    per class 2 TP / (2 TP + FP + FN), which is 0 for a class never predicted right."""
+    per class 2 TP / (2 TP + FP + FN), which is 0 for a class never predicted right.
+
+    ``classes``: average only over those of them present in truth or prediction (every cell still
+    counts: a cell of another class predicted as one of them is its false positive); NaN when none is.
+    """
     y_true, y_pred = _labels(y_true, y_pred)
-    classes, codes = np.unique(np.concatenate([y_true, y_pred]), return_inverse=True)
+    present, codes = np.unique(np.concatenate([y_true, y_pred]), return_inverse=True)
     t, p = codes[: len(y_true)], codes[len(y_true) :]
-    tp = np.bincount(t[t == p], minlength=len(classes))
+    tp = np.bincount(t[t == p], minlength=len(present))
     # 2 TP + FP + FN = (times predicted) + (times true)
-    denom = np.bincount(p, minlength=len(classes)) + np.bincount(t, minlength=len(classes))
-    return float(np.mean(2 * tp / denom))
+    denom = np.bincount(p, minlength=len(present)) + np.bincount(t, minlength=len(present))
+    f1 = 2 * tp / denom
+    if classes is not None:
+        f1 = f1[np.isin(present, np.asarray(list(classes)).astype(str))]
+    return float(np.mean(f1)) if f1.size else float("nan")
 
 
 def binary_f1(y_true, y_pred) -> float:
@@ -60,8 +67,14 @@ def pearson(y_true, y_pred) -> float:
     return float((a * b).sum() / denom) if denom > 0 else float("nan")
 
 
-def annotation_metrics(y_true, y_pred) -> dict[str, float]:
-    return {"accuracy": accuracy(y_true, y_pred), "macro_f1": macro_f1(y_true, y_pred)}
+def annotation_metrics(y_true, y_pred, *, train_classes=None) -> dict[str, float]:
+    """``accuracy``, ``macro_f1`` and, given the training classes, ``macro_f1_seen``: macro F1 over
+    the training classes only (test cell types absent from training, which no model can predict,
+    are left out of the average; equal to ``macro_f1`` when there are none)."""
+    out = {"accuracy": accuracy(y_true, y_pred), "macro_f1": macro_f1(y_true, y_pred)}
+    if train_classes is not None:
+        out["macro_f1_seen"] = macro_f1(y_true, y_pred, classes=train_classes)
+    return out
 
 
 def rare_classes(train_labels, *, share: float = 0.05) -> np.ndarray:

@@ -59,14 +59,20 @@ def transformer_seeds(pattern):
 
 
 def dataset_downloads(wildcards):
-    """Manifest files a dataset's source needs (resources/downloads/<entry>); none for embedded data."""
-    from scfmbench.data.sources import download_inputs
+    """Files a dataset is read from: manifest downloads (resources/downloads/<entry>) and the user's
+    own files (the h5ad or a local 'path', the label table); none for embedded data."""
+    from scfmbench.data.sources import download_inputs, local_inputs
 
     cfg = config["datasets"][wildcards.dataset]
     labels = cfg.get("cell_labels", {}).get("file")
-    # A label table is tracked once it exists (its edits rerun the load); a missing one is the
-    # loader's clear error, so that dry runs work before it is in place.
-    return download_inputs(cfg) + ([labels] if labels and Path(labels).is_file() else [])
+    # User files are tracked once they exist (editing one in place reruns the load and everything
+    # downstream); a missing one is the loader's clear error, so that dry runs work before it is in place.
+    return download_inputs(cfg) + local_inputs(cfg) + ([labels] if labels and Path(labels).is_file() else [])
+
+
+def label_tasks(dataset):
+    """The tasks that use a dataset's labels (prepare_dataset checks them; none: labels optional)."""
+    return ["annotation"] if dataset in {parse_dataset(d)[0] for d, _ in ANNOTATION_RUNS} else []
 
 
 def dataset_config(wildcards):
@@ -81,8 +87,9 @@ def raw_dataset(wildcards):
 
 def split_config(wildcards):
     """The split options; a few-shot dataset keeps its fraction of the training cells."""
-    fraction = parse_dataset(wildcards.dataset)[1]
-    return config["split"] if fraction is None else {**config["split"], "train_fraction": fraction}
+    base, fraction = parse_dataset(wildcards.dataset)
+    split = config["split"] if fraction is None else {**config["split"], "train_fraction": fraction}
+    return {**split, "label_tasks": label_tasks(base)}
 
 
 def method_params(wildcards):
@@ -106,6 +113,11 @@ def transformer_graph(wildcards):
 
 def min_library_size(wildcards):
     return dataset_config(wildcards)["min_library_size"]
+
+
+def schyena_params(wildcards):
+    """params.schyena (the doublet control simulates the doublets scHyena's job does)."""
+    return config["params"]["schyena"]
 
 
 def gpu_request(wildcards):
@@ -132,7 +144,7 @@ def schyena_files():
     if "schyena" not in ANNOTATION["methods"]:
         return []
     datasets = annotation_datasets(config, "schyena")
-    doublets = [f"results/doublet/{d}/schyena/seed{s}/metrics.csv" for d in datasets for s in SEEDS]
+    doublets = [f"results/doublet/{d}/{m}/seed{s}/metrics.csv" for d in datasets for m in ("all_doublet", "schyena") for s in SEEDS]  # all_doublet: the control
     return doublets + [f"results/report/figures/schyena_umap_{d}.png" for d in datasets]
 
 
@@ -143,6 +155,16 @@ def expected_records(wildcards=None):
         _, task, dataset, method, seed, _ = path.split("/")
         out.append([task, dataset, method, int(seed.removeprefix("seed"))])
     return out
+
+
+def annotation_run_files():
+    """One annotation run record per dataset (first seed; built-in methods write one): its test cell
+    types absent from training, for the quality check."""
+    runs = {}
+    for dataset, method in ANNOTATION_RUNS:
+        if method in BUILTIN_ANNOTATION or method in TRANSFORMERS or method == "schyena":
+            runs.setdefault(dataset, f"results/annotation/{dataset}/{method}/seed{SEEDS[0]}/run.json")
+    return list(runs.values())
 
 
 def report_config(wildcards=None):

@@ -67,6 +67,7 @@ rule report:
 rule report_extras:
     input:
         metrics=rules.report.output.metrics,
+        runs=annotation_run_files(),
     output:
         paper_md="results/report/paper_table.md",
         paper_csv="results/report/paper_table.csv",

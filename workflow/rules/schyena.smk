@@ -53,6 +53,26 @@ rule detect_doublets_schyena:
         "../scripts/schyena_doublet.py"
 
 
+# The doublet task's negative control: every cell of the same augmented test split called a doublet.
+rule detect_doublets_control:
+    input:
+        prepared=PREPARED,
+    output:
+        predictions="results/doublet/{dataset}/{method}/seed{seed}/predictions.csv",
+    params:
+        schyena_params=schyena_params,
+    log:
+        "results/logs/doublet/{dataset}/{method}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/doublet/{dataset}/{method}/seed{seed}.tsv"
+    wildcard_constraints:
+        method="all_doublet",
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/schyena_doublet_control.py"
+
+
 rule score_doublets:
     input:
         predictions=per_seed("results/doublet/{dataset}/{method}/seed{seed}/predictions.csv"),

@@ -16,7 +16,7 @@ import pandas as pd
 from scfmbench import InputError
 from scfmbench._io import write_csv, write_json
 from scfmbench.provenance import provenance
-from scfmbench.data.contract import read_prepared
+from scfmbench.data.contract import read_prepared, require_labels
 from scfmbench.metrics import annotation_metrics, rare_classes, rare_f1
 from scfmbench.results import metrics_record, write_metrics
 
@@ -35,8 +35,20 @@ def test_cells(adata) -> np.ndarray:
     return (adata.obs["split"].astype(str) == "test").to_numpy()
 
 
+def unseen_record(adata) -> dict:
+    """Test cell types absent from training (type -> test cells) and their share of the test cells,
+    for a run record: no model trained on the training cells can predict them."""
+    from scfmbench.data.prepare import unseen_test_types
+
+    unseen = unseen_test_types(adata.obs["cell_type"], adata.obs["split"])
+    n_test = int(test_cells(adata).sum())
+    return {"unseen_test_types": unseen, "unseen_test_share": sum(unseen.values()) / n_test if n_test else 0.0}
+
+
 def write_predictions(cell_ids, predicted, path) -> None:
-    """Predictions file: columns ``cell_id``, ``predicted`` (one row per test cell)."""
+    """Predictions file: columns ``cell_id``, ``predicted`` (one row per test cell; never empty)."""
+    if len(cell_ids) == 0:
+        raise InputError(f"{path}: no test cell to predict; an empty predictions file is not a result (check the dataset's split: prepare_dataset counts the cells per split)")
     write_csv(pd.DataFrame({"cell_id": np.asarray(cell_ids).astype(str), "predicted": np.asarray(predicted).astype(str)}), path)
 
 
@@ -55,6 +67,7 @@ def run_annotation(method: str, prepared_path, predictions_path, *, seed: int, p
     from scfmbench.config import BACKBONES, parse_transformer
 
     adata = read_prepared(prepared_path)
+    require_labels(adata, task="annotation", where=str(prepared_path))
     params = dict(params or {})
     base = method.rpartition("-pt")[0] if pretrained is not None else method.removesuffix("-scratch")
     spec = None if method in ANNOTATORS else parse_transformer(base, where=f"annotation method {method!r}")
@@ -76,13 +89,15 @@ def run_annotation(method: str, prepared_path, predictions_path, *, seed: int, p
         raise InputError(f"annotation method {method!r} returned {len(predicted)} predictions for {test.sum()} test cells")
     write_predictions(adata.obs_names[test], predicted, predictions_path)
     if record_path is not None:
-        write_json({**provenance(), "method": method, "dataset": adata.uns["provenance"].get("dataset"), **record, "seed": seed}, record_path)
+        write_json({**provenance(), "method": method, "dataset": adata.uns["provenance"].get("dataset"), **record, **unseen_record(adata), "seed": seed}, record_path)
 
 
 def score_annotation(prepared_path, predictions_path, *, rare_share: float = 0.05) -> dict[str, float]:
-    """Accuracy, macro F1 and rare-type F1 (macro F1 over the classes below ``rare_share`` of the
-    training cells; NaN without one) of a predictions file against the test labels."""
+    """Accuracy, macro F1, macro F1 over the training classes (``macro_f1_seen``) and rare-type F1
+    (macro F1 over the classes below ``rare_share`` of the training cells; NaN without one) of a
+    predictions file against the prepared dataset's test labels."""
     adata = read_prepared(prepared_path)
+    require_labels(adata, task="annotation", where=str(prepared_path))
     pred = pd.read_csv(predictions_path, dtype=str)
     for col in ("cell_id", "predicted"):
         if col not in pred:
@@ -93,8 +108,9 @@ def score_annotation(prepared_path, predictions_path, *, rare_share: float = 0.0
         raise InputError(f"{predictions_path}: predictions must cover exactly the {len(test)} test cells ({missing} missing, {extra} not test cells, {len(pred)} rows)")
     truth = adata.obs.loc[pred["cell_id"], "cell_type"].astype(str).to_numpy()
     train = adata.obs["cell_type"].astype(str).to_numpy()[(adata.obs["split"].astype(str) == "train").to_numpy()]
-    rare = rare_classes(train, share=rare_share)
-    return {**annotation_metrics(truth, pred["predicted"].to_numpy()), "rare_f1": rare_f1(truth, pred["predicted"].to_numpy(), rare)}
+    predicted = pred["predicted"].to_numpy()
+    metrics = annotation_metrics(truth, predicted, train_classes=np.unique(train))
+    return {**metrics, "rare_f1": rare_f1(truth, predicted, rare_classes(train, share=rare_share))}
 
 
 def score_main(*, prepared, predictions, benchmark, out, dataset: str, method: str, seed: int, rare_share: float = 0.05) -> None:

@@ -5,8 +5,10 @@ A *prepared dataset* (``results/data/{dataset}/seed{seed}/prepared.h5ad``) is an
 ==========================  ========================================================================
 ``layers["counts"]``        raw counts: non-negative, finite, integer-valued (CSR, float32)
 ``X``                       ``log1p(normalize_total(counts, 1e4))`` (CSR, float32)
-``obs["cell_type"]``        categorical label (string categories)
-``obs["split"]``            categorical in {"train", "valid", "test"}; train has >= 2 classes
+``obs["cell_type"]``        categorical label (string categories); absent for a dataset without cell
+                            types (``label_column: null``: imputation only). A task that uses labels
+                            checks them with :func:`require_labels` (train has >= 2 classes).
+``obs["split"]``            categorical in {"train", "valid", "test"}; train and test are not empty
 ``var_names``               unique gene symbols
 ``layers["truth"]``         optional: noise-free expression on the scale of ``X`` (synthetic data)
 ``uns["provenance"]``       dict: ``source``, ``inputs_sha256`` (file name -> sha256), ``seed``,
@@ -35,8 +37,9 @@ def _values(m) -> np.ndarray:
     return m.data if sp.issparse(m) else np.asarray(m).ravel()
 
 
-def check_counts(counts, *, where: str = "counts") -> None:
-    """Raise :class:`InputError` unless ``counts`` is non-negative, finite and integer-valued."""
+def check_counts(counts, *, where: str = "counts", fix: str | None = None) -> None:
+    """Raise :class:`InputError` unless ``counts`` is non-negative, finite and integer-valued
+    (``fix``: what the non-integer message advises instead of the generic advice)."""
     v = _values(counts)
     if v.size == 0:
         return
@@ -45,14 +48,34 @@ def check_counts(counts, *, where: str = "counts") -> None:
     if v.min() < 0:
         raise InputError(f"{where}: contains {int((v < 0).sum())} negative values (minimum {v.min():g}); raw counts must be >= 0. Provide raw counts, not scaled or centred data.")
     if not np.allclose(v, np.round(v)):
-        raise InputError(f"{where}: contains non-integer values (e.g. {v[~np.isclose(v, np.round(v))][0]:g}); raw counts must be integers. If this is normalized data, point the config at the raw counts (a layer or .raw).")
+        raise InputError(f"{where}: contains non-integer values (e.g. {v[~np.isclose(v, np.round(v))][0]:g}); raw counts must be integers. " + (fix or "If this is normalized data, point the config at the raw counts (a layer or .raw)."))
 
 
-def check_train_classes(cell_type, split, *, where: str) -> None:
+def check_train_classes(cell_type, split, *, where: str, task: str = "annotation") -> None:
     train = np.asarray(cell_type)[np.asarray(split) == "train"]
     n = len(set(train.tolist()))
     if n < 2:
-        raise InputError(f"{where}: the training split has {n} cell type(s) ({sorted(set(train.tolist()))}); annotation needs at least two classes in train. Check the label column and train_fraction.")
+        raise InputError(f"{where}: the training split has {n} cell type(s) ({sorted(set(train.tolist()))}); {task} needs at least two classes in train. "
+                         f"Check datasets.<name>.label_column and split.train_fraction, or remove the dataset from {task}.datasets.")
+
+
+def require_labels(adata, *, task: str, where: str) -> None:
+    """Raise :class:`InputError` naming ``task`` unless the dataset has cell types with >= 2 classes in train."""
+    if "cell_type" not in adata.obs:
+        raise InputError(f"{where}: the dataset has no cell types (datasets.<name>.label_column is null), but {task} needs them. "
+                         f"Set datasets.<name>.label_column to the obs column with the labels, or remove the dataset from {task}.datasets.")
+    check_train_classes(adata.obs["cell_type"].astype(str), adata.obs["split"].astype(str), where=where, task=task)
+
+
+def check_split_sizes(split, *, where: str, split_from: str = "the drawn split") -> None:
+    """Raise :class:`InputError` when the train or the test split is empty (names the counts per split)."""
+    split = np.asarray(split).astype(str)
+    sizes = {s: int((split == s).sum()) for s in SPLITS}
+    empty = [s for s in ("train", "test") if sizes[s] == 0]
+    if empty:
+        raise InputError(f"{where}: {split_from} leaves {' and '.join(f'0 {s}' for s in empty)} cells (cells per split: {sizes}); "
+                         "train and test both need cells: in a split column mark some cells 'train' and some 'test' (or set datasets.<name>.split_column: null "
+                         "to draw a test split with split.test_fraction); a drawn split holds out cells only from classes of at least two cells.")
 
 
 def check_prepared(adata, *, where: str = "prepared dataset") -> None:
@@ -63,13 +86,12 @@ def check_prepared(adata, *, where: str = "prepared dataset") -> None:
     if not adata.var_names.is_unique:
         dup = adata.var_names[adata.var_names.duplicated()][:5].tolist()
         raise InputError(f"{where}: var_names are not unique (e.g. {dup}).")
-    for col in ("cell_type", "split"):
-        if col not in adata.obs:
-            raise InputError(f"{where}: obs['{col}'] is missing; obs has {list(adata.obs.columns)}.")
+    if "split" not in adata.obs:
+        raise InputError(f"{where}: obs['split'] is missing; obs has {list(adata.obs.columns)}.")
     bad = set(adata.obs["split"].astype(str)) - set(SPLITS)
     if bad:
         raise InputError(f"{where}: obs['split'] has values {sorted(bad)}; allowed are {list(SPLITS)}.")
-    check_train_classes(adata.obs["cell_type"].astype(str), adata.obs["split"].astype(str), where=where)
+    check_split_sizes(adata.obs["split"], where=where, split_from="obs['split']")
     expected = log_normalize(adata.layers["counts"])
     diff = abs(sp.csr_matrix(adata.X) - expected)
     if diff.nnz and diff.max() > 1e-3:

@@ -24,7 +24,8 @@ def _raw(counts, obs: pd.DataFrame, var_names, *, source: str, inputs_sha256: di
     counts = sp.csr_matrix(counts, dtype=np.float32)
     adata = ad.AnnData(X=counts.copy(), obs=obs.copy(), var=pd.DataFrame(index=pd.Index(var_names, dtype=str).astype(str)))
     adata.layers["counts"] = counts
-    adata.obs["cell_type"] = adata.obs["cell_type"].astype(str).astype("category")
+    if "cell_type" in adata.obs:  # absent for a dataset without labels (label_column: null)
+        adata.obs["cell_type"] = adata.obs["cell_type"].astype(str).astype("category")
     adata.obs_names = adata.obs_names.astype(str)
     adata.uns["provenance"] = {"source": source, "inputs_sha256": inputs_sha256}
     return adata
@@ -63,14 +64,22 @@ def load_synthetic(params: dict) -> ad.AnnData:
     return adata
 
 
-def load_h5ad(path: str | Path, *, label_column: str = "cell_type", split_column: str | None = None, counts_layer: str = "X", gene_symbols_column: str | None = None) -> ad.AnnData:
-    """A user's own AnnData. Raw counts are taken from ``counts_layer`` ('X', 'raw' or a layer name)."""
+def load_h5ad(path: str | Path, *, label_column: str | None = "cell_type", split_column: str | None = None, counts_layer: str = "X", gene_symbols_column: str | None = None,
+              recover_counts: bool = False) -> ad.AnnData:
+    """A user's own AnnData. Raw counts are taken from ``counts_layer`` ('X', 'raw' or a layer name);
+    with ``recover_counts`` a layer holding log1p(normalize_total) values instead is inverted per cell
+    (:func:`scfmbench.data.sources.recover_counts`, checked to give integers). ``label_column`` None:
+    a dataset without cell types (no ``obs["cell_type"]``; imputation only)."""
+    from scfmbench.data.sources import _is_counts
+    from scfmbench.data.sources import recover_counts as invert_log1p
+
     path = Path(path)
     if not path.exists():
         raise InputError(f"dataset file {path} does not exist; set 'datasets.<name>.path' to an existing .h5ad")
     user = ad.read_h5ad(path)
-    if label_column not in user.obs:
-        raise InputError(f"{path}: label column {label_column!r} not in obs; obs has columns {list(user.obs.columns)}. Set 'datasets.<name>.label_column'.")
+    if label_column is not None and label_column not in user.obs:
+        raise InputError(f"{path}: label column {label_column!r} not in obs; obs has columns {list(user.obs.columns)}. Set 'datasets.<name>.label_column' "
+                         "(null for a dataset without cell types, used for imputation only).")
     if counts_layer == "X":
         counts, var_names = user.X, user.var_names
     elif counts_layer == "raw":
@@ -81,7 +90,13 @@ def load_h5ad(path: str | Path, *, label_column: str = "cell_type", split_column
         counts, var_names = user.layers[counts_layer], user.var_names
     else:
         raise InputError(f"{path}: counts layer {counts_layer!r} not found; layers are {list(user.layers)} (or use 'X' / 'raw')")
-    check_counts(counts, where=f"{path} ({counts_layer})")
+    where = f"{path} ({counts_layer})"
+    recovered = bool(recover_counts) and not _is_counts(counts)
+    if recovered:
+        counts = invert_log1p(counts, where=f"{where} with datasets.<name>.recover_counts: true")
+    check_counts(counts, where=where, fix=(
+        "If the file has raw counts elsewhere, set datasets.<name>.counts_layer to that layer or 'raw'; if it holds only log1p(normalize_total) values "
+        "at full precision, set datasets.<name>.recover_counts: true to invert them per cell (README 'Your own data')."))
     if gene_symbols_column is not None:
         if gene_symbols_column not in user.var:
             raise InputError(f"{path}: gene symbol column {gene_symbols_column!r} not in var; var has {list(user.var.columns)}")
@@ -91,10 +106,12 @@ def load_h5ad(path: str | Path, *, label_column: str = "cell_type", split_column
         # Keep the first occurrence of a duplicated symbol rather than silently summing: tell the user.
         dup = var_names[var_names.duplicated()].unique()[:5].tolist()
         raise InputError(f"{path}: gene names are not unique (e.g. {dup}); make them unique (anndata.AnnData.var_names_make_unique) or pick another gene_symbols_column")
-    labels = user.obs[label_column]
-    if labels.isna().any():
-        raise InputError(f"{path}: label column {label_column!r} has {int(labels.isna().sum())} missing values; drop those cells first")
-    obs = pd.DataFrame({"cell_type": labels.astype(str).to_numpy()}, index=user.obs_names)
+    obs = pd.DataFrame(index=user.obs_names)
+    if label_column is not None:
+        labels = user.obs[label_column]
+        if labels.isna().any():
+            raise InputError(f"{path}: label column {label_column!r} has {int(labels.isna().sum())} missing values; drop those cells first")
+        obs["cell_type"] = labels.astype(str).to_numpy()
     if split_column is not None:
         if split_column not in user.obs:
             raise InputError(f"{path}: split column {split_column!r} not in obs; obs has columns {list(user.obs.columns)}")
@@ -103,7 +120,9 @@ def load_h5ad(path: str | Path, *, label_column: str = "cell_type", split_column
         if bad:
             raise InputError(f"{path}: split column {split_column!r} has values {bad}; allowed are train, valid, test")
         obs["split"] = split
-    return _raw(counts, obs, var_names, source=f"h5ad:{path}", inputs_sha256={path.name: sha256_file(path)})
+    adata = _raw(counts, obs, var_names, source=f"h5ad:{path}", inputs_sha256={path.name: sha256_file(path)})
+    adata.uns["provenance"].update(split_column=split_column, counts=f"{counts_layer} (counts recovered from log1p)" if recovered else counts_layer)
+    return adata
 
 
 def load_dataset(name: str, cfg: dict) -> ad.AnnData:
@@ -114,7 +133,8 @@ def load_dataset(name: str, cfg: dict) -> ad.AnnData:
     elif source == "synthetic":
         adata = load_synthetic(cfg.get("synthetic", {}))
     elif source == "h5ad":
-        adata = load_h5ad(cfg["path"], label_column=cfg.get("label_column", "cell_type"), split_column=cfg.get("split_column"), counts_layer=cfg.get("counts_layer", "X"), gene_symbols_column=cfg.get("gene_symbols_column"))
+        adata = load_h5ad(cfg["path"], label_column=cfg.get("label_column", "cell_type"), split_column=cfg.get("split_column"), counts_layer=cfg.get("counts_layer", "X"),
+                          gene_symbols_column=cfg.get("gene_symbols_column"), recover_counts=bool(cfg.get("recover_counts", False)))
     else:
         from scfmbench.data.sources import SOURCES, load_source  # the papers' datasets (scGPT, GEARS, GEO)
 
@@ -122,4 +142,10 @@ def load_dataset(name: str, cfg: dict) -> ad.AnnData:
             raise InputError(f"datasets.{name}.source: unknown source {source!r}")
         adata = load_source(name, cfg)
     adata.uns["provenance"]["dataset"] = name
+    # The species of the gene symbols: declared, or told by the symbols (checked against the
+    # regulatory databases' species when gene graphs are built).
+    from scfmbench.graphs.symbols import detect_species
+
+    declared = cfg.get("species")
+    adata.uns["provenance"].update(species=declared or detect_species(adata.var_names), species_from="config" if declared else "symbols")
     return adata

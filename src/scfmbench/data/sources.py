@@ -66,7 +66,7 @@ from scfmbench._io import sha256_file
 from scfmbench.data.contract import check_counts
 from scfmbench.data.manifest import DOWNLOAD_DIR, download_path
 
-__all__ = ["SOURCES", "load_source", "source_inputs", "download_inputs", "find_counts", "recover_counts", "unique_names", "load_scgpt", "load_gears", "read_10x_samples", "load_lau2020", "load_smajic2022"]
+__all__ = ["SOURCES", "load_source", "source_inputs", "download_inputs", "local_inputs", "find_counts", "recover_counts", "unique_names", "load_scgpt", "load_gears", "read_10x_samples", "load_lau2020", "load_smajic2022"]
 
 log = logging.getLogger(__name__)
 
@@ -693,6 +693,21 @@ def load_source(name: str, cfg: dict, *, downloads_dir: str | Path = DOWNLOAD_DI
     roots = source_inputs(source, cfg, downloads_dir)
     _check_inputs(name, source, roots, cfg)
     return SOURCES[source].load(roots, cfg)
+
+
+def local_inputs(cfg: dict) -> list[str]:
+    """The user's own files a dataset entry reads (the ``load_dataset`` rule's inputs, so that editing
+    one in place reruns the load and everything downstream): ``path`` of source ``h5ad`` or of a
+    paper source (a folder: every regular file under it, hidden ones excluded). A path that does not
+    exist gives none: the loader's error names the key."""
+    if not cfg.get("path") or (cfg.get("source") not in SOURCES and cfg.get("source") != "h5ad"):
+        return []
+    path = Path(cfg["path"])
+    if path.is_file():
+        return [str(path)]
+    if path.is_dir():
+        return sorted(str(p) for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    return []
 
 
 def download_inputs(cfg: dict, downloads_dir: str | Path = DOWNLOAD_DIR) -> list[str]:

@@ -10,9 +10,10 @@ Two things go wrong with gene symbols in regulatory databases:
   and ``DEC1`` to ``DELEC1``. Databases and datasets of different ages use either name, so
   :func:`symbol_key` maps both to one matching key.
 
-Matching is case-insensitive (``symbol_key`` upper-cases), which also lets mouse-style symbols
-(``Sept7``) meet human-style ones; that is deliberate for the benchmark's human datasets and
-harmless otherwise.
+Matching is case-insensitive (``symbol_key`` upper-cases), which would also let mouse symbols
+(``Sox17``) meet human ones (``SOX17``): :func:`detect_species` tells a dataset's species from its
+symbols, the graph build refuses a database of another species, and :class:`MatchResult` counts
+exact and case-folded matches apart.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "is_gene_symbol",
     "is_motif_name",
     "symbol_key",
+    "detect_species",
     "MatchResult",
     "match_edges",
 ]
@@ -106,6 +108,37 @@ def symbol_key(name: str) -> str:
     return key
 
 
+SPECIES = ("human", "mouse")
+UNKNOWN_SPECIES = "unknown"
+
+
+def detect_species(names, *, min_names: int = 20, share: float = 0.9) -> str:
+    """``'human'``, ``'mouse'`` or ``'unknown'`` from a dataset's gene names.
+
+    Ensembl IDs tell by prefix (``ENSG`` human, ``ENSMUSG`` mouse). Symbols tell by case: HGNC
+    (human) symbols are upper case (``SOX17``; a few such as ``C1orf112`` are not), MGI (mouse)
+    symbols are capitalized (``Sox17``, ``0610005C13Rik``); rat (RGD) symbols look like mouse ones.
+    A species is returned when at least ``share`` of the names (at least ``min_names`` with a letter)
+    agree; otherwise ``'unknown'`` (declare it with ``datasets.<name>.species``).
+    """
+    names = [str(n) for n in names]
+    ensembl = [n for n in names if n.startswith("ENS")]
+    if names and len(ensembl) >= share * len(names):
+        for species, prefix in (("human", "ENSG"), ("mouse", "ENSMUSG")):
+            if sum(n.startswith(prefix) for n in ensembl) >= share * len(ensembl):
+                return species
+        return UNKNOWN_SPECIES
+    lettered = [n for n in names if any(c.isalpha() for c in n)]
+    if len(lettered) < min_names:
+        return UNKNOWN_SPECIES
+    upper = sum(n == n.upper() for n in lettered)
+    if upper >= share * len(lettered):
+        return "human"
+    if len(lettered) - upper >= share * len(lettered):
+        return "mouse"
+    return UNKNOWN_SPECIES
+
+
 @dataclass
 class MatchResult:
     """Edges of one or more edge tables matched onto a dataset's genes.
@@ -121,7 +154,8 @@ class MatchResult:
     counts
         One row per database: ``edges`` (input edges), ``matched`` (both endpoints found),
         ``unmatched``, ``genes`` (distinct endpoint names), ``genes_matched`` (of those, found in
-        ``var_names``), ``match_rate`` (matched / edges).
+        ``var_names``), ``genes_exact`` and ``genes_folded`` (of those, found as written or only
+        after case-folding / date repair / renaming), ``match_rate`` (matched / edges).
     genes_matched
         Boolean mask over ``var_names``: the gene is an endpoint of at least one matched name in
         any database (whether or not its partner was found).
@@ -169,6 +203,8 @@ def match_edges(edges: pd.DataFrame, var_names) -> MatchResult:
     m = len(edges)
     codes, names = pd.factorize(pd.concat([edges["source"], edges["target"]], ignore_index=True))
     lookup = np.array([index.get(symbol_key(str(n)), -1) for n in names], dtype=np.int64)
+    var = np.asarray([str(v) for v in var_names], dtype=object)
+    exact = np.array([i >= 0 and var[i] == str(n) for i, n in zip(lookup, names)], dtype=bool)
     src, dst = lookup[codes[:m]], lookup[codes[m:]]
     ok = (src >= 0) & (dst >= 0)
     db_codes, db_names = pd.factorize(edges["database"].astype(str))
@@ -186,10 +222,12 @@ def match_edges(edges: pd.DataFrame, var_names) -> MatchResult:
                 "unmatched": n_edges - n_ok,
                 "genes": int(ends.size),
                 "genes_matched": int((lookup[ends] >= 0).sum()),
+                "genes_exact": int(exact[ends].sum()),
+                "genes_folded": int((lookup[ends] >= 0).sum() - exact[ends].sum()),
                 "match_rate": n_ok / n_edges if n_edges else 0.0,
             }
         )
-    counts = pd.DataFrame(rows, columns=["database", "edges", "matched", "unmatched", "genes", "genes_matched", "match_rate"])
+    counts = pd.DataFrame(rows, columns=["database", "edges", "matched", "unmatched", "genes", "genes_matched", "genes_exact", "genes_folded", "match_rate"])
 
     genes_matched = np.zeros(len(var_names), dtype=bool)
     hit = np.concatenate([src[src >= 0], dst[dst >= 0]])

@@ -152,7 +152,7 @@ def graph_build_spec(graphs: dict, registry: dict[str, dict], variant: str) -> d
         raise InputError(f"graph variant {variant!r}; allowed: {list(VARIANTS)}")
     spec: dict = {"variant": variant}
     if variant != "no_grn":
-        spec["databases"] = [{"name": n, "format": registry[n]["format"], "sha256": registry[n]["sha256"]} for n in graphs["databases"]]
+        spec["databases"] = [{"name": n, "format": registry[n]["format"], "sha256": registry[n]["sha256"], "species": registry[n].get("species")} for n in graphs["databases"]]
     if variant != "no_coexpr":
         spec.update(top_h=graphs["top_h"], delta=graphs["delta"], layer=graphs["layer"])
     if graphs.get("multigraph"):
@@ -243,6 +243,26 @@ def build_graph_from_prepared(
     )
 
 
+def check_species(adata, databases: list[dict], *, where: str) -> str:
+    """The dataset's species (``uns["provenance"]["species"]``, or told by its symbols); an
+    :class:`InputError` when a database of another species is configured (its symbols would match
+    case-insensitively across species, e.g. mouse ``Sox17`` onto human ``SOX17``)."""
+    from scfmbench.graphs.symbols import UNKNOWN_SPECIES, detect_species
+
+    prov = adata.uns.get("provenance", {})
+    species = str(prov.get("species") or detect_species(adata.var_names))
+    name = prov.get("dataset", "<name>")
+    how = f"declared in datasets.{name}.species" if prov.get("species_from") == "config" else "detected from its gene symbols"
+    for db in databases:
+        if species != UNKNOWN_SPECIES and db.get("species") and db["species"] != species:
+            raise InputError(
+                f"{where}: dataset {name!r} is {species} ({how}, e.g. {list(map(str, adata.var_names[:3]))}), but database {db['name']!r} in graphs.databases "
+                f"is {db['species']}: its symbols would match case-insensitively onto the wrong species. Use databases of the dataset's species "
+                f"(e.g. trrust_{species} where there is one), map the genes to {db['species']} orthologs first, or, if the detection is wrong, set datasets.{name}.species."
+            )
+    return species
+
+
 def build_graph_file(prepared: str | Path, database_paths: list[str | Path], out: str | Path, *, spec: dict, seed: int) -> GeneGraph:
     """``build_graph`` job: read the prepared dataset and the databases, build, save to ``out``.
 
@@ -252,6 +272,7 @@ def build_graph_file(prepared: str | Path, database_paths: list[str | Path], out
 
     adata = read_prepared(prepared)
     databases = spec.get("databases", [])
+    species = check_species(adata, databases, where=str(prepared))
     tables = read_databases(databases, list(database_paths)) if databases else []
     try:
         graph = build_graph_from_prepared(
@@ -261,10 +282,11 @@ def build_graph_file(prepared: str | Path, database_paths: list[str | Path], out
     except InputError as exc:
         files = ", ".join(f"{db['name']}={p}" for db, p in zip(databases, database_paths)) or "none"
         raise InputError(f"{prepared}: {exc} (databases: {files})") from None
+    graph.params["species"] = species
     for row in graph.match_counts.itertuples():
         level = logging.WARNING if row.matched == 0 else logging.INFO
-        log.log(level, "%s: %d of %d edges matched the dataset's genes (%d unmatched); %d of its %d genes found",
-                row.database, row.matched, row.edges, row.unmatched, row.genes_matched, row.genes)
+        log.log(level, "%s: %d of %d edges matched the dataset's genes (%d unmatched); %d of its %d genes found (%d as written, %d case-folded or repaired)",
+                row.database, row.matched, row.edges, row.unmatched, row.genes_matched, row.genes, row.genes_exact, row.genes_folded)
     log.info("graph %s: %s", out, graph_stats(graph))
     save_graph(graph, out)
     return graph
@@ -287,12 +309,13 @@ def graph_stats_tables(paths) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Statistics of every graph file: a summary row per graph and a row per graph and database.
 
     Summary columns: ``dataset, seed, variant``, then :func:`scfmbench.graphs.build.graph_stats`'s
-    numbers (``genes, nodes, edges, mean_in_degree, mean_in_degree_gene_gene, regulatory_edges,
+    numbers (``species`` (the dataset's, checked against the databases'), ``genes, nodes, edges, mean_in_degree, mean_in_degree_gene_gene, regulatory_edges,
     coexpression_edges, overlap_edges, genes_matched, match_rate``) and ``edges_<database>``, the
     distinct gene-gene edges each database contributes. Per-database columns: ``dataset, seed,
     variant, database``, input ``edges``, ``matched``/``unmatched`` (both endpoints found or not),
     ``match_rate`` (matched / edges), ``genes``/``genes_matched`` (distinct names in the file and
-    how many are dataset genes) and ``graph_edges`` (= ``edges_<database>``). Graphs built without
+    how many are dataset genes), ``genes_exact``/``genes_folded`` (of those, matched as written or
+    only case-folded / repaired) and ``graph_edges`` (= ``edges_<database>``). Graphs built without
     databases (``no_grn``) have no match numbers (NaN).
     """
     rows, per_db = [], []
@@ -304,13 +327,13 @@ def graph_stats_tables(paths) -> tuple[pd.DataFrame, pd.DataFrame]:
         stats.pop("has_cls")
         if not graph.params.get("use_grn", True):  # no database was read: matching is undefined, not 0
             stats["genes_matched"] = stats["match_rate"] = np.nan
-        rows.append({**key, **stats, **{f"edges_{db}": n for db, n in by_db.items()}})
+        rows.append({**key, "species": graph.params.get("species", "unknown"), **stats, **{f"edges_{db}": n for db, n in by_db.items()}})
         for rec in graph.match_counts.to_dict("records"):
             per_db.append({**key, **rec, "graph_edges": by_db.get(rec["database"], 0)})
     summary = pd.DataFrame(rows)
     if not summary.empty:
         summary = summary.sort_values(["dataset", "variant", "seed"], kind="stable").reset_index(drop=True)
-    columns = ["dataset", "seed", "variant", "database", "edges", "matched", "unmatched", "match_rate", "genes", "genes_matched", "graph_edges"]
+    columns = ["dataset", "seed", "variant", "database", "edges", "matched", "unmatched", "match_rate", "genes", "genes_matched", "genes_exact", "genes_folded", "graph_edges"]
     databases = pd.DataFrame(per_db, columns=columns)
     return summary, databases
 
@@ -347,7 +370,7 @@ def write_graph_stats(paths, csv_path: str | Path, md_path: str | Path) -> None:
     md.append(
         _markdown(
             summary,
-            ["dataset", "variant"],
+            ["dataset", "species", "variant"],
             {
                 "genes": ("genes", 0),
                 "edges": ("edges", 0),
@@ -374,6 +397,8 @@ def write_graph_stats(paths, csv_path: str | Path, md_path: str | Path) -> None:
                     "unmatched": ("unmatched", 0),
                     "match_rate": ("edge match rate", 3),
                     "genes_matched": ("names matched", 0),
+                    "genes_exact": ("as written", 0),
+                    "genes_folded": ("case-folded", 0),
                     "graph_edges": ("edges in graph", 0),
                 },
             )

@@ -151,7 +151,7 @@ def make_masks(adata, *, seed: int, n_folds: int = 5, min_library_size: float = 
     if not keep.any():
         raise InputError(
             f"no cell has library size >= min_library_size={min_library_size:g}; the largest library size is "
-            f"{lib.max() if lib.size else 0:g}. Lower imputation.min_library_size in the config."
+            f"{lib.max() if lib.size else 0:g}. Lower datasets.<name>.min_library_size in the config (the dataset's entry)."
         )
     counts = counts[keep].copy()
     counts.eliminate_zeros()

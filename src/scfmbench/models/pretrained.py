@@ -282,10 +282,16 @@ def load_geneformer_checkpoint(folder, *, n_classes: int, attention: str = "full
         raise InputError(f"{folder / 'config.json'}: only encoder BERT models with absolute position embeddings are supported")
     if bert_cfg.hidden_act not in ("relu", "gelu"):
         raise InputError(f"{folder / 'config.json'}: hidden_act {bert_cfg.hidden_act!r} is not supported (relu or gelu)")
+    weights_file = next((folder / n for n in ("model.safetensors", "pytorch_model.bin") if (folder / n).is_file()), folder)
     try:
         bert, info = BertModel.from_pretrained(folder, local_files_only=True, output_loading_info=True)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{folder}: cannot load the BERT weights ({exc})") from None
+    except Exception as exc:  # noqa: BLE001  (OSError, ValueError, pickle errors of many kinds: name the file, as _load_state)
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+        # torch's message opens with how to bypass the check; the reason is on its 'WeightsUnpickler error' line
+        reason = re.search(r"WeightsUnpickler error: ([^\n]*?\.)(?:\s|$)", text)
+        first = reason.group(1) if reason else (text.splitlines()[0] if text else "")
+        raise InputError(f"{weights_file}: cannot load the BERT weights with weights_only=True ({type(exc).__name__}: {first}); "
+                         "a checkpoint must hold tensors only (model.safetensors, or a state dict of tensors)") from None
     weights = {k: v.detach().float() for k, v in bert.state_dict().items()}
     absent = set(info.get("missing_keys", []))  # BertModel parameters the checkpoint did not hold
 

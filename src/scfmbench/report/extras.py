@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import html
+import json
+from pathlib import Path
 
 import pandas as pd
 
@@ -14,9 +16,10 @@ from scfmbench.report.quality import quality_checks, quality_markdown
 from scfmbench.report.studies import main_grid
 
 
-def write_extras(metrics_path, out, *, expected, config) -> None:
+def write_extras(metrics_path, out, *, expected, config, runs=()) -> None:
     """``out`` has attributes paper_md, paper_csv, paper_html, reported_md, quality_md, quality_csv,
-    quality_html, provenance (the ``*_html`` ones optional: written when present).
+    quality_html, provenance (the ``*_html`` ones optional: written when present). ``runs``:
+    annotation ``run.json`` files, whose unseen test cell types the quality check reports.
 
     The paper table shows the main grid only (few-shot datasets and sensitivity methods have their own
     tables, :mod:`scfmbench.report.studies`); the quality check sees every record.
@@ -30,7 +33,7 @@ def write_extras(metrics_path, out, *, expected, config) -> None:
     if getattr(out, "paper_html", None):
         write_text(markdown_html(md, title="GenoHoption Tables I-II layout"), out.paper_html)
     write_text("# Reported in GenoHoption Tables I-II (percent, 5 seeds)\n\n" + reported_markdown(reported), out.reported_md)
-    checks = quality_checks(metrics, [tuple(e) for e in expected])
+    checks = quality_checks(metrics, [tuple(e) for e in expected], runs=[json.loads(Path(p).read_text()) for p in runs])
     md = "# Quality check\n\n" + quality_markdown(checks)
     write_text(md, out.quality_md)
     write_csv(checks, out.quality_csv)

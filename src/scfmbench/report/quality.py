@@ -1,37 +1,118 @@
 """Quality checks on the collected metrics: what a reader should look at before trusting a table.
 
-- a method below its control (annotation: ``majority``; imputation: ``none``; perturbation:
-  ``train_mean`` on the delta metrics, :func:`scfmbench.perturbation.report.below_train_mean`) on a
-  dataset and metric, by its mean over seeds (a method below its control is a bug until shown otherwise);
+- a method on the wrong side of one of its task's controls (:data:`CONTROL_CHECKS`), by its mean
+  over seeds on a dataset and metric: below a *floor* (a negative control such as ``majority`` or
+  ``none``: a method below it is a bug until shown otherwise) or above a *ceiling* (a positive
+  control such as ``perfect``, which no method can beat honestly);
+- a task and dataset whose registered control has no record, so nothing was compared ("no control");
+- test cell types absent from training (from the annotation run records): ``macro_f1`` counts each
+  as an F1 of 0, ``macro_f1_seen`` leaves them out;
+- perturbation models below ``train_mean`` on the delta metrics
+  (:func:`scfmbench.perturbation.report.below_train_mean`: its subgroup metrics and its other
+  controls need their own rule);
 - a configured job (task, dataset, method, seed) that produced no record;
 - a bounded metric out of range (accuracy and F1 in [0, 1], Pearson in [-1, 1], MSE and Poisson >= 0).
+
+A new task (or control) plugs in with one :func:`register_control` call (or one entry of
+:data:`CONTROL_CHECKS`); which side of the control is better comes from the metric's direction
+(:data:`scfmbench.report.tables.METRIC_DIRECTION`).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import pandas as pd
 
 from scfmbench.report.tables import higher_is_better
 
-CONTROLS = {"annotation": "majority", "imputation": "none"}
-BOUNDS = {"accuracy": (0.0, 1.0), "macro_f1": (0.0, 1.0), "doublet_f1": (0.0, 1.0), "pearson": (-1.0, 1.0), "pearson_truth": (-1.0, 1.0), "mse": (0.0, float("inf")), "mse_truth": (0.0, float("inf")), "poisson": (0.0, float("inf"))}
+
+@dataclass(frozen=True)
+class ControlCheck:
+    """One control of a task: its method id, the metrics it brackets, and whether it is a floor
+    (methods should be at least as good) or a ceiling (methods should be at most as good)."""
+
+    control: str
+    metrics: tuple[str, ...]
+    kind: str = "floor"  # or "ceiling"
+
+
+#: task -> its controls. Controls run on every dataset of their task, except ``perfect``, which
+#: exists only where a noise-free truth does (the ``*_truth`` metrics, synthetic data).
+CONTROL_CHECKS: dict[str, tuple[ControlCheck, ...]] = {
+    "annotation": (ControlCheck("majority", ("accuracy", "macro_f1", "macro_f1_seen")),),
+    "imputation": (ControlCheck("none", ("mse", "pearson", "mse_truth", "pearson_truth")), ControlCheck("perfect", ("mse_truth", "pearson_truth"), "ceiling")),
+    "denoising": (ControlCheck("none", ("mse", "pearson", "poisson", "mse_truth", "pearson_truth")), ControlCheck("perfect", ("mse_truth", "pearson_truth"), "ceiling")),
+    "doublet": (ControlCheck("all_doublet", ("doublet_f1",)),),
+}
+BOUNDS = {"accuracy": (0.0, 1.0), "macro_f1": (0.0, 1.0), "macro_f1_seen": (0.0, 1.0), "doublet_f1": (0.0, 1.0), "pearson": (-1.0, 1.0), "pearson_truth": (-1.0, 1.0), "mse": (0.0, float("inf")), "mse_truth": (0.0, float("inf")), "poisson": (0.0, float("inf"))}
 CHECK_COLUMNS = ["check", "task", "dataset", "method", "seed", "metric", "detail"]
 
 
-def quality_checks(metrics: pd.DataFrame, expected: list[tuple[str, str, str, int]] | None = None, *, controls: dict[str, str] = CONTROLS) -> pd.DataFrame:
-    """One row per problem found (empty frame when all is well)."""
+def register_control(task: str, control: str, metrics, *, kind: str = "floor") -> None:
+    """Add a control of ``task`` (a new task's controls: one call each)."""
+    if kind not in ("floor", "ceiling"):
+        raise ValueError(f"kind must be 'floor' or 'ceiling', got {kind!r}")
+    CONTROL_CHECKS[task] = (*CONTROL_CHECKS.get(task, ()), ControlCheck(control, tuple(metrics), kind))
+
+
+def _base_dataset(dataset: str) -> str:
+    from scfmbench.config import parse_dataset
+
+    return parse_dataset(dataset)[0]
+
+
+def _control_rows(metrics: pd.DataFrame, checks: dict[str, tuple[ControlCheck, ...]]) -> list[dict]:
     rows = []
-    for (task, dataset, metric), g in metrics.groupby(["task", "dataset", "metric"]):
-        control = controls.get(task)
-        means = g.groupby("method")["value"].mean()
-        if control not in means or pd.isna(means[control]):
+    means = metrics.groupby(["task", "dataset", "metric", "method"])["value"].mean()
+    for (task, dataset), g in metrics.groupby(["task", "dataset"]):
+        for check in checks.get(task, ()):
+            for metric in check.metrics:
+                sub = g[(g["metric"] == metric) & (g["method"] != check.control)]
+                if sub.empty:
+                    continue
+                # A few-shot dataset '{d}-fs{f}' has the test cells of '{d}': its control run there is a fair bound.
+                key = next((k for k in ((task, d, metric, check.control) for d in (dataset, _base_dataset(dataset))) if k in means.index), None)
+                if key is None:
+                    rows.append(dict(check="no control", task=task, dataset=dataset, method=check.control, seed=None, metric=metric,
+                                     detail=f"{check.control} ({check.kind}) has no record here: {sub['method'].nunique()} method(s) not compared"))
+                    continue
+                ref = means[key]
+                if pd.isna(ref):  # undefined for the control (the Pearson r of the constant 'none' prediction)
+                    continue
+                for method, value in sub.groupby("method")["value"].mean().items():
+                    if pd.isna(value):
+                        continue
+                    better = value > ref if higher_is_better(metric) else value < ref
+                    worse = value < ref if higher_is_better(metric) else value > ref
+                    if (check.kind == "floor" and worse) or (check.kind == "ceiling" and better):
+                        side = "below control" if check.kind == "floor" else "above ceiling"
+                        rows.append(dict(check=side, task=task, dataset=dataset, method=method, seed=None, metric=metric, detail=f"{value:.4g} vs {check.control} {ref:.4g}"))
+    return rows
+
+
+def _unseen_rows(runs) -> list[dict]:
+    """One row per dataset whose test split has cell types absent from training (from run records)."""
+    rows, seen = [], set()
+    for run in runs:
+        unseen, dataset = run.get("unseen_test_types") or {}, run.get("dataset")
+        if not unseen or dataset in seen:
             continue
-        for method, value in means.items():
-            if method == control or pd.isna(value):
-                continue
-            worse = value < means[control] if higher_is_better(metric) else value > means[control]
-            if worse:
-                rows.append(dict(check="below control", task=task, dataset=dataset, method=method, seed=None, metric=metric, detail=f"{value:.4g} vs {control} {means[control]:.4g}"))
+        seen.add(dataset)
+        n = sum(unseen.values())
+        rows.append(dict(check="unseen test types", task="annotation", dataset=dataset, method=None, seed=None, metric="macro_f1",
+                         detail=f"{sorted(unseen)}: {n} test cells ({100 * run.get('unseen_test_share', 0.0):.1f}%) of types absent from training; "
+                                "macro_f1 counts each as F1 0, macro_f1_seen leaves them out"))
+    return rows
+
+
+def quality_checks(metrics: pd.DataFrame, expected: list[tuple[str, str, str, int]] | None = None, *, runs=(), checks: dict[str, tuple[ControlCheck, ...]] | None = None) -> pd.DataFrame:
+    """One row per problem found (empty frame when all is well).
+
+    ``runs``: annotation run records (``run.json`` dicts) with ``unseen_test_types`` /
+    ``unseen_test_share``; ``checks``: the control registry (default :data:`CONTROL_CHECKS`).
+    """
+    rows = _control_rows(metrics, CONTROL_CHECKS if checks is None else checks) + _unseen_rows(runs)
     from scfmbench.perturbation.report import below_train_mean
 
     rows += below_train_mean(metrics)  # perturbation: models below train_mean on the delta metrics
@@ -49,7 +130,9 @@ def quality_checks(metrics: pd.DataFrame, expected: list[tuple[str, str, str, in
 
 def quality_markdown(checks: pd.DataFrame) -> str:
     if checks.empty:
-        return "All checks passed: every method at or above its control, every configured job reported, every bounded metric in range.\n"
+        tasks = ", ".join(f"{task} ({', '.join(c.control for c in cs)})" for task, cs in CONTROL_CHECKS.items())
+        return (f"All checks passed: every method within its task's controls ({tasks}), every control present where its task ran, "
+                "every test cell type seen in training, every configured job reported, every bounded metric in range.\n")
     lines = ["| check | task | dataset | method | seed | metric | detail |", "|---|---|---|---|---|---|---|"]
     for r in checks.itertuples(index=False):
         lines.append("| " + " | ".join("" if pd.isna(v) else str(v) for v in r) + " |")

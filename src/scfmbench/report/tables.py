@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 METRIC_DIRECTION: dict[str, bool] = {
     "accuracy": True,
     "macro_f1": True,
+    "macro_f1_seen": True,
     "doublet_f1": True,
     "pearson": True,
     "pearson_truth": True,
@@ -49,7 +50,7 @@ METRIC_DIRECTION: dict[str, bool] = {
 #: Metrics on a fixed unit scale (F1 and accuracy in [0, 1], Pearson in [-1, 1]): shown with 3
 #: decimals. Every other registered metric (MSE, Poisson deviance: unbounded, often small) is shown
 #: with 4 significant digits.
-UNIT_SCALE_METRICS: set[str] = {"accuracy", "macro_f1", "doublet_f1", "pearson", "pearson_truth"}
+UNIT_SCALE_METRICS: set[str] = {"accuracy", "macro_f1", "macro_f1_seen", "doublet_f1", "pearson", "pearson_truth"}
 
 #: Controls that score perfectly by construction; shown but never flagged best.
 ORACLES: tuple[str, ...] = ("perfect",)

@@ -128,6 +128,19 @@ def write_doublet_predictions(cell_ids, truth, predicted, path) -> None:
     write_csv(pd.DataFrame({"cell_id": np.asarray(cell_ids).astype(str), "truth": np.asarray(truth).astype(str), "predicted": np.asarray(predicted).astype(str)}), path)
 
 
+def all_doublet_control(adata, *, seed: int, rate: float = 0.1, label: str = DOUBLET) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The doublet task's negative control ``all_doublet``: every cell of the augmented test split
+    (the same doublets a method sees with this ``seed`` and ``rate``) called a doublet.
+
+    Its ``doublet_f1`` is ``2 d / (n + d)`` for ``d`` doublets among ``n`` test cells (about
+    ``2 rate / (1 + rate)``): the F1 any detector has to beat. Returns ``(cell_ids, truth, predicted)``.
+    """
+    augmented = simulate_doublets(adata, rate=rate, seed=seed, label=label)
+    test = (augmented.obs["split"].astype(str) == "test").to_numpy()
+    truth = augmented.obs["cell_type"].astype(str).to_numpy()[test]
+    return augmented.obs_names[test].to_numpy(), truth, np.full(len(truth), label)
+
+
 def score_doublets(predictions_path, *, label: str = DOUBLET) -> dict[str, float]:
     """:func:`doublet_metrics` of a doublet predictions file."""
     df = pd.read_csv(predictions_path, dtype=str, keep_default_na=False)

@@ -80,32 +80,45 @@ def _load_pretrained(checkpoint_path, adata):
 
 def finetune_main(prepared_path, checkpoint_path, predictions_path, run_path, finetuned_path, *, seed: int, params: dict | None = None) -> None:
     """Fine-tune the pretrained model on cell types; write test predictions, a run record and the fine-tuned checkpoint."""
-    from scfmbench.annotation import write_predictions
-    from scfmbench.data.contract import read_prepared
+    from scfmbench.annotation import unseen_record, write_predictions
+    from scfmbench.data.contract import read_prepared, require_labels
     from scfmbench.schyena.tasks import finetune_classifier, save_checkpoint
 
     p = SchyenaParams.from_dict(params)
     adata = read_prepared(prepared_path)
+    require_labels(adata, task="annotation", where=str(prepared_path))
     model, pre = _load_pretrained(checkpoint_path, adata)
     result = finetune_classifier(model, adata, seed=seed, **p.finetune())
     write_predictions(result.cell_ids, result.predicted, predictions_path)
-    record = _record(adata, seed=seed, params=p, pretrained=str(checkpoint_path), finetune=p.finetune(), **result.record())
+    record = _record(adata, seed=seed, params=p, pretrained=str(checkpoint_path), finetune=p.finetune(), **result.record(), **unseen_record(adata))
     save_checkpoint(finetuned_path, result.model, {**record, "pretrain_run": pre})
     write_json(record, run_path)
 
 
 def doublet_main(prepared_path, checkpoint_path, predictions_path, run_path, *, seed: int, params: dict | None = None) -> None:
     """Doublet detection: simulate doublets in every split, fine-tune with the extra class, predict the augmented test split."""
-    from scfmbench.data.contract import read_prepared
+    from scfmbench.data.contract import read_prepared, require_labels
     from scfmbench.schyena.doublets import write_doublet_predictions
     from scfmbench.schyena.tasks import detect_doublets
 
     p = SchyenaParams.from_dict(params)
     adata = read_prepared(prepared_path)
+    require_labels(adata, task="annotation", where=str(prepared_path))  # doublets run on the annotation datasets, a class beside the cell types
     model, _ = _load_pretrained(checkpoint_path, adata)
     result, metrics = detect_doublets(model, adata, seed=seed, rate=p.doublet_rate, **p.finetune())
     write_doublet_predictions(result.cell_ids, result.truth, result.predicted, predictions_path)
     write_json(_record(adata, seed=seed, params=p, pretrained=str(checkpoint_path), doublet_rate=p.doublet_rate, metrics=metrics, **result.record()), run_path)
+
+
+def doublet_control_main(prepared_path, predictions_path, *, seed: int, params: dict | None = None) -> None:
+    """The doublet task's ``all_doublet`` control on the doublets scHyena's job simulates (same seed and rate)."""
+    from scfmbench.data.contract import read_prepared, require_labels
+    from scfmbench.schyena.doublets import all_doublet_control, write_doublet_predictions
+
+    p = SchyenaParams.from_dict(params)
+    adata = read_prepared(prepared_path)
+    require_labels(adata, task="annotation", where=str(prepared_path))
+    write_doublet_predictions(*all_doublet_control(adata, seed=seed, rate=p.doublet_rate), predictions_path)
 
 
 def score_doublet_main(predictions_path, metrics_path, *, dataset: str, method: str, seed: int, benchmark=None) -> None:
