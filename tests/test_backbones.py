@@ -316,7 +316,7 @@ def test_annotator_input_errors(tiny_prepared):
         annotate_transformer(tiny_prepared, backbone="scgpt", attention="full", seed=0, kernel_config={"longfromer": {"window": 8}})
     with pytest.raises(InputError, match="allowed keys"):
         annotate_transformer(tiny_prepared, backbone="scbert", attention="performer", seed=0, d_modle=8)
-    assert set(BACKBONES) == {"scgpt", "geneformer", "scbert"}
+    assert set(BACKBONES) == {"scgpt", "geneformer", "scbert", "scfoundation"}
 
 
 def test_annotation_run_seed_reaches_random_kernels(tiny_prepared):

@@ -84,6 +84,8 @@ TINY = {
     "fewshot": {"datasets": ["synthetic"], "methods": ["logreg"], "fractions": [0.5]},
     "sensitivity": {"datasets": ["synthetic"], "methods": ["scgpt-genohoption-p"], "alpha": [0.1], "k": [2]},
     "imputation": {"datasets": ["pbmc68k", "synthetic"], "methods": ["none", "magic"]},
+    # The pretraining stage's plumbing: one backbone x MAM, a few steps, then a short fine-tuning.
+    "pretraining": {"datasets": ["synthetic"], "backbones": ["scgpt"], "strategies": ["mam"], "steps": 3, "finetune": {"max_steps": 4}},
     "params": {"scgpt": {"d_model": 32, "n_layers": 1, "n_heads": 2, "epochs": 6, "batch_size": 8, "patience": 6}},
     # The sweep has its own tests (test_profile.py); here two small points keep the report's inputs real.
     "profile": {"mechanisms": ["full", "genohoption-p"], "lengths": [64], "passes": ["forward"], "repeats": 2},
@@ -118,7 +120,7 @@ def test_every_job_reports(workflow_run):
     metrics = pd.read_csv(workflow_run / "results" / "report" / "metrics.csv")
     assert list(metrics.columns) == ["task", "dataset", "method", "seed", "metric", "value", "runtime_s", "peak_mem_mb"]
     for task, cfg in (("annotation", TINY["annotation"]), ("imputation", TINY["imputation"])):
-        main = metrics[(metrics.task == task) & metrics.dataset.isin(cfg["datasets"]) & ~metrics.method.str.contains(".", regex=False)]
+        main = metrics[(metrics.task == task) & metrics.dataset.isin(cfg["datasets"]) & ~metrics.method.str.contains(".", regex=False) & ~metrics.method.str.contains("-pt", regex=False)]
         got = main.groupby(["dataset", "method"]).size()
         assert len(got) == len(cfg["datasets"]) * len(cfg["methods"]), got
     assert (metrics["runtime_s"] > 0).all()
@@ -126,6 +128,9 @@ def test_every_job_reports(workflow_run):
         assert (workflow_run / "results" / "report" / name).stat().st_size > 0
     # The toy baseline added as one rule file + one config entry is in the table.
     assert "nearest_centroid" in (workflow_run / "results" / "report" / "annotation_table.md").read_text()
+    # The pretraining grid's fine-tuning from its checkpoint is scored beside them.
+    assert set(metrics.loc[metrics.task == "annotation", "method"]) >= {"scgpt-full-ptmam"}
+    assert (workflow_run / "results" / "report" / "pretraining_table.md").stat().st_size > 0
 
 
 def test_perturbation_task_and_its_rule_file_method(workflow_run):
@@ -206,7 +211,7 @@ def test_seed_grouping_changes_no_number(workflow_run):
     per seed writes the same predictions, and Snakemake's own benchmark file per seed. Runs last:
     it rewrites the transformer outputs."""
     ann = workflow_run / "results" / "annotation"
-    files = sorted(ann.glob("*/scgpt-*/seed0/predictions.csv"))
+    files = sorted(f for f in ann.glob("*/scgpt-*/seed0/predictions.csv") if "-pt" not in f.parent.parent.name)
     assert len(files) == 6  # scgpt-full and -genohoption-p on both datasets, 2 sensitivity runs
     grouped = {f: f.read_text() for f in files}
     bench = workflow_run / "results" / "benchmarks" / "annotation" / "pbmc68k" / "scgpt-full"
