@@ -3,12 +3,14 @@ from pathlib import Path
 
 import re
 
+from scfmbench.report.significance import check_config as check_significance
 from scfmbench.config import BUILTIN_ANNOTATION, BUILTIN_IMPUTATION, annotation_datasets, annotation_runs, check_methods, parse_dataset, parse_transformer, validate_config
 
 METHOD_RULE_DIR = Path(workflow.basedir) / "workflow" / "rules" / "methods"
 
 validate_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
 check_methods(config, METHOD_RULE_DIR)
+check_significance(config["significance"])
 
 SEEDS = config["seeds"]
 # Every seed of a (dataset, transformer) in one job (one process: start-up and imports paid once).
@@ -139,6 +141,18 @@ def report_files():
 REPORT_TASKS = ("annotation", "imputation", "denoising", "doublet")
 
 
+def significance_files():
+    """Paired significance across seeds, average ranks and the critical-difference figure (report_significance)."""
+    from scfmbench.report.significance import significance_paths
+
+    return [str(p) for p in significance_paths("results/report").values()]
+
+
+def significance_config(wildcards=None):
+    """The 'significance' block: references, test, alpha, shown and main metrics (README "Statistics")."""
+    return config["significance"]
+
+
 def schyena_files():
     """scHyena's doublet metrics (one per annotation dataset x seed) and UMAP figures."""
     if "schyena" not in ANNOTATION["methods"]:
@@ -180,7 +194,7 @@ def report_extra_files():
 
 
 def all_outputs():
-    return report_extra_files() + metrics_files() + report_files() + schyena_files() + graph_files() + profile_files() + perturbation_report_files() + pretraining_files()
+    return report_extra_files() + metrics_files() + report_files() + significance_files() + schyena_files() + graph_files() + profile_files() + perturbation_report_files() + pretraining_files()
 
 
 # graphs

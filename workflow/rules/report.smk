@@ -54,6 +54,8 @@ rule report:
             caption="../report/doublet.rst",
             category="Annotation",
         ),
+    params:
+        significance=significance_config,
     log:
         "results/logs/report/report.log",
     benchmark:
@@ -144,3 +146,36 @@ rule report_studies:
         "../../envs/report.yaml"
     script:
         "../scripts/report_studies.py"
+
+
+# Paired significance across seeds (README "Statistics"; scfmbench.report.significance): each method
+# against its references on the seeds both ran, Holm-adjusted per table; average ranks, Friedman and
+# Nemenyi across datasets. The summary and paper tables carry the same comparisons' markers.
+rule report_significance:
+    input:
+        metrics=rules.report.output.metrics,
+    output:
+        csv="results/report/significance.csv",
+        md="results/report/significance.md",
+        html=report(
+            "results/report/significance.html",
+            caption="../report/significance.rst",
+            category="Significance",
+        ),
+        ranks_csv="results/report/ranks.csv",
+        ranks_md="results/report/ranks.md",
+        cd_png=report(
+            "results/report/figures/critical_difference.png",
+            caption="../report/significance_cd.rst",
+            category="Significance",
+        ),
+    params:
+        significance=significance_config,
+    log:
+        "results/logs/report/report_significance.log",
+    benchmark:
+        "results/benchmarks/report/report_significance.tsv"
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/report_significance.py"

@@ -15,7 +15,7 @@ datasets and sensitivity methods have their own tables and figures (:mod:`scfmbe
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from scfmbench._io import write_csv, write_text
@@ -59,11 +59,13 @@ def report_paths(outdir: str | Path, tasks: Iterable[str] = GENERIC_TASKS) -> di
     return paths
 
 
-def write_report(metrics_paths: Iterable[str | Path], outdir: str | Path, *, tasks: Iterable[str] = GENERIC_TASKS) -> None:
+def write_report(metrics_paths: Iterable[str | Path], outdir: str | Path, *, tasks: Iterable[str] = GENERIC_TASKS,
+                 significance: Mapping | None = None) -> None:
     """Gather metrics records and write the merged CSV, per-task tables and figures to ``outdir``.
 
     A task with no records still gets its files: an empty table and a figure saying
-    "no results configured", so the workflow's report rule has fixed outputs.
+    "no results configured", so the workflow's report rule has fixed outputs. With ``significance``
+    (the config's block) each cell carries the ↑ / ↓ of :mod:`scfmbench.report.significance`.
     """
     tasks = tuple(tasks)
     metrics = read_metrics(list(metrics_paths))
@@ -71,11 +73,19 @@ def write_report(metrics_paths: Iterable[str | Path], outdir: str | Path, *, tas
     paths = report_paths(outdir, tasks)
     write_metrics(metrics[METRIC_COLUMNS], paths["metrics"])
     grid = main_grid(metrics)
+    sig = None
+    if significance is not None:
+        from scfmbench.report.significance import cell_markers, compare, marker_legend
+
+        sig = compare(grid, significance, tasks=tasks)
     for task in tasks:
         table = summary_table(grid, task)
-        md = f"## {task}\n\n{to_markdown(table)}"
+        marks = {} if sig is None else cell_markers(sig, significance, task)
+        md = f"## {task}\n\n{to_markdown(table, markers=marks)}"
         if not table.empty:
             md += "\n" + table_legend(table)
+            if sig is not None:
+                md += "\n" + marker_legend(significance) + "\n"
         write_text(md, paths[f"{task}_md"])
         write_csv(to_tidy(table), paths[f"{task}_csv"])
         write_text(markdown_html(md, title=f"{task} summary table"), paths[f"{task}_html"])

@@ -26,8 +26,15 @@ def write_extras(metrics_path, out, *, expected, config, runs=()) -> None:
     """
     metrics = pd.read_csv(metrics_path)
     reported = load_reported()
-    table = paper_table(main_grid(metrics), reported)
-    md = "# Annotation in the layout of GenoHoption Tables I-II\n\n" + paper_markdown(table)
+    grid = main_grid(metrics)
+    table = paper_table(grid, reported)
+    markers, note = {}, ""
+    if config.get("significance"):  # the ↑ / ↓ of scfmbench.report.significance
+        from scfmbench.report.significance import cell_markers, compare, marker_legend
+
+        cfg = config["significance"]
+        markers, note = cell_markers(compare(grid, cfg, tasks=["annotation"]), cfg, "annotation"), marker_legend(cfg)
+    md = "# Annotation in the layout of GenoHoption Tables I-II\n\n" + paper_markdown(table, markers=markers, marker_note=note)
     write_text(md, out.paper_md)
     write_csv(table, out.paper_csv)
     if getattr(out, "paper_html", None):

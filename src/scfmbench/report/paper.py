@@ -75,8 +75,12 @@ def _cell(mean, std, rank) -> str:
     return f"**{text}**" if rank == 1 else f"<u>{text}</u>" if rank == 2 else text
 
 
-def paper_markdown(table: pd.DataFrame) -> str:
-    """Markdown in the paper's layout (percent), reported numbers and differences beside ours."""
+def paper_markdown(table: pd.DataFrame, *, markers: dict[tuple[str, str, str], str] | None = None, marker_note: str = "") -> str:
+    """Markdown in the paper's layout (percent), reported numbers and differences beside ours.
+
+    ``markers``: (dataset, method, metric) -> a symbol after our cell (the ↑ / ↓ of
+    :func:`scfmbench.report.significance.cell_markers`); ``marker_note`` explains them in the legend.
+    """
     if table.empty:
         return "_no annotation results configured_\n"
     cols = sorted({(d, m) for d, m in zip(table["dataset"], table["metric"])})
@@ -94,11 +98,12 @@ def paper_markdown(table: pd.DataFrame) -> str:
                 cells += ["–"] + (["–", "–"] if (d, m) in has_rep else [])
                 continue
             r = r.iloc[0]
-            cells.append(_cell(r["mean"], r["std"], r["rank"]))
+            mark = (markers or {}).get((d, method, m))
+            cells.append(_cell(r["mean"], r["std"], r["rank"]) + (f" {mark}" if mark else ""))
             if (d, m) in has_rep:
                 cells += [_cell(r["reported_mean"], r["reported_std"], 0), "–" if pd.isna(r["difference"]) else f"{r['difference']:+.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    legend = "\nPercent, mean ± std over seeds; best per column **bold**, runner-up <u>underlined</u>; reported: GenoHoption Tables I-II (5 seeds); Δ = ours - reported.\n"
+    legend = "\nPercent, mean ± std over seeds; best per column **bold**, runner-up <u>underlined</u>; reported: GenoHoption Tables I-II (5 seeds); Δ = ours - reported." + (f" {marker_note}" if marker_note else "") + "\n"
     return "\n".join(lines) + "\n" + legend
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -201,8 +201,11 @@ def _escape(text: str) -> str:
     return str(text).replace("|", r"\|")
 
 
-def to_markdown(table: pd.DataFrame) -> str:
+def to_markdown(table: pd.DataFrame, *, markers: Mapping[tuple[str, str, str], str] | None = None) -> str:
     """Render a :func:`summary_table` as a GitHub pipe table, best per column in **bold**.
+
+    ``markers``: (dataset, method, metric) -> a symbol after the cell (the ↑ / ↓ of
+    :func:`scfmbench.report.significance.cell_markers`).
 
     Hand-written rather than ``DataFrame.to_markdown``: that needs the optional ``tabulate``
     package, which is not a dependency, and the table is a few lines of string joining.
@@ -219,7 +222,9 @@ def to_markdown(table: pd.DataFrame) -> str:
         for d, m in keys:
             unit = _unit_scale(m, table[(d, m, "mean")])
             cell = format_cell(row[(d, m, "mean")], row[(d, m, "std")], row[(d, m, "n")], unit_scale=unit, n_max=n_max)
-            cells.append(f"**{cell}**" if row[(d, m, "best")] else cell)
+            cell = f"**{cell}**" if row[(d, m, "best")] else cell
+            mark = (markers or {}).get((d, method, m))
+            cells.append(f"{cell} {mark}" if mark else cell)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
