@@ -101,10 +101,12 @@ def expected_jobs() -> dict[str, int]:
         "perturb_predict": len(PERTURB_GENERATORS) * len(PERTURB_DATASETS) * SEEDS,
         **{f"perturb_score_{d}": 1 for d in PERTURB_DATASETS},
         "perturb_report": 1,
-        # report: tables and figures, paper tables and quality, few-shot and sensitivity studies
+        # report: tables and figures, paper tables and quality, few-shot and sensitivity studies,
+        # paired significance across seeds
         "report": 1,
         "report_extras": 1,
         "report_studies": 1,
+        "report_significance": 1,
         "all": 1,
     }
     jobs["total"] = sum(jobs.values())

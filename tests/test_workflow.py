@@ -131,6 +131,12 @@ def test_every_job_reports(workflow_run):
     # The pretraining grid's fine-tuning from its checkpoint is scored beside them.
     assert set(metrics.loc[metrics.task == "annotation", "method"]) >= {"scgpt-full-ptmam"}
     assert (workflow_run / "results" / "report" / "pretraining_table.md").stat().st_size > 0
+    # Paired significance: with one seed every comparison is there, its p-values NaN with the reason.
+    sig = pd.read_csv(workflow_run / "results" / "report" / "significance.csv")
+    assert len(sig) > 0 and {"annotation", "imputation", "perturbation"} <= set(sig["task"])
+    assert ((sig["kind"] == "backbone") & (sig["method"] == "scgpt-genohoption-p") & (sig["reference"] == "scgpt-full")).any()
+    assert sig["t_p"].isna().all() and sig["note"].str.contains("at least 2").all()
+    assert (workflow_run / "results" / "report" / "figures" / "critical_difference.png").stat().st_size > 0
 
 
 def test_perturbation_task_and_its_rule_file_method(workflow_run):

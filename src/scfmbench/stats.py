@@ -71,7 +71,7 @@ def paired_test(x, y, *, confidence: float = 0.95) -> PairedResult:
     nan = math.nan
     if n < 2:
         mean = float(d.mean()) if n else nan
-        return PairedResult(n, mean, nan, nan, nan, nan, f"{n} paired seed{'s' if n != 1 else ''}: a paired test needs at least 2")
+        return PairedResult(n, mean, nan, nan, nan, nan, f"{n} paired seed{'s' if n != 1 else ''} with a finite value on both sides: a paired test needs at least 2")
     mean = float(d.mean())
     if np.all(d == 0):
         return PairedResult(n, 0.0, 0.0, 0.0, 1.0, 1.0, "identical on every seed")

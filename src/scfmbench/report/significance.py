@@ -186,7 +186,7 @@ def cell_markers(sig: pd.DataFrame, cfg: Mapping, task: str) -> dict[tuple[str, 
 def marker_legend(cfg: Mapping) -> str:
     """One sentence for a table legend: what the markers mean."""
     test = "paired t-test" if cfg["test"] == "ttest" else "exact Wilcoxon signed-rank test"
-    kinds = ", then ".join(f"its `{k}` reference" if k != CONTROL else "the task's control" for k in cfg["markers"])
+    kinds = ", else ".join(f"its reference of kind `{k}`" if k != CONTROL else "the task's control" for k in cfg["markers"])
     return (f"{UP} / {DOWN}: significantly better / worse than the row's reference ({kinds}; {test} over the "
             f"paired seeds, Holm-adjusted across the table's methods, alpha {cfg['alpha']:g}; "
             "every number in `significance.csv`).")
