@@ -12,6 +12,7 @@ rule annotate_schyena:
         predictions=annotation_output(),
         run="results/annotation/{dataset}/{method}/seed{seed}/run.json",
         finetuned="results/{method}/{dataset}/seed{seed}/finetuned.pt",
+        embedding=EMBEDDING,
     params:
         method_params=method_params,
     threads: 1

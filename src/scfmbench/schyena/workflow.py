@@ -78,8 +78,9 @@ def _load_pretrained(checkpoint_path, adata):
     return model, run_config
 
 
-def finetune_main(prepared_path, checkpoint_path, predictions_path, run_path, finetuned_path, *, seed: int, params: dict | None = None) -> None:
-    """Fine-tune the pretrained model on cell types; write test predictions, a run record and the fine-tuned checkpoint."""
+def finetune_main(prepared_path, checkpoint_path, predictions_path, run_path, finetuned_path, *, seed: int, params: dict | None = None, embedding_path=None) -> None:
+    """Fine-tune the pretrained model on cell types; write test predictions, a run record and the fine-tuned checkpoint,
+    and with ``embedding_path`` every cell's [CLS] embedding of the pretrained and the fine-tuned model (:mod:`scfmbench.embedding`)."""
     from scfmbench.annotation import unseen_record, write_predictions
     from scfmbench.data.contract import read_prepared, require_labels
     from scfmbench.schyena.tasks import finetune_classifier, save_checkpoint
@@ -91,6 +92,13 @@ def finetune_main(prepared_path, checkpoint_path, predictions_path, run_path, fi
     result = finetune_classifier(model, adata, seed=seed, **p.finetune())
     write_predictions(result.cell_ids, result.predicted, predictions_path)
     record = _record(adata, seed=seed, params=p, pretrained=str(checkpoint_path), finetune=p.finetune(), **result.record(), **unseen_record(adata))
+    if embedding_path is not None:
+        from scfmbench.embedding import CellEmbeddings, embedding_record, write_embedding
+        from scfmbench.schyena.tasks import cls_embeddings
+
+        emb = CellEmbeddings(cls_embeddings(result.model, adata), result.model.embedding_pooling(), cls_embeddings(model, adata), f"pretraining checkpoint {checkpoint_path} before fine-tuning")
+        write_embedding(embedding_path, emb, adata.obs_names)
+        record["embedding"] = embedding_record(embedding_path, emb)
     save_checkpoint(finetuned_path, result.model, {**record, "pretrain_run": pre})
     write_json(record, run_path)
 
