@@ -326,6 +326,7 @@ def test_config_errors_name_the_embedding_keys(schema_path):
     base = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     cfg = validate_config(copy.deepcopy(base), schema_path)
     assert embedding_datasets(cfg) == ["pbmc68k", "synthetic"]
+    assert embedding_datasets(validate_config({**copy.deepcopy(base), "annotation": {"datasets": ["synthetic"]}}, schema_path)) == ["synthetic"]
     bad = copy.deepcopy(base)
     bad["embedding"]["datasets"] = ["nosuch"]
     with pytest.raises(InputError, match="embedding.datasets"):
@@ -338,6 +339,3 @@ def test_config_errors_name_the_embedding_keys(schema_path):
     bad["embedding"]["knn"] = 5
     with pytest.raises(InputError, match="knn"):
         validate_config(bad, schema_path)
-    null = copy.deepcopy(base)
-    null["embedding"]["datasets"] = None
-    assert embedding_datasets(validate_config(null, schema_path)) == base["annotation"]["datasets"]

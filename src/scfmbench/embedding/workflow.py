@@ -130,5 +130,5 @@ def report_main(datasets: dict[str, dict], *, figures: dict[str, str], table_md,
     table = methods_table({d: spec["files"] for d, spec in datasets.items()})
     write_csv(table, table_csv)
     lines = ["## Cell embeddings: how each method's was read", "", "| " + " | ".join(METHOD_COLUMNS) + " |", "|" + " --- |" * len(METHOD_COLUMNS)]
-    lines += ["| " + " | ".join(_escape("" if pd.isna(v) else str(v)) for v in row) + " |" for row in table.itertuples(index=False)]
+    lines += ["| " + " | ".join(_escape("" if pd.isna(v) else str(v)).replace("<", "&lt;").replace(">", "&gt;") for v in row) + " |" for row in table.itertuples(index=False)]
     write_text("\n".join(lines) + "\n", table_md)
