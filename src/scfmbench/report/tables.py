@@ -245,7 +245,7 @@ from scfmbench.embedding import metrics as _embedding_metrics  # noqa: E402  (nu
 
 # Rare-cell-type F1 (scfmbench.metrics.rare_f1; MAM paper): macro F1 over classes below a share of the training cells.
 register_metric("rare_f1", True, unit_scale=True)
-#: The embedding task's metrics (scfmbench.embedding.metrics): all in [0, 1], higher is better.
+#: The embedding task's metrics (scfmbench.embedding.metrics): higher is better, [0, 1] (ARI [-1, 1]).
 EMBEDDING_METRICS = _embedding_metrics.LABEL_METRICS + _embedding_metrics.BATCH_METRICS
 for _metric in EMBEDDING_METRICS:
     register_metric(_metric, True, unit_scale=True)
