@@ -21,6 +21,7 @@ include: "workflow/rules/schyena.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/profile.smk"
 include: "workflow/rules/perturb.smk"
+include: "workflow/rules/embed.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -101,7 +101,12 @@ def expected_jobs() -> dict[str, int]:
         "perturb_predict": len(PERTURB_GENERATORS) * len(PERTURB_DATASETS) * SEEDS,
         **{f"perturb_score_{d}": 1 for d in PERTURB_DATASETS},
         "perturb_report": 1,
-        # report: tables and figures, paper tables and quality, few-shot and sensitivity studies,
+        # cell embeddings of every annotation dataset: the controls (all seeds, one job), one scoring
+        # job per dataset, the UMAP grids
+        "embed_control": n_ann_datasets,
+        **{f"score_embedding_{d}": 1 for d in GENOHOPTION_DATASETS + BRAIN_DATASETS},
+        "report_embedding": 1,
+                # report: tables and figures, paper tables and quality, few-shot and sensitivity studies,
         # paired significance across seeds
         "report": 1,
         "report_extras": 1,
@@ -248,7 +253,7 @@ def test_default_config_groups_each_transformers_seeds():
     assert sorted(job.group(1).split(", ")) == sorted(
         f"results/{kind}/{dataset}/{method}/seed{seed}{suffix}"
         for seed in (0, 1, 2)
-        for kind, suffix in (("annotation", "/predictions.csv"), ("annotation", "/run.json"), ("benchmarks/annotation", ".tsv"))
+        for kind, suffix in (("annotation", "/predictions.csv"), ("annotation", "/run.json"), ("embedding", "/embedding.npz"), ("benchmarks/annotation", ".tsv"))
     )
 
 

@@ -299,7 +299,7 @@ def test_rule_functions_end_to_end(tmp_path, _prepared_once):
     pretrain_main(prepared, tmp_path / "pre.pt", dataset="tiny", seed=0, params=params)
     _, rc = load_checkpoint(tmp_path / "pre.pt")
     assert rc["dataset"] == "tiny" and rc["genes"] == _prepared_once.var_names.tolist() and len(rc["history"]["train_loss"]) == 10
-    finetune_main(prepared, tmp_path / "pre.pt", tmp_path / "pred.csv", tmp_path / "run.json", tmp_path / "ft.pt", seed=0, params=params)
+    finetune_main(prepared, tmp_path / "pre.pt", tmp_path / "pred.csv", tmp_path / "run.json", tmp_path / "ft.pt", seed=0, params=params, embedding_path=tmp_path / "emb.npz")
     pred = pd.read_csv(tmp_path / "pred.csv")
     assert list(pred.columns) == ["cell_id", "predicted"] and len(pred) == (_prepared_once.obs["split"] == "test").sum()
     doublet_main(prepared, tmp_path / "pre.pt", tmp_path / "dpred.csv", tmp_path / "drun.json", seed=0, params=params)
@@ -309,6 +309,6 @@ def test_rule_functions_end_to_end(tmp_path, _prepared_once):
         score_doublet_main(tmp_path / "dpred.csv", tmp_path / "metrics.csv", dataset="tiny", method="schyena", seed=0)
         rec = pd.read_csv(tmp_path / "metrics.csv")
         assert set(rec["metric"]) == {"accuracy", "macro_f1", "doublet_f1"} and set(rec["task"]) == {"doublet"}
-    umap_main(prepared, tmp_path / "pre.pt", tmp_path / "ft.pt", tmp_path / "umap.png", dataset="tiny", seed=0, params=params)
+    umap_main(prepared, tmp_path / "emb.npz", tmp_path / "umap.png", dataset="tiny", seed=0, params=params)
     assert (tmp_path / "umap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(Path(tmp_path).glob(".*"))  # no temporary files left behind

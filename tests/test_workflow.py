@@ -137,6 +137,20 @@ def test_every_job_reports(workflow_run):
     assert ((sig["kind"] == "backbone") & (sig["method"] == "scgpt-genohoption-p") & (sig["reference"] == "scgpt-full")).any()
     assert sig["t_p"].isna().all() and sig["note"].str.contains("at least 2").all()
     assert (workflow_run / "results" / "report" / "figures" / "critical_difference.png").stat().st_size > 0
+    # Cell embeddings: every model and control of both annotation datasets scored, the pretrained
+    # fine-tuning in both states; the table, the UMAP grids and the pooling table written.
+    emb = metrics[metrics.task == "embedding"]
+    for dataset in TINY["annotation"]["datasets"]:
+        methods = set(emb.loc[emb.dataset == dataset, "method"])
+        assert methods >= {"pca", "random", "scgpt-full", "scgpt-genohoption-p"}, methods
+        assert (workflow_run / "results" / "embedding" / dataset / "scgpt-full" / "seed0" / "embedding.npz").stat().st_size > 0
+        assert (workflow_run / "results" / "report" / "figures" / f"embedding_umap_{dataset}.png").stat().st_size > 0
+    assert {"scgpt-full-ptmam", "scgpt-full-ptmam-zeroshot"} <= set(emb.loc[emb.dataset == "synthetic", "method"])
+    assert set(emb["metric"]) >= {"knn_accuracy", "knn_macro_f1", "probe_macro_f1", "kmeans_nmi", "kmeans_ari", "asw_label"}
+    ari = emb["metric"] == "kmeans_ari"  # ARI in [-1, 1] (0 = chance); the others in [0, 1]
+    assert emb.loc[~ari, "value"].between(0, 1).all() and emb.loc[ari, "value"].between(-1, 1).all()
+    assert "pca" in (workflow_run / "results" / "report" / "embedding_table.md").read_text()
+    assert "scgpt-full-ptmam" in (workflow_run / "results" / "report" / "embedding_methods.md").read_text()
 
 
 def test_perturbation_task_and_its_rule_file_method(workflow_run):

@@ -96,6 +96,7 @@ def _check_cross_references(config: dict[str, Any], schema: dict) -> None:
             raise InputError(f"config key 'datasets.{name}.path': source 'h5ad' needs a path to the .h5ad file")
         _check_source_keys(name, ds, schema)
     _check_label_tasks(config)
+    check_embedding(config)
 
 
 # The dataset keys each source reads (besides 'source'); any other key set to a value other than its
@@ -383,6 +384,27 @@ def ratio_options(pre: dict[str, Any]) -> dict[str, dict]:
         for name in ("stratified", "expression", "mam"):
             out[name] = {"ratio": pre["ratio"], **out.get(name, {})}
     return out
+
+
+# Cell embeddings (scfmbench.embedding; workflow/rules/embed.smk): the annotation runs' models write
+# every cell's embedding; the 'embedding' block says which datasets are scored.
+def embedding_datasets(config: dict[str, Any]) -> list[str]:
+    """The datasets whose embeddings are scored: ``embedding.datasets``, null = ``annotation.datasets``."""
+    names = config["embedding"]["datasets"]
+    return list(config["annotation"]["datasets"] if names is None else names)
+
+
+def check_embedding(config: dict[str, Any]) -> None:
+    """The ``embedding`` block: scored datasets are annotation datasets (their models write the
+    embeddings, their labels score them); batch columns name scored datasets."""
+    emb = config["embedding"]
+    for name in embedding_datasets(config):
+        if name not in config["annotation"]["datasets"]:
+            raise InputError(f"config key 'embedding.datasets': {name!r} is not in annotation.datasets ({config['annotation']['datasets']}); "
+                             "embeddings come from the annotation runs and are scored against their cell types")
+    for name in emb["batch_columns"]:
+        if name not in embedding_datasets(config):
+            raise InputError(f"config key 'embedding.batch_columns.{name}': {name!r} is not a dataset whose embeddings are scored ({embedding_datasets(config)})")
 
 
 def load_config(path: str | Path, schema_path: str | Path) -> dict[str, Any]:

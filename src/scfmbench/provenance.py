@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import importlib.metadata
 import os
@@ -76,3 +77,22 @@ def seed_everything(seed: int) -> np.random.Generator:
     except ImportError:
         pass
     return np.random.default_rng(seed)
+
+
+@contextlib.contextmanager
+def preserved_rng(rng: np.random.Generator | None = None, device=None):
+    """Run a block without moving any random stream the rest of the run reads: ``rng``'s state,
+    torch's CPU generator (and ``device``'s, when CUDA), numpy's and python's global ones are
+    restored on exit. For work beside a seeded run (an extra inference pass) that must not change
+    its results."""
+    import torch
+
+    state = None if rng is None else rng.bit_generator.state
+    np_state, py_state = np.random.get_state(), random.getstate()
+    cuda = [torch.device(device).index or 0] if device is not None and torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        yield
+    if rng is not None:
+        rng.bit_generator.state = state
+    np.random.set_state(np_state)
+    random.setstate(py_state)

@@ -8,6 +8,8 @@ Paths (written out in full in the rule files)::
     results/imputation/{dataset}/{method}/seed{seed}/metrics.csv       # METRIC_COLUMNS
     results/denoising/{dataset}/{method}/seed{seed}/predictions.npz    # denoised train part (MCV)
     results/denoising/{dataset}/{method}/seed{seed}/metrics.csv        # METRIC_COLUMNS
+    results/embedding/{dataset}/{method}/seed{seed}/embedding.npz      # every cell's embedding (scfmbench.embedding)
+    results/embedding/{dataset}/{method}/seed{seed}/metrics.csv        # METRIC_COLUMNS ({method}-zeroshot: before fine-tuning)
     results/report/metrics.csv                                         # every record, same columns
 
 A metrics record is tidy: one row per metric. ``runtime_s`` and ``peak_mem_mb`` are the method job's
@@ -27,7 +29,8 @@ from scfmbench._io import write_csv
 
 METRIC_COLUMNS = ["task", "dataset", "method", "seed", "metric", "value", "runtime_s", "peak_mem_mb"]
 # "imputation": the masking protocol; "denoising": molecular cross-validation (scfmbench.impute.mcv).
-TASKS = ("annotation", "imputation", "denoising", "doublet", "perturbation")
+# "embedding": cell embeddings of the annotation models and controls (scfmbench.embedding).
+TASKS = ("annotation", "imputation", "denoising", "doublet", "perturbation", "embedding")
 
 
 def read_benchmark(path: str | Path | None) -> tuple[float, float]:

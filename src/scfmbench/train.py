@@ -50,12 +50,15 @@ def autocast(device, amp: str | None):
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, inputs, *, batch_size: int, device, amp: str | None = None) -> torch.Tensor:
+def predict_logits(model: nn.Module, inputs, *, batch_size: int, device, amp: str | None = None, output: str = "forward") -> torch.Tensor:
+    """One inference pass in eval mode: ``model(batch)`` for every batch of ``inputs``, or the
+    model method ``output`` (``"cell_embedding"``: the (n, d) cell embeddings), concatenated on the CPU."""
     model.eval()
+    fn = model if output == "forward" else getattr(model, output)
     out = []
     for i in range(0, len(inputs), batch_size):
         with autocast(device, amp):
-            out.append(model(inputs.batch(torch.arange(i, min(i + batch_size, len(inputs)))).to(device)).float().cpu())
+            out.append(fn(inputs.batch(torch.arange(i, min(i + batch_size, len(inputs)))).to(device)).float().cpu())
     return torch.cat(out) if out else torch.empty(0)
 
 

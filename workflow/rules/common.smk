@@ -129,7 +129,7 @@ def gpu_request(wildcards):
 def metrics_files():
     """Every metrics record the config asks for: task x dataset x method x seed."""
     files = [f"results/annotation/{dataset}/{method}/seed{seed}/metrics.csv" for dataset, method in ANNOTATION_RUNS for seed in SEEDS]
-    return files + imputation_metrics_files() + [f for f in schyena_files() if f.endswith(".csv")] + perturbation_metrics_files()  # both imputation protocols: see "# imputation" below
+    return files + imputation_metrics_files() + [f for f in schyena_files() if f.endswith(".csv")] + perturbation_metrics_files() + embedding_metrics_files()  # both imputation protocols: see "# imputation" below
 
 
 def report_files():
@@ -138,7 +138,7 @@ def report_files():
     return [str(p) for p in report_paths("results/report", REPORT_TASKS).values()]
 
 
-REPORT_TASKS = ("annotation", "imputation", "denoising", "doublet")
+REPORT_TASKS = ("annotation", "imputation", "denoising", "doublet", "embedding")
 
 
 def significance_files():
@@ -194,7 +194,7 @@ def report_extra_files():
 
 
 def all_outputs():
-    return report_extra_files() + metrics_files() + report_files() + significance_files() + schyena_files() + graph_files() + profile_files() + perturbation_report_files() + pretraining_files()
+    return report_extra_files() + metrics_files() + report_files() + significance_files() + schyena_files() + graph_files() + profile_files() + perturbation_report_files() + pretraining_files() + embedding_report_files()
 
 
 # graphs
@@ -501,3 +501,76 @@ def pretrain_method_params(wildcards):
 def pretrain_finetune(wildcards):
     """pretraining.finetune: training options over params.<backbone> for the grid's runs."""
     return PRETRAIN["finetune"]
+
+
+# embedding
+# Cell embeddings (workflow/rules/embed.smk, scfmbench.embedding): every model of the annotation runs
+# writes EMBEDDING per seed in its own job (fine-tuned, and zero-shot where it starts from a
+# checkpoint); embed_control writes the controls; one scoring job per dataset
+# (score_embedding_<dataset>) writes a metrics record per method x seed x state.
+from scfmbench.config import embedding_datasets
+from scfmbench.embedding import CONTROLS as EMBEDDING_CONTROLS, EMBEDDING_PATH as EMBEDDING, METRICS_PATH as EMBEDDING_METRICS, zeroshot_method
+
+EMBED = config["embedding"]
+EMBEDDING_DATASETS = embedding_datasets(config)
+
+
+def embedding_benchmark(method="{method}"):
+    """The benchmark a control's embedding is timed into (a model's is its annotation job's)."""
+    return f"results/benchmarks/embedding/{{dataset}}/{method}/seed{{seed}}.tsv"
+
+
+def writes_embedding(method):
+    """Whether an annotation method's job writes EMBEDDING: the transformers, the pretraining
+    grid's fine-tunings (and scratch twins) and scHyena; controls and rule-file methods do not."""
+    return method in TRANSFORMERS or method in PRETRAINED_METHODS or method == "schyena"
+
+
+def has_zeroshot(method):
+    """Whether a model starts from a checkpoint, so its file holds the zero-shot state as well."""
+    if method == "schyena":
+        return True
+    if method in PRETRAINED_METHODS:
+        return parse_pretrained_method(method)[1] is not None
+    return method in TRANSFORMERS and bool(config["params"].get(parse_transformer(method).backbone, {}).get("checkpoint"))
+
+
+def embedding_methods(dataset):
+    """The controls, then every model with an embedding on ``dataset``."""
+    return list(EMBEDDING_CONTROLS) + [m for d, m in ANNOTATION_RUNS if d == dataset and writes_embedding(m)]
+
+
+def embedding_runs(dataset):
+    """What score_embedding_<dataset> reads and writes, one entry per method x seed."""
+    runs = []
+    for m in embedding_methods(dataset):
+        for s in SEEDS:
+            bench = embedding_benchmark(m) if m in EMBEDDING_CONTROLS else annotation_benchmark(m)
+            runs.append(dict(method=m, seed=s, embedding=EMBEDDING.format(dataset=dataset, method=m, seed=s), benchmark=bench.format(dataset=dataset, seed=s),
+                             metrics=EMBEDDING_METRICS.format(dataset=dataset, method=m, seed=s),
+                             zeroshot_metrics=EMBEDDING_METRICS.format(dataset=dataset, method=zeroshot_method(m), seed=s) if has_zeroshot(m) else None))
+    return runs
+
+
+def embedding_metrics_files():
+    return [f for d in EMBEDDING_DATASETS for run in embedding_runs(d) for f in (run["metrics"], run["zeroshot_metrics"]) if f]
+
+
+def embedding_umap_panels(dataset, seed):
+    """The UMAP grid's panels of ``dataset``: embedding.umap_methods that have an embedding there (null: every one)."""
+    have = embedding_methods(dataset)
+    wanted = have if EMBED["umap_methods"] is None else EMBED["umap_methods"]
+    return {m: EMBEDDING.format(dataset=dataset, method=m, seed=seed) for m in wanted if m in have}
+
+
+def embedding_report_spec():
+    """report_embedding's per-dataset inputs (first seed): prepared file, UMAP panels, every method's file."""
+    seed = SEEDS[0]
+    return {d: dict(prepared=PREPARED.format(dataset=d, seed=seed), panels=embedding_umap_panels(d, seed),
+                    files={m: EMBEDDING.format(dataset=d, method=m, seed=seed) for m in embedding_methods(d)}) for d in EMBEDDING_DATASETS}
+
+
+def embedding_report_files():
+    if not EMBEDDING_DATASETS:
+        return []
+    return ["results/report/embedding_methods.md", "results/report/embedding_methods.csv"] + [f"results/report/figures/embedding_umap_{d}.png" for d in EMBEDDING_DATASETS]

@@ -40,6 +40,7 @@ rule annotate_pretrained:
     output:
         predictions=transformer_seeds(annotation_output()),
         run=transformer_seeds("results/annotation/{dataset}/{method}/seed{seed}/run.json"),
+        embedding=transformer_seeds(EMBEDDING),
         **({"benchmark": per_seed(annotation_benchmark())} if GROUP_SEEDS else {}),
     params:
         method_params=pretrain_method_params,

@@ -54,6 +54,18 @@ rule report:
             caption="../report/doublet.rst",
             category="Annotation",
         ),
+        embedding_md="results/report/embedding_table.md",
+        embedding_csv="results/report/embedding_table.csv",
+        embedding_html=report(
+            "results/report/embedding_table.html",
+            caption="../report/embedding_table.rst",
+            category="Embedding",
+        ),
+        embedding_png=report(
+            "results/report/figures/embedding.png",
+            caption="../report/embedding.rst",
+            category="Embedding",
+        ),
     params:
         significance=significance_config,
     log:

@@ -12,6 +12,7 @@ rule annotate_schyena:
         predictions=annotation_output(),
         run="results/annotation/{dataset}/{method}/seed{seed}/run.json",
         finetuned="results/{method}/{dataset}/seed{seed}/finetuned.pt",
+        embedding=EMBEDDING,
     params:
         method_params=method_params,
     threads: 1
@@ -113,12 +114,11 @@ rule impute_schyena:
         "../scripts/schyena_impute.py"
 
 
-# One figure per dataset, from the first repeat seed's models.
+# One figure per dataset, from the first repeat seed's embedding file (annotate_schyena writes both states).
 rule schyena_umap:
     input:
         prepared=PREPARED.format(dataset="{dataset}", seed=SEEDS[0]),
-        pretrained=f"results/pretrain/{{dataset}}/{{method}}/uniform/seed{SEEDS[0]}/checkpoint.pt",
-        finetuned=f"results/{{method}}/{{dataset}}/seed{SEEDS[0]}/finetuned.pt",
+        embedding=EMBEDDING.replace("{seed}", str(SEEDS[0])),
     output:
         png=report(
             "results/report/figures/{method}_umap_{dataset}.png",

@@ -10,4 +10,5 @@ finetune_main(
     snakemake.output.finetuned,
     seed=int(snakemake.wildcards.seed),
     params=snakemake.params.method_params,
+    embedding_path=snakemake.output.embedding,
 )

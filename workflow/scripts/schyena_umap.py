@@ -4,8 +4,7 @@ from scfmbench.schyena.workflow import umap_main
 setup_job(snakemake)
 umap_main(
     snakemake.input.prepared,
-    snakemake.input.pretrained,
-    snakemake.input.finetuned,
+    snakemake.input.embedding,
     snakemake.output.png,
     dataset=snakemake.wildcards.dataset,
     seed=int(snakemake.params.seed),

@@ -52,7 +52,7 @@ def write_predictions(cell_ids, predicted, path) -> None:
     write_csv(pd.DataFrame({"cell_id": np.asarray(cell_ids).astype(str), "predicted": np.asarray(predicted).astype(str)}), path)
 
 
-def run_annotation(method: str, prepared_path, predictions_path, *, seed: int, params: dict | None = None, record_path=None, graph=None, pretrained=None) -> None:
+def run_annotation(method: str, prepared_path, predictions_path, *, seed: int, params: dict | None = None, record_path=None, graph=None, pretrained=None, embedding_path=None) -> None:
     """Run an annotator on a prepared dataset; write its predictions and a run record (JSON).
 
     ``method`` is a registered annotator or a transformer id
@@ -61,7 +61,9 @@ def run_annotation(method: str, prepared_path, predictions_path, *, seed: int, p
     ``graph`` (the gene graph's ``.npz``; the ablation picks which variant the workflow passes).
     ``pretrained``: a pretraining checkpoint the transformer starts from; ``method`` is then
     ``{backbone}-{attention}-pt{strategy}`` (:mod:`scfmbench.pretrain`); its from-scratch
-    counterpart is ``{backbone}-{attention}-scratch``.
+    counterpart is ``{backbone}-{attention}-scratch``. ``embedding_path``: a transformer also writes
+    every cell's embedding there (:mod:`scfmbench.embedding`), fine-tuned and, from a checkpoint,
+    zero-shot.
     """
     from scfmbench.annotation import controls  # noqa: F401  (registers majority, logreg)
     from scfmbench.config import BACKBONES, parse_transformer
@@ -72,6 +74,8 @@ def run_annotation(method: str, prepared_path, predictions_path, *, seed: int, p
     base = method.rpartition("-pt")[0] if pretrained is not None else method.removesuffix("-scratch")
     spec = None if method in ANNOTATORS else parse_transformer(base, where=f"annotation method {method!r}")
     if method in ANNOTATORS:
+        if embedding_path is not None:
+            raise InputError(f"annotation method {method!r} has no cell embedding; transformers and schyena write one (scfmbench.embedding)")
         predicted, record = ANNOTATORS[method](adata, seed=seed, **params), {"params": params}
     elif spec is not None:
         from scfmbench.annotation.transformer import annotate_transformer
@@ -80,7 +84,14 @@ def run_annotation(method: str, prepared_path, predictions_path, *, seed: int, p
             kernels = {k: dict(v) for k, v in (params.get("kernel_config") or {}).items()}
             kernels[spec.attention] = {**kernels.get(spec.attention, {}), **spec.kernel_options()}
             params["kernel_config"] = kernels
-        predicted, record = annotate_transformer(adata, backbone=spec.backbone, attention=spec.attention, seed=seed, graph=graph, pretrained=pretrained, **params)
+        predicted, record = annotate_transformer(adata, backbone=spec.backbone, attention=spec.attention, seed=seed, graph=graph, pretrained=pretrained,
+                                                 embed=embedding_path is not None, **params)
+        if embedding_path is not None:
+            from scfmbench.embedding import embedding_record, write_embedding
+
+            emb = record.pop("embedding")
+            write_embedding(embedding_path, emb, adata.obs_names)
+            record["embedding"] = embedding_record(embedding_path, emb)
         record["graph_variant"] = spec.graph_variant if graph is not None else None
     else:
         raise InputError(f"unknown annotation method {method!r}; registered: {sorted(ANNOTATORS)} or '{{backbone}}-{{attention}}' with backbone in {list(BACKBONES)}")

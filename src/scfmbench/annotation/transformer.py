@@ -29,7 +29,7 @@ from scfmbench.models.scbert import ScBERTClassifier, ScBERTConfig
 from scfmbench.models.scfoundation import ScFoundation, ScFoundationConfig, tokenize_scfoundation
 from scfmbench.models.scgpt import ScGPTClassifier, ScGPTConfig, attach_graph
 from scfmbench.models.tokenize import TokenGraph, TokenizedCells, binned_layer, gene_medians, tokenize_geneformer, tokenize_scbert, tokenize_scgpt
-from scfmbench.provenance import seed_everything
+from scfmbench.provenance import preserved_rng, seed_everything
 from scfmbench.train import default_device, fit_classifier, predict_logits
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,7 @@ def mean_degree_window(graph: TokenGraph) -> int:
     return max(2, 2 * math.ceil(graph.mean_degree() / 2))
 
 
-def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, graph=None, device=None, pretrained=None, **params) -> tuple[np.ndarray, dict]:
+def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, graph=None, device=None, pretrained=None, embed: bool = False, **params) -> tuple[np.ndarray, dict]:
     """Train a ``{backbone}-{attention}`` classifier on train, early-stop on valid, predict test.
 
     Parameters
@@ -205,6 +205,11 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, gra
         A pretraining checkpoint of this backbone (``results/pretrain/...``, written by
         :mod:`scfmbench.pretrain`): fine-tune it instead of training from scratch (its
         architecture; the classifier head fresh; MAM's summary kept). None: from scratch.
+    embed
+        Also compute every cell's embedding (the model's ``cell_embedding``, one inference pass in
+        eval mode, no grad) after fine-tuning and, for a model that starts from a checkpoint
+        (``pretrained`` or ``params.checkpoint``), before it (the zero-shot state). The passes
+        restore the random streams they use, so predictions are the same with and without.
     params
         Model options of the backbone's config plus the training options ``max_len, lr, lr_gamma,
         batch_size, epochs, max_steps, patience, weight_decay, amp`` (mixed precision: "bf16",
@@ -218,7 +223,8 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, gra
     predictions, record
         Test predictions (labels) and a run record: ``backbone``, ``attention``, ``model`` (config),
         ``train`` (options used), ``seed``, ``device``, ``num_params``, ``history`` and ``graph``
-        (nodes, mean degree; None without one).
+        (nodes, mean degree; None without one); with ``embed``, ``embedding``: a
+        :class:`~scfmbench.embedding.CellEmbeddings` (not JSON: the caller writes it to its file).
     """
     if backbone not in BACKBONES:
         raise InputError(f"unknown backbone {backbone!r}; available: {sorted(BACKBONES)}")
@@ -285,6 +291,12 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, gra
 
     tok, resample = spec.tokenizer(adata, cfg, train_rows, train_opts.get("max_len", 512), rng)
     train_inputs: TokenizedCells | None = None if resample else tok(train_rows)
+    embed_batch = max(train_opts["batch_size"], 64)
+    if embed:
+        with preserved_rng(rng, device):  # invisible to training: the same predictions with or without embed
+            all_cells = tok(np.arange(adata.n_obs))
+            start = checkpoint or pretrained
+            zeroshot = predict_logits(model.to(device), all_cells, batch_size=embed_batch, device=device, amp=train_opts.get("amp"), output="cell_embedding").numpy() if start else None
 
     def train(epoch: int) -> TokenizedCells:
         return tok(train_rows) if resample else train_inputs
@@ -310,6 +322,13 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, gra
         amp=train_opts.get("amp"),
     )
     logits = predict_logits(model, tok(test_rows), batch_size=train_opts["batch_size"], device=device, amp=train_opts.get("amp"))
+    embedding = None
+    if embed:
+        from scfmbench.embedding import CellEmbeddings
+
+        finetuned = predict_logits(model, all_cells, batch_size=embed_batch, device=device, amp=train_opts.get("amp"), output="cell_embedding").numpy()
+        source = f"{'pretraining checkpoint' if pretrained else 'released weights'} {start} before fine-tuning" if start else CellEmbeddings.source
+        embedding = CellEmbeddings(finetuned, model.embedding_pooling(), zeroshot, source)
     record = {
         "backbone": backbone,
         "attention": attention,
@@ -321,5 +340,6 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, gra
         "history": dataclasses.asdict(hist),
         "checkpoint": None if load_report is None else {"path": str(pretrained or checkpoint), **load_report.to_dict()},
         "graph": None if token_graph is None else {"n_nodes": int(token_graph.adjacency.shape[0]), "mean_degree": token_graph.mean_degree(), "cls_node": token_graph.cls_node},
+        **({"embedding": embedding} if embed else {}),
     }
     return classes[logits.argmax(1).numpy()], record

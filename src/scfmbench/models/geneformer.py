@@ -119,5 +119,16 @@ class GeneformerClassifier(nn.Module):
     def forward(self, cells: TokenizedCells, edges: EdgePattern | None = None) -> torch.Tensor:
         return self.classifier(self.dropout(self.embed(cells, edges)))  # (B, n_classes)
 
+    # The benchmark's cell embedding (README "Cell embeddings"): Geneformer's released convention,
+    # the mean of the gene states of the last layer, <cls> and padding left out (Geneformer's
+    # EmbExtractor, emb_mode "cell"; BioLLM's mean_nonpadding_embs), whatever the classifier reads.
+    def cell_embedding(self, cells: TokenizedCells, edges: EdgePattern | None = None) -> torch.Tensor:
+        """(B, E): mean over the gene positions (1..; position 0 is <cls> in both layouts)."""
+        x = self.hidden_states(cells, edges)
+        return masked_mean(x[:, 1:], cells.padding[:, 1:])
+
+    def embedding_pooling(self) -> str:
+        return "mean of the gene states (<cls> and padding excluded)"
+
     def num_params(self) -> int:
         return num_params(self)

@@ -103,6 +103,16 @@ class ScBERTClassifier(nn.Module):
         """Mean of the token states (B, E)."""
         return masked_mean(self.hidden_states(cells, edges), cells.padding)
 
+    # The benchmark's cell embedding (README "Cell embeddings"): scBERT defines none (its conv head
+    # reduces each token to one number); BioLLM offers <cls>, mean and sum of the encoder states.
+    # Here the mean of the token states, the vector the pooling="mean" head reads.
+    def cell_embedding(self, cells: TokenizedCells, edges: EdgePattern | None = None) -> torch.Tensor:
+        """(B, E): :meth:`embed`."""
+        return self.embed(cells, edges)
+
+    def embedding_pooling(self) -> str:
+        return "mean of the token states (<cls> and every gene)"
+
     def forward(self, cells: TokenizedCells, edges: EdgePattern | None = None) -> torch.Tensor:
         if self.cfg.pooling == "conv":
             return self.head(self.hidden_states(cells, edges))

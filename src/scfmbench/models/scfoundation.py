@@ -233,6 +233,15 @@ class ScFoundation(nn.Module):
     def forward(self, cells: TokenizedCells, edges: EdgePattern | None = None, offset: torch.Tensor | None = None) -> torch.Tensor:
         return self.classifier(self.embed(cells, edges, offset))
 
+    # The benchmark's cell embedding (README "Cell embeddings"): get_embedding.py's pool_type "all",
+    # the classifier's input.
+    def cell_embedding(self, cells: TokenizedCells, edges: EdgePattern | None = None, offset: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 4D): :meth:`embed`."""
+        return self.embed(cells, edges, offset)
+
+    def embedding_pooling(self) -> str:
+        return "concat(T state, S state, max and mean over the gene states) (scFoundation's pool_type 'all')"
+
     def num_params(self) -> int:
         return num_params(self)
 

@@ -251,5 +251,17 @@ class ScGPTClassifier(nn.Module):
     def forward(self, cells: TokenizedCells, edges: EdgePattern | None = None) -> torch.Tensor:
         return self.cls_decoder(self.embed(cells, edges))  # (B, n_classes)
 
+    # The benchmark's cell embedding (README "Cell embeddings"): scGPT's own readout, the
+    # cell_emb_style the model runs with (scgpt/model/model.py _get_cell_emb_from_layer): the
+    # <cls> state for "cls" (scGPT's default, a loaded checkpoint's), the mean of the real tokens
+    # for "avg-pool" (the from-scratch default here, see ScGPTConfig.cell_embedding): the vector
+    # the classifier reads.
+    def cell_embedding(self, cells: TokenizedCells, edges: EdgePattern | None = None) -> torch.Tensor:
+        """(B, E): :meth:`embed`."""
+        return self.embed(cells, edges)
+
+    def embedding_pooling(self) -> str:
+        return "<cls> token state" if self.cfg.cell_embedding == "cls" else "mean of the token states (<cls> and genes, padding excluded)"
+
     def num_params(self) -> int:
         return num_params(self)

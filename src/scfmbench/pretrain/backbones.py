@@ -117,12 +117,23 @@ class SummaryClassifier(nn.Module):
         self.model, self.scorer, self.strategy = model, scorer, strategy
         self.cfg = model.cfg
 
-    def forward(self, cells: TokenizedCells, edges=None) -> torch.Tensor:
+    def _with_summary(self, method: str, cells: TokenizedCells, edges=None) -> torch.Tensor:
+        fn = self.model if method == "forward" else getattr(self.model, method)
         offset = self.strategy.summary(self.read.values(self.model, cells), self.read.maskable(self.model, cells), self.scorer)
         if self.read.value_module is None:
-            return self.model(cells, edges, offset=offset)
+            return fn(cells, edges, offset=offset)
         with token_offset(self.read.value_module(self.model), offset):
-            return self.model(cells, edges)
+            return fn(cells, edges)
+
+    def forward(self, cells: TokenizedCells, edges=None) -> torch.Tensor:
+        return self._with_summary("forward", cells, edges)
+
+    def cell_embedding(self, cells: TokenizedCells, edges=None) -> torch.Tensor:
+        """The backbone's cell embedding with the summary added to every token, as in forward."""
+        return self._with_summary("cell_embedding", cells, edges)
+
+    def embedding_pooling(self) -> str:
+        return f"{self.model.embedding_pooling()}, MAM's summary added to every token"
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

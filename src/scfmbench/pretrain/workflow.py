@@ -137,14 +137,15 @@ def pretrain_main(prepared_path, checkpoint_path, masked_set_path, *, dataset: s
     write_masked_set(stats, masked_set_path, dataset=dataset, backbone=backbone, strategy=strategy, seed=seed)
 
 
-def finetune_main(method: str, prepared_path, checkpoint_path, predictions_path, run_path, *, seed: int, params: dict | None = None, finetune: dict | None = None) -> None:
+def finetune_main(method: str, prepared_path, checkpoint_path, predictions_path, run_path, *, seed: int, params: dict | None = None, finetune: dict | None = None, embedding_path=None) -> None:
     """Fine-tune ``{backbone}-{attention}-pt{strategy}`` for cell types from its pretraining
     checkpoint, or train ``{backbone}-{attention}-scratch`` (no checkpoint) with the same options:
-    ``params.<backbone>`` with the ``pretraining.finetune`` training options over them."""
+    ``params.<backbone>`` with the ``pretraining.finetune`` training options over them.
+    ``embedding_path``: every cell's embedding, fine-tuned and (from a checkpoint) pretrained-only."""
     from scfmbench.annotation import run_annotation
 
     params = {**(params or {}), **(finetune or {})}
-    run_annotation(method, prepared_path, predictions_path, seed=seed, params=params, record_path=run_path, pretrained=checkpoint_path)
+    run_annotation(method, prepared_path, predictions_path, seed=seed, params=params, record_path=run_path, pretrained=checkpoint_path, embedding_path=embedding_path)
 
 
 def pretrained_method(backbone: str, attention: str, strategy: str) -> str:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from scfmbench.report.tables import higher_is_better
+from scfmbench.report.tables import EMBEDDING_METRICS, higher_is_better
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,8 @@ CONTROL_CHECKS: dict[str, tuple[ControlCheck, ...]] = {
     "denoising": (ControlCheck("none", ("mse", "pearson", "poisson", "mse_truth", "pearson_truth")), ControlCheck("perfect", ("mse_truth", "pearson_truth"), "ceiling")),
     "doublet": (ControlCheck("all_doublet", ("doublet_f1",)),),
 }
-BOUNDS = {"accuracy": (0.0, 1.0), "macro_f1": (0.0, 1.0), "macro_f1_seen": (0.0, 1.0), "doublet_f1": (0.0, 1.0), "pearson": (-1.0, 1.0), "pearson_truth": (-1.0, 1.0), "mse": (0.0, float("inf")), "mse_truth": (0.0, float("inf")), "poisson": (0.0, float("inf"))}
+BOUNDS = {"accuracy": (0.0, 1.0), "macro_f1": (0.0, 1.0), "macro_f1_seen": (0.0, 1.0), "doublet_f1": (0.0, 1.0), "pearson": (-1.0, 1.0), "pearson_truth": (-1.0, 1.0), "mse": (0.0, float("inf")), "mse_truth": (0.0, float("inf")), "poisson": (0.0, float("inf")),
+          **dict.fromkeys(EMBEDDING_METRICS, (0.0, 1.0)), "kmeans_ari": (-1.0, 1.0)}
 CHECK_COLUMNS = ["check", "task", "dataset", "method", "seed", "metric", "detail"]
 
 

@@ -246,5 +246,11 @@ def table_legend(table: pd.DataFrame) -> str:
             f"`{NOT_RUN}`: not run; `(n=k)`: only k seeds with a finite value.\n")
 
 
+from scfmbench.embedding import metrics as _embedding_metrics  # noqa: E402  (numpy only at import)
+
 # Rare-cell-type F1 (scfmbench.metrics.rare_f1; MAM paper): macro F1 over classes below a share of the training cells.
 register_metric("rare_f1", True, unit_scale=True)
+#: The embedding task's metrics (scfmbench.embedding.metrics): higher is better, [0, 1] (ARI [-1, 1]).
+EMBEDDING_METRICS = _embedding_metrics.LABEL_METRICS + _embedding_metrics.BATCH_METRICS
+for _metric in EMBEDDING_METRICS:
+    register_metric(_metric, True, unit_scale=True)

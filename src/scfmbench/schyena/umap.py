@@ -34,20 +34,23 @@ def umap_coordinates(embedding: np.ndarray, *, seed: int = 0, n_neighbors: int =
     return np.asarray(adata.obsm["X_umap"])
 
 
-def plot_umaps(panels: dict[str, np.ndarray], labels, path: str | Path, *, title: str = "") -> None:
-    """One scatter panel per entry of ``panels`` (title -> (n_cells, 2) coordinates), colour = ``labels``.
+def plot_umaps(panels: dict[str, np.ndarray], labels, path: str | Path, *, title: str = "", ncols: int | None = None) -> None:
+    """One scatter panel per entry of ``panels`` (title -> (n_cells, 2) coordinates), colour = ``labels``,
+    in rows of ``ncols`` panels (None: one row).
 
     Colours come from matplotlib's ``tab10`` (``tab20`` beyond 10 classes; colours repeat beyond
     20), classes sorted, one legend for all panels. Written as PNG, atomically.
     """
     labels = np.asarray(labels).astype(str)
     classes = np.unique(labels)
-    fig = Figure(figsize=(4.2 * len(panels) + 1.8, 4.2))
+    ncols = len(panels) if ncols is None else max(1, min(ncols, len(panels)))
+    nrows = math.ceil(len(panels) / ncols)
+    fig = Figure(figsize=(4.2 * ncols + 1.8, 4.2 * nrows))
     FigureCanvasAgg(fig)
     palette = colormaps["tab10" if len(classes) <= 10 else "tab20"]
     handles = None
     for i, (name, xy) in enumerate(panels.items()):
-        ax = fig.add_subplot(1, len(panels), i + 1)
+        ax = fig.add_subplot(nrows, ncols, i + 1)
         for c, cls in enumerate(classes):
             sel = labels == cls
             ax.scatter(xy[sel, 0], xy[sel, 1], s=max(2.0, 40.0 / math.sqrt(len(labels))), color=palette(c % palette.N), label=cls, linewidths=0, alpha=0.8)
@@ -61,6 +64,6 @@ def plot_umaps(panels: dict[str, np.ndarray], labels, path: str | Path, *, title
         fig.legend(*handles, loc="center right", fontsize=7, markerscale=2, frameon=False, title="cell type")
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1 - 1.8 / (4.2 * len(panels) + 1.8), 0.95))
+    fig.tight_layout(rect=(0, 0, 1 - 1.8 / (4.2 * ncols + 1.8), 1 - 0.05 / nrows))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=130)

@@ -13,7 +13,8 @@ detect_doublets_schyena  :func:`doublet_main`: ``results/doublet/{dataset}/schye
                          ``predictions.csv`` (cell_id, truth, predicted), ``run.json``
 score_doublets           :func:`score_doublet_main`: ``.../metrics.csv`` (task ``doublet``)
 impute_schyena           :func:`impute_main`: the imputation contract's ``predictions.npz``
-schyena_umap             :func:`umap_main`: ``results/report/figures/schyena_umap_{dataset}.png``
+schyena_umap             :func:`umap_main`: ``results/report/figures/schyena_umap_{dataset}.png`` (from
+                         annotate_schyena's ``embedding.npz`` of the first seed)
 =======================  ==============================================================================
 """
 
@@ -78,8 +79,9 @@ def _load_pretrained(checkpoint_path, adata):
     return model, run_config
 
 
-def finetune_main(prepared_path, checkpoint_path, predictions_path, run_path, finetuned_path, *, seed: int, params: dict | None = None) -> None:
-    """Fine-tune the pretrained model on cell types; write test predictions, a run record and the fine-tuned checkpoint."""
+def finetune_main(prepared_path, checkpoint_path, predictions_path, run_path, finetuned_path, *, seed: int, params: dict | None = None, embedding_path=None) -> None:
+    """Fine-tune the pretrained model on cell types; write test predictions, a run record and the fine-tuned checkpoint,
+    and with ``embedding_path`` every cell's [CLS] embedding of the pretrained and the fine-tuned model (:mod:`scfmbench.embedding`)."""
     from scfmbench.annotation import unseen_record, write_predictions
     from scfmbench.data.contract import read_prepared, require_labels
     from scfmbench.schyena.tasks import finetune_classifier, save_checkpoint
@@ -91,6 +93,13 @@ def finetune_main(prepared_path, checkpoint_path, predictions_path, run_path, fi
     result = finetune_classifier(model, adata, seed=seed, **p.finetune())
     write_predictions(result.cell_ids, result.predicted, predictions_path)
     record = _record(adata, seed=seed, params=p, pretrained=str(checkpoint_path), finetune=p.finetune(), **result.record(), **unseen_record(adata))
+    if embedding_path is not None:
+        from scfmbench.embedding import CellEmbeddings, embedding_record, write_embedding
+        from scfmbench.schyena.tasks import cls_embeddings
+
+        emb = CellEmbeddings(cls_embeddings(result.model, adata), result.model.embedding_pooling(), cls_embeddings(model, adata), f"pretraining checkpoint {checkpoint_path} before fine-tuning")
+        write_embedding(embedding_path, emb, adata.obs_names)
+        record["embedding"] = embedding_record(embedding_path, emb)
     save_checkpoint(finetuned_path, result.model, {**record, "pretrain_run": pre})
     write_json(record, run_path)
 
@@ -136,16 +145,20 @@ def impute_main(masked_path, predictions_path, *, seed: int, params: dict | None
     return run(METHOD, masked_path, predictions_path, seed=seed, params=SchyenaParams.from_dict(params).imputer())
 
 
-def umap_main(prepared_path, pretrained_path, finetuned_path, png_path, *, dataset: str, seed: int, params: dict | None = None) -> None:
-    """UMAP of the [CLS] embeddings of every cell, pretrained and fine-tuned side by side, coloured by cell type."""
+def umap_main(prepared_path, embedding_path, png_path, *, dataset: str, seed: int, params: dict | None = None) -> None:
+    """UMAP of the [CLS] embeddings of every cell, pretrained and fine-tuned side by side, coloured by
+    cell type: the ``zeroshot`` and ``embedding`` arrays annotate_schyena wrote (:mod:`scfmbench.embedding`)."""
+    from scfmbench import InputError
     from scfmbench.data.contract import read_prepared
-    from scfmbench.schyena.tasks import cls_embeddings, load_checkpoint
+    from scfmbench.embedding import read_embedding
     from scfmbench.schyena.umap import plot_umaps, umap_coordinates
 
     p = SchyenaParams.from_dict(params)
     adata = read_prepared(prepared_path)
+    emb = read_embedding(embedding_path, adata.obs_names)
+    if emb.zeroshot is None:
+        raise InputError(f"{embedding_path}: no pretrained [CLS] embedding ('zeroshot'); rerun annotate_schyena")
     panels = {}
-    for name, path in (("pretrained [CLS]", pretrained_path), ("fine-tuned [CLS]", finetuned_path)):
-        model, _ = load_checkpoint(path)
-        panels[name] = umap_coordinates(cls_embeddings(model, adata), seed=seed, n_neighbors=p.umap_neighbors)
+    for name, values in (("pretrained [CLS]", emb.zeroshot), ("fine-tuned [CLS]", emb.embedding)):
+        panels[name] = umap_coordinates(values, seed=seed, n_neighbors=p.umap_neighbors)
     plot_umaps(panels, adata.obs["cell_type"].astype(str).to_numpy(), png_path, title=f"scHyena on {dataset} (seed {seed}, all {adata.n_obs} cells, {adata.n_vars} genes)")
