@@ -247,12 +247,13 @@ def test_default_config_groups_each_transformers_seeds():
     transformers = [f"{b}-{a}" for b in ("scgpt", "geneformer") for a in ATTENTIONS] + ["scbert-performer"]
     stats = job_stats(out)
     assert stats["annotate_transformer"] == len(transformers) * 2  # pbmc68k, synthetic
-    assert stats["annotate_control"] == len(CONTROLS) * 2 * 3  # controls stay one job per seed
+    seeds = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["seeds"]
+    assert stats["annotate_control"] == len(CONTROLS) * 2 * len(seeds)  # controls stay one job per seed
     job = re.search(r"rule annotate_transformer:\n(?:    .*\n)*?    output: (.*)\n(?:    .*\n)*?    wildcards: dataset=(\w+), method=([\w-]+)\n", out)
     dataset, method = job.group(2), job.group(3)
     assert sorted(job.group(1).split(", ")) == sorted(
         f"results/{kind}/{dataset}/{method}/seed{seed}{suffix}"
-        for seed in (0, 1, 2)
+        for seed in seeds
         for kind, suffix in (("annotation", "/predictions.csv"), ("annotation", "/run.json"), ("embedding", "/embedding.npz"), ("benchmarks/annotation", ".tsv"))
     )
 
