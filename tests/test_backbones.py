@@ -439,6 +439,8 @@ def test_scfoundation_finetune_head_as_finetune_model():
     assert [type(m).__name__ for m in model.classifier] == ["Linear", "ReLU", "Linear"] and model.classifier[0].out_features == 256
     assert not model.head_norm.affine and model.head_norm.eps == 1e-6
     cells = _scf_cells()
+    model.head_norm.running_mean.fill_(0.5)  # eval BatchNorm reads its running statistics
+    model.head_norm.running_var.fill_(4.0)
     with torch.no_grad():
         got = model(cells)
         for i in range(len(cells.gene_ids)):
@@ -448,7 +450,7 @@ def test_scfoundation_finetune_head_as_finetune_model():
             # the encoder by hand on the gene tokens alone
             x = model.token_emb(values[genes][None]) + model.pos_emb(genes[None])
             h = model.encoder_norm(model.encoder(x, torch.zeros(1, len(genes), dtype=torch.bool), genes[None] + N_SPECIAL))
-            pooled = h[0].max(0).values / np.sqrt(1 + 1e-6)  # eval BatchNorm: running mean 0, variance 1
+            pooled = (h[0].max(0).values - 0.5) / np.sqrt(4.0 + 1e-6)
             assert torch.allclose(got[i], model.classifier(pooled), atol=1e-5)
 
 
