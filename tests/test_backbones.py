@@ -382,3 +382,100 @@ def test_window_mean_degree_comes_from_the_datasets_graph(tiny_prepared, tmp_pat
     assert record["graph"]["mean_degree"] == pytest.approx(A.nnz / A.shape[0])
     with pytest.raises(InputError, match="has window: mean_degree"):
         annotate_transformer(adata, backbone="scgpt", attention=attention, seed=0, epochs=1, kernel_config=config)
+
+
+# ---------------------------------------------------------------------------------------------
+# fidelity to the released code: scBERT's Performer, scFoundation's embedding and fine-tuning head
+
+
+def test_scbert_has_no_qkv_bias_as_performer_lm():
+    """performer-pytorch's PerformerLM (scBERT's model, TencentAILabHealthcare/scBERT
+    performer_pytorch.py) builds to_q/to_k/to_v with qkv_bias=False and to_out with a bias."""
+    model = ScBERTClassifier(ScBERTConfig(n_genes=G, n_classes=3, d_model=8, n_heads=2, n_layers=2, dim_head=4))
+    for layer in model.encoder.layers:
+        assert layer.self_attn.qkv.bias is None
+        assert layer.self_attn.out.bias is not None
+    # per layer: q/k/v 8 -> 3 x 2 heads x 4 without bias, out 8 -> 8 with bias
+    attn = sum(p.numel() for p in model.encoder.layers[0].self_attn.parameters())
+    assert attn == 8 * 24 + (8 * 8 + 8)
+
+
+def _scf_cells(n_cells=3, seed=0):
+    from scfmbench.models.scfoundation import tokenize_scfoundation
+
+    rng = np.random.default_rng(seed)
+    X = rng.random((n_cells, G)) * (rng.random((n_cells, G)) < 0.5) * 3.0
+    X[:, 0] = 1.0  # every cell expresses a gene
+    return tokenize_scfoundation(X, np.full(n_cells, 2000.0) * np.arange(1, n_cells + 1))
+
+
+def test_scfoundation_all_embedding_is_last_second_to_last_max_mean():
+    """get_embedding.py (pool_type 'all', one cell at a time: no padding): concat(geneemb[:, -1],
+    geneemb[:, -2], max and mean of geneemb[:, :-2]) over the encoder output, whose last token is
+    S = log10(total) and second-to-last T."""
+    from scfmbench.models.scfoundation import ScFoundation, ScFoundationConfig
+
+    torch.manual_seed(0)
+    model = ScFoundation(ScFoundationConfig(n_genes=G, n_classes=3, d_model=8, n_heads=2)).eval()
+    cells = _scf_cells()
+    with torch.no_grad():
+        got = model.cell_embedding(cells)
+        for i in range(len(cells.gene_ids)):
+            one = type(cells)(cells.gene_ids[i : i + 1], cells.value_ids[i : i + 1], cells.padding[i : i + 1])
+            h, index, pad = model.encode(one)
+            assert not pad.any() and model.values(one)[0, index[0, -1]] == pytest.approx(np.log10(2000.0 * (i + 1)), abs=1e-3)  # S last
+            geneemb = h[0]
+            ref = torch.cat([geneemb[-1], geneemb[-2], geneemb[:-2].max(0).values, geneemb[:-2].mean(0)])
+            assert torch.allclose(got[i], ref, atol=1e-5)
+
+
+def test_scfoundation_finetune_head_as_finetune_model():
+    """head='finetune' (finetune_model.py): encoder over the non-zero genes only (no T, S), max over
+    its states, BatchNorm1d(affine=False, eps=1e-6), Linear(D, 256) -> ReLU -> Linear(256, classes)."""
+    from scfmbench.models.scfoundation import ScFoundation, ScFoundationConfig
+
+    torch.manual_seed(0)
+    model = ScFoundation(ScFoundationConfig(n_genes=G, n_classes=3, d_model=8, n_heads=2, head="finetune")).eval()
+    assert [type(m).__name__ for m in model.classifier] == ["Linear", "ReLU", "Linear"] and model.classifier[0].out_features == 256
+    assert not model.head_norm.affine and model.head_norm.eps == 1e-6
+    cells = _scf_cells()
+    model.head_norm.running_mean.fill_(0.5)  # eval BatchNorm reads its running statistics
+    model.head_norm.running_var.fill_(4.0)
+    with torch.no_grad():
+        got = model(cells)
+        for i in range(len(cells.gene_ids)):
+            one = type(cells)(cells.gene_ids[i : i + 1], cells.value_ids[i : i + 1], cells.padding[i : i + 1])
+            values = model.values(one)[0, :G]
+            genes = torch.nonzero(values > 0).ravel()
+            # the encoder by hand on the gene tokens alone
+            x = model.token_emb(values[genes][None]) + model.pos_emb(genes[None])
+            h = model.encoder_norm(model.encoder(x, torch.zeros(1, len(genes), dtype=torch.bool), genes[None] + N_SPECIAL))
+            pooled = (h[0].max(0).values - 0.5) / np.sqrt(4.0 + 1e-6)
+            assert torch.allclose(got[i], model.classifier(pooled), atol=1e-5)
+
+
+@pytest.mark.parametrize("freeze,trained", [("encoder", {"token_emb", "pos_emb", "encoder.layers.1"}), ("encoder_embeddings", {"encoder.layers.1"})])
+def test_scfoundation_freeze_keeps_the_second_to_last_encoder_layer(freeze, trained):
+    """finetune_model.py (frozenmore=True: embeddings too) and MAM (embeddings trained): every encoder
+    parameter frozen but transformer_encoder[-2]'s, the encoder norm included."""
+    from scfmbench.models.scfoundation import ScFoundation, ScFoundationConfig
+
+    model = ScFoundation(ScFoundationConfig(n_genes=G, n_classes=3, d_model=8, n_heads=2, n_layers=3, head="finetune", freeze=freeze))
+    assert all(p.requires_grad for p in model.parameters())  # pretraining: nothing frozen
+    model.freeze_for_finetuning()
+    encoder_side = ("token_emb.", "pos_emb.", "encoder.", "encoder_norm.")
+    grads = {n for n, p in model.named_parameters() if p.requires_grad and n.startswith(encoder_side)}
+    assert {".".join(n.split(".")[:3]) if n.startswith("encoder.layers") else n.split(".")[0] for n in grads} == trained
+    assert all(p.requires_grad for n, p in model.named_parameters() if n.startswith(("classifier.", "head_norm.")))
+    with pytest.raises(InputError, match="n_layers >= 2"):
+        ScFoundationConfig(n_genes=G, n_classes=3, n_layers=1, freeze=freeze)
+
+
+def test_annotation_applies_scfoundation_freeze(tiny_prepared, monkeypatch):
+    from scfmbench.models.scfoundation import ScFoundation
+
+    calls = []
+    monkeypatch.setattr(ScFoundation, "freeze_for_finetuning", lambda self: calls.append(self.cfg.freeze))
+    annotate_transformer(tiny_prepared, backbone="scfoundation", attention="full", seed=0, d_model=8, n_heads=2, n_layers=2, head="finetune",
+                         freeze="encoder", epochs=1, max_steps=2)
+    assert calls == ["encoder"]

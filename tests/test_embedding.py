@@ -98,6 +98,46 @@ def test_graph_connectivity_by_hand():
     assert M.graph_connectivity(emb, labels, k=2) == pytest.approx(0.75)
 
 
+def test_batch_asw_averages_per_cell_type_not_per_cell():
+    """scib's silhouette_batch: 1 - |s| averaged over each type's cells, then over types. Type t: 4 cells
+    (the case above, batches apart); type u: 5 cells at 50..54, batches x y x y x (mixed)."""
+    emb = np.array([0.0, 1.0, 10.0, 11.0, 50.0, 51.0, 52.0, 53.0, 54.0])[:, None]
+    s_t = ((1 - 1 / 10.5) + (1 - 1 / 9.5)) / 2
+    # u, s = (b - a) / max(a, b) per cell: 50 x (a 3, b 2): -1/3; 51 y (a 2, b 5/3): -1/6;
+    # 52 x (a 2, b 1): -1/2; 53 y: -1/6; 54 x: -1/3. 1 - |s| averages 3.5 / 5 = 0.7
+    u = (2 / 3 + 5 / 6 + 1 / 2 + 5 / 6 + 2 / 3) / 5
+    got = M.batch_asw(emb, np.array(list("ttttuuuuu")), np.array(list("xxyyxyxyx")))
+    assert got == pytest.approx(((1 - s_t) + u) / 2)  # per cell it would be (4 (1 - s_t) + 5 u) / 9
+    assert abs(got - (4 * (1 - s_t) + 5 * u) / 9) > 0.02
+
+
+def test_graph_connectivity_counts_strong_not_weak_components():
+    """k = 1: type B = {0, 1, 5}: 0 <-> 1, and 5 -> 1 with no edge back, so the largest strongly
+    connected component is {0, 1}: 2 of 3 (weakly: 3 of 3); type C = {100, 101}: 2 of 2. Mean 5/6."""
+    emb = np.array([0.0, 1.0, 5.0, 100.0, 101.0])[:, None]
+    assert M.graph_connectivity(emb, np.array(list("BBBCC")), k=1) == pytest.approx((2 / 3 + 1) / 2)
+
+
+def test_cluster_and_silhouette_metrics_score_the_test_cells_only():
+    """k-means, label ASW, batch ASW and graph connectivity see the test cells only. Test cells: type a
+    at 0..3, b at 20..23, batches x y x y in each; train cells elsewhere (a at 40..43, b at 60..63, a
+    type c at 100, 101 seen in train only) would change every value below if they were scored."""
+    emb = np.array([0, 1, 2, 3, 20, 21, 22, 23, 40, 41, 42, 43, 60, 61, 62, 63, 100, 101], dtype=float)[:, None]
+    labels = np.array(list("aaaabbbb") + list("aaaabbbbcc"))
+    split = np.array(["test"] * 8 + ["train"] * 10)
+    batch = np.array(list("xyxyxyxy") + list("xxxxyyyyxy"))
+    got = M.embedding_metrics(emb, labels, split, k=3, batch=batch)
+    # two separated types, k = 2 among the test cells: k-means finds them exactly
+    assert got["kmeans_nmi"] == pytest.approx(1.0) and got["kmeans_ari"] == pytest.approx(1.0)
+    # silhouette of type a's cells (b's mirror them): a = mean distance within a, b = to the other type
+    s = (19.5 / 21.5 + (20.5 - 4 / 3) / 20.5 + (19.5 - 4 / 3) / 19.5 + 16.5 / 18.5) / 4
+    assert got["asw_label"] == pytest.approx((s + 1) / 2)
+    # batches within a type at 0, 1, 2, 3 = x, y, x, y: s = 0, -1/2, -1/2, 0, so 1 - |s| averages 3/4
+    assert got["batch_asw"] == pytest.approx(0.75)
+    # k = 3 within 4 cells of a type: each type one strongly connected component
+    assert got["graph_connectivity"] == pytest.approx(1.0)
+
+
 def test_constant_embedding_is_chance_level():
     """A model whose output is constant (every weight zero: the last LayerNorm returns its zero bias)
     gives one prediction for every test cell: the kNN accuracy is one class's test share, at most

@@ -274,39 +274,6 @@ def test_scfoundation_encoder_layer_is_torch_transformer_layer():
     assert torch.allclose(ours(x, pad, torch.zeros(3, 7, dtype=torch.long)), ref.eval()(x), atol=1e-5)
 
 
-def _official_name(name: str) -> str:
-    """Our module names as scFoundation's state dict spells them (written out by hand)."""
-    import re
-
-    name = re.sub(r"^encoder\.layers\.(\d+)\.self_attn\.qkv\.(weight|bias)$", r"encoder.transformer_encoder.\1.self_attn.in_proj_\2", name)
-    name = re.sub(r"^encoder\.layers\.(\d+)\.self_attn\.out\.", r"encoder.transformer_encoder.\1.self_attn.out_proj.", name)
-    name = re.sub(r"^encoder\.layers\.(\d+)\.", r"encoder.transformer_encoder.\1.", name)
-    return "model." + name.replace("encoder_norm.", "encoder.norm.")
-
-
-def test_scfoundation_loader_round_trip(tmp_path):
-    from scfmbench.models.scfoundation import ScFoundation, ScFoundationConfig, load_scfoundation_checkpoint
-
-    torch.manual_seed(0)
-    src = ScFoundation(ScFoundationConfig(n_genes=10, n_classes=3, d_model=16, n_layers=2, n_heads=2, d_hidden=64, decoder_dim=8, decoder_heads=2, bin_num=5))
-    state = {_official_name(k): v for k, v in src.state_dict().items() if not k.startswith("classifier.")}
-    assert "model.encoder.transformer_encoder.1.self_attn.in_proj_weight" in state and "model.token_emb.emb_mask.weight" in state
-    state["model.something_else.weight"] = torch.zeros(2)
-    config = {"model": "mae_autobin", "model_config": {"mae_autobin": {"encoder": {"hidden_dim": 16, "depth": 2, "heads": 2, "module_type": "transformer"},
-              "decoder": {"hidden_dim": 8, "depth": 1, "heads": 2, "dim_head": 4, "module_type": "performer"}, "seq_len": 12, "bin_num": 5, "bin_alpha": 1.0,
-              "pad_token_id": 103, "mask_token_id": 102, "n_class": 104}}, "dataset_config": {"rnaseq": {}}}
-    torch.save({"gene": {"config": config, "state_dict": state}, "cell": {"config": config, "state_dict": state}}, tmp_path / "models.ckpt")
-    model, report = load_scfoundation_checkpoint(tmp_path / "models.ckpt", key="gene", n_classes=4)
-    assert report.missing == ["classifier.bias", "classifier.weight"]
-    assert report.unexpected == ["something_else.weight"]
-    own = model.state_dict()
-    for k, v in src.state_dict().items():
-        if not k.startswith("classifier."):
-            assert torch.equal(own[k], v), k
-    with pytest.raises(InputError, match="'gene', 'cell' and 'rde'"):
-        load_scfoundation_checkpoint(tmp_path / "models.ckpt", key="rde", n_classes=4)
-
-
 # ------------------------------------------------------------------------------------------------
 # every backbone: a masked position never sees its own value
 

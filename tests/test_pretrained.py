@@ -260,3 +260,76 @@ def test_scgpt_loader_errors(tmp_path):
     torch.save({"not": "tensors"}, tmp_path / "m" / "best_model.pt")
     with pytest.raises(InputError, match="state dict"):
         load_scgpt_checkpoint(tmp_path / "m", n_classes=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# scFoundation: a models.ckpt with the official parameter names (fixture read off the official model)
+
+SCF_FIXTURE = __import__("pathlib").Path(__file__).parent / "fixtures" / "scfoundation" / "official_state_dict.tsv"
+# the miniature config the fixture was taken at (its header), in models.ckpt's layout
+SCF_CONFIG = {"model": "mae_autobin", "model_config": {"mae_autobin": {
+    "encoder": {"hidden_dim": 16, "depth": 2, "heads": 2, "module_type": "transformer"},
+    "decoder": {"hidden_dim": 8, "depth": 2, "heads": 2, "dim_head": 4, "module_type": "performer"},
+    "seq_len": 12, "bin_num": 5, "bin_alpha": 1.0, "pad_token_id": 103, "mask_token_id": 102, "n_class": 104}}, "dataset_config": {"rnaseq": {}}}
+
+
+def official_scfoundation_state() -> dict[str, torch.Tensor]:
+    """Random tensors under the official names and shapes, ``model.``-prefixed as models.ckpt has them."""
+    gen = torch.Generator().manual_seed(0)
+    state = {}
+    for line in SCF_FIXTURE.read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name, shape = line.split("\t")
+        dims = tuple(int(x) for x in shape.split("x") if x)
+        state["model." + name] = torch.tensor(7) if not dims else torch.randn(dims, generator=gen)
+    return state
+
+
+def test_scfoundation_fixture_is_the_official_layout():
+    names = [k.removeprefix("model.") for k in official_scfoundation_state()]
+    # 14 embedding and head tensors + 2 x 12 per encoder layer + 2 (norm) + 1 counter + 2 x 17 per Performer layer + 2 (norm)
+    assert len(names) == 77 and "encoder.transformer_encoder.1.self_attn.in_proj_weight" in names
+    assert "decoder.performer.calls_since_last_redraw" in names and not any("proj_updater" in n for n in names)
+
+
+def test_scfoundation_official_checkpoint_loads_with_no_missing_or_unexpected_keys(tmp_path):
+    from scfmbench.models.scfoundation import load_scfoundation_checkpoint
+
+    state = official_scfoundation_state()
+    torch.save({"gene": {"config": SCF_CONFIG, "state_dict": state}}, tmp_path / "models.ckpt")
+    model, report = load_scfoundation_checkpoint(tmp_path / "models.ckpt", key="gene", n_classes=4)
+    assert report.missing == ["classifier.bias", "classifier.weight"]  # the fresh head only
+    assert report.unexpected == []
+    own = model.state_dict()
+    pairs = {
+        "encoder.transformer_encoder.1.self_attn.in_proj_weight": "encoder.layers.1.self_attn.qkv.weight",
+        "encoder.transformer_encoder.0.self_attn.out_proj.bias": "encoder.layers.0.self_attn.out.bias",
+        "encoder.transformer_encoder.1.linear2.weight": "encoder.layers.1.linear2.weight",
+        "encoder.norm.weight": "encoder_norm.weight",
+        "token_emb.emb_mask.weight": "token_emb.emb_mask.weight",
+        "decoder.performer.net.layers.1.0.fn.to_q.weight": "decoder.performer.net.layers.1.0.fn.to_q.weight",
+        "decoder.performer.net.layers.0.0.fn.to_v.bias": "decoder.performer.net.layers.0.0.fn.to_v.bias",
+        "decoder.performer.net.layers.1.0.fn.fast_attention.projection_matrix": "decoder.performer.net.layers.1.0.fn.fast_attention.projection_matrix",
+        "decoder.performer.net.layers.0.1.fn.fn.w1.weight": "decoder.performer.net.layers.0.1.fn.fn.w1.weight",
+        "decoder.performer.calls_since_last_redraw": "decoder.performer.proj_updater.calls_since_last_redraw",
+        "to_final.weight": "to_final.weight",
+    }
+    for official, ours in pairs.items():
+        assert torch.equal(own[ours], state["model." + official]), official
+    # performer-pytorch's alias of the decoder holds the same loaded tensors
+    assert torch.equal(own["decoder.performer.proj_updater.instance.layers.1.0.fn.to_q.weight"], state["model.decoder.performer.net.layers.1.0.fn.to_q.weight"])
+    with pytest.raises(InputError, match="'gene', 'cell' and 'rde'"):
+        load_scfoundation_checkpoint(tmp_path / "models.ckpt", key="rde", n_classes=4)
+
+
+def test_scfoundation_loader_lists_missing_and_unexpected(tmp_path):
+    from scfmbench.models.scfoundation import load_scfoundation_checkpoint
+
+    state = official_scfoundation_state()
+    del state["model.decoder.performer.net.layers.0.0.fn.to_k.weight"]
+    state["model.something_else.weight"] = torch.zeros(2)
+    torch.save({"gene": {"config": SCF_CONFIG, "state_dict": state}}, tmp_path / "models.ckpt")
+    _, report = load_scfoundation_checkpoint(tmp_path / "models.ckpt", key="gene", n_classes=4)
+    assert report.missing == ["classifier.bias", "classifier.weight", "decoder.performer.net.layers.0.0.fn.to_k.weight"]
+    assert report.unexpected == ["something_else.weight"]

@@ -288,6 +288,9 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, gra
         model = spec.model(cfg)
     if KERNELS[attention].needs_edges:
         attach_graph(model, token_graph)
+    for module in model.modules():  # scFoundation's freeze option (finetune_model.py), wrapped or not
+        if hasattr(module, "freeze_for_finetuning"):
+            module.freeze_for_finetuning()
 
     tok, resample = spec.tokenizer(adata, cfg, train_rows, train_opts.get("max_len", 512), rng)
     train_inputs: TokenizedCells | None = None if resample else tok(train_rows)

@@ -5,7 +5,7 @@ whole gene panel (16,906 genes, zeros included) as tokens: a token embedding of 
 expression (log2 of normalized counts truncated to an integer, 7 bins with the top bin saturating,
 :func:`scfmbench.models.tokenize.scbert_bins`) plus a gene embedding, through a pre-LN Performer
 (FAVOR+ attention, GELU feed-forward 4x wide, final LayerNorm; 6 layers, 200 wide, 10 heads of
-64: ``dim_head``).
+64: ``dim_head``; q/k/v projections without bias: ``PerformerLM``'s ``qkv_bias=False``).
 Differences, stated:
 
 - **Gene embedding**: scBERT's is gene2vec (fixed 200-d vectors trained on co-expression); there is
@@ -88,6 +88,7 @@ class ScBERTClassifier(nn.Module):
         self.encoder = Encoder(
             d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, d_hidden=cfg.d_hidden, attention=cfg.attention,
             attention_config=cfg.attention_config, dropout=cfg.dropout, activation="gelu", norm_scheme="pre", head_dim=cfg.dim_head,
+            qkv_bias=False,  # performer-pytorch's PerformerLM (scBERT's model): no q/k/v bias; to_out keeps its bias
         )
         if cfg.pooling == "conv":
             self.head = ConvHead(cfg.n_genes + 1, cfg.d_model, cfg.n_classes, cfg.d_head, cfg.dropout)

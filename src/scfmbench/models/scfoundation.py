@@ -19,8 +19,20 @@ Follows scFoundation's ``MaeAutobin`` (GitHub ``biomap-research/scFoundation``,
   outputs scattered back to their positions, + position embedding, ``decoder_embed`` to the
   decoder width, a Performer (``performer-pytorch``; no padding in the decoder), LayerNorm,
   ``to_final`` -> one value per position.
-- **Cell embedding** "all" (``get_embedding.py``): concat(T state, S state, max and mean over the
-  gene states) from the encoder, nothing masked; the classifier is a Linear on it.
+- **Cell embedding** "all" (``get_embedding.py``, ``pool_type='all'``): concat(last token = S state,
+  second-to-last = T state, max and mean over the gene states) from the encoder, nothing masked.
+- **Head** ``head="all"`` (default): a Linear on that embedding. ``head="finetune"``: the released
+  fine-tuning head (``finetune_model.py``, also MAM's ``CellAnnoClassifierCA``): the encoder over the
+  cell's non-zero genes only (no T, S), max over the gene states, ``BatchNorm1d(D, affine=False,
+  eps=1e-6)``, Linear(D, 256) -> ReLU -> Linear(256, classes). Upstream's max also reads padding
+  positions of a batch; here it reads gene states only. ``freeze`` (applied at fine-tuning by
+  :meth:`ScFoundation.freeze_for_finetuning`, not in pretraining): ``"encoder"`` freezes every encoder
+  layer but the second-to-last and the encoder norm (MAM; ``finetune_model.py`` with
+  ``frozenmore=False``), ``"encoder_embeddings"`` also the value and position embeddings
+  (``finetune_model.py``'s default ``frozenmore=True``).
+- **Dropout**: ``dropout`` is the encoder's (``nn.TransformerEncoderLayer``'s default 0.1 upstream;
+  0 in the CPU default), ``decoder_dropout`` the Performer's (upstream ``ff_dropout`` and
+  ``attn_dropout``, default 0).
 
 A masked position is hidden twice: left out of the encoder and shown as the mask vector in the
 decoder, so no path carries its value (``tests/test_pretrain.py``). ``offset`` (B, D), MAM's
@@ -49,8 +61,13 @@ from torch import nn
 
 from scfmbench import InputError
 from scfmbench.models.attention import EdgePattern
-from scfmbench.models.scgpt import Encoder, num_params
+from scfmbench.models.scgpt import Encoder, check_choice, num_params
 from scfmbench.models.tokenize import N_SPECIAL, TokenizedCells
+
+
+HEADS = ("all", "finetune")
+FREEZE = ("none", "encoder", "encoder_embeddings")
+FINETUNE_WIDTH = 256  # finetune_model.py: Linear(D, 256) -> ReLU -> Linear(256, classes)
 
 
 @dataclass(kw_only=True)
@@ -66,7 +83,10 @@ class ScFoundationConfig:
     decoder_heads: int = 2
     bin_num: int = 10  # (scFoundation: 100)
     bin_alpha: float = 1.0
-    dropout: float = 0.0
+    dropout: float = 0.0  # encoder (scFoundation: nn.TransformerEncoderLayer's default 0.1)
+    decoder_dropout: float = 0.0  # Performer decoder (scFoundation: ff_dropout = attn_dropout = 0)
+    head: str = "all"  # "all": Linear on the "all" embedding; "finetune": finetune_model.py's head
+    freeze: str = "none"  # at fine-tuning: "none", "encoder" (MAM), "encoder_embeddings" (finetune_model.py)
     max_encoder_len: int = 5000  # non-zero genes + T, S; longer cells are subsampled (BioLLM)
     tgthighres: str = "t4"  # get_embedding.py's default
     value_scale: int = 1000  # value_ids = round(value x value_scale)
@@ -76,6 +96,10 @@ class ScFoundationConfig:
     def __post_init__(self):
         if not re.fullmatch(r"[taf]-?[0-9.]+", self.tgthighres):
             raise InputError(f"scfoundation tgthighres must be t<N>, a<N> or f<N> (scFoundation's get_embedding.py), not {self.tgthighres!r}")
+        check_choice("scfoundation head", self.head, HEADS)
+        check_choice("scfoundation freeze", self.freeze, FREEZE)
+        if self.freeze != "none" and self.n_layers < 2:
+            raise InputError(f"scfoundation freeze={self.freeze!r} trains only the second-to-last encoder layer (finetune_model.py): it needs n_layers >= 2, not {self.n_layers}")
         if self.max_encoder_len < 3:
             raise InputError(f"scfoundation max_encoder_len must be >= 3 (T, S and a gene), not {self.max_encoder_len}")
 
@@ -163,10 +187,14 @@ class ScFoundation(nn.Module):
                                attention_config=cfg.attention_config, dropout=cfg.dropout, activation="relu", norm_scheme="post")
         self.encoder_norm = nn.LayerNorm(d)
         self.decoder_embed = nn.Linear(d, cfg.decoder_dim)
-        self.decoder = PerformerDecoder(cfg.decoder_dim, cfg.decoder_layers, cfg.decoder_heads, cfg.dropout)
+        self.decoder = PerformerDecoder(cfg.decoder_dim, cfg.decoder_layers, cfg.decoder_heads, cfg.decoder_dropout)
         self.norm = nn.LayerNorm(cfg.decoder_dim)
         self.to_final = nn.Linear(cfg.decoder_dim, 1)
-        self.classifier = nn.Linear(4 * d, cfg.n_classes)
+        if cfg.head == "all":
+            self.classifier = nn.Linear(4 * d, cfg.n_classes)
+        else:  # finetune_model.py: self.norm (BatchNorm1d, no affine) then self.fc1
+            self.head_norm = nn.BatchNorm1d(d, affine=False, eps=1e-6)
+            self.classifier = nn.Sequential(nn.Linear(d, FINETUNE_WIDTH), nn.ReLU(), nn.Linear(FINETUNE_WIDTH, cfg.n_classes))
 
     # -- inputs -------------------------------------------------------------------------------------
 
@@ -181,12 +209,14 @@ class ScFoundation(nn.Module):
         """(B, L) bool: the T and S positions (always in the encoder, never masked)."""
         return self.positions(cells) >= self.cfg.n_genes
 
-    def encode(self, cells: TokenizedCells, mask: torch.Tensor | None = None, offset: torch.Tensor | None = None, edges: EdgePattern | None = None):
-        """Encoder states over each cell's non-zero unmasked genes + T, S.
+    def encode(self, cells: TokenizedCells, mask: torch.Tensor | None = None, offset: torch.Tensor | None = None, edges: EdgePattern | None = None,
+               totals: bool = True):
+        """Encoder states over each cell's non-zero unmasked genes + T, S (``totals=False``: genes only,
+        as ``finetune_model.py``).
 
         Returns (h (B, K, D), index (B, K) into L, pad (B, K) bool)."""
         values, pos = self.values(cells), self.positions(cells)
-        keep = ((values > 0) | self.total_tokens(cells)) & ~cells.padding
+        keep = ((values > 0) | self.total_tokens(cells) if totals else (values > 0) & ~self.total_tokens(cells)) & ~cells.padding
         if mask is not None:
             keep = keep & ~mask
         cap = self.cfg.max_encoder_len
@@ -218,20 +248,41 @@ class ScFoundation(nn.Module):
         out = self.norm(self.decoder(self.decoder_embed(x)))
         return self.to_final(out).squeeze(-1)
 
+    def _gene_max(self, h: torch.Tensor, gene: torch.Tensor) -> torch.Tensor:
+        """Max over the gene states (B, D); zeros for a cell with no expressed gene."""
+        mx = h.masked_fill(~gene, float("-inf")).amax(1)
+        return torch.where(torch.isfinite(mx), mx, torch.zeros_like(mx))
+
     def embed(self, cells: TokenizedCells, edges: EdgePattern | None = None, offset: torch.Tensor | None = None) -> torch.Tensor:
-        """Cell embedding "all" (B, 4D): T, S, max and mean over the gene states."""
+        """Cell embedding "all" (B, 4D) as get_embedding.py: the last token's state (S), the
+        second-to-last's (T), max and mean over the gene states."""
         h, index, pad = self.encode(cells, None, offset, edges)
         pos = self.positions(cells).gather(1, index)
-        t = (h * (pos == self.cfg.n_genes)[..., None]).sum(1)
         s = (h * (pos == self.cfg.n_genes + 1)[..., None]).sum(1)
+        t = (h * (pos == self.cfg.n_genes)[..., None]).sum(1)
         gene = (~pad & (pos < self.cfg.n_genes))[..., None]
-        mx = h.masked_fill(~gene, float("-inf")).amax(1)
-        mx = torch.where(torch.isfinite(mx), mx, torch.zeros_like(mx))  # a cell with no expressed gene
         mean = (h * gene).sum(1) / gene.sum(1).clamp_min(1)
-        return torch.cat([t, s, mx, mean], dim=-1)
+        return torch.cat([s, t, self._gene_max(h, gene), mean], dim=-1)
 
     def forward(self, cells: TokenizedCells, edges: EdgePattern | None = None, offset: torch.Tensor | None = None) -> torch.Tensor:
-        return self.classifier(self.embed(cells, edges, offset))
+        if self.cfg.head == "all":
+            return self.classifier(self.embed(cells, edges, offset))
+        h, _, pad = self.encode(cells, None, offset, edges, totals=False)
+        x = self._gene_max(h, ~pad[..., None])
+        if not (self.training and x.shape[0] == 1):  # BatchNorm needs 2 cells in training (MAM skips it for 1)
+            x = self.head_norm(x)
+        return self.classifier(x)
+
+    def freeze_for_finetuning(self) -> None:
+        """``cfg.freeze`` (finetune_model.py / MAM): no gradient to the encoder but its second-to-last
+        layer, nor (``encoder_embeddings``) to the value and position embeddings. Called by the
+        annotation run before fine-tuning; pretraining never calls it."""
+        if self.cfg.freeze == "none":
+            return
+        frozen = [self.encoder, self.encoder_norm] + ([self.token_emb, self.pos_emb] if self.cfg.freeze == "encoder_embeddings" else [])
+        for module in frozen:
+            module.requires_grad_(False)
+        self.encoder.layers[-2].requires_grad_(True)
 
     # The benchmark's cell embedding (README "Cell embeddings"): get_embedding.py's pool_type "all",
     # the classifier's input.
@@ -240,7 +291,7 @@ class ScFoundation(nn.Module):
         return self.embed(cells, edges, offset)
 
     def embedding_pooling(self) -> str:
-        return "concat(T state, S state, max and mean over the gene states) (scFoundation's pool_type 'all')"
+        return "concat(S state (last token), T state, max and mean over the gene states) (scFoundation's pool_type 'all')"
 
     def num_params(self) -> int:
         return num_params(self)
@@ -270,7 +321,20 @@ _RENAMES = (
     (r"^encoder\.transformer_encoder\.(\d+)\.self_attn\.out_proj\.", r"encoder.layers.\1.self_attn.out."),
     (r"^encoder\.transformer_encoder\.(\d+)\.", r"encoder.layers.\1."),
     (r"^encoder\.norm\.", "encoder_norm."),
+    # performer-pytorch 1.x keeps the redraw counter in its ProjectionUpdater (scFoundation's copy: on Performer)
+    (r"^decoder\.performer\.calls_since_last_redraw$", "decoder.performer.proj_updater.calls_since_last_redraw"),
 )
+
+
+def state_names(model: nn.Module) -> list[str]:
+    """The model's state-dict names, each tensor once: performer-pytorch's ``ProjectionUpdater``
+    registers the decoder again under ``proj_updater.instance``, names a checkpoint never has."""
+    seen, names = set(), []
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            names.append(name)
+    return names
 
 
 def released_name(name: str) -> str:
@@ -288,6 +352,8 @@ def config_from_released(config: dict, *, n_classes: int, **overrides) -> ScFoun
     try:
         mc = config["model_config"][config.get("model", "mae_autobin")]
         enc, dec = mc["encoder"], mc["decoder"]
+        if int(dec.get("dim_head", int(dec["hidden_dim"]) // int(dec["heads"]))) * int(dec["heads"]) != int(dec["hidden_dim"]):
+            raise InputError(f"scFoundation checkpoint config: decoder dim_head x heads must equal hidden_dim here (got {dec.get('dim_head')} x {dec['heads']} vs {dec['hidden_dim']})")
         cfg = dict(n_genes=int(mc["seq_len"]) - 2, n_classes=n_classes, d_model=int(enc["hidden_dim"]), n_layers=int(enc["depth"]), n_heads=int(enc["heads"]),
                    d_hidden=4 * int(enc["hidden_dim"]), decoder_dim=int(dec["hidden_dim"]), decoder_layers=int(dec["depth"]), decoder_heads=int(dec["heads"]),
                    bin_num=int(mc["bin_num"]), bin_alpha=float(mc["bin_alpha"]))
@@ -318,7 +384,7 @@ def load_scfoundation_checkpoint(path: str | Path, *, key: str = "gene", n_class
         state[new] = value
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    model.load_state_dict(usable, strict=False)
-    report = ScFoundationLoad(str(path), key, missing=sorted(set(own) - set(usable)), unexpected=sorted(set(state) - set(usable)), renamed=renamed)
+    model.load_state_dict(usable, strict=False)  # aliases share their tensors: loaded with them
+    report = ScFoundationLoad(str(path), key, missing=sorted(set(state_names(model)) - set(usable)), unexpected=sorted(set(state) - set(usable)), renamed=renamed)
     return model, report
 

@@ -51,12 +51,13 @@ class Block(nn.Module):
     """
 
     def __init__(self, d_model: int, n_heads: int, d_hidden: int, *, attention: str, attention_config: dict | None = None,
-                 dropout: float = 0.1, activation: str = "relu", norm_scheme: str = "post", eps: float = 1e-5, head_dim: int | None = None):
+                 dropout: float = 0.1, activation: str = "relu", norm_scheme: str = "post", eps: float = 1e-5, head_dim: int | None = None,
+                 qkv_bias: bool = True):
         super().__init__()
         check_choice("activation", activation, ACTIVATIONS)
         check_choice("norm_scheme", norm_scheme, NORM_SCHEMES)
         self.norm_scheme, self.activation = norm_scheme, ACTIVATIONS[activation]
-        self.self_attn = MultiHeadAttention(d_model, n_heads, kernel=attention, kernel_config=attention_config, dropout=dropout, head_dim=head_dim)
+        self.self_attn = MultiHeadAttention(d_model, n_heads, kernel=attention, kernel_config=attention_config, dropout=dropout, head_dim=head_dim, qkv_bias=qkv_bias)
         self.linear1, self.linear2 = nn.Linear(d_model, d_hidden), nn.Linear(d_hidden, d_model)
         self.norm1, self.norm2 = nn.LayerNorm(d_model, eps=eps), nn.LayerNorm(d_model, eps=eps)
         self.dropout = nn.Dropout(dropout)  # after the feed-forward output (the attention's is in self_attn)
@@ -81,14 +82,15 @@ class Encoder(nn.Module):
     """
 
     def __init__(self, *, d_model: int, n_layers: int, n_heads: int, d_hidden: int, attention: str, attention_config: dict | None = None,
-                 dropout: float = 0.1, activation: str = "relu", norm_scheme: str = "post", eps: float = 1e-5, head_dim: int | None = None):
+                 dropout: float = 0.1, activation: str = "relu", norm_scheme: str = "post", eps: float = 1e-5, head_dim: int | None = None,
+                 qkv_bias: bool = True):
         super().__init__()
         if attention not in KERNELS:
             raise InputError(f"unknown attention kernel {attention!r}; registered kernels are {sorted(KERNELS)}")
         self.attention, self.needs_edges = attention, KERNELS[attention].needs_edges
         self.layers = nn.ModuleList(
             Block(d_model, n_heads, d_hidden, attention=attention, attention_config=attention_config, dropout=dropout,
-                  activation=activation, norm_scheme=norm_scheme, eps=eps, head_dim=head_dim)
+                  activation=activation, norm_scheme=norm_scheme, eps=eps, head_dim=head_dim, qkv_bias=qkv_bias)
             for _ in range(n_layers)
         )
         self.norm = nn.LayerNorm(d_model, eps=eps) if norm_scheme == "pre" else nn.Identity()

@@ -67,16 +67,18 @@ class MultiHeadAttention(nn.Module):
     200-wide model). ``dropout`` drops the output projection and is also the kernel's attention
     dropout unless ``kernel_config`` sets one (for kernels with a ``dropout`` option), as scGPT's
     attention (``attention_dropout=dropout``) and GenoHoption's (``attention_probs_dropout_prob``).
+    ``bias``: biases of the projections; ``qkv_bias`` (None: ``bias``) of the q/k/v one alone
+    (performer-pytorch's ``PerformerLM``, scBERT's model: ``qkv_bias=False``, output bias kept).
     """
 
     def __init__(self, d_model: int, n_heads: int, *, kernel: str = "full", kernel_config: dict | None = None, dropout: float = 0.0, bias: bool = True,
-                 head_dim: int | None = None):
+                 head_dim: int | None = None, qkv_bias: bool | None = None):
         super().__init__()
         if head_dim is None and d_model % n_heads:
             raise InputError(f"d_model={d_model} must be divisible by n_heads={n_heads} (or give head_dim)")
         self.n_heads = n_heads
         inner = n_heads * (head_dim or d_model // n_heads)
-        self.qkv = nn.Linear(d_model, 3 * inner, bias=bias)  # packed like scGPT's Wqkv
+        self.qkv = nn.Linear(d_model, 3 * inner, bias=bias if qkv_bias is None else qkv_bias)  # packed like scGPT's Wqkv
         self.out = nn.Linear(inner, d_model, bias=bias)
         options = dict(kernel_config or {})
         if "dropout" in kernel_option_names(kernel):
