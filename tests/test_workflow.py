@@ -240,3 +240,28 @@ def test_seed_grouping_changes_no_number(workflow_run):
     run(workflow_run, "--configfile", "config/tiny.yaml", "config/per_seed.yaml", "--forcerun", "annotate_transformer", "--until", "annotate_transformer")
     assert {f: f.read_text() for f in files} == grouped
     assert "max_vms" in pd.read_csv(bench / "seed0.tsv", sep="\t").columns  # now written by Snakemake
+
+
+def test_trained_runs_write_curves_and_the_quality_report_checks_them(workflow_run):
+    """Every trainer of the tiny run writes its curves.csv (fine-tunings, the pretraining stage, the
+    perturbation generator); a figure per task; the tiny caps (pretraining 3 steps) are reported."""
+    from scfmbench.curves import read_curves
+
+    res = workflow_run / "results"
+    files = {
+        "annotation": res / "annotation" / "synthetic" / "scgpt-full" / "seed0" / "curves.csv",
+        "finetune from pretraining": res / "annotation" / "synthetic" / "scgpt-full-ptmam" / "seed0" / "curves.csv",
+        "pretraining": res / "pretrain" / "synthetic" / "scgpt" / "mam" / "seed0" / "curves.csv",
+        "perturbation": res / "perturbation" / "perturb_tiny" / "scgpt-genohoption-p" / "seed0" / "curves.csv",
+    }
+    for name, path in files.items():
+        frame = read_curves(path)
+        assert len(frame) >= 1 and frame["stop_reason"].isin(["early_stop", "step_cap", "epoch_cap"]).all(), name
+    assert read_curves(files["pretraining"])["phase"].unique().tolist() == ["pretrain"]
+    assert not (res / "annotation" / "synthetic" / "logreg" / "seed0" / "curves.csv").exists()  # controls train nothing
+    for task in ("annotation", "perturbation", "pretraining"):
+        assert (res / "report" / "figures" / f"curves_{task}.png").stat().st_size > 1000
+    quality = pd.read_csv(res / "report" / "quality.csv")
+    flagged = quality[quality["check"] == "not converged"]
+    # 3 pretraining steps and one 2-step perturbation epoch cannot show a plateau.
+    assert {("pretraining", "scgpt-mam"), ("perturbation", "scgpt-genohoption-p")} <= set(zip(flagged["task"], flagged["method"]))

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from scfmbench import InputError
+from scfmbench.curves import Curve, report_curve
 from scfmbench.metrics import macro_f1
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class History:
     best_epoch: int = -1
     stopped: str = ""
     seconds: float = 0.0
+    curve: Curve = field(default_factory=Curve)  # step, epoch, lr, losses per evaluation (curves.csv)
 
 
 # Mixed precision (``amp``): None (float32), "bf16" or "fp16" autocast; fp16 also scales the loss
@@ -64,7 +66,7 @@ def predict_logits(model: nn.Module, inputs, *, batch_size: int, device, amp: st
 
 def fit(model: nn.Module, *, train: Callable[[int], object], loss: Callable, score: Callable[[nn.Module], float], epochs: int, batch_size: int,
         lr: float, lr_gamma: float = 0.9, patience: int = 5, seed: int = 0, device=None, weight_decay: float = 0.0, score_name: str = "score",
-        steps_per_epoch: int | None = None, amp: str | None = None) -> History:
+        steps_per_epoch: int | None = None, amp: str | None = None, cap: str = "epoch_cap") -> History:
     """The loop every task trains with: Adam + StepLR (scGPT's fine-tuning recipe), early stopping on
     a validation score (higher is better), the best validation state restored at the end.
 
@@ -75,6 +77,11 @@ def fit(model: nn.Module, *, train: Callable[[int], object], loss: Callable, sco
     batches of an epoch, so that an epoch is a validation interval of a fixed cost. ``amp``: mixed
     precision (:data:`AMP_DTYPES`) for the loss's forward pass; weights, optimizer and the loss
     (autocast runs cross-entropy and MSE in float32) stay float32.
+
+    The history's :class:`~scfmbench.curves.Curve` gets one row per epoch (step, epoch, the epoch's
+    learning rate and mean training loss, the validation score); ``cap`` names what ``epochs``
+    stands for when the loop runs out of them ("epoch_cap", or "step_cap" where a caller turned a
+    step budget into epochs).
     """
     device = device or default_device()
     model.to(device)
@@ -82,7 +89,8 @@ def fit(model: nn.Module, *, train: Callable[[int], object], loss: Callable, sco
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=lr_gamma)
     scaler = torch.amp.GradScaler(torch.device(device).type, enabled=amp == "fp16")  # scGPT: GradScaler(enabled=amp)
-    hist, best, best_state, bad = History(), -np.inf, None, 0
+    hist, best, best_state, bad, step = History(), -np.inf, None, 0, 0
+    hist.curve.criterion = f"valid {score_name}"
     start = time.perf_counter()
     for epoch in range(epochs):
         model.train()
@@ -90,7 +98,7 @@ def fit(model: nn.Module, *, train: Callable[[int], object], loss: Callable, sco
         order = torch.randperm(len(inputs), generator=gen)
         if steps_per_epoch is not None:
             order = order[: steps_per_epoch * batch_size]
-        losses = []
+        losses, lr_now = [], opt.param_groups[0]["lr"]
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
             with autocast(device, amp):
@@ -100,10 +108,14 @@ def fit(model: nn.Module, *, train: Callable[[int], object], loss: Callable, sco
             scaler.step(opt)
             scaler.update()
             losses.append(value.item())
+            step += 1
         sched.step()
         s = score(model)
+        if s is None:
+            hist.curve.criterion = "-train loss"
         s = -float(np.mean(losses)) if s is None else s
         hist.train_loss.append(float(np.mean(losses)))
+        hist.curve.add(step=step, epoch=epoch + 1, lr=lr_now, train_loss=hist.train_loss[-1], valid=s)
         hist.valid_macro_f1.append(s)  # the validation score, whatever it is (name kept for run records)
         log.info("epoch %d: train loss %.4f, valid %s %.4f", epoch, hist.train_loss[-1], score_name, s)
         if s > best:
@@ -112,8 +124,11 @@ def fit(model: nn.Module, *, train: Callable[[int], object], loss: Callable, sco
             bad += 1
             if bad >= patience:
                 hist.stopped = f"early stopping after epoch {epoch} (no improvement for {patience} epochs)"
+                hist.curve.stop("early_stop")
                 break
     hist.stopped = hist.stopped or f"max epochs ({epochs})"
+    hist.curve.stop_reason = hist.curve.stop_reason or cap
+    report_curve(hist.curve)
     if best_state is not None:
         model.load_state_dict(best_state)
     hist.seconds = time.perf_counter() - start
@@ -121,7 +136,7 @@ def fit(model: nn.Module, *, train: Callable[[int], object], loss: Callable, sco
 
 
 def fit_classifier(model: nn.Module, *, train: Callable[[int], object], y_train: torch.Tensor, valid, y_valid: torch.Tensor, epochs: int, batch_size: int, lr: float, lr_gamma: float = 0.9, patience: int = 5, seed: int = 0, device=None, weight_decay: float = 0.0,
-                   amp: str | None = None) -> History:
+                   amp: str | None = None, cap: str = "epoch_cap") -> History:
     """:func:`fit` with cross-entropy and early stopping on validation macro F1 (minus the training
     loss when there is no validation cell); ``amp`` as in :func:`fit`."""
     device = device or default_device()
@@ -136,4 +151,4 @@ def fit_classifier(model: nn.Module, *, train: Callable[[int], object], y_train:
         return macro_f1(y_valid.numpy(), pred.numpy())
 
     return fit(model, train=train, loss=loss, score=score, epochs=epochs, batch_size=batch_size, lr=lr, lr_gamma=lr_gamma, patience=patience,
-               seed=seed, device=device, weight_decay=weight_decay, score_name="macro F1", amp=amp)
+               seed=seed, device=device, weight_decay=weight_decay, score_name="macro F1", amp=amp, cap=cap)

@@ -29,6 +29,7 @@ rule annotate_transformer:
     output:
         predictions=transformer_seeds(annotation_output()),
         run=transformer_seeds("results/annotation/{dataset}/{method}/seed{seed}/run.json"),
+        curves=transformer_seeds(ANNOTATION_CURVES),
         embedding=transformer_seeds(EMBEDDING),
         **({"benchmark": per_seed(annotation_benchmark())} if GROUP_SEEDS else {}),
     params:

@@ -181,6 +181,35 @@ def annotation_run_files():
     return list(runs.values())
 
 
+def curve_records():
+    """[task, dataset, method, seed, curves.csv] of every trained run the config asks for (the
+    convergence check in report_extras reads them): the annotation transformers, their pretrained
+    fine-tunings and scHyena; scHyena's doublets; the perturbation generators; DCA; the pretraining
+    grid and scHyena's pretraining (task 'pretraining', method '{backbone}-{strategy}')."""
+    out = []
+    for path in metrics_files():
+        parts = path.split("/")
+        if len(parts) != 6:
+            continue
+        _, task, dataset, method, seed, _ = parts
+        trained = {
+            "annotation": method in TRANSFORMERS or method in PRETRAINED_METHODS or method == "schyena",
+            "doublet": method == "schyena",
+            "perturbation": _perturbation.is_generator(method),
+            "imputation": method == "dca",
+            "denoising": method == "dca",
+        }.get(task, False)
+        if trained:
+            out.append([task, dataset, method, int(seed.removeprefix("seed")), path.replace("metrics.csv", "curves.csv")])
+    pretrain = set(PRETRAIN_GRID)
+    if "schyena" in ANNOTATION["methods"]:
+        pretrain |= {(d, "schyena", "uniform") for d in annotation_datasets(config, "schyena")}
+    for dataset, backbone, strategy in sorted(pretrain):
+        for seed in SEEDS:
+            out.append(["pretraining", dataset, f"{backbone}-{strategy}", int(seed), PRETRAIN_CURVES.format(dataset=dataset, backbone=backbone, strategy=strategy, seed=seed)])
+    return out
+
+
 def report_config(wildcards=None):
     return dict(config)
 
@@ -193,8 +222,13 @@ def report_extra_files():
     return [f"results/report/{name}" for name in names] + [str(p) for p in study_paths("results/report").values()]
 
 
+def curve_figures():
+    """One learning-curve figure per task with trained runs (rule report_curves)."""
+    return [f"results/report/figures/curves_{task}.png" for task in sorted({r[0] for r in curve_records()})]
+
+
 def all_outputs():
-    return report_extra_files() + metrics_files() + report_files() + significance_files() + schyena_files() + graph_files() + profile_files() + perturbation_report_files() + pretraining_files() + embedding_report_files()
+    return curve_figures() + report_extra_files() + metrics_files() + report_files() + significance_files() + schyena_files() + graph_files() + profile_files() + perturbation_report_files() + pretraining_files() + embedding_report_files()
 
 
 # graphs
@@ -335,6 +369,13 @@ def imputer_output(method="{method}"):
     return f"results/{{task}}/{{dataset}}/{method}/seed{{seed}}/predictions.npz"
 
 
+# Learning curves (scfmbench.curves): one curves.csv beside each trained run's record.
+ANNOTATION_CURVES = "results/annotation/{dataset}/{method}/seed{seed}/curves.csv"
+DOUBLET_CURVES = "results/doublet/{dataset}/{method}/seed{seed}/curves.csv"
+PERTURB_CURVES = "results/perturbation/{dataset}/{method}/seed{seed}/curves.csv"
+IMPUTER_CURVES = "results/{task}/{dataset}/{method}/seed{seed}/curves.csv"
+
+
 def imputer_benchmark(method="{method}"):
     return f"results/benchmarks/{{task}}/{{dataset}}/{method}/seed{{seed}}.tsv"
 
@@ -445,6 +486,7 @@ PRETRAIN = config["pretraining"]
 PRETRAIN_GRID = pretraining_grid(config)
 PRETRAIN_CKPT = "results/pretrain/{dataset}/{backbone}/{strategy}/seed{seed}/checkpoint.pt"
 PRETRAIN_MASKED = "results/pretrain/{dataset}/{backbone}/{strategy}/seed{seed}/masked_set.csv"
+PRETRAIN_CURVES = "results/pretrain/{dataset}/{backbone}/{strategy}/seed{seed}/curves.csv"
 # Fine-tunings from the grid's checkpoints: annotation methods {backbone}-{attention}-pt{strategy}.
 PRETRAINED_METHODS = sorted({pretrained_method(b, PRETRAIN["attention"], s) for _, b, s in PRETRAIN_GRID}
                             | ({scratch_method(b, PRETRAIN["attention"]) for _, b, _ in PRETRAIN_GRID} if PRETRAIN["scratch"] else set()))

@@ -49,6 +49,7 @@ rule perturb_predict:
     output:
         predictions=transformer_seeds(perturb_output()),
         run=transformer_seeds("results/perturbation/{dataset}/{method}/seed{seed}/run.json"),
+        curves=transformer_seeds(PERTURB_CURVES),
         **({"benchmark": per_seed(perturb_benchmark())} if GROUP_SEEDS else {}),
     params:
         method_params=perturb_method_params,

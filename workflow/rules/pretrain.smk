@@ -12,6 +12,7 @@ rule pretrain:
     output:
         checkpoint=transformer_seeds(PRETRAIN_CKPT),
         masked_set=transformer_seeds(PRETRAIN_MASKED),
+        curves=transformer_seeds(PRETRAIN_CURVES),
         **({"benchmark": per_seed("results/benchmarks/pretrain/{dataset}/{backbone}/{strategy}/seed{seed}.tsv")} if GROUP_SEEDS else {}),
     params:
         options=pretrain_options,
@@ -40,6 +41,7 @@ rule annotate_pretrained:
     output:
         predictions=transformer_seeds(annotation_output()),
         run=transformer_seeds("results/annotation/{dataset}/{method}/seed{seed}/run.json"),
+        curves=transformer_seeds(ANNOTATION_CURVES),
         embedding=transformer_seeds(EMBEDDING),
         **({"benchmark": per_seed(annotation_benchmark())} if GROUP_SEEDS else {}),
     params:

@@ -82,6 +82,7 @@ rule report_extras:
     input:
         metrics=rules.report.output.metrics,
         runs=annotation_run_files(),
+        curves=[r[-1] for r in curve_records()],
     output:
         paper_md="results/report/paper_table.md",
         paper_csv="results/report/paper_table.csv",
@@ -105,6 +106,7 @@ rule report_extras:
         ),
     params:
         expected=expected_records,
+        curves=curve_records(),
         config=report_config,
     log:
         "results/logs/report/report_extras.log",
@@ -191,3 +193,27 @@ rule report_significance:
         "../../envs/report.yaml"
     script:
         "../scripts/report_significance.py"
+
+
+# Learning curves (scfmbench.curves): a figure per task with trained runs, a panel per dataset x
+# method, a line per seed; the convergence check itself is a section of the quality report.
+rule report_curves:
+    input:
+        curves=lambda w: [r[-1] for r in curve_records() if r[0] == w.task],
+    output:
+        png=report(
+            "results/report/figures/curves_{task}.png",
+            caption="../report/curves.rst",
+            category="Learning curves",
+            subcategory="{task}",
+        ),
+    params:
+        curves=lambda w: [r for r in curve_records() if r[0] == w.task],
+    wildcard_constraints:
+        task="annotation|doublet|perturbation|imputation|denoising|pretraining",
+    log:
+        "results/logs/report/curves_{task}.log",
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/report_curves.py"

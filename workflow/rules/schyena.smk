@@ -11,6 +11,7 @@ rule annotate_schyena:
     output:
         predictions=annotation_output(),
         run="results/annotation/{dataset}/{method}/seed{seed}/run.json",
+        curves=ANNOTATION_CURVES,
         finetuned="results/{method}/{dataset}/seed{seed}/finetuned.pt",
         embedding=EMBEDDING,
     params:
@@ -37,6 +38,7 @@ rule detect_doublets_schyena:
     output:
         predictions="results/doublet/{dataset}/{method}/seed{seed}/predictions.csv",
         run="results/doublet/{dataset}/{method}/seed{seed}/run.json",
+        curves=DOUBLET_CURVES,
     params:
         method_params=method_params,
     threads: 1

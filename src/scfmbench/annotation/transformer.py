@@ -304,9 +304,10 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, gra
     def train(epoch: int) -> TokenizedCells:
         return tok(train_rows) if resample else train_inputs
 
-    epochs = train_opts["epochs"]
+    epochs, cap = train_opts["epochs"], "epoch_cap"
     if train_opts.get("max_steps"):
-        epochs = min(epochs, max(1, math.ceil(train_opts["max_steps"] / math.ceil(len(train_rows) / train_opts["batch_size"]))))
+        by_steps = max(1, math.ceil(train_opts["max_steps"] / math.ceil(len(train_rows) / train_opts["batch_size"])))
+        epochs, cap = (by_steps, "step_cap") if by_steps < epochs else (epochs, cap)
     y = lambda rows: torch.tensor([index[c] for c in labels[rows]], dtype=torch.long)  # noqa: E731
     hist = fit_classifier(
         model,
@@ -323,6 +324,7 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, gra
         seed=seed,
         device=device,
         amp=train_opts.get("amp"),
+        cap=cap,
     )
     logits = predict_logits(model, tok(test_rows), batch_size=train_opts["batch_size"], device=device, amp=train_opts.get("amp"))
     embedding = None

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scfmbench import InputError
+from scfmbench.curves import Curve, report_curve
 from scfmbench.data.contract import TARGET_SUM
 from scfmbench.impute.methods import register_imputer
 
@@ -164,6 +165,7 @@ class DCAHistory:
     epochs_run: int = 0
     stop_reason: str = ""  # "early_stopping" or "max_epochs"
     seconds: float = 0.0  # wall time of the training loop
+    curve: Curve = field(default_factory=lambda: Curve(criterion="valid loss", higher_is_better=False))  # curves.csv
 
 
 @dataclass
@@ -627,10 +629,13 @@ def train_dca(
         hist.loss.append(float(running) / n_train)
         hist.lr.append(lr)
         hist.epochs_run = epoch + 1
+        step = (epoch + 1) * -(-n_train // c.batch_size)
         if not has_val:
+            hist.curve.add(step=step, epoch=epoch + 1, lr=lr, train_loss=hist.loss[-1], valid=None)
             continue
         val = _evaluate(model, x_in[n_train:], counts[n_train:], sf[n_train:], lgamma_x1[n_train:])
         hist.val_loss.append(val)
+        hist.curve.add(step=step, epoch=epoch + 1, lr=lr, train_loss=hist.loss[-1], valid=val)
         logger.debug("dca epoch %d: loss %.5f val_loss %.5f lr %.2g", epoch + 1, hist.loss[-1], val, lr)
         # Callback order as in train.py: ReduceLROnPlateau, then EarlyStopping.
         if c.reduce_lr and plateau.step(val):
@@ -639,7 +644,10 @@ def train_dca(
             plateau.wait = 0
         if c.early_stop and early.step(val):
             hist.stop_reason = "early_stopping"
+            hist.curve.stop("early_stop")
             break
+    hist.curve.stop_reason = hist.curve.stop_reason or "epoch_cap"
+    report_curve(hist.curve)
     hist.seconds = time.perf_counter() - t0
     return hist
 

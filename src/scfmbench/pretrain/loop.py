@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scfmbench import InputError
+from scfmbench.curves import Curve, report_curve
 from scfmbench.pretrain.masking import MaskingStrategy
 from scfmbench.pretrain.masking.uniform import mask_nonzero
 
@@ -112,6 +113,7 @@ class PretrainHistory:
     n_train_cells: int = 0
     n_valid_cells: int = 0
     seconds: float = 0.0
+    curve: Curve = field(default_factory=lambda: Curve(criterion="valid masked MSE", higher_is_better=False))
 
 
 def batches(n: int, batch_size: int, generator: torch.Generator):
@@ -175,11 +177,24 @@ def train_masked(model: MaskedModel, data: MaskedCells, *, strategy: MaskingStra
         pad = None if valid.maskable is None else ~valid.maskable
         valid_mask = mask_nonzero(valid.values, p=strategy.monitor_ratio, generator=torch.Generator().manual_seed(int(torch.randint(2**31, (), generator=generator))), pad_mask=pad)
 
+    # The curve: a row every ``eval_every`` steps (or every twentieth of the run when nothing is
+    # monitored), with the mean training loss since the previous row and, where monitored, the
+    # validation masked MSE (row 0: the monitor before training).
+    curve_every = eval_every or max(1, steps // 20)
+
     def monitor(step: int) -> None:
+        valid_loss = None
         if valid_mask is not None:
             hist.eval_step.append(step)
-            hist.valid_loss.append(monitor_loss(model, valid, valid_mask, strategy, batch_size=max(batch_size, 64)))
+            hist.valid_loss.append(valid_loss := monitor_loss(model, valid, valid_mask, strategy, batch_size=max(batch_size, 64)))
             log.info("step %d: valid masked MSE %.4f", step, hist.valid_loss[-1])
+        record(step, valid_loss)
+
+    def record(step: int, valid_loss: float | None) -> None:
+        since = hist.train_loss[hist.curve.step[-1] if hist.curve.step else 0 :]
+        if step == 0 and valid_loss is None:
+            return
+        hist.curve.add(step=step, epoch=step * batch_size / len(data), lr=opt.param_groups[0]["lr"], train_loss=sum(since) / len(since) if since else None, valid=valid_loss)
 
     opt = torch.optim.Adam(param_groups(model, lr=lr, lr_pretrained=lr_pretrained, pretrained=pretrained), lr=lr, weight_decay=weight_decay)
     start = time.perf_counter()
@@ -201,7 +216,13 @@ def train_masked(model: MaskedModel, data: MaskedCells, *, strategy: MaskingStra
         hist.mask_prob.append(drawn.ratio if drawn.ratio is not None else float((drawn.mask & nonzero).sum() / nonzero.sum().clamp_min(1)))
         if eval_every and step % eval_every == 0 and step != steps:
             monitor(step)
+        elif step % curve_every == 0 and step != steps:
+            record(step, None)
+    if valid_mask is None:
+        hist.curve.criterion = "train loss"
     monitor(steps)
+    hist.curve.stop("step_cap")
+    report_curve(hist.curve, "pretrain")
     model.eval()
     hist.seconds = time.perf_counter() - start
     log.info("masked training (%s): %d steps in %.1f s, last train loss %.4f", strategy.name, steps, hist.seconds, hist.train_loss[-1])

@@ -16,10 +16,12 @@ from scfmbench.report.quality import quality_checks, quality_markdown
 from scfmbench.report.studies import main_grid
 
 
-def write_extras(metrics_path, out, *, expected, config, runs=()) -> None:
+def write_extras(metrics_path, out, *, expected, config, runs=(), curves=()) -> None:
     """``out`` has attributes paper_md, paper_csv, paper_html, reported_md, quality_md, quality_csv,
     quality_html, provenance (the ``*_html`` ones optional: written when present). ``runs``:
-    annotation ``run.json`` files, whose unseen test cell types the quality check reports.
+    annotation ``run.json`` files, whose unseen test cell types the quality check reports;
+    ``curves``: ``[task, dataset, method, seed, curves.csv]`` of every trained run, for its
+    convergence check.
 
     The paper table shows the main grid only (few-shot datasets and sensitivity methods have their own
     tables, :mod:`scfmbench.report.studies`); the quality check sees every record.
@@ -40,7 +42,8 @@ def write_extras(metrics_path, out, *, expected, config, runs=()) -> None:
     if getattr(out, "paper_html", None):
         write_text(markdown_html(md, title="GenoHoption Tables I-II layout"), out.paper_html)
     write_text("# Reported in GenoHoption Tables I-II (percent, 5 seeds)\n\n" + reported_markdown(reported), out.reported_md)
-    checks = quality_checks(metrics, [tuple(e) for e in expected], runs=[json.loads(Path(p).read_text()) for p in runs])
+    checks = quality_checks(metrics, [tuple(e) for e in expected], runs=[json.loads(Path(p).read_text()) for p in runs],
+                            curves=curves)
     md = "# Quality check\n\n" + quality_markdown(checks)
     write_text(md, out.quality_md)
     write_csv(checks, out.quality_csv)

@@ -194,3 +194,38 @@ def plot_sensitivity(table: pd.DataFrame, path: str | Path) -> None:
     _methods_legend(fig, palette, "default value" if special.any() else None)
     fig.suptitle("Hyper-parameter sensitivity: mean ± sd over seeds against one diffusion option", fontsize=11)
     _save(fig, path)
+
+
+def plot_curves(curves, path: str | Path) -> None:
+    """Learning curves of one task: a panel per (dataset, method, phase), a line per seed, the
+    validation criterion (the training loss where a run evaluates none) against optimizer steps; a
+    run the convergence check flags is drawn dashed. ``curves``: ``(task, dataset, method, seed,
+    curves.csv)`` records (:func:`scfmbench.curves.read_curves`)."""
+    from scfmbench.curves import convergence, read_curves
+
+    panels: dict[tuple, list] = {}
+    for _, dataset, method, seed, file in curves:
+        frame = read_curves(file)
+        flags = convergence(frame).set_index("phase")["converged"]
+        for phase, g in frame.groupby("phase", sort=False):
+            panels.setdefault((dataset, method, phase), []).append((seed, g, bool(flags[phase])))
+    if not panels:
+        _save(_empty_figure(NO_RESULTS), path)
+        return
+    ncol = min(4, len(panels))
+    nrow = math.ceil(len(panels) / ncol)
+    fig = Figure(figsize=(3.4 * ncol, 2.6 * nrow), layout="constrained")
+    palette = sns.color_palette("colorblind", max(len(v) for v in panels.values()))
+    for i, ((dataset, method, phase), runs) in enumerate(sorted(panels.items())):
+        ax = fig.add_subplot(nrow, ncol, i + 1)
+        for j, (seed, g, converged) in enumerate(sorted(runs, key=lambda r: r[0])):
+            use_valid = g["valid"].notna().any()
+            g = g[g["valid"].notna()] if use_valid else g
+            ax.plot(g["step"], g["valid"] if use_valid else g["train_loss"], marker=".", color=palette[j], linestyle="-" if converged else "--",
+                    label=f"seed {seed}" + ("" if converged else " (not converged)"))
+            ax.set_ylabel(g["criterion"].iloc[0] if use_valid else "train loss", fontsize=8)
+        ax.set_title(f"{dataset} / {method}" + ("" if phase == "train" else f" ({phase})"), fontsize=8)
+        ax.set_xlabel("optimizer step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6)
+    _save(fig, path)

@@ -11,7 +11,10 @@
   (:func:`scfmbench.perturbation.report.below_train_mean`: its subgroup metrics and its other
   controls need their own rule);
 - a configured job (task, dataset, method, seed) that produced no record;
-- a bounded metric out of range (accuracy and F1 in [0, 1], Pearson in [-1, 1], MSE and Poisson >= 0).
+- a bounded metric out of range (accuracy and F1 in [0, 1], Pearson in [-1, 1], MSE and Poisson >= 0);
+- a trained run that stopped at its step or epoch cap while its validation criterion was still
+  improving ("not converged", :func:`scfmbench.curves.convergence` on its ``curves.csv``): its
+  numbers describe a model that had not finished learning.
 
 A new task (or control) plugs in with one :func:`register_control` call (or one entry of
 :data:`CONTROL_CHECKS`); which side of the control is better comes from the metric's direction
@@ -107,13 +110,29 @@ def _unseen_rows(runs) -> list[dict]:
     return rows
 
 
-def quality_checks(metrics: pd.DataFrame, expected: list[tuple[str, str, str, int]] | None = None, *, runs=(), checks: dict[str, tuple[ControlCheck, ...]] | None = None) -> pd.DataFrame:
+def convergence_rows(curves) -> list[dict]:
+    """One "not converged" row per phase of a trained run whose curve stopped at its cap while still
+    improving; ``curves``: ``(task, dataset, method, seed, path to curves.csv)``."""
+    from scfmbench.curves import convergence, read_curves
+
+    rows = []
+    for task, dataset, method, seed, path in curves:
+        for r in convergence(read_curves(path)).itertuples(index=False):
+            if not r.converged:
+                rows.append(dict(check="not converged", task=task, dataset=dataset, method=method, seed=int(seed), metric=r.criterion,
+                                 detail=f"{r.phase}: {r.detail}"))
+    return rows
+
+
+def quality_checks(metrics: pd.DataFrame, expected: list[tuple[str, str, str, int]] | None = None, *, runs=(), checks: dict[str, tuple[ControlCheck, ...]] | None = None,
+                   curves=()) -> pd.DataFrame:
     """One row per problem found (empty frame when all is well).
 
     ``runs``: annotation run records (``run.json`` dicts) with ``unseen_test_types`` /
-    ``unseen_test_share``; ``checks``: the control registry (default :data:`CONTROL_CHECKS`).
+    ``unseen_test_share``; ``checks``: the control registry (default :data:`CONTROL_CHECKS`);
+    ``curves``: ``(task, dataset, method, seed, curves.csv)`` of the trained runs (convergence).
     """
-    rows = _control_rows(metrics, CONTROL_CHECKS if checks is None else checks) + _unseen_rows(runs)
+    rows = _control_rows(metrics, CONTROL_CHECKS if checks is None else checks) + _unseen_rows(runs) + convergence_rows(curves)
     from scfmbench.perturbation.report import below_train_mean
 
     rows += below_train_mean(metrics)  # perturbation: models below train_mean on the delta metrics
@@ -133,7 +152,8 @@ def quality_markdown(checks: pd.DataFrame) -> str:
     if checks.empty:
         tasks = ", ".join(f"{task} ({', '.join(c.control for c in cs)})" for task, cs in CONTROL_CHECKS.items())
         return (f"All checks passed: every method within its task's controls ({tasks}), every control present where its task ran, "
-                "every test cell type seen in training, every configured job reported, every bounded metric in range.\n")
+                "every test cell type seen in training, every configured job reported, every bounded metric in range, "
+                "every trained run converged before its cap.\n")
     lines = ["| check | task | dataset | method | seed | metric | detail |", "|---|---|---|---|---|---|---|"]
     for r in checks.itertuples(index=False):
         lines.append("| " + " | ".join("" if pd.isna(v) else str(v) for v in r) + " |")
