@@ -22,9 +22,13 @@ expected counts (``mcv_output = "poisson_mean"``): on each MCV scale its value i
 at the test depth, the conditional mean of the test part given the rate, which no method that sees
 only the train part can beat in expectation. It is the ceiling of the MCV losses (``mse_sqrt``,
 ``mse_log1p``, ``pearson_sqrt``, ``poisson``), not of the ``*_truth`` metrics. ``none`` loses to it
-on every MCV loss at any depth (the train part carries the rate plus its own Poisson noise); a
-smoothing method falls below ``none`` only when it removes cell-to-cell variation of the rate that
-the test part shares (real biological variation, shared dropout), more than the noise it removes.
+on every MCV loss in expectation, at any depth (the train part is the rate plus its own Poisson
+noise; the tests: pure Poisson at 200 and 2000 counts per cell, the default simulation). A smoothing
+method falls below ``none`` when it removes more variation of the rate that the two parts share
+(biological variation; in ``synthetic`` the per-entry gamma noise and dropout, drawn before the
+split) than sampling noise: on the default simulation even ``perfect`` does on ``mse_sqrt`` (0.191
+against 0.150, 3 seeds), while on pbmc68k (342-1654 counts on 765 genes) MAGIC and DCA beat
+``none`` on every MCV loss.
 """
 
 from __future__ import annotations
