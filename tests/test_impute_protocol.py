@@ -1,7 +1,9 @@
-"""The imputation protocols (masking; molecular cross-validation), the perfect control, scoring, and
+"""The imputation protocols (masking; molecular cross-validation), the oracle controls, scoring, and
 the registered imputers."""
 
 from __future__ import annotations
+
+import math
 
 import anndata as ad
 import numpy as np
@@ -24,10 +26,14 @@ from scfmbench.impute import (
     score_main,
     score_mcv,
     split_molecules,
+    true_rate_main,
     write_masks,
     write_mcv,
 )
-from scfmbench.impute.mcv import _renormalize_log, normalize_log, poisson_loss
+from scfmbench.data.synthetic import simulate_grn_dataset
+from scfmbench.impute.mcv import _renormalize_log, convert_exp_log1p, convert_exp_sqrt, expected_poisson, normalize_log, poisson_loss
+from scfmbench.report.quality import CONTROL_CHECKS, MCV_LOSSES
+from scfmbench.report.tables import higher_is_better
 from scfmbench.impute.protocol import _write_npz
 from scfmbench.results import METRIC_COLUMNS
 
@@ -53,6 +59,7 @@ def _build() -> ad.AnnData:
     adata = ad.AnnData(X=log_normalize(counts), obs=obs, var=pd.DataFrame(index=[f"g{j}" for j in range(N_GENES)]))
     adata.layers["counts"] = counts
     adata.layers["truth"] = np.log1p(1e4 * profiles[types]).astype(np.float32)
+    adata.layers["rate"] = (lib[:, None] * profiles[types]).astype(np.float32)  # pure Poisson: the truth x library
     return adata
 
 
@@ -326,12 +333,15 @@ def test_make_mcv_contents(adata):
     np.testing.assert_allclose(held["train_totals"], np.asarray(train.layers["counts"].sum(axis=1)).ravel())
     # truth: re-normalized over the kept genes, so it is on the same scale as the scored predictions
     np.testing.assert_allclose(np.expm1(held["truth"].astype(np.float64)).sum(axis=1), 1e4, rtol=1e-4)
+    np.testing.assert_array_equal(held["rate"], kept.layers["rate"])  # the rate in counts, not re-normalized
+    assert float(held["train_fraction"]) == 0.9
     assert set(train.uns["mcv"]) >= {"seed", "train_fraction", "split_sha256", "n_cells", "n_genes"}
 
 
-def _write_test(path, test, train_totals, train_sum, truth=None, sha="x"):
+def _write_test(path, test, train_totals, train_sum, truth=None, sha="x", train_fraction=0.5):
     test = sp.csr_matrix(test, dtype=np.float32)
-    arrays = dict(test_data=test.data, test_indices=test.indices, test_indptr=test.indptr, shape=np.array(test.shape), train_totals=np.asarray(train_totals, float), train_sum=np.array(float(train_sum)), test_sum=np.array(float(test.sum())), split_sha256=np.array(sha))
+    arrays = dict(test_data=test.data, test_indices=test.indices, test_indptr=test.indptr, shape=np.array(test.shape), train_totals=np.asarray(train_totals, float), train_sum=np.array(float(train_sum)), test_sum=np.array(float(test.sum())),
+                  split_sha256=np.array(sha), train_fraction=np.array(float(train_fraction)))
     if truth is not None:
         arrays["truth"] = np.asarray(truth, np.float32)
     _write_npz(path, **arrays)
@@ -339,14 +349,57 @@ def _write_test(path, test, train_totals, train_sum, truth=None, sha="x"):
 
 def test_score_mcv_hand_computed(tmp_path):
     # One cell, two genes: prediction proportions 0.3 / 0.7; train library 10 of train_sum 10; test
-    # counts [2, 0] (test_sum 2). MSE on log1p(counts per 1e4): test -> [log1p(1e4), 0].
-    _write_test(tmp_path / "t.npz", [[2, 0]], train_totals=[10], train_sum=10)
+    # counts [2, 0] (test_sum 2). Split fraction 1/2, where Batson's conversion is the identity.
+    _write_test(tmp_path / "t.npz", [[2, 0]], train_totals=[10], train_sum=10, train_fraction=0.5)
     _write_npz(tmp_path / "p.npz", denoised=np.log1p(np.array([[3e3, 7e3]], np.float32)), split_sha256=np.array("x"))
     s = score_mcv(tmp_path / "p.npz", tmp_path / "t.npz")
-    assert s["mse"] == pytest.approx(((np.log1p(3e3) - np.log1p(1e4)) ** 2 + np.log1p(7e3) ** 2) / 2, rel=1e-5)
+    # Train-depth counts 3 and 7 against the test counts 2 and 0, on sqrt and log1p of the counts.
+    assert s["mse_sqrt"] == pytest.approx(((np.sqrt(3) - np.sqrt(2)) ** 2 + 7) / 2, rel=1e-5)
+    assert s["mse_log1p"] == pytest.approx(((np.log1p(3) - np.log1p(2)) ** 2 + np.log1p(7) ** 2) / 2, rel=1e-5)
+    # openproblems' mse, on log1p(counts per 1e4): test -> [log1p(1e4), 0].
+    assert s["mse_openproblems"] == pytest.approx(((np.log1p(3e3) - np.log1p(1e4)) ** 2 + np.log1p(7e3) ** 2) / 2, rel=1e-5)
     # Poisson (Batson's poisson_nll_loss): scaled prediction 0.3 * 10 * 2/10 = 0.6 and 1.4
     assert s["poisson"] == pytest.approx(((0.6 - 2 * np.log(0.6 + 1e-6)) + 1.4) / 2, rel=1e-5)
-    assert "mse_truth" not in s and s["pearson"] == pytest.approx(-1.0)  # gene 2 up in the prediction, down in the test
+    assert "mse_truth" not in s and s["pearson_sqrt"] == pytest.approx(-1.0)  # gene 2 up in the prediction, down in the test
+    # At a 90/10 split the prediction is carried to the test depth first: smaller values.
+    _write_test(tmp_path / "t9.npz", [[2, 0]], train_totals=[10], train_sum=10, train_fraction=0.9)
+    s9 = score_mcv(tmp_path / "p.npz", tmp_path / "t9.npz")
+    at_test = convert_exp_sqrt(np.sqrt([3.0, 7.0]), 0.9)
+    assert at_test[1] < np.sqrt(7) / 2 and s9["mse_sqrt"] == pytest.approx(((at_test[0] - np.sqrt(2)) ** 2 + at_test[1] ** 2) / 2, rel=1e-6)
+
+
+def _expected(f, mean: float) -> float:
+    """E[f(Y)], Y ~ Poisson(mean), summed by hand from the pmf (the definition Batson's series approximate)."""
+    return sum(f(k) * math.exp(-mean + k * math.log(mean) - math.lgamma(k + 1)) for k in range(1, int(mean + 30 * math.sqrt(mean) + 60)))
+
+
+def _converted(f, value: float, a: float, b: float) -> float:
+    """Batson's conversion by hand: the lambda with E[f(Poisson(a lambda))] = value (bisection), then
+    E[f(Poisson(b lambda))]."""
+    lo, hi = 0.0, 1.0
+    while _expected(f, a * hi) < value:
+        hi *= 2
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _expected(f, a * mid) < value else (lo, mid)
+    return _expected(f, b * (lo + hi) / 2)
+
+
+def test_depth_conversion_hand_computed():
+    # E[sqrt(Poisson(1))] = e^-1 (1 + sqrt(2)/2 + sqrt(3)/6 + 2/24 + ...)
+    assert _expected(math.sqrt, 1.0) == pytest.approx(0.7731926564, rel=1e-9)
+    for f, convert in ((math.sqrt, convert_exp_sqrt), (math.log1p, convert_exp_log1p)):
+        # The expectation at a train depth of 1 molecule (lambda = 1/0.9) is carried to lambda = 1/9.
+        assert convert(np.array([_expected(f, 1.0)]), 0.9)[0] == pytest.approx(_expected(f, 1 / 9), rel=1e-4)
+        # One train molecule (f(1)), as `none` predicts, and a deep entry (f(400)).
+        for value in (f(1), f(400)):
+            assert convert(np.array([value]), 0.9)[0] == pytest.approx(_converted(f, value, 0.9, 0.1), rel=1e-4)
+        assert convert(np.array([0.0, -1.0]), 0.9).tolist() == [0.0, 0.0]  # no molecule; negatives set to 0
+        np.testing.assert_allclose(convert(np.array([0.3, 2.0]), 0.5), [0.3, 2.0])  # equal depths: the identity
+    # Back and forth is the identity.
+    v = np.array([0.05, 0.8, 3.0, 25.0])
+    np.testing.assert_allclose(convert_exp_sqrt(convert_exp_sqrt(v, 0.9), 0.1, 0.9), v, rtol=1e-4)
+    assert expected_poisson(np.sqrt, np.array([1.0, 0.0]))[0] == pytest.approx(0.7731926564, rel=1e-9)
 
 
 def test_score_mcv_matches_scanpy_and_sklearn(adata, tmp_path):
@@ -364,8 +417,7 @@ def test_score_mcv_matches_scanpy_and_sklearn(adata, tmp_path):
     for a in (test, den):
         sc.pp.normalize_total(a, target_sum=1e4)
         sc.pp.log1p(a)
-    assert s["mse"] == pytest.approx(mean_squared_error(test.X, den.X), rel=1e-6)
-    assert s["pearson"] == pytest.approx(np.corrcoef(test.X.ravel(), den.X.ravel())[0, 1], rel=1e-6)
+    assert s["mse_openproblems"] == pytest.approx(mean_squared_error(test.X, den.X), rel=1e-6)
 
 
 def test_mcv_imputer_sees_only_the_train_part(adata, tmp_path):
@@ -384,23 +436,91 @@ def test_mcv_imputer_sees_only_the_train_part(adata, tmp_path):
 
 
 def test_mcv_controls_bracket_magic(adata, tmp_path):
-    """On data whose truth is the exact mean: perfect is best in Poisson loss and on the truth,
-    MAGIC beats the no-denoising control on the truth."""
+    """On pure-Poisson data (the truth is the rate): the rate ceiling beats every method on every MCV
+    loss, perfect is exact on the truth, MAGIC beats the no-denoising control on the truth."""
     write_mcv(adata, tmp_path / "t.h5ad", tmp_path / "t.npz", seed=0)
     perfect_main(tmp_path / "t.npz", tmp_path / "perfect.npz", seed=0)
+    true_rate_main(tmp_path / "t.npz", tmp_path / "true_rate.npz", seed=0)
     for name, params in (("none", {}), ("magic", {"knn": 5})):
         run_imputer(get_imputer(name), tmp_path / "t.h5ad", tmp_path / f"{name}.npz", seed=0, params=params, name=name)
-    s = {n: score_mcv(tmp_path / f"{n}.npz", tmp_path / "t.npz") for n in ("none", "magic", "perfect")}
+    s = {n: score_mcv(tmp_path / f"{n}.npz", tmp_path / "t.npz") for n in ("none", "magic", "perfect", "true_rate")}
     assert s["perfect"]["mse_truth"] == pytest.approx(0, abs=1e-10) and s["perfect"]["pearson_truth"] == pytest.approx(1)
-    assert s["perfect"]["poisson"] < min(s["none"]["poisson"], s["magic"]["poisson"])
+    for metric in MCV_LOSSES:
+        assert _beats(metric, s["true_rate"][metric], s["none"][metric]) and _beats(metric, s["true_rate"][metric], s["magic"][metric]), (metric, s)
+    # The truth has the rate's proportions here: the same Poisson loss; on the MSE scales the truth is
+    # read as an estimate (transformed like the data), the rate as a Poisson mean, the best there is.
+    assert s["perfect"]["poisson"] == pytest.approx(s["true_rate"]["poisson"], rel=1e-6)
+    assert all(_beats(m, s["true_rate"][m], s["perfect"][m]) for m in ("mse_sqrt", "mse_log1p", "pearson_sqrt")), s
     assert s["magic"]["mse_truth"] < s["none"]["mse_truth"]
-    # none returns the train part as it is: its MSE is the one of the normalized train vs test parts
+    # none returns the train part as it is: Batson's identity denoiser, each train count k carried to
+    # the test depth by hand (_converted); openproblems' MSE of the normalized train vs test parts.
     train = ad.read_h5ad(tmp_path / "t.h5ad")
     held = np.load(tmp_path / "t.npz")
-    test = sp.csr_matrix((held["test_data"], held["test_indices"], held["test_indptr"]), shape=tuple(held["shape"]))
-    assert s["none"]["mse"] == pytest.approx(np.mean((normalize_log(train.layers["counts"]) - normalize_log(test)) ** 2), rel=1e-5)
-    scaled = train.layers["counts"].toarray() * float(held["test_sum"]) / float(held["train_sum"])
-    assert s["none"]["poisson"] == pytest.approx(poisson_loss(scaled, test.toarray()), rel=1e-5)
+    test = sp.csr_matrix((held["test_data"], held["test_indices"], held["test_indptr"]), shape=tuple(held["shape"])).toarray()
+    k = train.layers["counts"].toarray()
+    by_hand = {v: _converted(math.sqrt, math.sqrt(v), 0.9, 0.1) for v in np.unique(k)}
+    assert s["none"]["mse_sqrt"] == pytest.approx(np.mean((np.vectorize(by_hand.get)(k) - np.sqrt(test)) ** 2), rel=1e-4)
+    assert s["none"]["mse_openproblems"] == pytest.approx(np.mean((normalize_log(k) - normalize_log(test)) ** 2), rel=1e-5)
+    scaled = k * float(held["test_sum"]) / float(held["train_sum"])
+    assert s["none"]["poisson"] == pytest.approx(poisson_loss(scaled, test), rel=1e-5)
+
+
+def _pure_poisson(mean_library_size: float):
+    return simulate_grn_dataset(n_cells=400, n_genes=80, n_cell_types=4, seed=0, dispersion=0.0, dropout=0.0, mean_library_size=mean_library_size)
+
+
+def _mcv_scores(adata, tmp_path, methods=("none", "perfect", "true_rate")):
+    write_mcv(adata, tmp_path / "t.h5ad", tmp_path / "t.npz", seed=0)
+    runners = {"perfect": perfect_main, "true_rate": true_rate_main}
+    for name in methods:
+        if name in runners:
+            runners[name](tmp_path / "t.npz", tmp_path / f"{name}.npz", seed=0)
+        else:
+            run_imputer(get_imputer(name), tmp_path / "t.h5ad", tmp_path / f"{name}.npz", seed=0, name=name)
+    return {n: score_mcv(tmp_path / f"{n}.npz", tmp_path / "t.npz") for n in methods}
+
+
+def _beats(metric: str, a: float, b: float) -> bool:
+    return a > b if higher_is_better(metric) else a < b
+
+
+@pytest.mark.parametrize("depth", [200.0, 2000.0])
+def test_rate_ceiling_beats_none_on_pure_poisson_data(depth, tmp_path):
+    """Truth = rate (no gamma noise, no dropout): the exact rate beats the undenoised train part on
+    every MCV loss, at shallow and deep depth."""
+    s = _mcv_scores(_pure_poisson(depth), tmp_path)
+    for metric in MCV_LOSSES:
+        assert _beats(metric, s["true_rate"][metric], s["none"][metric]), (depth, metric, s)
+
+
+def test_openproblems_mse_is_no_mcv_loss_on_shallow_data(tmp_path):
+    """openproblems' mse compares the 90% train part with the 10% test part unconverted: on pure-Poisson
+    data at 200 counts per cell the exact rate (and the truth, the same here) loses to doing nothing,
+    while every MCV loss ranks it first. So it must not be a floor, nor called an MCV loss."""
+    s = _mcv_scores(_pure_poisson(200.0), tmp_path)
+    for oracle in ("true_rate", "perfect"):
+        assert s[oracle]["mse_openproblems"] > s["none"]["mse_openproblems"], s
+    assert s["true_rate"]["mse_sqrt"] < s["none"]["mse_sqrt"] and s["true_rate"]["mse_log1p"] < s["none"]["mse_log1p"]
+    assert "mse_openproblems" not in {m for c in CONTROL_CHECKS["denoising"] for m in c.metrics}
+
+
+def test_rate_ceiling_beats_none_on_the_default_simulation(tmp_path):
+    """The default synthetic dataset (gamma-Poisson, dropout): MCV estimates the shared rate, which
+    beats the undenoised train part on every MCV loss; the noise-free truth does not have to."""
+    s = _mcv_scores(simulate_grn_dataset(seed=0), tmp_path)
+    for metric in MCV_LOSSES:
+        assert _beats(metric, s["true_rate"][metric], s["none"][metric]), (metric, s)
+        assert _beats(metric, s["true_rate"][metric], s["perfect"][metric]), (metric, s)
+
+
+def test_true_rate_needs_an_mcv_split_with_a_rate(adata, tmp_path):
+    write_masks(adata, tmp_path / "m.h5ad", tmp_path / "h.npz", seed=0)
+    with pytest.raises(InputError, match="molecular cross-validation"):
+        true_rate_main(tmp_path / "h.npz", tmp_path / "p.npz", seed=0)
+    del adata.layers["rate"]
+    write_mcv(adata, tmp_path / "t.h5ad", tmp_path / "t.npz", seed=0)
+    with pytest.raises(InputError, match="rate.*true_rate"):
+        true_rate_main(tmp_path / "t.npz", tmp_path / "p.npz", seed=0)
 
 
 def test_mcv_refuses_predictions_on_another_split(adata, tmp_path):
@@ -417,7 +537,7 @@ def test_score_main_denoising_record(adata, tmp_path):
     rec = score_main(tmp_path / "p.npz", tmp_path / "t.npz", tmp_path / "m.csv", task="denoising", dataset="toy", method="none", seed=0)
     df = pd.read_csv(tmp_path / "m.csv")
     assert list(df.columns) == METRIC_COLUMNS and (df.task == "denoising").all()
-    assert set(rec.metric) == {"mse", "pearson", "poisson", "mse_truth", "pearson_truth"}
+    assert set(rec.metric) == {"mse_sqrt", "mse_log1p", "pearson_sqrt", "poisson", "mse_openproblems", "mse_truth", "pearson_truth"}
     with pytest.raises(InputError, match="task"):
         score_main(tmp_path / "p.npz", tmp_path / "t.npz", tmp_path / "m.csv", task="denoise", dataset="toy", method="none", seed=0)
 

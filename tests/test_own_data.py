@@ -461,19 +461,22 @@ def test_quality_check_covers_denoising_doublets_and_ceilings():
         ("annotation", "d", "majority", 0, "macro_f1", 0.2), ("annotation", "d", "logreg", 0, "macro_f1", 0.8),
         ("imputation", "s", "none", 0, "mse_truth", 2.0), ("imputation", "s", "perfect", 0, "mse_truth", 0.0), ("imputation", "s", "magic", 0, "mse_truth", 1.0),
         ("denoising", "s", "none", 0, "poisson", 1.0), ("denoising", "s", "magic", 0, "poisson", 0.9),
+        ("denoising", "s", "true_rate", 0, "poisson", 0.8), ("denoising", "s", "magic", 0, "mse_openproblems", 9.0), ("denoising", "s", "none", 0, "mse_openproblems", 1.0),
+        ("denoising", "real", "none", 0, "mse_sqrt", 1.0), ("denoising", "real", "magic", 0, "mse_sqrt", 0.9),  # no true_rate on real data: no row
         ("doublet", "d", "all_doublet", 0, "doublet_f1", 0.18), ("doublet", "d", "schyena", 0, "doublet_f1", 0.5),
     ])
     assert quality_checks(clean, expected=[]).empty
     assert quality_markdown(quality_checks(clean, expected=[])).startswith("All checks passed")
     bad = _records([
         ("denoising", "s", "none", 0, "poisson", 1.0), ("denoising", "s", "magic", 0, "poisson", 1.3),  # worse than no denoising
+        ("denoising", "t", "none", 0, "mse_log1p", 1.0), ("denoising", "t", "true_rate", 0, "mse_log1p", 0.5), ("denoising", "t", "leaky", 0, "mse_log1p", 0.4),  # beats the rate
         ("imputation", "s", "perfect", 0, "mse_truth", 0.5), ("imputation", "s", "none", 0, "mse_truth", 2.0), ("imputation", "s", "leaky", 0, "mse_truth", 0.1),  # beats the truth
         ("doublet", "d", "all_doublet", 0, "doublet_f1", 0.18), ("doublet", "d", "schyena", 0, "doublet_f1", 0.1),
         ("doublet", "e", "schyena", 0, "doublet_f1", 0.6),  # its control never ran
     ])
     got = set(zip(*(quality_checks(bad, expected=[])[c] for c in ("check", "task", "dataset", "method"))))
     assert got == {("below control", "denoising", "s", "magic"), ("above ceiling", "imputation", "s", "leaky"), ("below control", "doublet", "d", "schyena"),
-                   ("no control", "doublet", "e", "all_doublet")}
+                   ("no control", "doublet", "e", "all_doublet"), ("above ceiling", "denoising", "t", "leaky")}
 
 
 def test_quality_check_unseen_types_and_fewshot_controls():

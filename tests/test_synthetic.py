@@ -115,6 +115,22 @@ def test_truth_is_the_signal_behind_x(default):
     assert np.median(per_gene) > 0.2
 
 
+def test_rate_is_the_poisson_rate_behind_the_counts(default):
+    """layers["rate"] (gamma draw x not dropped) is what the counts were drawn from: what both halves
+    of a molecular cross-validation split share."""
+    counts, rate = default.layers["counts"].toarray().astype(np.float64), default.layers["rate"].astype(np.float64)
+    assert default.layers["rate"].dtype == np.float32 and rate.shape == default.shape and (rate >= 0).all()
+    assert (rate == 0).mean() > 0.1 and not counts[rate == 0].any()  # dropout: rate 0, so count 0
+    # counts ~ Poisson(rate): E[c - r] = 0 and E[(c - r)^2] = r, pooled over entries. With the mean
+    # before the gamma draw the second ratio is far above 1; ignoring dropout, the first is negative.
+    assert abs((counts - rate).sum() / rate.sum()) < 0.005
+    assert ((counts - rate) ** 2).sum() / rate.sum() == pytest.approx(1.0, abs=0.03)
+    # Pure Poisson (no gamma noise, no dropout): the rate is the truth times the library size.
+    pure = simulate_grn_dataset(seed=1, dispersion=0.0, dropout=0.0, **SMALL)
+    r = pure.layers["rate"].astype(np.float64)
+    np.testing.assert_allclose(1e4 * r / r.sum(axis=1, keepdims=True), np.expm1(pure.layers["truth"].astype(np.float64)), rtol=1e-4)
+
+
 def test_mouse_network():
     a = simulate_grn_dataset(network="trrust_mouse", seed=0, **SMALL)
     assert a.var_names.str.match(r"^[A-Z][a-z0-9]").mean() > 0.9  # mouse symbols are capitalised

@@ -19,9 +19,10 @@ import yaml
 from scfmbench import InputError
 
 BUILTIN_ANNOTATION = ("majority", "logreg")
-# Imputers with a rule in workflow/rules/impute.smk: the controls none and perfect (perfect only on
-# datasets with a truth layer), MAGIC, the DCA port, and the original dca package (its own conda env).
-BUILTIN_IMPUTATION = ("none", "perfect", "magic", "dca", "dca_original")
+# Imputers with a rule in workflow/rules/impute.smk: the controls none, perfect and true_rate (the
+# oracles only on datasets with a truth layer; true_rate under MCV only), MAGIC, the DCA port, and
+# the original dca package (its own conda env).
+BUILTIN_IMPUTATION = ("none", "perfect", "true_rate", "magic", "dca", "dca_original")
 # Methods with a stage of their own (a rule file shipped in workflow/rules/): task -> ids.
 STAGE_METHODS = {"annotation": ("schyena",), "imputation": ("schyena",)}
 BACKBONES = ("scgpt", "geneformer", "scbert", "scfoundation")

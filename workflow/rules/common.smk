@@ -385,17 +385,19 @@ def imputer_log(method="{method}"):
 
 
 def has_truth(dataset):
-    """Whether a dataset's prepared file has the noise-free truth the perfect control returns."""
+    """Whether a dataset's prepared file has the noise-free truth and the Poisson rate the oracle
+    controls (perfect, true_rate) return."""
     return config["datasets"][dataset]["source"] == "synthetic"
 
 
 def imputation_metrics_files():
-    """Metrics records of every configured protocol x dataset x imputer x seed (perfect: truth datasets only)."""
+    """Metrics records of every configured protocol x dataset x imputer x seed (the oracles perfect
+    and true_rate: truth datasets only; true_rate: MCV only)."""
     files = []
     for task in (PROTOCOL_TASKS[p] for p in IMPUTATION["protocols"]):
         for dataset in IMPUTATION["datasets"]:
             for method in IMPUTATION["methods"]:
-                if method == "perfect" and not has_truth(dataset):
+                if method in ("perfect", "true_rate") and not has_truth(dataset) or method == "true_rate" and task != "denoising":
                     continue
                 files += [f"results/{task}/{dataset}/{method}/seed{seed}/metrics.csv" for seed in SEEDS]
     return files

@@ -115,13 +115,17 @@ rule impute_dca_original:
         " --seed {wildcards.seed} --params {params.dca_params:q} --threads {threads} > {log:q} 2>&1"
 
 
-# Control: the noise-free truth, read from the held-out file; requested only on datasets that have
-# one (has_truth), an error elsewhere.
+# Controls read from the held-out file (scfmbench.impute.controls), requested only on datasets that
+# have what they read (has_truth), an error elsewhere: perfect, the noise-free truth (both protocols;
+# the ceiling of the *_truth metrics), and true_rate, the Poisson rate the counts were drawn from
+# (MCV only; the ceiling of the MCV losses).
 rule impute_perfect:
     input:
         heldout=heldout_input,
     output:
         predictions=imputer_output("perfect"),
+    params:
+        control="perfect",
     log:
         imputer_log("perfect"),
     benchmark:
@@ -129,7 +133,26 @@ rule impute_perfect:
     conda:
         "../../envs/torch.yaml"
     script:
-        "../scripts/impute_perfect.py"
+        "../scripts/impute_oracle.py"
+
+
+rule impute_true_rate:
+    input:
+        heldout=heldout_input,
+    output:
+        predictions=imputer_output("true_rate"),
+    params:
+        control="true_rate",
+    log:
+        imputer_log("true_rate"),
+    benchmark:
+        imputer_benchmark("true_rate")
+    wildcard_constraints:
+        task="denoising",
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/impute_oracle.py"
 
 
 # One job per (task, dataset, method) scores every seed.

@@ -11,6 +11,8 @@ A *prepared dataset* (``results/data/{dataset}/seed{seed}/prepared.h5ad``) is an
 ``obs["split"]``            categorical in {"train", "valid", "test"}; train and test are not empty
 ``var_names``               unique gene symbols
 ``layers["truth"]``         optional: noise-free expression on the scale of ``X`` (synthetic data)
+``layers["rate"]``          optional: the Poisson rate the counts were drawn from, in counts (synthetic
+                            data; what molecular cross-validation estimates)
 ``uns["provenance"]``       dict: ``source``, ``inputs_sha256`` (file name -> sha256), ``seed``,
                             ``versions`` (package -> version), ``created``
 ``uns["true_grn"]``         optional: dict of string arrays ``source``, ``target`` (synthetic data)

@@ -2,7 +2,7 @@
 
 Each loader returns a *raw dataset*: ``layers["counts"]`` (CSR float32 integer counts),
 ``obs["cell_type"]``, optionally ``obs["split"]`` (a predefined train/valid/test split), optionally
-``layers["truth"]`` and ``uns["true_grn"]`` (synthetic), and ``uns["provenance"]`` with ``source`` and
+``layers["truth"]``, ``layers["rate"]`` and ``uns["true_grn"]`` (synthetic), and ``uns["provenance"]`` with ``source`` and
 ``inputs_sha256``. :func:`scfmbench.data.prepare.prepare_dataset` turns it into a prepared dataset.
 """
 
@@ -59,6 +59,7 @@ def load_synthetic(params: dict) -> ad.AnnData:
     network = params.get("network", "trrust_human")
     adata = _raw(sim.layers["counts"], obs, sim.var_names, source=f"synthetic ({network})", inputs_sha256={network: sha256_file(vendored_grn_path(network))})
     adata.layers["truth"] = np.asarray(sim.layers["truth"], dtype=np.float32)
+    adata.layers["rate"] = np.asarray(sim.layers["rate"], dtype=np.float32)
     adata.uns["true_grn"] = {k: np.asarray(v) for k, v in sim.uns["true_grn"].items()}
     adata.uns["synthetic_params"] = dict(sim.uns.get("synthetic_params", params))
     return adata

@@ -24,7 +24,9 @@ The generative model, in the order :func:`simulate_grn_dataset` runs it:
 5. **Measurement.** Per-cell library size (log-normal) -> negative-binomial counts (gamma-Poisson)
    -> technical dropout whose probability falls with the expected count.
 
-The noise-free truth (``layers["truth"]``) is step 4, normalized like ``X``.
+The noise-free truth (``layers["truth"]``) is step 4, normalized like ``X``. The Poisson rate of
+step 5 (``layers["rate"]``: the gamma draw, 0 where dropout hit) is what each cell's molecules were
+sampled from: what molecular cross-validation's two halves share, and so what it estimates.
 """
 
 from __future__ import annotations
@@ -152,16 +154,24 @@ def _network(network: str, n_genes: int, regulation_strength: float, rng: np.ran
     return genes, edges, src, sp.csr_matrix((weight, (src, dst)), shape=(n_genes, n_genes))
 
 
-def _measure(rel: np.ndarray, rng: np.random.Generator, *, mean_library_size: float, library_size_sd: float, dispersion: float, dropout: float) -> sp.csr_matrix:
+def _measure(rel: np.ndarray, rng: np.random.Generator, *, mean_library_size: float, library_size_sd: float, dispersion: float, dropout: float) -> tuple[sp.csr_matrix, np.ndarray]:
     """The measurement step of both simulations: per-cell library size (log-normal), negative
-    binomial counts (gamma-Poisson), dropout falling with the expected count; float32 CSR."""
+    binomial counts (gamma-Poisson), dropout falling with the expected count.
+
+    Returns the counts (float32 CSR) and the Poisson rate they were drawn from (float32, dense): the
+    gamma draw, 0 where dropout zeroed the entry. Zeroing a Poisson(rate) draw is a Poisson(0) draw,
+    so ``counts ~ Poisson(rate)`` exactly, and binomial thinning (molecular cross-validation) gives
+    two independent Poisson parts of this one rate: it is what MCV estimates, not the truth.
+    """
     lib = mean_library_size * np.exp(rng.normal(-0.5 * library_size_sd**2, library_size_sd, len(rel)))
     mu = rel * lib[:, None]
     lam = rng.gamma(1.0 / dispersion, mu * dispersion) if dispersion > 0 else mu
     counts = rng.poisson(lam)
     if dropout > 0:
-        counts[rng.random(counts.shape) < dropout / (dropout + mu)] = 0
-    return sp.csr_matrix(counts.astype(np.float32))
+        dropped = rng.random(counts.shape) < dropout / (dropout + mu)
+        counts[dropped] = 0
+        lam = np.where(dropped, 0.0, lam)
+    return sp.csr_matrix(counts.astype(np.float32)), lam.astype(np.float32)
 
 
 def simulate_grn_dataset(
@@ -248,6 +258,12 @@ def simulate_grn_dataset(
     ``layers["truth"]``
         Noise-free expression on the scale of ``X``: the expected counts before library-size,
         sampling and dropout noise, normalized to 1e4 per cell and log1p'd; float32 ndarray.
+    ``layers["rate"]``
+        The Poisson rate behind the counts, in counts (per-cell library size and gamma draw
+        included, 0 where dropout hit): ``counts ~ Poisson(rate)``; float32 ndarray. Both halves of
+        a molecular cross-validation split are Poisson draws of ``p * rate`` and ``(1 - p) * rate``,
+        independent given it, so it is the MCV ceiling's prediction (the truth is not: it leaves out
+        the gamma noise and dropout the halves share).
     ``obs["cell_type"]``
         Categorical ``"type_0"``, ``"type_1"``, ...
     ``var_names``
@@ -310,7 +326,7 @@ def simulate_grn_dataset(
     rel /= rel.sum(axis=1, keepdims=True)
 
     # 5. Measurement: library size, negative binomial as gamma-Poisson, dropout.
-    counts = _measure(rel, rng, mean_library_size=mean_library_size, library_size_sd=library_size_sd, dispersion=dispersion, dropout=dropout)
+    counts, rate = _measure(rel, rng, mean_library_size=mean_library_size, library_size_sd=library_size_sd, dispersion=dispersion, dropout=dropout)
 
     obs = pd.DataFrame(
         {"cell_type": pd.Categorical.from_codes(labels, [f"type_{t}" for t in range(n_cell_types)])},
@@ -319,6 +335,7 @@ def simulate_grn_dataset(
     adata = ad.AnnData(X=log_normalize(counts), obs=obs, var=pd.DataFrame({"is_tf": is_tf}, index=genes))
     adata.layers["counts"] = counts
     adata.layers["truth"] = np.log1p(rel * TARGET_SUM).astype(np.float32)
+    adata.layers["rate"] = rate
     adata.uns["true_grn"] = {
         "source": edges["tf"].to_numpy(dtype=str),
         "target": edges["target"].to_numpy(dtype=str),
@@ -505,7 +522,7 @@ def simulate_perturbseq(
     rel /= rel.sum(1, keepdims=True)
     order = rng.permutation(len(rel))  # cell order says nothing
     rel, labels, types = rel[order], np.asarray(labels)[order], np.asarray(types)[order]
-    counts = _measure(rel, rng, mean_library_size=mean_library_size, library_size_sd=library_size_sd, dispersion=dispersion, dropout=dropout)
+    counts, _ = _measure(rel, rng, mean_library_size=mean_library_size, library_size_sd=library_size_sd, dispersion=dispersion, dropout=dropout)
 
     obs = pd.DataFrame({"condition": labels, "perturbation_type": types}, index=[f"cell_{c}" for c in range(len(rel))])
     var = pd.DataFrame({"gene_name": genes.to_numpy(dtype=str), "is_tf": n_targets > 0, "n_targets": n_targets}, index=genes)

@@ -1,7 +1,7 @@
 """Imputation: two protocols (masking, :mod:`.protocol`; molecular cross-validation, :mod:`.mcv`), the
-imputer registry (:mod:`.methods`) and the ``perfect`` control (:mod:`.controls`)."""
+imputer registry (:mod:`.methods`) and the oracle controls ``perfect`` and ``true_rate`` (:mod:`.controls`)."""
 
-from scfmbench.impute.controls import perfect_main
+from scfmbench.impute.controls import perfect_main, true_rate_main
 from scfmbench.impute.mcv import make_mcv, score_mcv, split_molecules, write_mcv
 from scfmbench.impute.methods import IMPUTERS, get_imputer, impute_main, register_imputer
 from scfmbench.impute.protocol import (
@@ -29,6 +29,7 @@ __all__ = [
     "score_main",
     "score_mcv",
     "split_molecules",
+    "true_rate_main",
     "write_masks",
     "write_mcv",
 ]

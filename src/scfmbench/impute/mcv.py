@@ -1,18 +1,22 @@
 """Molecular cross-validation (MCV), the second imputation protocol (task ``denoising``).
 
-Batson, Royer and Webber (2019), "Molecular cross-validation for single-cell RNA-seq", as run by
-openproblems' denoising task (``task_denoising``: ``process_dataset``, metrics ``mse`` and
-``poisson``). Each cell's captured molecules are split at random into a train part and a test part
+Batson, Royer and Webber (2019), "Molecular cross-validation for single-cell RNA-seq"
+(``czbiohub/molecular-cross-validation``), with the split of openproblems' denoising task
+(``task_denoising``: ``process_dataset``, metrics ``mse`` and ``poisson``). Each cell's captured molecules are split at random into a train part and a test part
 by binomial thinning: ``train ~ Binomial(counts, p)``, ``test = counts - train`` (``p = 0.9``,
 openproblems' ``train_frac``). The two parts are independent draws from the same cells, so a
 denoiser that sees only the train part is scored by how well its output predicts the test part:
-no ground truth is needed, and reproducing the train part's sampling noise is penalized.
+no ground truth is needed, and reproducing the train part's sampling noise is penalized. What the
+parts share is each entry's Poisson rate (biological variation and technical dropout included), so
+MCV scores an estimate of that rate: on ``synthetic`` the dataset's ``layers["rate"]``, not its
+noise-free ``truth`` (the ``true_rate`` control, :mod:`scfmbench.impute.controls`).
 
 Deviations from openproblems, all deliberate: cells below the dataset's ``min_library_size`` are
 dropped (the same cells as in the masking protocol); the random generator is
 ``np.random.default_rng(seed)`` (openproblems: ``np.random.RandomState(seed)``), so splits are
 seeded per repeat; on datasets with a noise-free truth (``synthetic``) the denoised output is also
-compared with the truth (``mse_truth``, ``pearson_truth``).
+compared with the truth (``mse_truth``, ``pearson_truth``); openproblems' ``mse`` is kept as
+``mse_openproblems`` and the MCV MSE is Batson's (``mse_sqrt``, ``mse_log1p``, below).
 
 Files (one split per dataset and seed, one prediction per method and seed)::
 
@@ -26,27 +30,48 @@ Files (one split per dataset and seed, one prediction per method and seed)::
                                         n_cells_input, n_genes_input, train_sum, test_sum,
                                         split_sha256
     test.npz         test_data, test_indices, test_indptr, shape: the test counts (CSR);
-                     train_totals (per cell), train_sum, test_sum, split_sha256; truth (float32,
-                     kept cells x kept genes, the dataset's layers["truth"] re-normalized over the
-                     kept genes; only when the dataset has one)
+                     train_totals (per cell), train_fraction, train_sum, test_sum, split_sha256;
+                     truth (float32, kept cells x kept genes, the dataset's layers["truth"]
+                     re-normalized over the kept genes) and rate (float32, the dataset's
+                     layers["rate"] in counts), each only when the dataset has it
     predictions.npz  denoised (float32, kept cells x kept genes, on the X scale, negatives clipped),
-                     split_sha256, method, seed, params_json, provenance_json
+                     split_sha256, method, seed, params_json, provenance_json; optional mcv_output
+                     ("estimate", the default, or "poisson_mean": see the metrics)
 
 A denoiser is the same function as a masking imputer (:mod:`scfmbench.impute.protocol`):
 ``fn(adata, *, seed, **params) -> np.ndarray`` on the X scale, here called once on the train part.
 
-Metrics (openproblems, on all entries of the kept cells and genes):
+Metrics, on all entries of the kept cells and genes. The denoised output is first put in counts
+at the train depth: the prediction's proportions (``expm1`` of it, per cell) times the cell's train
+library size. ``p`` is the train fraction.
 
-- ``mse``: both the test counts and the denoised values are normalized to 1e4 per cell and
-  log1p'd (openproblems ``mse``: ``normalize_total(target_sum=1e4)``, ``log1p``), then the mean
-  squared difference. The denoised values are ``expm1`` of the prediction, so any per-cell scale
-  the method used cancels.
-- ``pearson``: the pooled Pearson correlation on the same scale (not in openproblems; added so both
-  protocols report MSE and Pearson).
-- ``poisson``: the denoised expression as train-scale counts (the prediction's proportions times
-  the cell's train library size), scaled by ``test_sum / train_sum``, then
-  ``mean(d - y * log(d + 1e-6))`` with ``y`` the test counts (openproblems ``poisson``, which copies
-  ``poisson_nll_loss(y_pred, y_true)`` of Batson's ``mcv_sweep.py``).
+- ``mse_sqrt`` (Batson et al.'s MSE loss): the mean squared difference between ``sqrt(test
+  counts)`` and the denoised ``sqrt(train-depth counts)`` carried to the test depth by Batson's
+  expectation conversion (:func:`convert_exp_sqrt`: the value is read as ``E[sqrt(Poisson(p l))]``
+  and replaced by ``E[sqrt(Poisson((1 - p) l))]``). Without the conversion the train part at 90%
+  of the depth would be compared with a test part at 10%, and any estimate of the mean would lose.
+- ``mse_log1p``: the same on ``log1p`` of the raw counts (:func:`convert_exp_log1p`).
+- ``pearson_sqrt``: the pooled Pearson correlation on the ``mse_sqrt`` scale (both protocols
+  report a Pearson r; the conditional mean maximizes it as it minimizes the MSE).
+- ``poisson``: the train-depth counts scaled by ``test_sum / train_sum`` (about ``(1 - p) / p``),
+  then ``mean(d - y * log(d + 1e-6))`` with ``y`` the test counts (openproblems ``poisson``, which
+  copies ``poisson_nll_loss(y_pred, y_true)`` of Batson's ``mcv_sweep.py``). A proper loss for
+  the mean, so the depth scaling is all it needs.
+- ``mse_openproblems``: openproblems' ``mse``: both sides normalized to 1e4 per cell and log1p'd
+  (``normalize_total(target_sum=1e4)``, ``log1p``), then the mean squared difference. **Not an MCV
+  loss at unequal split fractions**: normalizing removes the depth but not the sampling noise of
+  the 10% test part, so the best prediction under it is ``E[log1p]`` of a 10%-depth draw, far
+  below log1p of the rate; any estimate of the mean is penalized and the zeros of the undenoised
+  train part are rewarded (on pure-Poisson data at 200 counts per cell the exact rate loses to
+  ``none``: the tests). Reported for comparison with openproblems, never a quality floor.
+- ``mse_truth``, ``pearson_truth`` (datasets with a noise-free truth): the denoised values,
+  normalized and log1p'd, against ``truth``.
+
+``mcv_output`` of a predictions file says how its values enter the two MSE scales: ``estimate``
+(every denoiser: the output transformed like the data, as Batson's denoisers output values on the
+transformed scale) or ``poisson_mean`` (the ``true_rate`` control: expected counts, whose value on
+each scale is ``E[f(Poisson(mean (1 - p) / p))]``, the best prediction of ``f(test)`` given the
+rate).
 """
 
 from __future__ import annotations
@@ -70,7 +95,7 @@ logger = logging.getLogger(__name__)
 TRAIN_FRACTION = 0.9
 #: Batson's ``poisson_nll_loss``: ``(y_pred - y_true * log(y_pred + 1e-6)).mean()``.
 POISSON_EPS = 1e-6
-TEST_KEYS = ("test_data", "test_indices", "test_indptr", "shape", "train_totals", "train_sum", "test_sum", "split_sha256")
+TEST_KEYS = ("test_data", "test_indices", "test_indptr", "shape", "train_totals", "train_fraction", "train_sum", "test_sum", "split_sha256")
 
 
 def split_molecules(counts, *, train_fraction: float = TRAIN_FRACTION, seed: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
@@ -168,6 +193,7 @@ def make_mcv(adata, *, seed: int, train_fraction: float = TRAIN_FRACTION, min_li
         "test_indptr": test.indptr.astype(np.int64),
         "shape": np.asarray(test.shape, dtype=np.int64),
         "train_totals": train_totals,
+        "train_fraction": np.array(float(train_fraction)),
         "train_sum": np.array(info["train_sum"]),
         "test_sum": np.array(info["test_sum"]),
         "split_sha256": np.array(sha),
@@ -175,6 +201,9 @@ def make_mcv(adata, *, seed: int, train_fraction: float = TRAIN_FRACTION, min_li
     if "truth" in adata.layers:
         truth = np.asarray(adata.layers["truth"].toarray() if sp.issparse(adata.layers["truth"]) else adata.layers["truth"])
         held["truth"] = _renormalize_log(truth[np.ix_(keep, genes)])
+    if "rate" in adata.layers:  # the Poisson rate both parts were drawn from (synthetic), in counts
+        rate = adata.layers["rate"]
+        held["rate"] = np.asarray(rate.toarray() if sp.issparse(rate) else rate, dtype=np.float32)[np.ix_(keep, genes)]
     logger.info("mcv: split %d/%d cells x %d/%d genes, train %.0f / test %.0f molecules (seed %d)", train.shape[0], adata.n_obs, train.shape[1], adata.n_vars, info["train_sum"], info["test_sum"], seed)
     return out, held
 
@@ -235,14 +264,105 @@ def poisson_loss(denoised_counts: np.ndarray, test_counts: np.ndarray) -> float:
     return float(np.mean(denoised_counts - test_counts * np.log(denoised_counts + POISSON_EPS)))
 
 
+# ----------------------------------------------------------------------------- expectation conversion
+#
+# Batson et al.'s MSE loss compares a denoiser's output with the test part on a variance-stabilizing
+# scale f (sqrt, or log1p) of the raw counts. What the denoiser estimates from the train part is
+# E[f(X)], X ~ Poisson(p * lambda); the test part is Y ~ Poisson((1 - p) * lambda). Unless p = 1/2
+# these differ, so the estimate is carried to the test depth first: find the lambda whose
+# E[f(Poisson(p * lambda))] equals the estimate and return E[f(Poisson((1 - p) * lambda))]
+# (molecular-cross-validation, util.py: convert_exp_sqrt / convert_exp_log1p, by interpolation on a
+# grid of lambda). Written here, not imported: that package is not on PyPI (and pins numba), and
+# its GridSearchMCV calls the conversion with an outdated signature. E[f(Poisson(m))] is summed
+# exactly over the Poisson pmf (Batson: Taylor series around 0 or around the mean); the grid has
+# 64 points per doubling of lambda above 1 and 256 on [0, 1] (Batson: about 50 per doubling).
+
+#: Points of the lambda grid per doubling (and on [0, 1]).
+_GRID_PER_OCTAVE = 64
+
+
+def expected_poisson(f: Callable[[np.ndarray], np.ndarray], mean) -> np.ndarray:
+    """``E[f(Y)]`` for ``Y ~ Poisson(mean)``, elementwise, summed over the pmf within 12 sd + 12 of
+    the mean (the rest is below 1e-30). ``f`` maps counts to values with ``f(0) = 0`` (np.sqrt,
+    np.log1p). One Python step per element: for grids, not for whole matrices
+    (:func:`poisson_expectation` interpolates on a grid)."""
+    from scipy.stats import poisson
+
+    mean = np.asarray(mean, dtype=np.float64)
+    if (mean < 0).any() or not np.isfinite(mean).all():
+        raise InputError("expected_poisson: Poisson means must be finite and >= 0.")
+    out = np.zeros(mean.shape)
+    flat = out.reshape(-1)
+    for i, m in enumerate(mean.reshape(-1)):
+        if m > 0:
+            half = 12.0 * np.sqrt(m) + 12.0
+            k = np.arange(max(0.0, np.floor(m - half)), np.ceil(m + half) + 1)
+            flat[i] = np.dot(poisson.pmf(k, m), f(k))
+    return out
+
+
+def _lambda_grid(max_lambda: float) -> np.ndarray:
+    """0 to at least ``max_lambda``: linear on [0, 1] (4 x ``_GRID_PER_OCTAVE`` points: E[f] bends most
+    there), then geometric (``_GRID_PER_OCTAVE`` per doubling)."""
+    octaves = max(1, int(np.ceil(np.log2(max(max_lambda, 2.0)))))
+    return np.concatenate([np.linspace(0.0, 1.0, 4 * _GRID_PER_OCTAVE + 1)[:-1], np.logspace(0.0, octaves, octaves * _GRID_PER_OCTAVE + 1, base=2.0)])
+
+
+def poisson_expectation(f: Callable[[np.ndarray], np.ndarray], mean) -> np.ndarray:
+    """``E[f(Poisson(mean))]`` for an array of means, by linear interpolation on a grid (exact
+    :func:`expected_poisson` at the grid points; relative error about 1e-5)."""
+    mean = np.maximum(np.asarray(mean, dtype=np.float64), 0)
+    grid = _lambda_grid(float(mean.max(initial=0.0)))
+    return np.interp(mean, grid, expected_poisson(f, grid))
+
+
+def convert_expectation(values, f: Callable[[np.ndarray], np.ndarray], max_lambda: float, a: float, b: float | None = None) -> np.ndarray:
+    """Carry estimates of ``E[f(Poisson(a * lambda))]`` to ``E[f(Poisson(b * lambda))]`` (Batson's
+    ``convert_expectations``): interpolate ``values`` (negatives set to 0) on the curve
+    ``(E[f(Poisson(a l))], E[f(Poisson(b l))])`` over a grid of ``l`` in ``[0, max_lambda]``.
+    ``b`` defaults to ``1 - a``; ``a == b`` returns the values unchanged (clipped at 0)."""
+    if not 0 < a < 1 or (b is not None and not 0 < b < 1):
+        raise InputError(f"convert_expectation: depths a={a!r}, b={b!r} must be in (0, 1) (train and test fractions).")
+    b = 1.0 - a if b is None else b
+    values = np.maximum(np.asarray(values, dtype=np.float64), 0)
+    if a == b:
+        return values
+    grid = _lambda_grid(max_lambda)
+    return np.interp(values, expected_poisson(f, a * grid), expected_poisson(f, b * grid))
+
+
+def convert_exp_sqrt(values, a: float, b: float | None = None) -> np.ndarray:
+    """Estimates of ``E[sqrt(X)]`` at depth ``a`` carried to depth ``b`` (Batson's ``convert_exp_sqrt``).
+    The grid reaches ``((max + 1)^2 + 1) / a``, where ``E[sqrt]`` exceeds every value (``E[sqrt(Poisson(m))]
+    > sqrt(m) - 1 / sqrt(m)``), so no value falls off its end."""
+    v = np.maximum(np.asarray(values, dtype=np.float64), 0)
+    return convert_expectation(v, np.sqrt, ((v.max(initial=0.0) + 1) ** 2 + 1) / a, a, b)
+
+
+def convert_exp_log1p(values, a: float, b: float | None = None) -> np.ndarray:
+    """Estimates of ``E[log1p(X)]`` at depth ``a`` carried to depth ``b`` (Batson's
+    ``convert_exp_log1p``); the grid reaches ``exp(max + 1) / a``."""
+    v = np.maximum(np.asarray(values, dtype=np.float64), 0)
+    return convert_expectation(v, np.log1p, np.exp(v.max(initial=0.0) + 1) / a, a, b)
+
+
+#: The MCV MSE scales: name -> (transform of the raw counts, its expectation conversion).
+MCV_SCALES: dict[str, tuple[Callable, Callable]] = {"sqrt": (np.sqrt, convert_exp_sqrt), "log1p": (np.log1p, convert_exp_log1p)}
+#: ``mcv_output`` of a predictions file: ``estimate`` (default: a denoiser's output, transformed like
+#: the data, as Batson's denoisers work on the transformed counts) or ``poisson_mean`` (expected
+#: counts, whose value on each scale is E[f(Poisson)]: the ``true_rate`` control).
+MCV_OUTPUTS = ("estimate", "poisson_mean")
+
+
 def score_mcv(predictions_path: str | Path, test_path: str | Path) -> dict[str, float]:
-    """MSE, Pearson and Poisson loss of a denoised train part against the test part (module docstring).
+    """The MCV losses of a denoised train part against the test part (module docstring, "Metrics").
 
     Returns
     -------
     dict
-        ``mse``, ``pearson``, ``poisson``; ``mse_truth`` and ``pearson_truth`` against the noise-free
-        truth when the test file has one.
+        ``mse_sqrt``, ``mse_log1p``, ``pearson_sqrt``, ``poisson`` (MCV losses), ``mse_openproblems``
+        (not an MCV loss at unequal split fractions); ``mse_truth`` and ``pearson_truth`` against
+        the noise-free truth when the test file has one.
     """
     pred = _read_npz(predictions_path, ("denoised", "split_sha256"))
     held = read_test(test_path)
@@ -251,17 +371,30 @@ def score_mcv(predictions_path: str | Path, test_path: str | Path) -> dict[str, 
     denoised = pred["denoised"].astype(np.float64)
     if denoised.shape != held["counts"].shape:
         raise InputError(f"{predictions_path}: denoised has shape {denoised.shape}; the split has {held['counts'].shape}.")
+    kind = str(pred.get("mcv_output", "estimate"))
+    if kind not in MCV_OUTPUTS:
+        raise InputError(f"{predictions_path}: mcv_output {kind!r}; must be one of {list(MCV_OUTPUTS)}.")
+    p = float(held["train_fraction"])
     lin = np.expm1(denoised)  # X scale -> values proportional to the counts within each cell
-    pred_norm = normalize_log(lin)
     test = held["counts"].toarray().astype(np.float64)
-    test_norm = normalize_log(test)
-    out = {"mse": float(np.mean((pred_norm - test_norm) ** 2)), "pearson": _pearson(pred_norm.ravel(), test_norm.ravel())}
-    # Train-scale denoised counts (proportions x the cell's train library), then openproblems'
-    # scaling of the whole matrix by test_sum / train_sum.
+    # The denoised train part in counts: the prediction's proportions times the cell's train library.
     totals = lin.sum(axis=1, keepdims=True)
     proportions = np.divide(lin, totals, out=np.zeros_like(lin), where=totals > 0)
-    scaled = proportions * held["train_totals"][:, None] * (float(held["test_sum"]) / float(held["train_sum"]))
-    out["poisson"] = poisson_loss(scaled, test)
+    train_counts = proportions * held["train_totals"][:, None]
+    out = {}
+    for name, (f, convert) in MCV_SCALES.items():
+        if kind == "estimate":  # Batson: the estimate of E[f(train)], carried to the test depth
+            at_test = convert(f(train_counts), p, 1.0 - p)
+        else:  # a Poisson mean at the train depth: E[f(Poisson(mean * (1 - p) / p))]
+            at_test = poisson_expectation(f, train_counts * (1.0 - p) / p)
+        target = f(test)
+        out[f"mse_{name}"] = float(np.mean((at_test - target) ** 2))
+        if name == "sqrt":
+            out["pearson_sqrt"] = _pearson(at_test.ravel(), target.ravel())
+    # openproblems' poisson: the train-depth counts scaled by test_sum / train_sum (about (1 - p) / p).
+    out["poisson"] = poisson_loss(train_counts * (float(held["test_sum"]) / float(held["train_sum"])), test)
+    pred_norm = normalize_log(lin)
+    out["mse_openproblems"] = float(np.mean((pred_norm - normalize_log(test)) ** 2))
     if "truth" in held:
         truth = held["truth"].astype(np.float64)
         out.update(mse_truth=float(np.mean((pred_norm - truth) ** 2)), pearson_truth=_pearson(pred_norm.ravel(), truth.ravel()))

@@ -17,8 +17,9 @@ once per masked fold (masking) or once on the train part of the molecules (molec
 cross-validation, :mod:`scfmbench.impute.mcv`).
 
 Controls: ``none`` returns its input X as it is: every hidden entry is predicted as 0 (masking) and
-the train part is left undenoised (MCV), the floor every method must beat. The ``perfect`` control
-reads the held-out truth, so it is not an imputer (imputers never see held-out values); it lives in
+the train part is left undenoised (MCV), the floor (under MCV a smoothing method can lose to it
+legitimately: :mod:`scfmbench.impute.controls`). The oracles ``perfect`` and ``true_rate`` read the
+held-out truth or rate, so they are not imputers (imputers never see held-out values); they live in
 :mod:`scfmbench.impute.controls`.
 """
 

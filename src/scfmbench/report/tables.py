@@ -15,8 +15,8 @@ Conventions, stated once:
   is shown as ``n/a``. A (method, dataset, metric) that was not run at all has ``n`` missing
   (``<NA>``) and is shown as ``–``.
 - The best mean per column is flagged according to :data:`METRIC_DIRECTION`; ties are all best;
-  NaN never wins. Oracles (:data:`ORACLES`, the ``perfect`` imputation control, which scores
-  perfectly by construction) bracket the table but are not ranked.
+  NaN never wins. Oracles (:data:`ORACLES`, the imputation controls ``perfect`` and ``true_rate``,
+  which read the held-out answer) bracket the table but are not ranked.
 """
 
 from __future__ import annotations
@@ -45,15 +45,20 @@ METRIC_DIRECTION: dict[str, bool] = {
     "mse": False,
     "mse_truth": False,
     "poisson": False,
+    "mse_sqrt": False,
+    "mse_log1p": False,
+    "pearson_sqrt": True,
+    "mse_openproblems": False,
 }
 
 #: Metrics on a fixed unit scale (F1 and accuracy in [0, 1], Pearson in [-1, 1]): shown with 3
 #: decimals. Every other registered metric (MSE, Poisson deviance: unbounded, often small) is shown
 #: with 4 significant digits.
-UNIT_SCALE_METRICS: set[str] = {"accuracy", "macro_f1", "macro_f1_seen", "doublet_f1", "pearson", "pearson_truth"}
+UNIT_SCALE_METRICS: set[str] = {"accuracy", "macro_f1", "macro_f1_seen", "doublet_f1", "pearson", "pearson_truth", "pearson_sqrt"}
 
-#: Controls that score perfectly by construction; shown but never flagged best.
-ORACLES: tuple[str, ...] = ("perfect",)
+#: Controls that read the held-out answer (the noise-free truth; the Poisson rate of an MCV split);
+#: shown but never flagged best.
+ORACLES: tuple[str, ...] = ("perfect", "true_rate")
 
 STATS = ("mean", "std", "n", "best")
 TIDY_COLUMNS = ["method", "dataset", "metric", "mean", "std", "n", "best"]
