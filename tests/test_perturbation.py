@@ -430,3 +430,73 @@ def test_gears_file_without_rankings_is_an_error(small, tmp_path):
     g.write_h5ad(tmp_path / "norman" / "perturb_processed.h5ad")
     with pytest.raises(InputError, match="uns lacks \\['top_non_zero_de_20'\\]"):
         load_perturbation_dataset("norman", {"source": "gears_norman", "path": str(tmp_path / "norman")})
+
+
+# ---------------------------------------------------------------------------------------------
+# constant predictions and NaN Pearson (issue 23 items 5 and 8)
+
+
+def test_no_change_delta_is_exactly_zero_through_the_npz(small, small_split, tmp_path):
+    """no_change predicts the float64 control mean the metrics subtract, stored as float64: its delta
+    is exactly 0 on every gene (not float32 rounding noise), so every delta Pearson is GEARS' NaN -> 0."""
+    from scfmbench.perturbation import read_predictions, score_main
+    from scfmbench.perturbation.data import control_mean
+
+    data, split = tmp_path / "data.h5ad", tmp_path / "split.json"
+    small.write_h5ad(data)
+    small_split.write(split)
+    from scfmbench.perturbation import run_method
+
+    run_method("no_change", data, split, tmp_path / "p.npz", seed=0)
+    conds, means = read_predictions(tmp_path / "p.npz")
+    assert means.dtype == np.float64
+    X = np.asarray(small.X[(small.obs["condition"] == "ctrl").to_numpy()].toarray(), dtype=np.float64)
+    np.testing.assert_allclose(control_mean(small), X.mean(0), rtol=1e-12)  # independent: dense float64 mean
+    assert ((means - control_mean(small)[None]) == 0).all()
+    score_main(data=data, split=split, predictions=tmp_path / "p.npz", benchmark=None, out=tmp_path / "m.csv", conditions_out=tmp_path / "c.csv",
+               dataset="d", method="no_change", seed=0)
+    per = pd.read_csv(tmp_path / "c.csv")
+    for m in ("pearson_delta", "pearson_delta_de", "pearson_delta_top20_de_non_dropout", "pearson_delta_top20_de_non_zero"):
+        assert (per[m] == 0.0).all(), m
+
+
+def test_near_constant_side_gets_its_pearson_as_gears():
+    """GEARS scores 0 only where scipy's pearsonr returns NaN (an exactly constant side); a tiny but
+    non-constant predicted delta keeps its correlation (here exactly proportional to the truth: 1)."""
+    from scfmbench.perturbation.metrics import condition_metrics
+
+    ctrl = np.array([1.0, 2.0, 3.0, 0.5])
+    dt = np.array([0.5, -1.0, 0.0, 0.25])
+    pred = ctrl + 1e-7 * dt  # range 1.5e-7, far below the old 1e-5 tolerance
+    m = condition_metrics(pred, ctrl + dt, ctrl, de=np.arange(4), non_dropout=np.arange(4), non_zero=np.arange(4))
+    assert m["pearson_delta"] == pytest.approx(1.0, abs=1e-6)
+    assert m["pearson_delta_de"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_pearson_matches_scipy_and_is_nan_only_for_exactly_constant():
+    from scipy.stats import pearsonr
+
+    from scfmbench.perturbation.metrics import _pearsonr
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=30), rng.normal(size=30)
+    assert _pearsonr(a, b) == pytest.approx(pearsonr(a, b)[0], abs=1e-12)
+    assert np.isnan(_pearsonr(np.full(5, 0.1), b[:5]))  # exactly constant (its float mean is not 0.1 exactly)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert np.isnan(pearsonr(np.full(5, 0.1), b[:5])[0])
+
+
+def test_train_mean_is_over_cells_not_condition_means():
+    """train_mean averages the perturbed training *cells* (PerturBench average.py): conditions with
+    more cells weigh more. Hand values: A+ctrl 1 cell of 4, B+ctrl 3 cells of 0 -> cell mean 1 (the
+    mean of the condition means would be 2)."""
+    from scfmbench.perturbation import predict
+
+    conds = ["ctrl", "ctrl", "A+ctrl", "B+ctrl", "B+ctrl", "B+ctrl", "C+ctrl"]
+    X = np.array([[0.0, 1.0], [0.0, 1.0], [4.0, 2.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [9.0, 9.0]])
+    adata = ad.AnnData(X=sp.csr_matrix(X), obs=pd.DataFrame({"condition": conds}, index=[f"c{i}" for i in range(len(conds))]),
+                       var=pd.DataFrame({"gene_name": ["A", "B"]}, index=["A", "B"]))
+    split = Split({"ctrl": "train", "A+ctrl": "train", "B+ctrl": "train", "C+ctrl": "test"}, {"C+ctrl": "unseen_single"})
+    _, means, _ = predict("train_mean", adata, split, seed=0)
+    np.testing.assert_allclose(means, [[1.0, 0.5]])  # (4 + 0 + 0 + 0) / 4, (2 + 0 + 0 + 0) / 4

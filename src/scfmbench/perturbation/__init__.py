@@ -72,7 +72,7 @@ def predict(method: str, adata, split, *, seed: int, params: dict | None = None,
         except TypeError as exc:
             raise InputError(f"params.{method}: {exc}") from None
         record = {}
-    means = np.asarray(means, dtype=np.float32)
+    means = np.asarray(means, dtype=np.float64)  # float64 kept: no_change's delta stays exactly 0
     if means.shape != (len(conditions), adata.n_vars):
         raise InputError(f"{method} returned shape {means.shape}; expected ({len(conditions)}, {adata.n_vars})")
     return conditions, means, {"method": method, "seed": seed, "params": params, "seconds": time.perf_counter() - start, **record}
