@@ -500,3 +500,57 @@ def test_train_mean_is_over_cells_not_condition_means():
     split = Split({"ctrl": "train", "A+ctrl": "train", "B+ctrl": "train", "C+ctrl": "test"}, {"C+ctrl": "unseen_single"})
     _, means, _ = predict("train_mean", adata, split, seed=0)
     np.testing.assert_allclose(means, [[1.0, 0.5]])  # (4 + 0 + 0 + 0) / 4, (2 + 0 + 0 + 0) / 4
+
+
+# ---------------------------------------------------------------------------------------------
+# GEARS' GO filter on Norman's conditions (issue 23 item 3)
+
+
+def _norman_conditions() -> list[str]:
+    from pathlib import Path
+
+    lines = (Path(__file__).parent / "fixtures" / "norman_conditions.txt").read_text().splitlines()
+    return [ln for ln in lines if ln and not ln.startswith("#")]
+
+
+def _test_sizes(split) -> dict[str, int]:
+    return {g: sum(1 for c, s in split.subgroup.items() if s == g and split.split[c] == "test") for g in SUBGROUPS}
+
+
+def test_norman_fixture_is_gears_file():
+    conds = _norman_conditions()
+    assert len(conds) == len(set(conds)) == 284
+    assert sum(len(condition_genes(c)) == 1 for c in conds) == 152 and sum(len(condition_genes(c)) == 2 for c in conds) == 131
+    # GEARS demo/data_tutorial.ipynb prints these as not in the GO graph
+    assert {"RHOXF2BB+ctrl", "LYL1+IER5L", "ctrl+IER5L", "KIAA1804+ctrl", "IER5L+ctrl", "RHOXF2BB+ZBTB25", "RHOXF2BB+SET"} <= set(conds)
+
+
+def test_norman_seed1_subgroups_match_gears_tutorials():
+    """GEARS' demo/data_tutorial.ipynb (f374e43, GO filter): Norman seed 1 test composition
+    combo_seen0 9, combo_seen1 43, combo_seen2 19, unseen_single 36 (277 conditions kept); the
+    original tutorial (6235884, cell-gears 0.0.2, no filter): 9, 52, 18, 37."""
+    from scfmbench.perturbation.split import go_missing_genes
+
+    conds = _norman_conditions()
+    genes = go_missing_genes("gears_norman")
+    assert sorted(genes) == ["IER5L", "KIAA1804", "RHOXF2BB"]
+    s = make_split(conds, seed=1, drop_genes=genes)
+    assert _test_sizes(s) == {"combo_seen0": 9, "combo_seen1": 43, "combo_seen2": 19, "unseen_single": 36}
+    assert len(s.split) == 277 and sorted(s.params["go_filter_dropped"]) == sorted(
+        ["RHOXF2BB+ctrl", "LYL1+IER5L", "ctrl+IER5L", "KIAA1804+ctrl", "IER5L+ctrl", "RHOXF2BB+ZBTB25", "RHOXF2BB+SET"])
+    assert _test_sizes(make_split(conds, seed=1)) == {"combo_seen0": 9, "combo_seen1": 52, "combo_seen2": 18, "unseen_single": 37}
+
+
+def test_go_filter_reaches_the_workflow_split(tmp_path):
+    """write_splits applies the configured genes; a dropped condition has no split, so no method
+    trains on it or is scored on it."""
+    from scfmbench.perturbation import write_splits
+
+    conds = ["ctrl", "A+ctrl", "B+ctrl", "C+ctrl", "D+ctrl", "A+B", "ctrl+C", "C+D"]
+    adata = _tiny(conds, genes=("A", "B", "C", "D"))
+    adata.write_h5ad(tmp_path / "d.h5ad")
+    write_splits(tmp_path / "d.h5ad", [tmp_path / "s.json"], seeds=[0], params={"train_gene_set_size": 0.75, "combo_seen2_train_frac": 0.75,
+                                                                                 "drop_genes": ["C"]})
+    s = Split.read(tmp_path / "s.json")
+    assert set(s.split) == {"ctrl", "A+ctrl", "B+ctrl", "D+ctrl", "A+B"}
+    assert s.params["go_filter_dropped"] == ["C+ctrl", "ctrl+C", "C+D"]
