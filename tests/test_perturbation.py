@@ -554,3 +554,159 @@ def test_go_filter_reaches_the_workflow_split(tmp_path):
     s = Split.read(tmp_path / "s.json")
     assert set(s.split) == {"ctrl", "A+ctrl", "B+ctrl", "D+ctrl", "A+B"}
     assert s.params["go_filter_dropped"] == ["C+ctrl", "ctrl+C", "C+D"]
+
+
+# ---------------------------------------------------------------------------------------------
+# GenoHoption's perturbation model: BatchNorm, <cls> with global edges, decoders (issue 23 item 2)
+
+
+def _generator(**kw):
+    from scfmbench.models.scgpt_generator import GeneratorConfig, ScGPTGenerator
+
+    import torch
+
+    torch.manual_seed(0)
+    return ScGPTGenerator(GeneratorConfig(n_genes=6, d_model=8, n_layers=1, n_heads=2, d_hidden=16, **kw))
+
+
+def _encoder_input(model, batch):
+    """What enters the transformer encoder (the hook's capture) and the model's output."""
+    seen = {}
+    h = model.transformer_encoder.register_forward_pre_hook(lambda mod, args: seen.update(x=args[0].detach(), ids=args[2].detach()))
+    out = model(batch)
+    h.remove()
+    return seen, out
+
+
+def test_generator_batchnorm_on_summed_embeddings():
+    """generation_modle_gn.py: total_embs = bn(total_embs.permute(0, 2, 1)).permute(0, 2, 1) with
+    BatchNorm1d(d_model, eps=6.1e-5): in training every channel has mean 0 and (biased) variance
+    s2 / (s2 + eps) over all (cell, token) positions; without it the sum is not normalized."""
+    import torch
+
+    from scfmbench.models.scgpt_generator import make_batch
+
+    g = torch.Generator().manual_seed(1)
+    ctrl = torch.rand(5, 6, generator=g) * 3
+    batch = make_batch(ctrl, None, [(1,), (2,), (), (0, 3), (5,)], torch.arange(6))
+    model = _generator()
+    assert model.bn.eps == pytest.approx(6.1e-5) and model.bn.num_features == 8
+    model.train()
+    seen, _ = _encoder_input(model, batch)
+    raw = model.encoder(batch.gene_ids) + model.value_encoder(batch.values) + model.pert_encoder(batch.pert_flags)
+    s2 = raw.detach().reshape(-1, 8).var(0, unbiased=False)
+    x = seen["x"].reshape(-1, 8)
+    np.testing.assert_allclose(x.mean(0).numpy(), 0.0, atol=1e-5)
+    np.testing.assert_allclose(x.var(0, unbiased=False).numpy(), (s2 / (s2 + 6.1e-5)).numpy(), rtol=1e-4)
+    plain = _generator(batchnorm=False)
+    plain.train()
+    assert plain.bn is None
+    seen, _ = _encoder_input(plain, batch)
+    assert float(seen["x"].reshape(-1, 8).mean(0).abs().max()) > 1e-2
+
+
+def test_generator_cls_token_carries_the_flag_to_every_gene():
+    """scGPT_run_pert_gn.py appends <cls> (value 0, flag 0) with graph edges to and from every gene
+    (generate_g, flag_global=True) and drops it from the output. On a gene graph without edges
+    between genes, the perturbation flag of gene 2 moves no other gene's prediction without the
+    token, and every gene's with it."""
+    import torch
+
+    from scfmbench.models.attention.edges import EdgePattern  # noqa: F401  (graph kernels' edges)
+    from scfmbench.models.scgpt import attach_graph
+    from scfmbench.models.scgpt_generator import make_batch
+    from scfmbench.models.tokenize import CLS_ID, TokenGraph
+
+    ctrl = torch.rand(1, 6, generator=torch.Generator().manual_seed(2)) + 0.5
+    on, off = make_batch(ctrl, None, [(2,)], torch.arange(6)), make_batch(ctrl, None, [()], torch.arange(6))
+    for cls in (False, True):
+        model = _generator(attention="genohoption-p", cls_token=cls)
+        attach_graph(model, TokenGraph(sp.csr_matrix((6, 6)), cls_node=False, cls_token=cls))  # no gene-gene edge
+        model.eval()
+        seen, a = _encoder_input(model, on)
+        b = model(off)
+        assert a.shape == (1, 6)
+        moved = (a - b).abs()[0].detach().numpy() > 1e-6
+        moved[2] = False
+        if cls:
+            inputs = {}
+            hooks = [model.value_encoder.register_forward_pre_hook(lambda mod, args: inputs.update(v=args[0])),
+                     model.pert_encoder.register_forward_pre_hook(lambda mod, args: inputs.update(f=args[0]))]
+            model(on)
+            [h.remove() for h in hooks]
+            assert float(inputs["v"][0, 0]) == 0.0 and int(inputs["f"][0, 0]) == 0 and int(inputs["f"][0, 3]) == 1  # gene 2 one step right
+            assert seen["x"].shape[1] == 7 and int(seen["ids"][0, 0]) == CLS_ID
+            assert moved.sum() == 5  # every other gene, through <cls>
+        else:
+            assert seen["x"].shape[1] == 6 and moved.sum() == 0
+
+
+def test_affine_decoder_has_scgpt_head_names_and_is_affine_in_the_value():
+    """scGPT HEAD's AffineExprDecoder: coeff_decoder and bias_decoder (ExprDecoders, fc.0/.2/.4),
+    pred = coeff(x) * value + bias(x): for fixed x, second differences in the value vanish."""
+    import torch
+
+    model = _generator(decoder="affine")
+    names = {k for k in model.state_dict() if k.startswith("decoder.")}
+    assert names == {f"decoder.{d}.fc.{i}.{w}" for d in ("coeff_decoder", "bias_decoder") for i in (0, 2, 4) for w in ("weight", "bias")}
+    x = torch.randn(2, 3, 8)
+    v = torch.rand(2, 3)
+    f = lambda vals: model.decoder(x, vals)  # noqa: E731
+    np.testing.assert_allclose((f(2 * v) - 2 * f(v) + f(0 * v)).detach().numpy(), 0.0, atol=1e-5)
+    with pytest.raises(InputError, match="decoder must be one of"):
+        _generator(decoder="mlp")
+
+
+def test_perturbed_genes_without_edges_are_counted():
+    from scfmbench.perturbation.generator import perturbed_without_edge
+    from scfmbench.models.tokenize import TokenGraph
+
+    # rows = source: 0 -> 1, 2 -> 2 (self-loop only), 3 -> 0; gene 4 has only an in-edge (1 -> 4)
+    a = sp.csr_matrix((np.ones(4), ([0, 2, 3, 1], [1, 2, 0, 4])), shape=(5, 5))
+    assert perturbed_without_edge(TokenGraph(a, cls_node=False, cls_token=False), [0, 2, 3, 4]) == [2, 4]
+
+
+def test_generator_run_record_counts_isolated_perturbed_genes(small, small_split, caplog):
+    """An (almost) empty gene graph: every perturbed gene lacks an edge; the record says so, the
+    kernel's graph has no path for them without <cls> and all of them with it; flipping the flag
+    moves no other gene without <cls>."""
+    import logging
+
+    from scfmbench.perturbation import predict
+
+    params = dict(epochs=1, steps_per_epoch=1, valid_cells=16, predict_cells=2, max_len=48)
+    graph = {"top_h": 1, "delta": 0.999, "trrust": False}
+    with caplog.at_level(logging.WARNING, logger="scfmbench.perturbation.generator"):
+        _, _, rec = predict("scgpt-genohoption-p", small, small_split, seed=0, params={**params, "cls_token": False}, graph_params=graph)
+    n = rec["graph"]["perturbed_genes"]
+    assert rec["graph"]["perturbed_without_gene_edge"] == rec["graph"]["perturbed_without_path"] == n > 0
+    assert "have no edge to another gene" in caplog.text
+    assert rec["flag_flip"]["changed_share"] == 0.0
+    _, _, rec = predict("scgpt-genohoption-p", small, small_split, seed=0, params=params, graph_params=graph)
+    assert rec["model"]["cls_token"] is True and rec["graph"]["perturbed_without_path"] == 0
+    assert rec["flag_flip"]["changed_share"] > 0.5
+    _, _, rec = predict("scgpt-full", small, small_split, seed=0, params=params)
+    assert rec["model"]["cls_token"] is False and rec["model"]["batchnorm"] is True and rec["graph"] is None
+
+
+def test_generator_predicts_every_test_cell_by_default(small, small_split, monkeypatch):
+    """GEARS predicts every test cell (each from its paired control) and averages per condition:
+    predict_cells null (config/paper.yaml) reaches every test cell; a number subsamples."""
+    from scfmbench.perturbation import generator, predict
+
+    seen = []
+    original = generator._Pairs.__init__
+
+    def spy(self, X, rows, *args, **kw):
+        if kw.get("generator") is None:
+            seen.extend(np.asarray(rows).tolist())
+        original(self, X, rows, *args, **kw)
+
+    monkeypatch.setattr(generator._Pairs, "__init__", spy)
+    test_rows = set(np.flatnonzero(small.obs["condition"].isin(small_split.conditions("test")).to_numpy()).tolist())
+    params = dict(epochs=1, steps_per_epoch=1, valid_cells=8, max_len=32)
+    predict("scgpt-full", small, small_split, seed=0, params={**params, "predict_cells": None})
+    assert test_rows <= set(seen)
+    seen.clear()
+    predict("scgpt-full", small, small_split, seed=0, params={**params, "predict_cells": 2})
+    assert len(test_rows & set(seen)) == 2 * len(small_split.conditions("test"))
