@@ -710,3 +710,23 @@ def test_generator_predicts_every_test_cell_by_default(small, small_split, monke
     seen.clear()
     predict("scgpt-full", small, small_split, seed=0, params={**params, "predict_cells": 2})
     assert len(test_rows & set(seen)) == 2 * len(small_split.conditions("test"))
+
+
+def test_flag_flip_table_from_run_records(tmp_path):
+    import json
+
+    from scfmbench.bench.flagflip import flag_flip_table
+
+    for seed, share in ((0, 0.2), (1, 0.4)):
+        d = tmp_path / "scgpt-genohoption-p" / f"seed{seed}"
+        d.mkdir(parents=True)
+        (d / "run.json").write_text(json.dumps({"seed": seed, "model": {"cls_token": True}, "flag_flip": {"changed_share": share, "min": share - 0.1, "max": share + 0.1,
+                                                                                                         "cells": 3, "tol": 1e-6},
+                                                "graph": {"perturbed_genes": 10, "perturbed_without_gene_edge": 4, "perturbed_without_path": 0}}))
+    (tmp_path / "no_change" / "seed0").mkdir(parents=True)
+    (tmp_path / "no_change" / "seed0" / "run.json").write_text(json.dumps({"seed": 0}))
+    t = flag_flip_table(tmp_path).set_index("method")
+    assert list(t.index) == ["scgpt-genohoption-p"]
+    row = t.loc["scgpt-genohoption-p"]
+    assert row["seeds"] == 2 and row["share"] == pytest.approx(0.3) and row["min"] == pytest.approx(0.1) and row["max"] == pytest.approx(0.5)
+    assert row["without_gene_edge"] == 4 and row["without_path"] == 0
