@@ -430,3 +430,303 @@ def test_gears_file_without_rankings_is_an_error(small, tmp_path):
     g.write_h5ad(tmp_path / "norman" / "perturb_processed.h5ad")
     with pytest.raises(InputError, match="uns lacks \\['top_non_zero_de_20'\\]"):
         load_perturbation_dataset("norman", {"source": "gears_norman", "path": str(tmp_path / "norman")})
+
+
+# ---------------------------------------------------------------------------------------------
+# constant predictions and NaN Pearson (issue 23 items 5 and 8)
+
+
+def test_no_change_delta_is_exactly_zero_through_the_npz(small, small_split, tmp_path):
+    """no_change predicts the float64 control mean the metrics subtract, stored as float64: its delta
+    is exactly 0 on every gene (not float32 rounding noise), so every delta Pearson is GEARS' NaN -> 0."""
+    from scfmbench.perturbation import read_predictions, score_main
+    from scfmbench.perturbation.data import control_mean
+
+    data, split = tmp_path / "data.h5ad", tmp_path / "split.json"
+    small.write_h5ad(data)
+    small_split.write(split)
+    from scfmbench.perturbation import run_method
+
+    run_method("no_change", data, split, tmp_path / "p.npz", seed=0)
+    conds, means = read_predictions(tmp_path / "p.npz")
+    assert means.dtype == np.float64
+    X = np.asarray(small.X[(small.obs["condition"] == "ctrl").to_numpy()].toarray(), dtype=np.float64)
+    np.testing.assert_allclose(control_mean(small), X.mean(0), rtol=1e-12)  # independent: dense float64 mean
+    assert ((means - control_mean(small)[None]) == 0).all()
+    score_main(data=data, split=split, predictions=tmp_path / "p.npz", benchmark=None, out=tmp_path / "m.csv", conditions_out=tmp_path / "c.csv",
+               dataset="d", method="no_change", seed=0)
+    per = pd.read_csv(tmp_path / "c.csv")
+    for m in ("pearson_delta", "pearson_delta_de", "pearson_delta_top20_de_non_dropout", "pearson_delta_top20_de_non_zero"):
+        assert (per[m] == 0.0).all(), m
+
+
+def test_near_constant_side_gets_its_pearson_as_gears():
+    """GEARS scores 0 only where scipy's pearsonr returns NaN (an exactly constant side); a tiny but
+    non-constant predicted delta keeps its correlation (here exactly proportional to the truth: 1)."""
+    from scfmbench.perturbation.metrics import condition_metrics
+
+    ctrl = np.array([1.0, 2.0, 3.0, 0.5])
+    dt = np.array([0.5, -1.0, 0.0, 0.25])
+    pred = ctrl + 1e-7 * dt  # range 1.5e-7, far below the old 1e-5 tolerance
+    m = condition_metrics(pred, ctrl + dt, ctrl, de=np.arange(4), non_dropout=np.arange(4), non_zero=np.arange(4))
+    assert m["pearson_delta"] == pytest.approx(1.0, abs=1e-6)
+    assert m["pearson_delta_de"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_pearson_matches_scipy_and_is_nan_only_for_exactly_constant():
+    from scipy.stats import pearsonr
+
+    from scfmbench.perturbation.metrics import _pearsonr
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=30), rng.normal(size=30)
+    assert _pearsonr(a, b) == pytest.approx(pearsonr(a, b)[0], abs=1e-12)
+    assert np.isnan(_pearsonr(np.full(5, 0.1), b[:5]))  # exactly constant (its float mean is not 0.1 exactly)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert np.isnan(pearsonr(np.full(5, 0.1), b[:5])[0])
+
+
+def test_train_mean_is_over_cells_not_condition_means():
+    """train_mean averages the perturbed training *cells* (PerturBench average.py): conditions with
+    more cells weigh more. Hand values: A+ctrl 1 cell of 4, B+ctrl 3 cells of 0 -> cell mean 1 (the
+    mean of the condition means would be 2)."""
+    from scfmbench.perturbation import predict
+
+    conds = ["ctrl", "ctrl", "A+ctrl", "B+ctrl", "B+ctrl", "B+ctrl", "C+ctrl"]
+    X = np.array([[0.0, 1.0], [0.0, 1.0], [4.0, 2.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [9.0, 9.0]])
+    adata = ad.AnnData(X=sp.csr_matrix(X), obs=pd.DataFrame({"condition": conds}, index=[f"c{i}" for i in range(len(conds))]),
+                       var=pd.DataFrame({"gene_name": ["A", "B"]}, index=["A", "B"]))
+    split = Split({"ctrl": "train", "A+ctrl": "train", "B+ctrl": "train", "C+ctrl": "test"}, {"C+ctrl": "unseen_single"})
+    _, means, _ = predict("train_mean", adata, split, seed=0)
+    np.testing.assert_allclose(means, [[1.0, 0.5]])  # (4 + 0 + 0 + 0) / 4, (2 + 0 + 0 + 0) / 4
+
+
+# ---------------------------------------------------------------------------------------------
+# GEARS' GO filter on Norman's conditions (issue 23 item 3)
+
+
+def _norman_conditions() -> list[str]:
+    from pathlib import Path
+
+    lines = (Path(__file__).parent / "fixtures" / "norman_conditions.txt").read_text().splitlines()
+    return [ln for ln in lines if ln and not ln.startswith("#")]
+
+
+def _test_sizes(split) -> dict[str, int]:
+    return {g: sum(1 for c, s in split.subgroup.items() if s == g and split.split[c] == "test") for g in SUBGROUPS}
+
+
+def test_norman_fixture_is_gears_file():
+    conds = _norman_conditions()
+    assert len(conds) == len(set(conds)) == 284
+    assert sum(len(condition_genes(c)) == 1 for c in conds) == 152 and sum(len(condition_genes(c)) == 2 for c in conds) == 131
+    # GEARS demo/data_tutorial.ipynb prints these as not in the GO graph
+    assert {"RHOXF2BB+ctrl", "LYL1+IER5L", "ctrl+IER5L", "KIAA1804+ctrl", "IER5L+ctrl", "RHOXF2BB+ZBTB25", "RHOXF2BB+SET"} <= set(conds)
+
+
+def test_norman_seed1_subgroups_match_gears_tutorials():
+    """GEARS' demo/data_tutorial.ipynb (f374e43, GO filter): Norman seed 1 test composition
+    combo_seen0 9, combo_seen1 43, combo_seen2 19, unseen_single 36 (277 conditions kept); the
+    original tutorial (6235884, cell-gears 0.0.2, no filter): 9, 52, 18, 37."""
+    from scfmbench.perturbation.split import go_missing_genes
+
+    conds = _norman_conditions()
+    genes = go_missing_genes("gears_norman")
+    assert sorted(genes) == ["IER5L", "KIAA1804", "RHOXF2BB"]
+    s = make_split(conds, seed=1, drop_genes=genes)
+    assert _test_sizes(s) == {"combo_seen0": 9, "combo_seen1": 43, "combo_seen2": 19, "unseen_single": 36}
+    assert len(s.split) == 277 and sorted(s.params["go_filter_dropped"]) == sorted(
+        ["RHOXF2BB+ctrl", "LYL1+IER5L", "ctrl+IER5L", "KIAA1804+ctrl", "IER5L+ctrl", "RHOXF2BB+ZBTB25", "RHOXF2BB+SET"])
+    assert _test_sizes(make_split(conds, seed=1)) == {"combo_seen0": 9, "combo_seen1": 52, "combo_seen2": 18, "unseen_single": 37}
+
+
+def test_go_filter_reaches_the_workflow_split(tmp_path):
+    """write_splits applies the configured genes; a dropped condition has no split, so no method
+    trains on it or is scored on it."""
+    from scfmbench.perturbation import write_splits
+
+    conds = ["ctrl", "A+ctrl", "B+ctrl", "C+ctrl", "D+ctrl", "A+B", "ctrl+C", "C+D"]
+    adata = _tiny(conds, genes=("A", "B", "C", "D"))
+    adata.write_h5ad(tmp_path / "d.h5ad")
+    write_splits(tmp_path / "d.h5ad", [tmp_path / "s.json"], seeds=[0], params={"train_gene_set_size": 0.75, "combo_seen2_train_frac": 0.75,
+                                                                                 "drop_genes": ["C"]})
+    s = Split.read(tmp_path / "s.json")
+    assert set(s.split) == {"ctrl", "A+ctrl", "B+ctrl", "D+ctrl", "A+B"}
+    assert s.params["go_filter_dropped"] == ["C+ctrl", "ctrl+C", "C+D"]
+
+
+# ---------------------------------------------------------------------------------------------
+# GenoHoption's perturbation model: BatchNorm, <cls> with global edges, decoders (issue 23 item 2)
+
+
+def _generator(**kw):
+    from scfmbench.models.scgpt_generator import GeneratorConfig, ScGPTGenerator
+
+    import torch
+
+    torch.manual_seed(0)
+    return ScGPTGenerator(GeneratorConfig(n_genes=6, d_model=8, n_layers=1, n_heads=2, d_hidden=16, **kw))
+
+
+def _encoder_input(model, batch):
+    """What enters the transformer encoder (the hook's capture) and the model's output."""
+    seen = {}
+    h = model.transformer_encoder.register_forward_pre_hook(lambda mod, args: seen.update(x=args[0].detach(), ids=args[2].detach()))
+    out = model(batch)
+    h.remove()
+    return seen, out
+
+
+def test_generator_batchnorm_on_summed_embeddings():
+    """generation_modle_gn.py: total_embs = bn(total_embs.permute(0, 2, 1)).permute(0, 2, 1) with
+    BatchNorm1d(d_model, eps=6.1e-5): in training every channel has mean 0 and (biased) variance
+    s2 / (s2 + eps) over all (cell, token) positions; without it the sum is not normalized."""
+    import torch
+
+    from scfmbench.models.scgpt_generator import make_batch
+
+    g = torch.Generator().manual_seed(1)
+    ctrl = torch.rand(5, 6, generator=g) * 3
+    batch = make_batch(ctrl, None, [(1,), (2,), (), (0, 3), (5,)], torch.arange(6))
+    model = _generator()
+    assert model.bn.eps == pytest.approx(6.1e-5) and model.bn.num_features == 8
+    model.train()
+    seen, _ = _encoder_input(model, batch)
+    raw = model.encoder(batch.gene_ids) + model.value_encoder(batch.values) + model.pert_encoder(batch.pert_flags)
+    s2 = raw.detach().reshape(-1, 8).var(0, unbiased=False)
+    x = seen["x"].reshape(-1, 8)
+    np.testing.assert_allclose(x.mean(0).numpy(), 0.0, atol=1e-5)
+    np.testing.assert_allclose(x.var(0, unbiased=False).numpy(), (s2 / (s2 + 6.1e-5)).numpy(), rtol=1e-4)
+    plain = _generator(batchnorm=False)
+    plain.train()
+    assert plain.bn is None
+    seen, _ = _encoder_input(plain, batch)
+    assert float(seen["x"].reshape(-1, 8).mean(0).abs().max()) > 1e-2
+
+
+def test_generator_cls_token_carries_the_flag_to_every_gene():
+    """scGPT_run_pert_gn.py appends <cls> (value 0, flag 0) with graph edges to and from every gene
+    (generate_g, flag_global=True) and drops it from the output. On a gene graph without edges
+    between genes, the perturbation flag of gene 2 moves no other gene's prediction without the
+    token, and every gene's with it."""
+    import torch
+
+    from scfmbench.models.attention.edges import EdgePattern  # noqa: F401  (graph kernels' edges)
+    from scfmbench.models.scgpt import attach_graph
+    from scfmbench.models.scgpt_generator import make_batch
+    from scfmbench.models.tokenize import CLS_ID, TokenGraph
+
+    ctrl = torch.rand(1, 6, generator=torch.Generator().manual_seed(2)) + 0.5
+    on, off = make_batch(ctrl, None, [(2,)], torch.arange(6)), make_batch(ctrl, None, [()], torch.arange(6))
+    for cls in (False, True):
+        model = _generator(attention="genohoption-p", cls_token=cls)
+        attach_graph(model, TokenGraph(sp.csr_matrix((6, 6)), cls_node=False, cls_token=cls))  # no gene-gene edge
+        model.eval()
+        seen, a = _encoder_input(model, on)
+        b = model(off)
+        assert a.shape == (1, 6)
+        moved = (a - b).abs()[0].detach().numpy() > 1e-6
+        moved[2] = False
+        if cls:
+            inputs = {}
+            hooks = [model.value_encoder.register_forward_pre_hook(lambda mod, args: inputs.update(v=args[0])),
+                     model.pert_encoder.register_forward_pre_hook(lambda mod, args: inputs.update(f=args[0]))]
+            model(on)
+            [h.remove() for h in hooks]
+            assert float(inputs["v"][0, 0]) == 0.0 and int(inputs["f"][0, 0]) == 0 and int(inputs["f"][0, 3]) == 1  # gene 2 one step right
+            assert seen["x"].shape[1] == 7 and int(seen["ids"][0, 0]) == CLS_ID
+            assert moved.sum() == 5  # every other gene, through <cls>
+        else:
+            assert seen["x"].shape[1] == 6 and moved.sum() == 0
+
+
+def test_affine_decoder_has_scgpt_head_names_and_is_affine_in_the_value():
+    """scGPT HEAD's AffineExprDecoder: coeff_decoder and bias_decoder (ExprDecoders, fc.0/.2/.4),
+    pred = coeff(x) * value + bias(x): for fixed x, second differences in the value vanish."""
+    import torch
+
+    model = _generator(decoder="affine")
+    names = {k for k in model.state_dict() if k.startswith("decoder.")}
+    assert names == {f"decoder.{d}.fc.{i}.{w}" for d in ("coeff_decoder", "bias_decoder") for i in (0, 2, 4) for w in ("weight", "bias")}
+    x = torch.randn(2, 3, 8)
+    v = torch.rand(2, 3)
+    f = lambda vals: model.decoder(x, vals)  # noqa: E731
+    np.testing.assert_allclose((f(2 * v) - 2 * f(v) + f(0 * v)).detach().numpy(), 0.0, atol=1e-5)
+    with pytest.raises(InputError, match="decoder must be one of"):
+        _generator(decoder="mlp")
+
+
+def test_perturbed_genes_without_edges_are_counted():
+    from scfmbench.perturbation.generator import perturbed_without_edge
+    from scfmbench.models.tokenize import TokenGraph
+
+    # rows = source: 0 -> 1, 2 -> 2 (self-loop only), 3 -> 0; gene 4 has only an in-edge (1 -> 4)
+    a = sp.csr_matrix((np.ones(4), ([0, 2, 3, 1], [1, 2, 0, 4])), shape=(5, 5))
+    assert perturbed_without_edge(TokenGraph(a, cls_node=False, cls_token=False), [0, 2, 3, 4]) == [2, 4]
+
+
+def test_generator_run_record_counts_isolated_perturbed_genes(small, small_split, caplog):
+    """An (almost) empty gene graph: every perturbed gene lacks an edge; the record says so, the
+    kernel's graph has no path for them without <cls> and all of them with it; flipping the flag
+    moves no other gene without <cls>."""
+    import logging
+
+    from scfmbench.perturbation import predict
+
+    params = dict(epochs=1, steps_per_epoch=1, valid_cells=16, predict_cells=2, max_len=48)
+    graph = {"top_h": 1, "delta": 0.999, "trrust": False}
+    with caplog.at_level(logging.WARNING, logger="scfmbench.perturbation.generator"):
+        _, _, rec = predict("scgpt-genohoption-p", small, small_split, seed=0, params={**params, "cls_token": False}, graph_params=graph)
+    n = rec["graph"]["perturbed_genes"]
+    assert rec["graph"]["perturbed_without_gene_edge"] == rec["graph"]["perturbed_without_path"] == n > 0
+    assert "have no edge to another gene" in caplog.text
+    assert rec["flag_flip"]["changed_share"] == 0.0
+    _, _, rec = predict("scgpt-genohoption-p", small, small_split, seed=0, params=params, graph_params=graph)
+    assert rec["model"]["cls_token"] is True and rec["graph"]["perturbed_without_path"] == 0
+    assert rec["flag_flip"]["changed_share"] > 0.5
+    _, _, rec = predict("scgpt-full", small, small_split, seed=0, params=params)
+    assert rec["model"]["cls_token"] is False and rec["model"]["batchnorm"] is True and rec["graph"] is None
+
+
+def test_generator_predicts_every_test_cell_by_default(small, small_split, monkeypatch):
+    """GEARS predicts every test cell (each from its paired control) and averages per condition:
+    predict_cells null (config/paper.yaml) reaches every test cell; a number subsamples."""
+    from scfmbench.perturbation import generator, predict
+
+    seen = []
+    original = generator._Pairs.__init__
+
+    def spy(self, X, rows, *args, **kw):
+        if kw.get("generator") is None:
+            seen.extend(np.asarray(rows).tolist())
+        original(self, X, rows, *args, **kw)
+
+    monkeypatch.setattr(generator._Pairs, "__init__", spy)
+    test_rows = set(np.flatnonzero(small.obs["condition"].isin(small_split.conditions("test")).to_numpy()).tolist())
+    params = dict(epochs=1, steps_per_epoch=1, valid_cells=8, max_len=32)
+    predict("scgpt-full", small, small_split, seed=0, params={**params, "predict_cells": None})
+    assert test_rows <= set(seen)
+    seen.clear()
+    predict("scgpt-full", small, small_split, seed=0, params={**params, "predict_cells": 2})
+    assert len(test_rows & set(seen)) == 2 * len(small_split.conditions("test"))
+
+
+def test_flag_flip_table_from_run_records(tmp_path):
+    import json
+
+    from scfmbench.bench.flagflip import flag_flip_table
+
+    for seed, share in ((0, 0.2), (1, 0.4)):
+        d = tmp_path / "scgpt-genohoption-p" / f"seed{seed}"
+        d.mkdir(parents=True)
+        (d / "run.json").write_text(json.dumps({"seed": seed, "model": {"cls_token": True}, "flag_flip": {"changed_share": share, "min": share - 0.1, "max": share + 0.1,
+                                                                                                         "cells": 3, "tol": 1e-6},
+                                                "graph": {"perturbed_genes": 10, "perturbed_without_gene_edge": 4, "perturbed_without_path": 0}}))
+    (tmp_path / "no_change" / "seed0").mkdir(parents=True)
+    (tmp_path / "no_change" / "seed0" / "run.json").write_text(json.dumps({"seed": 0}))
+    t = flag_flip_table(tmp_path).set_index("method")
+    assert list(t.index) == ["scgpt-genohoption-p"]
+    row = t.loc["scgpt-genohoption-p"]
+    assert row["seeds"] == 2 and row["share"] == pytest.approx(0.3) and row["min"] == pytest.approx(0.1) and row["max"] == pytest.approx(0.5)
+    assert row["without_gene_edge"] == 4 and row["without_path"] == 0

@@ -452,7 +452,11 @@ def perturb_dataset_config(wildcards):
 
 
 def perturb_split_params(wildcards):
-    return {k: PERTURBATION[k] for k in ("train_gene_set_size", "combo_seen2_train_frac")}
+    from scfmbench.perturbation.split import go_missing_genes
+
+    source = config["datasets"][wildcards.dataset]["source"]
+    drop = list(go_missing_genes(source)) if PERTURBATION["go_filter"] else []
+    return {**{k: PERTURBATION[k] for k in ("train_gene_set_size", "combo_seen2_train_frac")}, "drop_genes": drop}
 
 
 def perturb_graph_params(wildcards):

@@ -46,10 +46,15 @@ def read_dataset(path) -> ad.AnnData:
 
 
 def write_splits(data_path, outs, *, seeds, params: dict) -> None:
-    """One GEARS simulation split per seed (``params``: ``train_gene_set_size``, ``combo_seen2_train_frac``)."""
-    from scfmbench.perturbation.split import make_split
+    """One GEARS simulation split per seed (``params``: ``train_gene_set_size``, ``combo_seen2_train_frac``,
+    ``drop_genes``: GEARS' GO filter, :func:`scfmbench.perturbation.split.go_missing_genes`)."""
+    from scfmbench.perturbation.split import go_filter, make_split
 
     conditions = ad.read_h5ad(data_path, backed="r").obs["condition"].astype(str).unique()
+    dropped = go_filter(conditions, params.get("drop_genes", ()))[1]
+    if dropped:
+        log.warning("GEARS' GO filter: %d conditions with genes %s are left out of every split: %s", len(dropped),
+                    sorted(params["drop_genes"]), dropped)
     for seed, out in zip(seeds, outs):
         make_split(conditions, seed=int(seed), **params).write(out)
 
@@ -72,7 +77,7 @@ def predict(method: str, adata, split, *, seed: int, params: dict | None = None,
         except TypeError as exc:
             raise InputError(f"params.{method}: {exc}") from None
         record = {}
-    means = np.asarray(means, dtype=np.float32)
+    means = np.asarray(means, dtype=np.float64)  # float64 kept: no_change's delta stays exactly 0
     if means.shape != (len(conditions), adata.n_vars):
         raise InputError(f"{method} returned shape {means.shape}; expected ({len(conditions)}, {adata.n_vars})")
     return conditions, means, {"method": method, "seed": seed, "params": params, "seconds": time.perf_counter() - start, **record}

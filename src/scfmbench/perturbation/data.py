@@ -120,6 +120,18 @@ def condition_means(adata: ad.AnnData) -> tuple[np.ndarray, np.ndarray]:
     return names, means
 
 
+def control_mean(adata: ad.AnnData) -> np.ndarray:
+    """The float64 mean of X over the control cells: the ``ctrl`` of every delta metric and the
+    ``no_change`` prediction, computed once here so that both are the same numbers (``no_change``'s
+    delta is then exactly 0, an exactly constant side: GEARS' NaN, scored 0)."""
+    rows = np.flatnonzero(adata.obs["condition"].astype(str).to_numpy() == CTRL)
+    if not len(rows):
+        raise InputError("no control cells (obs['condition'] == 'ctrl') to average")
+    x = adata.X[rows]
+    x = x.astype(np.float64) if sp.issparse(x) else np.asarray(x, dtype=np.float64)  # float64 sums (scipy sums float32 data in float32)
+    return np.asarray(x.sum(0), dtype=np.float64).ravel() / len(rows)
+
+
 def rank_genes_vs_control(adata: ad.AnnData) -> dict[str, list[str]]:
     """GEARS' ``rank_genes_groups_by_cov``: per cell type, scanpy ``rank_genes_groups`` (t-test) of
     every ``condition_name`` against ``<cell_type>_ctrl_1``, ``rankby_abs=True``, all genes, on X.

@@ -11,7 +11,13 @@ its cells' predictions (each from its paired control cell), on every gene.
 ``-paperloss`` trains with GenoHoption's official loss (``(pred - y)^4`` + 1e-3 direction term,
 :func:`~scfmbench.models.scgpt_generator.genohoption_loss`) instead of MSE; selection stays on the
 validation MSE. Graph kernels use a gene graph built here from training-condition and control
-cells only (co-expression, top_h / delta, plus the vendored TRRUST edges), no CLS node.
+cells only (co-expression, top_h / delta, plus the vendored TRRUST edges), no CLS node; with
+``cls_token`` (default for the graph kernels, GenoHoption's ``flag_global=True``) a ``<cls>`` token
+joined to every gene both ways carries a perturbation to every gene. The run record counts the
+perturbed genes with no edge to another gene (``graph.perturbed_without_gene_edge``) and with no
+path to another gene in the graph the kernel runs on (``graph.perturbed_without_path``: 0 with
+the CLS token), with a warning; and :func:`flag_flip_share` (``flag_flip`` in the record): the share
+of the other genes whose prediction moves when a test cell's perturbation flags are cleared.
 """
 
 from __future__ import annotations
@@ -29,11 +35,11 @@ log = logging.getLogger(__name__)
 
 PREFIX, PAPER_LOSS = "scgpt-", "-paperloss"
 _TRAIN_KEYS = ("max_len", "lr", "lr_gamma", "batch_size", "epochs", "steps_per_epoch", "patience", "weight_decay", "loss", "checkpoint", "predict_batch_size",
-               "valid_cells", "predict_cells")
+               "valid_cells", "predict_cells", "cls_token")
 # From-scratch CPU defaults (the default workflow: 5 validation intervals of 20 batches, ~100 steps);
 # config/paper.yaml has scGPT's (lr 1e-4, batch 32, 15 full epochs, max_seq_len 1536).
 TRAIN_DEFAULTS = dict(max_len=128, lr=3e-3, lr_gamma=0.9, batch_size=32, epochs=5, steps_per_epoch=20, patience=3, weight_decay=0.0, loss="mse",
-                      checkpoint=None, predict_batch_size=256, valid_cells=None, predict_cells=None)
+                      checkpoint=None, predict_batch_size=256, valid_cells=None, predict_cells=None, cls_token=None)
 
 
 def parse_generator(method: str) -> tuple[str, bool] | None:
@@ -76,8 +82,9 @@ class _Pairs:
         return make_batch(self.X[self.ctrl_rows[idx]], self.X[self.rows[idx]], perturbed, genes), [self.conditions[i] for i in idx]
 
 
-def _gene_graph(adata, train_rows: np.ndarray, *, top_h: int, delta: float, trrust: bool):
-    """Co-expression (training-condition and control cells) + vendored TRRUST, no CLS node."""
+def _gene_graph(adata, train_rows: np.ndarray, *, top_h: int, delta: float, trrust: bool, cls_token: bool = False):
+    """Co-expression (training-condition and control cells) + vendored TRRUST, no CLS node; with
+    ``cls_token`` the sequences' CLS token (position 0) is joined to every gene both ways."""
     from scfmbench.data.synthetic import vendored_grn_path
     from scfmbench.graphs.build import build_gene_graph
     from scfmbench.graphs.readers import read_trrust
@@ -85,7 +92,44 @@ def _gene_graph(adata, train_rows: np.ndarray, *, top_h: int, delta: float, trru
 
     tables = [read_trrust(vendored_grn_path("trrust_human"), database="trrust_human")] if trrust else []
     graph = build_gene_graph(gene_names(adata), adata.X[train_rows], tables, top_h=top_h, delta=delta, use_grn=trrust, add_cls=False)
-    return TokenGraph(graph.adjacency.T.tocsr(), cls_node=False, cls_token=False)
+    return TokenGraph(graph.adjacency.T.tocsr(), cls_node=False, cls_token=cls_token)
+
+
+def perturbed_without_edge(token_graph, genes) -> list[int]:
+    """The genes of ``genes`` (node indices) with no edge to another gene in the gene graph (rows =
+    source: gene g's token reaches gene h's only along g -> h), self-loops aside: graph attention
+    never carries their perturbation flag to another gene (unless a CLS token joins them all)."""
+    a = sp.csr_matrix(token_graph.adjacency, copy=True)
+    a.setdiag(0)
+    a.eliminate_zeros()
+    out_degree = np.diff(a.indptr)
+    return sorted(int(g) for g in set(genes) if out_degree[g] == 0)
+
+
+def flag_flip_share(model, X, ctrl_rows, perturbed, *, device, tol: float = 1e-6) -> dict:
+    """How much a trained generator uses the perturbation flag: for each cell (its control row of
+    ``X`` and its perturbed gene indices), predict every gene with the flags set and with them
+    cleared; the share of the *other* genes whose prediction moves by more than ``tol``. Returns
+    the mean share over the cells, its min and max, and the number of cells."""
+    import torch
+
+    from scfmbench.models.scgpt_generator import make_batch
+
+    model.eval()
+    shares = []
+    genes = torch.arange(X.shape[1])
+    with torch.no_grad():
+        for row, gs in zip(ctrl_rows, perturbed):
+            if not gs:
+                continue
+            on = model(make_batch(X[[row]], None, [gs], genes).to(device)).float().cpu()[0]
+            off = model(make_batch(X[[row]], None, [()], genes).to(device)).float().cpu()[0]
+            other = torch.ones(X.shape[1], dtype=torch.bool)
+            other[list(gs)] = False
+            shares.append(float(((on - off).abs()[other] > tol).float().mean()))
+    if not shares:
+        return {"changed_share": None, "min": None, "max": None, "cells": 0, "tol": tol}
+    return {"changed_share": float(np.mean(shares)), "min": float(np.min(shares)), "max": float(np.max(shares)), "cells": len(shares), "tol": tol}
 
 
 def predict_generator(method: str, adata, split, conditions, *, seed: int, graph_params: dict | None = None, device=None, **params) -> tuple[np.ndarray, dict]:
@@ -116,6 +160,9 @@ def predict_generator(method: str, adata, split, conditions, *, seed: int, graph
     kernel_config = dict((params.pop("kernel_config", None) or {}).get(kernel) or {})
     if kernel in ("longformer", "bigbird", "diffuser"):
         kernel_config.setdefault("n_global", 0)  # no <cls>: no global token
+    # GenoHoption appends <cls> (graph edges to and from every gene) for its own method only
+    cls_token = KERNELS[kernel].needs_edges if opts["cls_token"] is None else bool(opts["cls_token"])
+    opts["cls_token"] = cls_token
 
     cond = adata.obs["condition"].astype(str).to_numpy()
     symbols = {g: i for i, g in enumerate(gene_names(adata))}
@@ -132,18 +179,30 @@ def predict_generator(method: str, adata, split, conditions, *, seed: int, graph
     if opts["valid_cells"] is not None and len(valid_rows) > opts["valid_cells"]:
         valid_rows = np.sort(sub.choice(valid_rows, opts["valid_cells"], replace=False))
 
-    token_graph = None
+    token_graph, graph_record = None, None
     if KERNELS[kernel].needs_edges:
         g = {"top_h": 20, "delta": 0.4, "trrust": True, **(graph_params or {})}
-        token_graph = _gene_graph(adata, train_rows, **g)
+        token_graph = _gene_graph(adata, train_rows, cls_token=cls_token, **g)
+        pert_genes = sorted({i for gs in perturbed for i in gs})
+        isolated = perturbed_without_edge(token_graph, pert_genes)
+        no_path = [] if cls_token else isolated
+        names = gene_names(adata)
+        if isolated:
+            log.warning("%s: %d of %d perturbed genes have no edge to another gene in the gene graph (%s%s); %s", method, len(isolated), len(pert_genes),
+                        ", ".join(names[isolated[:10]]), ", ..." if len(isolated) > 10 else "",
+                        "they reach the other genes only through <cls>" if cls_token else "the kernel never carries their perturbation to another gene")
+        graph_record = {"n_nodes": int(token_graph.adjacency.shape[0]), "mean_degree": token_graph.mean_degree(), "cls_token": cls_token,
+                        "perturbed_genes": len(pert_genes), "perturbed_without_gene_edge": len(isolated), "perturbed_without_path": len(no_path),
+                        "perturbed_without_gene_edge_names": [str(names[i]) for i in isolated]}
     checkpoint = opts.pop("checkpoint")
     load_report = None
     if checkpoint:
+        extra = {k: params[k] for k in ("batchnorm", "decoder") if k in params}
         model, load_report = ScGPTGenerator.from_pretrained(checkpoint, gene_names=gene_names(adata), attention=kernel, attention_config=kernel_config,
-                                                            dropout=params.get("dropout"))
+                                                            dropout=params.get("dropout"), cls_token=cls_token, **extra)
     else:
         try:
-            cfg = GeneratorConfig(n_genes=adata.n_vars, attention=kernel, attention_config=kernel_config, **params)
+            cfg = GeneratorConfig(n_genes=adata.n_vars, attention=kernel, attention_config=kernel_config, cls_token=cls_token, **params)
         except TypeError as exc:
             raise InputError(f"perturbation.params.scgpt: {exc}; allowed keys are "
                              f"{sorted({f.name for f in dataclasses.fields(GeneratorConfig)} - {'n_genes', 'attention'} | set(_TRAIN_KEYS) | {'kernel_config'})}") from None
@@ -189,10 +248,13 @@ def predict_generator(method: str, adata, split, conditions, *, seed: int, graph
         if opts["predict_cells"] is not None and len(rows) > opts["predict_cells"]:
             rows = np.sort(sub.choice(rows, opts["predict_cells"], replace=False))
         means.append(predict_rows(rows, targets=False).mean(0).numpy())
+    # one seeded cell per test condition: does the model read the perturbation flag?
+    probe = [sub.choice(np.flatnonzero(cond == c)) for c in conditions]
+    flip = flag_flip_share(model, X, partner[probe], [pert_of[c] for c in conditions], device=device)
     record = {
         "attention": kernel, "loss": opts["loss"], "model": model.cfg.to_dict(), "train": {**opts, "epochs_limit": epochs},
         "device": str(device), "num_params": model.num_params(), "history": dataclasses.asdict(hist),
         "checkpoint": None if load_report is None else {"path": str(checkpoint), **load_report.to_dict()},
-        "graph": None if token_graph is None else {"n_nodes": int(token_graph.adjacency.shape[0]), "mean_degree": token_graph.mean_degree()},
+        "graph": graph_record, "flag_flip": flip,
     }  # fmt: skip
     return np.stack(means), record

@@ -14,8 +14,9 @@ prediction and of X, and ``ctrl`` the mean of X over every control cell of the d
 ``*_top20_de_non_zero``             the same on ``uns['top_non_zero_de_20']``
 ==================================  ========================================================
 
-A Pearson correlation that is undefined (a constant side, e.g. ``no_change``'s delta of 0) counts
-as 0, as in GEARS. Each metric is the mean over conditions, overall (``all``) and per test
+A Pearson correlation that is undefined (an exactly constant side, e.g. ``no_change``'s delta of
+exactly 0: its prediction is the float64 control mean computed here, :func:`~scfmbench.perturbation.data.control_mean`)
+counts as 0, as in GEARS; there is no tolerance, so a near-constant side gets its (noisy) r, as in GEARS. Each metric is the mean over conditions, overall (``all``) and per test
 subgroup. Plain ``pearson`` is ~0.99 for any predictor (every condition shares the control's
 profile): the delta metrics lead every table.
 
@@ -40,16 +41,20 @@ ALL = "all"
 SEP = ":"
 
 
-# A side that varies by less than this is constant: a prediction equal to the control mean up to
-# float32 storage and summation order (no_change) has a delta of rounding noise, not a profile.
-CONSTANT_TOL = 1e-5
+def _pearsonr(a, b) -> float:
+    """``scipy.stats.pearsonr(a, b)[0]`` as GEARS calls it: NaN when a side is exactly constant
+    (scipy tests ``(x == x[0]).all()``), else Pearson's r in float64. A near-constant side is not
+    constant: it gets r, however noisy (as GEARS)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if not len(a) or (a == a[0]).all() or (b == b[0]).all():
+        return float("nan")
+    return pearson(a, b)
 
 
 def _r(a, b) -> float:
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if np.ptp(a) < CONSTANT_TOL or np.ptp(b) < CONSTANT_TOL:
-        return 0.0
-    r = pearson(a, b)
+    """GEARS' metric value: a NaN Pearson (a constant side, e.g. ``no_change``'s delta of exactly 0)
+    counts as 0 (``inference.py``: ``if np.isnan(val): val = 0``)."""
+    r = _pearsonr(a, b)
     return 0.0 if np.isnan(r) else r
 
 
@@ -80,7 +85,7 @@ def _gene_index(adata, key: str, name: str, index: dict[str, int], n: int | None
 def perturbation_scores(adata, conditions, pred_means: np.ndarray, subgroup: dict[str, str]) -> pd.DataFrame:
     """Per-condition metrics of predicted mean profiles ``pred_means`` (C, G), one row per condition
     with its ``subgroup``, against the dataset's X (module docstring)."""
-    from scfmbench.perturbation.data import condition_means
+    from scfmbench.perturbation.data import condition_means, control_mean
 
     conditions = [str(c) for c in conditions]
     pred_means = np.asarray(pred_means, dtype=np.float64)
@@ -88,7 +93,7 @@ def perturbation_scores(adata, conditions, pred_means: np.ndarray, subgroup: dic
         raise InputError(f"predictions have shape {pred_means.shape}; expected ({len(conditions)} conditions, {adata.n_vars} genes)")
     names, means = condition_means(adata)
     row = {c: i for i, c in enumerate(names)}
-    ctrl = means[row[CTRL]]
+    ctrl = control_mean(adata)
     to_name = dict(zip(adata.obs["condition"].astype(str), adata.obs["condition_name"].astype(str)))
     index = {g: i for i, g in enumerate(adata.var_names.astype(str))}
     rows = []

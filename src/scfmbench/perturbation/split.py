@@ -14,6 +14,16 @@ and downloads at construction):
 3. validation repeats the draw on the train list with 0.9 / 0.9 and the same seed;
 4. ``ctrl`` is always in train.
 
+Before the draw, GEARS (since December 2022, ``cell-gears`` 0.0.3; ``pertdata.py`` ``load`` with
+``utils.filter_pert_in_go``) drops every condition with a gene outside its GO gene set; the draw is
+then over the remaining genes, so the filter changes every seed's split. :func:`go_missing_genes`
+reads the genes GEARS drops per source, shipped with their evidence in
+``scfmbench/data/gears/go_missing.csv`` (Norman: RHOXF2BB, IER5L, KIAA1804, 7 of 284 conditions;
+Adamson: SRPR, SLMO2, TIMM23, AMIGO3, KCTD16); ``make_split(drop_genes=...)`` applies it and leaves
+the dropped conditions out of the split (no train, val or test entry), listed in
+``params['go_filter_dropped']``. scGPT pins ``cell-gears<0.0.3`` (no filter): ``perturbation.go_filter:
+false`` gives that split.
+
 The result is a :class:`Split`: each condition's split (train / val / test) and test subgroup.
 """
 
@@ -93,12 +103,36 @@ class Split:
         return cls(d["split"], d["subgroup"], d.get("params", {}))
 
 
-def make_split(conditions, *, seed: int, train_gene_set_size: float = 0.75, combo_seen2_train_frac: float = 0.75) -> Split:
+GO_MISSING = Path(__file__).resolve().parents[1] / "data" / "gears" / "go_missing.csv"
+
+
+def go_missing_genes(source: str) -> tuple[str, ...]:
+    """The perturbed genes GEARS drops for lack of GO annotation in dataset ``source``
+    (``gears_norman``, ``gears_adamson``; other sources: none), from the shipped table."""
+    import csv
+
+    with open(GO_MISSING, newline="") as fh:
+        return tuple(row["gene"] for row in csv.DictReader(fh) if row["source"] == source)
+
+
+def go_filter(conditions, drop_genes) -> tuple[list[str], list[str]]:
+    """GEARS' ``filter_pert_in_go``: (kept, dropped) conditions, in order; a condition is dropped
+    when one of its genes is in ``drop_genes``; ``ctrl`` is always kept."""
+    drop = set(drop_genes)
+    kept, dropped = [], []
+    for c in conditions:
+        (dropped if drop & set(condition_genes(c)) else kept).append(c)
+    return kept, dropped
+
+
+def make_split(conditions, *, seed: int, train_gene_set_size: float = 0.75, combo_seen2_train_frac: float = 0.75, drop_genes=()) -> Split:
     """GEARS' simulation split of a dataset's conditions (``ctrl`` included or not: always train).
 
     Conditions appear in the order given (GEARS: ``adata.obs['condition'].unique()``); the draws do
-    not depend on it (genes and the combo pool are sorted first)."""
+    not depend on it (genes and the combo pool are sorted first). ``drop_genes``: GEARS' GO filter
+    (:func:`go_filter`) before the draw; the dropped conditions get no split."""
     conditions = list(dict.fromkeys(str(c) for c in conditions))
+    conditions, dropped = go_filter(conditions, drop_genes)
     perts = [c for c in conditions if c != CTRL]
     if not perts:
         raise InputError("make_split: no perturbed condition (only 'ctrl')")
@@ -108,7 +142,8 @@ def make_split(conditions, *, seed: int, train_gene_set_size: float = 0.75, comb
     train, val, val_groups = simulation_split(train, train_gene_set_size=0.9, combo_seen2_train_frac=0.9, seed=seed)
     split = {c: "train" for c in train} | {c: "val" for c in val} | {c: "test" for c in test} | {CTRL: "train"}
     subgroup = {c: g for g, cs in val_groups.items() for c in cs} | {c: g for g, cs in test_groups.items() for c in cs}
-    params = dict(seed=seed, train_gene_set_size=train_gene_set_size, combo_seen2_train_frac=combo_seen2_train_frac, method="GEARS simulation")
+    params = dict(seed=seed, train_gene_set_size=train_gene_set_size, combo_seen2_train_frac=combo_seen2_train_frac, method="GEARS simulation",
+                  go_filter_genes=sorted(drop_genes), go_filter_dropped=dropped)
     return Split(split, subgroup, params)
 
 

@@ -1,6 +1,8 @@
 """``no_change``: every perturbation predicted as the control mean (GEARS' ``No_Perturb``).
 
-Its delta is 0, so every ``pearson_delta*`` is undefined and counts as 0 (GEARS): the floor."""
+The prediction is the float64 control mean the metrics subtract (``control_mean``, kept float64 in
+``predictions.npz``), so its delta is exactly 0, every ``pearson_delta*`` is undefined and counts as
+0 (GEARS): the floor."""
 
 from __future__ import annotations
 
