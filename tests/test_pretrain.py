@@ -631,3 +631,14 @@ def test_pretraining_optimizer_as_released(schyena_data, monkeypatch):
     assert made[-1]["amsgrad"] is True and made[-1]["weight_decay"] == 5e-4 and clipped == []
     pretrain_backbone(schyena_data, backbone="scfoundation", strategy=strat, seed=0, steps=2, batch_size=4, params=small, grad_clip=1.0, amsgrad=False)
     assert made[-1]["amsgrad"] is False and clipped == [1.0, 1.0]
+
+
+def test_loop_passes_what_masked_positions_show():
+    """The loop hands the draw's advanced masking to the model at every step."""
+    from scfmbench.pretrain.loop import train_masked
+
+    model, data = _cells("scfoundation")
+    seen, real = [], model.predict
+    model.predict = lambda b, mask, offset=None, shown=None: seen.append((mask, shown)) or real(b, mask, offset, shown)
+    train_masked(model, data, strategy=build_strategy("random", ratio=0.5), steps=2, batch_size=5, lr=1e-3, generator=torch.Generator().manual_seed(0))
+    assert len(seen) == 2 and all(s is not None and s.token.any() and (m & ~s.token).any() for m, s in seen)
