@@ -642,3 +642,33 @@ def test_loop_passes_what_masked_positions_show():
     model.predict = lambda b, mask, offset=None, shown=None: seen.append((mask, shown)) or real(b, mask, offset, shown)
     train_masked(model, data, strategy=build_strategy("random", ratio=0.5), steps=2, batch_size=5, lr=1e-3, generator=torch.Generator().manual_seed(0))
     assert len(seen) == 2 and all(s is not None and s.token.any() and (m & ~s.token).any() for m, s in seen)
+
+
+@pytest.mark.parametrize("backbone", ["scgpt", "scbert"])
+def test_binned_input_shows_advanced_masking(backbone):
+    """A binned backbone's input (its only one) shows the mask id at shown.token and the bin of the
+    shown value (value x 10, the reader's scale) at the other masked positions."""
+    from scfmbench.pretrain.masking import Shown
+
+    model, data = _cells(backbone)
+    b = data.batch(torch.arange(len(data)))
+    ids = b.inputs.value_ids.expand(b.values.shape)
+    maskable = b.eligible()
+    mask = torch.zeros_like(maskable)
+    rows = maskable.nonzero()[::3]  # every third maskable position
+    mask[rows[:, 0], rows[:, 1]] = True
+    token = mask.clone()
+    token[rows[::2, 0], rows[::2, 1]] = False
+    shown_values = b.values.clone()
+    shown_values[rows[::4, 0], rows[::4, 1]] = 0.3  # some show a random value: bin 3
+    seen = []
+    real = model.backbone.hidden_states
+    model.backbone.hidden_states = lambda cells, *a, **k: seen.append(cells.value_ids.clone()) or real(cells, *a, **k)
+    with torch.no_grad():
+        model.predict(b, mask, None, Shown(token, shown_values))
+    got = seen[0].expand(b.values.shape)
+    mask_id = model.read.mask_id(model.backbone.cfg)
+    assert (got[token] == mask_id).all()
+    revealed = mask & ~token
+    assert revealed.sum() > 2 and torch.equal(got[revealed], torch.round(shown_values[revealed] * 10).long().to(got.dtype))
+    assert torch.equal(got[~mask], ids[~mask])
