@@ -66,10 +66,21 @@ def _batch(seed=0, B=6, L=40):
     return values, maskable
 
 
+def _strategy(name):
+    """The strategy with its defaults, but a ratio that masks something in a 40-position batch
+    (the released 0.024 masks none of 33 positions)."""
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(STRATEGIES[name])}
+    return build_strategy(name, **({"ratio": 0.3} if "ratio" in fields else {}))
+
+
 def _expected_count(name, strategy, values, maskable):
     nz, z = (maskable & (values != 0)).sum(1), (maskable & (values == 0)).sum(1)
     if name == "stratified":
         return torch.floor(nz * strategy.ratio).long(), torch.floor(z * strategy.ratio_zero).long()
+    if name == "random":
+        return torch.floor(nz * strategy.ratio).long(), torch.floor(z * strategy.ratio).long()
     if name in ("expression", "mam"):
         return torch.floor(maskable.sum(1) * strategy.ratio).long(), None
     return None, None
@@ -78,14 +89,14 @@ def _expected_count(name, strategy, values, maskable):
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
 def test_strategy_counts_and_never_padding(name):
     values, maskable = _batch()
-    strategy = build_strategy(name)
+    strategy = _strategy(name)
     scorer = strategy.make_scorer(8) if strategy.needs_scorer else None
     for seed in range(5):
         mask = strategy.draw(values, maskable, generator=torch.Generator().manual_seed(seed), scorer=scorer).mask
         assert mask.dtype == torch.bool and mask.shape == values.shape
         assert not (mask & ~maskable).any()  # never padding or special tokens
         first, second = _expected_count(name, strategy, values, maskable)
-        if name == "stratified":
+        if name in ("stratified", "random"):
             assert torch.equal((mask & (values != 0)).sum(1), first) and torch.equal((mask & (values == 0) & maskable).sum(1), second)
         elif first is not None:
             assert torch.equal(mask.sum(1), first)
@@ -101,7 +112,7 @@ def test_strategy_counts_and_never_padding(name):
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
 def test_strategy_reproducible_per_seed(name):
     values, maskable = _batch(1)
-    strategy = build_strategy(name)
+    strategy = _strategy(name)
     torch.manual_seed(0)
     scorer = strategy.make_scorer(8) if strategy.needs_scorer else None
     draw = lambda s: strategy.draw(values, maskable, generator=torch.Generator().manual_seed(s), scorer=scorer).mask  # noqa: E731
@@ -397,3 +408,234 @@ def test_mam_summary_input(summary_input, leaks):
     shown = maskable & ~drawn.mask if summary_input == "visible" else maskable
     again = scorer.summarize(scorer(other, shown)[1])
     assert torch.allclose(drawn.summary, again, atol=1e-6) != leaks
+
+
+# ------------------------------------------------------------------------------------------------
+# MAM as released (Amir79Naziri/MAM_code: pretrain/main.py, pretrain/trainer.py, model/mae_autobin.py,
+# pretrain/expermiments/experiment_1 (MAM) and experiment_9 (the 'random' baseline))
+
+
+def test_released_ratio_counts_hand_computed():
+    """main.py: --masking_ratio defaults to 0.3 * 0.08 and no run script sets it. On a cell of
+    pbmc68k's 765 genes MAM and expression mask int(765 x 0.024) = int(18.36) = 18 positions
+    (0.3 gave 229); the random baseline int(200 x 0.024) + int(565 x 0.024) = 4 + 13 = 17 of a
+    cell with 200 non-zero and 565 zero genes; MAM's latent subset int(128 x 0.024) = 3 of 128."""
+    values = torch.zeros(1, 765)
+    values[0, :200] = torch.linspace(0.5, 4.0, 200)
+    maskable = torch.ones(1, 765, dtype=torch.bool)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    mam = build_strategy("mam")
+    assert mam.ratio == pytest.approx(0.024) and mam.n_latents == 128 and mam.advanced_masking
+    torch.manual_seed(0)
+    assert int(mam.draw(values, maskable, generator=g(), scorer=mam.make_scorer(8)).mask.sum()) == 18
+    assert int(build_strategy("expression").draw(values, maskable, generator=g()).mask.sum()) == 18
+    rnd = build_strategy("random")
+    assert rnd.advanced_masking
+    m = rnd.draw(values, maskable, generator=g()).mask
+    assert int((m & (values != 0)).sum()) == 4 and int((m & (values == 0)).sum()) == 13
+    # 3 of 128 latents: latent j attends only to position j, so exactly 3 positions get weight
+    weights = torch.zeros(1, 8, 128, 765)
+    weights[0, :, torch.arange(128), torch.arange(128)] = 1.0
+    probs = mam.probs(weights, maskable, generator=g())
+    assert int((probs > 1e-3).sum()) == 3
+
+
+class _HandScorer:
+    """A scorer with hand-set attention: latent j (of 20) attends, in each of 2 heads, half to
+    position j (a zero value) and half to position 20 + j (a non-zero value)."""
+
+    def __call__(self, values, keys_shown):
+        B, L = values.shape
+        w = torch.zeros(B, 2, 20, L)
+        j = torch.arange(20)
+        w[:, :, j, j] = 0.5
+        w[:, :, j, 20 + j] = 0.5
+        return w, torch.zeros(B, 20, 4)
+
+    def summarize(self, out):
+        return out.mean(1)
+
+
+def test_mam_draw_masks_the_chosen_latents_positions_zeros_included():
+    """MAM's draw (generate_multinomial_attention_mask) on hand-set attention: int(20 x 0.05) = 1
+    latent is chosen at random, its two positions carry all the score but 1e-8 each, and k =
+    int(40 x 0.05) = 2: the mask is exactly one latent's pair {j, 20 + j}, and position j holds a
+    zero. Masking the least-attended positions, sampling only non-zero positions, or summing every
+    latent (uniform scores) each breaks this."""
+    values = torch.cat([torch.zeros(20), torch.linspace(1.0, 3.0, 20)])[None].repeat(3, 1)
+    maskable = torch.ones_like(values, dtype=torch.bool)
+    strategy = build_strategy("mam", ratio=0.05, n_latents=20, latent_dim=4, n_heads=2)
+    chosen = set()
+    for seed in range(12):
+        mask = strategy.draw(values, maskable, generator=torch.Generator().manual_seed(seed), scorer=_HandScorer()).mask
+        for row in mask:
+            idx = sorted(row.nonzero().flatten().tolist())
+            assert len(idx) == 2 and idx[1] == idx[0] + 20, idx
+            chosen.add(idx[0])
+    assert len(chosen) > 3  # a random subset of latents per batch, not always the same one
+
+
+@pytest.mark.parametrize("name", ["random", "mam"])
+def test_advanced_masking_80_10_10(name):
+    """experiment_1 / experiment_9 set advanced_masking=True: each masked position shows the mask
+    token with probability 0.8, a uniform value in [0, the batch's maximum) with 0.1 and its true
+    value with 0.1; unmasked positions show their value."""
+    n, L = 400, 50
+    values = torch.rand(n, L, generator=torch.Generator().manual_seed(0)) * 4 + 1  # all non-zero, max < 5
+    maskable = torch.ones(n, L, dtype=torch.bool)
+    options = {"ratio": 0.5} | ({"n_latents": 4, "latent_dim": 8, "n_heads": 2} if name == "mam" else {})
+    strategy = build_strategy(name, **options)
+    scorer = strategy.make_scorer(8) if strategy.needs_scorer else None
+    drawn = strategy.draw(values, maskable, generator=torch.Generator().manual_seed(1), scorer=scorer)
+    mask, shown = drawn.mask, drawn.shown
+    assert shown is not None and not (shown.token & ~mask).any()
+    assert torch.equal(shown.values[~mask], values[~mask])
+    masked = int(mask.sum())
+    token = shown.token[mask].float().mean().item()
+    kept = (shown.values == values)[mask & ~shown.token].float().sum().item() / masked
+    changed = mask & ~shown.token & (shown.values != values)
+    assert token == pytest.approx(0.8, abs=0.02) and kept == pytest.approx(0.1, abs=0.015)
+    assert int(changed.sum()) / masked == pytest.approx(0.1, abs=0.015)
+    rv = shown.values[changed]
+    assert rv.min() >= 0 and rv.max() < values.max() and rv.min() < 1.0  # drawn on [0, max), not the values
+    assert build_strategy(name, advanced_masking=False, **options).draw(values, maskable, generator=torch.Generator().manual_seed(1), scorer=scorer).shown is None
+
+
+def _decoder_inputs(net, cells, mask, offset=None, shown=None):
+    seen = []
+    handle = net.decoder_embed.register_forward_hook(lambda m, i, o: seen.append(i[0].detach().clone()))
+    net.predict_masked(cells, mask, offset, shown)
+    handle.remove()
+    return seen[0]
+
+
+def test_scfoundation_summary_reaches_every_decoder_token():
+    """MaeAutobin with 'both': the projected summary is added to the encoder tokens and to every
+    decoder token. At the positions the encoder does not see (masked, zeros) the decoder's token
+    is the value or mask embedding + position embedding, so adding an offset o changes it by o."""
+    from scfmbench.models.tokenize import N_SPECIAL
+
+    model, data = _cells("scfoundation")
+    net = model.backbone
+    b = data.batch(torch.arange(len(data)))
+    mask = torch.zeros_like(b.values, dtype=torch.bool)
+    mask[:, 2] = True
+    offset = torch.randn(len(b.values), net.cfg.d_model, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        diff = _decoder_inputs(net, b.inputs, mask, offset) - _decoder_inputs(net, b.inputs, mask, None)
+    pos = (b.inputs.gene_ids - N_SPECIAL).expand(b.values.shape)
+    outside = (mask | (b.values == 0)) & (pos < net.cfg.n_genes)
+    assert outside.sum() >= 5
+    assert torch.allclose(diff[outside], offset[:, None, :].expand_as(diff)[outside], atol=1e-5)
+
+
+def test_scfoundation_decoder_reads_advanced_masking():
+    """With ``shown`` the decoder shows the mask vector only at shown.token and the shown value's
+    embedding at the other masked positions; the encoder still sees no masked position."""
+    from scfmbench.pretrain.masking import Shown
+
+    model, data = _cells("scfoundation")
+    net = model.backbone
+    b = data.batch(torch.arange(len(data)))
+    mask = torch.zeros_like(b.values, dtype=torch.bool)
+    mask[1:, :4] = True
+    token = mask.clone()
+    token[1:, 0] = False  # shows a random value
+    token[1:, 1] = False  # shows its true value
+    shown_values = b.values.clone()
+    shown_values[1:, 0] = 2.5
+    shown = Shown(token, shown_values)
+    with torch.no_grad():
+        got = _decoder_inputs(net, b.inputs, mask, shown=shown)
+        ref = net.token_emb(shown_values, mask=token) + net.pos_emb(net.positions(b.inputs))
+        _, index, pad = net.encode(b.inputs, mask)
+    for r in range(1, len(b.values)):
+        assert not (set(index[r][~pad[r]].tolist()) & {0, 1, 2, 3})
+        for j in range(4):
+            assert torch.allclose(got[r, j], ref[r, j], atol=1e-5), (r, j)
+    assert torch.allclose(got[1, 2], net.token_emb.emb_mask.weight[0] + net.pos_emb.weight[2], atol=1e-5)
+    assert not torch.allclose(got[1, 0], got[1, 2], atol=1e-3)
+
+
+def test_param_groups_released_new_layers():
+    """main.py's new_layers for 'cross-attention' (names with DDP's 'module.' prefix; ours are the
+    same under TokenMasked's 'backbone.' and 'scorer.'): at --nlr, every other parameter at --olr."""
+    from scfmbench.pretrain.loop import param_groups
+
+    released = ["latents", "cross_attention.in_proj_weight", "cross_attention.in_proj_bias", "cross_attention.out_proj.weight",
+                "cross_attention.out_proj.bias", "input_proj.weight", "input_proj.bias", "output_proj.weight", "output_proj.bias",
+                "token_emb.mlp.weight", "token_emb.mlp.bias", "token_emb.mlp2.weight", "token_emb.mlp2.bias", "token_emb.emb.weight",
+                "token_emb.emb_mask.weight", "token_emb.emb_pad.weight", "pos_emb.weight", "decoder_embed.weight", "decoder_embed.bias",
+                "norm.weight", "norm.bias", "to_final.weight", "to_final.bias", "decoder.norm.weight", "decoder.norm.bias"]
+    scorer_names = {"latents", "input_proj.weight", "input_proj.bias", "output_proj.weight", "output_proj.bias"} | {n for n in released if n.startswith("cross_attention.")}
+    expect = {("scorer." if n in scorer_names else "backbone.") + n for n in released}
+    model = _token_model("scfoundation", build_strategy("mam", n_latents=4, latent_dim=8, n_heads=2))
+    named = dict(model.named_parameters())
+    loaded = {n for n in named if n.startswith("backbone.") and not n.startswith("backbone.classifier.")}
+    groups = param_groups(model, lr=1e-4, lr_pretrained=1e-5, pretrained=loaded, new_layers="released")
+    ids = {id(p): n for n, p in named.items()}
+    fast = {ids[id(p)] for p in groups[0]["params"]}
+    assert groups[0]["lr"] == 1e-4 and groups[1]["lr"] == 1e-5
+    assert fast - {"backbone.classifier.weight", "backbone.classifier.bias"} == expect  # the classifier never loads: new
+    assert {ids[id(p)] for p in groups[1]["params"]} == set(named) - fast
+    old = param_groups(model, lr=1e-4, lr_pretrained=1e-5, pretrained=loaded, new_layers="loaded")
+    assert {ids[id(p)] for p in old[0]["params"]} == set(named) - loaded
+
+
+def test_pretraining_optimizer_as_released(schyena_data, monkeypatch):
+    """trainer.py / main.py: Adam(amsgrad=True, weight_decay=5e-4); clip_grad_norm_ is called once
+    before training (no gradient yet), so no step is clipped. Our pretraining defaults do the same;
+    grad_clip: 1.0 is the named option that clips every step."""
+    from scfmbench.pretrain.workflow import pretrain_backbone
+
+    made, clipped = [], []
+    real_adam = torch.optim.Adam
+    monkeypatch.setattr(torch.optim, "Adam", lambda *a, **k: made.append(k) or real_adam(*a, **k))
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, max_norm, *a, **k: clipped.append(max_norm))
+    strat = build_strategy("mam", n_latents=4, latent_dim=8, n_heads=2)
+    small = {"d_model": 16, "n_layers": 1, "n_heads": 2, "d_hidden": 16, "decoder_dim": 16, "decoder_layers": 1, "decoder_heads": 2}
+    pretrain_backbone(schyena_data, backbone="scfoundation", strategy=strat, seed=0, steps=2, batch_size=4, params=small)
+    assert made[-1]["amsgrad"] is True and made[-1]["weight_decay"] == 5e-4 and clipped == []
+    pretrain_backbone(schyena_data, backbone="scfoundation", strategy=strat, seed=0, steps=2, batch_size=4, params=small, grad_clip=1.0, amsgrad=False)
+    assert made[-1]["amsgrad"] is False and clipped == [1.0, 1.0]
+
+
+def test_loop_passes_what_masked_positions_show():
+    """The loop hands the draw's advanced masking to the model at every step."""
+    from scfmbench.pretrain.loop import train_masked
+
+    model, data = _cells("scfoundation")
+    seen, real = [], model.predict
+    model.predict = lambda b, mask, offset=None, shown=None: seen.append((mask, shown)) or real(b, mask, offset, shown)
+    train_masked(model, data, strategy=build_strategy("random", ratio=0.5), steps=2, batch_size=5, lr=1e-3, generator=torch.Generator().manual_seed(0))
+    assert len(seen) == 2 and all(s is not None and s.token.any() and (m & ~s.token).any() for m, s in seen)
+
+
+@pytest.mark.parametrize("backbone", ["scgpt", "scbert"])
+def test_binned_input_shows_advanced_masking(backbone):
+    """A binned backbone's input (its only one) shows the mask id at shown.token and the bin of the
+    shown value (value x 10, the reader's scale) at the other masked positions."""
+    from scfmbench.pretrain.masking import Shown
+
+    model, data = _cells(backbone)
+    b = data.batch(torch.arange(len(data)))
+    ids = b.inputs.value_ids.expand(b.values.shape)
+    maskable = b.eligible()
+    mask = torch.zeros_like(maskable)
+    rows = maskable.nonzero()[::3]  # every third maskable position
+    mask[rows[:, 0], rows[:, 1]] = True
+    token = mask.clone()
+    token[rows[::2, 0], rows[::2, 1]] = False
+    shown_values = b.values.clone()
+    shown_values[rows[::4, 0], rows[::4, 1]] = 0.3  # some show a random value: bin 3
+    seen = []
+    real = model.backbone.hidden_states
+    model.backbone.hidden_states = lambda cells, *a, **k: seen.append(cells.value_ids.clone()) or real(cells, *a, **k)
+    with torch.no_grad():
+        model.predict(b, mask, None, Shown(token, shown_values))
+    got = seen[0].expand(b.values.shape)
+    mask_id = model.read.mask_id(model.backbone.cfg)
+    assert (got[token] == mask_id).all()
+    revealed = mask & ~token
+    assert revealed.sum() > 2 and torch.equal(got[revealed], torch.round(shown_values[revealed] * 10).long().to(got.dtype))
+    assert torch.equal(got[~mask], ids[~mask])

@@ -382,7 +382,7 @@ def ratio_options(pre: dict[str, Any]) -> dict[str, dict]:
     """``strategy_options`` with ``pretraining.ratio`` (when set) as every ratio-taking strategy's ratio."""
     out = {k: dict(v) for k, v in (pre.get("strategy_options") or {}).items()}
     if pre.get("ratio") is not None:
-        for name in ("stratified", "expression", "mam"):
+        for name in ("stratified", "random", "expression", "mam"):
             out[name] = {"ratio": pre["ratio"], **out.get(name, {})}
     return out
 

@@ -235,11 +235,13 @@ class ScFoundation(nn.Module):
 
     # -- heads --------------------------------------------------------------------------------------
 
-    def predict_masked(self, cells: TokenizedCells, mask: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
-        """Predicted value at every position (B, L); ``mask`` (B, L) True = hidden."""
+    def predict_masked(self, cells: TokenizedCells, mask: torch.Tensor, offset: torch.Tensor | None = None, shown=None) -> torch.Tensor:
+        """Predicted value at every position (B, L); ``mask`` (B, L) True = hidden from the encoder;
+        the decoder shows the mask vector there, or with ``shown`` (MAM's advanced masking) the
+        mask vector at ``shown.token`` and ``shown.values`` elsewhere."""
         h, index, pad = self.encode(cells, mask, offset)
         values, pos = self.values(cells), self.positions(cells)
-        x = self.token_emb(values, mask=mask)  # (B, L, D)
+        x = self.token_emb(values, mask=mask) if shown is None else self.token_emb(shown.values, mask=shown.token)  # (B, L, D)
         scattered = torch.zeros_like(x).scatter(1, index[..., None].expand_as(h), h)
         at_encoder = torch.zeros_like(mask).scatter(1, index, ~pad)
         x = torch.where(at_encoder[..., None], scattered, x) + self.pos_emb(pos)

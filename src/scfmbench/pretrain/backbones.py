@@ -47,11 +47,14 @@ FORMAT = "scfmbench.pretrain/1"
 PRETRAINABLE = ("schyena", "scgpt", "scbert", "scfoundation")
 
 
+BIN_SCALE = 10.0
+
+
 def _bins(model, cells: TokenizedCells) -> torch.Tensor:
     """Value bins as numbers, divided by 10: scGPT's 1..50 and scBERT's 0..7 land on the scale of
     log-normalized values (0..~8), which MAM's ``input_proj`` and the loss were made for (raw bins
     up to 50 saturated the scorer's attention and its summary swamped the token embeddings)."""
-    return cells.value_ids.float() / 10.0
+    return cells.value_ids.float() / BIN_SCALE
 
 
 def _not_special(model, cells: TokenizedCells) -> torch.Tensor:
@@ -93,11 +96,17 @@ class TokenMasked(MaskedModel):
         self.name, self.read = name, reader(name)
         self.expr_head = nn.Linear(backbone.cfg.d_model, 1) if self.read.mask_id is not None else None
 
-    def predict(self, batch: MaskedBatch, mask: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+    def predict(self, batch: MaskedBatch, mask: torch.Tensor, offset: torch.Tensor | None = None, shown=None) -> torch.Tensor:
+        """Advanced masking (``shown``): scFoundation's decoder reads it (its encoder never sees a
+        masked position); a binned backbone's input shows the bin of the shown value (BERT's
+        80/10/10) where ``shown.token`` is False."""
         cells = batch.inputs
         if self.read.mask_id is None:
-            return self.backbone.predict_masked(cells, mask, offset)
-        hidden = TokenizedCells(cells.gene_ids, cells.value_ids.masked_fill(mask, self.read.mask_id(self.backbone.cfg)), cells.padding)
+            return self.backbone.predict_masked(cells, mask, offset, shown)
+        ids = cells.value_ids
+        if shown is not None:
+            ids, mask = torch.where(mask, (shown.values * BIN_SCALE).round().to(ids.dtype), ids), shown.token
+        hidden = TokenizedCells(cells.gene_ids, ids.masked_fill(mask, self.read.mask_id(self.backbone.cfg)), cells.padding)
         with token_offset(self.read.value_module(self.backbone), offset):
             return self.expr_head(self.backbone.hidden_states(hidden)).squeeze(-1)
 

@@ -3,10 +3,11 @@
 A function with arguments (nanoGPT's train.py without globals): each step takes a batch of cells
 (shuffled epochs), lets the strategy draw the masks (:mod:`scfmbench.pretrain.masking`), asks the
 model to predict the masked values, and minimizes the MSE on the masked positions (plus the
-strategy's auxiliary loss: MAM's L2 term), Adam with the gradient norm clipped. scHyena's
+strategy's auxiliary loss: MAM's L2 term), Adam (optionally amsgrad, optionally the gradient
+norm clipped: scHyena clips at 1; MAM's released loop does not). scHyena's
 pretraining (:func:`scfmbench.schyena.tasks.pretrain`) and its imputer run it with ``uniform``.
 
-The model is a :class:`MaskedModel`: ``predict(batch, mask, offset=None) -> (B, L)`` and
+The model is a :class:`MaskedModel`: ``predict(batch, mask, offset=None, shown=None) -> (B, L)`` and
 ``scorer`` (MAM's module, or None). Data is a :class:`MaskedCells`.
 """
 
@@ -23,7 +24,7 @@ from torch import nn
 
 from scfmbench import InputError
 from scfmbench.curves import Curve, report_curve
-from scfmbench.pretrain.masking import MaskingStrategy
+from scfmbench.pretrain.masking import MaskingStrategy, Shown
 from scfmbench.pretrain.masking.uniform import mask_nonzero
 
 log = logging.getLogger(__name__)
@@ -75,9 +76,10 @@ class MaskedModel(nn.Module):
         super().__init__()
         self.backbone, self.scorer = backbone, scorer
 
-    def predict(self, batch: MaskedBatch, mask: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
-        """Predicted values (B, L); positions under ``mask`` must not see their own value;
-        ``offset`` (B, D) is added to every token."""
+    def predict(self, batch: MaskedBatch, mask: torch.Tensor, offset: torch.Tensor | None = None, shown: Shown | None = None) -> torch.Tensor:
+        """Predicted values (B, L); positions under ``mask`` must not see their own value, except
+        as ``shown`` says (advanced masking: ``shown.token`` show the mask token, the other masked
+        positions ``shown.values``); ``offset`` (B, D) is added to every token."""
         raise NotImplementedError
 
 
@@ -145,23 +147,37 @@ def monitor_loss(model: MaskedModel, data: MaskedCells, mask: torch.Tensor, stra
     return sse / max(n, 1)
 
 
-def param_groups(model: nn.Module, *, lr: float, lr_pretrained: float | None, pretrained: set[str] | None):
+#: The parameters MAM's ``pretrain/main.py`` trains at ``--nlr`` (1e-4) when it continues from
+#: scFoundation's weights, the rest at ``--olr`` (1e-5): the scorer, the value and position
+#: embeddings, the decoder's input projection, the final norms and the output head (upstream's
+#: names, without DDP's ``module.``, are the scFoundation backbone's own).
+RELEASED_NEW_LAYERS = ("scorer.", "backbone.token_emb.", "backbone.pos_emb.", "backbone.decoder_embed.", "backbone.norm.", "backbone.to_final.", "backbone.decoder.norm.")
+
+
+def param_groups(model: nn.Module, *, lr: float, lr_pretrained: float | None, pretrained: set[str] | None, new_layers: str = "loaded"):
     """All parameters at ``lr``; with ``lr_pretrained`` and the names of the parameters that came
-    from released weights, those at ``lr_pretrained`` (MAM: new 1e-4, pretrained 1e-5)."""
+    from released weights, two groups (MAM: new 1e-4, pretrained 1e-5). ``new_layers``: which
+    are new: ``"released"`` MAM's list (:data:`RELEASED_NEW_LAYERS`) and whatever did not load;
+    ``"loaded"`` only what did not load."""
+    if new_layers not in ("released", "loaded"):
+        raise InputError(f"config key 'pretraining.new_layers' must be 'released' or 'loaded', got {new_layers!r}")
     if lr_pretrained is None or not pretrained:
         return model.parameters()
     named = list(model.named_parameters())
-    return [{"params": [p for n, p in named if n not in pretrained], "lr": lr}, {"params": [p for n, p in named if n in pretrained], "lr": lr_pretrained}]
+    new = {n for n, _ in named if n not in pretrained or (new_layers == "released" and n.startswith(RELEASED_NEW_LAYERS))}
+    return [{"params": [p for n, p in named if n in new], "lr": lr}, {"params": [p for n, p in named if n not in new], "lr": lr_pretrained}]
 
 
 def train_masked(model: MaskedModel, data: MaskedCells, *, strategy: MaskingStrategy, steps: int, batch_size: int, lr: float, generator: torch.Generator,
-                 valid: MaskedCells | None = None, eval_every: int | None = None, grad_clip: float = 1.0, weight_decay: float = 0.0,
-                 lr_pretrained: float | None = None, pretrained: set[str] | None = None) -> PretrainHistory:
+                 valid: MaskedCells | None = None, eval_every: int | None = None, grad_clip: float | None = 1.0, weight_decay: float = 0.0,
+                 lr_pretrained: float | None = None, pretrained: set[str] | None = None, amsgrad: bool = False, new_layers: str = "loaded") -> PretrainHistory:
     """Masked expression modelling on ``data``, on the model's device, in place.
 
     Each step: a batch (shuffled epochs), ``strategy.draw`` (masks, MAM's summary and L2 term),
-    ``model.predict`` with the summary added to every token, MSE on the masked positions (+ the
-    strategy's auxiliary loss), Adam step (gradient norm clipped at ``grad_clip``). ``valid``:
+    ``model.predict`` with the summary added to every token (and what the masked positions show,
+    advanced masking), MSE on all masked positions (+ the strategy's auxiliary loss), Adam step
+    (``amsgrad``; gradient norm clipped at ``grad_clip``, None: never, as MAM's released loop,
+    whose one ``clip_grad_norm_`` call precedes training). Parameter groups: :func:`param_groups`. ``valid``:
     monitoring cells, masked once (Bernoulli of the non-zero values at ``strategy.monitor_ratio``)
     and scored before training, every ``eval_every`` steps and at the end. ``generator`` drives
     batch order and masks.
@@ -196,7 +212,8 @@ def train_masked(model: MaskedModel, data: MaskedCells, *, strategy: MaskingStra
             return
         hist.curve.add(step=step, epoch=step * batch_size / len(data), lr=opt.param_groups[0]["lr"], train_loss=sum(since) / len(since) if since else None, valid=valid_loss)
 
-    opt = torch.optim.Adam(param_groups(model, lr=lr, lr_pretrained=lr_pretrained, pretrained=pretrained), lr=lr, weight_decay=weight_decay)
+    groups = param_groups(model, lr=lr, lr_pretrained=lr_pretrained, pretrained=pretrained, new_layers=new_layers)
+    opt = torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay, amsgrad=amsgrad)
     start = time.perf_counter()
     monitor(0)
     stream = batches(len(data), batch_size, generator)
@@ -204,12 +221,13 @@ def train_masked(model: MaskedModel, data: MaskedCells, *, strategy: MaskingStra
         model.train()
         b = data.batch(next(stream).to(device))
         drawn = strategy.draw(b.values, b.eligible(), generator=generator, scorer=model.scorer)
-        loss = masked_mse(model.predict(b, drawn.mask, drawn.summary), b.values, drawn.mask)
+        loss = masked_mse(model.predict(b, drawn.mask, drawn.summary, drawn.shown), b.values, drawn.mask)
         if drawn.aux_loss is not None:
             loss = loss + drawn.aux_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        if grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         opt.step()
         hist.train_loss.append(loss.item())
         nonzero = b.eligible() & (b.values != 0)

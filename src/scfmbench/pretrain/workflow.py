@@ -30,7 +30,7 @@ from scfmbench.pretrain.masking import STRATEGIES, MaskingStrategy, build_strate
 log = logging.getLogger(__name__)
 
 #: Options of the ``pretraining`` block the loop reads (the rest choose the grid).
-LOOP_KEYS = ("steps", "batch_size", "lr", "lr_pretrained", "weight_decay", "grad_clip", "eval_every")
+LOOP_KEYS = ("steps", "batch_size", "lr", "lr_pretrained", "weight_decay", "grad_clip", "eval_every", "amsgrad", "new_layers")
 
 
 def strategy_for(name: str, options: dict[str, Any]) -> MaskingStrategy:
@@ -49,16 +49,19 @@ def strategy_for(name: str, options: dict[str, Any]) -> MaskingStrategy:
 
 
 def pretrain_backbone(adata, *, backbone: str, strategy: MaskingStrategy, seed: int, params: dict | None = None, attention: str = "full", init: str | None = None,
-                      init_key: str = "gene", steps: int = 40, batch_size: int = 16, lr: float = 1e-3, lr_pretrained: float | None = None, weight_decay: float = 0.0,
-                      grad_clip: float = 1.0, eval_every: int | None = None, device=None):
+                      init_key: str = "gene", steps: int = 40, batch_size: int = 16, lr: float = 1e-3, lr_pretrained: float | None = None, weight_decay: float = 5e-4,
+                      grad_clip: float | None = None, eval_every: int | None = None, amsgrad: bool = True, new_layers: str = "released", device=None):
     """Pretrain a token backbone by masked-expression modelling on the training cells of ``adata``.
 
     Returns ``(model, history, (train cells, valid cells))``: the :class:`~scfmbench.pretrain.backbones.TokenMasked`
     model (eval mode), its :class:`~scfmbench.pretrain.loop.PretrainHistory` and the loop's data.
     ``params``: the backbone's model options (``params.<backbone>``; training keys ignored);
     ``init``: released weights to continue from (scFoundation ``models.ckpt``, entry ``init_key``);
-    then the released parameters train at ``lr_pretrained`` and the new ones at ``lr`` (MAM: 1e-5
-    and 1e-4). ``seed`` seeds initialisation, masks, batch order and the scorer's subsets.
+    then the released parameters train at ``lr_pretrained`` and the new ones (``new_layers``:
+    MAM's released list, or only what did not load) at ``lr`` (MAM: 1e-5 and 1e-4). The optimizer
+    defaults are MAM's released ones: Adam with amsgrad, weight decay 5e-4, no gradient clipping
+    (``pretrain/main.py`` calls ``clip_grad_norm_`` once, before training). ``seed`` seeds
+    initialisation, masks, batch order and the scorer's subsets.
     """
     from scfmbench.annotation.transformer import _TRAIN_KEYS, BACKBONES, _build_config
     from scfmbench.pretrain.backbones import TokenMasked, masked_cells, reader
@@ -92,7 +95,8 @@ def pretrain_backbone(adata, *, backbone: str, strategy: MaskingStrategy, seed: 
         tok, _ = spec.tokenizer(adata, net.cfg, train, max_len, np.random.default_rng(seed))
         data, monitor = masked_cells(model, tok(train)), masked_cells(model, tok(valid)) if len(valid) else None
         hist = train_masked(model, data, strategy=strategy, steps=steps, batch_size=batch_size, lr=lr, generator=torch.Generator().manual_seed(seed), valid=monitor,
-                            eval_every=eval_every, grad_clip=grad_clip, weight_decay=weight_decay, lr_pretrained=lr_pretrained, pretrained=pretrained_names)
+                            eval_every=eval_every, grad_clip=grad_clip, weight_decay=weight_decay, lr_pretrained=lr_pretrained, pretrained=pretrained_names,
+                            amsgrad=amsgrad, new_layers=new_layers)
     return model, hist, (data, monitor)
 
 

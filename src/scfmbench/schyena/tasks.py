@@ -146,10 +146,11 @@ class SchyenaMasked(MaskedModel):
         super().__init__(backbone, scorer)
         self.mask_zeros = mask_zeros
 
-    def predict(self, batch: MaskedBatch, mask: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
-        v = batch.values
+    def predict(self, batch: MaskedBatch, mask: torch.Tensor, offset: torch.Tensor | None = None, shown=None) -> torch.Tensor:
+        v = batch.values if shown is None else shown.values  # advanced masking: some masked positions show a value
         gene_ids = torch.arange(v.shape[1], device=v.device).expand(len(v), -1)
-        shown_as_mask = mask | (v == 0) if self.mask_zeros else mask
+        mask = mask if shown is None else shown.token
+        shown_as_mask = mask | (batch.values == 0) if self.mask_zeros else mask
         with token_offset(self.backbone.value_adaptor, offset):
             return self.backbone.predict_expression(v, gene_ids, shown_as_mask)
 

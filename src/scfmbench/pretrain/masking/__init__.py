@@ -13,12 +13,22 @@ bool, True = masked. Every draw uses ``generator`` only, so a seed fixes the mas
 ``uniform``     Bernoulli(p) over the non-zero values, p drawn per batch from [low, high]
                 (scHyena: 0.05-0.4)
 ``stratified``  exactly floor(n x ratio) of the non-zero and of the zero positions, each uniformly
-                without replacement (scFoundation: 0.3 / 0.03; MAM's uniform baseline)
+                without replacement (scFoundation: 0.3 / 0.03)
+``random``      MAM's released baseline (``--masking_strategy random``): ``stratified`` with one
+                ratio for zero and non-zero positions, 0.024, and advanced masking
 ``expression``  k = floor(N x ratio) positions without replacement, p proportional to
                 (x + eps)^gamma: the cheap control for MAM (whose choice depends on the value only)
 ``mam``         MAM (Naziri et al., CHIL 2026): a cross-attention scorer's probabilities, k =
                 floor(N x ratio) without replacement; its summary is injected into the backbone
 ==============  ================================================================================
+
+MAM's released ratio (``pretrain/main.py``: ``--masking_ratio`` defaults to 0.3 x 0.08 = 0.024
+of all positions, zeros included; no run script overrides it) is :data:`RELEASED_RATIO`, the
+default of ``random``, ``mam`` and ``expression``. *Advanced masking* (the MAM run's
+``advanced_masking=True``; ``random`` and ``mam`` default): at the masked positions the decoder
+input is the mask token with probability 0.8, a random value in [0, the batch's largest value)
+with 0.1 and the true value with 0.1 (:func:`advanced_masking`); the encoder never sees them and
+the loss covers all of them.
 
 Sampling without replacement is vectorized as Gumbel-top-k (:func:`gumbel_topk`): the k largest of
 ``log p + Gumbel noise`` are distributed as k successive draws without replacement with
@@ -52,15 +62,29 @@ def register_strategy(name: str):
     return deco
 
 
+#: MAM's ``--masking_ratio`` default (``pretrain/main.py``): 0.3 x 0.08 of all positions.
+RELEASED_RATIO = 0.3 * 0.08
+
+
+class Shown(NamedTuple):
+    """What the masked positions show the model (advanced masking): ``token`` (B, L) bool, the
+    positions that show the mask token (a subset of the mask); ``values`` (B, L), the values read at
+    every other position (at masked ones: the true value or a random one)."""
+
+    token: torch.Tensor
+    values: torch.Tensor
+
+
 class Draw(NamedTuple):
     """One batch's masks: ``mask`` (B, L) bool; ``summary`` (B, D) to add to every token or None;
     ``aux_loss`` a scalar to add to the loss or None; ``ratio`` the batch's drawn masking probability
-    (``uniform``) or None."""
+    (``uniform``) or None; ``shown``: what the masked positions show (None: the mask token)."""
 
     mask: torch.Tensor
     summary: torch.Tensor | None = None
     aux_loss: torch.Tensor | None = None
     ratio: float | None = None  # the masking probability drawn for this batch, where there is one
+    shown: Shown | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,4 +154,14 @@ def n_to_mask(eligible: torch.Tensor, ratio: float) -> torch.Tensor:
     return torch.floor(eligible.sum(1).double() * ratio).long()
 
 
-from scfmbench.pretrain.masking import uniform, stratified, expression, mam  # noqa: E402,F401  (register)
+def advanced_masking(values: torch.Tensor, mask: torch.Tensor, maskable: torch.Tensor, *, generator: torch.Generator) -> Shown:
+    """MAM's ``advanced_masking`` (``MaeAutobin.forward``): each masked position shows the mask
+    token (u < 0.8), a uniform random value in [0, the batch's largest maskable value) (0.8 <= u <
+    0.9) or its true value (u >= 0.9)."""
+    u = rand(values.shape, generator, values.device)
+    noise = rand(values.shape, generator, values.device) * values.masked_fill(~maskable, 0).max()
+    randomized = mask & (u >= 0.8) & (u < 0.9)
+    return Shown(mask & (u < 0.8), torch.where(randomized, noise.to(values.dtype), values))
+
+
+from scfmbench.pretrain.masking import uniform, stratified, random, expression, mam  # noqa: E402,F401  (register)

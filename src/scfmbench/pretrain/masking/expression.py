@@ -2,20 +2,21 @@
 probability proportional to (x + eps)^gamma. MAM's scorer sees only each gene's value (its keys are
 ``input_proj(value)``, no gene identity), so its choice is a function of the expression level; this
 strategy is that function's simplest form, without a learned module or an injected summary: the
-control that says whether MAM's gain comes from masking highly expressed genes."""
+control that says whether MAM's gain comes from masking highly expressed genes. Its ratio defaults
+to MAM's released 0.024, so both mask the same number of positions."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from scfmbench import InputError
-from scfmbench.pretrain.masking import Draw, MaskingStrategy, check_ratio, gumbel_topk, n_to_mask, register_strategy
+from scfmbench.pretrain.masking import RELEASED_RATIO, Draw, MaskingStrategy, check_ratio, gumbel_topk, n_to_mask, register_strategy
 
 
 @register_strategy("expression")
 @dataclass(frozen=True, kw_only=True)
 class Expression(MaskingStrategy):
-    ratio: float = 0.3
+    ratio: float = RELEASED_RATIO
     gamma: float = 1.0
     eps: float = 0.1
 

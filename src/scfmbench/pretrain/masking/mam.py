@@ -6,12 +6,16 @@ The scorer (:class:`MAMScorer`): ``n_latents`` (128) trainable latents of width 
 cross-attend, with ``n_heads`` (8) heads, to per-position keys and values ``input_proj(value)``,
 ``input_proj = Linear(1, latent_dim)``: a position is seen through its value only, no gene identity.
 A position's score is its attention weight summed over heads and over a random subset of
-``floor(n_latents x latent_share)`` latents (upstream: the masking ratio); scores + 1e-8 are
-normalized over the maskable positions and ``k = floor(N x ratio)`` positions are drawn without
+``floor(n_latents x latent_share)`` latents (upstream: the masking ratio; at least one here, where
+upstream's ``int`` would give none and uniform scores); scores + 1e-8 are normalized over the
+maskable positions, zeros included, and ``k = floor(N x ratio)`` positions are drawn without
 replacement (Gumbel-top-k: the distribution of ``torch.multinomial(replacement=False)``, vectorized).
-The mean of the cross-attention outputs over the latents is projected (``output_proj``) to the
-backbone's width and added to every encoder and decoder token (upstream ``'both'``); the loss gains
-``reg x ||cross-attention output||_2`` (1e-5).
+Released defaults (``pretrain/main.py``, ``experiment_1/run.sh``): ratio 0.024 (0.3 x 0.08, so 3 of
+128 latents) and advanced masking (80% mask token, 10% random value, 10% true value at the masked
+positions of the decoder input); ``ratio: 0.3, advanced_masking: false`` is this module's earlier
+behaviour. The mean of the cross-attention outputs over the latents is projected (``output_proj``)
+to the backbone's width and added to every encoder and decoder token (upstream ``'both'``); the
+loss gains ``reg x ||cross-attention output||_2`` (1e-5).
 
 **Where the scorer's gradient comes from.** The probabilities are detached and sampling is not
 differentiable, so *nothing flows through the choice of masks*. The scorer's parameters get
@@ -34,7 +38,8 @@ import torch
 from torch import nn
 
 from scfmbench import InputError
-from scfmbench.pretrain.masking import Draw, MaskingStrategy, check_ratio, gumbel_topk, n_to_mask, rand, register_strategy, topk_per_row
+from scfmbench.pretrain.masking import RELEASED_RATIO, Draw, MaskingStrategy, advanced_masking, check_ratio, gumbel_topk, n_to_mask, register_strategy
+from scfmbench.pretrain.masking.stratified import stratified_mask
 
 
 class MAMScorer(nn.Module):
@@ -70,7 +75,7 @@ class MAMScorer(nn.Module):
 @register_strategy("mam")
 @dataclass(frozen=True, kw_only=True)
 class MAM(MaskingStrategy):
-    ratio: float = 0.3
+    ratio: float = RELEASED_RATIO
     latent_share: float | None = None  # share of latents summed per batch; None = ratio (upstream)
     n_latents: int = 128
     latent_dim: int = 256
@@ -79,6 +84,7 @@ class MAM(MaskingStrategy):
     reg: float = 1e-5
     sample: str = "scores"  # or "stratified": MAM's uniform baseline masks, with the summary injected
     summary_input: str = "all"  # or "visible"
+    advanced_masking: bool = True  # false: every masked position shows the mask token
 
     needs_scorer = True
 
@@ -109,13 +115,12 @@ class MAM(MaskingStrategy):
         if self.sample == "scores":
             mask = gumbel_topk(self.probs(weights, maskable, generator=generator), n_to_mask(maskable, self.ratio), generator=generator)
         else:
-            keys = rand(values.shape, generator, values.device)
-            nz, z = maskable & (values != 0), maskable & (values == 0)
-            mask = topk_per_row(keys, nz, n_to_mask(nz, self.ratio)) | topk_per_row(keys, z, n_to_mask(z, self.ratio))
+            mask = stratified_mask(values, maskable, self.ratio, self.ratio, generator=generator)
         if self.summary_input == "visible":
             _, out = scorer(values, maskable & ~mask)
         summary = scorer.summarize(out) if self.inject else None
-        return Draw(mask, summary, self.reg * out.norm() if self.reg else None)
+        shown = advanced_masking(values, mask, maskable, generator=generator) if self.advanced_masking else None
+        return Draw(mask, summary, self.reg * out.norm() if self.reg else None, shown=shown)
 
     def summary(self, values, maskable, scorer=None) -> torch.Tensor | None:
         if scorer is None or not self.inject:
