@@ -160,7 +160,7 @@ def test_masked_pretraining_records_its_curve():
     from scfmbench.pretrain.masking import build_strategy
 
     class Linear(MaskedModel):
-        def predict(self, batch, mask, offset=None):
+        def predict(self, batch, mask, offset=None, shown=None):
             return self.backbone(batch.values.masked_fill(mask, 0.0))
 
     g = torch.Generator().manual_seed(0)
