@@ -49,9 +49,11 @@ def write_splits(data_path, outs, *, seeds, params: dict) -> None:
     """One GEARS simulation split per seed (``params``: ``train_gene_set_size``, ``combo_seen2_train_frac``)."""
     from scfmbench.perturbation.split import make_split
 
+    from pathlib import Path
+
     conditions = ad.read_h5ad(data_path, backed="r").obs["condition"].astype(str).unique()
     for seed, out in zip(seeds, outs):
-        make_split(conditions, seed=int(seed), **params).write(out)
+        make_split(conditions, seed=int(seed), dataset=Path(data_path).parent.name, **params).write(out)
 
 
 def predict(method: str, adata, split, *, seed: int, params: dict | None = None, graph_params: dict | None = None) -> tuple[list[str], np.ndarray, dict]:
@@ -71,7 +73,7 @@ def predict(method: str, adata, split, *, seed: int, params: dict | None = None,
             means = fn(adata, split, conditions, seed=seed, **params)
         except TypeError as exc:
             raise InputError(f"params.{method}: {exc}") from None
-        record = {}
+        means, record = means if isinstance(means, tuple) else (means, {})
     means = np.asarray(means, dtype=np.float32)
     if means.shape != (len(conditions), adata.n_vars):
         raise InputError(f"{method} returned shape {means.shape}; expected ({len(conditions)}, {adata.n_vars})")
@@ -118,7 +120,7 @@ def score_main(*, data, split, predictions, benchmark, out, conditions_out, data
     write_metrics(metrics_record(task="perturbation", dataset=dataset, method=method, seed=seed, metrics=summarize(per, SUBGROUPS), benchmark=benchmark), out)
 
 
-PERTURBATION_SOURCES = ("synthetic_perturb", "gears_adamson", "gears_norman")
+PERTURBATION_SOURCES = ("synthetic_perturb", "h5ad", "gears_adamson", "gears_norman", "gears_dixit", "gears_replogle_k562", "gears_replogle_rpe1")
 
 
 def check_config(config: dict, rule_dir) -> None:
@@ -136,6 +138,10 @@ def check_config(config: dict, rule_dir) -> None:
         source = config["datasets"][name]["source"]
         if source not in PERTURBATION_SOURCES:
             raise InputError(f"config key 'perturbation.datasets': {name!r} has source {source!r}; perturbation datasets have source {list(PERTURBATION_SOURCES)}")
+        if source == "h5ad":
+            from scfmbench.perturbation.own import resolve_convention
+
+            resolve_convention(name, config["datasets"][name].get("screen"))
     plugged = {p.stem for p in Path(rule_dir).glob("*.smk")}
     for method in block["methods"]:
         if method in BUILTIN_PREDICTORS or method in plugged or parse_generator(method):
