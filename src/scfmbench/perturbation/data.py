@@ -94,7 +94,7 @@ def genes_outside_panel(conditions, symbols) -> dict[str, dict[str, int]]:
 
 def describe_missing(missing: dict[str, dict[str, int]]) -> str:
     """``'A (2 conditions, 40 cells), B (1 condition, 12 cells)'``."""
-    return ", ".join(f"{g} ({v['conditions']} condition{'s' * (v['conditions'] != 1)}, {v['cells']} cells)" for g, v in missing.items())
+    return ", ".join(f"{g} ({v['conditions']} condition{'s' * (v['conditions'] != 1)}, {v['cells']} cell{'s' * (v['cells'] != 1)})" for g, v in missing.items())
 
 
 def check_perturbation_data(adata: ad.AnnData, *, where: str = "perturbation data", uns: bool = True) -> None:
@@ -107,8 +107,9 @@ def check_perturbation_data(adata: ad.AnnData, *, where: str = "perturbation dat
         raise InputError(f"{where}: no control cells (no obs['condition'] == 'ctrl'); GEARS pairs every perturbed cell with a control cell")
     missing = genes_outside_panel(adata.obs["condition"], gene_names(adata))
     if missing:
-        raise InputError(f"{where}: {len(missing)} perturbed gene(s) not in var['gene_name'] (GEARS keeps every perturbed gene in the panel): "
-                         f"{describe_missing(missing)}; drop those conditions or add the genes")
+        listed = "; ".join(f"gene {g!r}, which is not in var['gene_name'], is perturbed in {v['conditions']} condition(s), {v['cells']} cell(s)" for g, v in missing.items())
+        raise InputError(f"{where}: {len(missing)} perturbed gene(s) outside the panel: {listed} (GEARS keeps every perturbed gene in the panel; "
+                         "drop those conditions or add the genes)")
     if not uns:
         return
     for key in ("condition_name", "cell_type"):
