@@ -316,3 +316,54 @@ def test_extended_paper_grid_dry_runs():
     for screen in screens:
         assert jobs[f"perturb_score_{screen}"] == 1 and jobs[f"perturb_controls_{screen}"] == 1, jobs
     assert jobs["perturb_data"] == jobs["download_file"] == jobs["perturb_split"] == len(screens), jobs
+
+
+# --- end to end: every convention, counts and log-normalized, and the README's example ------------
+def readme_blocks() -> tuple[str, dict]:
+    """The python and yaml blocks of README "Your own perturbation screen"."""
+    text = (REPO / "README.md").read_text().split("### Your own perturbation screen", 1)[1].split("\n## ", 1)[0]
+    python = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    config = yaml.safe_load(re.search(r"```yaml\n(.*?)```", text, re.S).group(1))
+    return python, config
+
+
+@pytest.mark.slow
+def test_workflow_gives_identical_layouts_and_metrics_in_every_convention(screen, tmp_path):
+    """One screen in three conventions x counts / log-normalized (the README's example is the
+    scPerturb counts copy: the same simulation) through perturb_data, perturb_split, the controls and
+    baselines, scoring and the table: one GEARS layout, one set of metrics."""
+    from test_workflow import copy_workflow
+
+    from scfmbench.perturbation.data import UNS_KEYS
+
+    wd = copy_workflow(tmp_path)
+    (wd / "data").mkdir()
+    python, example = readme_blocks()
+    subprocess.run([sys.executable, "-c", python], cwd=wd, check=True)
+    datasets = {}
+    for convention, *_ in CONVENTIONS:
+        for log in (False, True):
+            name = f"{convention}_{'log' if log else 'counts'}"
+            if name == "scperturb_counts":  # the README's my_screen
+                continue
+            datasets[name] = entry(write_screen(wd / "data" / f"{name}.h5ad", screen, convention, log=log), convention, log=log)
+    cfg = {"seeds": [0, 1], "datasets": {**datasets, **example["datasets"]},
+           "perturbation": {**example["perturbation"], "datasets": [*datasets, *example["perturbation"]["datasets"]]}}
+    (wd / "config" / "own.yaml").write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run([*SNAKEMAKE, "--cores", "2", "--configfile", "config/own.yaml", "--", "results/report/perturbation_table.md"], cwd=wd,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    names = list(cfg["perturbation"]["datasets"])
+    layouts = {n: layout_fingerprint(ad.read_h5ad(wd / "results" / "perturbation" / n / "data.h5ad")) for n in names}
+    ref = layouts["gears_counts"]
+    assert len(names) == 6 and np.array_equal(ad.read_h5ad(wd / "data" / "my_screen.h5ad").X.toarray(), screen[0].toarray())
+    for n in names:
+        np.testing.assert_allclose(layouts[n]["X"], ref["X"], rtol=1e-6, atol=1e-6, err_msg=n)
+        assert all(layouts[n][k] == ref[k] for k in UNS_KEYS) and (layouts[n]["obs"][:, [0, 2]] == ref["obs"][:, [0, 2]]).all(), n
+    metrics = pd.concat([pd.read_csv(p) for p in (wd / "results" / "perturbation").glob("*/*/seed*/metrics.csv")])
+    assert set(metrics["dataset"]) == set(names) and set(metrics["method"]) == set(example["perturbation"]["methods"])
+    wide = metrics.pivot_table(index=["method", "seed", "metric"], columns="dataset", values="value")
+    assert wide.notna().all().all() and len(wide) > 50
+    np.testing.assert_allclose(wide.to_numpy(), wide[["gears_counts"]].to_numpy().repeat(len(names), axis=1), rtol=1e-6, atol=1e-6)
+    table = (wd / "results" / "report" / "perturbation_table.md").read_text()
+    assert "### my_screen: all" in table and "| linear | 2/2 |" in table
