@@ -7,8 +7,8 @@ a perturbation's embedding is the sum of its genes' rows of G (P), so unseen gen
 W (K x K) is the ridge solution ``(G'G + l I)^-1 G' (Y - b) P (P'P + l I)^-1`` with l = ``ridge``
 (their 0.1, K 10). Prediction: b + G W p for each condition's embedding p.
 
-A condition whose genes have no embedding (their rows of G are zero: not expressed, or constant
-across the training pseudobulk) gets p = 0, i.e. b, the mean training profile: the run record lists
+A condition whose genes have no embedding (their rows of G are zero, up to float32 round-off: not
+expressed, or at one level across the training pseudobulk) gets p = 0, i.e. b, the mean training profile: the run record lists
 these fallbacks (``fallback_to_mean``), as the prediction then equals a mean baseline. Fewer than
 two perturbed training conditions leave nothing to fit (Y - b = 0): an error."""
 
@@ -43,8 +43,9 @@ def linear(adata, split, conditions, *, seed: int, n_components: int = 10, ridge
     P = np.stack([embed(c) for c in train])  # (perts, K)
     lhs = np.linalg.solve(G.T @ G + ridge * np.eye(k), G.T @ (Y - b))  # (K, perts)
     W = np.linalg.solve((P.T @ P + ridge * np.eye(k)).T, (lhs @ P).T).T  # (K, K)
-    tiny = 1e-9 * max(float(np.abs(G).max()), 1e-300)  # an SVD leaves round-off where a gene's row of Y - b is zero
-    fallback = [c for c in conditions if np.abs(embed(c)).max() <= tiny]
+    # float32 X leaves round-off (~1e-8 relative) in a constant gene's row of Y - b, so "no embedding" is relative
+    tiny = 1e-6 * max(float(np.linalg.norm(G, axis=1).max()), 1e-300)
+    fallback = [c for c in conditions if np.linalg.norm(embed(c)) <= tiny]
     if fallback:
         log.warning("linear, seed %d: %d of %d conditions fall back to the mean training profile (their genes have no embedding): %s",
                     seed, len(fallback), len(conditions), fallback[:10])
