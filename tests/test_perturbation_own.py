@@ -155,6 +155,9 @@ def test_genes_outside_the_panel_are_listed_every_one_and_can_be_dropped(screen,
     gone_conditions = {c for c in screen[1] if set(c.split("+")) & set(expected)}
     assert int(dropped["cells"]) == sum(c in gone_conditions for c in screen[1])
     assert not set(adata.obs["condition"]) & gone_conditions and set(adata.obs["condition"]) == set(screen[1]) - gone_conditions
+    adata.write_h5ad(tmp_path / "dropped.h5ad")  # the record survives the layout file
+    again = ad.read_h5ad(tmp_path / "dropped.h5ad").uns["perturbation_source"]["dropped_outside_panel"]
+    assert list(again["genes"]) == list(expected) and int(again["cells"]) == int(dropped["cells"])
 
 
 def test_bad_labels_name_every_label(screen, tmp_path):
@@ -163,7 +166,7 @@ def test_bad_labels_name_every_label(screen, tmp_path):
 
     labels = ["control", "A", "A_B", "A_B_C", "C_C", "control"]
     text = message("labels", lambda: to_gears(labels, CONV["scperturb"], where="datasets.x"), r"2 label\(s\)")
-    assert "'A_B_C' (1 cells)" in text and "'C_C' (1 cells)" in text
+    assert "'A_B_C' (1 cell)" in text and "'C_C' (1 cell)" in text
     assert list(to_gears(labels[:3], CONV["scperturb"], where="x")) == ["ctrl", "A+ctrl", "A+B"]
     assert list(to_gears(["control", "A+control", "ctrl+B"], CONV["perturbench"], where="x")) == ["ctrl", "A+ctrl", "ctrl+B"]
     message("no control", lambda: to_gears(["A", "B"], CONV["perturbench"], where="datasets.x"), r"no control cells: no obs\['condition'\] label equals 'control'")
@@ -287,8 +290,8 @@ def test_every_schema_option_is_accepted_by_its_method(tmp_path):
         predict(method, adata, split, seed=0, params=params)
     params = method_params(cfg, "scgpt-full")
     assert set(params) == set(accepted_options()["scgpt"])
-    if split.conditions("val"):
-        predict("scgpt-full", adata, split, seed=0, params={**params, "epochs": 1, "steps_per_epoch": 1})
+    assert split.conditions("val")  # 5 genes: 3 drawn for training, 1 of them to validation
+    predict("scgpt-full", adata, split, seed=0, params={**params, "epochs": 1, "steps_per_epoch": 1})
     with pytest.raises(InputError, match="max_steps"):
         validate_config({"datasets": {"pbmc68k": {"source": "pbmc68k"}, "p": {"source": "synthetic_perturb"}}, "perturbation": {"datasets": ["p"], "params": {"scgpt": {"max_steps": 5}}}}, SCHEMA)
 
@@ -369,3 +372,15 @@ def test_workflow_gives_identical_layouts_and_metrics_in_every_convention(screen
     np.testing.assert_allclose(wide.to_numpy(), wide[["gears_counts"]].to_numpy().repeat(len(names), axis=1), rtol=1e-6, atol=1e-6)
     table = (wd / "results" / "report" / "perturbation_table.md").read_text()
     assert "### my_screen: all" in table and "| linear | 2/2 |" in table
+    # the file is a rule input: editing it in place reruns its dataset's layout and what follows
+    import os
+
+    mine = wd / "data" / "my_screen.h5ad"
+    edited = ad.read_h5ad(mine)
+    edited.X = edited.X.copy()
+    edited.X[0, 0] += 1  # the user fixes a count
+    edited.write_h5ad(mine)
+    os.utime(mine, (mine.stat().st_atime + 5, mine.stat().st_mtime + 5))
+    dry = subprocess.run([*SNAKEMAKE, "-n", "--cores", "1", "--configfile", "config/own.yaml", "--", "results/report/perturbation_table.md"], cwd=wd,
+                         capture_output=True, text=True)
+    assert dry.returncode == 0 and "my_screen/data.h5ad" in dry.stdout and "gears_counts/data.h5ad" not in dry.stdout, dry.stdout[-2000:]

@@ -92,7 +92,7 @@ def to_gears(labels, convention: Convention, *, where: str) -> np.ndarray:
         else:
             mapping[label] = f"{genes[0]}+{genes[1]}"
     if bad:
-        listed = ", ".join(f"{k!r} ({v} cells)" for k, v in bad.items())
+        listed = ", ".join(f"{k!r} ({v} cell{'s' * (v != 1)})" for k, v in bad.items())
         raise InputError(f"{where}: {len(bad)} label(s) of obs[{convention.column!r}] are not a control ({convention.control!r}), one gene or two "
                          f"different genes joined by {convention.separator!r}: {listed}. GEARS' layout holds singles and pairs; drop those cells, "
                          "or set datasets.<name>.screen (convention, control, separator) to the file's terms")
