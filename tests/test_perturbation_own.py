@@ -378,7 +378,7 @@ def test_workflow_gives_identical_layouts_and_metrics_in_every_convention(screen
     mine = wd / "data" / "my_screen.h5ad"
     edited = ad.read_h5ad(mine)
     edited.X = edited.X.copy()
-    edited.X[0, 0] += 1  # the user fixes a count
+    edited.X.data[0] += 1  # the user fixes a count
     edited.write_h5ad(mine)
     os.utime(mine, (mine.stat().st_atime + 5, mine.stat().st_mtime + 5))
     dry = subprocess.run([*SNAKEMAKE, "-n", "--cores", "1", "--configfile", "config/own.yaml", "--", "results/report/perturbation_table.md"], cwd=wd,
