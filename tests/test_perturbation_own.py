@@ -110,6 +110,9 @@ def test_user_named_column_control_and_separator(screen, tmp_path):
     adata = load_perturbation_dataset("own", cfg)
     assert list(adata.obs["condition"]) == list(conditions) and set(adata.obs["cell_type"]) == {"cells"}
     assert adata.uns["perturbation_source"]["convention"] == "own"
+    # a declared convention with its keys overridden: the user's terms win
+    over = load_perturbation_dataset("own", {**cfg, "screen": {**cfg["screen"], "convention": "perturbench"}})
+    assert list(over.obs["condition"]) == list(conditions) and over.uns["perturbation_source"]["separator"] == "|"
     with pytest.raises(InputError, match=r"declare the file's convention .* or name \['control', 'separator'\]"):
         load_perturbation_dataset("own", {**cfg, "screen": {"condition_column": "guide_target"}})
 
@@ -384,3 +387,19 @@ def test_workflow_gives_identical_layouts_and_metrics_in_every_convention(screen
     dry = subprocess.run([*SNAKEMAKE, "-n", "--cores", "1", "--configfile", "config/own.yaml", "--", "results/report/perturbation_table.md"], cwd=wd,
                          capture_output=True, text=True)
     assert dry.returncode == 0 and "my_screen/data.h5ad" in dry.stdout and "gears_counts/data.h5ad" not in dry.stdout, dry.stdout[-2000:]
+
+
+def test_config_accepts_an_h5ad_screen_only_with_its_terms(tmp_path):
+    from scfmbench.config import validate_config
+    from scfmbench.perturbation import check_config
+
+    def config(screen):
+        ds = {"pbmc68k": {"source": "pbmc68k"}, "mine": {"source": "h5ad", "path": "mine.h5ad", "screen": screen}}
+        return validate_config({"datasets": ds, "perturbation": {"datasets": ["mine"]}}, SCHEMA)
+
+    check_config(config({"convention": "perturbench"}), tmp_path)
+    check_config(config({"condition_column": "guide", "control": "NT", "separator": "|"}), tmp_path)
+    message("screen without its terms", lambda: check_config(config({}), tmp_path),
+            r"datasets.mine.screen': declare the file's convention .* or name \['condition_column', 'control', 'separator'\]")
+    with pytest.raises(InputError, match="screen.convention"):
+        validate_config({"datasets": {"pbmc68k": {"source": "pbmc68k"}, "m": {"source": "h5ad", "path": "m.h5ad", "screen": {"convention": "scanpy"}}}}, SCHEMA)
