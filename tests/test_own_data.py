@@ -510,3 +510,76 @@ def test_all_doublet_control_sees_the_same_doublets(prepared):
     d, n = int((truth == DOUBLET).sum()), len(truth)
     assert d > 0 and (predicted == DOUBLET).all()
     assert binary_f1(truth == DOUBLET, predicted == DOUBLET) == pytest.approx(2 * d / (n + d))
+
+
+# --------------------------------------------------------------------------------------------------
+# log2(1 + scaled counts) (R objects) and the safe loader's refusals (issue 25, item 6)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_log2_scale_h5ad_recovered_detected_or_declared(tmp_path):
+    """Values stored as log2(1 + counts per 1e4) (written here by hand) invert exactly in base 2:
+    detected when log_base is null, accepted when declared, refused when declared as 'e'."""
+    import numpy as np
+
+    from scfmbench import InputError
+    from scfmbench.data.loaders import load_dataset
+
+    counts = _counts(40, 25)
+    counts[:, 0] += 1
+    log2 = np.log2(1 + counts / counts.sum(1, keepdims=True) * 1e4).astype(np.float32)
+    path = _user_h5ad(tmp_path / "r.h5ad", log2, kind=["a", "b"] * 20)
+    cfg = {"source": "h5ad", "path": str(path), "label_column": "kind"}
+    with pytest.raises(InputError) as err:
+        load_dataset("mine", cfg)
+    assert "log2" in str(err.value) and "recover_counts: true" in str(err.value) and "log_base" in str(err.value)
+    for declared in (None, 2):
+        raw = load_dataset("mine", {**cfg, "recover_counts": True, "log_base": declared})
+        np.testing.assert_array_equal(raw.layers["counts"].toarray(), counts)
+        assert raw.uns["provenance"]["counts"] == "X (counts recovered from log2(1 + x))"
+    with pytest.raises(InputError, match=r"no multiplier 1..4 of expm1\(X\)"):
+        load_dataset("mine", {**cfg, "recover_counts": True, "log_base": "e"})
+    # neither base inverts rounded values: the message says both were tried
+    _user_h5ad(path, np.round(log2, 2), kind=["a", "b"] * 20)
+    with pytest.raises(InputError, match="Tried natural log and log2"):
+        load_dataset("mine", {**cfg, "recover_counts": True})
+
+
+def _pickled_namespace(path):
+    import argparse
+
+    import torch
+
+    torch.save({"w": torch.zeros(2), "args": argparse.Namespace(lr=1e-4)}, path)
+
+
+def _refusal_checks(text: str, path) -> None:
+    assert str(path) in text and "argparse.Namespace" in text  # the blocked global, named
+    assert "weights_only=False" not in text and "will likely succeed" not in text and "add_safe_globals" not in text
+
+
+def test_checkpoint_refusals_name_the_blocked_global_never_the_unsafe_loader(tmp_path):
+    import json
+
+    from scfmbench import InputError
+    from scfmbench.models.pretrained import load_geneformer_checkpoint, load_scgpt_checkpoint
+
+    scgpt = tmp_path / "scgpt"
+    scgpt.mkdir()
+    args = {"embsize": 8, "nheads": 2, "d_hid": 16, "nlayers": 1, "n_layers_cls": 1, "dropout": 0.2, "input_emb_style": "continuous",
+            "n_bins": 51, "pad_token": "<pad>", "pad_value": -2}
+    (scgpt / "args.json").write_text(json.dumps(args))
+    (scgpt / "vocab.json").write_text(json.dumps({"G0": 0, "<pad>": 1, "<cls>": 2}))
+    _pickled_namespace(scgpt / "best_model.pt")
+    with pytest.raises(InputError) as err:
+        load_scgpt_checkpoint(scgpt, n_classes=2)
+    _refusal_checks(str(err.value), scgpt / "best_model.pt")
+
+    transformers = pytest.importorskip("transformers")
+    bert = tmp_path / "bert"
+    transformers.BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
+                            max_position_embeddings=16).save_pretrained(bert)
+    _pickled_namespace(bert / "pytorch_model.bin")
+    with pytest.raises(InputError) as err:
+        load_geneformer_checkpoint(bert, n_classes=2)
+    _refusal_checks(str(err.value), bert / "pytorch_model.bin")

@@ -106,9 +106,9 @@ _PAPER_KEYS = ("path", "recover_counts", "min_library_size", "species")
 SOURCE_KEYS: dict[str, tuple[str, ...]] = {
     "pbmc68k": ("min_library_size", "species"),
     "synthetic": ("synthetic", "min_library_size"),
-    "h5ad": ("path", "label_column", "split_column", "counts_layer", "gene_symbols_column", "recover_counts", "min_library_size", "species"),
+    "h5ad": ("path", "label_column", "split_column", "counts_layer", "gene_symbols_column", "recover_counts", "log_base", "screen", "min_library_size", "species"),
     **{s: _PAPER_KEYS for s in ("scgpt_ms", "scgpt_myeloid", "scgpt_pancreas")},
-    **{s: (*_PAPER_KEYS, "label_column") for s in ("gears_adamson", "gears_norman")},
+    **{s: (*_PAPER_KEYS, "label_column") for s in ("gears_adamson", "gears_norman", "gears_dixit", "gears_replogle_k562", "gears_replogle_rpe1")},
     **{s: ("path", "cell_labels", "min_library_size", "species") for s in ("geo_lau2020", "geo_smajic2022")},
 }
 

@@ -65,14 +65,18 @@ def load_synthetic(params: dict) -> ad.AnnData:
     return adata
 
 
+_LOG_NAMES = {"e": "log1p", "2": "log2(1 + x)", "10": "log10(1 + x)"}
+
+
 def load_h5ad(path: str | Path, *, label_column: str | None = "cell_type", split_column: str | None = None, counts_layer: str = "X", gene_symbols_column: str | None = None,
-              recover_counts: bool = False) -> ad.AnnData:
+              recover_counts: bool = False, log_base=None) -> ad.AnnData:
     """A user's own AnnData. Raw counts are taken from ``counts_layer`` ('X', 'raw' or a layer name);
-    with ``recover_counts`` a layer holding log1p(normalize_total) values instead is inverted per cell
-    (:func:`scfmbench.data.sources.recover_counts`, checked to give integers). ``label_column`` None:
+    with ``recover_counts`` a layer holding log(1 + normalize_total) values instead is inverted per cell
+    (:func:`scfmbench.data.sources.recover_counts`, checked to give integers; ``log_base`` e, 2 or
+    10, None: natural log or log2, whichever inverts). ``label_column`` None:
     a dataset without cell types (no ``obs["cell_type"]``; imputation only)."""
     from scfmbench.data.sources import _is_counts
-    from scfmbench.data.sources import recover_counts as invert_log1p
+    from scfmbench.data.sources import recover_counts_detect
 
     path = Path(path)
     if not path.exists():
@@ -94,10 +98,11 @@ def load_h5ad(path: str | Path, *, label_column: str | None = "cell_type", split
     where = f"{path} ({counts_layer})"
     recovered = bool(recover_counts) and not _is_counts(counts)
     if recovered:
-        counts = invert_log1p(counts, where=f"{where} with datasets.<name>.recover_counts: true")
+        counts, base = recover_counts_detect(counts, where=f"{where} with datasets.<name>.recover_counts: true", log_base=log_base)
     check_counts(counts, where=where, fix=(
-        "If the file has raw counts elsewhere, set datasets.<name>.counts_layer to that layer or 'raw'; if it holds only log1p(normalize_total) values "
-        "at full precision, set datasets.<name>.recover_counts: true to invert them per cell (README 'Your own data')."))
+        "If the file has raw counts elsewhere, set datasets.<name>.counts_layer to that layer or 'raw'; if it holds only log(1 + normalize_total) values "
+        "at full precision, natural log or log2 (as R objects often store), set datasets.<name>.recover_counts: true to invert them per cell "
+        "(the base is detected, or declare datasets.<name>.log_base; README 'Your own data')."))
     if gene_symbols_column is not None:
         if gene_symbols_column not in user.var:
             raise InputError(f"{path}: gene symbol column {gene_symbols_column!r} not in var; var has {list(user.var.columns)}")
@@ -122,7 +127,7 @@ def load_h5ad(path: str | Path, *, label_column: str | None = "cell_type", split
             raise InputError(f"{path}: split column {split_column!r} has values {bad}; allowed are train, valid, test")
         obs["split"] = split
     adata = _raw(counts, obs, var_names, source=f"h5ad:{path}", inputs_sha256={path.name: sha256_file(path)})
-    adata.uns["provenance"].update(split_column=split_column, counts=f"{counts_layer} (counts recovered from log1p)" if recovered else counts_layer)
+    adata.uns["provenance"].update(split_column=split_column, counts=f"{counts_layer} (counts recovered from {_LOG_NAMES[base]})" if recovered else counts_layer)
     return adata
 
 
@@ -135,7 +140,7 @@ def load_dataset(name: str, cfg: dict) -> ad.AnnData:
         adata = load_synthetic(cfg.get("synthetic", {}))
     elif source == "h5ad":
         adata = load_h5ad(cfg["path"], label_column=cfg.get("label_column", "cell_type"), split_column=cfg.get("split_column"), counts_layer=cfg.get("counts_layer", "X"),
-                          gene_symbols_column=cfg.get("gene_symbols_column"), recover_counts=bool(cfg.get("recover_counts", False)))
+                          gene_symbols_column=cfg.get("gene_symbols_column"), recover_counts=bool(cfg.get("recover_counts", False)), log_base=cfg.get("log_base"))
     else:
         from scfmbench.data.sources import SOURCES, load_source  # the papers' datasets (scGPT, GEARS, GEO)
 

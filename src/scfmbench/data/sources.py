@@ -13,6 +13,8 @@ source              files (manifest entries in ``config/manifest.yaml``, or ``da
                     train/test as distributed.
 ``gears_adamson``   GEARS' Dataverse zip ``<name>/perturb_processed.h5ad`` (obs ``condition``,
 ``gears_norman``    ``cell_type``; var ``gene_name``); perturbation columns are kept in obs.
+``gears_dixit``     The same layout: GEARS' other screens (``PertData.load`` names ``dixit``,
+``gears_replogle_*`` ``replogle_k562_essential``, ``replogle_rpe1_essential``).
 ``geo_lau2020``     GEO GSE157827 ``GSE157827_RAW.tar``: per-sample 10x triplets
                     ``GSM<id>_<sample>_{barcodes.tsv.gz, features.tsv.gz|genes.tsv.gz, matrix.mtx.gz}``.
                     GEO has no cell-type labels: give them in ``datasets.<name>.cell_labels``.
@@ -66,7 +68,7 @@ from scfmbench._io import sha256_file
 from scfmbench.data.contract import check_counts
 from scfmbench.data.manifest import DOWNLOAD_DIR, download_path
 
-__all__ = ["SOURCES", "load_source", "source_inputs", "download_inputs", "local_inputs", "find_counts", "recover_counts", "unique_names", "load_scgpt", "load_gears", "read_10x_samples", "load_lau2020", "load_smajic2022"]
+__all__ = ["SOURCES", "load_source", "source_inputs", "download_inputs", "local_inputs", "find_counts", "recover_counts", "recover_counts_detect", "LOG_BASES", "unique_names", "load_scgpt", "load_gears", "read_10x_samples", "load_lau2020", "load_smajic2022"]
 
 log = logging.getLogger(__name__)
 
@@ -255,23 +257,31 @@ def _is_counts(m) -> bool:
     return bool(np.allclose(v, np.round(v), rtol=0, atol=1e-6)) and bool(v.max() > 0)
 
 
-def recover_counts(x, *, where: str = "X", max_multiplier: int = 4, tol: float = 0.02) -> sp.csr_matrix:
-    """Invert ``x = log1p(c * s_i)`` per cell (see the module docstring): integer counts, CSR float32.
+#: Bases of ``log(1 + scaled counts)`` that :func:`recover_counts` inverts (R objects often store log2).
+LOG_BASES = {"e": float(np.e), 2: 2.0, 10: 10.0}
+
+
+def recover_counts(x, *, where: str = "X", max_multiplier: int = 4, tol: float = 0.02, log_base="e") -> sp.csr_matrix:
+    """Invert ``x = log(1 + c * s_i)`` per cell (see the module docstring; natural log, or
+    ``log_base`` 2 or 10): integer counts, CSR float32.
 
     Raises
     ------
     InputError
-        ``x`` does not look like log1p data (negative or > 30), or some cell has no multiplier in
-        1..``max_multiplier`` that makes all its values integers within ``tol`` (names how many and
-        the first such cell).
+        ``x`` does not look like log1p data (negative or > 30 in natural-log units), or some cell has
+        no multiplier in 1..``max_multiplier`` that makes all its values integers within ``tol``
+        (names how many and the first such cell).
     """
+    if log_base not in LOG_BASES:
+        raise InputError(f"{where}: log_base {log_base!r} is not one of {list(LOG_BASES)}")
+    ln_base = np.log(LOG_BASES[log_base])
     x = sp.csr_matrix(x, dtype=np.float64)
     x.eliminate_zeros()
     if x.nnz == 0:
         raise InputError(f"{where}: the matrix is all zeros; there are no counts to recover.")
-    if x.data.min() < 0 or x.data.max() > 30:
+    if x.data.min() < 0 or x.data.max() * ln_base > 30:
         raise InputError(f"{where}: values range {x.data.min():.3g}..{x.data.max():.3g}, which is not log1p-transformed expression; counts cannot be recovered. Provide raw counts.")
-    values = np.expm1(x.data)
+    values = np.expm1(x.data * ln_base)
     nnz = np.diff(x.indptr)
     rows = np.flatnonzero(nnz)
     starts = x.indptr[rows]
@@ -284,10 +294,27 @@ def recover_counts(x, *, where: str = "X", max_multiplier: int = 4, tol: float =
     if bad.size:
         raise InputError(
             f"{where}: counts cannot be recovered for {bad.size} of {x.shape[0]} cells (first: row {bad[0]}): no multiplier 1..{max_multiplier} of "
-            "expm1(X) / its per-cell minimum gives integers. The file does not hold log1p(scaled counts) at full precision; provide raw counts instead."
+            f"{'expm1(X)' if log_base == 'e' else f'{log_base}^X - 1'} / its per-cell minimum gives integers. The file does not hold "
+            f"{'log1p(scaled counts)' if log_base == 'e' else f'log{log_base}(1 + scaled counts)'} at full precision; provide raw counts instead."
         )
     data = np.round(r * np.repeat(multiplier, nnz[rows]))
     return sp.csr_matrix((data.astype(np.float32), x.indices, x.indptr), shape=x.shape)
+
+
+def recover_counts_detect(x, *, where: str = "X", log_base=None) -> tuple[sp.csr_matrix, str]:
+    """:func:`recover_counts` with ``log_base`` declared, or (None) detected: natural log first, then
+    base 2 (``log2(1 + scaled counts)``, common in R objects). Returns (counts, the base used as
+    ``'e'``, ``'2'`` or ``'10'``); when neither base inverts, the error says both were tried."""
+    if log_base is not None:
+        return recover_counts(x, where=where, log_base=log_base), str(log_base)
+    try:
+        return recover_counts(x, where=where, log_base="e"), "e"
+    except InputError as natural:
+        try:
+            return recover_counts(x, where=where, log_base=2), "2"
+        except InputError:
+            raise InputError(f"{natural} Tried natural log and log2 (log_base detection); declare datasets.<name>.log_base (e, 2 or 10) "
+                             "if the values use another base.") from None
 
 
 def find_counts(adata: ad.AnnData, *, where: str, recover: bool = False) -> tuple[sp.csr_matrix, pd.DataFrame, str]:
@@ -679,6 +706,10 @@ SOURCES: dict[str, Source] = {
     "scgpt_pancreas": Source(("scgpt_processed_datasets.zip",), _scgpt("pancreas")),
     "gears_adamson": Source(("gears_adamson.zip",), _gears("adamson")),
     "gears_norman": Source(("gears_norman.zip",), _gears("norman")),
+    # GEARS' other distributed screens (PertData.load names; Replogle's are GEARS' filtered subsets)
+    "gears_dixit": Source(("gears_dixit.zip",), _gears("dixit")),
+    "gears_replogle_k562": Source(("gears_replogle_k562_essential.zip",), _gears("replogle_k562_essential")),
+    "gears_replogle_rpe1": Source(("gears_replogle_rpe1_essential.zip",), _gears("replogle_rpe1_essential")),
     "geo_lau2020": Source(("GSE157827_RAW.tar",), lambda roots, cfg: load_lau2020(roots, cell_labels=cfg.get("cell_labels") or {})),
     "geo_smajic2022": Source(
         ("GSE157783_IPDCO_hg_midbrain_UMI.tar.gz", "GSE157783_IPDCO_hg_midbrain_cell.tar.gz", "GSE157783_IPDCO_hg_midbrain_genes.tar.gz"),

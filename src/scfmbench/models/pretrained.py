@@ -136,13 +136,29 @@ def _read_json(path: Path) -> dict:
         raise InputError(f"{path}: not valid JSON ({exc})") from None
 
 
+def safe_load_refusal(path, exc: BaseException) -> str:
+    """Why the safe loader (``torch.load(weights_only=True)``) refused ``path``, naming the blocked
+    global. torch's own message opens with advice to disable the check; it is never repeated here:
+    a checkpoint must hold tensors only."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    found = re.search(r"GLOBAL\s+([A-Za-z_][\w.]*)", text) or re.search(r"Unsupported (?:class|global:?)\s+([A-Za-z_][\w.]*)", text)
+    if found:
+        why = f"it holds the Python object {found.group(1)}, which the safe loader (torch.load weights_only=True) does not unpickle"
+    else:
+        reason = re.search(r"WeightsUnpickler error: ([^\n]*)", text)
+        first = reason.group(1) if reason else next((line for line in text.splitlines() if line.strip() and "weights_only" not in line), type(exc).__name__)
+        why = f"the safe loader (torch.load weights_only=True) refused it ({type(exc).__name__}: {first.strip()})"
+    return (f"{path}: {why}; a checkpoint must hold tensors only: save its state_dict (or model.safetensors) from a copy you trust, "
+            "and point the config at that file")
+
+
 def _load_state(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise InputError(f"{path} is missing: a scGPT model folder holds args.json, vocab.json and best_model.pt")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001  (pickle errors of many kinds: name the file)
-        raise InputError(f"{path}: cannot be read as a state dict with weights_only=True ({type(exc).__name__}: {exc})") from None
+        raise InputError(safe_load_refusal(path, exc)) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InputError(f"{path}: expected a state dict (parameter name -> tensor), got {type(state).__name__}")
     return {k.removeprefix("module."): v for k, v in state.items()}  # DistributedDataParallel prefix
@@ -286,12 +302,7 @@ def load_geneformer_checkpoint(folder, *, n_classes: int, attention: str = "full
     try:
         bert, info = BertModel.from_pretrained(folder, local_files_only=True, output_loading_info=True)
     except Exception as exc:  # noqa: BLE001  (OSError, ValueError, pickle errors of many kinds: name the file, as _load_state)
-        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
-        # torch's message opens with how to bypass the check; the reason is on its 'WeightsUnpickler error' line
-        reason = re.search(r"WeightsUnpickler error: ([^\n]*?\.)(?:\s|$)", text)
-        first = reason.group(1) if reason else (text.splitlines()[0] if text else "")
-        raise InputError(f"{weights_file}: cannot load the BERT weights with weights_only=True ({type(exc).__name__}: {first}); "
-                         "a checkpoint must hold tensors only (model.safetensors, or a state dict of tensors)") from None
+        raise InputError(safe_load_refusal(weights_file, exc)) from None
     weights = {k: v.detach().float() for k, v in bert.state_dict().items()}
     absent = set(info.get("missing_keys", []))  # BertModel parameters the checkpoint did not hold
 

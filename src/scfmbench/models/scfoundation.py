@@ -370,7 +370,12 @@ def load_scfoundation_checkpoint(path: str | Path, *, key: str = "gene", n_class
     ``.cuda()``). Keys are renamed to this file's modules; missing and unexpected keys are listed,
     the classifier is fresh. ``overrides``: options that do not change shapes (dropout,
     max_encoder_len, tgthighres, attention, attention_config)."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001  (pickle errors of many kinds: name the file and the blocked global)
+        from scfmbench.models.pretrained import safe_load_refusal
+
+        raise InputError(safe_load_refusal(path, exc)) from None
     if not isinstance(payload, dict) or key not in payload:
         found = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
         raise InputError(f"{path}: no {key!r} entry (found {found}); scFoundation's models.ckpt has 'gene', 'cell' and 'rde'")

@@ -50,13 +50,15 @@ def write_splits(data_path, outs, *, seeds, params: dict) -> None:
     ``drop_genes``: GEARS' GO filter, :func:`scfmbench.perturbation.split.go_missing_genes`)."""
     from scfmbench.perturbation.split import go_filter, make_split
 
+    from pathlib import Path
+
     conditions = ad.read_h5ad(data_path, backed="r").obs["condition"].astype(str).unique()
     dropped = go_filter(conditions, params.get("drop_genes", ()))[1]
     if dropped:
         log.warning("GEARS' GO filter: %d conditions with genes %s are left out of every split: %s", len(dropped),
                     sorted(params["drop_genes"]), dropped)
     for seed, out in zip(seeds, outs):
-        make_split(conditions, seed=int(seed), **params).write(out)
+        make_split(conditions, seed=int(seed), dataset=Path(data_path).parent.name, **params).write(out)
 
 
 def predict(method: str, adata, split, *, seed: int, params: dict | None = None, graph_params: dict | None = None) -> tuple[list[str], np.ndarray, dict]:
@@ -76,7 +78,7 @@ def predict(method: str, adata, split, *, seed: int, params: dict | None = None,
             means = fn(adata, split, conditions, seed=seed, **params)
         except TypeError as exc:
             raise InputError(f"params.{method}: {exc}") from None
-        record = {}
+        means, record = means if isinstance(means, tuple) else (means, {})
     means = np.asarray(means, dtype=np.float64)  # float64 kept: no_change's delta stays exactly 0
     if means.shape != (len(conditions), adata.n_vars):
         raise InputError(f"{method} returned shape {means.shape}; expected ({len(conditions)}, {adata.n_vars})")
@@ -123,7 +125,7 @@ def score_main(*, data, split, predictions, benchmark, out, conditions_out, data
     write_metrics(metrics_record(task="perturbation", dataset=dataset, method=method, seed=seed, metrics=summarize(per, SUBGROUPS), benchmark=benchmark), out)
 
 
-PERTURBATION_SOURCES = ("synthetic_perturb", "gears_adamson", "gears_norman")
+PERTURBATION_SOURCES = ("synthetic_perturb", "h5ad", "gears_adamson", "gears_norman", "gears_dixit", "gears_replogle_k562", "gears_replogle_rpe1")
 
 
 def check_config(config: dict, rule_dir) -> None:
@@ -141,6 +143,10 @@ def check_config(config: dict, rule_dir) -> None:
         source = config["datasets"][name]["source"]
         if source not in PERTURBATION_SOURCES:
             raise InputError(f"config key 'perturbation.datasets': {name!r} has source {source!r}; perturbation datasets have source {list(PERTURBATION_SOURCES)}")
+        if source == "h5ad":
+            from scfmbench.perturbation.own import resolve_convention
+
+            resolve_convention(name, config["datasets"][name].get("screen"))
     plugged = {p.stem for p in Path(rule_dir).glob("*.smk")}
     for method in block["methods"]:
         if method in BUILTIN_PREDICTORS or method in plugged or parse_generator(method):

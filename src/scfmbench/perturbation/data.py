@@ -77,6 +77,26 @@ def gene_names(adata: ad.AnnData) -> np.ndarray:
     return np.asarray(adata.var["gene_name"] if "gene_name" in adata.var else adata.var_names).astype(str)
 
 
+def genes_outside_panel(conditions, symbols) -> dict[str, dict[str, int]]:
+    """Every perturbed gene of the (per-cell) ``conditions`` that is not among ``symbols``, with how
+    many conditions perturb it and how many cells those conditions hold (in gene order)."""
+    counts = pd.Series(np.asarray(conditions).astype(str)).value_counts()
+    symbols = set(np.asarray(symbols).astype(str))
+    out: dict[str, dict[str, int]] = {}
+    for c, n in counts.items():
+        for g in condition_genes(c):
+            if g not in symbols:
+                entry = out.setdefault(g, {"conditions": 0, "cells": 0})
+                entry["conditions"] += 1
+                entry["cells"] += int(n)
+    return dict(sorted(out.items()))
+
+
+def describe_missing(missing: dict[str, dict[str, int]]) -> str:
+    """``'A (2 conditions, 40 cells), B (1 condition, 12 cells)'``."""
+    return ", ".join(f"{g} ({v['conditions']} condition{'s' * (v['conditions'] != 1)}, {v['cells']} cell{'s' * (v['cells'] != 1)})" for g, v in missing.items())
+
+
 def check_perturbation_data(adata: ad.AnnData, *, where: str = "perturbation data", uns: bool = True) -> None:
     """Raise :class:`InputError` naming what breaks the contract (module docstring): a condition not
     in GEARS form, no control cells, a perturbed gene missing from ``var``, missing uns rankings."""
@@ -85,12 +105,11 @@ def check_perturbation_data(adata: ad.AnnData, *, where: str = "perturbation dat
     conditions = pd.unique(adata.obs["condition"].astype(str))
     if CTRL not in conditions:
         raise InputError(f"{where}: no control cells (no obs['condition'] == 'ctrl'); GEARS pairs every perturbed cell with a control cell")
-    symbols = set(gene_names(adata))
-    for c in conditions:
-        for g in condition_genes(c):
-            if g not in symbols:
-                raise InputError(f"{where}: condition {c!r} perturbs gene {g!r}, which is not in var['gene_name'] "
-                                 "(GEARS keeps every perturbed gene in the panel; drop the condition or add the gene)")
+    missing = genes_outside_panel(adata.obs["condition"], gene_names(adata))
+    if missing:
+        listed = "; ".join(f"gene {g!r}, which is not in var['gene_name'], is perturbed in {v['conditions']} condition(s), {v['cells']} cell(s)" for g, v in missing.items())
+        raise InputError(f"{where}: {len(missing)} perturbed gene(s) outside the panel: {listed} (GEARS keeps every perturbed gene in the panel; "
+                         "drop those conditions or add the genes)")
     if not uns:
         return
     for key in ("condition_name", "cell_type"):
@@ -207,19 +226,29 @@ def load_gears_perturbation(dataset: str, roots: list[Path]) -> ad.AnnData:
     return adata
 
 
+#: GEARS' distributed screens: source -> the name ``PertData.load`` takes (the zip's folder).
+GEARS_SCREENS = {"gears_adamson": "adamson", "gears_norman": "norman", "gears_dixit": "dixit",
+                 "gears_replogle_k562": "replogle_k562_essential", "gears_replogle_rpe1": "replogle_rpe1_essential"}
+
+
 def load_perturbation_dataset(name: str, cfg: dict) -> ad.AnnData:
     """A perturbation dataset from its config entry: ``source: synthetic_perturb`` (simulated, GEARS
-    layout computed here) or ``gears_adamson`` / ``gears_norman`` (as distributed)."""
+    layout computed here), a GEARS screen (:data:`GEARS_SCREENS`, as distributed) or ``h5ad`` (your
+    own screen, :func:`scfmbench.perturbation.own.load_screen`: GEARS layout computed here)."""
     source = cfg.get("source")
     if source == "synthetic_perturb":
         from scfmbench.data.synthetic import simulate_perturbseq
 
         return gears_layout(simulate_perturbseq(**(cfg.get("perturbseq") or {})), cell_type="synthetic")
-    if source in ("gears_adamson", "gears_norman"):
+    if source == "h5ad":
+        from scfmbench.perturbation.own import load_screen
+
+        return load_screen(name, cfg)
+    if source in GEARS_SCREENS:
         from scfmbench.data.sources import _check_inputs, source_inputs
 
         roots = source_inputs(source, cfg)
         _check_inputs(name, source, roots, cfg)
-        return load_gears_perturbation(source.removeprefix("gears_"), roots)
+        return load_gears_perturbation(GEARS_SCREENS[source], roots)
     raise InputError(f"datasets.{name}: source {source!r} is not a perturbation dataset; perturbation.datasets takes "
-                     "sources synthetic_perturb, gears_adamson, gears_norman")
+                     f"sources {['synthetic_perturb', 'h5ad', *GEARS_SCREENS]}")

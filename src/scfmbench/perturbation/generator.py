@@ -157,6 +157,8 @@ def predict_generator(method: str, adata, split, conditions, *, seed: int, graph
     if paper:
         opts["loss"] = "genohoption"
     check_loss(opts["loss"])
+    if params.get("dropout", 0.0) is None:  # the schema's null: GeneratorConfig's default, or the checkpoint's
+        params.pop("dropout")
     kernel_config = dict((params.pop("kernel_config", None) or {}).get(kernel) or {})
     if kernel in ("longformer", "bigbird", "diffuser"):
         kernel_config.setdefault("n_global", 0)  # no <cls>: no global token
@@ -172,6 +174,10 @@ def predict_generator(method: str, adata, split, conditions, *, seed: int, graph
     X = torch.from_numpy(np.asarray(adata.X.toarray() if sp.issparse(adata.X) else adata.X, dtype=np.float32))
     which = np.array([split.split.get(c, "") for c in cond])
     train_rows, valid_rows = np.flatnonzero(which == "train"), np.flatnonzero(which == "val")
+    if not len(valid_rows):  # selection and early stopping would fall back to the training loss
+        from scfmbench.perturbation.methods import thin
+
+        raise thin(method, split, seed, "no validation condition (GEARS' second draw left none), and the generator selects its model on validation cells")
     # Seeded subsets bound the cost of selection and prediction on CPU (None: every cell, as GEARS):
     # ``valid_cells`` validation cells in all; ``predict_cells`` cells (each with its paired control
     # cell) per test condition, whose predictions are averaged.

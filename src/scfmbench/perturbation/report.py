@@ -50,14 +50,23 @@ def to_markdown(tidy: pd.DataFrame) -> str:
         return "## perturbation\n\nno results configured\n"
     lines = ["## perturbation", "", "Mean ± sd over seeds of the mean over test conditions (GEARS metrics, `results/perturbation`). "
              "Delta metrics first: prediction and truth minus the control mean. Controls: " + ", ".join(f"`{c}`" for c in CONTROLS) + "."]
+    lines.append("Column `seeds`: how many seeds stand behind the row (a subgroup that a seed's split did not draw has fewer); "
+                 "a subgroup no seed drew is marked absent.")
     for dataset, d in tidy.groupby("dataset", sort=False):
         metrics = list(dict.fromkeys(d["metric"]))
         methods = sorted(d["method"].unique(), key=lambda m: (m not in CONTROLS, CONTROLS.index(m) if m in CONTROLS else 0, m))
-        for subgroup, s in d.groupby("subgroup", sort=False):
-            lines += ["", f"### {dataset}: {subgroup}", "", "| method | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
+        seeds = {m: int(d.loc[(d["method"] == m) & (d["subgroup"] == ALL), "n"].max()) if ((d["method"] == m) & (d["subgroup"] == ALL)).any() else 0
+                 for m in methods}  # fmt: skip
+        present = list(dict.fromkeys(d["subgroup"]))
+        for subgroup in [g for g in (ALL, *SUBGROUPS) if g in present] + [g for g in present if g not in (ALL, *SUBGROUPS)]:
+            s = d[d["subgroup"] == subgroup]
+            lines += ["", f"### {dataset}: {subgroup}", "", "| method | seeds | " + " | ".join(metrics) + " |", "|---|---:|" + "---:|" * len(metrics)]
             for m in methods:
                 row = s[s["method"] == m].set_index("metric")
-                lines.append(f"| {m} | " + " | ".join(_cell(row.at[k, "mean"], row.at[k, "sd"]) if k in row.index else "–" for k in metrics) + " |")
+                n = int(row["n"].max()) if len(row) else 0
+                lines.append(f"| {m} | {n}/{seeds[m]} | " + " | ".join(_cell(row.at[k, "mean"], row.at[k, "sd"]) if k in row.index else "–" for k in metrics) + " |")
+        for subgroup in (g for g in SUBGROUPS if g not in present):
+            lines += ["", f"### {dataset}: {subgroup}", "", f"absent: no seed's split has a {subgroup} test condition (no value, not a zero)."]
     return "\n".join(lines) + "\n"
 
 

@@ -125,25 +125,39 @@ def go_filter(conditions, drop_genes) -> tuple[list[str], list[str]]:
     return kept, dropped
 
 
-def make_split(conditions, *, seed: int, train_gene_set_size: float = 0.75, combo_seen2_train_frac: float = 0.75, drop_genes=()) -> Split:
+def make_split(conditions, *, seed: int, train_gene_set_size: float = 0.75, combo_seen2_train_frac: float = 0.75, drop_genes=(),
+               dataset: str | None = None) -> Split:
     """GEARS' simulation split of a dataset's conditions (``ctrl`` included or not: always train).
 
     Conditions appear in the order given (GEARS: ``adata.obs['condition'].unique()``); the draws do
     not depend on it (genes and the combo pool are sorted first). ``drop_genes``: GEARS' GO filter
-    (:func:`go_filter`) before the draw; the dropped conditions get no split."""
+    (:func:`go_filter`) before the draw; the dropped conditions get no split. A draw with no
+    perturbed training condition or no test condition is an error naming ``dataset``, the seed and
+    the counts (GEARS would train on controls alone, or score nothing); an empty validation set is
+    left to the methods that need one."""
+    where = f"perturbation dataset {dataset!r}" if dataset else "make_split"
     conditions = list(dict.fromkeys(str(c) for c in conditions))
     conditions, dropped = go_filter(conditions, drop_genes)
     perts = [c for c in conditions if c != CTRL]
     if not perts:
-        raise InputError("make_split: no perturbed condition (only 'ctrl')")
+        raise InputError(f"{where}: no perturbed condition (only 'ctrl')")
     for c in perts:
         condition_genes(c)  # GEARS form, else a clear error
     train, test, test_groups = simulation_split(perts, train_gene_set_size=train_gene_set_size, combo_seen2_train_frac=combo_seen2_train_frac, seed=seed)
-    train, val, val_groups = simulation_split(train, train_gene_set_size=0.9, combo_seen2_train_frac=0.9, seed=seed)
+    n_genes = len(_genes(perts))
+    train, val, val_groups = simulation_split(train, train_gene_set_size=0.9, combo_seen2_train_frac=0.9, seed=seed) if train else ([], [], {})
+    for side, got in (("training", train), ("test", test)):
+        if not got:
+            raise InputError(f"{where}, seed {seed}: GEARS' simulation split (train_gene_set_size {train_gene_set_size}, then 0.9 of those for "
+                             f"training against validation) puts no perturbed condition in {side} ({len(perts)} perturbed condition(s) on "
+                             f"{n_genes} gene(s), e.g. {perts[:5]}; {len(val)} went to validation); the screen needs more perturbed genes, "
+                             "or change perturbation.train_gene_set_size")
     split = {c: "train" for c in train} | {c: "val" for c in val} | {c: "test" for c in test} | {CTRL: "train"}
     subgroup = {c: g for g, cs in val_groups.items() for c in cs} | {c: g for g, cs in test_groups.items() for c in cs}
     params = dict(seed=seed, train_gene_set_size=train_gene_set_size, combo_seen2_train_frac=combo_seen2_train_frac, method="GEARS simulation",
                   go_filter_genes=sorted(drop_genes), go_filter_dropped=dropped)
+    if dataset:
+        params["dataset"] = dataset
     return Split(split, subgroup, params)
 
 

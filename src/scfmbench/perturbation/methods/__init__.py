@@ -5,7 +5,8 @@ A predictor maps the dataset and a split to predicted mean profiles of the condi
     @register_predictor("mymethod")
     def mymethod(adata, split, conditions, *, seed: int, alpha: float = 1.0) -> np.ndarray:
         ...  # adata: the dataset (GEARS layout; X log-normalized); split: scfmbench.perturbation.split.Split
-        return means  # (len(conditions), n_genes), on the scale of X
+        return means  # (len(conditions), n_genes), on the scale of X; or (means, record): the
+                      # record (a JSON-able dict) goes into the run's run.json
 
 A predictor may read only training conditions (``split.conditions("train")``, ``ctrl`` among them)
 and validation conditions for model selection; the test cells' X is what it is scored on.
@@ -66,3 +67,12 @@ def control_mean(adata) -> np.ndarray:
     from scfmbench.perturbation.data import control_mean as _control_mean
 
     return _control_mean(adata)
+
+
+def thin(method: str, split, seed: int, missing: str) -> InputError:
+    """The error of a method with nothing to fit: names the method, the dataset (the split records
+    it), the seed and what is missing."""
+    dataset = split.params.get("dataset")
+    train = [c for c in split.conditions("train") if c != "ctrl"]
+    return InputError(f"{method} on perturbation dataset {dataset!r}, seed {seed}: {missing} (training conditions: {train[:8]}"
+                      f"{' ...' if len(train) > 8 else ''}); the screen is too thin for it: remove {method} from perturbation.methods or add conditions")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from scfmbench.perturbation.data import condition_genes
-from scfmbench.perturbation.methods import control_mean, mean_of, register_predictor
+from scfmbench.perturbation.methods import control_mean, mean_of, register_predictor, thin
 
 
 @register_predictor("additive")
@@ -20,6 +20,8 @@ def additive(adata, split, conditions, *, seed: int) -> np.ndarray:
         genes = condition_genes(c)
         if len(genes) == 1:
             shifts.setdefault(genes[0], []).append(mean_of(adata, cond == c) - ctrl)
+    if not shifts:
+        raise thin("additive", split, seed, "no single-gene perturbation in training, so no shift to add (every prediction would be no_change)")
     out = np.tile(ctrl, (len(conditions), 1))
     for i, c in enumerate(conditions):
         for g in condition_genes(c):
