@@ -191,7 +191,7 @@ def test_paper_config_validates_and_lists_the_papers_methods():
     assert pert["datasets"] == PERTURB_DATASETS and pert["methods"] == PERTURB_CONTROLS + PERTURB_GENERATORS
     assert {cfg["datasets"][d]["source"] for d in PERTURB_DATASETS} == {"gears_adamson", "gears_norman"}
     gen = pert["params"]["scgpt"]
-    assert (gen["lr"], gen["batch_size"], gen["epochs"], gen["max_len"], gen["steps_per_epoch"]) == (1e-4, 32, 15, 1536, None)
+    assert (gen["lr"], gen["batch_size"], gen["epochs"], gen["max_len"]) == (1e-4, 32, 15, 1536)
     assert gen["predict_cells"] is None and gen["valid_cells"] is None  # GEARS: every test cell (paired control) and validation cell
     assert all(k not in gen for k in ("batchnorm", "decoder", "cls_token"))  # GenoHoption's model: the defaults
     profile = cfg["profile"]

@@ -161,7 +161,7 @@ def measure_training(backbone: str, kernel: str, params: dict, *, precision: str
     from scfmbench.annotation.transformer import annotate_transformer, reads_graph
 
     p = {k: v for k, v in params.items() if k not in ("epochs", "max_steps", "patience", "checkpoint", "token_dictionary", "valid_cells", "predict_cells",
-                                                        "predict_batch_size", "steps_per_epoch")}
+                                                        "predict_batch_size")}
     batch = int(p.get("batch_size", 16))
     n_genes = n_genes or max(int(p.get("max_len") or 0) + 1, 2048)
     adata = simulated_cells(batch * (steps + 1) + batch, n_genes, seed=seed)
