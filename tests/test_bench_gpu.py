@@ -9,7 +9,7 @@ import types
 import numpy as np
 import pytest
 
-from scfmbench.bench import gpu
+from scfmbench.bench import gpu, steps
 
 
 def test_refuses_clearly_without_cuda():
@@ -56,7 +56,7 @@ def test_estimate_by_hand():
 
 
 def test_random_gene_graph_has_the_asked_degree_and_cls():
-    g = gpu.random_gene_graph(500, degree=10, seed=0)
+    g = steps.random_gene_graph(500, degree=10, seed=0)
     assert g.has_cls and g.n_genes == 500
     adj = g.adjacency.toarray()
     assert adj[0, 1:].all() and adj[1:, 0].all() and np.diag(adj).all()
@@ -64,7 +64,7 @@ def test_random_gene_graph_has_the_asked_degree_and_cls():
 
 
 def test_one_training_point_on_cpu_through_the_real_fine_tuning():
-    row = gpu.measure_training("scgpt", "genohoption-p", {"d_model": 16, "n_layers": 1, "n_heads": 2, "batch_size": 4, "max_len": 24}, steps=3, warmup=1,
+    row = steps.measure_training("scgpt", "genohoption-p", {"d_model": 16, "n_layers": 1, "n_heads": 2, "batch_size": 4, "max_len": 24}, steps=3, warmup=1,
                                n_genes=40, device="cpu")
     assert row["status"] == "ok" and row["steps"] == 3 and row["step_s"] > 0
     assert row["steps_per_s"] == pytest.approx(1 / row["step_s"])
@@ -82,3 +82,16 @@ def test_the_paper_grid_is_measured_and_sized():
     sized = est[est["missing"] == ""]
     assert set(sized["dataset"].str.split("-fs").str[0]) == {"ms", "myeloid", "pancreas"}
     assert (sized["seconds"] == sized["steps"]).all() and (sized["seeds"] == 5).all()
+
+
+def test_steps_per_second_benchmark_runs_the_configured_grid_on_cpu(tmp_path):
+    import yaml
+
+    cfg = {"seeds": [0], "datasets": {"synthetic": {"source": "synthetic", "synthetic": {"n_cells": 100, "n_genes": 40, "n_cell_types": 3, "seed": 0}}},
+           "annotation": {"datasets": ["synthetic"], "methods": ["majority", "scgpt-full", "scgpt-genohoption-p"]},
+           "imputation": {"datasets": []}, "graphs": {"datasets": ["synthetic"]}, "embedding": {"datasets": []},
+           "params": {"scgpt": {"d_model": 16, "n_layers": 1, "n_heads": 2, "batch_size": 4, "max_len": 24}}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    frame = steps.main(["--config", str(tmp_path / "c.yaml"), "--steps", "2", "--warmup", "1", "--csv", str(tmp_path / "s.csv")])
+    assert list(zip(frame["backbone"], frame["kernel"])) == [("scgpt", "full"), ("scgpt", "genohoption-p")]
+    assert (frame["n_genes"] == 40).all() and (frame["steps"] == 2).all() and (frame["steps_per_s"] > 0).all()

@@ -112,6 +112,9 @@ def expected_jobs() -> dict[str, int]:
         "report_extras": 1,
         "report_studies": 1,
         "report_significance": 1,
+        # learning-curve figures, one per task with trained runs: annotation, doublet, imputation
+        # (DCA), perturbation (the generators), pretraining
+        "report_curves": 5,
         "all": 1,
     }
     jobs["total"] = sum(jobs.values())
@@ -191,9 +194,9 @@ def test_paper_config_validates_and_lists_the_papers_methods():
     assert pert["datasets"] == PERTURB_DATASETS and pert["methods"] == PERTURB_CONTROLS + PERTURB_GENERATORS
     assert {cfg["datasets"][d]["source"] for d in PERTURB_DATASETS} == {"gears_adamson", "gears_norman"}
     gen = pert["params"]["scgpt"]
-    assert (gen["lr"], gen["batch_size"], gen["epochs"], gen["max_len"], gen["steps_per_epoch"]) == (1e-4, 32, 15, 1536, None)
+    assert (gen["lr"], gen["batch_size"], gen["epochs"], gen["max_len"]) == (1e-4, 32, 15, 1536)
     assert gen["predict_cells"] is None and gen["valid_cells"] is None  # GEARS: every test cell (paired control) and validation cell
-    assert all(k not in gen for k in ("batchnorm", "decoder", "cls_token"))  # GenoHoption's model: the defaults
+    assert (gen["batchnorm"], gen["decoder"], gen["cls_token"]) == (True, "expr", None)  # GenoHoption's model: the defaults
     profile = cfg["profile"]
     assert (profile["heads"], profile["dim"], profile["batches"], profile["dtype"], profile["repeats"]) == (8, 256, [32], "float16", 10)
     from scfmbench.profile import mechanism_names
@@ -256,7 +259,8 @@ def test_default_config_groups_each_transformers_seeds():
     assert sorted(job.group(1).split(", ")) == sorted(
         f"results/{kind}/{dataset}/{method}/seed{seed}{suffix}"
         for seed in seeds
-        for kind, suffix in (("annotation", "/predictions.csv"), ("annotation", "/run.json"), ("embedding", "/embedding.npz"), ("benchmarks/annotation", ".tsv"))
+        for kind, suffix in (("annotation", "/predictions.csv"), ("annotation", "/run.json"), ("annotation", "/curves.csv"), ("embedding", "/embedding.npz"),
+                             ("benchmarks/annotation", ".tsv"))
     )
 
 

@@ -365,12 +365,36 @@ def test_genohoption_loss_by_hand():
 def test_generator_trains_and_predicts(small, small_split, method):
     from scfmbench.perturbation import predict
 
-    params = dict(epochs=2, steps_per_epoch=2, valid_cells=32, predict_cells=4, max_len=48, kernel_config={"longformer": {"window": 8}})
+    params = dict(epochs=2, valid_cells=32, predict_cells=4, max_len=48, kernel_config={"longformer": {"window": 8}})
     conds, means, record = predict(method, small, small_split, seed=0, params=params)
     assert means.shape == (len(conds), small.n_vars) and np.isfinite(means).all()
     assert record["loss"] == ("genohoption" if method.endswith("paperloss") else "mse")
     assert (record["graph"] is not None) == ("genohoption" in method.split("-", 1)[1].removesuffix("-paperloss"))
     np.testing.assert_array_equal(means, predict(method, small, small_split, seed=0, params=params)[1])
+
+
+def test_generator_epochs_are_passes_over_every_training_pair_and_the_lr_decays_per_epoch(small, small_split):
+    """scGPT's units: an epoch is one pass over the training pairs (every cell of a training
+    condition and every control), StepLR(1, gamma) steps once per such epoch."""
+    import math
+
+    from scfmbench.perturbation import predict
+
+    params = dict(epochs=3, patience=5, lr=0.01, lr_gamma=0.5, batch_size=16, valid_cells=16, predict_cells=2, max_len=32)
+    _, _, record = predict("scgpt-full", small, small_split, seed=0, params=params)
+    curve = record["history"]["curve"]
+    cond = small.obs["condition"].astype(str).to_numpy()
+    n_pairs = int(np.isin(cond, small_split.conditions("train")).sum())  # ctrl is a training condition
+    per_epoch = math.ceil(n_pairs / 16)
+    assert curve["step"] == [per_epoch, 2 * per_epoch, 3 * per_epoch]
+    assert curve["lr"] == pytest.approx([0.01, 0.005, 0.0025])
+    assert curve["stop_reason"] == "epoch_cap" and curve["criterion"] == "valid -MSE"
+
+
+def test_a_validation_interval_is_no_option_of_the_generator():
+    from scfmbench.perturbation.generator import TRAIN_DEFAULTS
+
+    assert "steps_per_epoch" not in TRAIN_DEFAULTS
 
 
 def test_unknown_generator_kernel_is_an_error(small, small_split):
@@ -674,7 +698,7 @@ def test_generator_run_record_counts_isolated_perturbed_genes(small, small_split
 
     from scfmbench.perturbation import predict
 
-    params = dict(epochs=1, steps_per_epoch=1, valid_cells=16, predict_cells=2, max_len=48)
+    params = dict(epochs=1, valid_cells=16, predict_cells=2, max_len=48)
     graph = {"top_h": 1, "delta": 0.999, "trrust": False}
     with caplog.at_level(logging.WARNING, logger="scfmbench.perturbation.generator"):
         _, _, rec = predict("scgpt-genohoption-p", small, small_split, seed=0, params={**params, "cls_token": False}, graph_params=graph)
@@ -704,7 +728,7 @@ def test_generator_predicts_every_test_cell_by_default(small, small_split, monke
 
     monkeypatch.setattr(generator._Pairs, "__init__", spy)
     test_rows = set(np.flatnonzero(small.obs["condition"].isin(small_split.conditions("test")).to_numpy()).tolist())
-    params = dict(epochs=1, steps_per_epoch=1, valid_cells=8, max_len=32)
+    params = dict(epochs=1, valid_cells=8, max_len=32)
     predict("scgpt-full", small, small_split, seed=0, params={**params, "predict_cells": None})
     assert test_rows <= set(seen)
     seen.clear()

@@ -294,7 +294,7 @@ def test_every_schema_option_is_accepted_by_its_method(tmp_path):
     params = method_params(cfg, "scgpt-full")
     assert set(params) == set(accepted_options()["scgpt"])
     assert split.conditions("val")  # 5 genes: 3 drawn for training, 1 of them to validation
-    predict("scgpt-full", adata, split, seed=0, params={**params, "epochs": 1, "steps_per_epoch": 1})
+    predict("scgpt-full", adata, split, seed=0, params={**params, "epochs": 1})
     with pytest.raises(InputError, match="max_steps"):
         validate_config({"datasets": {"pbmc68k": {"source": "pbmc68k"}, "p": {"source": "synthetic_perturb"}}, "perturbation": {"datasets": ["p"], "params": {"scgpt": {"max_steps": 5}}}}, SCHEMA)
 

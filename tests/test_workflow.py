@@ -78,7 +78,7 @@ TINY = {
         "perturb_tiny": {"source": "synthetic_perturb", "perturbseq": {"n_genes": 60, "n_singles": 10, "n_combos": 8, "cells_per_condition": 12, "n_control": 60}},
     },
     "perturbation": {"datasets": ["perturb_tiny"], "methods": ["no_change", "train_mean", "oracle", "scgpt-genohoption-p", "ctrl_plus_half"],
-                     "params": {"scgpt": {"epochs": 1, "steps_per_epoch": 2, "valid_cells": 16, "predict_cells": 4}}},
+                     "params": {"scgpt": {"epochs": 1, "valid_cells": 16, "predict_cells": 4}}},
     "annotation": {"datasets": ["pbmc68k", "synthetic"], "methods": ["majority", "logreg", "scgpt-full", "scgpt-genohoption-p", "nearest_centroid"]},
     # One few-shot fraction and one value of each option GenoHoption-p takes: the study grids' plumbing.
     "fewshot": {"datasets": ["synthetic"], "methods": ["logreg"], "fractions": [0.5]},

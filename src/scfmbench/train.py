@@ -66,15 +66,16 @@ def predict_logits(model: nn.Module, inputs, *, batch_size: int, device, amp: st
 
 def fit(model: nn.Module, *, train: Callable[[int], object], loss: Callable, score: Callable[[nn.Module], float], epochs: int, batch_size: int,
         lr: float, lr_gamma: float = 0.9, patience: int = 5, seed: int = 0, device=None, weight_decay: float = 0.0, score_name: str = "score",
-        steps_per_epoch: int | None = None, amp: str | None = None, cap: str = "epoch_cap") -> History:
+        amp: str | None = None, cap: str = "epoch_cap") -> History:
     """The loop every task trains with: Adam + StepLR (scGPT's fine-tuning recipe), early stopping on
     a validation score (higher is better), the best validation state restored at the end.
 
     ``train(epoch)`` returns the training inputs for that epoch (re-tokenized each epoch so long cells
     see a new random subset of genes); ``loss(model, inputs, idx)`` is the loss of the batch of rows
     ``idx``; ``score(model)`` the validation score after each epoch (``None``: minus the epoch's mean
-    training loss). Batches come in a seeded random order; ``steps_per_epoch`` (None: all) caps the
-    batches of an epoch, so that an epoch is a validation interval of a fixed cost. ``amp``: mixed
+    training loss). An epoch is one pass over every training input, in a seeded random order (the
+    official units: scGPT's StepLR(1, gamma) and its patience count such epochs; no block of an
+    arbitrary number of batches stands in for one). ``amp``: mixed
     precision (:data:`AMP_DTYPES`) for the loss's forward pass; weights, optimizer and the loss
     (autocast runs cross-entropy and MSE in float32) stay float32.
 
@@ -96,8 +97,6 @@ def fit(model: nn.Module, *, train: Callable[[int], object], loss: Callable, sco
         model.train()
         inputs = train(epoch)
         order = torch.randperm(len(inputs), generator=gen)
-        if steps_per_epoch is not None:
-            order = order[: steps_per_epoch * batch_size]
         losses, lr_now = [], opt.param_groups[0]["lr"]
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]

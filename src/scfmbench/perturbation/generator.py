@@ -34,11 +34,11 @@ from scfmbench.perturbation.data import CTRL, condition_genes, gene_names
 log = logging.getLogger(__name__)
 
 PREFIX, PAPER_LOSS = "scgpt-", "-paperloss"
-_TRAIN_KEYS = ("max_len", "lr", "lr_gamma", "batch_size", "epochs", "steps_per_epoch", "patience", "weight_decay", "loss", "checkpoint", "predict_batch_size",
+_TRAIN_KEYS = ("max_len", "lr", "lr_gamma", "batch_size", "epochs", "patience", "weight_decay", "loss", "checkpoint", "predict_batch_size",
                "valid_cells", "predict_cells", "cls_token")
 # From-scratch CPU defaults (the default workflow: 5 validation intervals of 20 batches, ~100 steps);
 # config/paper.yaml has scGPT's (lr 1e-4, batch 32, 15 full epochs, max_seq_len 1536).
-TRAIN_DEFAULTS = dict(max_len=128, lr=3e-3, lr_gamma=0.9, batch_size=32, epochs=5, steps_per_epoch=20, patience=3, weight_decay=0.0, loss="mse",
+TRAIN_DEFAULTS = dict(max_len=128, lr=3e-3, lr_gamma=0.9, batch_size=32, epochs=15, patience=3, weight_decay=0.0, loss="mse",
                       checkpoint=None, predict_batch_size=256, valid_cells=None, predict_cells=None, cls_token=None)
 
 
@@ -244,8 +244,7 @@ def predict_generator(method: str, adata, split, conditions, *, seed: int, graph
 
     epochs = opts["epochs"]
     hist = fit(model, train=lambda epoch: train_pairs, loss=loss, score=score, epochs=epochs, batch_size=opts["batch_size"], lr=opts["lr"],
-               lr_gamma=opts["lr_gamma"], patience=opts["patience"], seed=seed, device=device, weight_decay=opts["weight_decay"], score_name="-MSE",
-               steps_per_epoch=opts["steps_per_epoch"])
+               lr_gamma=opts["lr_gamma"], patience=opts["patience"], seed=seed, device=device, weight_decay=opts["weight_decay"], score_name="-MSE")
     means = []
     for c in conditions:
         rows = np.flatnonzero(cond == c)
