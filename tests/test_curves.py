@@ -236,3 +236,13 @@ def test_the_curve_figure_draws_every_run(tmp_path):
         write_curves(tmp_path / f"s{seed}.csv", {"train": _curve([0.1, 0.3, 0.5, 0.6 + seed / 10], reason="step_cap")})
     plot_curves([("annotation", "d", "m", s, tmp_path / f"s{s}.csv") for s in (0, 1)], tmp_path / "c.png")
     assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_quality_report_prints_seeds_as_integers(tmp_path):
+    from scfmbench.report.quality import quality_markdown
+
+    write_curves(tmp_path / "c.csv", {"train": _curve([0.1, 0.2, 0.3, 0.4], reason="step_cap")})
+    metrics = pd.DataFrame({"task": ["annotation"] * 2, "dataset": ["d"] * 2, "method": ["m", "majority"], "seed": [0, 0], "metric": ["macro_f1"] * 2,
+                            "value": [0.1, 0.5]})
+    md = quality_markdown(quality_checks(metrics, curves=[("annotation", "d", "m", 3, tmp_path / "c.csv")]))
+    assert "| not converged | annotation | d | m | 3 |" in md and "| below control | annotation | d | m |  |" in md

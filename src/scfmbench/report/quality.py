@@ -173,5 +173,6 @@ def quality_markdown(checks: pd.DataFrame) -> str:
                 "every trained run converged before its cap.\n")
     lines = ["| check | task | dataset | method | seed | metric | detail |", "|---|---|---|---|---|---|---|"]
     for r in checks.itertuples(index=False):
-        lines.append("| " + " | ".join("" if pd.isna(v) else str(v) for v in r) + " |")
+        # a column with empty cells is float: seed 0 prints as 0, not 0.0
+        lines.append("| " + " | ".join("" if pd.isna(v) else str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in r) + " |")
     return f"{len(checks)} problem(s) found:\n\n" + "\n".join(lines) + "\n"
