@@ -189,6 +189,13 @@ def _canonical(src: torch.Tensor, dst: torch.Tensor, valid: torch.Tensor, L: int
         dup[:, 1:] = key[:, 1:] == key[:, :-1]
         key = torch.where(dup, torch.full_like(key, sentinel), key)
         key, _ = torch.sort(key, dim=1)  # duplicates -> sentinel -> end of the row
+    return _canonical_from_sorted(key, L)
+
+
+def _canonical_from_sorted(key: torch.Tensor, L: int):
+    """The fields of a canonical :class:`EdgePattern` from (B, E') keys ``dst * L + src``, each row
+    sorted ascending (duplicates kept only where meant), empty slots ``L * L`` at the end."""
+    sentinel = L * L
     valid = key < sentinel
     E = int(valid.sum(1).max()) if valid.numel() else 0
     key, valid = key[:, :E], valid[:, :E]
@@ -404,3 +411,33 @@ def graph_pattern(adjacency, gene_index: torch.Tensor, *, n_global: int = 0, sel
     valid = torch.zeros(B, E, dtype=torch.bool, device=device)
     src[e_cell, slot], dst[e_cell, slot], valid[e_cell, slot] = e_src, e_dst, True
     return EdgePattern(*_canonical(src, dst, valid, L, dedup=dedup))
+
+
+def pattern_rows(pattern: EdgePattern, base: int) -> list[torch.Tensor]:
+    """Per cell of a canonical ``pattern``, its valid edges as one sorted int64 vector of keys
+    ``dst * base + src`` (``base`` >= L; a fixed base makes the keys independent of the length
+    the batch was padded to). The inverse of :func:`pattern_from_rows`."""
+    if base < pattern.n_nodes:
+        raise InputError(f"pattern_rows: base {base} is below the pattern's length {pattern.n_nodes}")
+    counts = pattern.valid.sum(1).tolist()
+    key = pattern.dst * base + pattern.src
+    return [key[b, :n] for b, n in enumerate(counts)]
+
+
+def pattern_from_rows(rows: list[torch.Tensor], L: int, base: int) -> EdgePattern:
+    """The canonical (B, E) pattern on L tokens whose cell b has the edges ``rows[b]``: sorted keys
+    ``dst * base + src`` as :func:`pattern_rows` gives them. Equal, tensor for tensor, to the
+    pattern they were taken from (the same canonical-form code runs on the same keys)."""
+    B = len(rows)
+    device = rows[0].device if rows else None
+    counts = torch.tensor([r.numel() for r in rows], dtype=torch.long, device=device)
+    E = int(counts.max()) if B else 0
+    key = torch.full((B, E), L * L, dtype=torch.long, device=device)
+    if E:
+        flat = torch.cat(rows).long()
+        dst, src = torch.div(flat, base, rounding_mode="floor"), flat.remainder(base)
+        if int(dst.max()) >= L or int(src.max()) >= L:
+            raise InputError(f"pattern_from_rows: an edge's endpoint lies outside [0, {L})")
+        flat = dst.mul_(L).add_(src)
+        key[torch.arange(E, device=device)[None] < counts[:, None]] = flat  # row by row, in order
+    return EdgePattern(*_canonical_from_sorted(key, L))
