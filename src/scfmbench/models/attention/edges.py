@@ -400,17 +400,19 @@ def graph_pattern(adjacency, gene_index: torch.Tensor, *, n_global: int = 0, sel
         dsts.append(gd[None].expand(B, -1)[ok])
     e_cell, e_src, e_dst = torch.cat(cells), torch.cat(srcs), torch.cat(dsts)
 
-    # scatter the flat list into (B, E) slots
-    counts = torch.bincount(e_cell, minlength=B)
-    order = torch.argsort(e_cell, stable=True)
-    e_cell, e_src, e_dst = e_cell[order], e_src[order], e_dst[order]
-    E = int(counts.max()) if e_cell.numel() else 0
-    slot = torch.arange(e_cell.numel(), device=device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
-    src = torch.zeros(B, E, dtype=torch.long, device=device)
-    dst = torch.zeros_like(src)
-    valid = torch.zeros(B, E, dtype=torch.bool, device=device)
-    src[e_cell, slot], dst[e_cell, slot], valid[e_cell, slot] = e_src, e_dst, True
-    return EdgePattern(*_canonical(src, dst, valid, L, dedup=dedup))
+    # canonical form in one pass: one sort of the (cell, dst, src) keys of all cells (unique: the
+    # duplicates dropped too, unless ``dedup`` is False), each cell's sorted keys dst * L + src
+    # into its row; the same rows as sorting every cell's slots (``_canonical``), without the
+    # scatter into unsorted slots and the two row-wise sorts
+    key = (e_cell * L + e_dst) * L + e_src
+    key = torch.unique(key, sorted=True) if dedup else torch.sort(key).values
+    cell = torch.div(key, L * L, rounding_mode="floor")
+    counts = torch.bincount(cell, minlength=B)
+    E = int(counts.max()) if key.numel() else 0
+    slot = torch.arange(key.numel(), device=device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    rows = torch.full((B, E), L * L, dtype=torch.long, device=device)
+    rows[cell, slot] = key - cell * (L * L)
+    return EdgePattern(*_canonical_from_sorted(rows, L))
 
 
 def pattern_rows(pattern: EdgePattern, base: int) -> list[torch.Tensor]:
