@@ -254,15 +254,18 @@ class TokenGraph:
         keys = [(device, host[b, : length[b]].tobytes()) for b in range(B)]
         rows = [self._cells.get(key) for key in keys]
         missing = [b for b, row in enumerate(rows) if row is None]
+        whole = None
         if missing:
-            built = pattern_rows(self._pattern(nodes[missing] if len(missing) < B else nodes), _CELL_KEY_BASE)
-            for b, row in zip(missing, built):
+            whole = self._pattern(nodes[missing] if len(missing) < B else nodes)
+            for b, row in zip(missing, pattern_rows(whole, _CELL_KEY_BASE)):
                 row = row.to(torch.int32)  # dst * 2^15 + src < 2^30
                 rows[b] = row
                 size = row.numel() * row.element_size() + len(keys[b][1])
                 if self._cell_bytes + size <= self.CELL_CACHE_BYTES and keys[b] not in self._cells:
                     self._cells[keys[b]] = row
                     self._cell_bytes += size
+        if len(missing) == B:  # a batch of new cells: its pattern was just built
+            return whole
         return pattern_from_rows(rows, L, _CELL_KEY_BASE)
 
     def _n_global(self) -> int:
