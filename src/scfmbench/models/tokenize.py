@@ -33,7 +33,7 @@ from scfmbench.models.attention import EdgePattern, graph_pattern
 from scfmbench.models.attention.edges import pattern_from_rows, pattern_rows
 
 PAD_ID, CLS_ID, N_SPECIAL = 0, 1, 2
-_CELL_KEY_BASE = 2**15  # TokenGraph's kept edge lists: keys dst * base + src in int32, for L <= base
+_CELL_MAX_LEN = 2**15  # TokenGraph keeps cells' edge lists as int16 positions: for L <= 2^15
 
 
 @dataclass
@@ -212,7 +212,7 @@ class TokenGraph:
             raise InputError("TokenGraph: a graph with a CLS node needs sequences with a CLS token (cls_token=True)")
         self.n_genes = self.adjacency.shape[0] - int(self.cls_node)
         self._torch: dict[str, torch.Tensor] = {}
-        self._cells: dict[tuple[str, bytes], torch.Tensor] = {}  # per cell: its edges (see pattern)
+        self._cells: dict[tuple[str, bytes], tuple] = {}  # per cell: its edges (see pattern)
         self._cell_bytes = 0
 
     @classmethod
@@ -243,7 +243,7 @@ class TokenGraph:
             raise InputError(f"a token refers to gene {int(gene_ids.max()) - N_SPECIAL}, but the gene graph has {self.n_genes} genes")
         nodes = self.node_index(gene_ids)
         B, L = nodes.shape
-        if not self.CELL_CACHE_BYTES or not B or L > _CELL_KEY_BASE:
+        if not self.CELL_CACHE_BYTES or not B or L > _CELL_MAX_LEN:
             return self._pattern(nodes)
         host = nodes.cpu().numpy()
         real = host >= 0
@@ -257,16 +257,15 @@ class TokenGraph:
         whole = None
         if missing:
             whole = self._pattern(nodes[missing] if len(missing) < B else nodes)
-            for b, row in zip(missing, pattern_rows(whole, _CELL_KEY_BASE)):
-                row = row.to(torch.int32)  # dst * 2^15 + src < 2^30
+            for b, row in zip(missing, pattern_rows(whole, torch.int16)):  # positions < 2^15
                 rows[b] = row
-                size = row.numel() * row.element_size() + len(keys[b][1])
+                size = sum(t.numel() * t.element_size() for t in row) + len(keys[b][1])
                 if self._cell_bytes + size <= self.CELL_CACHE_BYTES and keys[b] not in self._cells:
                     self._cells[keys[b]] = row
                     self._cell_bytes += size
         if len(missing) == B:  # a batch of new cells: its pattern was just built
             return whole
-        return pattern_from_rows(rows, L, _CELL_KEY_BASE)
+        return pattern_from_rows(rows, L, unique=not self.multigraph)
 
     def _n_global(self) -> int:
         # Without a CLS token (the perturbation generator) no position is global.

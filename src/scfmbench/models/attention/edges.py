@@ -415,31 +415,38 @@ def graph_pattern(adjacency, gene_index: torch.Tensor, *, n_global: int = 0, sel
     return EdgePattern(*_canonical_from_sorted(rows, L))
 
 
-def pattern_rows(pattern: EdgePattern, base: int) -> list[torch.Tensor]:
-    """Per cell of a canonical ``pattern``, its valid edges as one sorted int64 vector of keys
-    ``dst * base + src`` (``base`` >= L; a fixed base makes the keys independent of the length
-    the batch was padded to). The inverse of :func:`pattern_from_rows`."""
-    if base < pattern.n_nodes:
-        raise InputError(f"pattern_rows: base {base} is below the pattern's length {pattern.n_nodes}")
+def pattern_rows(pattern: EdgePattern, dtype: torch.dtype = torch.long) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Per cell of a canonical ``pattern``: its valid edges' (src, dst) and their (src, dst) order
+    (the valid part of ``src_order``); positions in ``dtype``, the order in int32 (int64 past
+    2^31 slots). The inverse of :func:`pattern_from_rows`."""
     counts = pattern.valid.sum(1).tolist()
-    key = pattern.dst * base + pattern.src
-    return [key[b, :n] for b, n in enumerate(counts)]
+    src, dst = pattern.src.to(dtype), pattern.dst.to(dtype)
+    order = pattern.src_order.to(torch.int32 if pattern.src.shape[1] < 2**31 else torch.long)
+    return [(src[b, :n], dst[b, :n], order[b, :n]) for b, n in enumerate(counts)]
 
 
-def pattern_from_rows(rows: list[torch.Tensor], L: int, base: int) -> EdgePattern:
-    """The canonical (B, E) pattern on L tokens whose cell b has the edges ``rows[b]``: sorted keys
-    ``dst * base + src`` as :func:`pattern_rows` gives them. Equal, tensor for tensor, to the
-    pattern they were taken from (the same canonical-form code runs on the same keys)."""
+def pattern_from_rows(rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], L: int, *, unique: bool = True) -> EdgePattern:
+    """The canonical (B, E) pattern on L tokens whose cell b has the edges of ``rows[b]`` (as
+    :func:`pattern_rows` gives them, from patterns of any length): equal, tensor for tensor, to
+    the canonical form of those edges (:func:`_canonical` / ``graph_pattern``). Valid slots come
+    first in every row; ``src_order`` lists them in (src, dst) order, then the empty slots in
+    increasing order, as the canonical form's argsort puts its equal sentinel keys (taken from
+    the rows only where the edges are ``unique``; with parallel edges the argsort runs again)."""
     B = len(rows)
-    device = rows[0].device if rows else None
-    counts = torch.tensor([r.numel() for r in rows], dtype=torch.long, device=device)
+    device = rows[0][0].device if rows else None
+    counts = torch.tensor([r[0].numel() for r in rows], dtype=torch.long, device=device)
     E = int(counts.max()) if B else 0
-    key = torch.full((B, E), L * L, dtype=torch.long, device=device)
+    valid = torch.arange(E, device=device)[None] < counts[:, None]
+    src = torch.zeros(B, E, dtype=torch.long, device=device)
+    dst = torch.zeros_like(src)
     if E:
-        flat = torch.cat(rows).long()
-        dst, src = torch.div(flat, base, rounding_mode="floor"), flat.remainder(base)
-        if int(dst.max()) >= L or int(src.max()) >= L:
+        src[valid], dst[valid] = torch.cat([r[0] for r in rows]).long(), torch.cat([r[1] for r in rows]).long()  # row by row, in order
+        if int(src.max()) >= L or int(dst.max()) >= L:
             raise InputError(f"pattern_from_rows: an edge's endpoint lies outside [0, {L})")
-        flat = dst.mul_(L).add_(src)
-        key[torch.arange(E, device=device)[None] < counts[:, None]] = flat  # row by row, in order
-    return EdgePattern(*_canonical_from_sorted(key, L))
+    if unique:
+        src_order = torch.arange(E, device=device).repeat(B, 1)
+        if E:
+            src_order[valid] = torch.cat([r[2] for r in rows]).long()
+    else:
+        src_order = torch.argsort(torch.where(valid, src * L + dst, torch.full_like(src, L * L)), dim=1)
+    return EdgePattern(src, dst, valid, L, src_order)
