@@ -294,12 +294,18 @@ def test_bigbird_official_random_density(seed):
     assert kernel.n_random == 0 and build_kernel("bigbird").n_random == 16  # 16 per query when no density is given
 
 
+@pytest.mark.parametrize("table", [True, False])
 @pytest.mark.parametrize("dedup", [True, False])
-def test_graph_pattern_rows_match_a_loop_reference(dedup):
+def test_graph_pattern_rows_match_a_loop_reference(dedup, table, monkeypatch):
     """Every cell's row, slot by slot, against edges listed by Python loops over its token pairs:
     sorted by (dst, src), parallel edges of a repeated CSR column kept once per copy exactly when
     ``dedup`` is False, empty slots at the end, ``src_order`` the (src, dst) order of the valid
-    slots; padding tokens and cells without genes included."""
+    slots; padding tokens and cells without genes included. Both ways of finding a neighbour
+    gene's position (the (cell, gene) table, and the sorted search for large B x G)."""
+    from scfmbench.models.attention import edges as edges_module
+
+    if not table:
+        monkeypatch.setattr(edges_module, "_POSITION_TABLE_MAX", 0)
     rng = np.random.default_rng(1)
     n_genes, Bq, Lq = 15, 4, 11
     a = sp.random(n_genes, n_genes, density=0.3, random_state=2, format="csr")

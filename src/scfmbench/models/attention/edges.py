@@ -330,6 +330,9 @@ def _csr_arrays(adjacency, device) -> tuple[torch.Tensor, torch.Tensor, int]:
     return (torch.as_tensor(a.indptr.astype(np.int64), device=device), torch.as_tensor(a.indices.astype(np.int64), device=device), a.shape[0])
 
 
+_POSITION_TABLE_MAX = 2**24  # graph_pattern: a (cell, gene) -> position table up to this many entries
+
+
 def graph_pattern(adjacency, gene_index: torch.Tensor, *, n_global: int = 0, self_loops: bool = True, dedup: bool = True) -> EdgePattern:
     """Per cell, the subgraph of a gene graph induced by the genes the cell carries (Seq2Graph).
 
@@ -378,14 +381,21 @@ def graph_pattern(adjacency, gene_index: torch.Tensor, *, n_global: int = 0, sel
     offset = torch.arange(int(deg.sum()), device=device) - torch.repeat_interleave(torch.cumsum(deg, 0) - deg, deg)
     e_gene = indices[torch.repeat_interleave(start, deg) + offset]
 
-    # position of the neighbour gene in the same cell: search the cell's sorted (cell, gene) keys
-    stride = G + 1
-    keys = torch.where(in_graph, torch.arange(B, device=device)[:, None] * stride + g, torch.full_like(g, B * stride))
-    sorted_keys, order = torch.sort(keys.reshape(-1))
-    query = e_cell * stride + e_gene
-    hit = torch.searchsorted(sorted_keys, query).clamp_max(sorted_keys.numel() - 1)
-    found = sorted_keys[hit] == query
-    e_cell, e_src, e_dst = e_cell[found], e_src[found], order[hit[found]] % L
+    # position of the neighbour gene in the same cell (genes are unique per cell)
+    if B * G <= _POSITION_TABLE_MAX:  # a (B, G) table of each cell's gene positions: one gather
+        table = torch.full((B, G), -1, dtype=torch.long, device=device)
+        table[cb, g[cb, cj]] = cj
+        e_dst = table[e_cell, e_gene]
+        found = e_dst >= 0
+        e_cell, e_src, e_dst = e_cell[found], e_src[found], e_dst[found]
+    else:  # search the cells' sorted (cell, gene) keys
+        stride = G + 1
+        keys = torch.where(in_graph, torch.arange(B, device=device)[:, None] * stride + g, torch.full_like(g, B * stride))
+        sorted_keys, order = torch.sort(keys.reshape(-1))
+        query = e_cell * stride + e_gene
+        hit = torch.searchsorted(sorted_keys, query).clamp_max(sorted_keys.numel() - 1)
+        found = sorted_keys[hit] == query
+        e_cell, e_src, e_dst = e_cell[found], e_src[found], order[hit[found]] % L
 
     cells, srcs, dsts = [e_cell], [e_src], [e_dst]
     if self_loops:
