@@ -235,8 +235,8 @@ class TokenGraph:
         A cell's induced subgraph depends only on its token sequence, so each cell's edge list
         is built once and kept (keyed by the sequence up to its last real token; at most
         :attr:`CELL_CACHE_BYTES`): a cell seen again (next epoch, evaluation) costs a lookup, and
-        its batch's pattern is assembled from the kept lists by the same canonical-form code,
-        equal tensor for tensor to :func:`graph_pattern` on the batch. A cell whose tokens
+        its batch's pattern is assembled from the kept lists, equal to :func:`graph_pattern` on the
+        batch on every slot the kernels read (:func:`pattern_from_rows`). A cell whose tokens
         change (scGPT's per-epoch gene sampling) is built anew.
         """
         if gene_ids.numel() and int(gene_ids.max()) - N_SPECIAL >= self.n_genes:

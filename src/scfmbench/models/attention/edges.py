@@ -437,11 +437,11 @@ def pattern_rows(pattern: EdgePattern, dtype: torch.dtype = torch.long) -> list[
 
 def pattern_from_rows(rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], L: int, *, unique: bool = True) -> EdgePattern:
     """The canonical (B, E) pattern on L tokens whose cell b has the edges of ``rows[b]`` (as
-    :func:`pattern_rows` gives them, from patterns of any length): equal, tensor for tensor, to
-    the canonical form of those edges (:func:`_canonical` / ``graph_pattern``). Valid slots come
-    first in every row; ``src_order`` lists them in (src, dst) order, then the empty slots in
-    increasing order, as the canonical form's argsort puts its equal sentinel keys (taken from
-    the rows only where the edges are ``unique``; with parallel edges the argsort runs again)."""
+    :func:`pattern_rows` gives them, from patterns of any length): the canonical form of those
+    edges (``graph_pattern``'s): ``src``, ``dst``, ``valid`` equal tensor for tensor, ``src_order``
+    equal on the valid slots (the only ones the kernels read; taken from the rows where the edges
+    are ``unique``, argsorted again with parallel edges), the empty slots after them in increasing
+    order (the canonical form's argsort leaves its equal sentinel keys in no fixed order)."""
     B = len(rows)
     device = rows[0][0].device if rows else None
     counts = torch.tensor([r[0].numel() for r in rows], dtype=torch.long, device=device)
