@@ -132,6 +132,54 @@ def test_a_seeds_run_does_not_depend_on_what_ran_before_it(backbone, attention):
     np.testing.assert_array_equal(first, again)
 
 
+def _graph_kernel_runs(monkeypatch=None, cache: bool = True) -> dict:
+    """Tiny fine-tunings with graph kernels and attention dropout (geneformer-genohoption-p: dropout
+    inside the PPR recursion; scgpt-genohoption-h), one torch thread: predictions and curves."""
+    from scfmbench.data.prepare import prepare_dataset
+    from scfmbench.graphs.build import build_gene_graph
+    from scfmbench.models.tokenize import TokenGraph
+
+    from conftest import make_raw
+
+    if not cache:
+        monkeypatch.setattr(TokenGraph, "CELL_CACHE_BYTES", 0)
+    adata = prepare_dataset(make_raw(n_cells=120, n_genes=24), seed=0)
+    train = (adata.obs["split"] == "train").to_numpy()
+    graph = build_gene_graph(adata.var_names, adata.X[train], [], use_grn=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = {}
+        for backbone, attention in [("geneformer", "genohoption-p"), ("scgpt", "genohoption-h")]:
+            pred, rec = annotate_transformer(adata, backbone=backbone, attention=attention, seed=3, graph=graph, epochs=3, patience=3, d_model=16,
+                                             n_heads=2, dropout=0.2)
+            out[f"{backbone}-{attention}"] = dict(predictions=[str(p) for p in pred], train_loss=rec["history"]["train_loss"],
+                                                  valid=rec["history"]["valid_macro_f1"])
+        return out
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_graph_kernel_training_is_unchanged_by_the_speed_ups(monkeypatch):
+    """Same seed, same numbers: the graph kernels' training with the per-cell edge cache equals,
+    to the bit, the same runs building every batch's pattern anew (the code before the cache), and
+    matches the values recorded from the code before the CPU speed-ups (tests/fixtures/
+    graph_kernel_runs.json, recorded on the 2-core dev machine: equal to the bit there; a
+    tolerance of 1e-6 for other CPUs' float rounding)."""
+    import json
+    from pathlib import Path
+
+    cached = _graph_kernel_runs()
+    uncached = _graph_kernel_runs(monkeypatch, cache=False)
+    assert cached == uncached  # exact: lists of floats compared with ==
+    recorded = json.loads((Path(__file__).parent / "fixtures" / "graph_kernel_runs.json").read_text())
+    assert cached.keys() == recorded.keys()
+    for name, want in recorded.items():
+        assert cached[name]["predictions"] == want["predictions"], name
+        np.testing.assert_allclose(cached[name]["train_loss"], want["train_loss"], rtol=1e-6, atol=0)
+        np.testing.assert_allclose(cached[name]["valid"], want["valid"], rtol=1e-6, atol=0)
+
+
 def test_run_and_score_annotation(prepared, tmp_path):
     write_h5ad(prepared, tmp_path / "p.h5ad")
     run_annotation("logreg", tmp_path / "p.h5ad", tmp_path / "pred.csv", seed=0, record_path=tmp_path / "run.json")

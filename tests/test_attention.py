@@ -9,6 +9,7 @@ steps, the closed forms. All on tiny float64 inputs.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -291,6 +292,57 @@ def test_bigbird_official_random_density(seed):
     other = build_kernel("bigbird", window=w, random_density=200 / 2048, seed=seed + 1).pattern(n, None, "cpu").to_dense()[0]
     assert not torch.equal(other, got)  # the pattern changes with the seed, as the official set_seed(seed)
     assert kernel.n_random == 0 and build_kernel("bigbird").n_random == 16  # 16 per query when no density is given
+
+
+@pytest.mark.parametrize("table", [True, False])
+@pytest.mark.parametrize("dedup", [True, False])
+def test_graph_pattern_rows_match_a_loop_reference(dedup, table, monkeypatch):
+    """Every cell's row, slot by slot, against edges listed by Python loops over its token pairs:
+    sorted by (dst, src), parallel edges of a repeated CSR column kept once per copy exactly when
+    ``dedup`` is False, empty slots at the end, ``src_order`` the (src, dst) order of the valid
+    slots; padding tokens and cells without genes included. Both ways of finding a neighbour
+    gene's position (the (cell, gene) table, and the sorted search for large B x G)."""
+    from scfmbench.models.attention import edges as edges_module
+
+    if not table:
+        monkeypatch.setattr(edges_module, "_POSITION_TABLE_MAX", 0)
+    rng = np.random.default_rng(1)
+    n_genes, Bq, Lq = 15, 4, 11
+    a = sp.random(n_genes, n_genes, density=0.3, random_state=2, format="csr")
+    indptr, indices = a.indptr, a.indices
+    with warnings.catch_warnings():  # "CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        twice = torch.sparse_csr_tensor(torch.as_tensor(np.r_[0, np.cumsum(2 * np.diff(indptr))]), torch.as_tensor(np.repeat(indices, 2)),
+                                        torch.ones(2 * len(indices)), size=a.shape, check_invariants=False)  # each edge twice
+    genes = np.full((Bq, Lq), -1)
+    for b, n in enumerate((0, 4, 10, 7)):  # cell 0: CLS only
+        genes[b, 1 + np.sort(rng.choice(Lq - 1, n, replace=False))] = rng.choice(n_genes, n, replace=False)
+    p = graph_pattern(twice, torch.as_tensor(genes), n_global=1, dedup=dedup)
+    dense = a.toarray() != 0
+    for b in range(Bq):
+        want = []
+        for i in range(Lq):  # query i (dst)
+            for j in range(Lq):  # key j (src)
+                real_i, real_j = i == 0 or genes[b, i] >= 0, j == 0 or genes[b, j] >= 0
+                if not (real_i and real_j):
+                    continue
+                if i == j:
+                    want.append((i, j))  # self-loop
+                    if i == 0 and not dedup:
+                        want += [(0, 0)] * 2  # CLS: the global edges 0 -> 0 and 0 <- 0 as well
+                elif i == 0 or j == 0:
+                    want += [(i, j)]  # global CLS
+                elif dense[genes[b, j], genes[b, i]]:
+                    want += [(i, j)] * (1 if dedup else 2)
+                if i == j and i > 0 and dense[genes[b, j], genes[b, i]]:
+                    want += [] if dedup else [(i, j)] * 2  # the graph's own self-loop, twice
+        want.sort()
+        n = len(want)
+        assert int(p.valid[b].sum()) == n and bool(p.valid[b, :n].all())
+        assert list(zip(p.dst[b, :n].tolist(), p.src[b, :n].tolist())) == want
+        order = p.src_order[b, :n].tolist()
+        assert sorted(order) == list(range(n))
+        assert [(p.src[b, s].item(), p.dst[b, s].item()) for s in order] == sorted((j, i) for i, j in want)
 
 
 def test_patterns_are_canonical():

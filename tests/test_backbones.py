@@ -258,6 +258,47 @@ def test_graph_changes_what_genohoption_sees():
         assert not torch.allclose(model.hidden_states(batch)[real], ring, atol=1e-3)
 
 
+@pytest.mark.parametrize("cls_node,multigraph,cls_token", [(True, False, True), (False, False, True), (True, True, True), (False, False, False)])
+def test_token_graph_cell_cache_gives_graph_patterns_exactly(cls_node, multigraph, cls_token):
+    """TokenGraph keeps each cell's edges and assembles later batches from them: every batch's
+    pattern equals graph_pattern on the batch (called here directly, as before the cache), tensor
+    for tensor, whatever the batch's padded length; a cell whose tokens change is not served the
+    old edges; the cache holds one entry per distinct cell."""
+    from scfmbench.models.attention import graph_pattern
+
+    rng = np.random.default_rng(0)
+    n_genes = 40
+    a = sp.random(n_genes + int(cls_node), n_genes + int(cls_node), density=0.2, random_state=1, format="csr")
+    a.data[:] = rng.integers(1, 3, a.nnz) if multigraph else 1  # multigraph: edge multiplicities
+    graph = TokenGraph(a, cls_node=cls_node, multigraph=multigraph, cls_token=cls_token)
+    genes = [np.array([], dtype=np.int64)] + [rng.permutation(n_genes)[: rng.integers(1, 15)] for _ in range(9)]
+    other = np.setdiff1d(np.arange(n_genes), genes[3])[0]
+    genes.append(np.r_[genes[3][:-1], other])  # cell 3 with its last gene changed
+    cells = [np.r_[[CLS_ID] if cls_token else [], g + N_SPECIAL].astype(np.int64) for g in genes]
+    seen = set()
+    for _ in range(8):
+        chosen = rng.choice(len(cells), 5, replace=False)
+        L = max(1, max(len(cells[i]) for i in chosen) + int(rng.integers(0, 3)))  # extra padding at random
+        ids = torch.full((5, L), PAD_ID, dtype=torch.long)
+        for row, i in enumerate(chosen):
+            ids[row, : len(cells[i])] = torch.as_tensor(cells[i])
+        seen.update(int(i) for i in chosen)
+        got = graph.pattern(ids)
+        adjacency = graph._torch["cpu"] if multigraph else graph.adjacency  # a multigraph's edges repeated by multiplicity
+        want = graph_pattern(adjacency, graph.node_index(ids), n_global=int(cls_token and not cls_node),
+                             self_loops=not multigraph or not cls_node, dedup=not multigraph)
+        assert got.n_nodes == want.n_nodes == L
+        for name in ("src", "dst", "valid"):
+            assert torch.equal(getattr(got, name), getattr(want, name)), name
+        # src_order: equal on the valid slots, the only ones the kernels read (an argsort orders
+        # the empty slots' equal sentinel keys arbitrarily)
+        assert torch.equal(got.src_order.sort(1).values, torch.arange(got.src.shape[1]).expand_as(got.src))  # a permutation per row
+        n = want.valid.sum(1)
+        for b in range(len(n)):
+            assert torch.equal(got.src_order[b, : n[b]], want.src_order[b, : n[b]])
+    assert len(graph._cells) == len(seen)  # one entry per distinct cell, whatever its padding
+
+
 # ---------------------------------------------------------------------------------------------
 # the annotator
 

@@ -30,8 +30,10 @@ import torch
 from scfmbench import InputError
 from scfmbench.graphs.coexpression import bin_values, binned_layer  # noqa: F401  (bin_values: scGPT's per-cell binning, shared)
 from scfmbench.models.attention import EdgePattern, graph_pattern
+from scfmbench.models.attention.edges import pattern_from_rows, pattern_rows
 
 PAD_ID, CLS_ID, N_SPECIAL = 0, 1, 2
+_CELL_MAX_LEN = 2**15  # TokenGraph keeps cells' edge lists as int16 positions: for L <= 2^15
 
 
 @dataclass
@@ -210,6 +212,8 @@ class TokenGraph:
             raise InputError("TokenGraph: a graph with a CLS node needs sequences with a CLS token (cls_token=True)")
         self.n_genes = self.adjacency.shape[0] - int(self.cls_node)
         self._torch: dict[str, torch.Tensor] = {}
+        self._cells: dict[tuple[str, bytes], tuple] = {}  # per cell: its edges (see pattern)
+        self._cell_bytes = 0
 
     @classmethod
     def from_gene_graph(cls, graph) -> "TokenGraph":
@@ -222,11 +226,54 @@ class TokenGraph:
             return gene_ids - 1  # <pad> 0 -> -1, <cls> 1 -> node 0, gene g (g + 2) -> node g + 1
         return torch.where(gene_ids >= N_SPECIAL, gene_ids - N_SPECIAL, torch.full_like(gene_ids, -1))
 
+    # Cells' edge lists kept for reuse (see pattern), at most this many bytes per graph.
+    CELL_CACHE_BYTES = 256 * 2**20
+
     def pattern(self, gene_ids: torch.Tensor) -> EdgePattern:
-        """The (B, E) edge pattern of a batch of token sequences (CLS at position 0)."""
+        """The (B, E) edge pattern of a batch of token sequences (CLS at position 0).
+
+        A cell's induced subgraph depends only on its token sequence, so each cell's edge list
+        is built once and kept (keyed by the sequence up to its last real token; at most
+        :attr:`CELL_CACHE_BYTES`): a cell seen again (next epoch, evaluation) costs a lookup, and
+        its batch's pattern is assembled from the kept lists, equal to :func:`graph_pattern` on the
+        batch on every slot the kernels read (:func:`pattern_from_rows`). A cell whose tokens
+        change (scGPT's per-epoch gene sampling) is built anew.
+        """
         if gene_ids.numel() and int(gene_ids.max()) - N_SPECIAL >= self.n_genes:
             raise InputError(f"a token refers to gene {int(gene_ids.max()) - N_SPECIAL}, but the gene graph has {self.n_genes} genes")
-        key = str(gene_ids.device)
+        nodes = self.node_index(gene_ids)
+        B, L = nodes.shape
+        if not self.CELL_CACHE_BYTES or not B or L > _CELL_MAX_LEN:
+            return self._pattern(nodes)
+        host = nodes.cpu().numpy()
+        real = host >= 0
+        n_global = self._n_global()
+        # a cell's tokens up to its last real one (global positions always count): its cache key
+        length = np.maximum(np.where(real.any(1), L - np.argmax(real[:, ::-1], axis=1), 0), min(n_global, L))
+        device = str(gene_ids.device)
+        keys = [(device, host[b, : length[b]].tobytes()) for b in range(B)]
+        rows = [self._cells.get(key) for key in keys]
+        missing = [b for b, row in enumerate(rows) if row is None]
+        whole = None
+        if missing:
+            whole = self._pattern(nodes[missing] if len(missing) < B else nodes)
+            for b, row in zip(missing, pattern_rows(whole, torch.int16)):  # positions < 2^15
+                rows[b] = row
+                size = sum(t.numel() * t.element_size() for t in row) + len(keys[b][1])
+                if self._cell_bytes + size <= self.CELL_CACHE_BYTES and keys[b] not in self._cells:
+                    self._cells[keys[b]] = row
+                    self._cell_bytes += size
+        if len(missing) == B:  # a batch of new cells: its pattern was just built
+            return whole
+        return pattern_from_rows(rows, L, unique=not self.multigraph)
+
+    def _n_global(self) -> int:
+        # Without a CLS token (the perturbation generator) no position is global.
+        return 1 if self.cls_token and not self.cls_node else 0
+
+    def _pattern(self, nodes: torch.Tensor) -> EdgePattern:
+        """:func:`graph_pattern` of (B, L) graph nodes (no cache)."""
+        key = str(nodes.device)
         if key not in self._torch:  # the graph as a torch CSR tensor, once per device
             a = self.adjacency
             indptr, indices = a.indptr.astype(np.int64), a.indices.astype(np.int64)
@@ -239,11 +286,9 @@ class TokenGraph:
                 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
                 self._torch[key] = torch.sparse_csr_tensor(
                     torch.as_tensor(indptr), torch.as_tensor(indices), torch.ones(len(indices)),
-                    size=a.shape, check_invariants=not self.multigraph).to(gene_ids.device)
+                    size=a.shape, check_invariants=not self.multigraph).to(nodes.device)
         # A multigraph holds its self-loops with their multiplicities; the plain graph gets one each.
-        # Without a CLS token (the perturbation generator) no position is global.
-        n_global = 1 if self.cls_token and not self.cls_node else 0
-        return graph_pattern(self._torch[key], self.node_index(gene_ids), n_global=n_global,
+        return graph_pattern(self._torch[key], nodes, n_global=self._n_global(),
                              self_loops=not self.multigraph or not self.cls_node, dedup=not self.multigraph)
 
     def mean_degree(self) -> float:

@@ -189,6 +189,13 @@ def _canonical(src: torch.Tensor, dst: torch.Tensor, valid: torch.Tensor, L: int
         dup[:, 1:] = key[:, 1:] == key[:, :-1]
         key = torch.where(dup, torch.full_like(key, sentinel), key)
         key, _ = torch.sort(key, dim=1)  # duplicates -> sentinel -> end of the row
+    return _canonical_from_sorted(key, L)
+
+
+def _canonical_from_sorted(key: torch.Tensor, L: int):
+    """The fields of a canonical :class:`EdgePattern` from (B, E') keys ``dst * L + src``, each row
+    sorted ascending (duplicates kept only where meant), empty slots ``L * L`` at the end."""
+    sentinel = L * L
     valid = key < sentinel
     E = int(valid.sum(1).max()) if valid.numel() else 0
     key, valid = key[:, :E], valid[:, :E]
@@ -323,6 +330,9 @@ def _csr_arrays(adjacency, device) -> tuple[torch.Tensor, torch.Tensor, int]:
     return (torch.as_tensor(a.indptr.astype(np.int64), device=device), torch.as_tensor(a.indices.astype(np.int64), device=device), a.shape[0])
 
 
+_POSITION_TABLE_MAX = 2**24  # graph_pattern: a (cell, gene) -> position table up to this many entries
+
+
 def graph_pattern(adjacency, gene_index: torch.Tensor, *, n_global: int = 0, self_loops: bool = True, dedup: bool = True) -> EdgePattern:
     """Per cell, the subgraph of a gene graph induced by the genes the cell carries (Seq2Graph).
 
@@ -371,14 +381,21 @@ def graph_pattern(adjacency, gene_index: torch.Tensor, *, n_global: int = 0, sel
     offset = torch.arange(int(deg.sum()), device=device) - torch.repeat_interleave(torch.cumsum(deg, 0) - deg, deg)
     e_gene = indices[torch.repeat_interleave(start, deg) + offset]
 
-    # position of the neighbour gene in the same cell: search the cell's sorted (cell, gene) keys
-    stride = G + 1
-    keys = torch.where(in_graph, torch.arange(B, device=device)[:, None] * stride + g, torch.full_like(g, B * stride))
-    sorted_keys, order = torch.sort(keys.reshape(-1))
-    query = e_cell * stride + e_gene
-    hit = torch.searchsorted(sorted_keys, query).clamp_max(sorted_keys.numel() - 1)
-    found = sorted_keys[hit] == query
-    e_cell, e_src, e_dst = e_cell[found], e_src[found], order[hit[found]] % L
+    # position of the neighbour gene in the same cell (genes are unique per cell)
+    if B * G <= _POSITION_TABLE_MAX:  # a (B, G) table of each cell's gene positions: one gather
+        table = torch.full((B, G), -1, dtype=torch.long, device=device)
+        table[cb, g[cb, cj]] = cj
+        e_dst = table[e_cell, e_gene]
+        found = e_dst >= 0
+        e_cell, e_src, e_dst = e_cell[found], e_src[found], e_dst[found]
+    else:  # search the cells' sorted (cell, gene) keys
+        stride = G + 1
+        keys = torch.where(in_graph, torch.arange(B, device=device)[:, None] * stride + g, torch.full_like(g, B * stride))
+        sorted_keys, order = torch.sort(keys.reshape(-1))
+        query = e_cell * stride + e_gene
+        hit = torch.searchsorted(sorted_keys, query).clamp_max(sorted_keys.numel() - 1)
+        found = sorted_keys[hit] == query
+        e_cell, e_src, e_dst = e_cell[found], e_src[found], order[hit[found]] % L
 
     cells, srcs, dsts = [e_cell], [e_src], [e_dst]
     if self_loops:
@@ -393,14 +410,53 @@ def graph_pattern(adjacency, gene_index: torch.Tensor, *, n_global: int = 0, sel
         dsts.append(gd[None].expand(B, -1)[ok])
     e_cell, e_src, e_dst = torch.cat(cells), torch.cat(srcs), torch.cat(dsts)
 
-    # scatter the flat list into (B, E) slots
-    counts = torch.bincount(e_cell, minlength=B)
-    order = torch.argsort(e_cell, stable=True)
-    e_cell, e_src, e_dst = e_cell[order], e_src[order], e_dst[order]
-    E = int(counts.max()) if e_cell.numel() else 0
-    slot = torch.arange(e_cell.numel(), device=device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    # canonical form in one pass: one sort of the (cell, dst, src) keys of all cells (unique: the
+    # duplicates dropped too, unless ``dedup`` is False), each cell's sorted keys dst * L + src
+    # into its row; the same rows as sorting every cell's slots (``_canonical``), without the
+    # scatter into unsorted slots and the two row-wise sorts
+    key = (e_cell * L + e_dst) * L + e_src
+    key = torch.unique(key, sorted=True) if dedup else torch.sort(key).values
+    cell = torch.div(key, L * L, rounding_mode="floor")
+    counts = torch.bincount(cell, minlength=B)
+    E = int(counts.max()) if key.numel() else 0
+    slot = torch.arange(key.numel(), device=device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    rows = torch.full((B, E), L * L, dtype=torch.long, device=device)
+    rows[cell, slot] = key - cell * (L * L)
+    return EdgePattern(*_canonical_from_sorted(rows, L))
+
+
+def pattern_rows(pattern: EdgePattern, dtype: torch.dtype = torch.long) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Per cell of a canonical ``pattern``: its valid edges' (src, dst) and their (src, dst) order
+    (the valid part of ``src_order``); positions in ``dtype``, the order in int32 (int64 past
+    2^31 slots). The inverse of :func:`pattern_from_rows`."""
+    counts = pattern.valid.sum(1).tolist()
+    src, dst = pattern.src.to(dtype), pattern.dst.to(dtype)
+    order = pattern.src_order.to(torch.int32 if pattern.src.shape[1] < 2**31 else torch.long)
+    return [(src[b, :n], dst[b, :n], order[b, :n]) for b, n in enumerate(counts)]
+
+
+def pattern_from_rows(rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], L: int, *, unique: bool = True) -> EdgePattern:
+    """The canonical (B, E) pattern on L tokens whose cell b has the edges of ``rows[b]`` (as
+    :func:`pattern_rows` gives them, from patterns of any length): the canonical form of those
+    edges (``graph_pattern``'s): ``src``, ``dst``, ``valid`` equal tensor for tensor, ``src_order``
+    equal on the valid slots (the only ones the kernels read; taken from the rows where the edges
+    are ``unique``, argsorted again with parallel edges), the empty slots after them in increasing
+    order (the canonical form's argsort leaves its equal sentinel keys in no fixed order)."""
+    B = len(rows)
+    device = rows[0][0].device if rows else None
+    counts = torch.tensor([r[0].numel() for r in rows], dtype=torch.long, device=device)
+    E = int(counts.max()) if B else 0
+    valid = torch.arange(E, device=device)[None] < counts[:, None]
     src = torch.zeros(B, E, dtype=torch.long, device=device)
     dst = torch.zeros_like(src)
-    valid = torch.zeros(B, E, dtype=torch.bool, device=device)
-    src[e_cell, slot], dst[e_cell, slot], valid[e_cell, slot] = e_src, e_dst, True
-    return EdgePattern(*_canonical(src, dst, valid, L, dedup=dedup))
+    if E:
+        src[valid], dst[valid] = torch.cat([r[0] for r in rows]).long(), torch.cat([r[1] for r in rows]).long()  # row by row, in order
+        if int(src.max()) >= L or int(dst.max()) >= L:
+            raise InputError(f"pattern_from_rows: an edge's endpoint lies outside [0, {L})")
+    if unique:
+        src_order = torch.arange(E, device=device).repeat(B, 1)
+        if E:
+            src_order[valid] = torch.cat([r[2] for r in rows]).long()
+    else:
+        src_order = torch.argsort(torch.where(valid, src * L + dst, torch.full_like(src, L * L)), dim=1)
+    return EdgePattern(src, dst, valid, L, src_order)
