@@ -3,6 +3,7 @@ convergence check flags a run stopped at its cap while still improving."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from scfmbench import InputError
 from scfmbench.curves import Curve, convergence, curves_to, read_curves, report_curve, write_curves
 from scfmbench.report.quality import quality_checks
 from scfmbench.train import fit_classifier
@@ -155,17 +157,23 @@ def test_fit_records_the_learning_rate_of_each_epoch():
     assert hist.curve.lr == pytest.approx([0.1, 0.05, 0.025])
 
 
-def test_masked_pretraining_records_its_curve():
-    from scfmbench.pretrain.loop import MaskedCells, MaskedModel, train_masked
-    from scfmbench.pretrain.masking import build_strategy
+def _masked_linear():
+    """A seeded generator, 64 cells x 10 Poisson(2) values, and a linear masked model on them."""
+    from scfmbench.pretrain.loop import MaskedModel
 
     class Linear(MaskedModel):
         def predict(self, batch, mask, offset=None, shown=None):
             return self.backbone(batch.values.masked_fill(mask, 0.0))
 
     g = torch.Generator().manual_seed(0)
-    values = torch.poisson(torch.full((64, 10), 2.0), generator=g)
-    model = Linear(nn.Linear(10, 10))
+    return g, torch.poisson(torch.full((64, 10), 2.0), generator=g), Linear(nn.Linear(10, 10))
+
+
+def test_masked_pretraining_records_its_curve():
+    from scfmbench.pretrain.loop import MaskedCells, train_masked
+    from scfmbench.pretrain.masking import build_strategy
+
+    g, values, model = _masked_linear()
     hist = train_masked(model, MaskedCells(values), strategy=build_strategy("uniform"), steps=40, batch_size=8, lr=1e-2, generator=g,
                         valid=MaskedCells(values[:16]), eval_every=10)
     assert hist.curve.step == [0, 10, 20, 30, 40] and hist.curve.valid == pytest.approx(hist.valid_loss)
@@ -177,6 +185,44 @@ def test_masked_pretraining_records_its_curve():
     hist = train_masked(model, MaskedCells(values), strategy=build_strategy("uniform"), steps=40, batch_size=8, lr=1e-2, generator=g)
     assert hist.curve.step == list(range(2, 41, 2)) and hist.curve.criterion == "train loss"
     assert all(math.isnan(v) for v in hist.curve.valid)
+
+
+def test_masked_pretraining_stops_early_and_keeps_the_best_evaluated_state(monkeypatch):
+    """patience: stop after that many evaluations without a lower validation masked MSE, keep the
+    state of the best one (a model whose validation loss only gets worse after step 10 is stopped
+    at step 10 + 3 x 10 and restored to its step-10 weights)."""
+    from scfmbench.pretrain.loop import MaskedCells, train_masked
+    from scfmbench.pretrain.masking import build_strategy
+
+    g, values, model = _masked_linear()
+    snapshots = {}
+
+    # The loop calls monitor_loss at every evaluation; wrap it to see the state it scores and to
+    # make the validation loss worsen after step 10 whatever the weights do.
+    import scfmbench.pretrain.loop as loop
+
+    scores = iter([5.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+
+    def fake_monitor(m, *a, **k):
+        snapshots[len(snapshots)] = copy.deepcopy(m.state_dict())
+        return next(scores)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(loop, "monitor_loss", fake_monitor)
+        hist = train_masked(model, MaskedCells(values), strategy=build_strategy("uniform"), steps=100, batch_size=8, lr=1e-2, generator=g,
+                            valid=MaskedCells(values[:16]), eval_every=10, patience=3)
+    assert hist.curve.step == [0, 10, 20, 30, 40] and hist.curve.stop_reason == "early_stop"
+    assert len(hist.train_loss) == 40
+    for k, v in model.state_dict().items():  # the step-10 state (evaluation 1), not the last one
+        assert torch.equal(v, snapshots[1][k]) and not torch.equal(v, snapshots[4][k])
+    # Without patience: every step, the last state, the step cap.
+    model = _masked_linear()[2]
+    hist = train_masked(model, MaskedCells(values), strategy=build_strategy("uniform"), steps=30, batch_size=8, lr=1e-2, generator=g,
+                        valid=MaskedCells(values[:16]), eval_every=10)
+    assert hist.curve.step == [0, 10, 20, 30] and hist.curve.stop_reason == "step_cap"
+    with pytest.raises(InputError, match="eval_every"):
+        train_masked(model, MaskedCells(values), strategy=build_strategy("uniform"), steps=30, batch_size=8, lr=1e-2, generator=g,
+                     valid=MaskedCells(values[:16]), patience=2)
 
 
 def test_dca_records_its_curve():

@@ -249,10 +249,12 @@ def test_default_config_groups_each_transformers_seeds():
     proc = subprocess.run([*SNAKEMAKE, "-n", "--forceall", "--nolock"], cwd=REPO, capture_output=True, text=True)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
-    transformers = [f"{b}-{a}" for b in ("scgpt", "geneformer") for a in ATTENTIONS] + ["scbert-performer"]
+    default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    transformers = [m for m in default["annotation"]["methods"] if m.split("-")[0] in ("scgpt", "geneformer", "scbert")]
+    assert transformers, "the default trains no transformer"
     stats = job_stats(out)
-    assert stats["annotate_transformer"] == len(transformers) * 2  # pbmc68k, synthetic
-    seeds = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["seeds"]
+    assert stats["annotate_transformer"] == len(transformers) * len(default["annotation"]["datasets"])
+    seeds = default["seeds"]
     assert stats["annotate_control"] == len(CONTROLS) * 2 * len(seeds)  # controls stay one job per seed
     job = re.search(r"rule annotate_transformer:\n(?:    .*\n)*?    output: (.*)\n(?:    .*\n)*?    wildcards: dataset=(\w+), method=([\w-]+)\n", out)
     dataset, method = job.group(2), job.group(3)

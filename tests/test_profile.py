@@ -388,11 +388,16 @@ def test_profile_defaults_profile_nothing_and_typos_are_errors(schema_path):
         PointSpec("full", 64, 1, "sideways")
 
 
-def test_embedded_config_profiles_every_mechanism_the_issue_names():
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+@pytest.mark.parametrize("name", ["config.yaml", "cpu.yaml"])
+def test_cpu_configs_profile_the_papers_kernels_up_to_the_long_sequence_regime(name):
+    """The default profiles the attention kernels of the papers' grid; config/cpu.yaml every
+    registered mechanism the issue names (scHyena's operator, GAT, the reference implementations)."""
     from scfmbench.models.attention import KERNELS
 
-    wanted = (set(KERNELS) - {"genohoption"}) | {"schyena", "gat", "hf-longformer", "hf-bigbird", "performer-pytorch"}
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg["profile"].update(yaml.safe_load((REPO / "config" / name).read_text()).get("profile", {}))
+    grid = {"full", "genohoption-p", "genohoption-h", "longformer", "bigbird", "diffuser", "performer"}
+    wanted = grid if name == "config.yaml" else (set(KERNELS) - {"genohoption"}) | {"schyena", "gat", "hf-longformer", "hf-bigbird", "performer-pytorch"}
     assert wanted <= set(cfg["profile"]["mechanisms"])
     lengths = cfg["profile"]["lengths"]  # a scaling curve up to the long-sequence regime: lengths over a factor >= 16
     assert len(lengths) >= 2 and max(lengths) >= 8192 and max(lengths) / min(lengths) >= 16

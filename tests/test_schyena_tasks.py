@@ -235,6 +235,42 @@ def test_schyena_imputer_changes_only_zeros_and_is_seeded(_prepared_once):
     assert not np.array_equal(impute(fold, seed=1, **opts), out)
 
 
+def test_schyena_imputer_monitor_trains_without_the_validation_cells_and_stops_early(tmp_path, _prepared_once):
+    """impute_eval_every / impute_patience: the curve ends in an early stop well before the step cap,
+    every cell is still predicted, and the fold's validation cells are not trained on (with the
+    monitor alone, a fixed number of steps: changing their values changes no other cell's
+    prediction)."""
+    from scfmbench.curves import curves_to, read_curves
+    from scfmbench.impute.methods import get_imputer
+    from scfmbench.impute.protocol import fold_adata, make_masks
+
+    masked, _ = make_masks(_prepared_once, seed=0)
+    fold = fold_adata(masked, 0)
+    impute = get_imputer("schyena")
+    opts = dict(TINY_MODEL, steps=2000, batch_size=16, lr=3e-3, eval_every=5, patience=2)
+    with curves_to(tmp_path / "curves.csv"):
+        out = impute(fold, seed=0, **opts)
+    curve = read_curves(tmp_path / "curves.csv")
+    assert set(curve["stop_reason"]) == {"early_stop"} and curve["step"].max() < 2000
+    assert curve["valid"].notna().sum() >= 3
+    valid = (fold.obs["split"] == "valid").to_numpy()
+    assert valid.any() and (~valid).any()
+    x = fold.X.toarray()
+    assert out.shape == x.shape and (out[x == 0] > 0).any()
+    changed = fold.copy()
+    xv = changed.X.toarray()
+    xv[valid] = xv[valid][::-1]  # other validation cells' values in their place
+    changed.X = type(fold.X)(xv)
+    fixed = dict(opts, steps=20, patience=None)
+    again, base = impute(changed, seed=0, **fixed), impute(fold, seed=0, **fixed)
+    assert not np.array_equal(again[valid], base[valid])
+    assert np.array_equal(again[~valid], base[~valid])  # the training cells alone set the model
+    no_valid = fold.copy()
+    no_valid.obs["split"] = "train"
+    with pytest.raises(InputError, match="validation cells"):
+        impute(no_valid, seed=0, **opts)
+
+
 def test_schyena_imputer_beats_no_imputation(tmp_path, _prepared_once):
     from scfmbench.impute.methods import impute_main
     from scfmbench.impute.protocol import score_imputation, write_masks

@@ -86,7 +86,7 @@ TINY = {
     "imputation": {"datasets": ["pbmc68k", "synthetic"], "methods": ["none", "magic"]},
     # The pretraining stage's plumbing: one backbone x MAM, a few steps, then a short fine-tuning.
     "pretraining": {"datasets": ["synthetic"], "backbones": ["scgpt"], "strategies": ["mam"], "steps": 3, "finetune": {"max_steps": 4}},
-    "params": {"scgpt": {"d_model": 32, "n_layers": 1, "n_heads": 2, "epochs": 6, "batch_size": 8, "patience": 6}},
+    "params": {"scgpt": {"d_model": 32, "n_layers": 1, "n_heads": 2, "epochs": 6, "max_steps": 90, "batch_size": 8, "patience": 6}},
     # The sweep has its own tests (test_profile.py); here two small points keep the report's inputs real.
     "profile": {"mechanisms": ["full", "genohoption-p"], "lengths": [64], "passes": ["forward"], "repeats": 2},
 }

@@ -184,7 +184,8 @@ def annotation_run_files():
 def curve_records():
     """[task, dataset, method, seed, curves.csv] of every trained run the config asks for (the
     convergence check in report_extras reads them): the annotation transformers, their pretrained
-    fine-tunings and scHyena; scHyena's doublets; the perturbation generators; DCA; the pretraining
+    fine-tunings and scHyena; scHyena's doublets; the perturbation generators; DCA and the scHyena
+    imputer (a curve per fold); the pretraining
     grid and scHyena's pretraining (task 'pretraining', method '{backbone}-{strategy}')."""
     out = []
     for path in metrics_files():
@@ -196,8 +197,8 @@ def curve_records():
             "annotation": method in TRANSFORMERS or method in PRETRAINED_METHODS or method == "schyena",
             "doublet": method == "schyena",
             "perturbation": _perturbation.is_generator(method),
-            "imputation": method == "dca",
-            "denoising": method == "dca",
+            "imputation": method in ("dca", "schyena"),
+            "denoising": method in ("dca", "schyena"),
         }.get(task, False)
         if trained:
             out.append([task, dataset, method, int(seed.removeprefix("seed")), path.replace("metrics.csv", "curves.csv")])

@@ -99,6 +99,7 @@ rule impute_schyena:
         data=imputer_input,
     output:
         predictions=imputer_output(),
+        curves=IMPUTER_CURVES,
     params:
         method_params=method_params,
     threads: 1

@@ -30,6 +30,7 @@ import logging
 import numpy as np
 import torch
 
+from scfmbench import InputError
 from scfmbench.impute.methods import register_imputer
 from scfmbench.models.schyena import SCHyena, SCHyenaConfig
 from scfmbench.schyena.params import DEFAULTS
@@ -70,6 +71,8 @@ def schyena_imputer(
     mask_low: float = DEFAULTS.mask_low,
     mask_high: float = DEFAULTS.mask_high,
     mask_zeros: bool = DEFAULTS.impute_mask_zeros,
+    eval_every: int | None = DEFAULTS.impute_eval_every,
+    patience: int | None = DEFAULTS.impute_patience,
 ) -> np.ndarray:
     """Train scHyena on the fold's masked cells, then predict every zero entry (see the module docstring).
 
@@ -88,6 +91,13 @@ def schyena_imputer(
         Range of the per-batch masking probability of non-zero entries (paper: 0.05 to 0.4).
     mask_zeros
         Show every zero as the mask token during training too (matches inference; default).
+    eval_every, patience
+        With ``eval_every``: the fold's validation cells (``obs["split"] == "valid"``) are left out
+        of training and their masked MSE (random masks of their observed non-zero entries; the
+        held-out entries are zeros there, never read) is scored every ``eval_every`` steps (the
+        curve); with ``patience`` too, training stops after that many evaluations without
+        improvement and keeps the best state (``steps`` is then a cap). None: every cell trains
+        for exactly ``steps`` steps.
 
     Returns
     -------
@@ -98,9 +108,18 @@ def schyena_imputer(
     values = torch.from_numpy(dense_values(adata))  # (N, G)
     device = resolve_device(None)
     config = SCHyenaConfig(n_genes=adata.n_vars, d_model=d_model, n_layers=n_layers, order=order, filter_order=filter_order, mlp_ratio=mlp_ratio, dropout=dropout)
+    train, valid = values, None
+    if eval_every or patience:
+        is_valid = adata.obs["split"].astype(str).to_numpy() == "valid" if "split" in adata.obs else np.zeros(adata.n_obs, bool)
+        if not is_valid.any():
+            raise InputError("the schyena imputer's monitor (params.schyena.impute_eval_every / impute_patience) needs validation cells (obs['split'] == 'valid'); "
+                             "the dataset has none: set split.valid_fraction > 0, or both options to null")
+        train, valid = values[torch.from_numpy(~is_valid)], values[torch.from_numpy(is_valid)]
     with seeded(seed, device):
         model = SCHyena(config).to(device)
-        hist = train_masked(model, values, steps=steps, batch_size=batch_size, lr=lr, mask_range=(mask_low, mask_high), generator=torch.Generator().manual_seed(seed), mask_zeros=mask_zeros)
+        hist = train_masked(model, train, steps=steps, batch_size=batch_size, lr=lr, mask_range=(mask_low, mask_high), generator=torch.Generator().manual_seed(seed), mask_zeros=mask_zeros,
+                            valid=valid, eval_every=eval_every, patience=patience)
         out = predict_zeros(model, values)
-    logger.info("schyena imputer: %d cells x %d genes, %d steps in %.1f s on %s, train loss %.4f -> %.4f", *values.shape, steps, hist.seconds, device, hist.train_loss[0], hist.train_loss[-1])
+    logger.info("schyena imputer: %d cells x %d genes, %d steps in %.1f s on %s, train loss %.4f -> %.4f", *values.shape, len(hist.train_loss), hist.seconds, device, hist.train_loss[0],
+                hist.train_loss[-1])
     return out.numpy().astype(np.float32, copy=False)

@@ -14,6 +14,7 @@ The model is a :class:`MaskedModel`: ``predict(batch, mask, offset=None, shown=N
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import time
 from dataclasses import dataclass, field
@@ -170,7 +171,8 @@ def param_groups(model: nn.Module, *, lr: float, lr_pretrained: float | None, pr
 
 def train_masked(model: MaskedModel, data: MaskedCells, *, strategy: MaskingStrategy, steps: int, batch_size: int, lr: float, generator: torch.Generator,
                  valid: MaskedCells | None = None, eval_every: int | None = None, grad_clip: float | None = 1.0, weight_decay: float = 0.0,
-                 lr_pretrained: float | None = None, pretrained: set[str] | None = None, amsgrad: bool = False, new_layers: str = "loaded") -> PretrainHistory:
+                 lr_pretrained: float | None = None, pretrained: set[str] | None = None, amsgrad: bool = False, new_layers: str = "loaded",
+                 patience: int | None = None) -> PretrainHistory:
     """Masked expression modelling on ``data``, on the model's device, in place.
 
     Each step: a batch (shuffled epochs), ``strategy.draw`` (masks, MAM's summary and L2 term),
@@ -180,10 +182,16 @@ def train_masked(model: MaskedModel, data: MaskedCells, *, strategy: MaskingStra
     whose one ``clip_grad_norm_`` call precedes training). Parameter groups: :func:`param_groups`. ``valid``:
     monitoring cells, masked once (Bernoulli of the non-zero values at ``strategy.monitor_ratio``)
     and scored before training, every ``eval_every`` steps and at the end. ``generator`` drives
-    batch order and masks.
+    batch order and masks. ``patience``: stop once the validation masked MSE has not improved for
+    this many evaluations in a row (needs ``valid`` and ``eval_every``) and keep the best
+    evaluated state (also when the step cap ends the run); None: ``steps`` steps, the last state
+    (MAM's released loop: a fixed number of epochs).
     """
     if steps < 1 or batch_size < 1 or len(data) == 0:
         raise InputError(f"masked training needs steps >= 1, batch_size >= 1 and at least one cell; got steps={steps}, batch_size={batch_size}, {len(data)} cells")
+    if patience is not None and (patience < 1 or not eval_every or valid is None or not len(valid)):
+        raise InputError(f"early stopping of masked training (patience={patience}) needs patience >= 1, eval_every set (got {eval_every}) and validation cells "
+                         "(obs['split'] == 'valid'); set patience to null for a fixed number of steps")
     device = next(model.parameters()).device
     data = data.to(device)
     hist = PretrainHistory(n_train_cells=len(data), n_valid_cells=0 if valid is None else len(valid))
@@ -198,13 +206,23 @@ def train_masked(model: MaskedModel, data: MaskedCells, *, strategy: MaskingStra
     # validation masked MSE (row 0: the monitor before training).
     curve_every = eval_every or max(1, steps // 20)
 
-    def monitor(step: int) -> None:
+    best = {"loss": float("inf"), "state": None, "bad": 0}
+
+    def monitor(step: int) -> bool:
+        """Score the monitoring cells (where there are), add the curve row; True: stop early."""
         valid_loss = None
         if valid_mask is not None:
             hist.eval_step.append(step)
             hist.valid_loss.append(valid_loss := monitor_loss(model, valid, valid_mask, strategy, batch_size=max(batch_size, 64)))
             log.info("step %d: valid masked MSE %.4f", step, hist.valid_loss[-1])
         record(step, valid_loss)
+        if patience is None or step == 0:
+            return False
+        if valid_loss < best["loss"]:
+            best.update(loss=valid_loss, state=copy.deepcopy(model.state_dict()), bad=0)
+            return False
+        best["bad"] += 1
+        return best["bad"] >= patience
 
     def record(step: int, valid_loss: float | None) -> None:
         since = hist.train_loss[hist.curve.step[-1] if hist.curve.step else 0 :]
@@ -217,6 +235,7 @@ def train_masked(model: MaskedModel, data: MaskedCells, *, strategy: MaskingStra
     start = time.perf_counter()
     monitor(0)
     stream = batches(len(data), batch_size, generator)
+    stopped = False
     for step in range(1, steps + 1):
         model.train()
         b = data.batch(next(stream).to(device))
@@ -233,15 +252,20 @@ def train_masked(model: MaskedModel, data: MaskedCells, *, strategy: MaskingStra
         nonzero = b.eligible() & (b.values != 0)
         hist.mask_prob.append(drawn.ratio if drawn.ratio is not None else float((drawn.mask & nonzero).sum() / nonzero.sum().clamp_min(1)))
         if eval_every and step % eval_every == 0 and step != steps:
-            monitor(step)
+            if stopped := monitor(step):
+                break
         elif step % curve_every == 0 and step != steps:
             record(step, None)
     if valid_mask is None:
         hist.curve.criterion = "train loss"
-    monitor(steps)
-    hist.curve.stop("step_cap")
+    if not stopped:
+        stopped = monitor(steps)
+    hist.curve.stop("early_stop" if stopped else "step_cap")
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
+        log.info("kept the best evaluated state: valid masked MSE %.4f", best["loss"])
     report_curve(hist.curve, "pretrain")
     model.eval()
     hist.seconds = time.perf_counter() - start
-    log.info("masked training (%s): %d steps in %.1f s, last train loss %.4f", strategy.name, steps, hist.seconds, hist.train_loss[-1])
+    log.info("masked training (%s): %d steps in %.1f s, last train loss %.4f", strategy.name, len(hist.train_loss), hist.seconds, hist.train_loss[-1])
     return hist

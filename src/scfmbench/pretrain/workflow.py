@@ -30,7 +30,7 @@ from scfmbench.pretrain.masking import STRATEGIES, MaskingStrategy, build_strate
 log = logging.getLogger(__name__)
 
 #: Options of the ``pretraining`` block the loop reads (the rest choose the grid).
-LOOP_KEYS = ("steps", "batch_size", "lr", "lr_pretrained", "weight_decay", "grad_clip", "eval_every", "amsgrad", "new_layers")
+LOOP_KEYS = ("steps", "batch_size", "lr", "lr_pretrained", "weight_decay", "grad_clip", "eval_every", "patience", "amsgrad", "new_layers")
 
 
 def strategy_for(name: str, options: dict[str, Any]) -> MaskingStrategy:
@@ -50,7 +50,8 @@ def strategy_for(name: str, options: dict[str, Any]) -> MaskingStrategy:
 
 def pretrain_backbone(adata, *, backbone: str, strategy: MaskingStrategy, seed: int, params: dict | None = None, attention: str = "full", init: str | None = None,
                       init_key: str = "gene", steps: int = 40, batch_size: int = 16, lr: float = 1e-3, lr_pretrained: float | None = None, weight_decay: float = 5e-4,
-                      grad_clip: float | None = None, eval_every: int | None = None, amsgrad: bool = True, new_layers: str = "released", device=None):
+                      grad_clip: float | None = None, eval_every: int | None = None, patience: int | None = None, amsgrad: bool = True, new_layers: str = "released",
+                      device=None):
     """Pretrain a token backbone by masked-expression modelling on the training cells of ``adata``.
 
     Returns ``(model, history, (train cells, valid cells))``: the :class:`~scfmbench.pretrain.backbones.TokenMasked`
@@ -96,7 +97,7 @@ def pretrain_backbone(adata, *, backbone: str, strategy: MaskingStrategy, seed: 
         data, monitor = masked_cells(model, tok(train)), masked_cells(model, tok(valid)) if len(valid) else None
         hist = train_masked(model, data, strategy=strategy, steps=steps, batch_size=batch_size, lr=lr, generator=torch.Generator().manual_seed(seed), valid=monitor,
                             eval_every=eval_every, grad_clip=grad_clip, weight_decay=weight_decay, lr_pretrained=lr_pretrained, pretrained=pretrained_names,
-                            amsgrad=amsgrad, new_layers=new_layers)
+                            amsgrad=amsgrad, new_layers=new_layers, patience=patience)
     return model, hist, (data, monitor)
 
 

@@ -27,8 +27,10 @@ class SchyenaParams:
     d_model, n_layers, order, filter_order, mlp_ratio, dropout
         Model options (:class:`~scfmbench.models.schyena.SCHyenaConfig`); ``n_genes`` is the
         dataset's gene count.
-    pretrain_steps, pretrain_batch_size, pretrain_lr
-        Masked-expression pretraining on the training cells: optimizer steps, cells per step,
+    pretrain_steps, pretrain_batch_size, pretrain_lr, pretrain_eval_every, pretrain_patience
+        Masked-expression pretraining on the training cells: optimizer steps (a cap when
+        ``pretrain_patience`` stops early on the validation masked MSE, scored every
+        ``pretrain_eval_every`` steps), cells per step,
         Adam learning rate.
     mask_low, mask_high
         Range of the per-batch masking probability of non-zero entries (paper: 0.05 to 0.4).
@@ -37,7 +39,7 @@ class SchyenaParams:
         options (Adam + StepLR, early stopping on validation macro F1).
     doublet_rate
         Fraction of simulated doublets in each split after augmentation (paper: 10%).
-    impute_steps, impute_batch_size, impute_lr, impute_mask_zeros
+    impute_steps, impute_batch_size, impute_lr, impute_mask_zeros, impute_eval_every, impute_patience
         The imputer's own masked-expression training on each fold's (masked) cells; see
         :func:`scfmbench.impute.schyena.schyena_imputer`.
     umap_neighbors
@@ -53,6 +55,8 @@ class SchyenaParams:
     pretrain_steps: int = 40
     pretrain_batch_size: int = 32
     pretrain_lr: float = 0.01
+    pretrain_eval_every: int | None = None
+    pretrain_patience: int | None = None
     mask_low: float = 0.05
     mask_high: float = 0.4
     epochs: int = 15
@@ -65,6 +69,8 @@ class SchyenaParams:
     impute_batch_size: int = 16
     impute_lr: float = 0.005
     impute_mask_zeros: bool = True
+    impute_eval_every: int | None = None
+    impute_patience: int | None = None
     umap_neighbors: int = 15
 
     @classmethod
@@ -88,7 +94,8 @@ class SchyenaParams:
 
     def pretrain(self) -> dict[str, Any]:
         """Keyword arguments for :func:`scfmbench.schyena.tasks.pretrain` (besides config and seed)."""
-        return {"steps": self.pretrain_steps, "batch_size": self.pretrain_batch_size, "lr": self.pretrain_lr, "mask_range": (self.mask_low, self.mask_high)}
+        return {"steps": self.pretrain_steps, "batch_size": self.pretrain_batch_size, "lr": self.pretrain_lr, "mask_range": (self.mask_low, self.mask_high),
+                "eval_every": self.pretrain_eval_every, "patience": self.pretrain_patience}
 
     def finetune(self) -> dict[str, Any]:
         """Keyword arguments for :func:`scfmbench.schyena.tasks.finetune_classifier`."""
@@ -104,6 +111,8 @@ class SchyenaParams:
             "mask_low": self.mask_low,
             "mask_high": self.mask_high,
             "mask_zeros": self.impute_mask_zeros,
+            "eval_every": self.impute_eval_every,
+            "patience": self.impute_patience,
         }
 
 

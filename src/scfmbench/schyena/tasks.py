@@ -155,20 +155,23 @@ class SchyenaMasked(MaskedModel):
             return self.backbone.predict_expression(v, gene_ids, shown_as_mask)
 
 
-def train_masked(model: SCHyena, values: torch.Tensor, *, steps: int, batch_size: int, lr: float, mask_range: tuple[float, float] = (0.05, 0.4), generator: torch.Generator, valid: torch.Tensor | None = None, mask_zeros: bool = False, eval_every: int | None = None, grad_clip: float = 1.0) -> PretrainHistory:
+def train_masked(model: SCHyena, values: torch.Tensor, *, steps: int, batch_size: int, lr: float, mask_range: tuple[float, float] = (0.05, 0.4), generator: torch.Generator, valid: torch.Tensor | None = None, mask_zeros: bool = False, eval_every: int | None = None, grad_clip: float = 1.0,
+                 patience: int | None = None) -> PretrainHistory:
     """scHyena's masked expression modelling on ``values`` (N, G): the shared loop
     (:func:`scfmbench.pretrain.loop.train_masked`) with the ``uniform`` strategy (p ~ U(mask_range)
     per batch, Bernoulli over the non-zero entries), in place.
 
-    ``valid`` (M, G): monitoring cells, masked once with p = the middle of ``mask_range``.
+    ``valid`` (M, G): monitoring cells, masked once with p = the middle of ``mask_range``;
+    ``patience``: early stopping on their masked MSE (:func:`scfmbench.pretrain.loop.train_masked`).
     """
     return run_masked_loop(
         SchyenaMasked(model, mask_zeros=mask_zeros), MaskedCells(values), strategy=build_strategy("uniform", low=mask_range[0], high=mask_range[1]),
         steps=steps, batch_size=batch_size, lr=lr, generator=generator, valid=None if valid is None else MaskedCells(valid), eval_every=eval_every, grad_clip=grad_clip,
+        patience=patience,
     )
 
 
-def pretrain(adata, *, config: SCHyenaConfig | None = None, steps: int = DEFAULTS.pretrain_steps, batch_size: int = DEFAULTS.pretrain_batch_size, lr: float = DEFAULTS.pretrain_lr, mask_range: tuple[float, float] = (DEFAULTS.mask_low, DEFAULTS.mask_high), seed: int = 0, device=None, eval_every: int | None = None, strategy=None) -> tuple[SCHyena, PretrainHistory]:
+def pretrain(adata, *, config: SCHyenaConfig | None = None, steps: int = DEFAULTS.pretrain_steps, batch_size: int = DEFAULTS.pretrain_batch_size, lr: float = DEFAULTS.pretrain_lr, mask_range: tuple[float, float] = (DEFAULTS.mask_low, DEFAULTS.mask_high), seed: int = 0, device=None, eval_every: int | None = None, patience: int | None = None, strategy=None) -> tuple[SCHyena, PretrainHistory]:
     """Pretrain a fresh scHyena by masked expression modelling on the training cells of ``adata``.
 
     Parameters
@@ -182,6 +185,9 @@ def pretrain(adata, *, config: SCHyenaConfig | None = None, steps: int = DEFAULT
         dataset is gene id j).
     steps, batch_size, lr, mask_range
         Optimizer steps, cells per step, Adam learning rate, range of the per-batch mask probability.
+    eval_every, patience
+        Score the validation cells every ``eval_every`` steps; stop after ``patience`` evaluations
+        without a lower masked MSE and keep the best state (None: ``steps`` steps).
     strategy
         A masking strategy without a scorer (:mod:`scfmbench.pretrain.masking`); None = ``uniform``
         over ``mask_range`` (the paper's).
@@ -210,7 +216,7 @@ def pretrain(adata, *, config: SCHyenaConfig | None = None, steps: int = DEFAULT
         if strategy.needs_scorer:
             raise InputError(f"scHyena checkpoints hold the scHyena model only; masking strategy {strategy.name!r} trains a scorer beside it: use it with the token backbones")
         hist = run_masked_loop(SchyenaMasked(model), MaskedCells(torch.from_numpy(dense_values(adata, train))), strategy=strategy, steps=steps, batch_size=batch_size, lr=lr, generator=gen,
-                               valid=MaskedCells(torch.from_numpy(dense_values(adata, valid))) if len(valid) else None, eval_every=eval_every)
+                               valid=MaskedCells(torch.from_numpy(dense_values(adata, valid))) if len(valid) else None, eval_every=eval_every, patience=patience)
     return model, hist
 
 
