@@ -32,7 +32,7 @@ TAIL = 0.10
 #: ... unless that last stretch gained less than MIN_GAIN of the curve's whole gain (first
 #: evaluation to best): a curve that adds under 1% of its total improvement in its last tenth is
 #: flat to the eye and to the metrics (a noisy criterion touches a new best by a hair at the end
-#: of many converged runs; the doubled-cap check in README "Convergence" bounds what it hides).
+#: of many converged runs; the doubled-cap check in docs/curves.md "Convergence" bounds what it hides).
 MIN_GAIN = 0.01
 #: A capped run evaluated fewer times than this cannot show that it stopped learning.
 MIN_EVALS = 3

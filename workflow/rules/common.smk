@@ -149,7 +149,7 @@ def significance_files():
 
 
 def significance_config(wildcards=None):
-    """The 'significance' block: references, test, alpha, shown and main metrics (README "Statistics")."""
+    """The 'significance' block: references, test, alpha, shown and main metrics (docs/statistics.md "Statistics")."""
     return config["significance"]
 
 
@@ -417,7 +417,7 @@ def dca_original_params(wildcards):
 # Perturbation prediction (workflow/rules/perturb.smk, logic in scfmbench.perturbation): datasets in
 # GEARS' layout, one simulation split per seed, one predictor job per (dataset, method) (every seed
 # in it with resources.group_seeds), one scoring job per dataset. A method's rule file writes
-# perturb_output("<id>") per seed (README "Perturbation prediction").
+# perturb_output("<id>") per seed (docs/perturbation.md "Perturbation prediction").
 from scfmbench import perturbation as _perturbation
 
 _perturbation.check_config(config, METHOD_RULE_DIR)

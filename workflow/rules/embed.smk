@@ -1,4 +1,4 @@
-# Cell embeddings as a benchmark of their own (README "Cell embeddings"; scfmbench.embedding). The
+# Cell embeddings as a benchmark of their own (docs/embedding.md "Cell embeddings"; scfmbench.embedding). The
 # models' embeddings come from their own annotation jobs (EMBEDDING, written beside the predictions
 # by annotate_transformer, annotate_pretrained and annotate_schyena); here the controls, the scoring
 # (task 'embedding') and the UMAP grids. The table is the report rule's embedding_table.*.

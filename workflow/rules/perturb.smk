@@ -1,4 +1,4 @@
-# Perturbation prediction (GenoHoption Fig. 3; the GEARS protocol; README "Perturbation prediction").
+# Perturbation prediction (GenoHoption Fig. 3; the GEARS protocol; docs/perturbation.md "Perturbation prediction").
 # Data in GEARS' layout (X and uns as distributed; the synthetic screen gets them here), GEARS'
 # simulation split per seed, one predictor job per (dataset, method), one scoring job per dataset,
 # the Fig. 3 table and figure. Logic: scfmbench.perturbation.

@@ -162,7 +162,7 @@ rule report_studies:
         "../scripts/report_studies.py"
 
 
-# Paired significance across seeds (README "Statistics"; scfmbench.report.significance): each method
+# Paired significance across seeds (docs/statistics.md "Statistics"; scfmbench.report.significance): each method
 # against its references on the seeds both ran, Holm-adjusted per table; average ranks, Friedman and
 # Nemenyi across datasets. The summary and paper tables carry the same comparisons' markers.
 rule report_significance:

@@ -3,7 +3,7 @@
 An annotator is ``fn(adata, *, seed, **params) -> predicted labels of the test cells`` where
 ``adata`` is a prepared dataset (:mod:`scfmbench.data.contract`); it may use the train and valid
 splits and the test cells' expression, never the test labels. Register one with
-:func:`register_annotator`, or add a rule file (README, "Adding a baseline").
+:func:`register_annotator`, or add a rule file (docs/extending.md, "Adding a baseline").
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ def load_h5ad(path: str | Path, *, label_column: str | None = "cell_type", split
     check_counts(counts, where=where, fix=(
         "If the file has raw counts elsewhere, set datasets.<name>.counts_layer to that layer or 'raw'; if it holds only log(1 + normalize_total) values "
         "at full precision, natural log or log2 (as R objects often store), set datasets.<name>.recover_counts: true to invert them per cell "
-        "(the base is detected, or declare datasets.<name>.log_base; README 'Your own data')."))
+        "(the base is detected, or declare datasets.<name>.log_base; docs/own-data.md 'Your own data')."))
     if gene_symbols_column is not None:
         if gene_symbols_column not in user.var:
             raise InputError(f"{path}: gene symbol column {gene_symbols_column!r} not in var; var has {list(user.var.columns)}")

@@ -184,7 +184,7 @@ def _check_format(path: Path, entry: ManifestEntry) -> None:
         snippet = head[:80].decode("latin-1", "replace").replace("\n", " ")
         hint = ""
         if b"html" in head.lower():
-            hint = " The server sent an HTML page: the URL is not a direct download (a Google Drive confirmation page, a login page or an expired link). See README 'Paper datasets'."
+            hint = " The server sent an HTML page: the URL is not a direct download (a Google Drive confirmation page, a login page or an expired link). See docs/papers.md 'Paper datasets'."
         raise InputError(f"{entry.url}: the downloaded file is not a {entry.format} file (starts with {snippet!r}); it was deleted.{hint}")
 
 

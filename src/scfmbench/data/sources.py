@@ -240,7 +240,7 @@ def _check_inputs(name: str, source: str, roots: list[Path], cfg: dict) -> None:
     if not missing:
         return
     if cfg.get("path"):
-        raise InputError(f"datasets.{name}.path: {missing[0]} does not exist; point it at the folder or archive with the {source} files (README 'Paper datasets').")
+        raise InputError(f"datasets.{name}.path: {missing[0]} does not exist; point it at the folder or archive with the {source} files (docs/papers.md 'Paper datasets').")
     targets = " ".join(str(p) for p in missing)
     raise InputError(f"datasets.{name} (source {source}): {', '.join(map(str, missing))} not downloaded yet. Fetch with `snakemake {targets}` (rule download_file, entries in config/manifest.yaml), or set datasets.{name}.path to files you already have.")
 
@@ -338,7 +338,7 @@ def find_counts(adata: ad.AnnData, *, where: str, recover: bool = False) -> tupl
         return recover_counts(adata.X, where=f"{where} X"), adata.var, "X (counts recovered from log1p)"
     raise InputError(
         f"{where}: no raw integer counts (looked in {looked}; X holds non-integer values, i.e. normalized data). "
-        "Set datasets.<name>.recover_counts: true to invert log1p(normalize_total) per cell (README 'Paper datasets' explains the check), or provide raw counts."
+        "Set datasets.<name>.recover_counts: true to invert log1p(normalize_total) per cell (docs/papers.md 'Paper datasets' explains the check), or provide raw counts."
     )
 
 

@@ -1,4 +1,4 @@
-"""Cell embeddings as a benchmark of their own (task ``embedding``; README "Cell embeddings").
+"""Cell embeddings as a benchmark of their own (task ``embedding``; docs/embedding.md "Cell embeddings").
 
 The contract, one file per (dataset, method, seed)::
 

@@ -242,7 +242,7 @@ def fold_adata(masked, fold: int):
 def run_record(name: str, seed: int, params: dict) -> dict[str, np.ndarray]:
     """The arrays every ``predictions.npz`` carries besides its values: ``method``, ``seed``,
     ``params_json`` and ``provenance_json`` (versions, device and the thread count, which decides
-    whether a rerun gives the same numbers: README, "Reproducibility")."""
+    whether a rerun gives the same numbers: docs/reproducibility.md, "Reproducibility")."""
     from scfmbench.provenance import provenance
 
     return {

@@ -119,7 +119,7 @@ class GeneformerClassifier(nn.Module):
     def forward(self, cells: TokenizedCells, edges: EdgePattern | None = None) -> torch.Tensor:
         return self.classifier(self.dropout(self.embed(cells, edges)))  # (B, n_classes)
 
-    # The benchmark's cell embedding (README "Cell embeddings"): Geneformer's released convention,
+    # The benchmark's cell embedding (docs/embedding.md "Cell embeddings"): Geneformer's released convention,
     # the mean of the gene states of the last layer, <cls> and padding left out (Geneformer's
     # EmbExtractor, emb_mode "cell"; BioLLM's mean_nonpadding_embs), whatever the classifier reads.
     def cell_embedding(self, cells: TokenizedCells, edges: EdgePattern | None = None) -> torch.Tensor:

@@ -104,7 +104,7 @@ class ScBERTClassifier(nn.Module):
         """Mean of the token states (B, E)."""
         return masked_mean(self.hidden_states(cells, edges), cells.padding)
 
-    # The benchmark's cell embedding (README "Cell embeddings"): scBERT defines none (its conv head
+    # The benchmark's cell embedding (docs/embedding.md "Cell embeddings"): scBERT defines none (its conv head
     # reduces each token to one number); BioLLM offers <cls>, mean and sum of the encoder states.
     # Here the mean of the token states, the vector the pooling="mean" head reads.
     def cell_embedding(self, cells: TokenizedCells, edges: EdgePattern | None = None) -> torch.Tensor:

@@ -286,7 +286,7 @@ class ScFoundation(nn.Module):
             module.requires_grad_(False)
         self.encoder.layers[-2].requires_grad_(True)
 
-    # The benchmark's cell embedding (README "Cell embeddings"): get_embedding.py's pool_type "all",
+    # The benchmark's cell embedding (docs/embedding.md "Cell embeddings"): get_embedding.py's pool_type "all",
     # the classifier's input.
     def cell_embedding(self, cells: TokenizedCells, edges: EdgePattern | None = None, offset: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 4D): :meth:`embed`."""

@@ -253,7 +253,7 @@ class ScGPTClassifier(nn.Module):
     def forward(self, cells: TokenizedCells, edges: EdgePattern | None = None) -> torch.Tensor:
         return self.cls_decoder(self.embed(cells, edges))  # (B, n_classes)
 
-    # The benchmark's cell embedding (README "Cell embeddings"): scGPT's own readout, the
+    # The benchmark's cell embedding (docs/embedding.md "Cell embeddings"): scGPT's own readout, the
     # cell_emb_style the model runs with (scgpt/model/model.py _get_cell_emb_from_layer): the
     # <cls> state for "cls" (scGPT's default, a loaded checkpoint's), the mean of the real tokens
     # for "avg-pool" (the from-scratch default here, see ScGPTConfig.cell_embedding): the vector

@@ -163,7 +163,7 @@ class SCHyena(nn.Module):
         return self(values, gene_ids, mask, pad_mask=pad_mask)[:, 0]
 
     def embedding_pooling(self) -> str:
-        """The benchmark's cell embedding (README "Cell embeddings") is :meth:`embed`."""
+        """The benchmark's cell embedding (docs/embedding.md "Cell embeddings") is :meth:`embed`."""
         return "[CLS] state (scHyena's cell representation)"
 
     def classify(self, values: torch.Tensor, gene_ids: torch.Tensor, mask: torch.Tensor | None = None, *, pad_mask: torch.Tensor | None = None) -> torch.Tensor:

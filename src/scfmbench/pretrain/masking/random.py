@@ -9,7 +9,7 @@ count). A registry entry of its own, rather than ``stratified`` with other defau
 names it, with upstream's defaults: ratio 0.024 (``--masking_ratio`` 0.3 x 0.08) and advanced
 masking (experiment_9, the baseline run beside MAM's experiment_1; experiment_10 without it).
 
-Not reproduced (README "Masked pretraining"): upstream leaves a cell unmasked when all its
+Not reproduced (docs/pretraining.md "Masked pretraining"): upstream leaves a cell unmasked when all its
 visible positions would be zeros, and masks extra non-zero genes beyond 6,000 visible ones."""
 
 from __future__ import annotations
