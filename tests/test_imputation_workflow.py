@@ -19,7 +19,7 @@ from test_workflow import copy_workflow, run
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
-# The README's worked example ("Adding an imputer"), verbatim.
+# The worked example of docs/extending.md ("Adding an imputer"), verbatim.
 GENE_MEAN_RULE = textwrap.dedent(
     '''
     rule impute_gene_mean:

@@ -326,10 +326,10 @@ def test_extended_paper_grid_dry_runs():
     assert jobs["perturb_data"] == jobs["download_file"] == jobs["perturb_split"] == len(screens), jobs
 
 
-# --- end to end: every convention, counts and log-normalized, and the README's example ------------
+# --- end to end: every convention, counts and log-normalized, and docs/perturbation.md's example ---
 def readme_blocks() -> tuple[str, dict]:
-    """The python and yaml blocks of README "Your own perturbation screen"."""
-    text = (REPO / "README.md").read_text().split("### Your own perturbation screen", 1)[1].split("\n## ", 1)[0]
+    """The python and yaml blocks of docs/perturbation.md "Your own perturbation screen"."""
+    text = (REPO / "docs" / "perturbation.md").read_text().split("## Your own perturbation screen", 1)[1].split("\n## ", 1)[0]
     python = re.search(r"```python\n(.*?)```", text, re.S).group(1)
     config = yaml.safe_load(re.search(r"```yaml\n(.*?)```", text, re.S).group(1))
     return python, config
@@ -337,7 +337,7 @@ def readme_blocks() -> tuple[str, dict]:
 
 @pytest.mark.slow
 def test_workflow_gives_identical_layouts_and_metrics_in_every_convention(screen, tmp_path):
-    """One screen in three conventions x counts / log-normalized (the README's example is the
+    """One screen in three conventions x counts / log-normalized (docs/perturbation.md's example is the
     scPerturb counts copy: the same simulation) through perturb_data, perturb_split, the controls and
     baselines, scoring and the table: one GEARS layout, one set of metrics."""
     from test_workflow import copy_workflow
@@ -352,7 +352,7 @@ def test_workflow_gives_identical_layouts_and_metrics_in_every_convention(screen
     for convention, *_ in CONVENTIONS:
         for log in (False, True):
             name = f"{convention}_{'log' if log else 'counts'}"
-            if name == "scperturb_counts":  # the README's my_screen
+            if name == "scperturb_counts":  # docs/perturbation.md's my_screen
                 continue
             datasets[name] = entry(write_screen(wd / "data" / f"{name}.h5ad", screen, convention, log=log), convention, log=log)
     cfg = {"seeds": [0, 1], "datasets": {**datasets, **example["datasets"]},

@@ -42,7 +42,7 @@ TOY_RULE = textwrap.dedent(
     '''
 )
 
-# The README's perturbation example ("Perturbation prediction"): one rule file, one config entry.
+# The perturbation example of docs/extending.md ("Adding a perturbation method"): one rule file, one config entry.
 PERTURB_RULE = textwrap.dedent(
     '''
     rule perturb_ctrl_plus_half:
@@ -154,7 +154,7 @@ def test_every_job_reports(workflow_run):
 
 
 def test_perturbation_task_and_its_rule_file_method(workflow_run):
-    """The perturbation stage end to end: every (method, seed) scored per subgroup, the README's rule
+    """The perturbation stage end to end: every (method, seed) scored per subgroup, docs/extending.md's rule
     file method in the table, oracle above the controls."""
     metrics = pd.read_csv(workflow_run / "results" / "report" / "metrics.csv")
     pert = metrics[metrics.task == "perturbation"]
