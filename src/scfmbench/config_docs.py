@@ -146,14 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.schema.is_file():
         parser.error(f"{args.schema} not found: run from the repository root or pass --schema")
     text = render(yaml.safe_load(args.schema.read_text()))
-    if args.check:
-        current = args.output.read_text() if args.output.is_file() else None
-        if current != text:
-            print(f"{args.output} is out of date with {args.schema}: run `python -m scfmbench.config_docs`", file=sys.stderr)
-            return 1
-        return 0
-    args.output.write_text(text)
-    print(f"wrote {args.output}")
+    if not args.check:
+        args.output.write_text(text)
+        print(f"wrote {args.output}")
+    elif not args.output.is_file() or args.output.read_text() != text:
+        print(f"{args.output} is out of date with {args.schema}: run `python -m scfmbench.config_docs`", file=sys.stderr)
+        return 1
     return 0
 
 
