@@ -2,7 +2,7 @@
 both valid, three seeds, cpu.yaml a superset of the default's methods plus GenoHoption Table I's
 grid and scHyena, and every trainer in either one stopped by its validation criterion rather than
 by a cap (the property behind their "no not converged row"; the runs themselves are measured in
-the README and the closing notes, not here)."""
+docs/measured.md and the closing notes, not here)."""
 
 from __future__ import annotations
 

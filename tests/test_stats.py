@@ -29,7 +29,7 @@ def test_constant_shift_with_small_noise_gives_a_small_t_p():
     assert r.ci_low < 0.05 < r.ci_high and r.ci_low > 0
     # Exact Wilcoxon: all five differences positive is the most extreme outcome, p = 2 / 2**5.
     assert r.wilcoxon_p == pytest.approx(2 / 2**5)
-    # With three seeds its floor is 2 / 2**3 = 0.25, however large the shift (README "Statistics").
+    # With three seeds its floor is 2 / 2**3 = 0.25, however large the shift (docs/statistics.md).
     assert paired_test(x[:3], y[:3]).wilcoxon_p == pytest.approx(0.25)
 
 
