@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
