@@ -245,7 +245,8 @@ def test_geneformer_pools_the_gene_states_without_cls():
 def test_zeroshot_is_the_checkpoint_before_finetuning(tmp_path, tiny, strategy):
     from scfmbench.annotation.transformer import BACKBONES, annotate_transformer
     from scfmbench.pretrain.backbones import load_pretrained, save_pretrained
-    from scfmbench.pretrain.workflow import pretrain_backbone, strategy_for
+    from scfmbench.pretrain.masking import strategy_for
+    from scfmbench.pretrain.workflow import pretrain_backbone
     from scfmbench.train import predict_logits
 
     strat = strategy_for(strategy, {"strategy_options": {"mam": {"n_latents": 8, "latent_dim": 16, "n_heads": 2}}})

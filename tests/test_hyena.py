@@ -18,14 +18,9 @@ from scfmbench.models.hyena import (
     next_fast_len,
     positional_features,
 )
-from scfmbench.models.schyena import (
-    SCHyena,
-    SCHyenaConfig,
-    mask_nonzero,
-    masked_expression_loss,
-    masked_mse,
-    sample_mask_prob,
-)
+from scfmbench.models.schyena import SCHyena, SCHyenaConfig
+from scfmbench.pretrain.loop import masked_expression_loss, masked_mse
+from scfmbench.pretrain.masking.uniform import mask_nonzero, sample_mask_prob
 
 N_GENES = 24
 

@@ -34,7 +34,7 @@ from scfmbench.data.synthetic import simulate_grn_dataset
 from scfmbench.impute.mcv import _renormalize_log, convert_exp_log1p, convert_exp_sqrt, expected_poisson, normalize_log, poisson_loss
 from scfmbench.report.quality import CONTROL_CHECKS, MCV_LOSSES
 from scfmbench.report.tables import higher_is_better
-from scfmbench.impute.protocol import _write_npz
+from scfmbench.impute.base import write_npz
 from scfmbench.results import METRIC_COLUMNS
 
 N_TYPES, CELLS_PER_TYPE, N_GENES = 3, 30, 40
@@ -344,14 +344,14 @@ def _write_test(path, test, train_totals, train_sum, truth=None, sha="x", train_
                   split_sha256=np.array(sha), train_fraction=np.array(float(train_fraction)))
     if truth is not None:
         arrays["truth"] = np.asarray(truth, np.float32)
-    _write_npz(path, **arrays)
+    write_npz(path, **arrays)
 
 
 def test_score_mcv_hand_computed(tmp_path):
     # One cell, two genes: prediction proportions 0.3 / 0.7; train library 10 of train_sum 10; test
     # counts [2, 0] (test_sum 2). Split fraction 1/2, where Batson's conversion is the identity.
     _write_test(tmp_path / "t.npz", [[2, 0]], train_totals=[10], train_sum=10, train_fraction=0.5)
-    _write_npz(tmp_path / "p.npz", denoised=np.log1p(np.array([[3e3, 7e3]], np.float32)), split_sha256=np.array("x"))
+    write_npz(tmp_path / "p.npz", denoised=np.log1p(np.array([[3e3, 7e3]], np.float32)), split_sha256=np.array("x"))
     s = score_mcv(tmp_path / "p.npz", tmp_path / "t.npz")
     # Train-depth counts 3 and 7 against the test counts 2 and 0, on sqrt and log1p of the counts.
     assert s["mse_sqrt"] == pytest.approx(((np.sqrt(3) - np.sqrt(2)) ** 2 + 7) / 2, rel=1e-5)
@@ -575,7 +575,7 @@ def test_predictions_record_the_thread_count(adata, files, tmp_path, protocol):
     # A job that uses torch records torch's own count.
     import torch
 
-    from scfmbench.impute.protocol import run_record
+    from scfmbench.impute.base import run_record
 
     assert json.loads(str(run_record("x", 0, {})["provenance_json"]))["device"]["torch_threads"] == str(torch.get_num_threads())
 
@@ -592,9 +592,9 @@ def test_dca_comparison_with_the_package(files, tmp_path, capsys):
     with np.load(tmp_path / "pkg.npz") as z:
         arrays = {k: z[k] for k in z.files}
     arrays["values"] = (0.9 * obs).astype(np.float32)
-    _write_npz(tmp_path / "pkg.npz", **arrays)
+    write_npz(tmp_path / "pkg.npz", **arrays)
     arrays["values"] = obs.astype(np.float32)
-    _write_npz(tmp_path / "port.npz", **arrays)
+    write_npz(tmp_path / "port.npz", **arrays)
     rec = bench.main(["--heldout", str(heldout), "--package-predictions", str(tmp_path / "pkg.npz"), "--port-predictions", str(tmp_path / "port.npz")])
     assert rec["port"]["mse"] == pytest.approx(0, abs=1e-10)
     assert rec["package"]["mse"] == pytest.approx(np.mean((0.1 * obs) ** 2), rel=1e-5)

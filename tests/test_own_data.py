@@ -377,7 +377,7 @@ def test_editing_the_h5ad_reruns_load_and_prepare(tmp_path):
 
 
 def test_detect_species():
-    from scfmbench.graphs.symbols import detect_species
+    from scfmbench.data.species import detect_species
 
     human = ["SOX17", "GATA1", "TP53", "C1orf112"] + [f"ZNF{i}" for i in range(30)]
     mouse = ["Sox17", "Gata1", "Trp53", "0610005C13Rik"] + [f"Zfp{i}" for i in range(30)]

@@ -427,7 +427,7 @@ def _gears_like(small):
 def test_gears_file_is_read_as_distributed(small, tmp_path):
     import zipfile
 
-    from scfmbench.perturbation.data import load_perturbation_dataset
+    from scfmbench.perturbation.sources import load_perturbation_dataset
 
     g, single, flipped = _gears_like(small)
     g.write_h5ad(tmp_path / "perturb_processed.h5ad")
@@ -446,7 +446,7 @@ def test_gears_file_is_read_as_distributed(small, tmp_path):
 
 
 def test_gears_file_without_rankings_is_an_error(small, tmp_path):
-    from scfmbench.perturbation.data import load_perturbation_dataset
+    from scfmbench.perturbation.sources import load_perturbation_dataset
 
     g, _, _ = _gears_like(small)
     del g.uns["top_non_zero_de_20"]

@@ -74,7 +74,8 @@ def layout_fingerprint(adata) -> dict:
 
 
 def test_three_conventions_counts_and_log_give_one_gears_layout(screen, tmp_path):
-    from scfmbench.perturbation.data import check_perturbation_data, load_perturbation_dataset
+    from scfmbench.perturbation.data import check_perturbation_data
+    from scfmbench.perturbation.sources import load_perturbation_dataset
 
     counts, conditions, genes = screen
     got = {}
@@ -100,7 +101,7 @@ def test_three_conventions_counts_and_log_give_one_gears_layout(screen, tmp_path
 
 def test_user_named_column_control_and_separator(screen, tmp_path):
     """No convention: the user's own column, control label and separator ('|')."""
-    from scfmbench.perturbation.data import load_perturbation_dataset
+    from scfmbench.perturbation.sources import load_perturbation_dataset
 
     counts, conditions, genes = screen
     obs = pd.DataFrame({"guide_target": ["NT" if c == "ctrl" else "|".join(g for g in c.split("+") if g != "ctrl") for c in conditions]})
@@ -143,7 +144,7 @@ def panel_screen(tmp_path, screen, n_missing: int = 3):
 
 
 def test_genes_outside_the_panel_are_listed_every_one_and_can_be_dropped(screen, tmp_path):
-    from scfmbench.perturbation.data import load_perturbation_dataset
+    from scfmbench.perturbation.sources import load_perturbation_dataset
 
     path, expected = panel_screen(tmp_path, screen)
     cfg = {"source": "h5ad", "path": path, "screen": {"convention": "scperturb"}}
@@ -226,7 +227,7 @@ def test_linear_records_its_fallback_to_the_mean():
 
 
 def test_tables_show_seeds_per_row_and_absent_subgroups():
-    from scfmbench.perturbation.report import summary, to_markdown
+    from scfmbench.report.perturbation import summary, to_markdown
 
     rows = []
     for seed in (0, 1, 2):
@@ -303,7 +304,7 @@ def test_every_schema_option_is_accepted_by_its_method(tmp_path):
 def test_gears_screens_are_checksummed_manifest_entries_as_pertdata_names_them():
     from scfmbench.data.manifest import load_manifest
     from scfmbench.data.sources import SOURCES
-    from scfmbench.perturbation.data import GEARS_SCREENS
+    from scfmbench.perturbation.sources import GEARS_SCREENS
 
     manifest = load_manifest(REPO / "config" / "manifest.yaml")
     # gears/pertdata.py PertData.load: the Dataverse file of each name (read from GEARS' code)

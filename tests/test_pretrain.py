@@ -337,7 +337,8 @@ def test_masked_value_never_seen_schyena():
 def test_finetuning_starts_from_the_checkpoint(tmp_path, schyena_data, strategy):
     from scfmbench.annotation.transformer import annotate_transformer
     from scfmbench.pretrain.backbones import read_pretrained, save_pretrained
-    from scfmbench.pretrain.workflow import pretrain_backbone, strategy_for
+    from scfmbench.pretrain.masking import strategy_for
+    from scfmbench.pretrain.workflow import pretrain_backbone
 
     strat = strategy_for(strategy, {"strategy_options": {"mam": {"n_latents": 8, "latent_dim": 16, "n_heads": 2}}})
     model, hist, _ = pretrain_backbone(schyena_data, backbone="scgpt", strategy=strat, seed=0, steps=3, batch_size=8)

@@ -1,4 +1,4 @@
-"""Atomic writes and checksums.
+"""Atomic writes, checksums and the escape of a Markdown table cell.
 
 Every result file is written to a temporary path beside its destination and renamed into place, so
 an interrupted job never leaves a half-written file that looks like a result.
@@ -65,3 +65,8 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: fh.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def markdown_cell(text) -> str:
+    """``text`` as a cell of a Markdown pipe table: its ``|`` escaped."""
+    return str(text).replace("|", r"\|")

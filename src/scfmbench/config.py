@@ -354,7 +354,8 @@ def check_pretraining(config: dict[str, Any]) -> None:
     datasets that exist, a kernel that needs no gene graph."""
     from scfmbench.models.attention import KERNELS
     from scfmbench.pretrain.backbones import READERS
-    from scfmbench.pretrain.workflow import strategy_for
+    from scfmbench.pretrain.masking import strategy_for
+    from scfmbench.train import TRAIN_KEYS
 
     pre = config.get("pretraining") or {}
     for b in pre.get("backbones", []):
@@ -368,11 +369,9 @@ def check_pretraining(config: dict[str, Any]) -> None:
         if not re.fullmatch(r"[a-z0-9_]+", s):
             raise InputError(f"config key 'pretraining.strategies': {s!r} must be lower-case letters, digits and '_' (it becomes part of a method id)")
         strategy_for(s, {**pre, "strategy_options": ratio_options(pre)})
-    from scfmbench.annotation.transformer import _TRAIN_KEYS
-
-    unknown = sorted(set(pre.get("finetune") or {}) - set(_TRAIN_KEYS))
+    unknown = sorted(set(pre.get("finetune") or {}) - set(TRAIN_KEYS))
     if unknown:
-        raise InputError(f"config key 'pretraining.finetune': unknown training option(s) {unknown}; allowed are {list(_TRAIN_KEYS)}")
+        raise InputError(f"config key 'pretraining.finetune': unknown training option(s) {unknown}; allowed are {list(TRAIN_KEYS)}")
     att = pre.get("attention", "full")
     if att not in KERNELS or KERNELS[att].needs_edges:
         raise InputError(f"config key 'pretraining.attention': {att!r} must be a registered kernel that needs no gene graph: {sorted(k for k, v in KERNELS.items() if not v.needs_edges)}")

@@ -23,6 +23,13 @@ from scfmbench.metrics import macro_f1
 
 log = logging.getLogger(__name__)
 
+#: The training options of a transformer fine-tuning (``params.<backbone>`` and the
+#: ``pretraining.finetune`` block; everything else in a backbone's params is a model option), read
+#: by the annotation transformer and by configuration validation. ``max_steps`` caps the epochs at
+#: ceil(max_steps / batches per epoch), so that a dataset with more training cells runs fewer
+#: epochs of the same total cost (None: ``epochs`` alone).
+TRAIN_KEYS = ("max_len", "lr", "lr_gamma", "batch_size", "epochs", "max_steps", "patience", "weight_decay", "amp")
+
 
 def default_device() -> torch.device:
     """CUDA when present, else CPU (every training rule runs on both)."""

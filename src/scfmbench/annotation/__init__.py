@@ -8,48 +8,16 @@ splits and the test cells' expression, never the test labels. Register one with
 
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 import pandas as pd
 
 from scfmbench import InputError
-from scfmbench._io import write_csv, write_json
+from scfmbench._io import write_json
+from scfmbench.annotation.base import ANNOTATORS, register_annotator, test_cells, unseen_record, write_predictions  # noqa: F401  (re-exported)
 from scfmbench.provenance import provenance
 from scfmbench.data.contract import read_prepared, require_labels
 from scfmbench.metrics import annotation_metrics, rare_classes, rare_f1
 from scfmbench.results import metrics_record, write_metrics
-
-ANNOTATORS: dict[str, Callable] = {}
-
-
-def register_annotator(name: str):
-    def deco(fn):
-        ANNOTATORS[name] = fn
-        return fn
-
-    return deco
-
-
-def test_cells(adata) -> np.ndarray:
-    return (adata.obs["split"].astype(str) == "test").to_numpy()
-
-
-def unseen_record(adata) -> dict:
-    """Test cell types absent from training (type -> test cells) and their share of the test cells,
-    for a run record: no model trained on the training cells can predict them."""
-    from scfmbench.data.prepare import unseen_test_types
-
-    unseen = unseen_test_types(adata.obs["cell_type"], adata.obs["split"])
-    n_test = int(test_cells(adata).sum())
-    return {"unseen_test_types": unseen, "unseen_test_share": sum(unseen.values()) / n_test if n_test else 0.0}
-
-
-def write_predictions(cell_ids, predicted, path) -> None:
-    """Predictions file: columns ``cell_id``, ``predicted`` (one row per test cell; never empty)."""
-    if len(cell_ids) == 0:
-        raise InputError(f"{path}: no test cell to predict; an empty predictions file is not a result (check the dataset's split: prepare_dataset counts the cells per split)")
-    write_csv(pd.DataFrame({"cell_id": np.asarray(cell_ids).astype(str), "predicted": np.asarray(predicted).astype(str)}), path)
 
 
 def run_annotation(method: str, prepared_path, predictions_path, *, seed: int, params: dict | None = None, record_path=None, graph=None, pretrained=None, embedding_path=None) -> None:

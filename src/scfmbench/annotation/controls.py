@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scfmbench.annotation import register_annotator, test_cells
+from scfmbench.annotation.base import register_annotator, test_cells
 
 
 def _train(adata):

@@ -21,7 +21,7 @@ import scipy.sparse as sp
 import torch
 
 from scfmbench import InputError
-from scfmbench.annotation import test_cells
+from scfmbench.annotation.base import test_cells
 from scfmbench.config import MEAN_DEGREE, kernel_option_names
 from scfmbench.models.attention import KERNELS
 from scfmbench.models.geneformer import GeneformerClassifier, GeneformerConfig
@@ -30,15 +30,9 @@ from scfmbench.models.scfoundation import ScFoundation, ScFoundationConfig, toke
 from scfmbench.models.scgpt import ScGPTClassifier, ScGPTConfig, attach_graph
 from scfmbench.models.tokenize import TokenGraph, TokenizedCells, binned_layer, gene_medians, tokenize_geneformer, tokenize_scbert, tokenize_scgpt
 from scfmbench.provenance import preserved_rng, seed_everything
-from scfmbench.train import default_device, fit_classifier, predict_logits
+from scfmbench.train import TRAIN_KEYS, default_device, fit_classifier, predict_logits
 
 log = logging.getLogger(__name__)
-
-# Training options (everything else in a backbone's params is a model option).
-# ``max_steps`` caps the epochs at ceil(max_steps / batches per epoch), so that a dataset with more
-# training cells runs fewer epochs of the same total cost (None: ``epochs`` alone).
-_TRAIN_KEYS = ("max_len", "lr", "lr_gamma", "batch_size", "epochs", "max_steps", "patience", "weight_decay", "amp")
-
 
 @dataclass(frozen=True)
 class Backbone:
@@ -130,11 +124,13 @@ def _token_graph(graph, adata) -> TokenGraph:
     return TokenGraph.from_gene_graph(graph)
 
 
-def _build_config(spec: Backbone, backbone: str, **kwargs):
+def build_config(spec: Backbone, backbone: str, **kwargs):
+    """A backbone's model config from its options, or :class:`InputError` listing the allowed keys
+    (the fine-tuning and the pretraining stage build their backbones through it)."""
     try:
         return spec.config(**kwargs)
     except TypeError as exc:
-        allowed = sorted({f.name for f in dataclasses.fields(spec.config)} - {"n_genes", "n_classes", "attention"} | set(_TRAIN_KEYS) | {"kernel_config"})
+        allowed = sorted({f.name for f in dataclasses.fields(spec.config)} - {"n_genes", "n_classes", "attention"} | set(TRAIN_KEYS) | {"kernel_config"})
         raise InputError(f"params for backbone {backbone!r}: {exc}; allowed keys are {allowed}") from None
 
 
@@ -233,7 +229,7 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, gra
     spec = BACKBONES[backbone]
     rng = seed_everything(seed)
     device = device or default_device()
-    train_opts = {**spec.train_defaults, **{k: params.pop(k) for k in _TRAIN_KEYS if k in params}}
+    train_opts = {**spec.train_defaults, **{k: params.pop(k) for k in TRAIN_KEYS if k in params}}
     split = adata.obs["split"].astype(str).to_numpy()
     labels = adata.obs["cell_type"].astype(str).to_numpy()
     classes = np.unique(labels[split == "train"])
@@ -284,7 +280,7 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, gra
         model, load_report = _load_checkpoint(backbone, checkpoint, token_dictionary, adata, n_classes=len(classes), attention=attention, params=params)
         cfg = model.cfg
     else:
-        cfg = _build_config(spec, backbone, n_genes=adata.n_vars, n_classes=len(classes), attention=attention, **params)
+        cfg = build_config(spec, backbone, n_genes=adata.n_vars, n_classes=len(classes), attention=attention, **params)
         model = spec.model(cfg)
     if KERNELS[attention].needs_edges:
         attach_graph(model, token_graph)

@@ -146,16 +146,17 @@ def compare_with_package(masked: str | None, heldout: str, package_predictions: 
     import tempfile
 
     from scfmbench.impute.methods import get_imputer
-    from scfmbench.impute.protocol import _pearson, _read_npz, run_imputer, score_imputation
+    from scfmbench.impute.base import pearson, read_npz
+    from scfmbench.impute.protocol import run_imputer, score_imputation
 
     with tempfile.TemporaryDirectory() as tmp:
         if port_predictions is None:
             port_predictions = f"{tmp}/port.npz"
             run_imputer(get_imputer("dca"), masked, port_predictions, seed=seed, params=params or {}, name="dca")
         out = {"port": score_imputation(port_predictions, heldout), "package": score_imputation(package_predictions, heldout)}
-        a = _read_npz(port_predictions, ("values",))["values"].astype(np.float64)
-        b = _read_npz(package_predictions, ("values",))["values"].astype(np.float64)
-    out["agreement"] = {"pearson": _pearson(a, b), "mse": float(np.mean((a - b) ** 2)), "n_entries": int(a.size)}
+        a = read_npz(port_predictions, ("values",))["values"].astype(np.float64)
+        b = read_npz(package_predictions, ("values",))["values"].astype(np.float64)
+    out["agreement"] = {"pearson": pearson(a, b), "mse": float(np.mean((a - b) ** 2)), "n_entries": int(a.size)}
     return out
 
 

@@ -125,3 +125,20 @@ def read_prepared(path):
     adata = ad.read_h5ad(path)
     check_prepared(adata, where=str(path))
     return adata
+
+
+def raw_anndata(counts, obs, var_names, *, source: str, inputs_sha256: dict[str, str]):
+    """A loaded dataset before preparation, as every loader returns it: ``X`` and ``layers["counts"]``
+    the counts (CSR, float32), ``obs["cell_type"]`` categorical when present, string obs and var
+    names, ``uns["provenance"]`` with ``source`` and ``inputs_sha256``."""
+    import anndata as ad
+    import pandas as pd
+
+    counts = sp.csr_matrix(counts, dtype=np.float32)
+    adata = ad.AnnData(X=counts.copy(), obs=obs.copy(), var=pd.DataFrame(index=pd.Index(var_names, dtype=str).astype(str)))
+    adata.layers["counts"] = counts
+    if "cell_type" in adata.obs:  # absent for a dataset without labels (label_column: null)
+        adata.obs["cell_type"] = adata.obs["cell_type"].astype(str).astype("category")
+    adata.obs_names = adata.obs_names.astype(str)
+    adata.uns["provenance"] = {"source": source, "inputs_sha256": inputs_sha256}
+    return adata

@@ -17,18 +17,7 @@ import scipy.sparse as sp
 
 from scfmbench import InputError
 from scfmbench._io import sha256_file
-from scfmbench.data.contract import check_counts
-
-
-def _raw(counts, obs: pd.DataFrame, var_names, *, source: str, inputs_sha256: dict[str, str]) -> ad.AnnData:
-    counts = sp.csr_matrix(counts, dtype=np.float32)
-    adata = ad.AnnData(X=counts.copy(), obs=obs.copy(), var=pd.DataFrame(index=pd.Index(var_names, dtype=str).astype(str)))
-    adata.layers["counts"] = counts
-    if "cell_type" in adata.obs:  # absent for a dataset without labels (label_column: null)
-        adata.obs["cell_type"] = adata.obs["cell_type"].astype(str).astype("category")
-    adata.obs_names = adata.obs_names.astype(str)
-    adata.uns["provenance"] = {"source": source, "inputs_sha256": inputs_sha256}
-    return adata
+from scfmbench.data.contract import check_counts, raw_anndata
 
 
 def load_pbmc68k() -> ad.AnnData:
@@ -47,7 +36,7 @@ def load_pbmc68k() -> ad.AnnData:
     obs = pd.DataFrame({"cell_type": bundled.obs["bulk_labels"].astype(str).to_numpy()}, index=bundled.obs_names)
     path = Path(sc.__file__).parent / "datasets" / "10x_pbmc68k_reduced.h5ad"
     sha = {path.name: sha256_file(path)} if path.exists() else {}
-    return _raw(counts, obs, bundled.raw.var_names, source="scanpy.datasets.pbmc68k_reduced", inputs_sha256=sha)
+    return raw_anndata(counts, obs, bundled.raw.var_names, source="scanpy.datasets.pbmc68k_reduced", inputs_sha256=sha)
 
 
 def load_synthetic(params: dict) -> ad.AnnData:
@@ -57,7 +46,7 @@ def load_synthetic(params: dict) -> ad.AnnData:
     sim = simulate_grn_dataset(**params)
     obs = pd.DataFrame({"cell_type": sim.obs["cell_type"].astype(str).to_numpy()}, index=sim.obs_names)
     network = params.get("network", "trrust_human")
-    adata = _raw(sim.layers["counts"], obs, sim.var_names, source=f"synthetic ({network})", inputs_sha256={network: sha256_file(vendored_grn_path(network))})
+    adata = raw_anndata(sim.layers["counts"], obs, sim.var_names, source=f"synthetic ({network})", inputs_sha256={network: sha256_file(vendored_grn_path(network))})
     adata.layers["truth"] = np.asarray(sim.layers["truth"], dtype=np.float32)
     adata.layers["rate"] = np.asarray(sim.layers["rate"], dtype=np.float32)
     adata.uns["true_grn"] = {k: np.asarray(v) for k, v in sim.uns["true_grn"].items()}
@@ -126,7 +115,7 @@ def load_h5ad(path: str | Path, *, label_column: str | None = "cell_type", split
         if bad:
             raise InputError(f"{path}: split column {split_column!r} has values {bad}; allowed are train, valid, test")
         obs["split"] = split
-    adata = _raw(counts, obs, var_names, source=f"h5ad:{path}", inputs_sha256={path.name: sha256_file(path)})
+    adata = raw_anndata(counts, obs, var_names, source=f"h5ad:{path}", inputs_sha256={path.name: sha256_file(path)})
     adata.uns["provenance"].update(split_column=split_column, counts=f"{counts_layer} (counts recovered from {_LOG_NAMES[base]})" if recovered else counts_layer)
     return adata
 
@@ -150,7 +139,7 @@ def load_dataset(name: str, cfg: dict) -> ad.AnnData:
     adata.uns["provenance"]["dataset"] = name
     # The species of the gene symbols: declared, or told by the symbols (checked against the
     # regulatory databases' species when gene graphs are built).
-    from scfmbench.graphs.symbols import detect_species
+    from scfmbench.data.species import detect_species
 
     declared = cfg.get("species")
     adata.uns["provenance"].update(species=declared or detect_species(adata.var_names), species_from="config" if declared else "symbols")

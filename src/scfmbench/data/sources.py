@@ -65,10 +65,10 @@ import scipy.sparse as sp
 
 from scfmbench import InputError
 from scfmbench._io import sha256_file
-from scfmbench.data.contract import check_counts
+from scfmbench.data.contract import check_counts, raw_anndata
 from scfmbench.data.manifest import DOWNLOAD_DIR, download_path
 
-__all__ = ["SOURCES", "load_source", "source_inputs", "download_inputs", "local_inputs", "find_counts", "recover_counts", "recover_counts_detect", "LOG_BASES", "unique_names", "load_scgpt", "load_gears", "read_10x_samples", "load_lau2020", "load_smajic2022"]
+__all__ = ["SOURCES", "load_source", "source_inputs", "download_inputs", "local_inputs", "find_counts", "recover_counts", "recover_counts_detect", "LOG_BASES", "unique_names", "load_scgpt", "load_gears", "read_10x_samples", "load_lau2020", "load_smajic2022", "Bundle", "materialize", "check_inputs"]
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def _open(root: Path, member: str) -> Iterator[io.BufferedIOBase]:
         yield fh
 
 
-def _materialize(root: Path, member: str, tmpdir: Path) -> Path:
+def materialize(root: Path, member: str, tmpdir: Path) -> Path:
     """A real file for ``member`` (HDF5 needs one): the file itself, or a copy extracted into ``tmpdir``."""
     kind = _kind(root)
     if kind == "dir":
@@ -149,7 +149,7 @@ class _Found:
     origin: Path  # the user-facing file or folder it came from (hashed for provenance)
 
 
-class _Bundle:
+class Bundle:
     """The inputs of one dataset: folders, archives (zip, tar, tar.gz, zips nested in zips) or files."""
 
     def __init__(self, roots: list[Path], tmpdir: Path, where: str):
@@ -196,7 +196,7 @@ class _Bundle:
                     continue
                 if low.endswith(".zip") and (not aliases or _matches_alias(m, aliases)):
                     self._opened.add((root, m))
-                    inner = _materialize(root, m, self.tmpdir)
+                    inner = materialize(root, m, self.tmpdir)
                     if zipfile.is_zipfile(inner):
                         self._listing[inner] = _members(inner)
                         self._origin[inner] = self._origin.get(root, root)
@@ -235,7 +235,8 @@ def source_inputs(source: str, cfg: dict, downloads_dir: str | Path = DOWNLOAD_D
     return [download_path(entry, downloads_dir) for entry in SOURCES[source].entries]
 
 
-def _check_inputs(name: str, source: str, roots: list[Path], cfg: dict) -> None:
+def check_inputs(name: str, source: str, roots: list[Path], cfg: dict) -> None:
+    """:class:`InputError` naming dataset ``name``'s missing input files and how to get them."""
     missing = [p for p in roots if not p.exists()]
     if not missing:
         return
@@ -363,10 +364,8 @@ def unique_names(names, ids=None) -> pd.Index:
 
 
 def _raw(counts, obs: pd.DataFrame, var_names, *, source: str, hashes: _Hashes, extra: dict | None = None) -> ad.AnnData:
-    from scfmbench.data.loaders import _raw as make_raw
-
     check_counts(counts, where=f"{source}: counts")
-    adata = make_raw(counts, obs, var_names, source=source, inputs_sha256=dict(hashes.files))
+    adata = raw_anndata(counts, obs, var_names, source=source, inputs_sha256=dict(hashes.files))
     adata.uns["provenance"].update(extra or {})
     return adata
 
@@ -410,12 +409,12 @@ def load_scgpt(dataset: str, roots: list[Path], *, recover: bool = False) -> ad.
     hashes = _Hashes()
     parts, counts_from = [], {}
     with tempfile.TemporaryDirectory(prefix="scfmbench-") as tmp:
-        bundle = _Bundle(roots, Path(tmp), where)
+        bundle = Bundle(roots, Path(tmp), where)
         for split in ("train", "test"):
             found = bundle.find(spec[split], aliases=spec["aliases"])
             hashes.add(found)
             fwhere = f"{where} {spec[split]}"
-            adata = ad.read_h5ad(_materialize(found.root, found.member, Path(tmp)))
+            adata = ad.read_h5ad(materialize(found.root, found.member, Path(tmp)))
             labels = _column(adata.obs, spec["label"], where=fwhere, fix="Is this scGPT's processed file? (The label column of each scGPT set is fixed, REFERENCE section 4.)")
             if labels.isna().any():
                 keep = ~labels.isna().to_numpy()
@@ -451,9 +450,9 @@ def load_gears(dataset: str, roots: list[Path], *, label_column: str = "cell_typ
     where = f"gears_{dataset}"
     hashes = _Hashes()
     with tempfile.TemporaryDirectory(prefix="scfmbench-") as tmp:
-        found = _Bundle(roots, Path(tmp), where).find("perturb_processed.h5ad", aliases=(dataset,))
+        found = Bundle(roots, Path(tmp), where).find("perturb_processed.h5ad", aliases=(dataset,))
         hashes.add(found)
-        adata = ad.read_h5ad(_materialize(found.root, found.member, Path(tmp)))
+        adata = ad.read_h5ad(materialize(found.root, found.member, Path(tmp)))
     fwhere = f"{where} perturb_processed.h5ad"
     _column(adata.obs, "condition", where=f"{fwhere} obs", fix="Is this GEARS' perturb_processed.h5ad?")
     labels = _column(adata.obs, label_column, where=f"{fwhere} obs", fix="Set datasets.<name>.label_column (GEARS has 'condition' and 'cell_type').")
@@ -480,7 +479,7 @@ def _sample_id(prefix: str) -> str:
     return _GSM.sub("", prefix)
 
 
-def _companion(bundle: _Bundle, found: _Found, prefix: str, stems: tuple[str, ...], where: str) -> str:
+def _companion(bundle: Bundle, found: _Found, prefix: str, stems: tuple[str, ...], where: str) -> str:
     folder = PurePosixPath(found.member).parent
     tried = []
     for stem in stems:
@@ -505,7 +504,7 @@ def read_10x_samples(roots: list[Path], *, where: str = "10x") -> tuple[ad.AnnDa
     """
     hashes = _Hashes()
     with tempfile.TemporaryDirectory(prefix="scfmbench-") as tmp:
-        bundle = _Bundle(roots, Path(tmp), where)
+        bundle = Bundle(roots, Path(tmp), where)
         matrices = bundle.glob(_MTX)
         if not matrices:
             raise InputError(f"{where}: no 10x matrix files (*matrix.mtx.gz) in {[str(r) for r in roots]}.")
@@ -611,7 +610,7 @@ def load_lau2020(roots: list[Path], *, cell_labels: dict) -> ad.AnnData:
 SMAJIC_FILES = {"umi": "IPDCO_hg_midbrain_UMI.tsv", "cell": "IPDCO_hg_midbrain_cell.tsv", "genes": "IPDCO_hg_midbrain_genes.tsv"}
 
 
-def _find_any(bundle: _Bundle, basename: str) -> _Found:
+def _find_any(bundle: Bundle, basename: str) -> _Found:
     """``basename`` or ``basename.gz``; the error names ``basename``."""
     return bundle.find(basename, required=False) or bundle.find(basename + ".gz", required=False) or bundle.find(basename)
 
@@ -649,7 +648,7 @@ def load_smajic2022(roots: list[Path], *, cell_labels: dict) -> ad.AnnData:
     where = "geo_smajic2022"
     hashes = _Hashes()
     with tempfile.TemporaryDirectory(prefix="scfmbench-") as tmp:
-        bundle = _Bundle(roots, Path(tmp), where)
+        bundle = Bundle(roots, Path(tmp), where)
         found = {key: _find_any(bundle, name) for key, name in SMAJIC_FILES.items()}
         for f in found.values():
             hashes.add(f)
@@ -722,7 +721,7 @@ def load_source(name: str, cfg: dict, *, downloads_dir: str | Path = DOWNLOAD_DI
     """Load dataset ``name`` (config entry ``cfg``) of one of the :data:`SOURCES`."""
     source = cfg["source"]
     roots = source_inputs(source, cfg, downloads_dir)
-    _check_inputs(name, source, roots, cfg)
+    check_inputs(name, source, roots, cfg)
     return SOURCES[source].load(roots, cfg)
 
 

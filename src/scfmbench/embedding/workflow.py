@@ -122,13 +122,12 @@ def report_main(datasets: dict[str, dict], *, figures: dict[str, str], table_md,
     of d); ``figures[d]`` the UMAP grid's PNG."""
     import pandas as pd
 
-    from scfmbench._io import write_csv, write_text
-    from scfmbench.report.tables import _escape
+    from scfmbench._io import markdown_cell, write_csv, write_text
 
     for dataset, spec in datasets.items():
         umap_main(spec["prepared"], spec["panels"], figures[dataset], dataset=dataset, seed=seed, n_neighbors=n_neighbors)
     table = methods_table({d: spec["files"] for d, spec in datasets.items()})
     write_csv(table, table_csv)
     lines = ["## Cell embeddings: how each method's was read", "", "| " + " | ".join(METHOD_COLUMNS) + " |", "|" + " --- |" * len(METHOD_COLUMNS)]
-    lines += ["| " + " | ".join(_escape("" if pd.isna(v) else str(v)).replace("<", "&lt;").replace(">", "&gt;") for v in row) + " |" for row in table.itertuples(index=False)]
+    lines += ["| " + " | ".join(markdown_cell("" if pd.isna(v) else str(v)).replace("<", "&lt;").replace(">", "&gt;") for v in row) + " |" for row in table.itertuples(index=False)]
     write_text("\n".join(lines) + "\n", table_md)

@@ -11,8 +11,8 @@ Two things go wrong with gene symbols in regulatory databases:
   :func:`symbol_key` maps both to one matching key.
 
 Matching is case-insensitive (``symbol_key`` upper-cases), which would also let mouse symbols
-(``Sox17``) meet human ones (``SOX17``): :func:`detect_species` tells a dataset's species from its
-symbols, the graph build refuses a database of another species, and :class:`MatchResult` counts
+(``Sox17``) meet human ones (``SOX17``): :func:`scfmbench.data.species.detect_species` tells a
+dataset's species from its symbols, the graph build refuses a database of another species, and :class:`MatchResult` counts
 exact and case-folded matches apart.
 """
 
@@ -30,7 +30,6 @@ __all__ = [
     "is_gene_symbol",
     "is_motif_name",
     "symbol_key",
-    "detect_species",
     "MatchResult",
     "match_edges",
 ]
@@ -106,37 +105,6 @@ def symbol_key(name: str) -> str:
     for pattern, repl in _RENAMES:
         key = pattern.sub(repl, key)
     return key
-
-
-SPECIES = ("human", "mouse")
-UNKNOWN_SPECIES = "unknown"
-
-
-def detect_species(names, *, min_names: int = 20, share: float = 0.9) -> str:
-    """``'human'``, ``'mouse'`` or ``'unknown'`` from a dataset's gene names.
-
-    Ensembl IDs tell by prefix (``ENSG`` human, ``ENSMUSG`` mouse). Symbols tell by case: HGNC
-    (human) symbols are upper case (``SOX17``; a few such as ``C1orf112`` are not), MGI (mouse)
-    symbols are capitalized (``Sox17``, ``0610005C13Rik``); rat (RGD) symbols look like mouse ones.
-    A species is returned when at least ``share`` of the names (at least ``min_names`` with a letter)
-    agree; otherwise ``'unknown'`` (declare it with ``datasets.<name>.species``).
-    """
-    names = [str(n) for n in names]
-    ensembl = [n for n in names if n.startswith("ENS")]
-    if names and len(ensembl) >= share * len(names):
-        for species, prefix in (("human", "ENSG"), ("mouse", "ENSMUSG")):
-            if sum(n.startswith(prefix) for n in ensembl) >= share * len(ensembl):
-                return species
-        return UNKNOWN_SPECIES
-    lettered = [n for n in names if any(c.isalpha() for c in n)]
-    if len(lettered) < min_names:
-        return UNKNOWN_SPECIES
-    upper = sum(n == n.upper() for n in lettered)
-    if upper >= share * len(lettered):
-        return "human"
-    if len(lettered) - upper >= share * len(lettered):
-        return "mouse"
-    return UNKNOWN_SPECIES
 
 
 @dataclass

@@ -247,7 +247,7 @@ def check_species(adata, databases: list[dict], *, where: str) -> str:
     """The dataset's species (``uns["provenance"]["species"]``, or told by its symbols); an
     :class:`InputError` when a database of another species is configured (its symbols would match
     case-insensitively across species, e.g. mouse ``Sox17`` onto human ``SOX17``)."""
-    from scfmbench.graphs.symbols import UNKNOWN_SPECIES, detect_species
+    from scfmbench.data.species import UNKNOWN_SPECIES, detect_species
 
     prov = adata.uns.get("provenance", {})
     species = str(prov.get("species") or detect_species(adata.var_names))

@@ -1,5 +1,6 @@
 """Imputation: two protocols (masking, :mod:`.protocol`; molecular cross-validation, :mod:`.mcv`), the
-imputer registry (:mod:`.methods`) and the oracle controls ``perfect`` and ``true_rate`` (:mod:`.controls`)."""
+imputer registry (:mod:`.methods`), the oracle controls ``perfect`` and ``true_rate`` (:mod:`.controls`) and what
+both protocols share (:mod:`.base`: their files, run record, output check, pooled Pearson)."""
 
 from scfmbench.impute.controls import perfect_main, true_rate_main
 from scfmbench.impute.mcv import make_mcv, score_mcv, split_molecules, write_mcv

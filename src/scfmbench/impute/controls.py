@@ -40,22 +40,22 @@ import numpy as np
 
 from scfmbench import InputError
 from scfmbench.data.contract import log_normalize
-from scfmbench.impute.protocol import _read_npz, _write_npz
+from scfmbench.impute.base import read_npz, write_npz
 
 
 def perfect_main(heldout_path: str | Path, predictions_path: str | Path, *, seed: int) -> np.ndarray:
     """Write the ``perfect`` control's predictions for either protocol; returns what was written."""
-    held = _read_npz(heldout_path, ())
+    held = read_npz(heldout_path, ())
     if "truth" not in held:
         raise InputError(f"{heldout_path}: has no 'truth' array, so the 'perfect' control cannot run; it needs a dataset with a noise-free truth (layers['truth'], e.g. source 'synthetic').")
     common = dict(method=np.array("perfect"), seed=np.array(int(seed)), params_json=np.array(json.dumps({})))
     if "observed" in held:  # masking: heldout.npz
         values = np.maximum(held["truth"].astype(np.float32), 0)
-        _write_npz(predictions_path, values=values, mask_sha256=held["mask_sha256"], **common)
+        write_npz(predictions_path, values=values, mask_sha256=held["mask_sha256"], **common)
         return values
     if "split_sha256" in held:  # molecular cross-validation: test.npz
         denoised = np.maximum(held["truth"].astype(np.float32), 0)
-        _write_npz(predictions_path, denoised=denoised, split_sha256=held["split_sha256"], **common)
+        write_npz(predictions_path, denoised=denoised, split_sha256=held["split_sha256"], **common)
         return denoised
     raise InputError(f"{heldout_path}: neither a masking heldout.npz (with 'observed') nor an MCV test.npz (with 'split_sha256'); found {sorted(held)}.")
 
@@ -64,12 +64,12 @@ def true_rate_main(test_path: str | Path, predictions_path: str | Path, *, seed:
     """Write the ``true_rate`` control's predictions on an MCV split (``test.npz`` with ``rate``):
     the rate on the X scale (``log1p(normalize_total(rate, 1e4))``), ``mcv_output =
     "poisson_mean"``; returns the denoised matrix."""
-    held = _read_npz(test_path, ())
+    held = read_npz(test_path, ())
     if "split_sha256" not in held:
         raise InputError(f"{test_path}: not an MCV test.npz (no 'split_sha256'; found {sorted(held)}); 'true_rate' is a control of molecular cross-validation (task denoising) only.")
     if "rate" not in held:
         raise InputError(f"{test_path}: has no 'rate' array, so the 'true_rate' control cannot run; it needs a dataset simulated with its Poisson rate (layers['rate'], source 'synthetic'). Remake the split if the dataset has one.")
     denoised = np.asarray(log_normalize(held["rate"].astype(np.float32)).toarray(), dtype=np.float32)
     common = dict(method=np.array("true_rate"), seed=np.array(int(seed)), params_json=np.array(json.dumps({})))
-    _write_npz(predictions_path, denoised=denoised, split_sha256=held["split_sha256"], mcv_output=np.array("poisson_mean"), **common)
+    write_npz(predictions_path, denoised=denoised, split_sha256=held["split_sha256"], mcv_output=np.array("poisson_mean"), **common)
     return denoised

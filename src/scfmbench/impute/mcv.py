@@ -87,7 +87,7 @@ import scipy.sparse as sp
 from scfmbench import InputError
 from scfmbench._io import write_h5ad
 from scfmbench.data.contract import TARGET_SUM, log_normalize
-from scfmbench.impute.protocol import OBS_COLUMNS, _pearson, _read_npz, _write_npz, check_output, run_record
+from scfmbench.impute.base import OBS_COLUMNS, check_output, pearson, read_npz, run_record, write_npz
 
 logger = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ def write_mcv(adata, train_path: str | Path, test_path: str | Path, *, seed: int
     """:func:`make_mcv` and write ``train.h5ad`` and ``test.npz`` (both atomically)."""
     train, held = make_mcv(adata, seed=seed, train_fraction=train_fraction, min_library_size=min_library_size)
     write_h5ad(train, train_path)
-    _write_npz(test_path, **held)
+    write_npz(test_path, **held)
 
 
 def check_train(train, path) -> None:
@@ -233,7 +233,7 @@ def denoise(fn: Callable, train, predictions_path: str | Path, *, seed: int, par
     view = ad.AnnData(X=train.X.copy(), obs=train.obs.copy(), var=train.var.copy(), layers={"counts": train.layers["counts"].copy()})
     out = check_output(fn(view, seed=seed, **params), train.shape, name=name, what="the MCV train part")
     denoised = np.maximum(out, 0).astype(np.float32)
-    _write_npz(
+    write_npz(
         predictions_path,
         denoised=denoised,
         split_sha256=np.array(train.uns["mcv"]["split_sha256"]),
@@ -245,7 +245,7 @@ def denoise(fn: Callable, train, predictions_path: str | Path, *, seed: int, par
 
 def read_test(path: str | Path) -> dict[str, np.ndarray]:
     """The arrays of a ``test.npz``, with ``counts`` (CSR) assembled from its parts."""
-    held = _read_npz(path, TEST_KEYS)
+    held = read_npz(path, TEST_KEYS)
     held["counts"] = sp.csr_matrix((held["test_data"], held["test_indices"], held["test_indptr"]), shape=tuple(int(s) for s in held["shape"]))
     return held
 
@@ -364,7 +364,7 @@ def score_mcv(predictions_path: str | Path, test_path: str | Path) -> dict[str, 
         (not an MCV loss at unequal split fractions); ``mse_truth`` and ``pearson_truth`` against
         the noise-free truth when the test file has one.
     """
-    pred = _read_npz(predictions_path, ("denoised", "split_sha256"))
+    pred = read_npz(predictions_path, ("denoised", "split_sha256"))
     held = read_test(test_path)
     if str(pred["split_sha256"]) != str(held["split_sha256"]):
         raise InputError(f"{predictions_path} was made on another MCV split than {test_path} (split_sha256 differs); rerun the method on this split.")
@@ -390,12 +390,12 @@ def score_mcv(predictions_path: str | Path, test_path: str | Path) -> dict[str, 
         target = f(test)
         out[f"mse_{name}"] = float(np.mean((at_test - target) ** 2))
         if name == "sqrt":
-            out["pearson_sqrt"] = _pearson(at_test.ravel(), target.ravel())
+            out["pearson_sqrt"] = pearson(at_test.ravel(), target.ravel())
     # openproblems' poisson: the train-depth counts scaled by test_sum / train_sum (about (1 - p) / p).
     out["poisson"] = poisson_loss(train_counts * (float(held["test_sum"]) / float(held["train_sum"])), test)
     pred_norm = normalize_log(lin)
     out["mse_openproblems"] = float(np.mean((pred_norm - normalize_log(test)) ** 2))
     if "truth" in held:
         truth = held["truth"].astype(np.float64)
-        out.update(mse_truth=float(np.mean((pred_norm - truth) ** 2)), pearson_truth=_pearson(pred_norm.ravel(), truth.ravel()))
+        out.update(mse_truth=float(np.mean((pred_norm - truth) ** 2)), pearson_truth=pearson(pred_norm.ravel(), truth.ravel()))
     return out

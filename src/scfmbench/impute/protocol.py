@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -50,13 +49,13 @@ import numpy as np
 import scipy.sparse as sp
 
 from scfmbench import InputError
-from scfmbench._io import atomic_path, write_h5ad
+from scfmbench._io import write_h5ad
+from scfmbench.impute.base import OBS_COLUMNS, check_output, pearson, read_npz, run_record, write_npz
 from scfmbench.results import metrics_record, write_metrics
 
 logger = logging.getLogger(__name__)
 
 MASK_KEYS = ("row", "col", "fold")
-OBS_COLUMNS = ("cell_type", "split")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -86,21 +85,6 @@ def _zero_at(m: sp.csr_matrix, row: np.ndarray, col: np.ndarray) -> sp.csr_matri
     out = sp.csr_matrix(m - m.multiply(ind), dtype=np.float32)
     out.eliminate_zeros()
     out.sort_indices()
-    return out
-
-
-def _write_npz(path: str | Path, **arrays) -> None:
-    """``np.savez`` atomically; writing to an open handle stops numpy appending ``.npz`` to the name."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-
-
-def _read_npz(path: str | Path, required: tuple[str, ...]) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
-        out = {k: z[k] for k in z.files}
-    missing = [k for k in required if k not in out]
-    if missing:
-        raise InputError(f"{path}: lacks arrays {missing}; found {sorted(out)}.")
     return out
 
 
@@ -203,7 +187,7 @@ def write_masks(adata, masked_path: str | Path, heldout_path: str | Path, *, see
     """:func:`make_masks` and write ``masked.h5ad`` and ``heldout.npz`` (both atomically)."""
     masked, heldout = make_masks(adata, seed=seed, n_folds=n_folds, min_library_size=min_library_size)
     write_h5ad(masked, masked_path)
-    _write_npz(heldout_path, **heldout)
+    write_npz(heldout_path, **heldout)
 
 
 def read_masked(path: str | Path):
@@ -239,20 +223,6 @@ def fold_adata(masked, fold: int):
 # ----------------------------------------------------------------------------- running an imputer
 
 
-def run_record(name: str, seed: int, params: dict) -> dict[str, np.ndarray]:
-    """The arrays every ``predictions.npz`` carries besides its values: ``method``, ``seed``,
-    ``params_json`` and ``provenance_json`` (versions, device and the thread count, which decides
-    whether a rerun gives the same numbers: docs/reproducibility.md, "Reproducibility")."""
-    from scfmbench.provenance import provenance
-
-    return {
-        "method": np.array(name),
-        "seed": np.array(int(seed)),
-        "params_json": np.array(json.dumps(params, sort_keys=True, default=str)),
-        "provenance_json": np.array(json.dumps(provenance(load_torch=False, seed=int(seed)), sort_keys=True, default=str)),
-    }
-
-
 def check_params(fn: Callable, params: dict, *, name: str) -> None:
     """Raise :class:`InputError` if ``fn`` does not accept ``params`` (a typo must not pass silently)."""
     try:
@@ -260,18 +230,6 @@ def check_params(fn: Callable, params: dict, *, name: str) -> None:
     except TypeError as e:
         accepted = [p.name for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY and p.name != "seed"]
         raise InputError(f"imputer {name!r}: bad parameters {sorted(params)} ({e}); it accepts {accepted}.") from None
-
-
-def check_output(out, shape: tuple[int, int], *, name: str, what: str) -> np.ndarray:
-    """An imputer's output as a dense array, or :class:`InputError` (sparse, wrong shape, non-finite)."""
-    if sp.issparse(out):
-        raise InputError(f"imputer {name!r} returned a sparse matrix for {what}; imputers return a dense np.ndarray.")
-    out = np.asarray(out)
-    if out.shape != tuple(shape):
-        raise InputError(f"imputer {name!r} returned shape {out.shape} for {what}; expected (n_cells, n_genes) = {tuple(shape)}.")
-    if not np.issubdtype(out.dtype, np.number) or not np.isfinite(out).all():
-        raise InputError(f"imputer {name!r} returned non-finite or non-numeric values for {what}.")
-    return out
 
 
 def run_imputer(fn: Callable, input_path: str | Path, predictions_path: str | Path, *, seed: int, params: dict | None = None, name: str | None = None) -> np.ndarray:
@@ -314,7 +272,7 @@ def run_imputer(fn: Callable, input_path: str | Path, predictions_path: str | Pa
         values[sel] = np.maximum(out[row[sel], col[sel]], 0)  # negatives clipped to 0 (scHyena protocol)
         del out
         logger.info("%s: fold %d done (%d hidden entries)", name, f, len(sel))
-    _write_npz(predictions_path, values=values, mask_sha256=np.array(info["mask_sha256"]), **run_record(name, seed, params))
+    write_npz(predictions_path, values=values, mask_sha256=np.array(info["mask_sha256"]), **run_record(name, seed, params))
     return values
 
 
@@ -323,14 +281,6 @@ def run_imputer(fn: Callable, input_path: str | Path, predictions_path: str | Pa
 
 def _mse(pred: np.ndarray, obs: np.ndarray) -> float:
     return float(np.mean((pred - obs) ** 2))
-
-
-def _pearson(pred: np.ndarray, obs: np.ndarray) -> float:
-    """Pooled Pearson r; NaN when either side is constant (e.g. the no-imputation control, all 0)."""
-    if pred.size < 2 or np.ptp(pred) == 0 or np.ptp(obs) == 0:
-        return float("nan")
-    a, b = pred - pred.mean(), obs - obs.mean()
-    return float(np.dot(a, b) / np.sqrt(np.dot(a, a) * np.dot(b, b)))
 
 
 def score_imputation(predictions_path: str | Path, heldout_path: str | Path) -> dict[str, float]:
@@ -343,18 +293,18 @@ def score_imputation(predictions_path: str | Path, heldout_path: str | Path) -> 
         ``pearson_truth`` against ``truth`` at the same entries when the held-out file has it.
         Pearson is NaN, not an error, when the prediction (or the target) is constant.
     """
-    pred = _read_npz(predictions_path, ("values", "mask_sha256"))
-    held = _read_npz(heldout_path, ("row", "col", "fold", "observed"))
+    pred = read_npz(predictions_path, ("values", "mask_sha256"))
+    held = read_npz(heldout_path, ("row", "col", "fold", "observed"))
     sha = mask_fingerprint(held["row"], held["col"], held["fold"])
     if str(pred["mask_sha256"]) != sha:
         raise InputError(f"{predictions_path} was made on other masks than {heldout_path} (mask_sha256 differs); rerun the imputer on this mask file.")
     values = pred["values"].astype(np.float64)
     if values.shape != held["observed"].shape:
         raise InputError(f"{predictions_path}: {values.size} values for {held['observed'].size} hidden entries.")
-    out = {"mse": _mse(values, held["observed"].astype(np.float64)), "pearson": _pearson(values, held["observed"].astype(np.float64))}
+    out = {"mse": _mse(values, held["observed"].astype(np.float64)), "pearson": pearson(values, held["observed"].astype(np.float64))}
     if "truth" in held:
         truth = held["truth"].astype(np.float64)
-        out.update(mse_truth=_mse(values, truth), pearson_truth=_pearson(values, truth))
+        out.update(mse_truth=_mse(values, truth), pearson_truth=pearson(values, truth))
     return out
 
 

@@ -8,7 +8,9 @@ bidirectional :class:`~scfmbench.models.hyena.HyenaBlock` s and a final norm fol
 expression head (masked expression modelling, imputation) and a classifier on [CLS].
 
 Pre-training is masked expression modelling: Bernoulli(p) over non-zero, non-pad entries, p drawn
-per batch from [0.05, 0.4] (the paper's range), MSE on the masked entries (``REFERENCE.md`` s. 2).
+per batch from [0.05, 0.4] (the paper's range), MSE on the masked entries (``REFERENCE.md`` s. 2);
+the rule and the loss live with the shared training stage (:mod:`scfmbench.pretrain.masking.uniform`,
+:func:`scfmbench.pretrain.loop.masked_expression_loss`): a model never imports its trainer.
 
 Shapes: B cells, L genes (L + 1 tokens with [CLS] first), D model width.
 """
@@ -192,22 +194,3 @@ class SCHyena(nn.Module):
         """
         n, d = length + 1, self.config.d_model
         return 2 * n * d + sum(block.flops(n, batch=batch) for block in self.blocks) + 2 * n * d
-
-
-# -------------------------------------------------------------------------------------------------
-# masked expression modelling
-
-
-# The masking rule and the loss live with the shared pretraining stage (scfmbench.pretrain); kept
-# importable from here for the model's users.
-from scfmbench.pretrain.loop import masked_mse  # noqa: E402
-from scfmbench.pretrain.masking.uniform import mask_nonzero, sample_mask_prob  # noqa: E402
-
-
-def masked_expression_loss(model: SCHyena, values: torch.Tensor, gene_ids: torch.Tensor, *, p: float, generator: torch.Generator, pad_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One masked-expression-modelling loss: mask with :func:`mask_nonzero`, predict, MSE on the
-    masked entries. Returns ``(loss, mask)``.
-    """
-    mask = mask_nonzero(values, p=p, generator=generator, pad_mask=pad_mask)
-    pred = model.predict_expression(values, gene_ids, mask, pad_mask=pad_mask)
-    return masked_mse(pred, values, mask), mask

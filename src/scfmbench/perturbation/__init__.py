@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 def write_dataset(name: str, cfg: dict, out) -> None:
     """Load (or simulate) a perturbation dataset in the GEARS layout and write it to ``out``."""
-    from scfmbench.perturbation.data import check_perturbation_data, load_perturbation_dataset
+    from scfmbench.perturbation.data import check_perturbation_data
+    from scfmbench.perturbation.sources import load_perturbation_dataset
 
     adata = load_perturbation_dataset(name, cfg)
     check_perturbation_data(adata, where=f"datasets.{name}")

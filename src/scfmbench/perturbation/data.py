@@ -1,4 +1,5 @@
-"""Perturbation datasets in GEARS' layout: the contract, the checks, DE rankings, loading.
+"""Perturbation datasets in GEARS' layout: the contract, the checks, DE rankings (loading:
+:mod:`scfmbench.perturbation.sources`).
 
 The contract (what every perturbation dataset holds, real or synthetic; GEARS' ``perturb_processed.h5ad``,
 ``gears/data_utils.py`` ``get_DE_genes`` and ``get_dropout_non_zero_genes``):
@@ -29,9 +30,7 @@ The contract (what every perturbation dataset holds, real or synthetic; GEARS' `
 from __future__ import annotations
 
 import logging
-import tempfile
 import warnings
-from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -206,49 +205,3 @@ def gears_layout(adata: ad.AnnData, *, cell_type: str | None = None) -> ad.AnnDa
         uns["top_non_zero_de_20"][name] = adata.var_names.to_numpy()[order[np.isin(order, non_zero)][:N_DE]].astype(str)
     adata.uns.update(uns)
     return adata
-
-
-def load_gears_perturbation(dataset: str, roots: list[Path]) -> ad.AnnData:
-    """GEARS' ``<dataset>/perturb_processed.h5ad`` exactly as distributed (X, obs, var, uns), checked.
-
-    Unlike the annotation loader (:func:`scfmbench.data.sources.load_gears`, which recovers counts
-    and keeps symbols as var_names), nothing is rebuilt: GEARS scores on this X and its uns rankings
-    list these var_names.
-    """
-    from scfmbench.data.sources import _Bundle, _materialize
-
-    with tempfile.TemporaryDirectory(prefix="scfmbench-") as tmp:
-        found = _Bundle(roots, Path(tmp), f"gears_{dataset}").find("perturb_processed.h5ad", aliases=(dataset,))
-        adata = ad.read_h5ad(_materialize(found.root, found.member, Path(tmp)))
-    adata.obs_names = adata.obs_names.astype(str)
-    check_perturbation_data(adata, where=f"gears_{dataset} perturb_processed.h5ad")
-    adata.uns["perturbation_source"] = {"dataset": dataset, "file": str(found.origin)}
-    return adata
-
-
-#: GEARS' distributed screens: source -> the name ``PertData.load`` takes (the zip's folder).
-GEARS_SCREENS = {"gears_adamson": "adamson", "gears_norman": "norman", "gears_dixit": "dixit",
-                 "gears_replogle_k562": "replogle_k562_essential", "gears_replogle_rpe1": "replogle_rpe1_essential"}
-
-
-def load_perturbation_dataset(name: str, cfg: dict) -> ad.AnnData:
-    """A perturbation dataset from its config entry: ``source: synthetic_perturb`` (simulated, GEARS
-    layout computed here), a GEARS screen (:data:`GEARS_SCREENS`, as distributed) or ``h5ad`` (your
-    own screen, :func:`scfmbench.perturbation.own.load_screen`: GEARS layout computed here)."""
-    source = cfg.get("source")
-    if source == "synthetic_perturb":
-        from scfmbench.data.synthetic import simulate_perturbseq
-
-        return gears_layout(simulate_perturbseq(**(cfg.get("perturbseq") or {})), cell_type="synthetic")
-    if source == "h5ad":
-        from scfmbench.perturbation.own import load_screen
-
-        return load_screen(name, cfg)
-    if source in GEARS_SCREENS:
-        from scfmbench.data.sources import _check_inputs, source_inputs
-
-        roots = source_inputs(source, cfg)
-        _check_inputs(name, source, roots, cfg)
-        return load_gears_perturbation(GEARS_SCREENS[source], roots)
-    raise InputError(f"datasets.{name}: source {source!r} is not a perturbation dataset; perturbation.datasets takes "
-                     f"sources {['synthetic_perturb', 'h5ad', *GEARS_SCREENS]}")

@@ -109,7 +109,7 @@ def report_main(*, metrics_files, masked_set_files, runs, table_md, table_csv, m
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from scfmbench.annotation import test_cells
+    from scfmbench.annotation.base import test_cells
     from scfmbench.data.contract import read_prepared
     from scfmbench.results import read_metrics
 

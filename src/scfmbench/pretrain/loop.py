@@ -134,6 +134,16 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     return F.mse_loss(pred[mask], target[mask].to(pred.dtype))
 
 
+def masked_expression_loss(model: nn.Module, values: torch.Tensor, gene_ids: torch.Tensor, *, p: float, generator: torch.Generator, pad_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One masked-expression-modelling loss of a :class:`scfmbench.models.schyena.SCHyena` (scHyena's
+    rule, ``uniform``): mask with :func:`mask_nonzero`, predict, MSE on the
+    masked entries. Returns ``(loss, mask)``.
+    """
+    mask = mask_nonzero(values, p=p, generator=generator, pad_mask=pad_mask)
+    pred = model.predict_expression(values, gene_ids, mask, pad_mask=pad_mask)
+    return masked_mse(pred, values, mask), mask
+
+
 @torch.no_grad()
 def monitor_loss(model: MaskedModel, data: MaskedCells, mask: torch.Tensor, strategy: MaskingStrategy, *, batch_size: int) -> float:
     """Masked MSE over all monitoring cells (entries weighted equally), fixed masks."""

@@ -19,33 +19,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from scfmbench import InputError
-from scfmbench.pretrain.masking import STRATEGIES, MaskingStrategy, build_strategy
+from scfmbench.pretrain.masking import MaskingStrategy, build_strategy, strategy_for
 
 log = logging.getLogger(__name__)
 
 #: Options of the ``pretraining`` block the loop reads (the rest choose the grid).
 LOOP_KEYS = ("steps", "batch_size", "lr", "lr_pretrained", "weight_decay", "grad_clip", "eval_every", "patience", "amsgrad", "new_layers")
-
-
-def strategy_for(name: str, options: dict[str, Any]) -> MaskingStrategy:
-    """A strategy id of the grid: a registered strategy with ``strategy_options[name]``, or a
-    variant ``variants[name] = {strategy: <registered>, <option>: ...}`` (e.g. MAM's controls)."""
-    variants = options.get("variants") or {}
-    if name in variants:
-        spec = dict(variants[name])
-        base = spec.pop("strategy", None)
-        if base not in STRATEGIES:
-            raise InputError(f"config key 'pretraining.variants.{name}.strategy' must name a registered strategy {sorted(STRATEGIES)}, got {base!r}")
-        return build_strategy(base, **{**(options.get("strategy_options") or {}).get(base, {}), **spec})
-    if name not in STRATEGIES:
-        raise InputError(f"config key 'pretraining.strategies': {name!r} is neither a registered strategy {sorted(STRATEGIES)} nor a variant {sorted(variants)}")
-    return build_strategy(name, **(options.get("strategy_options") or {}).get(name, {}))
 
 
 def pretrain_backbone(adata, *, backbone: str, strategy: MaskingStrategy, seed: int, params: dict | None = None, attention: str = "full", init: str | None = None,
@@ -64,7 +48,8 @@ def pretrain_backbone(adata, *, backbone: str, strategy: MaskingStrategy, seed: 
     (``pretrain/main.py`` calls ``clip_grad_norm_`` once, before training). ``seed`` seeds
     initialisation, masks, batch order and the scorer's subsets.
     """
-    from scfmbench.annotation.transformer import _TRAIN_KEYS, BACKBONES, _build_config
+    from scfmbench.annotation.transformer import BACKBONES, build_config
+    from scfmbench.train import TRAIN_KEYS
     from scfmbench.pretrain.backbones import TokenMasked, masked_cells, reader
     from scfmbench.pretrain.loop import train_masked
     from scfmbench.schyena.tasks import resolve_device, seeded
@@ -72,7 +57,7 @@ def pretrain_backbone(adata, *, backbone: str, strategy: MaskingStrategy, seed: 
     reader(backbone)  # a clear error for backbones without values to mask
     spec = BACKBONES[backbone]
     device = resolve_device(device)
-    model_params = {k: v for k, v in (params or {}).items() if k not in _TRAIN_KEYS and k not in ("kernel_config", "checkpoint", "token_dictionary")}
+    model_params = {k: v for k, v in (params or {}).items() if k not in TRAIN_KEYS and k not in ("kernel_config", "checkpoint", "token_dictionary")}
     max_len = (params or {}).get("max_len", spec.train_defaults.get("max_len", 512))
     split = adata.obs["split"].astype(str).to_numpy()
     train, valid = np.flatnonzero(split == "train"), np.flatnonzero(split == "valid")
@@ -90,7 +75,7 @@ def pretrain_backbone(adata, *, backbone: str, strategy: MaskingStrategy, seed: 
                 raise InputError(f"{init}: the released model reads {net.cfg.n_genes} genes, the dataset has {adata.n_vars}; map the dataset onto the model's gene list first")
             pretrained_names = {"backbone." + k for k in net.state_dict() if k not in load.missing}
         else:
-            net = spec.model(_build_config(spec, backbone, n_genes=adata.n_vars, n_classes=1, attention=attention, **model_params))
+            net = spec.model(build_config(spec, backbone, n_genes=adata.n_vars, n_classes=1, attention=attention, **model_params))
         scorer = strategy.make_scorer(net.cfg.d_model) if strategy.needs_scorer else None
         model = TokenMasked(backbone, net, scorer).to(device)
         tok, _ = spec.tokenizer(adata, net.cfg, train, max_len, np.random.default_rng(seed))

@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 _SORT = ["task", "dataset", "method", "seed", "metric"]
-# Tasks with the generic table and figure; perturbation has its own layout (scfmbench.perturbation.report).
+# Tasks with the generic table and figure; perturbation has its own layout (scfmbench.report.perturbation).
 GENERIC_TASKS = tuple(t for t in TASKS if t != "perturbation")
 
 

@@ -23,13 +23,15 @@ from scfmbench.report.tables import _task_rows, higher_is_better
 NO_RESULTS = "no results configured"
 
 
-def _save(fig: Figure, path: str | Path, *, dpi: int = 150) -> None:
+def save_figure(fig: Figure, path: str | Path, *, dpi: int = 150) -> None:
+    """Write ``fig`` to ``path`` as a PNG (Agg canvas, atomically)."""
     FigureCanvasAgg(fig)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
 
 
-def _empty_figure(message: str) -> Figure:
+def empty_figure(message: str) -> Figure:
+    """A small figure that only says ``message`` (a report with nothing to plot still writes its PNG)."""
     fig = Figure(figsize=(4, 2.5))
     ax = fig.add_subplot()
     ax.set_axis_off()
@@ -47,7 +49,7 @@ def plot_task(metrics: pd.DataFrame, task: str, path: str | Path) -> None:
     """
     df = _task_rows(metrics, task)
     if df.empty:
-        _save(_empty_figure(NO_RESULTS), path)
+        save_figure(empty_figure(NO_RESULTS), path)
         return
 
     methods = sorted(df["method"].unique())
@@ -95,105 +97,7 @@ def plot_task(metrics: pd.DataFrame, task: str, path: str | Path) -> None:
     handles = [Patch(facecolor=palette[d], edgecolor="black", linewidth=0.4, label=d) for d in datasets]
     fig.legend(handles=handles, title="dataset", loc="outside right upper", frameon=False)
     fig.suptitle(f"{task}: bars mean ± sd over seeds, points one seed each", fontsize=11)
-    _save(fig, path)
-
-
-# ---------------------------------------------------------------------------------------------
-# the annotation studies (scfmbench.report.studies): few-shot curves and sensitivity curves
-
-def _curve(ax, block: pd.DataFrame, x: str, color, label: str, *, special: pd.Series | None = None) -> None:
-    """One mean ± sd line over ``x``; points where ``special`` is true get a hollow star on top."""
-    block = block.sort_values(x)
-    yerr = block["std"].astype(float).fillna(0.0).to_numpy()
-    ax.errorbar(block[x].astype(float), block["mean"].astype(float), yerr=yerr, color=color, label=label,
-                marker="o", markersize=5, linewidth=1.5, capsize=3, elinewidth=1)
-    if special is not None and special.loc[block.index].any():
-        sel = block[special.loc[block.index]]
-        ax.plot(sel[x].astype(float), sel["mean"].astype(float), linestyle="none", marker="*", markersize=13,
-                markerfacecolor="none", markeredgecolor=color, markeredgewidth=1.3)
-
-
-def _methods_legend(fig: Figure, palette: dict, starred: str | None = None) -> None:
-    """One entry per method, plus a star entry labelled ``starred`` (the curves' special points)."""
-    from matplotlib.lines import Line2D
-
-    handles = [Line2D([], [], color=c, marker="o", label=m) for m, c in palette.items()]
-    if starred:
-        handles.append(Line2D([], [], linestyle="none", marker="*", markersize=11, markerfacecolor="none", markeredgecolor="0.3", label=starred))
-    fig.legend(handles=handles, title="method", loc="outside right upper", frameon=False)
-
-
-def plot_fewshot(table: pd.DataFrame, path: str | Path) -> None:
-    """Few-shot curves from :func:`scfmbench.report.studies.fewshot_table`: a panel row per base
-    dataset, a column per metric (accuracy, macro F1), a line per method (mean ± sd over seeds) against
-    the fraction of training cells; the fraction-1.0 point (the main grid's run) is starred."""
-    from scfmbench.report.studies import LABELS, MAIN_GRID_RUN, NO_FEWSHOT, STUDY_METRICS
-
-    if table.empty:
-        _save(_empty_figure(NO_FEWSHOT), path)
-        return
-    datasets = sorted(table["dataset"].unique())
-    metric_names = [m for m in STUDY_METRICS if m in set(table["metric"])] + sorted(set(table["metric"]) - set(STUDY_METRICS))
-    methods = sorted(table["method"].unique())
-    palette = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
-    fig = Figure(figsize=(4.2 * len(metric_names) + 2.2, 3.3 * len(datasets) + 0.7), layout="constrained")
-    axes = fig.subplots(len(datasets), len(metric_names), squeeze=False)
-    special = table["source"] == MAIN_GRID_RUN
-    for r, dataset in enumerate(datasets):
-        for c, metric in enumerate(metric_names):
-            ax = axes[r, c]
-            sub = table[(table["dataset"] == dataset) & (table["metric"] == metric)]
-            for method, block in sub.groupby("method", sort=True):
-                _curve(ax, block, "fraction", palette[method], method, special=special)
-            fractions = sorted(sub["fraction"].unique())
-            ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
-            ax.set_xlim(0, 1.05)
-            ax.set_title(f"{dataset}: {LABELS.get(metric, metric)}", fontsize=10)
-            ax.set_xlabel("fraction of training cells")
-            ax.set_ylabel(LABELS.get(metric, metric))
-            ax.grid(alpha=0.3)
-    _methods_legend(fig, palette, "1.0: main grid run" if special.any() else None)
-    fig.suptitle("Few-shot annotation: mean ± sd over seeds against the fraction of training cells", fontsize=11)
-    _save(fig, path)
-
-
-def plot_sensitivity(table: pd.DataFrame, path: str | Path) -> None:
-    """Sensitivity curves from :func:`scfmbench.report.studies.sensitivity_table`: a panel column per
-    option (alpha, t, K), a row per (dataset, metric) with macro F1 first, a line per base method
-    (mean ± sd over seeds) against the option's value; default-value points are starred."""
-    from scfmbench.config import SENSITIVITY_KEYS
-    from scfmbench.report.studies import LABELS, NO_SENSITIVITY, STUDY_METRICS
-
-    if table.empty:
-        _save(_empty_figure(NO_SENSITIVITY), path)
-        return
-    options = [k for k in SENSITIVITY_KEYS if k in set(table["option"])]
-    order = ["macro_f1", "accuracy"] + [m for m in STUDY_METRICS if m not in ("macro_f1", "accuracy")]
-    metric_names = [m for m in order if m in set(table["metric"])] + sorted(set(table["metric"]) - set(order))
-    rows = [(d, m) for d in sorted(table["dataset"].unique()) for m in metric_names]
-    methods = sorted(table["method"].unique())
-    palette = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
-    fig = Figure(figsize=(3.9 * len(options) + 2.6, 3.1 * len(rows) + 0.7), layout="constrained")
-    axes = fig.subplots(len(rows), len(options), squeeze=False)
-    special = table["default"].astype(bool)
-    for r, (dataset, metric) in enumerate(rows):
-        for c, option in enumerate(options):
-            ax = axes[r, c]
-            sub = table[(table["dataset"] == dataset) & (table["metric"] == metric) & (table["option"] == option)]
-            for method, block in sub.groupby("method", sort=True):
-                _curve(ax, block, "option_value", palette[method], method, special=special)
-            if sub.empty:
-                ax.text(0.5, 0.5, "not varied", ha="center", va="center", color="0.4", transform=ax.transAxes)
-            else:
-                values = sorted(sub["option_value"].unique())
-                ax.set_xticks(values, [f"{v:g}" for v in values])
-            ax.set_title(f"{dataset}: {LABELS.get(metric, metric)} vs {'K' if option == 'k' else option}", fontsize=10)
-            ax.set_xlabel(LABELS.get(option, option))
-            ax.set_ylabel(LABELS.get(metric, metric))
-            ax.grid(alpha=0.3)
-    _methods_legend(fig, palette, "default value" if special.any() else None)
-    fig.suptitle("Hyper-parameter sensitivity: mean ± sd over seeds against one diffusion option", fontsize=11)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_curves(curves, path: str | Path) -> None:
@@ -210,7 +114,7 @@ def plot_curves(curves, path: str | Path) -> None:
         for phase, g in frame.groupby("phase", sort=False):
             panels.setdefault((dataset, method, phase), []).append((seed, g, bool(flags[phase])))
     if not panels:
-        _save(_empty_figure(NO_RESULTS), path)
+        save_figure(empty_figure(NO_RESULTS), path)
         return
     ncol = min(4, len(panels))
     nrow = math.ceil(len(panels) / ncol)
@@ -228,4 +132,4 @@ def plot_curves(curves, path: str | Path) -> None:
         ax.set_xlabel("optimizer step", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6)
-    _save(fig, path)
+    save_figure(fig, path)

@@ -12,7 +12,8 @@ from importlib import resources
 
 import pandas as pd
 
-from scfmbench.report.tables import _escape, higher_is_better
+from scfmbench._io import markdown_cell
+from scfmbench.report.tables import higher_is_better
 
 #: Paper row label -> our method id (backbone-attention; ablations add a graph-variant suffix).
 PAPER_METHODS: dict[str, str] = {
@@ -91,7 +92,7 @@ def paper_markdown(table: pd.DataFrame, *, markers: dict[tuple[str, str, str], s
     lines = ["| " + " | ".join(header) + " |", "|:---|" + "---:|" * (len(header) - 1)]
     for method, rows in table.groupby("method", sort=False):
         label = rows["paper_method"].iloc[0] or method
-        cells = [_escape(f"{method} ({label})" if label != method else method)]
+        cells = [markdown_cell(f"{method} ({label})" if label != method else method)]
         for d, m in cols:
             r = rows[(rows["dataset"] == d) & (rows["metric"] == m)]
             if r.empty:
@@ -116,7 +117,7 @@ def reported_markdown(reported: pd.DataFrame) -> str:
     df = pd.DataFrame(rows).fillna("–")
     header = list(df.columns)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_escape(str(v)) for v in row) + " |" for row in df.itertuples(index=False)]
+    lines += ["| " + " | ".join(markdown_cell(str(v)) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines) + "\n"
 
 

@@ -8,7 +8,7 @@
 - test cell types absent from training (from the annotation run records): ``macro_f1`` counts each
   as an F1 of 0, ``macro_f1_seen`` leaves them out;
 - perturbation models below ``train_mean`` on the delta metrics
-  (:func:`scfmbench.perturbation.report.below_train_mean`: its subgroup metrics and its other
+  (:func:`scfmbench.report.perturbation.below_train_mean`: its subgroup metrics and its other
   controls need their own rule);
 - a configured job (task, dataset, method, seed) that produced no record;
 - a bounded metric out of range (accuracy and F1 in [0, 1], Pearson in [-1, 1], MSE >= 0; the
@@ -150,7 +150,7 @@ def quality_checks(metrics: pd.DataFrame, expected: list[tuple[str, str, str, in
     ``curves``: ``(task, dataset, method, seed, curves.csv)`` of the trained runs (convergence).
     """
     rows = _control_rows(metrics, CONTROL_CHECKS if checks is None else checks) + _unseen_rows(runs) + convergence_rows(curves)
-    from scfmbench.perturbation.report import below_train_mean
+    from scfmbench.report.perturbation import below_train_mean
 
     rows += below_train_mean(metrics)  # perturbation: models below train_mean on the delta metrics
     for rec in metrics.itertuples(index=False):

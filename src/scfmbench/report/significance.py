@@ -36,10 +36,10 @@ import numpy as np
 import pandas as pd
 
 from scfmbench import InputError
-from scfmbench._io import write_csv, write_text
+from scfmbench._io import markdown_cell, write_csv, write_text
 from scfmbench.report.html import markdown_html
 from scfmbench.report.studies import main_grid
-from scfmbench.report.tables import METRIC_DIRECTION, _escape, higher_is_better
+from scfmbench.report.tables import METRIC_DIRECTION, higher_is_better
 from scfmbench.stats import critical_difference, friedman, holm, mean_ranks, pair_by_seed, paired_test
 
 CONTROL = "control"
@@ -288,9 +288,9 @@ def significance_markdown(sig: pd.DataFrame, cfg: Mapping) -> str:
                  "|:---|:---|:---|:---|:---|---:|---:|---:|---:|---:|:---|:---|"]
         for r in t.itertuples(index=False):
             ci = "–" if not np.isfinite(r.ci_low) else f"[{r.ci_low:+.3g}, {r.ci_high:+.3g}]"
-            lines.append(f"| {_escape(r.dataset)} | {_escape(r.metric)} | {r.kind} | {_escape(r.method)} | {_escape(r.reference)} | "
+            lines.append(f"| {markdown_cell(r.dataset)} | {markdown_cell(r.metric)} | {r.kind} | {markdown_cell(r.method)} | {markdown_cell(r.reference)} | "
                          f"{r.n_pairs} | {_num(r.mean_diff)} | {ci} | {_p(r.t_p)} ({_p(r.holm_t_p)}) | "
-                         f"{_p(r.wilcoxon_p)} ({_p(r.holm_wilcoxon_p)}) | {r.marker} | {_escape(r.note)} |")
+                         f"{_p(r.wilcoxon_p)} ({_p(r.holm_wilcoxon_p)}) | {r.marker} | {markdown_cell(r.note)} |")
         parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)
 
@@ -307,13 +307,13 @@ def ranks_markdown(ranks: pd.DataFrame) -> str:
     parts = [head]
     for (task, metric), g in main.groupby(["task", "metric"], sort=True):
         r0 = g.iloc[0]
-        parts.append(f"## {task}: {_escape(metric)}\n")
+        parts.append(f"## {task}: {markdown_cell(metric)}\n")
         stat = "–" if not np.isfinite(r0.friedman_chi2) else f"{r0.friedman_chi2:.3g}"
         cd = "–" if not np.isfinite(r0.critical_difference) else f"{r0.critical_difference:.3g}"
         parts.append(f"{int(r0.n_methods)} methods on {int(r0.n_datasets)} dataset(s): Friedman chi-square {stat}, "
-                     f"p {_p(r0.friedman_p)}; CD (alpha {r0.alpha:g}) {cd}." + (f" {_escape(r0.note)}." if r0.note else "") + "\n")
+                     f"p {_p(r0.friedman_p)}; CD (alpha {r0.alpha:g}) {cd}." + (f" {markdown_cell(r0.note)}." if r0.note else "") + "\n")
         lines = ["| rank | method | average rank |", "|---:|:---|---:|"]
-        lines += [f"| {i} | {_escape(r.method)} | {r.mean_rank:.2f} |" for i, r in enumerate(g.itertuples(index=False), 1)]
+        lines += [f"| {i} | {markdown_cell(r.method)} | {r.mean_rank:.2f} |" for i, r in enumerate(g.itertuples(index=False), 1)]
         parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)
 
@@ -375,12 +375,12 @@ def plot_critical_difference(ranks: pd.DataFrame, path: str | Path) -> None:
     rank 1 (best) left; thick bars join methods not significantly different (Nemenyi, CD in red)."""
     from matplotlib.figure import Figure
 
-    from scfmbench.report.figures import _empty_figure, _save
+    from scfmbench.report.figures import empty_figure, save_figure
 
     main = ranks[ranks["main"]] if not ranks.empty else ranks
     panels = list(main.groupby(["task", "metric"], sort=True))
     if not panels:
-        _save(_empty_figure(NO_RESULTS), path)
+        save_figure(empty_figure(NO_RESULTS), path)
         return
     heights = [0.32 * (math.ceil(len(g) / 2) + 4) + 0.6 for _, g in panels]
     width = max(8.0, 0.5 * max(len(g) for _, g in panels) + 6.0)
@@ -390,7 +390,7 @@ def plot_critical_difference(ranks: pd.DataFrame, path: str | Path) -> None:
         r0 = g.iloc[0]
         p = "n/a" if not np.isfinite(r0.friedman_p) else f"{r0.friedman_p:.3g}"
         _cd_panel(ax, g, f"{task}: {metric} — {int(r0.n_methods)} methods, {int(r0.n_datasets)} dataset(s), Friedman p = {p}")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------

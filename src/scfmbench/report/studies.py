@@ -23,11 +23,14 @@ from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
 
-from scfmbench._io import write_csv, write_text
+from scfmbench._io import markdown_cell, write_csv, write_text
 from scfmbench.config import SENSITIVITY_KEYS, parse_dataset
+from scfmbench.report.figures import empty_figure, save_figure
 from scfmbench.report.html import markdown_html
-from scfmbench.report.tables import _escape, format_cell
+from scfmbench.report.tables import format_cell
 
 STUDY_METRICS = ("accuracy", "macro_f1")
 #: The paper's kernel defaults (GenoHoption: alpha 0.25, t 5, K 6).
@@ -127,7 +130,7 @@ def _pivot_markdown(block: pd.DataFrame, column: str, header: Callable[[float], 
                 cells.append("–")
                 continue
             cells.append(format_cell(r.mean, r.std, r.n, unit_scale=True, n_max=n_max) + mark(r))
-        lines.append(f"| {_escape(method)} | {LABELS.get(metric, metric)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {markdown_cell(method)} | {LABELS.get(metric, metric)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -252,6 +255,100 @@ def study_defaults(config: Mapping) -> dict[str, dict[str, float]]:
     return {m: kernel_defaults(m, config) for m in (config.get("sensitivity") or {}).get("methods", [])}
 
 
+# ---------------------------------------------------------------------------------------------
+# the studies' figures: few-shot curves and sensitivity curves
+
+def _curve(ax, block: pd.DataFrame, x: str, color, label: str, *, special: pd.Series | None = None) -> None:
+    """One mean ± sd line over ``x``; points where ``special`` is true get a hollow star on top."""
+    block = block.sort_values(x)
+    yerr = block["std"].astype(float).fillna(0.0).to_numpy()
+    ax.errorbar(block[x].astype(float), block["mean"].astype(float), yerr=yerr, color=color, label=label,
+                marker="o", markersize=5, linewidth=1.5, capsize=3, elinewidth=1)
+    if special is not None and special.loc[block.index].any():
+        sel = block[special.loc[block.index]]
+        ax.plot(sel[x].astype(float), sel["mean"].astype(float), linestyle="none", marker="*", markersize=13,
+                markerfacecolor="none", markeredgecolor=color, markeredgewidth=1.3)
+
+
+def _methods_legend(fig: Figure, palette: dict, starred: str | None = None) -> None:
+    """One entry per method, plus a star entry labelled ``starred`` (the curves' special points)."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=c, marker="o", label=m) for m, c in palette.items()]
+    if starred:
+        handles.append(Line2D([], [], linestyle="none", marker="*", markersize=11, markerfacecolor="none", markeredgecolor="0.3", label=starred))
+    fig.legend(handles=handles, title="method", loc="outside right upper", frameon=False)
+
+
+def plot_fewshot(table: pd.DataFrame, path: str | Path) -> None:
+    """Few-shot curves from :func:`fewshot_table`: a panel row per base
+    dataset, a column per metric (accuracy, macro F1), a line per method (mean ± sd over seeds) against
+    the fraction of training cells; the fraction-1.0 point (the main grid's run) is starred."""
+    if table.empty:
+        save_figure(empty_figure(NO_FEWSHOT), path)
+        return
+    datasets = sorted(table["dataset"].unique())
+    metric_names = [m for m in STUDY_METRICS if m in set(table["metric"])] + sorted(set(table["metric"]) - set(STUDY_METRICS))
+    methods = sorted(table["method"].unique())
+    palette = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
+    fig = Figure(figsize=(4.2 * len(metric_names) + 2.2, 3.3 * len(datasets) + 0.7), layout="constrained")
+    axes = fig.subplots(len(datasets), len(metric_names), squeeze=False)
+    special = table["source"] == MAIN_GRID_RUN
+    for r, dataset in enumerate(datasets):
+        for c, metric in enumerate(metric_names):
+            ax = axes[r, c]
+            sub = table[(table["dataset"] == dataset) & (table["metric"] == metric)]
+            for method, block in sub.groupby("method", sort=True):
+                _curve(ax, block, "fraction", palette[method], method, special=special)
+            fractions = sorted(sub["fraction"].unique())
+            ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
+            ax.set_xlim(0, 1.05)
+            ax.set_title(f"{dataset}: {LABELS.get(metric, metric)}", fontsize=10)
+            ax.set_xlabel("fraction of training cells")
+            ax.set_ylabel(LABELS.get(metric, metric))
+            ax.grid(alpha=0.3)
+    _methods_legend(fig, palette, "1.0: main grid run" if special.any() else None)
+    fig.suptitle("Few-shot annotation: mean ± sd over seeds against the fraction of training cells", fontsize=11)
+    save_figure(fig, path)
+
+
+def plot_sensitivity(table: pd.DataFrame, path: str | Path) -> None:
+    """Sensitivity curves from :func:`sensitivity_table`: a panel column per
+    option (alpha, t, K), a row per (dataset, metric) with macro F1 first, a line per base method
+    (mean ± sd over seeds) against the option's value; default-value points are starred."""
+
+    if table.empty:
+        save_figure(empty_figure(NO_SENSITIVITY), path)
+        return
+    options = [k for k in SENSITIVITY_KEYS if k in set(table["option"])]
+    order = ["macro_f1", "accuracy"] + [m for m in STUDY_METRICS if m not in ("macro_f1", "accuracy")]
+    metric_names = [m for m in order if m in set(table["metric"])] + sorted(set(table["metric"]) - set(order))
+    rows = [(d, m) for d in sorted(table["dataset"].unique()) for m in metric_names]
+    methods = sorted(table["method"].unique())
+    palette = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
+    fig = Figure(figsize=(3.9 * len(options) + 2.6, 3.1 * len(rows) + 0.7), layout="constrained")
+    axes = fig.subplots(len(rows), len(options), squeeze=False)
+    special = table["default"].astype(bool)
+    for r, (dataset, metric) in enumerate(rows):
+        for c, option in enumerate(options):
+            ax = axes[r, c]
+            sub = table[(table["dataset"] == dataset) & (table["metric"] == metric) & (table["option"] == option)]
+            for method, block in sub.groupby("method", sort=True):
+                _curve(ax, block, "option_value", palette[method], method, special=special)
+            if sub.empty:
+                ax.text(0.5, 0.5, "not varied", ha="center", va="center", color="0.4", transform=ax.transAxes)
+            else:
+                values = sorted(sub["option_value"].unique())
+                ax.set_xticks(values, [f"{v:g}" for v in values])
+            ax.set_title(f"{dataset}: {LABELS.get(metric, metric)} vs {'K' if option == 'k' else option}", fontsize=10)
+            ax.set_xlabel(LABELS.get(option, option))
+            ax.set_ylabel(LABELS.get(metric, metric))
+            ax.grid(alpha=0.3)
+    _methods_legend(fig, palette, "default value" if special.any() else None)
+    fig.suptitle("Hyper-parameter sensitivity: mean ± sd over seeds against one diffusion option", fontsize=11)
+    save_figure(fig, path)
+
+
 def write_studies(metrics: pd.DataFrame | str | Path, out: Mapping[str, str | Path] | object, *,
                   defaults: Mapping[str, Mapping[str, float]] | None = None, config: Mapping | None = None) -> None:
     """Write the few-shot and sensitivity tables (Markdown, CSV, HTML) and figures.
@@ -261,8 +358,6 @@ def write_studies(metrics: pd.DataFrame | str | Path, out: Mapping[str, str | Pa
     :func:`kernel_defaults` under ``config``. Always writes every file: with no runs the tables have
     only their header and the figures say so.
     """
-    from scfmbench.report.figures import plot_fewshot, plot_sensitivity
-
     if not isinstance(metrics, pd.DataFrame):
         metrics = pd.read_csv(metrics)
     get = (lambda k: out[k]) if isinstance(out, Mapping) else (lambda k: getattr(out, k))
@@ -291,6 +386,6 @@ def write_studies(metrics: pd.DataFrame | str | Path, out: Mapping[str, str | Pa
 
 __all__ = [
     "FEWSHOT_COLUMNS", "PAPER_DEFAULTS", "SENSITIVITY_COLUMNS", "fewshot_markdown", "fewshot_table",
-    "is_fewshot_dataset", "kernel_defaults", "main_grid", "sensitivity_markdown", "sensitivity_override",
+    "is_fewshot_dataset", "kernel_defaults", "main_grid", "plot_fewshot", "plot_sensitivity", "sensitivity_markdown", "sensitivity_override",
     "sensitivity_table", "study_defaults", "study_paths", "write_studies",
 ]

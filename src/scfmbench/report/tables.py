@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from scfmbench import InputError
+from scfmbench._io import markdown_cell
 from scfmbench.results import METRIC_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -202,10 +203,6 @@ def format_cell(mean: float, std: float, n, *, unit_scale: bool, n_max: int | No
     return text
 
 
-def _escape(text: str) -> str:
-    return str(text).replace("|", r"\|")
-
-
 def to_markdown(table: pd.DataFrame, *, markers: Mapping[tuple[str, str, str], str] | None = None) -> str:
     """Render a :func:`summary_table` as a GitHub pipe table, best per column in **bold**.
 
@@ -220,10 +217,10 @@ def to_markdown(table: pd.DataFrame, *, markers: Mapping[tuple[str, str, str], s
         return "_no results configured_\n"
     n_all = pd.concat([table[(d, m, "n")] for d, m in keys]).dropna()
     n_max = int(n_all.max()) if len(n_all) else None
-    header = ["method"] + [f"{_escape(d)} / {_escape(m)}" for d, m in keys]
+    header = ["method"] + [f"{markdown_cell(d)} / {markdown_cell(m)}" for d, m in keys]
     lines = ["| " + " | ".join(header) + " |", "|:---|" + "---:|" * len(keys)]
     for method, row in table.iterrows():
-        cells = [_escape(method)]
+        cells = [markdown_cell(method)]
         for d, m in keys:
             unit = _unit_scale(m, table[(d, m, "mean")])
             cell = format_cell(row[(d, m, "mean")], row[(d, m, "std")], row[(d, m, "n")], unit_scale=unit, n_max=n_max)

@@ -82,7 +82,7 @@ def _load_pretrained(checkpoint_path, adata):
 def finetune_main(prepared_path, checkpoint_path, predictions_path, run_path, finetuned_path, *, seed: int, params: dict | None = None, embedding_path=None) -> None:
     """Fine-tune the pretrained model on cell types; write test predictions, a run record and the fine-tuned checkpoint,
     and with ``embedding_path`` every cell's [CLS] embedding of the pretrained and the fine-tuned model (:mod:`scfmbench.embedding`)."""
-    from scfmbench.annotation import unseen_record, write_predictions
+    from scfmbench.annotation.base import unseen_record, write_predictions
     from scfmbench.data.contract import read_prepared, require_labels
     from scfmbench.schyena.tasks import finetune_classifier, save_checkpoint
 

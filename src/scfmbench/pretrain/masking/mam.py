@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from scfmbench import InputError
-from scfmbench.pretrain.masking import RELEASED_RATIO, Draw, MaskingStrategy, advanced_masking, check_ratio, gumbel_topk, n_to_mask, register_strategy
+from scfmbench.pretrain.masking.base import RELEASED_RATIO, Draw, MaskingStrategy, advanced_masking, check_ratio, gumbel_topk, n_to_mask, register_strategy
 from scfmbench.pretrain.masking.stratified import stratified_mask
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scfmbench.pretrain.masking import RELEASED_RATIO, Draw, MaskingStrategy, advanced_masking, check_ratio, register_strategy
+from scfmbench.pretrain.masking.base import RELEASED_RATIO, Draw, MaskingStrategy, advanced_masking, check_ratio, register_strategy
 from scfmbench.pretrain.masking.stratified import stratified_mask
 
 

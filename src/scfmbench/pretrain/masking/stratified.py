@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from scfmbench.pretrain.masking import Draw, MaskingStrategy, check_ratio, n_to_mask, rand, register_strategy, topk_per_row
+from scfmbench.pretrain.masking.base import Draw, MaskingStrategy, check_ratio, n_to_mask, rand, register_strategy, topk_per_row
 
 
 def stratified_mask(values: torch.Tensor, maskable: torch.Tensor, ratio: float, ratio_zero: float, *, generator: torch.Generator) -> torch.Tensor:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from scfmbench import InputError
-from scfmbench.pretrain.masking import Draw, MaskingStrategy, register_strategy
+from scfmbench.pretrain.masking.base import Draw, MaskingStrategy, register_strategy
 
 
 def sample_mask_prob(rng: torch.Generator, low: float = 0.05, high: float = 0.4) -> float:

@@ -75,12 +75,12 @@ def plot(metrics: pd.DataFrame, path, shown=DELTA_METRICS[:2]) -> None:
     import seaborn as sns
     from matplotlib.figure import Figure
 
-    from scfmbench.report.figures import NO_RESULTS, _empty_figure, _save
+    from scfmbench.report.figures import NO_RESULTS, empty_figure, save_figure
 
     df = perturbation_frame(metrics)
     df = df[df["base"].isin(shown)]
     if df.empty:
-        _save(_empty_figure(NO_RESULTS), path)
+        save_figure(empty_figure(NO_RESULTS), path)
         return
     panels = [(d, m) for d in sorted(df["dataset"].unique()) for m in shown if m in set(df["base"])]
     methods = sorted(df["method"].unique(), key=lambda m: (m not in CONTROLS, m))
@@ -104,7 +104,7 @@ def plot(metrics: pd.DataFrame, path, shown=DELTA_METRICS[:2]) -> None:
         ax.axhline(0, color="0.8", linewidth=0.8, zorder=0)
     fig.axes[0].legend(fontsize=7, ncol=min(4, math.ceil(len(methods) / 2)), loc="lower left", bbox_to_anchor=(0, 1.12), frameon=False)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def write_perturbation_report(metrics_paths, *, md, csv, html, png) -> None:
