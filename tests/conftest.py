@@ -39,7 +39,11 @@ def make_raw(n_cells: int = 120, n_genes: int = 40, n_types: int = 3, seed: int 
     for i in range(n_types):
         mu[types == f"t{i}", i * (n_genes // n_types) : (i + 1) * (n_genes // n_types)] = 12.0
     counts = sp.csr_matrix(rng.poisson(mu).astype(np.float32))
-    adata = ad.AnnData(X=counts.copy(), obs=pd.DataFrame({"cell_type": pd.Categorical(types)}, index=[f"c{i}" for i in range(n_cells)]), var=pd.DataFrame(index=[f"G{j}" for j in range(n_genes)]))
+    adata = ad.AnnData(
+        X=counts.copy(),
+        obs=pd.DataFrame({"cell_type": pd.Categorical(types)}, index=[f"c{i}" for i in range(n_cells)]),
+        var=pd.DataFrame(index=[f"G{j}" for j in range(n_genes)]),
+    )
     adata.layers["counts"] = counts
     adata.uns["provenance"] = {"source": "test", "inputs_sha256": {}}
     return adata

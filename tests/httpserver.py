@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import http.server
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 PAYLOAD = bytes(range(256)) * 400  # 100 KiB
 SHA = hashlib.sha256(PAYLOAD).hexdigest()

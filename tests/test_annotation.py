@@ -97,9 +97,9 @@ def test_padding_does_not_change_a_cells_prediction():
 
 
 def test_transformer_learns_and_is_reproducible():
-    from scfmbench.data.prepare import prepare_dataset
-
     from conftest import make_raw
+
+    from scfmbench.data.prepare import prepare_dataset
 
     prepared = prepare_dataset(make_raw(n_cells=240, n_genes=24), seed=0)
     params = dict(epochs=10, patience=10)  # the backbone's defaults otherwise (d_model 32, 1 layer, lr 5e-3, batch 16)
@@ -118,9 +118,9 @@ def test_a_seeds_run_does_not_depend_on_what_ran_before_it(backbone, attention):
     """resources.group_seeds runs a transformer's seeds one after another in one process: seed 1
     after seed 0 must be seed 1 alone (random edges, random features, tokenizer and batch order all
     re-drawn from the seed), to the bit."""
-    from scfmbench.data.prepare import prepare_dataset
-
     from conftest import make_raw
+
+    from scfmbench.data.prepare import prepare_dataset
 
     prepared = prepare_dataset(make_raw(n_cells=120, n_genes=24), seed=0)
     params = dict(epochs=2, patience=2, d_model=16)
@@ -135,11 +135,11 @@ def test_a_seeds_run_does_not_depend_on_what_ran_before_it(backbone, attention):
 def _graph_kernel_runs(monkeypatch=None, cache: bool = True) -> dict:
     """Tiny fine-tunings with graph kernels and attention dropout (geneformer-genohoption-p: dropout
     inside the PPR recursion; scgpt-genohoption-h), one torch thread: predictions and curves."""
+    from conftest import make_raw
+
     from scfmbench.data.prepare import prepare_dataset
     from scfmbench.graphs.build import build_gene_graph
     from scfmbench.models.tokenize import TokenGraph
-
-    from conftest import make_raw
 
     if not cache:
         monkeypatch.setattr(TokenGraph, "CELL_CACHE_BYTES", 0)
@@ -151,10 +151,23 @@ def _graph_kernel_runs(monkeypatch=None, cache: bool = True) -> dict:
     try:
         out = {}
         for backbone, attention in [("geneformer", "genohoption-p"), ("scgpt", "genohoption-h")]:
-            pred, rec = annotate_transformer(adata, backbone=backbone, attention=attention, seed=3, graph=graph, epochs=3, patience=3, d_model=16,
-                                             n_heads=2, dropout=0.2)
-            out[f"{backbone}-{attention}"] = dict(predictions=[str(p) for p in pred], train_loss=rec["history"]["train_loss"],
-                                                  valid=rec["history"]["valid_macro_f1"])
+            pred, rec = annotate_transformer(
+                adata,
+                backbone=backbone,
+                attention=attention,
+                seed=3,
+                graph=graph,
+                epochs=3,
+                patience=3,
+                d_model=16,
+                n_heads=2,
+                dropout=0.2,
+            )
+            out[f"{backbone}-{attention}"] = dict(
+                predictions=[str(p) for p in pred],
+                train_loss=rec["history"]["train_loss"],
+                valid=rec["history"]["valid_macro_f1"],
+            )
         return out
     finally:
         torch.set_num_threads(threads)

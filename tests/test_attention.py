@@ -132,7 +132,17 @@ NO_RANDOM = {"bigbird": dict(n_random=0)}  # the dense references cover window +
 
 
 def test_registry_names():
-    expected = {"full", "genohoption", "genohoption-p", "genohoption-h", "onehop", "longformer", "bigbird", "diffuser", "performer"}
+    expected = {
+        "full",
+        "genohoption",
+        "genohoption-p",
+        "genohoption-h",
+        "onehop",
+        "longformer",
+        "bigbird",
+        "diffuser",
+        "performer",
+    }
     assert expected <= set(KERNELS)
 
 
@@ -161,7 +171,9 @@ def test_gradcheck(name, batch):
     data = {**batch, **small, "kpm": batch["kpm"][:2]}
     if kernel.needs_edges:
         data["edges"] = EdgePattern(*(t[:2] for t in (batch["edges"].src, batch["edges"].dst, batch["edges"].valid)), L)
-    assert torch.autograd.gradcheck(lambda q, k, v: run(kernel, data, q=q, k=k, v=v), (small["q"], small["k"], small["v"]))
+    assert torch.autograd.gradcheck(
+        lambda q, k, v: run(kernel, data, q=q, k=k, v=v), (small["q"], small["k"], small["v"])
+    )
 
 
 @pytest.mark.parametrize("name", sorted(KERNELS))
@@ -187,8 +199,16 @@ def test_inside_multihead_module(name, batch):
 @pytest.mark.parametrize("name", sorted(n for n in KERNELS if is_sparse(n)))
 def test_sparse_equals_dense_masked_attention(name, batch, gene_graph):
     kernel = make_kernel(name, **NO_RANDOM.get(name, {}))
-    expected = dense_reference(batch["q"], batch["k"], batch["v"], allowed_mask(kernel, batch, gene_graph), diffusion=kernel.diffusion,
-                               alpha=kernel.alpha, t=kernel.t, steps=kernel.k)
+    expected = dense_reference(
+        batch["q"],
+        batch["k"],
+        batch["v"],
+        allowed_mask(kernel, batch, gene_graph),
+        diffusion=kernel.diffusion,
+        alpha=kernel.alpha,
+        t=kernel.t,
+        steps=kernel.k,
+    )
     torch.testing.assert_close(run(kernel, batch), expected, rtol=0, atol=1e-5)
 
 
@@ -212,7 +232,9 @@ def test_diffusion_equals_explicit_matrix_powers(batch, gene_graph, diffusion, s
     kernel = make_kernel("genohoption", diffusion=diffusion, k=steps, alpha=0.3, t=2.0)
     A = _dense_attention(batch, kernel, gene_graph)
     if diffusion == "ppr":  # V_K = ((1-a)^K A^K + a sum_{j<K} (1-a)^j A^j) V  (paper Eq. 9)
-        M = (0.7**steps) * torch.linalg.matrix_power(A, steps) + sum(0.3 * 0.7**j * torch.linalg.matrix_power(A, j) for j in range(steps))
+        M = (0.7**steps) * torch.linalg.matrix_power(A, steps) + sum(
+            0.3 * 0.7**j * torch.linalg.matrix_power(A, j) for j in range(steps)
+        )
     else:  # sum_{j<K} e^-t t^j / j! A^j V  (Eq. 11, K terms)
         M = sum(math.exp(-2.0) * 2.0**j / math.factorial(j) * torch.linalg.matrix_power(A, j) for j in range(steps))
     torch.testing.assert_close(run(kernel, batch), M @ batch["v"], rtol=0, atol=1e-10)
@@ -289,7 +311,11 @@ def test_bigbird_official_random_density(seed):
     assert abs(per_query.mean().item() - p * (n - base.sum(1).float().mean().item())) < 3.0  # about 0.098 L
     # a shorter sequence uses the top-left block (the official batches cut theirs from one matrix)
     assert torch.equal(kernel.pattern(300, None, "cpu").to_dense()[0], got[:300, :300])
-    other = build_kernel("bigbird", window=w, random_density=200 / 2048, seed=seed + 1).pattern(n, None, "cpu").to_dense()[0]
+    other = (
+        build_kernel("bigbird", window=w, random_density=200 / 2048, seed=seed + 1)
+        .pattern(n, None, "cpu")
+        .to_dense()[0]
+    )
     assert not torch.equal(other, got)  # the pattern changes with the seed, as the official set_seed(seed)
     assert kernel.n_random == 0 and build_kernel("bigbird").n_random == 16  # 16 per query when no density is given
 
@@ -312,8 +338,13 @@ def test_graph_pattern_rows_match_a_loop_reference(dedup, table, monkeypatch):
     indptr, indices = a.indptr, a.indices
     with warnings.catch_warnings():  # "CSR support is in beta"
         warnings.simplefilter("ignore", UserWarning)
-        twice = torch.sparse_csr_tensor(torch.as_tensor(np.r_[0, np.cumsum(2 * np.diff(indptr))]), torch.as_tensor(np.repeat(indices, 2)),
-                                        torch.ones(2 * len(indices)), size=a.shape, check_invariants=False)  # each edge twice
+        twice = torch.sparse_csr_tensor(
+            torch.as_tensor(np.r_[0, np.cumsum(2 * np.diff(indptr))]),
+            torch.as_tensor(np.repeat(indices, 2)),
+            torch.ones(2 * len(indices)),
+            size=a.shape,
+            check_invariants=False,
+        )  # each edge twice
     genes = np.full((Bq, Lq), -1)
     for b, n in enumerate((0, 4, 10, 7)):  # cell 0: CLS only
         genes[b, 1 + np.sort(rng.choice(Lq - 1, n, replace=False))] = rng.choice(n_genes, n, replace=False)
@@ -456,7 +487,9 @@ def test_diffuser_paper_preset_is_diffusers_setting():
     base = official_adjacency(n, 64, n_global=64)
     assert torch.equal(got & base, base)
     extra = (got & ~base).sum(1)
-    assert extra.max() <= 64 and extra[64:].float().mean() > 45  # 64 random keys per query (with replacement; ~84% off the window)
+    assert (
+        extra.max() <= 64 and extra[64:].float().mean() > 45
+    )  # 64 random keys per query (with replacement; ~84% off the window)
     gen = torch.Generator().manual_seed(1)
     q, k, v = (torch.randn(1, 1, n, 4, generator=gen, dtype=torch.float64) for _ in range(3))
     expected = _official_ppr(q, k, v, got[None], alpha=0.1, steps=5)
@@ -469,7 +502,9 @@ def test_attention_dropout_where_the_official_code_has_it(name, batch, gene_grap
     heat sum (the window baselines are PPR with one step, alpha 0). A stand-in dropout that halves
     its input makes every placement visible in the output."""
     kernel = make_kernel(name, **NO_RANDOM.get(name, {}), dropout=0.3).train()
-    monkeypatch.setattr(F, "dropout", lambda x, p=0.5, training=True, inplace=False: x * 0.5 if training and p > 0 else x)
+    monkeypatch.setattr(
+        F, "dropout", lambda x, p=0.5, training=True, inplace=False: x * 0.5 if training and p > 0 else x
+    )
     allowed = allowed_mask(kernel, batch, gene_graph)
     half = lambda x: 0.5 * x  # noqa: E731
     q, k, v = batch["q"], batch["k"], batch["v"]
@@ -487,7 +522,9 @@ def test_attention_dropout_where_the_official_code_has_it(name, batch, gene_grap
         expected = _official_ppr(q, k, v, allowed, alpha=kernel.alpha, steps=kernel.k, drop=half)
     torch.testing.assert_close(run(kernel, batch), expected, rtol=0, atol=1e-10)
     monkeypatch.undo()
-    assert torch.equal(run(kernel.eval(), batch), run(make_kernel(name, **NO_RANDOM.get(name, {})), batch))  # no dropout in eval
+    assert torch.equal(
+        run(kernel.eval(), batch), run(make_kernel(name, **NO_RANDOM.get(name, {})), batch)
+    )  # no dropout in eval
 
 
 def test_attention_dropout_defaults_to_the_models():
@@ -522,7 +559,9 @@ def test_performer_matches_performer_pytorch_without_padding(batch):
     ours = make_kernel("performer")
     theirs = FastAttention(dim_heads=D, nb_features=64).double()
     theirs.projection_matrix.copy_(ours.projection(D, "cpu"))
-    torch.testing.assert_close(ours(batch["q"], batch["k"], batch["v"]), theirs(batch["q"], batch["k"], batch["v"]), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        ours(batch["q"], batch["k"], batch["v"]), theirs(batch["q"], batch["k"], batch["v"]), rtol=1e-10, atol=1e-12
+    )
 
 
 def test_performer_padding_equals_truncation(batch):
@@ -532,13 +571,13 @@ def test_performer_padding_equals_truncation(batch):
 
     kernel = make_kernel("performer")
     b, n = 2, LENGTHS[2]
-    q, k, v = (batch[key][b:b + 1] for key in "qkv")
+    q, k, v = (batch[key][b : b + 1] for key in "qkv")
     cut = kernel(q[:, :, :n], k[:, :, :n], v[:, :, :n])
-    padded = kernel(q, k, v, key_padding_mask=batch["kpm"][b:b + 1])
+    padded = kernel(q, k, v, key_padding_mask=batch["kpm"][b : b + 1])
     torch.testing.assert_close(padded[:, :, :n], cut, rtol=1e-10, atol=1e-12)
     naive = FastAttention(dim_heads=D, nb_features=64).double()
     naive.projection_matrix.copy_(kernel.projection(D, "cpu"))
-    zero = (~batch["kpm"][b:b + 1])[:, None, :, None]
+    zero = (~batch["kpm"][b : b + 1])[:, None, :, None]
     assert not torch.allclose(naive(q, k * zero, v * zero)[:, :, :n], cut, atol=1e-3)
 
 
@@ -614,7 +653,9 @@ def test_cuda_matches_cpu(name, batch):
 
 
 def test_graph_pattern_accepts_torch_sparse(batch, gene_graph):
-    adjacency = torch.sparse_coo_tensor(np.vstack(gene_graph.nonzero()), torch.ones(gene_graph.nnz), gene_graph.shape, check_invariants=True)
+    adjacency = torch.sparse_coo_tensor(
+        np.vstack(gene_graph.nonzero()), torch.ones(gene_graph.nnz), gene_graph.shape, check_invariants=True
+    )
     again = graph_pattern(adjacency, batch["genes"], n_global=1)
     assert torch.equal(again.to_dense(), batch["edges"].to_dense())
 
@@ -623,7 +664,10 @@ def test_benchmark_point_and_csv(tmp_path):
     from scfmbench.bench.attention import COLUMNS, measure_point, write_csv
 
     opts = dict(batch=1, heads=2, dim=8, degree=4, repeats=1, warmup=1, device="cpu")
-    rows = [measure_point(name, 64, **opts) for name in ("genohoption", "full", "hf-longformer", "performer-pytorch", "hf-bigbird")]
+    rows = [
+        measure_point(name, 64, **opts)
+        for name in ("genohoption", "full", "hf-longformer", "performer-pytorch", "hf-bigbird")
+    ]
     assert [r["status"] for r in rows] == ["ok", "ok", "ok", "ok", "error"]  # BigBird block-sparse needs L >= 704
     assert all(r["time_s"] > 0 and r["peak_mem_mb"] >= 0 for r in rows[:4])
     write_csv(rows, str(tmp_path / "bench.csv"))

@@ -46,7 +46,9 @@ def ring_graph(n_genes: int = G) -> GeneGraph:
             tgt.append((g + d) % n_genes + 1)
     loops = list(range(n))
     cls_t, cls_s = list(range(1, n)) + [0] * n_genes, [0] * n_genes + list(range(1, n))
-    A = sp.csr_matrix((np.ones(len(tgt) + n + 2 * n_genes, dtype=np.int8), (tgt + loops + cls_t, src + loops + cls_s)), shape=(n, n))
+    A = sp.csr_matrix(
+        (np.ones(len(tgt) + n + 2 * n_genes, dtype=np.int8), (tgt + loops + cls_t, src + loops + cls_s)), shape=(n, n)
+    )
     A.data[:] = 1
     return GeneGraph(adjacency=A, gene_names=np.array([f"G{i}" for i in range(n_genes)]), has_cls=True)
 
@@ -61,11 +63,23 @@ def counts_matrix(seed: int = 0) -> sp.csr_matrix:
 
 
 def build(backbone: str, attention: str, **extra):
-    common = dict(n_genes=G, n_classes=3, d_model=16, n_heads=2, d_hidden=32, n_layers=2, dropout=0.0, attention=attention,
-                  attention_config=KERNEL_CONFIG[attention], **extra)
-    model = {"scgpt": lambda: ScGPTClassifier(ScGPTConfig(**common, n_bins=11)),
-             "geneformer": lambda: GeneformerClassifier(GeneformerConfig(**common, max_position=64)),
-             "scbert": lambda: ScBERTClassifier(ScBERTConfig(**common))}[backbone]()
+    common = dict(
+        n_genes=G,
+        n_classes=3,
+        d_model=16,
+        n_heads=2,
+        d_hidden=32,
+        n_layers=2,
+        dropout=0.0,
+        attention=attention,
+        attention_config=KERNEL_CONFIG[attention],
+        **extra,
+    )
+    model = {
+        "scgpt": lambda: ScGPTClassifier(ScGPTConfig(**common, n_bins=11)),
+        "geneformer": lambda: GeneformerClassifier(GeneformerConfig(**common, max_position=64)),
+        "scbert": lambda: ScBERTClassifier(ScBERTConfig(**common)),
+    }[backbone]()
     attach_graph(model, TokenGraph.from_gene_graph(ring_graph()))
     return model
 
@@ -91,7 +105,11 @@ def test_rank_value_encoding_by_hand():
     assert np.isnan(medians[4])  # never expressed in the reference cells
     # scores: cell 0 g0 1.23, g3 1.0, g2 0.33; cell 1 g2 1.67, g1 1.33; cell 2 g3 1.0, g0 0.77, g1 0.67
     cells = tokenize_geneformer(counts, medians, max_len=10)
-    expect = [[CLS_ID, 0 + 2, 3 + 2, 2 + 2], [CLS_ID, 2 + 2, 1 + 2, PAD_ID], [CLS_ID, 3 + 2, 0 + 2, 1 + 2]]  # gene g -> token g + 2
+    expect = [
+        [CLS_ID, 0 + 2, 3 + 2, 2 + 2],
+        [CLS_ID, 2 + 2, 1 + 2, PAD_ID],
+        [CLS_ID, 3 + 2, 0 + 2, 1 + 2],
+    ]  # gene g -> token g + 2
     assert cells.gene_ids.tolist() == expect
     assert cells.padding.tolist() == [[False] * 4, [False] * 3 + [True], [False] * 4]
     top2 = tokenize_geneformer(counts, medians, max_len=2)  # truncation keeps the top ranks
@@ -125,7 +143,9 @@ def test_token_graph_orientation_and_cls():
             assert bool(allowed[i, j]) == bool(A[nodes[i], nodes[j]]), (i, j)
     assert not allowed[:, n:].any() and not allowed[n:].any()  # padding has no edges
     assert allowed[0, :n].all() and allowed[:n, 0].all()  # CLS joined to every gene
-    assert allowed[1 + genes.index(6), 1 + genes.index(5)] and not allowed[1 + genes.index(5), 1 + genes.index(6)]  # 5 -> 6 only
+    assert (
+        allowed[1 + genes.index(6), 1 + genes.index(5)] and not allowed[1 + genes.index(5), 1 + genes.index(6)]
+    )  # 5 -> 6 only
     # a graph without a CLS node: CLS becomes a global token
     no_cls = TokenGraph(graph.adjacency.T.tocsr()[1:, 1:], cls_node=False)
     allowed2 = no_cls.pattern(ids).to_dense()[0]
@@ -157,7 +177,9 @@ def test_multigraph_parallel_edges_count_twice_in_the_softmax():
         h = 0.75 * a @ h + 0.25 * v
     kernel = build_kernel("genohoption-p")
     torch.testing.assert_close(kernel(q, k, v, edges=tg.pattern(ids)), h, rtol=0, atol=1e-10)
-    plain = TokenGraph.from_gene_graph(GeneGraph(adjacency=sp.csr_matrix(A != 0).astype(np.int8), gene_names=ring.gene_names, has_cls=True))
+    plain = TokenGraph.from_gene_graph(
+        GeneGraph(adjacency=sp.csr_matrix(A != 0).astype(np.int8), gene_names=ring.gene_names, has_cls=True)
+    )
     assert not torch.allclose(kernel(q, k, v, edges=plain.pattern(ids)), h)  # deduplicated: a different result
 
 
@@ -212,8 +234,15 @@ def test_bf16_autocast_step_matches_float32(backbone, attention):
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_annotator_trains_under_amp(tiny_prepared, amp):
     """fit_classifier's mixed precision (fp16 with a GradScaler) end to end; the option is recorded."""
-    pred, record = annotate_transformer(tiny_prepared, backbone="scgpt", attention="genohoption-p", seed=0, epochs=2, amp=amp,
-                                        graph=_graph_of(tiny_prepared))
+    pred, record = annotate_transformer(
+        tiny_prepared,
+        backbone="scgpt",
+        attention="genohoption-p",
+        seed=0,
+        epochs=2,
+        amp=amp,
+        graph=_graph_of(tiny_prepared),
+    )
     assert record["train"]["amp"] == amp and np.isfinite(record["history"]["train_loss"]).all()
     with pytest.raises(InputError, match="amp must be one of"):
         annotate_transformer(tiny_prepared, backbone="scgpt", attention="full", seed=0, epochs=1, amp="fp8")
@@ -253,12 +282,21 @@ def test_graph_changes_what_genohoption_sees():
     with torch.no_grad():
         ring = model.hidden_states(batch)[real]
         bare = ring_graph()
-        loops_and_cls = sp.csr_matrix(bare.adjacency.toarray() * (np.eye(G + 1) + (np.arange(G + 1) == 0)[:, None] + (np.arange(G + 1) == 0)[None]))
-        attach_graph(model, TokenGraph.from_gene_graph(GeneGraph(adjacency=loops_and_cls, gene_names=bare.gene_names, has_cls=True)))
+        loops_and_cls = sp.csr_matrix(
+            bare.adjacency.toarray()
+            * (np.eye(G + 1) + (np.arange(G + 1) == 0)[:, None] + (np.arange(G + 1) == 0)[None])
+        )
+        attach_graph(
+            model,
+            TokenGraph.from_gene_graph(GeneGraph(adjacency=loops_and_cls, gene_names=bare.gene_names, has_cls=True)),
+        )
         assert not torch.allclose(model.hidden_states(batch)[real], ring, atol=1e-3)
 
 
-@pytest.mark.parametrize("cls_node,multigraph,cls_token", [(True, False, True), (False, False, True), (True, True, True), (False, False, False)])
+@pytest.mark.parametrize(
+    "cls_node,multigraph,cls_token",
+    [(True, False, True), (False, False, True), (True, True, True), (False, False, False)],
+)
 def test_token_graph_cell_cache_gives_graph_patterns_exactly(cls_node, multigraph, cls_token):
     """TokenGraph keeps each cell's edges and assembles later batches from them: every batch's
     pattern equals graph_pattern on the batch (called here directly, as before the cache), tensor
@@ -284,15 +322,24 @@ def test_token_graph_cell_cache_gives_graph_patterns_exactly(cls_node, multigrap
             ids[row, : len(cells[i])] = torch.as_tensor(cells[i])
         seen.update(int(i) for i in chosen)
         got = graph.pattern(ids)
-        adjacency = graph._torch["cpu"] if multigraph else graph.adjacency  # a multigraph's edges repeated by multiplicity
-        want = graph_pattern(adjacency, graph.node_index(ids), n_global=int(cls_token and not cls_node),
-                             self_loops=not multigraph or not cls_node, dedup=not multigraph)
+        adjacency = (
+            graph._torch["cpu"] if multigraph else graph.adjacency
+        )  # a multigraph's edges repeated by multiplicity
+        want = graph_pattern(
+            adjacency,
+            graph.node_index(ids),
+            n_global=int(cls_token and not cls_node),
+            self_loops=not multigraph or not cls_node,
+            dedup=not multigraph,
+        )
         assert got.n_nodes == want.n_nodes == L
         for name in ("src", "dst", "valid"):
             assert torch.equal(getattr(got, name), getattr(want, name)), name
         # src_order: equal on the valid slots, the only ones the kernels read (an argsort orders
         # the empty slots' equal sentinel keys arbitrarily)
-        assert torch.equal(got.src_order.sort(1).values, torch.arange(got.src.shape[1]).expand_as(got.src))  # a permutation per row
+        assert torch.equal(
+            got.src_order.sort(1).values, torch.arange(got.src.shape[1]).expand_as(got.src)
+        )  # a permutation per row
         n = want.valid.sum(1)
         for b in range(len(n)):
             assert torch.equal(got.src_order[b, : n[b]], want.src_order[b, : n[b]])
@@ -323,8 +370,17 @@ def _majority_f1(adata):
     return _f1(adata, majority(adata, seed=0))
 
 
-SMALL = dict(d_model=32, n_layers=1, n_heads=2, d_hidden=64, epochs=8, batch_size=16, lr=3e-3, patience=8,
-             kernel_config={"longformer": {"window": 8}, "performer": {"nb_features": 32}})
+SMALL = dict(
+    d_model=32,
+    n_layers=1,
+    n_heads=2,
+    d_hidden=64,
+    epochs=8,
+    batch_size=16,
+    lr=3e-3,
+    patience=8,
+    kernel_config={"longformer": {"window": 8}, "performer": {"nb_features": 32}},
+)
 
 
 @pytest.mark.parametrize("method", ["geneformer-full", "scgpt-genohoption-p", "scbert-performer"])
@@ -354,7 +410,9 @@ def test_annotator_input_errors(tiny_prepared):
     with pytest.raises(InputError, match="unknown backbone"):
         annotate_transformer(tiny_prepared, backbone="hyena", attention="full", seed=0)
     with pytest.raises(InputError, match="unknown kernels"):
-        annotate_transformer(tiny_prepared, backbone="scgpt", attention="full", seed=0, kernel_config={"longfromer": {"window": 8}})
+        annotate_transformer(
+            tiny_prepared, backbone="scgpt", attention="full", seed=0, kernel_config={"longfromer": {"window": 8}}
+        )
     with pytest.raises(InputError, match="allowed keys"):
         annotate_transformer(tiny_prepared, backbone="scbert", attention="performer", seed=0, d_modle=8)
     assert set(BACKBONES) == {"scgpt", "geneformer", "scbert", "scfoundation"}
@@ -365,12 +423,30 @@ def test_annotation_run_seed_reaches_random_kernels(tiny_prepared):
     for attention, extra in (("bigbird", {}), ("diffuser", {"n_random": 2}), ("performer", {"nb_features": 8})):
         seeds = []
         for seed in (0, 1):
-            _, record = annotate_transformer(tiny_prepared, backbone="scgpt", attention=attention, seed=seed, epochs=1,
-                                             d_model=8, n_heads=2, d_hidden=8, kernel_config={attention: {"window": 4, **extra} if attention != "performer" else extra})
+            _, record = annotate_transformer(
+                tiny_prepared,
+                backbone="scgpt",
+                attention=attention,
+                seed=seed,
+                epochs=1,
+                d_model=8,
+                n_heads=2,
+                d_hidden=8,
+                kernel_config={attention: {"window": 4, **extra} if attention != "performer" else extra},
+            )
             seeds.append(record["model"]["attention_config"]["seed"])
         assert seeds == [0, 1], attention
-    _, record = annotate_transformer(tiny_prepared, backbone="scgpt", attention="bigbird", seed=2, epochs=1, d_model=8,
-                                     n_heads=2, d_hidden=8, kernel_config={"bigbird": {"window": 4, "seed": 10}})
+    _, record = annotate_transformer(
+        tiny_prepared,
+        backbone="scgpt",
+        attention="bigbird",
+        seed=2,
+        epochs=1,
+        d_model=8,
+        n_heads=2,
+        d_hidden=8,
+        kernel_config={"bigbird": {"window": 4, "seed": 10}},
+    )
     assert record["model"]["attention_config"]["seed"] == 12  # a configured seed is an offset to the run seed
 
 
@@ -382,22 +458,48 @@ def _graph_of(adata) -> GeneGraph:
 def test_geneformer_prepended_cls_from_scratch(tiny_prepared):
     """cls_token 'prepended' trains from scratch with genes at positions 0..n-1 (max_len may fill
     every position); null (the schema default) keeps the config's 'input'."""
-    _, record = annotate_transformer(tiny_prepared, backbone="geneformer", attention="genohoption-p", seed=0, epochs=1, max_len=8,
-                                     max_position=8, cls_token="prepended", graph=_graph_of(tiny_prepared))
+    _, record = annotate_transformer(
+        tiny_prepared,
+        backbone="geneformer",
+        attention="genohoption-p",
+        seed=0,
+        epochs=1,
+        max_len=8,
+        max_position=8,
+        cls_token="prepended",
+        graph=_graph_of(tiny_prepared),
+    )
     assert record["model"]["cls_token"] == "prepended"
-    _, record = annotate_transformer(tiny_prepared, backbone="geneformer", attention="full", seed=0, epochs=1, cls_token=None)
+    _, record = annotate_transformer(
+        tiny_prepared, backbone="geneformer", attention="full", seed=0, epochs=1, cls_token=None
+    )
     assert record["model"]["cls_token"] == "input"
     with pytest.raises(InputError, match="exceeds max_position"):
-        annotate_transformer(tiny_prepared, backbone="geneformer", attention="full", seed=0, epochs=1, max_len=8, max_position=8)
+        annotate_transformer(
+            tiny_prepared, backbone="geneformer", attention="full", seed=0, epochs=1, max_len=8, max_position=8
+        )
 
 
 def test_kernel_config_sizes_each_kernel(tiny_prepared):
     """One backbone entry carries options for several kernels; each run takes its kernel's entry."""
-    _, record = annotate_transformer(tiny_prepared, backbone="geneformer", attention="longformer", seed=0, epochs=1,
-                                     kernel_config={"longformer": {"window": 8}, "bigbird": {"n_random": 2}})
+    _, record = annotate_transformer(
+        tiny_prepared,
+        backbone="geneformer",
+        attention="longformer",
+        seed=0,
+        epochs=1,
+        kernel_config={"longformer": {"window": 8}, "bigbird": {"n_random": 2}},
+    )
     assert record["model"]["attention_config"] == {"window": 8}
-    _, record = annotate_transformer(tiny_prepared, backbone="geneformer", attention="full", seed=0, epochs=5, max_steps=3,
-                                     kernel_config={"longformer": {"window": 8}})
+    _, record = annotate_transformer(
+        tiny_prepared,
+        backbone="geneformer",
+        attention="full",
+        seed=0,
+        epochs=5,
+        max_steps=3,
+        kernel_config={"longformer": {"window": 8}},
+    )
     assert record["model"]["attention_config"] == {} and record["train"]["epochs_limit"] == 1
 
 
@@ -417,8 +519,18 @@ def test_window_mean_degree_comes_from_the_datasets_graph(tiny_prepared, tmp_pat
     assert TokenGraph.from_gene_graph(g).mean_degree() == A.nnz / A.shape[0] == 313 / 25  # 12.52
     expected = 14  # rounded up to even (GenoHoption's code: mean degree 13 -> window 14)
     config = {attention: {"window": "mean_degree"}}
-    assert reads_graph({"kernel_config": config}, attention) and not reads_graph({"kernel_config": {attention: {"window": 8}}}, attention)
-    _, record = annotate_transformer(adata, backbone="scgpt", attention=attention, seed=0, epochs=1, graph=str(tmp_path / "full.npz"), kernel_config=config)
+    assert reads_graph({"kernel_config": config}, attention) and not reads_graph(
+        {"kernel_config": {attention: {"window": 8}}}, attention
+    )
+    _, record = annotate_transformer(
+        adata,
+        backbone="scgpt",
+        attention=attention,
+        seed=0,
+        epochs=1,
+        graph=str(tmp_path / "full.npz"),
+        kernel_config=config,
+    )
     assert record["model"]["attention_config"]["window"] == expected
     assert record["graph"]["mean_degree"] == pytest.approx(A.nnz / A.shape[0])
     with pytest.raises(InputError, match="has window: mean_degree"):
@@ -464,7 +576,9 @@ def test_scfoundation_all_embedding_is_last_second_to_last_max_mean():
         for i in range(len(cells.gene_ids)):
             one = type(cells)(cells.gene_ids[i : i + 1], cells.value_ids[i : i + 1], cells.padding[i : i + 1])
             h, index, pad = model.encode(one)
-            assert not pad.any() and model.values(one)[0, index[0, -1]] == pytest.approx(np.log10(2000.0 * (i + 1)), abs=1e-3)  # S last
+            assert not pad.any() and model.values(one)[0, index[0, -1]] == pytest.approx(
+                np.log10(2000.0 * (i + 1)), abs=1e-3
+            )  # S last
             geneemb = h[0]
             ref = torch.cat([geneemb[-1], geneemb[-2], geneemb[:-2].max(0).values, geneemb[:-2].mean(0)])
             assert torch.allclose(got[i], ref, atol=1e-5)
@@ -477,7 +591,9 @@ def test_scfoundation_finetune_head_as_finetune_model():
 
     torch.manual_seed(0)
     model = ScFoundation(ScFoundationConfig(n_genes=G, n_classes=3, d_model=8, n_heads=2, head="finetune")).eval()
-    assert [type(m).__name__ for m in model.classifier] == ["Linear", "ReLU", "Linear"] and model.classifier[0].out_features == 256
+    assert [type(m).__name__ for m in model.classifier] == ["Linear", "ReLU", "Linear"] and model.classifier[
+        0
+    ].out_features == 256
     assert not model.head_norm.affine and model.head_norm.eps == 1e-6
     cells = _scf_cells()
     model.head_norm.running_mean.fill_(0.5)  # eval BatchNorm reads its running statistics
@@ -490,18 +606,25 @@ def test_scfoundation_finetune_head_as_finetune_model():
             genes = torch.nonzero(values > 0).ravel()
             # the encoder by hand on the gene tokens alone
             x = model.token_emb(values[genes][None]) + model.pos_emb(genes[None])
-            h = model.encoder_norm(model.encoder(x, torch.zeros(1, len(genes), dtype=torch.bool), genes[None] + N_SPECIAL))
+            h = model.encoder_norm(
+                model.encoder(x, torch.zeros(1, len(genes), dtype=torch.bool), genes[None] + N_SPECIAL)
+            )
             pooled = (h[0].max(0).values - 0.5) / np.sqrt(4.0 + 1e-6)
             assert torch.allclose(got[i], model.classifier(pooled), atol=1e-5)
 
 
-@pytest.mark.parametrize("freeze,trained", [("encoder", {"token_emb", "pos_emb", "encoder.layers.1"}), ("encoder_embeddings", {"encoder.layers.1"})])
+@pytest.mark.parametrize(
+    "freeze,trained",
+    [("encoder", {"token_emb", "pos_emb", "encoder.layers.1"}), ("encoder_embeddings", {"encoder.layers.1"})],
+)
 def test_scfoundation_freeze_keeps_the_second_to_last_encoder_layer(freeze, trained):
     """finetune_model.py (frozenmore=True: embeddings too) and MAM (embeddings trained): every encoder
     parameter frozen but transformer_encoder[-2]'s, the encoder norm included."""
     from scfmbench.models.scfoundation import ScFoundation, ScFoundationConfig
 
-    model = ScFoundation(ScFoundationConfig(n_genes=G, n_classes=3, d_model=8, n_heads=2, n_layers=3, head="finetune", freeze=freeze))
+    model = ScFoundation(
+        ScFoundationConfig(n_genes=G, n_classes=3, d_model=8, n_heads=2, n_layers=3, head="finetune", freeze=freeze)
+    )
     assert all(p.requires_grad for p in model.parameters())  # pretraining: nothing frozen
     model.freeze_for_finetuning()
     encoder_side = ("token_emb.", "pos_emb.", "encoder.", "encoder_norm.")
@@ -517,6 +640,17 @@ def test_annotation_applies_scfoundation_freeze(tiny_prepared, monkeypatch):
 
     calls = []
     monkeypatch.setattr(ScFoundation, "freeze_for_finetuning", lambda self: calls.append(self.cfg.freeze))
-    annotate_transformer(tiny_prepared, backbone="scfoundation", attention="full", seed=0, d_model=8, n_heads=2, n_layers=2, head="finetune",
-                         freeze="encoder", epochs=1, max_steps=2)
+    annotate_transformer(
+        tiny_prepared,
+        backbone="scfoundation",
+        attention="full",
+        seed=0,
+        d_model=8,
+        n_heads=2,
+        n_layers=2,
+        head="finetune",
+        freeze="encoder",
+        epochs=1,
+        max_steps=2,
+    )
     assert calls == ["encoder"]

@@ -30,10 +30,17 @@ def _config():
         "seeds": [0, 1, 2],
         "split": {"valid_fraction": 0.25, "train_fraction": 1.0},
         "datasets": {"a": {"source": "x"}, "b": {"source": "x"}},
-        "annotation": {"datasets": ["a", "b"], "methods": ["logreg", "scgpt-full", "geneformer-genohoption-p"], "method_datasets": {}},
+        "annotation": {
+            "datasets": ["a", "b"],
+            "methods": ["logreg", "scgpt-full", "geneformer-genohoption-p"],
+            "method_datasets": {},
+        },
         "fewshot": {"datasets": ["a"], "methods": ["scgpt-full"], "fractions": [0.5]},
         "sensitivity": {"datasets": [], "methods": []},
-        "params": {"scgpt": {"epochs": 10, "batch_size": 32}, "geneformer": {"epochs": 3, "batch_size": 12, "max_steps": 100}},
+        "params": {
+            "scgpt": {"epochs": 10, "batch_size": 32},
+            "geneformer": {"epochs": 3, "batch_size": 12, "max_steps": 100},
+        },
     }
 
 
@@ -64,8 +71,15 @@ def test_random_gene_graph_has_the_asked_degree_and_cls():
 
 
 def test_one_training_point_on_cpu_through_the_real_fine_tuning():
-    row = steps.measure_training("scgpt", "genohoption-p", {"d_model": 16, "n_layers": 1, "n_heads": 2, "batch_size": 4, "max_len": 24}, steps=3, warmup=1,
-                               n_genes=40, device="cpu")
+    row = steps.measure_training(
+        "scgpt",
+        "genohoption-p",
+        {"d_model": 16, "n_layers": 1, "n_heads": 2, "batch_size": 4, "max_len": 24},
+        steps=3,
+        warmup=1,
+        n_genes=40,
+        device="cpu",
+    )
     assert row["status"] == "ok" and row["steps"] == 3 and row["step_s"] > 0
     assert row["steps_per_s"] == pytest.approx(1 / row["step_s"])
 
@@ -77,7 +91,9 @@ def test_the_paper_grid_is_measured_and_sized():
 
     config = load_config(REPO / "config" / "paper.yaml", REPO / "workflow" / "schemas" / "config.schema.yaml")
     points = gpu.grid_points(config)
-    assert ("scgpt", "full") in points and ("geneformer", "genohoption-h") in points and ("scbert", "performer") in points
+    assert (
+        ("scgpt", "full") in points and ("geneformer", "genohoption-h") in points and ("scbert", "performer") in points
+    )
     est = gpu.estimate_grid(config, {(b, k, "fp32"): 1.0 for b, k in points}, gpu.REFERENCE_CELLS)
     sized = est[est["missing"] == ""]
     assert set(sized["dataset"].str.split("-fs").str[0]) == {"ms", "myeloid", "pancreas"}
@@ -87,11 +103,23 @@ def test_the_paper_grid_is_measured_and_sized():
 def test_steps_per_second_benchmark_runs_the_configured_grid_on_cpu(tmp_path):
     import yaml
 
-    cfg = {"seeds": [0], "datasets": {"synthetic": {"source": "synthetic", "synthetic": {"n_cells": 100, "n_genes": 40, "n_cell_types": 3, "seed": 0}}},
-           "annotation": {"datasets": ["synthetic"], "methods": ["majority", "scgpt-full", "scgpt-genohoption-p"]},
-           "imputation": {"datasets": []}, "graphs": {"datasets": ["synthetic"]}, "embedding": {"datasets": []},
-           "params": {"scgpt": {"d_model": 16, "n_layers": 1, "n_heads": 2, "batch_size": 4, "max_len": 24}}}
+    cfg = {
+        "seeds": [0],
+        "datasets": {
+            "synthetic": {
+                "source": "synthetic",
+                "synthetic": {"n_cells": 100, "n_genes": 40, "n_cell_types": 3, "seed": 0},
+            }
+        },
+        "annotation": {"datasets": ["synthetic"], "methods": ["majority", "scgpt-full", "scgpt-genohoption-p"]},
+        "imputation": {"datasets": []},
+        "graphs": {"datasets": ["synthetic"]},
+        "embedding": {"datasets": []},
+        "params": {"scgpt": {"d_model": 16, "n_layers": 1, "n_heads": 2, "batch_size": 4, "max_len": 24}},
+    }
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    frame = steps.main(["--config", str(tmp_path / "c.yaml"), "--steps", "2", "--warmup", "1", "--csv", str(tmp_path / "s.csv")])
+    frame = steps.main(
+        ["--config", str(tmp_path / "c.yaml"), "--steps", "2", "--warmup", "1", "--csv", str(tmp_path / "s.csv")]
+    )
     assert list(zip(frame["backbone"], frame["kernel"])) == [("scgpt", "full"), ("scgpt", "genohoption-p")]
     assert (frame["n_genes"] == 40).all() and (frame["steps"] == 2).all() and (frame["steps_per_s"] > 0).all()

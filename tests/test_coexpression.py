@@ -13,7 +13,9 @@ from scfmbench.graphs.coexpression import binned_layer, coexpression_edges, coex
 def _data(n_cells=60, n_genes=45, seed=0):
     """Correlated non-negative data with exact ties (duplicated genes) and constant genes."""
     rng = np.random.default_rng(seed)
-    X = np.maximum(rng.normal(size=(n_cells, 4)) @ rng.normal(size=(4, n_genes)) + rng.normal(size=(n_cells, n_genes)), 0)
+    X = np.maximum(
+        rng.normal(size=(n_cells, 4)) @ rng.normal(size=(4, n_genes)) + rng.normal(size=(n_cells, n_genes)), 0
+    )
     X[:, 3] = X[:, 7]  # identical genes: equal |r| to everyone -> ties broken by lower index
     X[:, 11] = X[:, 5]
     X[:, 10] = 2.0  # constant (zero variance)

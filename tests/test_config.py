@@ -2,11 +2,10 @@ import copy
 
 import pytest
 import yaml
+from conftest import REPO
 
 from scfmbench import InputError
 from scfmbench.config import check_methods, load_config, validate_config
-
-from conftest import REPO
 
 
 def base():
@@ -49,7 +48,10 @@ def test_every_schema_key_has_description_and_default(schema_path):
     [
         (lambda c: c.update(sedes=[1]), "unknown key(s) ['sedes']"),
         (lambda c: c.update(params={"scgpt": {"lrr": 1}}), "'params.scgpt': unknown key(s) ['lrr']"),
-        (lambda c: c["datasets"]["pbmc68k"].update(source="pbmc"), "choose one of ['pbmc68k', 'synthetic', 'h5ad', 'scgpt_ms'"),
+        (
+            lambda c: c["datasets"]["pbmc68k"].update(source="pbmc"),
+            "choose one of ['pbmc68k', 'synthetic', 'h5ad', 'scgpt_ms'",
+        ),
         (lambda c: c.update(seeds=[]), "'seeds'"),
         (lambda c: c.update(split={"valid_fraction": 1.5}), "'split.valid_fraction'"),
         (lambda c: c.update(annotation={"datasets": ["nope"]}), "dataset 'nope' is not defined"),
@@ -82,11 +84,17 @@ def test_unknown_attention_is_an_error(schema_path, tmp_path):
     "kernel_config, expected",
     [
         ({"bigbrid": {"window": 8}}, "'params.scgpt.kernel_config.bigbrid': unknown kernel"),
-        ({"bigbird": {"windw": 8}}, "unknown option(s) ['windw']; bigbird takes ['dropout', 'n_global', 'n_random', 'random_density', 'seed', 'window']"),
+        (
+            {"bigbird": {"windw": 8}},
+            "unknown option(s) ['windw']; bigbird takes ['dropout', 'n_global', 'n_random', 'random_density', 'seed', 'window']",
+        ),
         ({"diffuser": {"window": "mean"}}, "window must be an even integer >= 2"),
         ({"longformer": {"window": 1}}, "window must be an even integer >= 2"),
         ({"bigbird": {"random_density": 2.0}}, "random_density must be a number in [0, 1]"),
-        ({"bigbird": {"window": 13}}, "or 'mean_degree' (the dataset graph's mean in-degree, rounded up to even), got 13"),
+        (
+            {"bigbird": {"window": 13}},
+            "or 'mean_degree' (the dataset graph's mean in-degree, rounded up to even), got 13",
+        ),
     ],
 )
 def test_bad_kernel_config_is_a_clear_error(schema_path, tmp_path, kernel_config, expected):
@@ -94,5 +102,8 @@ def test_bad_kernel_config_is_a_clear_error(schema_path, tmp_path, kernel_config
     with pytest.raises(InputError) as err:
         check_methods(cfg, tmp_path)
     assert expected in str(err.value)
-    cfg["params"]["scgpt"]["kernel_config"] = {"bigbird": {"window": "mean_degree"}, "diffuser": {"preset": "official", "window": 22}}
+    cfg["params"]["scgpt"]["kernel_config"] = {
+        "bigbird": {"window": "mean_degree"},
+        "diffuser": {"preset": "official", "window": 22},
+    }
     check_methods(cfg, tmp_path)

@@ -10,13 +10,15 @@ import copy
 
 import pytest
 import yaml
-
 from conftest import REPO
+
 from scfmbench.config import validate_config
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 ATTENTIONS = ["full", "genohoption-p", "genohoption-h", "longformer", "bigbird", "diffuser", "performer"]
-TABLE_I = [f"{b}-{a}" for b in ("scgpt", "geneformer") for a in ATTENTIONS] + ["scbert-performer"]  # GenoHoption Table I
+TABLE_I = [f"{b}-{a}" for b in ("scgpt", "geneformer") for a in ATTENTIONS] + [
+    "scbert-performer"
+]  # GenoHoption Table I
 
 
 def load(name: str) -> dict:
@@ -47,7 +49,10 @@ def test_cpu_yaml_is_the_defaults_breadth():
     assert "schyena" in cpu["imputation"]["methods"]
     generators = {m for m in cpu["perturbation"]["methods"] if m.startswith("scgpt-")}
     assert generators == {f"scgpt-{a}" for a in ATTENTIONS}
-    assert set(cpu["pretraining"]["strategies"]) == {"uniform", "stratified", "random", "expression", "mam"} and cpu["pretraining"]["scratch"]
+    assert (
+        set(cpu["pretraining"]["strategies"]) == {"uniform", "stratified", "random", "expression", "mam"}
+        and cpu["pretraining"]["scratch"]
+    )
     assert len(default["annotation"]["methods"]) < len(cpu["annotation"]["methods"])  # the default is the cut one
 
 
@@ -55,8 +60,12 @@ def test_every_trainer_stops_on_its_validation_criterion_not_a_cap(cfg):
     """Transformers: no step cap, an epoch cap at least 4 patiences beyond the run; the masked
     pretraining, scHyena's pretraining, fine-tuning and imputer: early stopping on validation."""
     name, c = cfg
-    methods = set(c["annotation"]["methods"]) | {f"{b}-full" for b in c["pretraining"]["backbones"] if c["pretraining"]["datasets"]}
-    backbones = {m.split("-")[0] for m in methods if m.split("-")[0] in ("scgpt", "geneformer", "scbert", "scfoundation")}
+    methods = set(c["annotation"]["methods"]) | {
+        f"{b}-full" for b in c["pretraining"]["backbones"] if c["pretraining"]["datasets"]
+    }
+    backbones = {
+        m.split("-")[0] for m in methods if m.split("-")[0] in ("scgpt", "geneformer", "scbert", "scfoundation")
+    }
     assert backbones, name
     for b in backbones:
         p = c["params"][b]
@@ -68,10 +77,14 @@ def test_every_trainer_stops_on_its_validation_criterion_not_a_cap(cfg):
         assert pt["finetune"].get("max_steps", "unset") is None, name
     if "schyena" in methods | set(c["imputation"]["methods"]):
         s = c["params"]["schyena"]
-        assert s["pretrain_patience"] and s["pretrain_eval_every"] and s["pretrain_steps"] >= 20 * s["pretrain_eval_every"], name
+        assert (
+            s["pretrain_patience"] and s["pretrain_eval_every"] and s["pretrain_steps"] >= 20 * s["pretrain_eval_every"]
+        ), name
         assert s["epochs"] >= 10 * s["patience"], name
         if "schyena" in c["imputation"]["methods"]:
-            assert s["impute_patience"] and s["impute_eval_every"] and s["impute_steps"] >= 20 * s["impute_eval_every"], name
+            assert (
+                s["impute_patience"] and s["impute_eval_every"] and s["impute_steps"] >= 20 * s["impute_eval_every"]
+            ), name
     gen = c["perturbation"]["params"]["scgpt"]
     assert gen["patience"] < gen["epochs"], name  # scGPT's 15 epochs, stopped by validation
 

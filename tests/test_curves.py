@@ -76,7 +76,17 @@ def test_early_stop_is_converged_and_too_few_evaluations_are_not():
 
 def test_rows_without_a_validation_value_are_skipped_not_read_as_the_best():
     c = Curve(criterion="valid masked MSE", higher_is_better=False)
-    for step, valid in [(0, 1.0), (5, None), (10, 0.5), (15, None), (20, 0.45), (25, None), (30, 0.45), (35, None), (40, 0.46)]:
+    for step, valid in [
+        (0, 1.0),
+        (5, None),
+        (10, 0.5),
+        (15, None),
+        (20, 0.45),
+        (25, None),
+        (30, 0.45),
+        (35, None),
+        (40, 0.46),
+    ]:
         c.add(step=step, epoch=step / 10, lr=1e-3, train_loss=0.1, valid=valid)
     c.stop("step_cap")
     row = _check(c)
@@ -124,8 +134,20 @@ def _train(epochs, lr, patience=3):
     xv, yv = _blobs(60, seed=1)
     model = nn.Sequential(nn.Linear(8, 3))
     with curves_to(None):
-        hist = fit_classifier(model, train=lambda e: _Rows(x), y_train=y, valid=_Rows(xv), y_valid=yv, epochs=epochs, batch_size=16, lr=lr, lr_gamma=1.0,
-                              patience=patience, seed=0, device="cpu")
+        hist = fit_classifier(
+            model,
+            train=lambda e: _Rows(x),
+            y_train=y,
+            valid=_Rows(xv),
+            y_valid=yv,
+            epochs=epochs,
+            batch_size=16,
+            lr=lr,
+            lr_gamma=1.0,
+            patience=patience,
+            seed=0,
+            device="cpu",
+        )
     return hist
 
 
@@ -140,7 +162,10 @@ def test_fit_records_a_curve_per_epoch_and_the_check_flags_the_capped_run(tmp_pa
     assert done.curve.stop_reason == "early_stop" and len(done.curve.step) < 200
     for name, hist in (("capped", capped), ("done", done)):
         write_curves(tmp_path / f"{name}.csv", {"train": hist.curve})
-    records = [("annotation", "d", "capped-model", 0, tmp_path / "capped.csv"), ("annotation", "d", "done-model", 0, tmp_path / "done.csv")]
+    records = [
+        ("annotation", "d", "capped-model", 0, tmp_path / "capped.csv"),
+        ("annotation", "d", "done-model", 0, tmp_path / "done.csv"),
+    ]
     metrics = pd.DataFrame(columns=["task", "dataset", "method", "seed", "metric", "value"])
     checks = quality_checks(metrics, curves=records)
     flagged = checks[checks["check"] == "not converged"]
@@ -152,8 +177,20 @@ def test_fit_records_the_learning_rate_of_each_epoch():
     torch.manual_seed(0)
     x, y = _blobs()
     model = nn.Linear(8, 3)
-    hist = fit_classifier(model, train=lambda e: _Rows(x), y_train=y, valid=_Rows(x), y_valid=y, epochs=3, batch_size=40, lr=0.1, lr_gamma=0.5, patience=10,
-                          seed=0, device="cpu")
+    hist = fit_classifier(
+        model,
+        train=lambda e: _Rows(x),
+        y_train=y,
+        valid=_Rows(x),
+        y_valid=y,
+        epochs=3,
+        batch_size=40,
+        lr=0.1,
+        lr_gamma=0.5,
+        patience=10,
+        seed=0,
+        device="cpu",
+    )
     assert hist.curve.lr == pytest.approx([0.1, 0.05, 0.025])
 
 
@@ -174,15 +211,26 @@ def test_masked_pretraining_records_its_curve():
     from scfmbench.pretrain.masking import build_strategy
 
     g, values, model = _masked_linear()
-    hist = train_masked(model, MaskedCells(values), strategy=build_strategy("uniform"), steps=40, batch_size=8, lr=1e-2, generator=g,
-                        valid=MaskedCells(values[:16]), eval_every=10)
+    hist = train_masked(
+        model,
+        MaskedCells(values),
+        strategy=build_strategy("uniform"),
+        steps=40,
+        batch_size=8,
+        lr=1e-2,
+        generator=g,
+        valid=MaskedCells(values[:16]),
+        eval_every=10,
+    )
     assert hist.curve.step == [0, 10, 20, 30, 40] and hist.curve.valid == pytest.approx(hist.valid_loss)
     assert hist.curve.stop_reason == "step_cap" and not hist.curve.higher_is_better
     assert hist.curve.epoch[-1] == pytest.approx(40 * 8 / 64)
     # Mean training loss of steps 11..20 in the row of step 20.
     assert hist.curve.train_loss[2] == pytest.approx(np.mean(hist.train_loss[10:20]))
     # Without monitoring cells: a row every twentieth of the run on the training loss.
-    hist = train_masked(model, MaskedCells(values), strategy=build_strategy("uniform"), steps=40, batch_size=8, lr=1e-2, generator=g)
+    hist = train_masked(
+        model, MaskedCells(values), strategy=build_strategy("uniform"), steps=40, batch_size=8, lr=1e-2, generator=g
+    )
     assert hist.curve.step == list(range(2, 41, 2)) and hist.curve.criterion == "train loss"
     assert all(math.isnan(v) for v in hist.curve.valid)
 
@@ -209,20 +257,48 @@ def test_masked_pretraining_stops_early_and_keeps_the_best_evaluated_state(monke
 
     with monkeypatch.context() as mp:
         mp.setattr(loop, "monitor_loss", fake_monitor)
-        hist = train_masked(model, MaskedCells(values), strategy=build_strategy("uniform"), steps=100, batch_size=8, lr=1e-2, generator=g,
-                            valid=MaskedCells(values[:16]), eval_every=10, patience=3)
+        hist = train_masked(
+            model,
+            MaskedCells(values),
+            strategy=build_strategy("uniform"),
+            steps=100,
+            batch_size=8,
+            lr=1e-2,
+            generator=g,
+            valid=MaskedCells(values[:16]),
+            eval_every=10,
+            patience=3,
+        )
     assert hist.curve.step == [0, 10, 20, 30, 40] and hist.curve.stop_reason == "early_stop"
     assert len(hist.train_loss) == 40
     for k, v in model.state_dict().items():  # the step-10 state (evaluation 1), not the last one
         assert torch.equal(v, snapshots[1][k]) and not torch.equal(v, snapshots[4][k])
     # Without patience: every step, the last state, the step cap.
     model = _masked_linear()[2]
-    hist = train_masked(model, MaskedCells(values), strategy=build_strategy("uniform"), steps=30, batch_size=8, lr=1e-2, generator=g,
-                        valid=MaskedCells(values[:16]), eval_every=10)
+    hist = train_masked(
+        model,
+        MaskedCells(values),
+        strategy=build_strategy("uniform"),
+        steps=30,
+        batch_size=8,
+        lr=1e-2,
+        generator=g,
+        valid=MaskedCells(values[:16]),
+        eval_every=10,
+    )
     assert hist.curve.step == [0, 10, 20, 30] and hist.curve.stop_reason == "step_cap"
     with pytest.raises(InputError, match="eval_every"):
-        train_masked(model, MaskedCells(values), strategy=build_strategy("uniform"), steps=30, batch_size=8, lr=1e-2, generator=g,
-                     valid=MaskedCells(values[:16]), patience=2)
+        train_masked(
+            model,
+            MaskedCells(values),
+            strategy=build_strategy("uniform"),
+            steps=30,
+            batch_size=8,
+            lr=1e-2,
+            generator=g,
+            valid=MaskedCells(values[:16]),
+            patience=2,
+        )
 
 
 def test_dca_records_its_curve():
@@ -230,7 +306,9 @@ def test_dca_records_its_curve():
 
     g = np.random.default_rng(0)
     counts = g.poisson(3.0, size=(80, 12)).astype(np.float32)
-    result = fit_dca(counts, config=DCAConfig.from_params({"epochs": 5, "hidden_size": (8, 4, 8), "batch_size": 16}), seed=0)
+    result = fit_dca(
+        counts, config=DCAConfig.from_params({"epochs": 5, "hidden_size": (8, 4, 8), "batch_size": 16}), seed=0
+    )
     c = result.history.curve
     assert c.epoch == [1, 2, 3, 4, 5] and c.valid == pytest.approx(result.history.val_loss)
     assert c.train_loss == pytest.approx(result.history.loss) and c.lr == pytest.approx(result.history.lr)
@@ -288,7 +366,15 @@ def test_quality_report_prints_seeds_as_integers(tmp_path):
     from scfmbench.report.quality import quality_markdown
 
     write_curves(tmp_path / "c.csv", {"train": _curve([0.1, 0.2, 0.3, 0.4], reason="step_cap")})
-    metrics = pd.DataFrame({"task": ["annotation"] * 2, "dataset": ["d"] * 2, "method": ["m", "majority"], "seed": [0, 0], "metric": ["macro_f1"] * 2,
-                            "value": [0.1, 0.5]})
+    metrics = pd.DataFrame(
+        {
+            "task": ["annotation"] * 2,
+            "dataset": ["d"] * 2,
+            "method": ["m", "majority"],
+            "seed": [0, 0],
+            "metric": ["macro_f1"] * 2,
+            "value": [0.1, 0.5],
+        }
+    )
     md = quality_markdown(quality_checks(metrics, curves=[("annotation", "d", "m", 3, tmp_path / "c.csv")]))
     assert "| not converged | annotation | d | m | 3 |" in md and "| below control | annotation | d | m |  |" in md

@@ -3,6 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from conftest import make_raw
 
 from scfmbench import InputError
 from scfmbench._io import write_h5ad
@@ -10,8 +11,6 @@ from scfmbench.data.contract import check_counts, check_prepared, log_normalize,
 from scfmbench.data.loaders import load_dataset, load_h5ad, load_pbmc68k
 from scfmbench.data.prepare import prepare_dataset
 from scfmbench.data.splits import assign_splits, stratified_holdout
-
-from conftest import make_raw
 
 
 def test_log_normalize_matches_hand_computation():
@@ -33,7 +32,12 @@ def test_log_normalize_matches_scanpy():
 
 @pytest.mark.parametrize(
     "values, message",
-    [([1.0, -2.0], "negative"), ([1.0, np.nan], "non-finite"), ([1.0, np.inf], "non-finite"), ([1.5, 2.0], "non-integer")],
+    [
+        ([1.0, -2.0], "negative"),
+        ([1.0, np.nan], "non-finite"),
+        ([1.0, np.inf], "non-finite"),
+        ([1.5, 2.0], "non-integer"),
+    ],
 )
 def test_bad_counts_are_clear_errors(values, message):
     with pytest.raises(InputError, match=message):
@@ -68,7 +72,9 @@ def test_labels_are_checked_by_the_task_that_uses_them(prepared):
     unlabelled = prepared.copy()
     del unlabelled.obs["cell_type"]
     check_prepared(unlabelled)
-    with pytest.raises(InputError, match="no cell types .*but annotation needs them"):  # ... a task that needs them says so
+    with pytest.raises(
+        InputError, match="no cell types .*but annotation needs them"
+    ):  # ... a task that needs them says so
         require_labels(unlabelled, task="annotation", where="x.h5ad")
     prepared.obs["cell_type"] = "one"
     with pytest.raises(InputError, match="annotation needs at least two classes"):
@@ -148,7 +154,11 @@ def test_pbmc68k_counts_recovered():
 
 def _user_file(tmp_path, **obs):
     counts = sp.csr_matrix(np.random.default_rng(0).poisson(3, (30, 8)).astype(np.float32))
-    a = ad.AnnData(X=counts, obs=pd.DataFrame({"celltype": np.repeat(["x", "y", "z"], 10), **obs}, index=[f"c{i}" for i in range(30)]), var=pd.DataFrame(index=[f"g{i}" for i in range(8)]))
+    a = ad.AnnData(
+        X=counts,
+        obs=pd.DataFrame({"celltype": np.repeat(["x", "y", "z"], 10), **obs}, index=[f"c{i}" for i in range(30)]),
+        var=pd.DataFrame(index=[f"g{i}" for i in range(8)]),
+    )
     path = tmp_path / "user.h5ad"
     a.write_h5ad(path)
     return path
@@ -156,7 +166,10 @@ def _user_file(tmp_path, **obs):
 
 def test_bring_your_own_h5ad(tmp_path):
     path = _user_file(tmp_path, part=np.where(np.arange(30) % 3 == 0, "test", "train"))
-    raw = load_dataset("mine", {"source": "h5ad", "path": str(path), "label_column": "celltype", "split_column": "part", "counts_layer": "X"})
+    raw = load_dataset(
+        "mine",
+        {"source": "h5ad", "path": str(path), "label_column": "celltype", "split_column": "part", "counts_layer": "X"},
+    )
     assert raw.uns["provenance"]["inputs_sha256"]["user.h5ad"]
     prepared = prepare_dataset(raw, seed=0)
     assert ((prepared.obs["split"] == "test").to_numpy() == (np.arange(30) % 3 == 0)).all()

@@ -44,6 +44,7 @@ def one_torch_thread():
     yield
     torch.set_num_threads(n)
 
+
 # ----------------------------------------------------------------------------- likelihoods
 
 
@@ -122,13 +123,17 @@ def test_batchnorm_keras_update_hand_computed():
         bn.beta.copy_(T([0.5, -0.5]))
     out = bn(h)
     assert bn.running_mean.tolist() == pytest.approx([0.04, 0.01], abs=1e-12)
-    assert bn.running_var.tolist() == pytest.approx([0.99 + 0.05, 0.99 + 0.05], abs=1e-12)  # unbiased would be 0.99 + 0.01 * 20/3
+    assert bn.running_var.tolist() == pytest.approx(
+        [0.99 + 0.05, 0.99 + 0.05], abs=1e-12
+    )  # unbiased would be 0.99 + 0.01 * 20/3
     expected = (h - T([4.0, 1.0])) / math.sqrt(5.0 + 1e-3) + T([0.5, -0.5])
     assert torch.allclose(out, expected, atol=1e-12)
     # Inference uses the moving statistics.
     bn.eval()
     x = T([[2.0, 2.0]])
-    assert torch.allclose(bn(x), (x - T([0.04, 0.01])) / torch.sqrt(T([1.04, 1.04]) + 1e-3) + T([0.5, -0.5]), atol=1e-12)
+    assert torch.allclose(
+        bn(x), (x - T([0.04, 0.01])) / torch.sqrt(T([1.04, 1.04]) + 1e-3) + T([0.5, -0.5]), atol=1e-12
+    )
     # A one-cell batch: output is the shift; Keras still moves the statistics (variance towards 0).
     bn.train()
     assert torch.allclose(bn(x), T([[0.5, -0.5]]))
@@ -257,7 +262,11 @@ def test_count_nll_matches_reference_values_and_gradients(zero_inflated, ridge):
     n = 3000
     mean_np = rng.gamma(1.0, 3.0, n) + 1e-3
     disp_np = np.exp(rng.uniform(np.log(1e-4), np.log(1e4), n))  # DispAct's whole range
-    x = T(rng.negative_binomial(np.minimum(disp_np, 50), np.minimum(disp_np, 50) / (np.minimum(disp_np, 50) + mean_np)).astype(float))
+    x = T(
+        rng.negative_binomial(
+            np.minimum(disp_np, 50), np.minimum(disp_np, 50) / (np.minimum(disp_np, 50) + mean_np)
+        ).astype(float)
+    )
     x[:900] = 0
     mean, disp = T(mean_np).requires_grad_(), T(disp_np).requires_grad_()
     pi = T(rng.uniform(0, 0.95, n)).requires_grad_() if zero_inflated else None
@@ -268,7 +277,14 @@ def test_count_nll_matches_reference_values_and_gradients(zero_inflated, ridge):
     for g_ref, g_got in zip(torch.autograd.grad(ref, leaves), torch.autograd.grad(got, leaves), strict=True):
         np.testing.assert_allclose(g_got.numpy(), g_ref.numpy(), rtol=1e-8, atol=1e-12)
     # the per-cell lgamma(x + 1) shortcut gives the same value
-    short = count_nll(x, mean.detach(), disp.detach(), pi.detach() if pi is not None else None, ridge if zero_inflated else 0.0, lgamma_x1_sum=torch.lgamma(x + 1).sum())
+    short = count_nll(
+        x,
+        mean.detach(),
+        disp.detach(),
+        pi.detach() if pi is not None else None,
+        ridge if zero_inflated else 0.0,
+        lgamma_x1_sum=torch.lgamma(x + 1).sum(),
+    )
     assert float(short) == pytest.approx(float(ref.detach()), rel=1e-12)
 
 
@@ -307,7 +323,9 @@ def test_dca_beats_none_against_truth_on_synthetic(tmp_path):
     from scfmbench.data.prepare import prepare_dataset
     from scfmbench.impute import get_imputer, run_imputer, score_imputation, write_masks
 
-    raw = load_dataset("synthetic", {"source": "synthetic", "synthetic": {"n_cells": 300, "n_genes": 60, "n_cell_types": 3, "seed": 0}})
+    raw = load_dataset(
+        "synthetic", {"source": "synthetic", "synthetic": {"n_cells": 300, "n_genes": 60, "n_cell_types": 3, "seed": 0}}
+    )
     write_masks(prepare_dataset(raw, seed=0), tmp_path / "m.h5ad", tmp_path / "h.npz", seed=0, n_folds=3)
     scores = {}
     for name, params in (("none", {}), ("dca", {"epochs": 40})):

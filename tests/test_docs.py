@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
+
 from scfmbench import config_docs
 from scfmbench.report import readme
 
@@ -26,8 +26,13 @@ def test_readme_is_short_and_keeps_the_two_commands():
     ci = (REPO / ".ci" / "run").read_text().strip().splitlines()[-1]
     two = text.split("## Two commands", 1)[1].split("\n## ", 1)[0]
     assert f"```bash\n{ci}\n```" in two
-    for section in ("## Configurations", "## What the default computes", "## Results at a glance", "## Adding a method",
-                    "## Where to read more"):
+    for section in (
+        "## Configurations",
+        "## What the default computes",
+        "## Results at a glance",
+        "## Adding a method",
+        "## Where to read more",
+    ):
         assert section in text, section
 
 
@@ -54,7 +59,9 @@ def _links(path: Path):
             yield from re.findall(r"\]\(([^)\s]+)\)", line)
 
 
-@pytest.mark.parametrize("page", [REPO / "README.md", REPO / "config" / "README.md", *PAGES], ids=lambda p: str(p.relative_to(REPO)))
+@pytest.mark.parametrize(
+    "page", [REPO / "README.md", REPO / "config" / "README.md", *PAGES], ids=lambda p: str(p.relative_to(REPO))
+)
 def test_every_relative_link_resolves(page):
     for link in _links(page):
         if re.match(r"[a-z]+://", link):
@@ -95,8 +102,13 @@ def test_no_pointer_to_a_readme_section_that_moved():
     """Comments, messages and descriptions name the docs page, not a README section that is gone."""
     sections = set(re.findall(r"^## (.+)$", (REPO / "README.md").read_text(), re.M))
     stale = []
-    for path in [*REPO.glob("config/*.yaml"), SCHEMA, *REPO.glob("workflow/**/*.smk"), *REPO.glob("workflow/report/*.rst"),
-                 *REPO.glob("src/**/*.py")]:
+    for path in [
+        *REPO.glob("config/*.yaml"),
+        SCHEMA,
+        *REPO.glob("workflow/**/*.smk"),
+        *REPO.glob("workflow/report/*.rst"),
+        *REPO.glob("src/**/*.py"),
+    ]:
         for name in re.findall(r"README,? \\?[\"']([^\"'\\]+)\\?[\"']", path.read_text()):
             if name not in sections:
                 stale.append(f"{path.relative_to(REPO)}: README {name!r}")
@@ -140,17 +152,28 @@ def test_config_readme_documents_every_key_with_its_default():
 
 def test_config_docs_renders_types_defaults_and_nesting():
     schema = {
-        "$defs": {"entry": {"type": "object", "required": ["kind"], "properties": {
-            "kind": {"enum": ["a", "b"], "description": "Which | kind."},
-            "size": {"type": ["integer", "null"], "default": None, "description": "How big."}}}},
+        "$defs": {
+            "entry": {
+                "type": "object",
+                "required": ["kind"],
+                "properties": {
+                    "kind": {"enum": ["a", "b"], "description": "Which | kind."},
+                    "size": {"type": ["integer", "null"], "default": None, "description": "How big."},
+                },
+            }
+        },
         "properties": {
-            "things": {"type": "object", "default": {}, "description": "Named things.",
-                       "additionalProperties": {"$ref": "#/$defs/entry"}},
+            "things": {
+                "type": "object",
+                "default": {},
+                "description": "Named things.",
+                "additionalProperties": {"$ref": "#/$defs/entry"},
+            },
             "seeds": {"type": "array", "items": {"type": "integer"}, "default": [0, 1], "description": "Seeds."},
         },
     }
     text = config_docs.render(schema)
-    body = text[len(config_docs.INTRO):]
+    body = text[len(config_docs.INTRO) :]
     assert body == textwrap.dedent("""
         ## `things`
 
@@ -190,25 +213,30 @@ def _results(tmp_path: Path) -> Path:
         "logreg,pbmc68k,accuracy,0.8,0.01,2,True\n"
         "logreg,pbmc68k,macro_f1,0.64123,0.0174,2,True\n"
         "majority,pbmc68k,macro_f1,0.05,0.0,2,False\n"
-        "logreg,synthetic,macro_f1,0.9,0.003,2,True\n")
+        "logreg,synthetic,macro_f1,0.9,0.003,2,True\n"
+    )
     (d / "perturbation_table.csv").write_text(
         "dataset,subgroup,metric,method,mean,sd,n\n"
         "screen,all,pearson_delta,train_mean,0.147,0.018,2\n"
         "screen,combo_seen0,pearson_delta,train_mean,0.5,0.1,2\n"
         "screen,all,mse_de,train_mean,1.0,0.1,2\n"
-        "screen,all,pearson_delta,oracle,0.806,,1\n")
+        "screen,all,pearson_delta,oracle,0.806,,1\n"
+    )
     (d / "imputation_table.csv").write_text(
         "method,dataset,metric,mean,std,n,best\n"
         "none,synthetic,mse,13.379,0.0,2,False\n"
-        "none,synthetic,pearson,0.5,0.0,2,False\n")
+        "none,synthetic,pearson,0.5,0.0,2,False\n"
+    )
     (d / "denoising_table.csv").write_text(
         "method,dataset,metric,mean,std,n,best\n"
         "none,synthetic,mse_sqrt,0.1496,0.001,2,False\n"
         "none,synthetic,poisson,0.1213,0.003,2,False\n"
-        "true_rate,synthetic,poisson,-0.013,0.001,2,True\n")
+        "true_rate,synthetic,poisson,-0.013,0.001,2,True\n"
+    )
     (d / "quality.md").write_text("# Quality check\n\n3 problem(s) found:\n\n| check |\n|---|\n| below control |\n")
     (d / "provenance.html").write_text(
-        "<html><body><pre># Provenance\n\n- git commit: `abc123`\n\n## Configuration\n\n```yaml\nseeds:\n- 0\n- 1\n```\n</pre></body></html>")
+        "<html><body><pre># Provenance\n\n- git commit: `abc123`\n\n## Configuration\n\n```yaml\nseeds:\n- 0\n- 1\n```\n</pre></body></html>"
+    )
     return d
 
 
@@ -252,7 +280,9 @@ def test_results_block_is_replaced_exactly_and_nothing_else(tmp_path):
     assert path.read_text() == README_TEXT.replace("old numbers", EXPECTED_BLOCK)
 
 
-@pytest.mark.parametrize("name", ["annotation_table.csv", "perturbation_table.csv", "denoising_table.csv", "quality.md", "provenance.html"])
+@pytest.mark.parametrize(
+    "name", ["annotation_table.csv", "perturbation_table.csv", "denoising_table.csv", "quality.md", "provenance.html"]
+)
 def test_a_missing_table_names_the_file_and_the_command(tmp_path, capsys, name):
     results = _results(tmp_path)
     (results / name).unlink()
@@ -285,7 +315,7 @@ def _report_calls(path: Path):
         while depth:
             depth += {"(": 1, ")": -1}.get(text[i], 0)
             i += 1
-        yield text[: match.start()].count("\n") + 1, text[match.start(): i]
+        yield text[: match.start()].count("\n") + 1, text[match.start() : i]
 
 
 RULE_FILES = sorted((REPO / "workflow" / "rules").rglob("*.smk"))
@@ -301,6 +331,7 @@ def test_every_report_output_has_an_existing_caption(rules):
         caption = re.search(r"caption\s*=\s*[\"']([^\"']+)[\"']", call)
         assert caption, f"{rules.name}:{line}: report() without caption=: {call[:80]}"
         path = (rules.parent / caption.group(1)).resolve()
-        assert path.is_file() and path.parent == (REPO / "workflow" / "report").resolve(), \
+        assert path.is_file() and path.parent == (REPO / "workflow" / "report").resolve(), (
             f"{rules.name}:{line}: caption {caption.group(1)} is not a file in workflow/report/"
+        )
         assert path.read_text().strip(), f"{path} is empty"

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from httpserver import PAYLOAD, SHA, serve
 
 from scfmbench import InputError
 from scfmbench.download import DownloadError, download
-
-from httpserver import PAYLOAD, SHA, serve
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import make_raw
+
 from scfmbench import InputError
 from scfmbench.embedding import CellEmbeddings, read_embedding, write_embedding
 from scfmbench.embedding import metrics as M
@@ -62,7 +62,10 @@ def test_linear_probe_matches_scikit_learn():
 
 def test_kmeans_nmi_ari_by_hand():
     # three tight blobs; the labels put one cell of blob 0 in class 'b'
-    emb = np.concatenate([np.zeros((4, 2)), np.full((4, 2), 10.0), np.full((4, 2), [0.0, 20.0])]) + np.linspace(0, 0.01, 12)[:, None]
+    emb = (
+        np.concatenate([np.zeros((4, 2)), np.full((4, 2), 10.0), np.full((4, 2), [0.0, 20.0])])
+        + np.linspace(0, 0.01, 12)[:, None]
+    )
     labels = np.array(["a"] * 3 + ["b"] * 5 + ["c"] * 4)
     clusters = np.repeat([0, 1, 2], 4)  # what k-means must find
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
@@ -70,7 +73,9 @@ def test_kmeans_nmi_ari_by_hand():
     got = M.kmeans_nmi_ari(emb, labels, seed=0)
     assert got["kmeans_ari"] == pytest.approx(adjusted_rand_score(labels, clusters))
     assert got["kmeans_nmi"] == pytest.approx(normalized_mutual_info_score(labels, clusters))
-    assert M.kmeans_nmi_ari(emb, np.repeat(list("xyz"), 4), seed=0) == pytest.approx({"kmeans_nmi": 1.0, "kmeans_ari": 1.0})
+    assert M.kmeans_nmi_ari(emb, np.repeat(list("xyz"), 4), seed=0) == pytest.approx(
+        {"kmeans_nmi": 1.0, "kmeans_ari": 1.0}
+    )
 
 
 def test_label_asw_by_hand():
@@ -176,7 +181,10 @@ def test_batch_metrics_only_with_a_batch(tiny):
     assert ("ilisi" in got) == HAVE_SCIB
 
 
-@pytest.mark.skipif(not HAVE_SCIB, reason="scib-metrics is not installed (optional extra 'scib': pip install -c constraints.txt -e '.[scib]')")
+@pytest.mark.skipif(
+    not HAVE_SCIB,
+    reason="scib-metrics is not installed (optional extra 'scib': pip install -c constraints.txt -e '.[scib]')",
+)
 def test_metrics_agree_with_scib_metrics():
     """Our silhouette, batch ASW, graph connectivity and k-means NMI/ARI against scib-metrics 0.5
     (the field's reference implementation) on the same tiny case. kNN accuracy and the linear probe
@@ -193,20 +201,33 @@ def test_metrics_agree_with_scib_metrics():
     labels[::7] = "c"  # labels that k-means cannot match exactly
     batch = np.where(rng.random(60) < 0.5, "x", "y")
     assert M.label_asw(emb, labels) == pytest.approx(float(scib_metrics.silhouette_label(emb, labels)), abs=1e-5)
-    assert M.batch_asw(emb, labels, batch) == pytest.approx(float(scib_metrics.silhouette_batch(emb, labels, batch)), abs=1e-5)
+    assert M.batch_asw(emb, labels, batch) == pytest.approx(
+        float(scib_metrics.silhouette_batch(emb, labels, batch)), abs=1e-5
+    )
     k = 5
-    dist, idx = NearestNeighbors(n_neighbors=k + 1).fit(emb).kneighbors(emb)  # scib's neighbours include the cell itself
-    assert M.graph_connectivity(emb, labels, k=k) == pytest.approx(float(scib_metrics.graph_connectivity(NeighborsResults(indices=idx, distances=dist), labels)))
+    dist, idx = (
+        NearestNeighbors(n_neighbors=k + 1).fit(emb).kneighbors(emb)
+    )  # scib's neighbours include the cell itself
+    assert M.graph_connectivity(emb, labels, k=k) == pytest.approx(
+        float(scib_metrics.graph_connectivity(NeighborsResults(indices=idx, distances=dist), labels))
+    )
     ours, theirs = M.kmeans_nmi_ari(emb, labels, seed=0), scib_metrics.nmi_ari_cluster_labels_kmeans(emb, labels)
-    assert ours["kmeans_nmi"] == pytest.approx(float(theirs["nmi"]), abs=1e-6) and ours["kmeans_ari"] == pytest.approx(float(theirs["ari"]), abs=1e-6)
-    assert M.ilisi(emb, batch, k=k) == pytest.approx(float(scib_metrics.ilisi_knn(NeighborsResults(indices=idx, distances=dist), batch)))
+    assert ours["kmeans_nmi"] == pytest.approx(float(theirs["nmi"]), abs=1e-6) and ours["kmeans_ari"] == pytest.approx(
+        float(theirs["ari"]), abs=1e-6
+    )
+    assert M.ilisi(emb, batch, k=k) == pytest.approx(
+        float(scib_metrics.ilisi_knn(NeighborsResults(indices=idx, distances=dist), batch))
+    )
 
 
 # ------------------------------------------------------------------------------------------------
 # the models: pooling per backbone, zero-shot state, reproducibility, the file contract
 
 
-@pytest.mark.parametrize("backbone,attention,width", [("scgpt", "full", 16), ("geneformer", "full", 16), ("scbert", "performer", 16), ("scfoundation", "full", 4 * 16)])
+@pytest.mark.parametrize(
+    "backbone,attention,width",
+    [("scgpt", "full", 16), ("geneformer", "full", 16), ("scbert", "performer", 16), ("scfoundation", "full", 4 * 16)],
+)
 def test_each_backbone_embeds_every_cell_without_changing_its_predictions(tiny, backbone, attention, width):
     from scfmbench.annotation.transformer import annotate_transformer
 
@@ -252,16 +273,26 @@ def test_zeroshot_is_the_checkpoint_before_finetuning(tmp_path, tiny, strategy):
     strat = strategy_for(strategy, {"strategy_options": {"mam": {"n_latents": 8, "latent_dim": 16, "n_heads": 2}}})
     model, _, _ = pretrain_backbone(tiny, backbone="scgpt", strategy=strat, seed=0, steps=3, batch_size=8)
     save_pretrained(tmp_path / "ckpt.pt", model, strategy=strat, run_config={"seed": 0})
-    _, record = annotate_transformer(tiny, backbone="scgpt", attention="full", seed=0, pretrained=tmp_path / "ckpt.pt", epochs=2, embed=True)
+    _, record = annotate_transformer(
+        tiny, backbone="scgpt", attention="full", seed=0, pretrained=tmp_path / "ckpt.pt", epochs=2, embed=True
+    )
     emb = record["embedding"]
     assert emb.zeroshot is not None and emb.zeroshot.shape == emb.embedding.shape
     assert "pretraining checkpoint" in emb.source and ("MAM" in emb.pooling) == (strategy == "mam")
     assert not np.allclose(emb.zeroshot, emb.embedding)  # fine-tuning moved it
     # the zero-shot state is the checkpoint's own embedding: load it afresh and embed the cells
-    loaded, _ = load_pretrained(tmp_path / "ckpt.pt", backbone="scgpt", spec=BACKBONES["scgpt"], n_classes=2, attention="full", params={})
-    tok, _ = BACKBONES["scgpt"].tokenizer(tiny, loaded.cfg, np.flatnonzero(tiny.obs["split"] == "train"), 128, np.random.default_rng(0))
-    again = predict_logits(loaded, tok(np.arange(tiny.n_obs)), batch_size=64, device="cpu", output="cell_embedding").numpy()
-    np.testing.assert_allclose(emb.zeroshot, again, atol=1e-5)  # no cell longer than max_len: tokens do not depend on the draw
+    loaded, _ = load_pretrained(
+        tmp_path / "ckpt.pt", backbone="scgpt", spec=BACKBONES["scgpt"], n_classes=2, attention="full", params={}
+    )
+    tok, _ = BACKBONES["scgpt"].tokenizer(
+        tiny, loaded.cfg, np.flatnonzero(tiny.obs["split"] == "train"), 128, np.random.default_rng(0)
+    )
+    again = predict_logits(
+        loaded, tok(np.arange(tiny.n_obs)), batch_size=64, device="cpu", output="cell_embedding"
+    ).numpy()
+    np.testing.assert_allclose(
+        emb.zeroshot, again, atol=1e-5
+    )  # no cell longer than max_len: tokens do not depend on the draw
 
 
 def test_schyena_writes_both_states(tmp_path, tiny):
@@ -272,7 +303,16 @@ def test_schyena_writes_both_states(tmp_path, tiny):
     write_h5ad(tiny, tmp_path / "p.h5ad")
     params = dict(d_model=8, n_layers=1, filter_order=8, pretrain_steps=2, epochs=1, batch_size=16)
     pretrain_main(tmp_path / "p.h5ad", tmp_path / "pre.pt", dataset="tiny", seed=0, params=params)
-    finetune_main(tmp_path / "p.h5ad", tmp_path / "pre.pt", tmp_path / "pred.csv", tmp_path / "run.json", tmp_path / "ft.pt", seed=0, params=params, embedding_path=tmp_path / "e.npz")
+    finetune_main(
+        tmp_path / "p.h5ad",
+        tmp_path / "pre.pt",
+        tmp_path / "pred.csv",
+        tmp_path / "run.json",
+        tmp_path / "ft.pt",
+        seed=0,
+        params=params,
+        embedding_path=tmp_path / "e.npz",
+    )
     emb = read_embedding(tmp_path / "e.npz", tiny.obs_names)
     pre, _ = load_checkpoint(tmp_path / "pre.pt")
     np.testing.assert_allclose(emb.zeroshot, cls_embeddings(pre, tiny), atol=1e-6)
@@ -288,7 +328,15 @@ def test_embedding_file_is_reproducible_per_seed(tmp_path, tiny):
     params = dict(epochs=1, d_model=16)
     files = {}
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-        run_annotation("scgpt-full", tmp_path / "p.h5ad", tmp_path / f"{name}.csv", seed=seed, params=params, record_path=tmp_path / f"{name}.json", embedding_path=tmp_path / f"{name}.npz")
+        run_annotation(
+            "scgpt-full",
+            tmp_path / "p.h5ad",
+            tmp_path / f"{name}.csv",
+            seed=seed,
+            params=params,
+            record_path=tmp_path / f"{name}.json",
+            embedding_path=tmp_path / f"{name}.npz",
+        )
         files[name] = read_embedding(tmp_path / f"{name}.npz", tiny.obs_names)  # checks every cell, in order
     np.testing.assert_array_equal(files["a"].embedding, files["b"].embedding)
     assert not np.allclose(files["a"].embedding, files["c"].embedding)
@@ -321,7 +369,11 @@ def test_pca_control_is_the_train_cells_principal_subspace(tiny):
     _, _, vt = np.linalg.svd(X[train] - mu, full_matrices=False)  # PCA by hand: SVD of the centred train cells
     expected = (X - mu) @ vt[:5].T
     np.testing.assert_allclose(np.abs(emb), np.abs(expected), atol=1e-4)  # each component up to its sign
-    r0, r0b, r1 = random_embedding(tiny, seed=0, n_components=7), random_embedding(tiny, seed=0, n_components=7), random_embedding(tiny, seed=1, n_components=7)
+    r0, r0b, r1 = (
+        random_embedding(tiny, seed=0, n_components=7),
+        random_embedding(tiny, seed=0, n_components=7),
+        random_embedding(tiny, seed=1, n_components=7),
+    )
     assert r0.shape == (tiny.n_obs, 7)
     np.testing.assert_array_equal(r0, r0b)
     assert not np.allclose(r0, r1)
@@ -342,10 +394,24 @@ def test_control_and_score_main_write_the_contract(tmp_path, tiny):
     bench = {c: {0: tmp_path / f"{c}.tsv"} for c in ("pca", "random")}
     control_main({0: tmp_path / "p.h5ad"}, out, bench, n_components=6)
     assert read_embedding(out["pca"][0], tiny.obs_names).embedding.shape == (tiny.n_obs, 6)
-    runs = [dict(method=c, seed=0, embedding=out[c][0], benchmark=bench[c][0], metrics=tmp_path / f"{c}.csv", zeroshot_metrics=None) for c in out]
+    runs = [
+        dict(
+            method=c,
+            seed=0,
+            embedding=out[c][0],
+            benchmark=bench[c][0],
+            metrics=tmp_path / f"{c}.csv",
+            zeroshot_metrics=None,
+        )
+        for c in out
+    ]
     score_main(runs, {0: tmp_path / "p.h5ad"}, dataset="tiny")
     rec = pd.read_csv(tmp_path / "pca.csv")
-    assert list(rec.columns) == METRIC_COLUMNS and set(rec["task"]) == {"embedding"} and set(rec["metric"]) == set(M.LABEL_METRICS)
+    assert (
+        list(rec.columns) == METRIC_COLUMNS
+        and set(rec["task"]) == {"embedding"}
+        and set(rec["metric"]) == set(M.LABEL_METRICS)
+    )
     assert (rec["runtime_s"] > 0).all()
     table = methods_table({"tiny": {c: out[c][0] for c in out}})
     assert list(table["dims"]) == [6, 6] and table["zeroshot_dims"].isna().all()
@@ -360,14 +426,16 @@ def test_config_errors_name_the_embedding_keys(schema_path):
     import copy
 
     import yaml
-
     from conftest import REPO
+
     from scfmbench.config import embedding_datasets, validate_config
 
     base = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     cfg = validate_config(copy.deepcopy(base), schema_path)
     assert embedding_datasets(cfg) == ["pbmc68k", "synthetic"]
-    assert embedding_datasets(validate_config({**copy.deepcopy(base), "annotation": {"datasets": ["synthetic"]}}, schema_path)) == ["synthetic"]
+    assert embedding_datasets(
+        validate_config({**copy.deepcopy(base), "annotation": {"datasets": ["synthetic"]}}, schema_path)
+    ) == ["synthetic"]
     bad = copy.deepcopy(base)
     bad["embedding"]["datasets"] = ["nosuch"]
     with pytest.raises(InputError, match="embedding.datasets"):

@@ -12,9 +12,8 @@ from importlib.metadata import PackageNotFoundError, distribution
 
 import pytest
 import yaml
-from packaging.requirements import Requirement
-
 from conftest import REPO
+from packaging.requirements import Requirement
 
 ENVS = sorted((REPO / "envs").glob("*.yaml"))
 ISOLATED = {"dca.yaml"}
@@ -38,7 +37,9 @@ def pip_pins(spec: dict) -> dict[str, str]:
     pip = next((d["pip"] for d in spec["dependencies"] if isinstance(d, dict)), [])
     out = {}
     for req in pip:
-        assert "==" in req and not req.startswith("-"), f"{req!r}: every pip entry is an exact pin (the package itself comes from the post-deploy script)"
+        assert "==" in req and not req.startswith("-"), (
+            f"{req!r}: every pip entry is an exact pin (the package itself comes from the post-deploy script)"
+        )
         name, version = req.split("==")
         out[canon(name)] = version
     return out
@@ -99,7 +100,9 @@ def test_env_installs_the_package_from_the_repository(env, tmp_path):
     text = script.read_text()
     assert text.startswith("#!/usr/bin/env bash") and "pip install --no-deps -e" in text
     # Outside the repository it stops with a clear message instead of installing something else.
-    proc = subprocess.run(["bash", str(script)], cwd=tmp_path, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        ["bash", str(script)], cwd=tmp_path, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}
+    )
     assert proc.returncode == 1 and "is not the scfmbench repository" in proc.stderr
 
 

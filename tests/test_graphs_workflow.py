@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import REPO, SHARED
 
 from scfmbench import InputError
 from scfmbench.config import load_config, validate_config
@@ -35,8 +36,6 @@ from scfmbench.graphs.workflow import (
     graph_build_spec,
     read_databases,
 )
-
-from conftest import REPO, SHARED
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--cores", "2"]
 TRRUST_SHA = "9b909319ccc8e36588b5a1bd3640e0dfba03936c6fc154cc4304d742bec11bed"  # src/scfmbench/data/grn/SOURCE.md
@@ -60,7 +59,12 @@ def test_embedded_default_uses_vendored_trrust(schema_path):
     registry = database_registry(cfg, schema_path)
     check_graph_config(cfg, registry)
     assert cfg["graphs"]["datasets"] == ["pbmc68k", "synthetic"] and cfg["graphs"]["databases"] == ["trrust_human"]
-    assert (cfg["graphs"]["top_h"], cfg["graphs"]["delta"], cfg["graphs"]["layer"], cfg["graphs"]["variants"]) == (20, 0.4, "log", ["full"])
+    assert (cfg["graphs"]["top_h"], cfg["graphs"]["delta"], cfg["graphs"]["layer"], cfg["graphs"]["variants"]) == (
+        20,
+        0.4,
+        "log",
+        ["full"],
+    )
     entry = registry["trrust_human"]
     assert entry["url"] == "https://www.grnpedia.org/trrust/data/trrust_rawdata.human.tsv"
     # the vendored file is used directly (no download job) and is the registered one
@@ -98,7 +102,9 @@ SHARED_COPIES = {
 }
 
 
-@pytest.mark.skipif(not (SHARED / "data" / "grn").is_dir(), reason="../shared/data/grn (real database copies) not present")
+@pytest.mark.skipif(
+    not (SHARED / "data" / "grn").is_dir(), reason="../shared/data/grn (real database copies) not present"
+)
 def test_registry_checksums_and_names_match_the_real_files(schema_path):
     registry = database_registry(validate_config(base(), schema_path), schema_path)
     assert set(SHARED_COPIES) == set(registry)
@@ -112,7 +118,10 @@ def test_config_entries_extend_the_builtin_registry(schema_path, tmp_path):
     local = tmp_path / "collectri.csv"
     local.write_text("source,target,weight,PMID\n")
     cfg = base() | {
-        "databases": {"collectri": {"path": str(local)}, "mine": {"url": "https://example.org/x/edges_mine.csv", "format": "dgp_amio"}},
+        "databases": {
+            "collectri": {"path": str(local)},
+            "mine": {"url": "https://example.org/x/edges_mine.csv", "format": "dgp_amio"},
+        },
         "graphs": {"datasets": ["pbmc68k"], "databases": ["collectri", "mine", "trrust_human"]},
     }
     cfg, registry = validated(cfg, schema_path)
@@ -131,7 +140,11 @@ def test_config_entries_extend_the_builtin_registry(schema_path, tmp_path):
         ({"databases": ["nope"]}, {}, "'graphs.databases': 'nope' is not in the database registry"),
         ({"databases": ["x"]}, {"x": {"url": "https://e.org/x.csv"}}, "'databases.x.format'"),
         ({"databases": ["x"]}, {"x": {"format": "trrust"}}, "'databases.x': give a 'url'"),
-        ({"databases": ["x"]}, {"x": {"format": "trrust", "path": "no/such.tsv"}}, "'databases.x.path': file 'no/such.tsv' not found"),
+        (
+            {"databases": ["x"]},
+            {"x": {"format": "trrust", "path": "no/such.tsv"}},
+            "'databases.x.path': file 'no/such.tsv' not found",
+        ),
         ({"databases": ["x"]}, {"x": {"format": "trrust", "path": "vendored:trrust_rat"}}, "names no vendored file"),
         ({"databases": [], "variants": ["no_coexpr"]}, {}, "'no_coexpr' needs at least one database"),
     ],
@@ -163,7 +176,13 @@ def test_bad_graph_schema_values(schema_path, mutate, expected):
 def test_spec_holds_only_what_the_variant_uses(schema_path):
     cfg, registry = validated(base(), schema_path)
     full, no_grn, no_coexpr = (graph_build_spec(cfg["graphs"], registry, v) for v in ("full", "no_grn", "no_coexpr"))
-    assert full == {"variant": "full", "databases": [{"name": "trrust_human", "format": "trrust", "sha256": TRRUST_SHA, "species": "human"}], "top_h": 20, "delta": 0.4, "layer": "log"}
+    assert full == {
+        "variant": "full",
+        "databases": [{"name": "trrust_human", "format": "trrust", "sha256": TRRUST_SHA, "species": "human"}],
+        "top_h": 20,
+        "delta": 0.4,
+        "layer": "log",
+    }
     assert "databases" not in no_grn and no_grn["delta"] == 0.4
     assert "delta" not in no_coexpr and "top_h" not in no_coexpr and no_coexpr["databases"] == full["databases"]
 
@@ -217,7 +236,9 @@ def test_download_database_verifies_sha256(file_server, tmp_path):
 def test_local_copy_with_another_checksum_is_refused(tmp_path):
     path = tmp_path / "trrust.tsv"
     path.write_text("STAT1\tIRF1\tActivation\t1\n")
-    with pytest.raises(InputError, match=r"trrust\.tsv: sha256 .* differs from the one recorded for database 'trrust_human'"):
+    with pytest.raises(
+        InputError, match=r"trrust\.tsv: sha256 .* differs from the one recorded for database 'trrust_human'"
+    ):
         read_databases([{"name": "trrust_human", "format": "trrust", "sha256": TRRUST_SHA}], [path])
 
 
@@ -263,7 +284,10 @@ def test_test_cells_do_not_change_the_graph(prepared, layer):
 def test_no_database_means_coexpression_only_with_a_warning(prepared):
     with pytest.warns(UserWarning, match="co-expression edges only"):
         graph = build_graph_from_prepared(prepared, [], variant="full", top_h=3, delta=0.2)
-    assert graph.edge_counts["coexpression"] == graph.edge_counts["gene_gene"] > 0 and "regulatory" not in graph.edge_counts
+    assert (
+        graph.edge_counts["coexpression"] == graph.edge_counts["gene_gene"] > 0
+        and "regulatory" not in graph.edge_counts
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,15 +329,30 @@ STATS = "results/report/graph_stats.csv"
 def tiny_config(url: str, sha: str, **graphs) -> dict:
     return {
         "seeds": [0],
-        "datasets": {"synthetic": {"source": "synthetic", "synthetic": {"n_cells": 300, "n_genes": 60, "n_cell_types": 3, "seed": 0}, "min_library_size": 0}},
+        "datasets": {
+            "synthetic": {
+                "source": "synthetic",
+                "synthetic": {"n_cells": 300, "n_genes": 60, "n_cell_types": 3, "seed": 0},
+                "min_library_size": 0,
+            }
+        },
         # a downloaded database: TRRUST reversed (target -> TF), in DGP-AMIO layout
         "databases": {"toy": {"url": f"{url}/edges_toy.csv", "sha256": sha, "format": "dgp_amio"}},
-        "graphs": {"datasets": ["synthetic"], "databases": ["trrust_human", "toy"], "top_h": 5, "delta": 0.3, "variants": ["full", "no_coexpr"]} | graphs,
+        "graphs": {
+            "datasets": ["synthetic"],
+            "databases": ["trrust_human", "toy"],
+            "top_h": 5,
+            "delta": 0.3,
+            "variants": ["full", "no_coexpr"],
+        }
+        | graphs,
     }
 
 
 def trrust_pairs() -> pd.DataFrame:
-    return pd.read_csv(vendored_grn_path("trrust_human"), sep="\t", header=None, usecols=[0, 1], names=["tf", "target"], dtype=str)
+    return pd.read_csv(
+        vendored_grn_path("trrust_human"), sep="\t", header=None, usecols=[0, 1], names=["tf", "target"], dtype=str
+    )
 
 
 @pytest.fixture(scope="module")
@@ -336,7 +375,9 @@ def test_graphs_are_built_from_databases_and_training_cells(graph_workflow):
     assert (wd / "results" / "databases" / "toy" / "edges_toy.csv").is_file()  # downloaded by the rule
     adata = read_prepared(wd / "results" / "data" / "synthetic" / "seed0" / "prepared.h5ad")
     index = {g: i for i, g in enumerate(adata.var_names)}
-    trrust = {(index[s], index[t]) for s, t in trrust_pairs().itertuples(index=False) if s in index and t in index and s != t}
+    trrust = {
+        (index[s], index[t]) for s, t in trrust_pairs().itertuples(index=False) if s in index and t in index and s != t
+    }
     regulatory = trrust | {(t, s) for s, t in trrust}  # TRRUST plus the reversed toy copy
     train = (adata.obs["split"] == "train").to_numpy()
     src, dst, _ = coexpression_edges_reference(adata.X[train], top_h=5, delta=0.3)
@@ -356,7 +397,9 @@ def test_graphs_are_built_from_databases_and_training_cells(graph_workflow):
     assert stats.loc["full", "edges"] == full.adjacency.nnz and stats.loc["full", "genes"] == n
     assert stats.loc["full", "coexpression_edges"] == len(coexpr) and stats.loc["no_coexpr", "coexpression_edges"] == 0
     assert stats.loc["full", "edges_trrust_human"] == len(trrust) and stats.loc["full", "edges_toy"] == len(trrust)
-    assert stats.loc["full", "mean_in_degree"] == pytest.approx((full.adjacency.nnz - (n + 1)) / n)  # gene rows only: minus the CLS row
+    assert stats.loc["full", "mean_in_degree"] == pytest.approx(
+        (full.adjacency.nnz - (n + 1)) / n
+    )  # gene rows only: minus the CLS row
     assert "| synthetic | full | trrust_human | 1 |" in (wd / "results" / "report" / "graph_stats.md").read_text()
 
 
@@ -376,7 +419,10 @@ def test_changing_delta_rebuilds_only_the_graphs_that_use_it(graph_workflow):
     dry = snakemake(wd, STATS, "--configfile", "config/delta.yaml", "-n")
     # the no_coexpr graph does not use delta; data preparation and the download are untouched
     assert job_counts(dry.stdout) == {"build_graph": 1, "graph_stats": 1}, dry.stdout[-3000:]
-    assert "seed0/full.npz" in dry.stdout and "no_coexpr.npz" not in dry.stdout.split("rule build_graph:", 1)[1].split("\n\n", 1)[0]
+    assert (
+        "seed0/full.npz" in dry.stdout
+        and "no_coexpr.npz" not in dry.stdout.split("rule build_graph:", 1)[1].split("\n\n", 1)[0]
+    )
 
 
 @pytest.mark.slow
@@ -403,15 +449,25 @@ def test_no_gene_overlap_is_a_clear_error(graph_workflow, tmp_path):
     mouse = tmp_path / "other.tsv"
     mouse.write_text("Zfp999\tGm12345\tActivation\t1\n")
     prepared = wd / "results" / "data" / "synthetic" / "seed0" / "prepared.h5ad"
-    databases = [{"name": "alien", "format": "collectri", "sha256": None}, {"name": "other", "format": "trrust", "sha256": None}]
+    databases = [
+        {"name": "alien", "format": "collectri", "sha256": None},
+        {"name": "other", "format": "trrust", "sha256": None},
+    ]
     spec = {"variant": "full", "databases": databases, "top_h": 5, "delta": 0.3, "layer": "log"}
-    with pytest.raises(InputError, match=r"prepared\.h5ad: .*none of the dataset's 60 genes .* occurs in the regulatory databases \['alien', 'other'\].*alien=.*alien\.csv, other=.*other\.tsv"):
+    with pytest.raises(
+        InputError,
+        match=r"prepared\.h5ad: .*none of the dataset's 60 genes .* occurs in the regulatory databases \['alien', 'other'\].*alien=.*alien\.csv, other=.*other\.tsv",
+    ):
         build_graph_file(prepared, [alien, mouse], tmp_path / "g.npz", spec=spec, seed=0)
     assert not (tmp_path / "g.npz").exists()
     # one database without overlap among others that have some is only logged, not an error
     spec["databases"] = [databases[0], {"name": "trrust_human", "format": "trrust", "sha256": TRRUST_SHA}]
-    graph = build_graph_file(prepared, [alien, vendored_grn_path("trrust_human")], tmp_path / "g.npz", spec=spec, seed=0)
-    assert graph.match_counts.set_index("database").loc["alien", "matched"] == 0 and graph.edge_counts["trrust_human"] > 0
+    graph = build_graph_file(
+        prepared, [alien, vendored_grn_path("trrust_human")], tmp_path / "g.npz", spec=spec, seed=0
+    )
+    assert (
+        graph.match_counts.set_index("database").loc["alien", "matched"] == 0 and graph.edge_counts["trrust_human"] > 0
+    )
 
 
 def test_graph_stats_tables(prepared, tmp_path):
@@ -427,11 +483,23 @@ def test_graph_stats_tables(prepared, tmp_path):
     csv, md = tmp_path / "stats.csv", tmp_path / "stats.md"
     write_graph_stats(paths, csv, md)
     stats = pd.read_csv(csv)
-    assert stats[["dataset", "variant", "seed"]].values.tolist() == [["tiny", "no_coexpr", 0], ["tiny", "no_coexpr", 1], ["tiny", "no_grn", 0]]
+    assert stats[["dataset", "variant", "seed"]].values.tolist() == [
+        ["tiny", "no_coexpr", 0],
+        ["tiny", "no_coexpr", 1],
+        ["tiny", "no_grn", 0],
+    ]
     grn = stats.iloc[0]
     # 40 genes: 2 regulatory edges + 41 self-loops + 40 CLS->gene + 40 gene->CLS
-    assert (grn["genes"], grn["edges"], grn["regulatory_edges"], grn["coexpression_edges"], grn["edges_toy"]) == (40, 123, 2, 0, 2)
-    assert grn["mean_in_degree"] == pytest.approx((123 - 41) / 40) and grn["mean_in_degree_gene_gene"] == pytest.approx(2 / 40)
+    assert (grn["genes"], grn["edges"], grn["regulatory_edges"], grn["coexpression_edges"], grn["edges_toy"]) == (
+        40,
+        123,
+        2,
+        0,
+        2,
+    )
+    assert grn["mean_in_degree"] == pytest.approx((123 - 41) / 40) and grn["mean_in_degree_gene_gene"] == pytest.approx(
+        2 / 40
+    )
     # G0, G1, G5, G30 and G2 (named in the database, though its partner NOPE is not a dataset gene)
     assert grn["genes_matched"] == 5 and grn["match_rate"] == pytest.approx(5 / 40)
     assert np.isnan(stats.iloc[2]["match_rate"]) and np.isnan(stats.iloc[2]["edges_toy"])

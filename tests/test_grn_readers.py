@@ -15,7 +15,10 @@ from scfmbench.graphs.symbols import is_motif_name, match_edges, repair_excel_sy
 
 FIX = Path(__file__).parent / "fixtures" / "grn"
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "grn"
-needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"real regulatory-database copies not found at {REAL} (shared data folder beside the repository)")
+needs_real = pytest.mark.skipif(
+    not REAL.is_dir(),
+    reason=f"real regulatory-database copies not found at {REAL} (shared data folder beside the repository)",
+)
 
 
 def _pairs(df: pd.DataFrame) -> set[tuple[str, str]]:
@@ -51,7 +54,9 @@ def test_excel_repair_and_symbol_key():
     assert symbol_key("DELEC1") == symbol_key("1-Dec") == "DEC1"
 
 
-@pytest.mark.parametrize("name", ["AP-1", "Tax/CREB", "LEF1, TCF1", "c-Myc", "NF-kappaB (p50)", "GATA-1", "HNF-1alpha", "Hand1:E47"])
+@pytest.mark.parametrize(
+    "name", ["AP-1", "Tax/CREB", "LEF1, TCF1", "c-Myc", "NF-kappaB (p50)", "GATA-1", "HNF-1alpha", "Hand1:E47"]
+)
 def test_motif_names_are_not_symbols(name):
     assert is_motif_name(name)
 

@@ -103,7 +103,7 @@ def test_decay_uses_absolute_lag():
     env = ExponentialModulation(C).envelope(t)  # (2L-1, C)
     torch.testing.assert_close(env, env.flip(0))
     torch.testing.assert_close(env[L - 1], torch.ones(C))
-    assert (env[L - 1 :].diff(dim=0) <= 0).all() and (env[: L].diff(dim=0) >= 0).all()
+    assert (env[L - 1 :].diff(dim=0) <= 0).all() and (env[:L].diff(dim=0) >= 0).all()
 
     torch.manual_seed(0)
     filt = HyenaFilter(C, l_max=L, filter_order=16)
@@ -289,7 +289,9 @@ def test_pretraining_loss_falls():
     non-zero value, i.e. the model reads the other genes of the cell."""
     g = torch.Generator().manual_seed(0)
     n_cells = 64
-    factors = (torch.rand(n_cells, 2, generator=g) * torch.tensor([4.0, 1.0])) @ (torch.rand(2, N_GENES, generator=g) * 3)
+    factors = (torch.rand(n_cells, 2, generator=g) * torch.tensor([4.0, 1.0])) @ (
+        torch.rand(2, N_GENES, generator=g) * 3
+    )
     values = torch.log1p(factors * (torch.rand(n_cells, N_GENES, generator=g) > 0.2))
     genes = torch.arange(N_GENES).expand(n_cells, N_GENES)
     model = tiny_model(d_model=16, n_layers=2, filter_order=16).train()
@@ -298,7 +300,9 @@ def test_pretraining_loss_falls():
     def held_out_loss():
         model.eval()
         with torch.no_grad():
-            loss, mask = masked_expression_loss(model, values, genes, p=0.25, generator=torch.Generator().manual_seed(99))
+            loss, mask = masked_expression_loss(
+                model, values, genes, p=0.25, generator=torch.Generator().manual_seed(99)
+            )
         model.train()
         return loss.item(), mask
 
@@ -343,7 +347,9 @@ def test_num_params():
     learned sine frequencies, MLP ratio 4, 2 layers, 3 classes), not from ``parameters()``."""
     d, f, r, emb = 8, 16, 4, 5
     filt = (emb * f + f) + f + 2 * (f * f + f + f) + f * d + d  # Linear+Sin, 2 x (Linear+Sin), Linear (no bias), bias D
-    mixer = (d * 3 * d + 3 * d) + (3 * d * 3 + 3 * d) + filt + (d * d + d)  # in_proj, depthwise short conv (k 3), filter, out_proj
+    mixer = (
+        (d * 3 * d + 3 * d) + (3 * d * 3 + 3 * d) + filt + (d * d + d)
+    )  # in_proj, depthwise short conv (k 3), filter, out_proj
     block = 2 * d + mixer + 2 * d + (d * r * d + r * d + r * d * d + d)  # norm1, mixer, norm2, MLP
     top = (d + d) + N_GENES * d + d + d + 2 * d + (d + 1) + (d * 3 + 3)  # value adaptor, genes, mask, CLS, norm, heads
     model = tiny_model()

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import REPO
 from test_workflow import copy_workflow, run
 
@@ -52,7 +51,11 @@ TINY = {
     "seeds": [0],
     "datasets": {
         "pbmc68k": {"source": "pbmc68k", "min_library_size": 0},
-        "synthetic": {"source": "synthetic", "synthetic": {"n_cells": 400, "n_genes": 80, "n_cell_types": 4, "seed": 0}, "min_library_size": 0},
+        "synthetic": {
+            "source": "synthetic",
+            "synthetic": {"n_cells": 400, "n_genes": 80, "n_cell_types": 4, "seed": 0},
+            "min_library_size": 0,
+        },
     },
     "annotation": {"datasets": []},
     "graphs": {"datasets": []},
@@ -94,7 +97,12 @@ def test_every_protocol_and_method_reports(imputation_run):
             assert f"| {method} |" in table, (task, method)
         assert (wd / "results" / "report" / "figures" / f"{task}.png").stat().st_size > 0
     assert set(m.loc["imputation"].index.get_level_values("metric")) == {"mse", "pearson", "mse_truth", "pearson_truth"}
-    assert set(m.loc["denoising"].index.get_level_values("metric")) == {*MCV_LOSSES, "mse_openproblems", "mse_truth", "pearson_truth"}
+    assert set(m.loc["denoising"].index.get_level_values("metric")) == {
+        *MCV_LOSSES,
+        "mse_openproblems",
+        "mse_truth",
+        "pearson_truth",
+    }
 
 
 @pytest.mark.slow
@@ -122,7 +130,9 @@ def test_perfect_scores_best_and_none_is_beaten(imputation_run):
 
 def _dry_run(wd, cfg, name):
     (wd / "config" / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
-    proc = subprocess.run([*SNAKEMAKE, "-n", "-p", "--configfile", f"config/{name}.yaml"], cwd=wd, capture_output=True, text=True)
+    proc = subprocess.run(
+        [*SNAKEMAKE, "-n", "-p", "--configfile", f"config/{name}.yaml"], cwd=wd, capture_output=True, text=True
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     return out
@@ -130,12 +140,28 @@ def _dry_run(wd, cfg, name):
 
 def test_protocols_and_perfect_are_selected_by_the_config(tmp_path):
     wd = copy_workflow(tmp_path)
-    both = _dry_run(wd, {**TINY, "imputation": {"datasets": ["pbmc68k", "synthetic"], "methods": ["none", "perfect", "true_rate"]}}, "both")
+    both = _dry_run(
+        wd,
+        {**TINY, "imputation": {"datasets": ["pbmc68k", "synthetic"], "methods": ["none", "perfect", "true_rate"]}},
+        "both",
+    )
     for task in TASKS.values():
-        assert f"results/{task}/synthetic/perfect/seed0/metrics.csv" in both and f"results/{task}/pbmc68k/none/seed0/metrics.csv" in both
-        assert f"results/{task}/pbmc68k/perfect/" not in both and f"results/{task}/pbmc68k/true_rate/" not in both  # no truth on pbmc68k: skipped
-    assert "results/denoising/synthetic/true_rate/seed0/metrics.csv" in both and "results/imputation/synthetic/true_rate/" not in both  # MCV only
-    masking = _dry_run(wd, {**TINY, "imputation": {"datasets": ["synthetic"], "methods": ["none"], "protocols": ["masking"]}}, "masking")
+        assert (
+            f"results/{task}/synthetic/perfect/seed0/metrics.csv" in both
+            and f"results/{task}/pbmc68k/none/seed0/metrics.csv" in both
+        )
+        assert (
+            f"results/{task}/pbmc68k/perfect/" not in both and f"results/{task}/pbmc68k/true_rate/" not in both
+        )  # no truth on pbmc68k: skipped
+    assert (
+        "results/denoising/synthetic/true_rate/seed0/metrics.csv" in both
+        and "results/imputation/synthetic/true_rate/" not in both
+    )  # MCV only
+    masking = _dry_run(
+        wd,
+        {**TINY, "imputation": {"datasets": ["synthetic"], "methods": ["none"], "protocols": ["masking"]}},
+        "masking",
+    )
     assert "results/imputation/synthetic/none/seed0/metrics.csv" in masking and "results/denoising/" not in masking
 
 
@@ -149,7 +175,9 @@ def test_dca_original_is_a_dry_run_job(tmp_path):
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("impute_dca_original", REPO / "workflow" / "scripts" / "impute_dca_original.py")
+    spec = importlib.util.spec_from_file_location(
+        "impute_dca_original", REPO / "workflow" / "scripts" / "impute_dca_original.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -164,7 +192,9 @@ def test_dca_original_script_matches_the_protocol_runner(tmp_path, prepared):
 
     def fake_dca(adata, *, mode, random_state, threads, copy, **params):
         assert mode == "denoise" and copy and params == {"epochs": 3} and random_state == 7
-        assert (np.asarray(adata.X).sum(axis=0) > 0).all() and (np.asarray(adata.X).sum(axis=1) > 0).all()  # dca asserts this
+        assert (np.asarray(adata.X).sum(axis=0) > 0).all() and (
+            np.asarray(adata.X).sum(axis=1) > 0
+        ).all()  # dca asserts this
         out = adata.copy()
         out.X = np.asarray(adata.X) + 0.5
         return out
@@ -175,12 +205,25 @@ def test_dca_original_script_matches_the_protocol_runner(tmp_path, prepared):
 
     write_masks(prepared, tmp_path / "masked.h5ad", tmp_path / "heldout.npz", seed=0)
     write_mcv(prepared, tmp_path / "train.h5ad", tmp_path / "test.npz", seed=0)
-    for inp, held, task, key in (("masked.h5ad", "heldout.npz", "imputation", "values"), ("train.h5ad", "test.npz", "denoising", "denoised")):
+    for inp, held, task, key in (
+        ("masked.h5ad", "heldout.npz", "imputation", "values"),
+        ("train.h5ad", "test.npz", "denoising", "denoised"),
+    ):
         got = script.run(tmp_path / inp, tmp_path / f"orig_{task}.npz", seed=7, params={"epochs": 3}, dca_fn=fake_dca)
-        ref = run_imputer(same_in_python, tmp_path / inp, tmp_path / f"ref_{task}.npz", seed=7, params={"epochs": 3}, name="ref")
+        ref = run_imputer(
+            same_in_python, tmp_path / inp, tmp_path / f"ref_{task}.npz", seed=7, params={"epochs": 3}, name="ref"
+        )
         np.testing.assert_allclose(got, ref, rtol=1e-6)
         with np.load(tmp_path / f"orig_{task}.npz") as z:
             assert set(z.files) >= {key, "method", "seed", "params_json"} and str(z["method"]) == "dca_original"
         # and the shared scoring rule accepts it
-        rec = score_main(tmp_path / f"orig_{task}.npz", tmp_path / held, tmp_path / f"{task}.csv", dataset="toy", method="dca_original", seed=7, task=task)
+        rec = score_main(
+            tmp_path / f"orig_{task}.npz",
+            tmp_path / held,
+            tmp_path / f"{task}.csv",
+            dataset="toy",
+            method="dca_original",
+            seed=7,
+            task=task,
+        )
         assert np.isfinite(rec.set_index("metric").loc["mse" if task == "imputation" else "mse_sqrt", "value"])

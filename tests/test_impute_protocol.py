@@ -13,6 +13,7 @@ import scipy.sparse as sp
 
 from scfmbench import InputError
 from scfmbench.data.contract import log_normalize
+from scfmbench.data.synthetic import simulate_grn_dataset
 from scfmbench.impute import (
     IMPUTERS,
     fold_adata,
@@ -30,11 +31,17 @@ from scfmbench.impute import (
     write_masks,
     write_mcv,
 )
-from scfmbench.data.synthetic import simulate_grn_dataset
-from scfmbench.impute.mcv import _renormalize_log, convert_exp_log1p, convert_exp_sqrt, expected_poisson, normalize_log, poisson_loss
+from scfmbench.impute.base import write_npz
+from scfmbench.impute.mcv import (
+    _renormalize_log,
+    convert_exp_log1p,
+    convert_exp_sqrt,
+    expected_poisson,
+    normalize_log,
+    poisson_loss,
+)
 from scfmbench.report.quality import CONTROL_CHECKS, MCV_LOSSES
 from scfmbench.report.tables import higher_is_better
-from scfmbench.impute.base import write_npz
 from scfmbench.results import METRIC_COLUMNS
 
 N_TYPES, CELLS_PER_TYPE, N_GENES = 3, 30, 40
@@ -249,7 +256,9 @@ def test_score_main_writes_a_metrics_record(files, tmp_path):
     run_imputer(get_imputer("none"), masked, tmp_path / "p.npz", seed=0)
     bench = tmp_path / "bench.tsv"
     bench.write_text("s\th:m:s\tmax_rss\n1.5\t0:00:01\t123.4\n")
-    score_main(tmp_path / "p.npz", heldout, tmp_path / "metrics.csv", dataset="toy", method="none", seed=0, benchmark=bench)
+    score_main(
+        tmp_path / "p.npz", heldout, tmp_path / "metrics.csv", dataset="toy", method="none", seed=0, benchmark=bench
+    )
     df = pd.read_csv(tmp_path / "metrics.csv")
     assert list(df.columns) == METRIC_COLUMNS
     assert set(df.metric) == {"mse", "pearson", "mse_truth", "pearson_truth"}
@@ -270,7 +279,14 @@ def test_magic_beats_none_against_truth(files, tmp_path):
     masked, heldout = files
     scores = {}
     for name in ("none", "magic"):
-        run_imputer(get_imputer(name), masked, tmp_path / f"{name}.npz", seed=0, params={"knn": 5} if name == "magic" else {}, name=name)
+        run_imputer(
+            get_imputer(name),
+            masked,
+            tmp_path / f"{name}.npz",
+            seed=0,
+            params={"knn": 5} if name == "magic" else {},
+            name=name,
+        )
         scores[name] = score_imputation(tmp_path / f"{name}.npz", heldout)
     assert scores["magic"]["mse_truth"] < 0.5 * scores["none"]["mse_truth"]
     assert scores["magic"]["mse"] < scores["none"]["mse"]
@@ -340,8 +356,17 @@ def test_make_mcv_contents(adata):
 
 def _write_test(path, test, train_totals, train_sum, truth=None, sha="x", train_fraction=0.5):
     test = sp.csr_matrix(test, dtype=np.float32)
-    arrays = dict(test_data=test.data, test_indices=test.indices, test_indptr=test.indptr, shape=np.array(test.shape), train_totals=np.asarray(train_totals, float), train_sum=np.array(float(train_sum)), test_sum=np.array(float(test.sum())),
-                  split_sha256=np.array(sha), train_fraction=np.array(float(train_fraction)))
+    arrays = dict(
+        test_data=test.data,
+        test_indices=test.indices,
+        test_indptr=test.indptr,
+        shape=np.array(test.shape),
+        train_totals=np.asarray(train_totals, float),
+        train_sum=np.array(float(train_sum)),
+        test_sum=np.array(float(test.sum())),
+        split_sha256=np.array(sha),
+        train_fraction=np.array(float(train_fraction)),
+    )
     if truth is not None:
         arrays["truth"] = np.asarray(truth, np.float32)
     write_npz(path, **arrays)
@@ -357,20 +382,29 @@ def test_score_mcv_hand_computed(tmp_path):
     assert s["mse_sqrt"] == pytest.approx(((np.sqrt(3) - np.sqrt(2)) ** 2 + 7) / 2, rel=1e-5)
     assert s["mse_log1p"] == pytest.approx(((np.log1p(3) - np.log1p(2)) ** 2 + np.log1p(7) ** 2) / 2, rel=1e-5)
     # openproblems' mse, on log1p(counts per 1e4): test -> [log1p(1e4), 0].
-    assert s["mse_openproblems"] == pytest.approx(((np.log1p(3e3) - np.log1p(1e4)) ** 2 + np.log1p(7e3) ** 2) / 2, rel=1e-5)
+    assert s["mse_openproblems"] == pytest.approx(
+        ((np.log1p(3e3) - np.log1p(1e4)) ** 2 + np.log1p(7e3) ** 2) / 2, rel=1e-5
+    )
     # Poisson (Batson's poisson_nll_loss): scaled prediction 0.3 * 10 * 2/10 = 0.6 and 1.4
     assert s["poisson"] == pytest.approx(((0.6 - 2 * np.log(0.6 + 1e-6)) + 1.4) / 2, rel=1e-5)
-    assert "mse_truth" not in s and s["pearson_sqrt"] == pytest.approx(-1.0)  # gene 2 up in the prediction, down in the test
+    assert "mse_truth" not in s and s["pearson_sqrt"] == pytest.approx(
+        -1.0
+    )  # gene 2 up in the prediction, down in the test
     # At a 90/10 split the prediction is carried to the test depth first: smaller values.
     _write_test(tmp_path / "t9.npz", [[2, 0]], train_totals=[10], train_sum=10, train_fraction=0.9)
     s9 = score_mcv(tmp_path / "p.npz", tmp_path / "t9.npz")
     at_test = convert_exp_sqrt(np.sqrt([3.0, 7.0]), 0.9)
-    assert at_test[1] < np.sqrt(7) / 2 and s9["mse_sqrt"] == pytest.approx(((at_test[0] - np.sqrt(2)) ** 2 + at_test[1] ** 2) / 2, rel=1e-6)
+    assert at_test[1] < np.sqrt(7) / 2 and s9["mse_sqrt"] == pytest.approx(
+        ((at_test[0] - np.sqrt(2)) ** 2 + at_test[1] ** 2) / 2, rel=1e-6
+    )
 
 
 def _expected(f, mean: float) -> float:
     """E[f(Y)], Y ~ Poisson(mean), summed by hand from the pmf (the definition Batson's series approximate)."""
-    return sum(f(k) * math.exp(-mean + k * math.log(mean) - math.lgamma(k + 1)) for k in range(1, int(mean + 30 * math.sqrt(mean) + 60)))
+    return sum(
+        f(k) * math.exp(-mean + k * math.log(mean) - math.lgamma(k + 1))
+        for k in range(1, int(mean + 30 * math.sqrt(mean) + 60))
+    )
 
 
 def _converted(f, value: float, a: float, b: float) -> float:
@@ -409,10 +443,16 @@ def test_score_mcv_matches_scanpy_and_sklearn(adata, tmp_path):
 
     write_mcv(adata, tmp_path / "t.h5ad", tmp_path / "t.npz", seed=0)
     rng = np.random.default_rng(0)
-    run_imputer(lambda a, *, seed: rng.uniform(0, 4, a.shape), tmp_path / "t.h5ad", tmp_path / "p.npz", seed=0, name="noise")
+    run_imputer(
+        lambda a, *, seed: rng.uniform(0, 4, a.shape), tmp_path / "t.h5ad", tmp_path / "p.npz", seed=0, name="noise"
+    )
     s = score_mcv(tmp_path / "p.npz", tmp_path / "t.npz")
     held = np.load(tmp_path / "t.npz")
-    test = ad.AnnData(sp.csr_matrix((held["test_data"], held["test_indices"], held["test_indptr"]), shape=tuple(held["shape"])).toarray())
+    test = ad.AnnData(
+        sp.csr_matrix(
+            (held["test_data"], held["test_indices"], held["test_indptr"]), shape=tuple(held["shape"])
+        ).toarray()
+    )
     den = ad.AnnData(np.expm1(np.load(tmp_path / "p.npz")["denoised"].astype(np.float64)))
     for a in (test, den):
         sc.pp.normalize_total(a, target_sum=1e4)
@@ -444,9 +484,13 @@ def test_mcv_controls_bracket_magic(adata, tmp_path):
     for name, params in (("none", {}), ("magic", {"knn": 5})):
         run_imputer(get_imputer(name), tmp_path / "t.h5ad", tmp_path / f"{name}.npz", seed=0, params=params, name=name)
     s = {n: score_mcv(tmp_path / f"{n}.npz", tmp_path / "t.npz") for n in ("none", "magic", "perfect", "true_rate")}
-    assert s["perfect"]["mse_truth"] == pytest.approx(0, abs=1e-10) and s["perfect"]["pearson_truth"] == pytest.approx(1)
+    assert s["perfect"]["mse_truth"] == pytest.approx(0, abs=1e-10) and s["perfect"]["pearson_truth"] == pytest.approx(
+        1
+    )
     for metric in MCV_LOSSES:
-        assert _beats(metric, s["true_rate"][metric], s["none"][metric]) and _beats(metric, s["true_rate"][metric], s["magic"][metric]), (metric, s)
+        assert _beats(metric, s["true_rate"][metric], s["none"][metric]) and _beats(
+            metric, s["true_rate"][metric], s["magic"][metric]
+        ), (metric, s)
     # The truth has the rate's proportions here: the same Poisson loss; on the MSE scales the truth is
     # read as an estimate (transformed like the data), the rate as a Poisson mean, the best there is.
     assert s["perfect"]["poisson"] == pytest.approx(s["true_rate"]["poisson"], rel=1e-6)
@@ -456,17 +500,31 @@ def test_mcv_controls_bracket_magic(adata, tmp_path):
     # the test depth by hand (_converted); openproblems' MSE of the normalized train vs test parts.
     train = ad.read_h5ad(tmp_path / "t.h5ad")
     held = np.load(tmp_path / "t.npz")
-    test = sp.csr_matrix((held["test_data"], held["test_indices"], held["test_indptr"]), shape=tuple(held["shape"])).toarray()
+    test = sp.csr_matrix(
+        (held["test_data"], held["test_indices"], held["test_indptr"]), shape=tuple(held["shape"])
+    ).toarray()
     k = train.layers["counts"].toarray()
     by_hand = {v: _converted(math.sqrt, math.sqrt(v), 0.9, 0.1) for v in np.unique(k)}
-    assert s["none"]["mse_sqrt"] == pytest.approx(np.mean((np.vectorize(by_hand.get)(k) - np.sqrt(test)) ** 2), rel=1e-4)
-    assert s["none"]["mse_openproblems"] == pytest.approx(np.mean((normalize_log(k) - normalize_log(test)) ** 2), rel=1e-5)
+    assert s["none"]["mse_sqrt"] == pytest.approx(
+        np.mean((np.vectorize(by_hand.get)(k) - np.sqrt(test)) ** 2), rel=1e-4
+    )
+    assert s["none"]["mse_openproblems"] == pytest.approx(
+        np.mean((normalize_log(k) - normalize_log(test)) ** 2), rel=1e-5
+    )
     scaled = k * float(held["test_sum"]) / float(held["train_sum"])
     assert s["none"]["poisson"] == pytest.approx(poisson_loss(scaled, test), rel=1e-5)
 
 
 def _pure_poisson(mean_library_size: float):
-    return simulate_grn_dataset(n_cells=400, n_genes=80, n_cell_types=4, seed=0, dispersion=0.0, dropout=0.0, mean_library_size=mean_library_size)
+    return simulate_grn_dataset(
+        n_cells=400,
+        n_genes=80,
+        n_cell_types=4,
+        seed=0,
+        dispersion=0.0,
+        dropout=0.0,
+        mean_library_size=mean_library_size,
+    )
 
 
 def _mcv_scores(adata, tmp_path, methods=("none", "perfect", "true_rate")):
@@ -534,12 +592,36 @@ def test_mcv_refuses_predictions_on_another_split(adata, tmp_path):
 def test_score_main_denoising_record(adata, tmp_path):
     write_mcv(adata, tmp_path / "t.h5ad", tmp_path / "t.npz", seed=0)
     run_imputer(get_imputer("none"), tmp_path / "t.h5ad", tmp_path / "p.npz", seed=0, name="none")
-    rec = score_main(tmp_path / "p.npz", tmp_path / "t.npz", tmp_path / "m.csv", task="denoising", dataset="toy", method="none", seed=0)
+    rec = score_main(
+        tmp_path / "p.npz",
+        tmp_path / "t.npz",
+        tmp_path / "m.csv",
+        task="denoising",
+        dataset="toy",
+        method="none",
+        seed=0,
+    )
     df = pd.read_csv(tmp_path / "m.csv")
     assert list(df.columns) == METRIC_COLUMNS and (df.task == "denoising").all()
-    assert set(rec.metric) == {"mse_sqrt", "mse_log1p", "pearson_sqrt", "poisson", "mse_openproblems", "mse_truth", "pearson_truth"}
+    assert set(rec.metric) == {
+        "mse_sqrt",
+        "mse_log1p",
+        "pearson_sqrt",
+        "poisson",
+        "mse_openproblems",
+        "mse_truth",
+        "pearson_truth",
+    }
     with pytest.raises(InputError, match="task"):
-        score_main(tmp_path / "p.npz", tmp_path / "t.npz", tmp_path / "m.csv", task="denoise", dataset="toy", method="none", seed=0)
+        score_main(
+            tmp_path / "p.npz",
+            tmp_path / "t.npz",
+            tmp_path / "m.csv",
+            task="denoise",
+            dataset="toy",
+            method="none",
+            seed=0,
+        )
 
 
 def test_renormalize_log_sums_to_target():
@@ -577,7 +659,9 @@ def test_predictions_record_the_thread_count(adata, files, tmp_path, protocol):
 
     from scfmbench.impute.base import run_record
 
-    assert json.loads(str(run_record("x", 0, {})["provenance_json"]))["device"]["torch_threads"] == str(torch.get_num_threads())
+    assert json.loads(str(run_record("x", 0, {})["provenance_json"]))["device"]["torch_threads"] == str(
+        torch.get_num_threads()
+    )
 
 
 def test_dca_comparison_with_the_package(files, tmp_path, capsys):
@@ -595,7 +679,16 @@ def test_dca_comparison_with_the_package(files, tmp_path, capsys):
     write_npz(tmp_path / "pkg.npz", **arrays)
     arrays["values"] = obs.astype(np.float32)
     write_npz(tmp_path / "port.npz", **arrays)
-    rec = bench.main(["--heldout", str(heldout), "--package-predictions", str(tmp_path / "pkg.npz"), "--port-predictions", str(tmp_path / "port.npz")])
+    rec = bench.main(
+        [
+            "--heldout",
+            str(heldout),
+            "--package-predictions",
+            str(tmp_path / "pkg.npz"),
+            "--port-predictions",
+            str(tmp_path / "port.npz"),
+        ]
+    )
     assert rec["port"]["mse"] == pytest.approx(0, abs=1e-10)
     assert rec["package"]["mse"] == pytest.approx(np.mean((0.1 * obs) ** 2), rel=1e-5)
     assert rec["agreement"]["pearson"] == pytest.approx(1) and rec["agreement"]["n_entries"] == obs.size
@@ -605,6 +698,17 @@ def test_dca_comparison_with_the_package(files, tmp_path, capsys):
     other_masked, other_held = tmp_path / "m2.h5ad", tmp_path / "h2.npz"
     write_masks(_ADATA, other_masked, other_held, seed=1, n_folds=5)
     with pytest.raises(InputError, match="other masks"):
-        bench.main(["--heldout", str(other_held), "--package-predictions", str(tmp_path / "pkg.npz"), "--port-predictions", str(tmp_path / "port.npz")])
+        bench.main(
+            [
+                "--heldout",
+                str(other_held),
+                "--package-predictions",
+                str(tmp_path / "pkg.npz"),
+                "--port-predictions",
+                str(tmp_path / "port.npz"),
+            ]
+        )
     with pytest.raises(SystemExit):
-        bench.main(["--heldout", str(heldout), "--package-predictions", str(tmp_path / "pkg.npz")])  # neither --masked nor --port-predictions
+        bench.main(
+            ["--heldout", str(heldout), "--package-predictions", str(tmp_path / "pkg.npz")]
+        )  # neither --masked nor --port-predictions

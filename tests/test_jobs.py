@@ -9,7 +9,9 @@ import numpy as np
 
 
 def _run(code: str, tmp_path) -> str:
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -62,10 +64,9 @@ def test_seed_benchmark_writes_a_snakemake_benchmark_with_the_seeds_own_peak(tmp
     import pytest
 
     from scfmbench import InputError
+    from scfmbench._rss import peak_rss_mb
     from scfmbench._smk import seed_benchmark
     from scfmbench.results import read_benchmark
-
-    from scfmbench._rss import peak_rss_mb
 
     earlier = np.ones(512 * 2**20 // 8)  # an earlier seed's peak: 512 MB, freed before this seed
     del earlier

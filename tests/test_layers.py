@@ -76,7 +76,9 @@ def layer_table(src: Path, package: str = "scfmbench") -> list[tuple[str, list[s
     table = []
     for row in rows:
         layer, _, names = row.strip().partition(" ")
-        table.append((layer, [n if n == package else f"{package}.{n}" for n in (x.strip() for x in names.split(",")) if n]))
+        table.append(
+            (layer, [n if n == package else f"{package}.{n}" for n in (x.strip() for x in names.split(",")) if n])
+        )
     return table
 
 
@@ -135,16 +137,40 @@ def violations(src: Path, allowed=UPWARD_ALLOWED, package: str = "scfmbench") ->
     found = imports(src, package)
     table = layer_table(src, package)
     names = [layer for layer, _ in table]
-    upward = sorted({f"{a} ({names[layer_of(a, table)]}) imports {b} ({names[layer_of(b, table)]}), line {line}"
-                     for a, b, _, line in found if layer_of(b, table) > layer_of(a, table) and (a, b) not in allowed})
-    private = sorted({f"{a} imports {name} from {b}, line {line}" for a, b, name, line in found
-                      if name and name.startswith("_") and not name.startswith("__") and package_of(a) != package_of(b)})
-    return {"cycles": [" <-> ".join(c) for c in cycles({(a, b) for a, b, _, _ in found})], "upward": upward, "private": private}
+    upward = sorted(
+        {
+            f"{a} ({names[layer_of(a, table)]}) imports {b} ({names[layer_of(b, table)]}), line {line}"
+            for a, b, _, line in found
+            if layer_of(b, table) > layer_of(a, table) and (a, b) not in allowed
+        }
+    )
+    private = sorted(
+        {
+            f"{a} imports {name} from {b}, line {line}"
+            for a, b, name, line in found
+            if name and name.startswith("_") and not name.startswith("__") and package_of(a) != package_of(b)
+        }
+    )
+    return {
+        "cycles": [" <-> ".join(c) for c in cycles({(a, b) for a, b, _, _ in found})],
+        "upward": upward,
+        "private": private,
+    }
 
 
 def test_every_module_is_in_a_layer_and_the_table_is_ordered():
     table = layer_table(SRC)
-    assert [layer for layer, _ in table] == ["base", "data", "graphs", "models", "training", "config", "tasks", "report", "tools"]
+    assert [layer for layer, _ in table] == [
+        "base",
+        "data",
+        "graphs",
+        "models",
+        "training",
+        "config",
+        "tasks",
+        "report",
+        "tools",
+    ]
     for mod in modules(SRC):
         layer_of(mod, table)  # raises for a module in no layer
 
@@ -177,7 +203,9 @@ def toy(tmp_path):
     pkg = tmp_path / "toy"
     (pkg / "low").mkdir(parents=True)
     (pkg / "high").mkdir()
-    (pkg / "__init__.py").write_text('"""Toy.\n\n=====  =====\nlayer  modules\n=====  =====\nbase   toy\nlow    low\nhigh   high\n=====  =====\n"""\n')
+    (pkg / "__init__.py").write_text(
+        '"""Toy.\n\n=====  =====\nlayer  modules\n=====  =====\nbase   toy\nlow    low\nhigh   high\n=====  =====\n"""\n'
+    )
     (pkg / "low" / "__init__.py").write_text("")
     (pkg / "high" / "__init__.py").write_text("")
     (pkg / "low" / "a.py").write_text("def f():\n    from toy.high.b import g  # lazy, still upward\n")
@@ -193,7 +221,12 @@ def test_the_checks_catch_each_kind_of_violation(toy):
     imports) and a private name taken from another package are each reported; a private name
     inside one package is not."""
     got = violations(toy, allowed={}, package="toy")
-    assert got["upward"] == ["toy.low.a (low) imports toy.high.b (high), line 2", "toy.low.e (low) imports toy.high.b (high), line 1"]
+    assert got["upward"] == [
+        "toy.low.a (low) imports toy.high.b (high), line 2",
+        "toy.low.e (low) imports toy.high.b (high), line 1",
+    ]
     assert sorted(got["cycles"]) == ["toy.high.b <-> toy.low.a", "toy.low.c <-> toy.low.d"]
     assert got["private"] == ["toy.high.b imports _hidden from toy.low.c, line 2"]
-    assert violations(toy, allowed={("toy.low.a", "toy.high.b"): "why"}, package="toy")["upward"] == ["toy.low.e (low) imports toy.high.b (high), line 1"]
+    assert violations(toy, allowed={("toy.low.a", "toy.high.b"): "why"}, package="toy")["upward"] == [
+        "toy.low.e (low) imports toy.high.b (high), line 1"
+    ]

@@ -12,15 +12,14 @@ import zipfile
 
 import pytest
 import yaml
+from conftest import REPO
+from httpserver import serve
+from test_workflow import copy_workflow
 
 from scfmbench import InputError
 from scfmbench.data.manifest import ENTRY_NAME, fetch, load_manifest, read_lock
 from scfmbench.data.sources import SOURCES
 from scfmbench.download import DownloadError
-
-from conftest import REPO
-from httpserver import serve
-from test_workflow import copy_workflow
 
 
 def _zip_bytes(text: str) -> bytes:
@@ -76,7 +75,10 @@ def test_repository_manifest_is_valid_and_covers_every_source():
     ],
 )
 def test_bad_entry_is_named_with_its_key(tmp_path, over, message):
-    path = write_manifest(tmp_path / "m.yaml", {"good.zip": entry("https://example.org/a.zip"), "bad.zip": {**entry("https://example.org/b.zip"), **over}})
+    path = write_manifest(
+        tmp_path / "m.yaml",
+        {"good.zip": entry("https://example.org/a.zip"), "bad.zip": {**entry("https://example.org/b.zip"), **over}},
+    )
     with pytest.raises(InputError) as err:
         load_manifest(path)
     assert "entry 'bad.zip'" in str(err.value) and message in str(err.value)
@@ -122,7 +124,10 @@ def test_strict_refuses_unknown_hash_but_accepts_a_recorded_one(server, tmp_path
     assert fetch("data.zip", dest, manifest=manifest, lock=lock, strict=True) == ZIP_SHA
     # A hash in the manifest itself is enough for strict mode, no lock needed.
     manifest2 = write_manifest(tmp_path / "m2.yaml", {"data.zip": entry(f"{base}/data.zip", sha256=ZIP_SHA)})
-    assert fetch("data.zip", tmp_path / "other.zip", manifest=manifest2, lock=tmp_path / "none.yaml", strict=True) == ZIP_SHA
+    assert (
+        fetch("data.zip", tmp_path / "other.zip", manifest=manifest2, lock=tmp_path / "none.yaml", strict=True)
+        == ZIP_SHA
+    )
     assert not (tmp_path / "none.yaml").exists()  # nothing to record: the manifest had the hash
 
 
@@ -171,11 +176,18 @@ def test_unknown_entry_lists_the_entries(tmp_path):
 def test_download_rule_fetches_a_manifest_entry(server, tmp_path):
     srv, base = server
     wd = copy_workflow(tmp_path)
-    write_manifest(wd / "config" / "test_manifest.yaml", {"data.zip": entry(f"{base}/data.zip"), "gone.zip": entry(f"{base}/missing")})
-    (wd / "config" / "dl.yaml").write_text(yaml.safe_dump({"downloads": {"manifest": "config/test_manifest.yaml", "lock": "resources/test.lock.yaml"}}))
+    write_manifest(
+        wd / "config" / "test_manifest.yaml",
+        {"data.zip": entry(f"{base}/data.zip"), "gone.zip": entry(f"{base}/missing")},
+    )
+    (wd / "config" / "dl.yaml").write_text(
+        yaml.safe_dump({"downloads": {"manifest": "config/test_manifest.yaml", "lock": "resources/test.lock.yaml"}})
+    )
     # One run, two jobs: the good entry is fetched and recorded, the 404 fails alone (--keep-going).
     cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "--keep-going", "--configfile", "config/dl.yaml", "--"]
-    proc = subprocess.run([*cmd, "resources/downloads/data.zip", "resources/downloads/gone.zip"], cwd=wd, capture_output=True, text=True)
+    proc = subprocess.run(
+        [*cmd, "resources/downloads/data.zip", "resources/downloads/gone.zip"], cwd=wd, capture_output=True, text=True
+    )
     assert proc.returncode != 0, "the 404 entry must fail the run"
     assert (wd / "resources" / "downloads" / "data.zip").read_bytes() == ZIP, proc.stderr[-2000:]
     assert read_lock(wd / "resources" / "test.lock.yaml")["data.zip"]["sha256"] == ZIP_SHA

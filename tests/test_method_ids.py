@@ -77,9 +77,13 @@ def test_fewshot_dataset_names_round_trip():
 
 
 def _config(schema_path, **blocks):
-    cfg = {"datasets": {"a": {"source": "pbmc68k"}, "b": {"source": "synthetic"}},
-           "annotation": {"datasets": ["a", "b"], "methods": ["majority", "scgpt-genohoption-p"]}, "imputation": {"datasets": ["a"]},
-           "graphs": {"datasets": ["a"]}, **blocks}
+    cfg = {
+        "datasets": {"a": {"source": "pbmc68k"}, "b": {"source": "synthetic"}},
+        "annotation": {"datasets": ["a", "b"], "methods": ["majority", "scgpt-genohoption-p"]},
+        "imputation": {"datasets": ["a"]},
+        "graphs": {"datasets": ["a"]},
+        **blocks,
+    }
     return validate_config(cfg, schema_path)
 
 
@@ -87,16 +91,28 @@ def test_annotation_runs_expand_the_three_grids(schema_path, tmp_path):
     cfg = _config(
         schema_path,
         fewshot={"datasets": ["b"], "methods": ["majority", "scgpt-full"], "fractions": [0.1, 0.5]},
-        sensitivity={"datasets": ["b"], "methods": ["scgpt-genohoption-p", "geneformer-genohoption-h"], "alpha": [0.1, 0.4], "t": [1], "k": [2, 6]},
+        sensitivity={
+            "datasets": ["b"],
+            "methods": ["scgpt-genohoption-p", "geneformer-genohoption-h"],
+            "alpha": [0.1, 0.4],
+            "t": [1],
+            "k": [2, 6],
+        },
     )
     check_methods(cfg, tmp_path)
     runs = annotation_runs(cfg)
     main = {(d, m) for d in ("a", "b") for m in ("majority", "scgpt-genohoption-p")}
     fewshot = {(f"b-fs{f}", m) for f in (0.1, 0.5) for m in ("majority", "scgpt-full")}
     # genohoption-p takes alpha and k (2 + 2 runs); genohoption-h takes t and k (1 + 2 runs).
-    sensitivity = {("b", "scgpt-genohoption-p.alpha0.1"), ("b", "scgpt-genohoption-p.alpha0.4"), ("b", "scgpt-genohoption-p.k2"),
-                   ("b", "scgpt-genohoption-p.k6"), ("b", "geneformer-genohoption-h.t1"), ("b", "geneformer-genohoption-h.k2"),
-                   ("b", "geneformer-genohoption-h.k6")}
+    sensitivity = {
+        ("b", "scgpt-genohoption-p.alpha0.1"),
+        ("b", "scgpt-genohoption-p.alpha0.4"),
+        ("b", "scgpt-genohoption-p.k2"),
+        ("b", "scgpt-genohoption-p.k6"),
+        ("b", "geneformer-genohoption-h.t1"),
+        ("b", "geneformer-genohoption-h.k2"),
+        ("b", "geneformer-genohoption-h.k6"),
+    }
     assert len(runs) == len(set(runs)) == 4 + 4 + 7
     assert set(runs) == main | fewshot | sensitivity
 
@@ -104,10 +120,16 @@ def test_annotation_runs_expand_the_three_grids(schema_path, tmp_path):
 @pytest.mark.parametrize(
     "blocks, message",
     [
-        ({"fewshot": {"datasets": ["nope"], "methods": ["majority"]}}, "'fewshot.datasets': dataset 'nope' is not defined"),
+        (
+            {"fewshot": {"datasets": ["nope"], "methods": ["majority"]}},
+            "'fewshot.datasets': dataset 'nope' is not defined",
+        ),
         ({"sensitivity": {"datasets": ["a"], "methods": ["scgpt-full"]}}, "'sensitivity.methods': 'scgpt-full'"),
         ({"sensitivity": {"datasets": ["a"], "methods": ["logreg"]}}, "'sensitivity.methods': 'logreg'"),
-        ({"fewshot": {"datasets": ["a"], "methods": ["nosuch"]}}, "'fewshot.methods': 'nosuch' is not an annotation method"),
+        (
+            {"fewshot": {"datasets": ["a"], "methods": ["nosuch"]}},
+            "'fewshot.methods': 'nosuch' is not an annotation method",
+        ),
         ({"fewshot": {"datasets": ["a"], "methods": ["majority"], "fractions": [1.5]}}, "'fewshot.fractions.0'"),
     ],
 )
@@ -122,5 +144,8 @@ def test_method_datasets_narrow_the_main_grid(schema_path, tmp_path):
     validate_config(cfg, schema_path)
     assert sorted(annotation_runs(cfg)) == [("a", "majority"), ("b", "majority"), ("b", "scgpt-genohoption-p")]
     cfg["annotation"]["method_datasets"] = {"scgpt-genohoption-p": ["c"]}
-    with pytest.raises(InputError, match=r"'annotation\.method_datasets\.scgpt-genohoption-p': dataset 'c' is not in annotation\.datasets"):
+    with pytest.raises(
+        InputError,
+        match=r"'annotation\.method_datasets\.scgpt-genohoption-p': dataset 'c' is not in annotation\.datasets",
+    ):
         validate_config(cfg, schema_path)

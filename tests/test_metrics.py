@@ -35,7 +35,9 @@ def test_metrics_record_reads_benchmark(tmp_path):
     bench = tmp_path / "b.tsv"
     bench.write_text("s\th:m:s\tmax_rss\tmax_vms\n12.5\t0:00:12\t321.0\t900\n")
     assert read_benchmark(bench) == (12.5, 321.0)
-    rec = metrics_record(task="annotation", dataset="d", method="m", seed=1, metrics={"accuracy": 0.5, "macro_f1": 0.25}, benchmark=bench)
+    rec = metrics_record(
+        task="annotation", dataset="d", method="m", seed=1, metrics={"accuracy": 0.5, "macro_f1": 0.25}, benchmark=bench
+    )
     assert list(rec.columns) == METRIC_COLUMNS
     assert rec["runtime_s"].tolist() == [12.5, 12.5]
     write_metrics(rec, tmp_path / "m.csv")
@@ -61,12 +63,16 @@ def test_classification_metrics_equal_scikit_learn(seed):
     y_true = rng.choice([f"c{i}" for i in range(k)], n)
     y_pred = np.where(rng.random(n) < 0.5, y_true, rng.choice([f"c{i}" for i in range(1, k + 2)], n))
     assert accuracy(y_true, y_pred) == pytest.approx(accuracy_score(y_true, y_pred), abs=1e-12)
-    assert macro_f1(y_true, y_pred) == pytest.approx(f1_score(y_true, y_pred, average="macro", zero_division=0), abs=1e-12)
+    assert macro_f1(y_true, y_pred) == pytest.approx(
+        f1_score(y_true, y_pred, average="macro", zero_division=0), abs=1e-12
+    )
     # integer codes score like their string forms (the training loop passes class indices)
     positive = y_true == "c0", y_pred == "c0"  # one class against the rest (doublet F1)
     assert binary_f1(*positive) == pytest.approx(f1_score(*positive, zero_division=0), abs=1e-12)
     codes = {c: i for i, c in enumerate(sorted(set(y_true) | set(y_pred)))}
-    assert macro_f1([codes[c] for c in y_true], [codes[c] for c in y_pred]) == pytest.approx(macro_f1(y_true, y_pred), abs=1e-12)
+    assert macro_f1([codes[c] for c in y_true], [codes[c] for c in y_pred]) == pytest.approx(
+        macro_f1(y_true, y_pred), abs=1e-12
+    )
 
 
 def test_binary_f1_by_hand():

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
 
 # --------------------------------------------------------------------------------------------------
@@ -64,7 +63,11 @@ def _message_strings(tree: ast.AST):
     for node in ast.walk(tree):
         if isinstance(node, ast.Raise) and node.exc is not None:
             yield from strings(node.exc)
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("warn", "warning", "error"):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("warn", "warning", "error")
+        ):
             yield from strings(node)
 
 
@@ -118,7 +121,15 @@ def test_geneformer_checkpoint_with_pickled_code_names_the_file(tmp_path, capsys
     from scfmbench.models.pretrained import load_geneformer_checkpoint
 
     transformers = pytest.importorskip("transformers")
-    cfg = transformers.BertConfig(vocab_size=12, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16, hidden_act="relu", max_position_embeddings=16)
+    cfg = transformers.BertConfig(
+        vocab_size=12,
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        hidden_act="relu",
+        max_position_embeddings=16,
+    )
     cfg.save_pretrained(tmp_path)
     weights = tmp_path / "pytorch_model.bin"
     weights.write_bytes(pickle.dumps({"embeddings.word_embeddings.weight": _Payload()}, protocol=2))
@@ -141,14 +152,15 @@ def _counts(n_cells=60, n_genes=30, seed=0):
 
 def _user_h5ad(path: Path, counts=None, *, genes=None, **obs) -> Path:
     import anndata as ad
-    import numpy as np
     import pandas as pd
     import scipy.sparse as sp
 
     counts = _counts() if counts is None else counts
     n, g = counts.shape
     genes = [f"GENE{j}" for j in range(g)] if genes is None else genes
-    ad.AnnData(X=sp.csr_matrix(counts), obs=pd.DataFrame(obs, index=[f"c{i}" for i in range(n)]), var=pd.DataFrame(index=genes)).write_h5ad(path)
+    ad.AnnData(
+        X=sp.csr_matrix(counts), obs=pd.DataFrame(obs, index=[f"c{i}" for i in range(n)]), var=pd.DataFrame(index=genes)
+    ).write_h5ad(path)
     return path
 
 
@@ -169,8 +181,11 @@ def test_imputation_only_dataset_needs_no_labels(tmp_path):
     from scfmbench.impute.protocol import make_masks
 
     path = _user_h5ad(tmp_path / "unlabelled.h5ad")
-    cfg = _validated({"mine": {"source": "h5ad", "path": str(path), "label_column": None, "min_library_size": 0}},
-                     annotation={"datasets": []}, imputation={"datasets": ["mine"]})["datasets"]["mine"]
+    cfg = _validated(
+        {"mine": {"source": "h5ad", "path": str(path), "label_column": None, "min_library_size": 0}},
+        annotation={"datasets": []},
+        imputation={"datasets": ["mine"]},
+    )["datasets"]["mine"]
     raw = load_dataset("mine", cfg)
     assert "cell_type" not in raw.obs
     prepared = prepare_dataset(raw, seed=0, label_tasks=[])
@@ -186,13 +201,19 @@ def test_tasks_that_need_labels_name_themselves(tmp_path):
 
     path = _user_h5ad(tmp_path / "unlabelled.h5ad")
     entry = {"mine": {"source": "h5ad", "path": str(path), "label_column": None}}
-    with pytest.raises(InputError, match=r"config key 'annotation.datasets': dataset 'mine' has no cell types \(datasets.mine.label_column is null\), but annotation needs them"):
+    with pytest.raises(
+        InputError,
+        match=r"config key 'annotation.datasets': dataset 'mine' has no cell types \(datasets.mine.label_column is null\), but annotation needs them",
+    ):
         _validated(entry, annotation={"datasets": ["mine"]}, imputation={"datasets": []})
     raw = load_dataset("mine", {"source": "h5ad", "path": str(path), "label_column": None})
     with pytest.raises(InputError, match="no cell types .* but annotation uses its labels"):
         prepare_dataset(raw, seed=0, label_tasks=["annotation"])
     # A constant label (what users had to fake) is fine where no task uses labels ...
-    one = load_dataset("one", {"source": "h5ad", "path": str(_user_h5ad(tmp_path / "one.h5ad", kind=["x"] * 60)), "label_column": "kind"})
+    one = load_dataset(
+        "one",
+        {"source": "h5ad", "path": str(_user_h5ad(tmp_path / "one.h5ad", kind=["x"] * 60)), "label_column": "kind"},
+    )
     prepare_dataset(one, seed=0, label_tasks=[])
     # ... and an error naming annotation where it does.
     with pytest.raises(InputError, match="annotation needs at least two classes in train"):
@@ -250,7 +271,11 @@ def test_unseen_test_types_recorded_and_macro_f1_seen(tmp_path):
     raw = load_dataset("mine", {"source": "h5ad", "path": str(path), "label_column": "kind", "split_column": "part"})
     prepared = prepare_dataset(raw, seed=0)
     prov = prepared.uns["provenance"]
-    assert list(prov["unseen_test_types"]) == ["c"] and list(prov["unseen_test_cells"]) == [10] and prov["unseen_test_share"] == pytest.approx(1 / 3)
+    assert (
+        list(prov["unseen_test_types"]) == ["c"]
+        and list(prov["unseen_test_cells"]) == [10]
+        and prov["unseen_test_share"] == pytest.approx(1 / 3)
+    )
     write_h5ad(prepared, tmp_path / "p.h5ad")
     run_annotation("majority", tmp_path / "p.h5ad", tmp_path / "pred.csv", seed=0, record_path=tmp_path / "run.json")
     run = json.loads((tmp_path / "run.json").read_text())
@@ -261,7 +286,9 @@ def test_unseen_test_types_recorded_and_macro_f1_seen(tmp_path):
     pred = np.full(len(truth), "a")  # majority: the most frequent training type ('a' and 'b' tie; the first sorted)
     assert metrics["macro_f1"] == pytest.approx(f1_score(truth, pred, average="macro", zero_division=0))
     # over the training classes present (a, b): the unseen 'c' is left out of the average
-    assert metrics["macro_f1_seen"] == pytest.approx(f1_score(truth, pred, labels=["a", "b"], average="macro", zero_division=0))
+    assert metrics["macro_f1_seen"] == pytest.approx(
+        f1_score(truth, pred, labels=["a", "b"], average="macro", zero_division=0)
+    )
     assert metrics["macro_f1_seen"] > metrics["macro_f1"]
 
 
@@ -294,12 +321,15 @@ def test_log_scale_h5ad_recovered_with_recover_counts(tmp_path):
         load_dataset("mine", {**cfg, "recover_counts": True})
 
 
-@pytest.mark.parametrize("entry, key", [
-    ({"source": "pbmc68k", "recover_counts": True}, "recover_counts"),
-    ({"source": "scgpt_ms", "label_column": "celltype"}, "label_column"),
-    ({"source": "geo_smajic2022", "split_column": "part"}, "split_column"),
-    ({"source": "synthetic", "species": "mouse"}, "species"),
-])
+@pytest.mark.parametrize(
+    "entry, key",
+    [
+        ({"source": "pbmc68k", "recover_counts": True}, "recover_counts"),
+        ({"source": "scgpt_ms", "label_column": "celltype"}, "label_column"),
+        ({"source": "geo_smajic2022", "split_column": "part"}, "split_column"),
+        ({"source": "synthetic", "species": "mouse"}, "species"),
+    ],
+)
 def test_a_key_the_source_ignores_is_an_error(entry, key):
     from scfmbench import InputError
 
@@ -308,10 +338,19 @@ def test_a_key_the_source_ignores_is_an_error(entry, key):
 
 
 def test_keys_the_sources_read_are_accepted():
-    cfg = _validated({"a": {"source": "scgpt_ms", "recover_counts": True}, "b": {"source": "gears_adamson", "label_column": "condition"},
-                      "c": {"source": "h5ad", "path": "x.h5ad", "recover_counts": True, "species": "mouse"}, "s": {"source": "synthetic", "synthetic": {"n_cells": 50}}},
-                     annotation={"datasets": []}, imputation={"datasets": []})
-    _validated(cfg["datasets"], annotation={"datasets": []}, imputation={"datasets": []})  # validating twice (defaults filled) is no error
+    cfg = _validated(
+        {
+            "a": {"source": "scgpt_ms", "recover_counts": True},
+            "b": {"source": "gears_adamson", "label_column": "condition"},
+            "c": {"source": "h5ad", "path": "x.h5ad", "recover_counts": True, "species": "mouse"},
+            "s": {"source": "synthetic", "synthetic": {"n_cells": 50}},
+        },
+        annotation={"datasets": []},
+        imputation={"datasets": []},
+    )
+    _validated(
+        cfg["datasets"], annotation={"datasets": []}, imputation={"datasets": []}
+    )  # validating twice (defaults filled) is no error
 
 
 # --------------------------------------------------------------------------------------------------
@@ -326,7 +365,9 @@ def test_zero_count_cells_dropped_and_recorded(tmp_path):
     counts = _counts(60, 20)
     counts[[3, 17, 41]] = 0
     path = _user_h5ad(tmp_path / "z.h5ad", counts, kind=["a", "b", "c"] * 20)
-    prepared = prepare_dataset(load_dataset("mine", {"source": "h5ad", "path": str(path), "label_column": "kind"}), seed=0)
+    prepared = prepare_dataset(
+        load_dataset("mine", {"source": "h5ad", "path": str(path), "label_column": "kind"}), seed=0
+    )
     assert prepared.n_obs == 57 and not {"c3", "c17", "c41"} & set(prepared.obs_names)
     assert prepared.uns["provenance"]["zero_count_cells_dropped"] == 3
     assert (prepared.layers["counts"].sum(axis=1) > 0).all()
@@ -346,9 +387,14 @@ def test_local_inputs_list_user_files(tmp_path):
     (folder / "sub").mkdir(parents=True)
     for name in ("demo_train.h5ad", "sub/demo_test.h5ad", ".DS_Store"):
         (folder / name).write_text("x")
-    assert local_inputs({"source": "scgpt_pancreas", "path": str(folder)}) == [str(folder / "demo_train.h5ad"), str(folder / "sub" / "demo_test.h5ad")]
+    assert local_inputs({"source": "scgpt_pancreas", "path": str(folder)}) == [
+        str(folder / "demo_train.h5ad"),
+        str(folder / "sub" / "demo_test.h5ad"),
+    ]
     assert local_inputs({"source": "scgpt_pancreas", "path": None}) == []  # manifest downloads: download_inputs
-    assert local_inputs({"source": "h5ad", "path": str(tmp_path / "missing.h5ad")}) == []  # the loader's error names the key
+    assert (
+        local_inputs({"source": "h5ad", "path": str(tmp_path / "missing.h5ad")}) == []
+    )  # the loader's error names the key
 
 
 @pytest.mark.slow
@@ -359,8 +405,12 @@ def test_editing_the_h5ad_reruns_load_and_prepare(tmp_path):
 
     wd = copy_workflow(tmp_path)
     path = _user_h5ad(wd / "mine.h5ad", kind=["a", "b"] * 30)
-    own = {"seeds": [0], "datasets": {"mine": {"source": "h5ad", "path": "mine.h5ad", "label_column": "kind", "min_library_size": 0}},
-           "annotation": {"datasets": ["mine"], "methods": ["majority"]}, "imputation": {"datasets": ["mine"], "methods": ["none"]}}
+    own = {
+        "seeds": [0],
+        "datasets": {"mine": {"source": "h5ad", "path": "mine.h5ad", "label_column": "kind", "min_library_size": 0}},
+        "annotation": {"datasets": ["mine"], "methods": ["majority"]},
+        "imputation": {"datasets": ["mine"], "methods": ["none"]},
+    }
     (wd / "config" / "own.yaml").write_text(yaml.safe_dump(own))
     target = ("results/data/mine/seed0/prepared.h5ad", "--configfile", "config/own.yaml")
     run(wd, *target)
@@ -382,8 +432,13 @@ def test_detect_species():
     human = ["SOX17", "GATA1", "TP53", "C1orf112"] + [f"ZNF{i}" for i in range(30)]
     mouse = ["Sox17", "Gata1", "Trp53", "0610005C13Rik"] + [f"Zfp{i}" for i in range(30)]
     assert detect_species(human) == "human" and detect_species(mouse) == "mouse"
-    assert detect_species([f"ENSG{i:011d}" for i in range(30)]) == "human" and detect_species([f"ENSMUSG{i:011d}" for i in range(30)]) == "mouse"
-    assert detect_species(human[:17] + mouse[:17]) == "unknown" and detect_species(["SOX17", "GATA1"]) == "unknown"  # mixed; too few
+    assert (
+        detect_species([f"ENSG{i:011d}" for i in range(30)]) == "human"
+        and detect_species([f"ENSMUSG{i:011d}" for i in range(30)]) == "mouse"
+    )
+    assert (
+        detect_species(human[:17] + mouse[:17]) == "unknown" and detect_species(["SOX17", "GATA1"]) == "unknown"
+    )  # mixed; too few
 
 
 @pytest.fixture(scope="module")
@@ -392,7 +447,13 @@ def mouse_prepared(tmp_path_factory):
     from scfmbench.data.loaders import load_dataset
     from scfmbench.data.prepare import prepare_dataset
 
-    raw = load_dataset("mousecells", {"source": "synthetic", "synthetic": {"n_cells": 80, "n_genes": 40, "n_cell_types": 2, "seed": 0, "network": "trrust_mouse"}})
+    raw = load_dataset(
+        "mousecells",
+        {
+            "source": "synthetic",
+            "synthetic": {"n_cells": 80, "n_genes": 40, "n_cell_types": 2, "seed": 0, "network": "trrust_mouse"},
+        },
+    )
     assert raw.uns["provenance"]["species"] == "mouse" and raw.uns["provenance"]["species_from"] == "symbols"
     path = tmp_path_factory.mktemp("mouse") / "prepared.h5ad"
     write_h5ad(prepare_dataset(raw, seed=0), path)
@@ -412,7 +473,10 @@ def test_mouse_symbols_on_a_human_database_are_refused(mouse_prepared, tmp_path)
     with pytest.raises(InputError) as err:
         build_graph_file(mouse_prepared, [vendored_grn_path("trrust_human")], tmp_path / "g.npz", spec=spec, seed=0)
     msg = str(err.value)
-    assert "dataset 'mousecells' is mouse (detected from its gene symbols" in msg and "database 'trrust_human' in graphs.databases is human" in msg
+    assert (
+        "dataset 'mousecells' is mouse (detected from its gene symbols" in msg
+        and "database 'trrust_human' in graphs.databases is human" in msg
+    )
     assert "datasets.mousecells.species" in msg and not (tmp_path / "g.npz").exists()
     # the mouse database matches as written; a database of unknown species is matched case-insensitively, and says so
     out = tmp_path / "results" / "graphs" / "mousecells" / "seed0" / "no_coexpr.npz"
@@ -428,8 +492,14 @@ def test_mouse_symbols_on_a_human_database_are_refused(mouse_prepared, tmp_path)
     from scfmbench.graphs import load_graph
 
     counts = load_graph(out).match_counts.set_index("database")
-    assert counts.loc["trrust_mouse", "genes_exact"] == counts.loc["trrust_mouse", "genes_matched"] > 0 and counts.loc["trrust_mouse", "genes_folded"] == 0
-    assert counts.loc["upper", "genes_exact"] == 0 and counts.loc["upper", "genes_folded"] == counts.loc["trrust_mouse", "genes_matched"]
+    assert (
+        counts.loc["trrust_mouse", "genes_exact"] == counts.loc["trrust_mouse", "genes_matched"] > 0
+        and counts.loc["trrust_mouse", "genes_folded"] == 0
+    )
+    assert (
+        counts.loc["upper", "genes_exact"] == 0
+        and counts.loc["upper", "genes_folded"] == counts.loc["trrust_mouse", "genes_matched"]
+    )
     assert "| mousecells | mouse | no_coexpr |" in (tmp_path / "stats.md").read_text()
 
 
@@ -451,39 +521,72 @@ def _records(rows):
 
     from scfmbench.results import METRIC_COLUMNS
 
-    return pd.DataFrame([dict(zip(["task", "dataset", "method", "seed", "metric", "value"], r), runtime_s=1.0, peak_mem_mb=1.0) for r in rows], columns=METRIC_COLUMNS)
+    return pd.DataFrame(
+        [
+            dict(zip(["task", "dataset", "method", "seed", "metric", "value"], r), runtime_s=1.0, peak_mem_mb=1.0)
+            for r in rows
+        ],
+        columns=METRIC_COLUMNS,
+    )
 
 
 def test_quality_check_covers_denoising_doublets_and_ceilings():
     from scfmbench.report.quality import quality_checks, quality_markdown
 
-    clean = _records([
-        ("annotation", "d", "majority", 0, "macro_f1", 0.2), ("annotation", "d", "logreg", 0, "macro_f1", 0.8),
-        ("imputation", "s", "none", 0, "mse_truth", 2.0), ("imputation", "s", "perfect", 0, "mse_truth", 0.0), ("imputation", "s", "magic", 0, "mse_truth", 1.0),
-        ("denoising", "s", "none", 0, "poisson", 1.0), ("denoising", "s", "magic", 0, "poisson", 0.9),
-        ("denoising", "s", "true_rate", 0, "poisson", 0.8), ("denoising", "s", "magic", 0, "mse_openproblems", 9.0), ("denoising", "s", "none", 0, "mse_openproblems", 1.0),
-        ("denoising", "real", "none", 0, "mse_sqrt", 1.0), ("denoising", "real", "magic", 0, "mse_sqrt", 0.9),  # no true_rate on real data: no row
-        ("doublet", "d", "all_doublet", 0, "doublet_f1", 0.18), ("doublet", "d", "schyena", 0, "doublet_f1", 0.5),
-    ])
+    clean = _records(
+        [
+            ("annotation", "d", "majority", 0, "macro_f1", 0.2),
+            ("annotation", "d", "logreg", 0, "macro_f1", 0.8),
+            ("imputation", "s", "none", 0, "mse_truth", 2.0),
+            ("imputation", "s", "perfect", 0, "mse_truth", 0.0),
+            ("imputation", "s", "magic", 0, "mse_truth", 1.0),
+            ("denoising", "s", "none", 0, "poisson", 1.0),
+            ("denoising", "s", "magic", 0, "poisson", 0.9),
+            ("denoising", "s", "true_rate", 0, "poisson", 0.8),
+            ("denoising", "s", "magic", 0, "mse_openproblems", 9.0),
+            ("denoising", "s", "none", 0, "mse_openproblems", 1.0),
+            ("denoising", "real", "none", 0, "mse_sqrt", 1.0),
+            ("denoising", "real", "magic", 0, "mse_sqrt", 0.9),  # no true_rate on real data: no row
+            ("doublet", "d", "all_doublet", 0, "doublet_f1", 0.18),
+            ("doublet", "d", "schyena", 0, "doublet_f1", 0.5),
+        ]
+    )
     assert quality_checks(clean, expected=[]).empty
     assert quality_markdown(quality_checks(clean, expected=[])).startswith("All checks passed")
-    bad = _records([
-        ("denoising", "s", "none", 0, "poisson", 1.0), ("denoising", "s", "magic", 0, "poisson", 1.3),  # worse than no denoising
-        ("denoising", "t", "none", 0, "mse_log1p", 1.0), ("denoising", "t", "true_rate", 0, "mse_log1p", 0.5), ("denoising", "t", "leaky", 0, "mse_log1p", 0.4),  # beats the rate
-        ("imputation", "s", "perfect", 0, "mse_truth", 0.5), ("imputation", "s", "none", 0, "mse_truth", 2.0), ("imputation", "s", "leaky", 0, "mse_truth", 0.1),  # beats the truth
-        ("doublet", "d", "all_doublet", 0, "doublet_f1", 0.18), ("doublet", "d", "schyena", 0, "doublet_f1", 0.1),
-        ("doublet", "e", "schyena", 0, "doublet_f1", 0.6),  # its control never ran
-    ])
+    bad = _records(
+        [
+            ("denoising", "s", "none", 0, "poisson", 1.0),
+            ("denoising", "s", "magic", 0, "poisson", 1.3),  # worse than no denoising
+            ("denoising", "t", "none", 0, "mse_log1p", 1.0),
+            ("denoising", "t", "true_rate", 0, "mse_log1p", 0.5),
+            ("denoising", "t", "leaky", 0, "mse_log1p", 0.4),  # beats the rate
+            ("imputation", "s", "perfect", 0, "mse_truth", 0.5),
+            ("imputation", "s", "none", 0, "mse_truth", 2.0),
+            ("imputation", "s", "leaky", 0, "mse_truth", 0.1),  # beats the truth
+            ("doublet", "d", "all_doublet", 0, "doublet_f1", 0.18),
+            ("doublet", "d", "schyena", 0, "doublet_f1", 0.1),
+            ("doublet", "e", "schyena", 0, "doublet_f1", 0.6),  # its control never ran
+        ]
+    )
     got = set(zip(*(quality_checks(bad, expected=[])[c] for c in ("check", "task", "dataset", "method"))))
-    assert got == {("below control", "denoising", "s", "magic"), ("above ceiling", "imputation", "s", "leaky"), ("below control", "doublet", "d", "schyena"),
-                   ("no control", "doublet", "e", "all_doublet"), ("above ceiling", "denoising", "t", "leaky")}
+    assert got == {
+        ("below control", "denoising", "s", "magic"),
+        ("above ceiling", "imputation", "s", "leaky"),
+        ("below control", "doublet", "d", "schyena"),
+        ("no control", "doublet", "e", "all_doublet"),
+        ("above ceiling", "denoising", "t", "leaky"),
+    }
 
 
 def test_quality_check_unseen_types_and_fewshot_controls():
     from scfmbench.report.quality import quality_checks
 
-    m = _records([("annotation", "p", "majority", 0, "accuracy", 0.3), ("annotation", "p-fs0.5", "logreg", 0, "accuracy", 0.2)])
-    checks = quality_checks(m, expected=[], runs=[{"dataset": "p", "seed": 0, "unseen_test_types": {"c": 10}, "unseen_test_share": 1 / 3}])
+    m = _records(
+        [("annotation", "p", "majority", 0, "accuracy", 0.3), ("annotation", "p-fs0.5", "logreg", 0, "accuracy", 0.2)]
+    )
+    checks = quality_checks(
+        m, expected=[], runs=[{"dataset": "p", "seed": 0, "unseen_test_types": {"c": 10}, "unseen_test_share": 1 / 3}]
+    )
     rows = checks.set_index("check")
     assert rows.loc["below control", "dataset"] == "p-fs0.5"  # the few-shot run is held to its base dataset's control
     assert "['c']: 10 test cells (33.3%)" in rows.loc["unseen test types", "detail"]
@@ -493,7 +596,9 @@ def test_a_new_task_plugs_in_with_one_entry(monkeypatch):
     from scfmbench.report import quality
 
     monkeypatch.setattr(quality, "CONTROL_CHECKS", dict(quality.CONTROL_CHECKS))
-    m = _records([("perturbation", "d", "mean_outcome", 0, "pearson", 0.4), ("perturbation", "d", "gears", 0, "pearson", 0.3)])
+    m = _records(
+        [("perturbation", "d", "mean_outcome", 0, "pearson", 0.4), ("perturbation", "d", "gears", 0, "pearson", 0.3)]
+    )
     assert quality.quality_checks(m, expected=[]).empty  # no control registered: nothing compared
     quality.register_control("perturbation", "mean_outcome", ["pearson"])
     assert quality.quality_checks(m, expected=[])[["check", "method"]].values.tolist() == [["below control", "gears"]]
@@ -566,8 +671,18 @@ def test_checkpoint_refusals_name_the_blocked_global_never_the_unsafe_loader(tmp
 
     scgpt = tmp_path / "scgpt"
     scgpt.mkdir()
-    args = {"embsize": 8, "nheads": 2, "d_hid": 16, "nlayers": 1, "n_layers_cls": 1, "dropout": 0.2, "input_emb_style": "continuous",
-            "n_bins": 51, "pad_token": "<pad>", "pad_value": -2}
+    args = {
+        "embsize": 8,
+        "nheads": 2,
+        "d_hid": 16,
+        "nlayers": 1,
+        "n_layers_cls": 1,
+        "dropout": 0.2,
+        "input_emb_style": "continuous",
+        "n_bins": 51,
+        "pad_token": "<pad>",
+        "pad_value": -2,
+    }
     (scgpt / "args.json").write_text(json.dumps(args))
     (scgpt / "vocab.json").write_text(json.dumps({"G0": 0, "<pad>": 1, "<cls>": 2}))
     _pickled_namespace(scgpt / "best_model.pt")
@@ -577,8 +692,14 @@ def test_checkpoint_refusals_name_the_blocked_global_never_the_unsafe_loader(tmp
 
     transformers = pytest.importorskip("transformers")
     bert = tmp_path / "bert"
-    transformers.BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
-                            max_position_embeddings=16).save_pretrained(bert)
+    transformers.BertConfig(
+        vocab_size=10,
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=16,
+    ).save_pretrained(bert)
     _pickled_namespace(bert / "pytorch_model.bin")
     with pytest.raises(InputError) as err:
         load_geneformer_checkpoint(bert, n_classes=2)

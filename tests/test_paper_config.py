@@ -16,9 +16,8 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import REPO
-from test_profiles import GPU_RULES, PROFILES, core_only, load
+from test_profiles import GPU_RULES, PROFILES
 
 PAPER = REPO / "config" / "paper.yaml"
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -43,7 +42,9 @@ PROFILE_LENGTHS = 7 + 4  # Fig. 4c's 100..3000 plus four full-transcriptome leng
 IMPUTERS = ["none", "magic", "dca", "schyena"]
 PERTURB_DATASETS = ["adamson", "norman"]  # GenoHoption Fig. 3 (GEARS)
 PERTURB_CONTROLS = ["no_change", "train_mean", "additive", "linear"]
-PERTURB_GENERATORS = [f"scgpt-{a}{loss}" for loss in ("", "-paperloss") for a in ("full", "genohoption-p", "genohoption-h")]
+PERTURB_GENERATORS = [
+    f"scgpt-{a}{loss}" for loss in ("", "-paperloss") for a in ("full", "genohoption-p", "genohoption-h")
+]
 # MAM (REFERENCE 8): continued pretraining + fine-tuning on the scGPT sets for the backbones with
 # per-gene values, MAM, its baselines and its two controls; a from-scratch run beside them
 # ({backbone}-full-scratch, the same fine-tuning options).
@@ -79,7 +80,11 @@ def expected_jobs() -> dict[str, int]:
         "annotate_pretrained": n_geno * len(MAM_BACKBONES) * (len(MAM_STRATEGIES) + 1) * SEEDS,
         "report_pretraining": 1,
         "annotate_schyena": n_brain * SEEDS,
-        "score_annotation": len(CONTROLS) * n_ann_datasets + n_transformers * n_geno + n_brain + fewshot_runs + SENSITIVITY_RUNS
+        "score_annotation": len(CONTROLS) * n_ann_datasets
+        + n_transformers * n_geno
+        + n_brain
+        + fewshot_runs
+        + SENSITIVITY_RUNS
         + n_geno * len(MAM_BACKBONES) * (len(MAM_STRATEGIES) + 1),
         "detect_doublets_schyena": n_brain * SEEDS,
         "detect_doublets_control": n_brain * SEEDS,  # the all_doublet control
@@ -106,7 +111,7 @@ def expected_jobs() -> dict[str, int]:
         "embed_control": n_ann_datasets,
         **{f"score_embedding_{d}": 1 for d in GENOHOPTION_DATASETS + BRAIN_DATASETS},
         "report_embedding": 1,
-                # report: tables and figures, paper tables and quality, few-shot and sensitivity studies,
+        # report: tables and figures, paper tables and quality, few-shot and sensitivity studies,
         # paired significance across seeds
         "report": 1,
         "report_extras": 1,
@@ -125,7 +130,12 @@ def expected_jobs() -> dict[str, int]:
 
 
 def dry_run(*args: str) -> str:
-    proc = subprocess.run([*SNAKEMAKE, "-n", "--forceall", "--nolock", "--configfile", "config/paper.yaml", *args], cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(
+        [*SNAKEMAKE, "-n", "--forceall", "--nolock", "--configfile", "config/paper.yaml", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     return out
@@ -165,13 +175,20 @@ def test_paper_config_validates_and_lists_the_papers_methods():
     assert cfg["seeds"] == list(range(SEEDS))
     assert cfg["annotation"]["datasets"] == GENOHOPTION_DATASETS + BRAIN_DATASETS
     assert cfg["annotation"]["methods"] == CONTROLS + TABLE_I + TABLE_II + ["schyena"]
-    assert cfg["annotation"]["method_datasets"] == {**{m: GENOHOPTION_DATASETS for m in TABLE_I + TABLE_II}, "schyena": BRAIN_DATASETS}
+    assert cfg["annotation"]["method_datasets"] == {
+        **{m: GENOHOPTION_DATASETS for m in TABLE_I + TABLE_II},
+        "schyena": BRAIN_DATASETS,
+    }
     assert set(PAPER_METHODS.values()) <= set(cfg["annotation"]["methods"])
     # every reported (method, dataset) of Tables I-II is in the grid, under the dataset names the report joins on
     reported = load_reported()
     assert set(reported["method_id"]) <= set(cfg["annotation"]["methods"])
     assert set(reported["dataset"]) == set(GENOHOPTION_DATASETS)
-    assert {cfg["datasets"][d]["source"] for d in GENOHOPTION_DATASETS} == {"scgpt_ms", "scgpt_myeloid", "scgpt_pancreas"}
+    assert {cfg["datasets"][d]["source"] for d in GENOHOPTION_DATASETS} == {
+        "scgpt_ms",
+        "scgpt_myeloid",
+        "scgpt_pancreas",
+    }
     assert all(cfg["datasets"][d]["recover_counts"] for d in GENOHOPTION_DATASETS)
     assert cfg["datasets"]["lau2020"]["cell_labels"]["file"]  # GEO has no labels for GSE157827
     assert cfg["fewshot"]["datasets"] == cfg["sensitivity"]["datasets"] == ["pancreas"]
@@ -179,26 +196,55 @@ def test_paper_config_validates_and_lists_the_papers_methods():
     assert cfg["sensitivity"]["alpha"] == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
     assert (len(cfg["sensitivity"]["t"]), len(cfg["sensitivity"]["k"])) == (T, K)
     assert 5 not in cfg["sensitivity"]["t"] and 6 not in cfg["sensitivity"]["k"]  # the main grid's runs
-    assert cfg["graphs"]["variants"] == ["full", "no_grn", "no_coexpr"] and (cfg["graphs"]["top_h"], cfg["graphs"]["delta"]) == (20, 0.4)
+    assert cfg["graphs"]["variants"] == ["full", "no_grn", "no_coexpr"] and (
+        cfg["graphs"]["top_h"],
+        cfg["graphs"]["delta"],
+    ) == (20, 0.4)
     assert cfg["imputation"]["methods"] == IMPUTERS and cfg["imputation"]["protocols"] == ["masking"]
     assert all(cfg["datasets"][d]["min_library_size"] == 4000 for d in cfg["imputation"]["datasets"])
     # paper settings that a typo would silently change
     scgpt, geneformer = cfg["params"]["scgpt"], cfg["params"]["geneformer"]
-    assert (scgpt["d_model"], scgpt["n_layers"], scgpt["n_heads"], scgpt["lr"], scgpt["batch_size"], scgpt["max_len"]) == (512, 12, 8, 1e-4, 32, 3001)
-    assert scgpt["max_steps"] is None and geneformer["max_steps"] is None and cfg["params"]["scbert"]["max_steps"] is None
+    assert (
+        scgpt["d_model"],
+        scgpt["n_layers"],
+        scgpt["n_heads"],
+        scgpt["lr"],
+        scgpt["batch_size"],
+        scgpt["max_len"],
+    ) == (512, 12, 8, 1e-4, 32, 3001)
+    assert (
+        scgpt["max_steps"] is None and geneformer["max_steps"] is None and cfg["params"]["scbert"]["max_steps"] is None
+    )
     # genes (+ an input <cls>) must fit the positions; GenoHoption's adaptor prepends <cls> after them
-    assert geneformer["cls_token"] == "prepended" and geneformer["max_len"] + (geneformer["cls_token"] == "input") <= geneformer["max_position"]
-    assert scgpt["amp"] == "fp16" and geneformer["amp"] is None  # GenoHoption's scGPT scripts: amp=True; Geneformer's Trainer: float32
+    assert (
+        geneformer["cls_token"] == "prepended"
+        and geneformer["max_len"] + (geneformer["cls_token"] == "input") <= geneformer["max_position"]
+    )
+    assert (
+        scgpt["amp"] == "fp16" and geneformer["amp"] is None
+    )  # GenoHoption's scGPT scripts: amp=True; Geneformer's Trainer: float32
     assert cfg["params"]["scbert"]["dim_head"] == 64  # scBERT: performer-pytorch's dim_head
     pert = cfg["perturbation"]
     assert pert["datasets"] == PERTURB_DATASETS and pert["methods"] == PERTURB_CONTROLS + PERTURB_GENERATORS
     assert {cfg["datasets"][d]["source"] for d in PERTURB_DATASETS} == {"gears_adamson", "gears_norman"}
     gen = pert["params"]["scgpt"]
     assert (gen["lr"], gen["batch_size"], gen["epochs"], gen["max_len"]) == (1e-4, 32, 15, 1536)
-    assert gen["predict_cells"] is None and gen["valid_cells"] is None  # GEARS: every test cell (paired control) and validation cell
-    assert (gen["batchnorm"], gen["decoder"], gen["cls_token"]) == (True, "expr", None)  # GenoHoption's model: the defaults
+    assert (
+        gen["predict_cells"] is None and gen["valid_cells"] is None
+    )  # GEARS: every test cell (paired control) and validation cell
+    assert (gen["batchnorm"], gen["decoder"], gen["cls_token"]) == (
+        True,
+        "expr",
+        None,
+    )  # GenoHoption's model: the defaults
     profile = cfg["profile"]
-    assert (profile["heads"], profile["dim"], profile["batches"], profile["dtype"], profile["repeats"]) == (8, 256, [32], "float16", 10)
+    assert (profile["heads"], profile["dim"], profile["batches"], profile["dtype"], profile["repeats"]) == (
+        8,
+        256,
+        [32],
+        "float16",
+        10,
+    )
     from scfmbench.profile import mechanism_names
 
     assert sorted(profile["mechanisms"]) == sorted(mechanism_names())  # every registered mechanism
@@ -219,7 +265,12 @@ def test_config_yaml_leaks_nothing_into_the_paper_config():
     for name in extra:
         del merged["datasets"][name]
     assert merged == paper
-    used = set(paper["annotation"]["datasets"]) | set(paper["imputation"]["datasets"]) | set(paper["graphs"]["datasets"]) | set(paper["perturbation"]["datasets"])
+    used = (
+        set(paper["annotation"]["datasets"])
+        | set(paper["imputation"]["datasets"])
+        | set(paper["graphs"]["datasets"])
+        | set(paper["perturbation"]["datasets"])
+    )
     assert not extra & used
 
 
@@ -256,20 +307,37 @@ def test_default_config_groups_each_transformers_seeds():
     assert stats["annotate_transformer"] == len(transformers) * len(default["annotation"]["datasets"])
     seeds = default["seeds"]
     assert stats["annotate_control"] == len(CONTROLS) * 2 * len(seeds)  # controls stay one job per seed
-    job = re.search(r"rule annotate_transformer:\n(?:    .*\n)*?    output: (.*)\n(?:    .*\n)*?    wildcards: dataset=(\w+), method=([\w-]+)\n", out)
+    job = re.search(
+        r"rule annotate_transformer:\n(?:    .*\n)*?    output: (.*)\n(?:    .*\n)*?    wildcards: dataset=(\w+), method=([\w-]+)\n",
+        out,
+    )
     dataset, method = job.group(2), job.group(3)
     assert sorted(job.group(1).split(", ")) == sorted(
         f"results/{kind}/{dataset}/{method}/seed{seed}{suffix}"
         for seed in seeds
-        for kind, suffix in (("annotation", "/predictions.csv"), ("annotation", "/run.json"), ("annotation", "/curves.csv"), ("embedding", "/embedding.npz"),
-                             ("benchmarks/annotation", ".tsv"))
+        for kind, suffix in (
+            ("annotation", "/predictions.csv"),
+            ("annotation", "/run.json"),
+            ("annotation", "/curves.csv"),
+            ("embedding", "/embedding.npz"),
+            ("benchmarks/annotation", ".tsv"),
+        )
     )
 
 
 def test_paper_bigbird_and_diffuser_read_their_datasets_graph(default_dry_run):
     """window: mean_degree (GenoHoption's code): the graph is an input of those jobs, not of Longformer's."""
-    jobs = re.findall(r"rule annotate_transformer:\n    input: (.*)\n    output: results/annotation/(\w+)/([\w.-]+)/seed0/", default_dry_run)
+    jobs = re.findall(
+        r"rule annotate_transformer:\n    input: (.*)\n    output: results/annotation/(\w+)/([\w.-]+)/seed0/",
+        default_dry_run,
+    )
     inputs = {(dataset, method): line for line, dataset, method in jobs}
     for backbone in ("scgpt", "geneformer"):
-        for attention, reads in (("bigbird", True), ("diffuser", True), ("genohoption-p", True), ("longformer", False), ("full", False)):
+        for attention, reads in (
+            ("bigbird", True),
+            ("diffuser", True),
+            ("genohoption-p", True),
+            ("longformer", False),
+            ("full", False),
+        ):
             assert ("results/graphs/pancreas/seed0/full.npz" in inputs["pancreas", f"{backbone}-{attention}"]) == reads

@@ -15,7 +15,16 @@ from scfmbench import InputError
 from scfmbench.perturbation.data import check_perturbation_data, condition_genes, gears_layout
 from scfmbench.perturbation.split import SUBGROUPS, Split, make_split, pair_controls
 
-SMALL = dict(n_genes=120, n_singles=16, n_combos=40, knockdown_fraction=0.2, cells_per_condition=20, n_control=120, n_truth_draws=50, seed=3)
+SMALL = dict(
+    n_genes=120,
+    n_singles=16,
+    n_combos=40,
+    knockdown_fraction=0.2,
+    cells_per_condition=20,
+    n_control=120,
+    n_truth_draws=50,
+    seed=3,
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +58,11 @@ def _downstream(adata, gene):
 
 def test_null_perturbation_moves_only_its_own_gene(small):
     names = small.var_names.to_numpy()
-    nulls = [c for c in small.uns["true_shift_conditions"] if c.endswith("+ctrl") and small.var.loc[condition_genes(c)[0], "n_targets"] == 0]
+    nulls = [
+        c
+        for c in small.uns["true_shift_conditions"]
+        if c.endswith("+ctrl") and small.var.loc[condition_genes(c)[0], "n_targets"] == 0
+    ]
     assert nulls, "the default simulation has null perturbations"
     for c in nulls:
         shift = _shift(small, c)
@@ -110,12 +123,20 @@ def test_simulation_is_seeded():
 
 def test_gears_layout_fields(small):
     obs = small.obs
-    assert set(obs.loc[obs["condition"] == "ctrl", "dose_val"]) == {"1"} and set(obs.loc[obs["condition"] != "ctrl", "dose_val"]) == {"1+1"}
+    assert set(obs.loc[obs["condition"] == "ctrl", "dose_val"]) == {"1"} and set(
+        obs.loc[obs["condition"] != "ctrl", "dose_val"]
+    ) == {"1+1"}
     assert (obs["control"] == (obs["condition"] == "ctrl").astype(int)).all()
     row = obs[obs["condition"] != "ctrl"].iloc[0]
     assert row["condition_name"] == f"synthetic_{row['condition']}_1+1"
     names = set(obs.loc[obs["condition"] != "ctrl", "condition_name"])
-    for key in ("rank_genes_groups_cov_all", "top_non_dropout_de_20", "top_non_zero_de_20", "non_zeros_gene_idx", "non_dropout_gene_idx"):
+    for key in (
+        "rank_genes_groups_cov_all",
+        "top_non_dropout_de_20",
+        "top_non_zero_de_20",
+        "non_zeros_gene_idx",
+        "non_dropout_gene_idx",
+    ):
         assert set(small.uns[key]) == names
     check_perturbation_data(small)
 
@@ -126,7 +147,9 @@ def test_de_ranking_is_welch_t_test_against_control(small):
 
     c = small.obs.loc[small.obs["condition"] != "ctrl", "condition"].iloc[0]
     X = small.X.toarray()
-    t, _ = ttest_ind(X[(small.obs["condition"] == c).to_numpy()], X[(small.obs["condition"] == "ctrl").to_numpy()], equal_var=False)
+    t, _ = ttest_ind(
+        X[(small.obs["condition"] == c).to_numpy()], X[(small.obs["condition"] == "ctrl").to_numpy()], equal_var=False
+    )
     t = np.nan_to_num(t)
     expected = small.var_names.to_numpy()[np.argsort(-np.abs(t), kind="stable")][:10]
     name = f"synthetic_{c}_1+1"
@@ -141,7 +164,23 @@ def test_de_ranking_is_welch_t_test_against_control(small):
 # ---------------------------------------------------------------------------------------------
 # split and pairing
 
-HAND = ["ctrl", "A+ctrl", "B+ctrl", "C+ctrl", "D+ctrl", "E+ctrl", "F+ctrl", "G+ctrl", "H+ctrl", "A+B", "A+C", "B+C", "A+G", "G+H", "ctrl+B"]
+HAND = [
+    "ctrl",
+    "A+ctrl",
+    "B+ctrl",
+    "C+ctrl",
+    "D+ctrl",
+    "E+ctrl",
+    "F+ctrl",
+    "G+ctrl",
+    "H+ctrl",
+    "A+B",
+    "A+C",
+    "B+C",
+    "A+G",
+    "G+H",
+    "ctrl+B",
+]
 
 
 def test_split_disjoint_complete_and_ctrl_in_train():
@@ -201,16 +240,22 @@ def test_pairing_seeded_to_control_cells():
 
 def _tiny(conditions, genes=("A", "B", "C")):
     X = sp.csr_matrix(np.ones((len(conditions), len(genes))))
-    return ad.AnnData(X=X, obs=pd.DataFrame({"condition": conditions}, index=[f"c{i}" for i in range(len(conditions))]),
-                      var=pd.DataFrame({"gene_name": list(genes)}, index=list(genes)))
+    return ad.AnnData(
+        X=X,
+        obs=pd.DataFrame({"condition": conditions}, index=[f"c{i}" for i in range(len(conditions))]),
+        var=pd.DataFrame({"gene_name": list(genes)}, index=list(genes)),
+    )
 
 
-@pytest.mark.parametrize("conditions, match", [
-    (["ctrl", "A+ctrl", "A_B"], "'A_B' is not in GEARS form"),
-    (["ctrl", "A+B+C"], "'A\\+B\\+C' is not in GEARS form"),
-    (["A+ctrl", "B+ctrl"], "no control cells"),
-    (["ctrl", "Z+ctrl"], "gene 'Z', which is not in var"),
-])
+@pytest.mark.parametrize(
+    "conditions, match",
+    [
+        (["ctrl", "A+ctrl", "A_B"], "'A_B' is not in GEARS form"),
+        (["ctrl", "A+B+C"], "'A\\+B\\+C' is not in GEARS form"),
+        (["A+ctrl", "B+ctrl"], "no control cells"),
+        (["ctrl", "Z+ctrl"], "gene 'Z', which is not in var"),
+    ],
+)
 def test_bad_input_names_the_condition_or_gene(conditions, match):
     with pytest.raises(InputError, match=match):
         check_perturbation_data(_tiny(conditions), uns=False)
@@ -227,7 +272,9 @@ def test_condition_metrics_by_hand():
     ctrl = np.array([1.0, 3.0, 0.0, 2.0])
     true = ctrl + np.array([1.0, 0.0, -1.0, 0.0])
     pred = ctrl + np.array([0.5, 0.0, 0.0, 0.5])
-    m = condition_metrics(pred, true, ctrl, de=np.array([0, 2]), non_dropout=np.array([0, 1, 2]), non_zero=np.array([0, 1]))
+    m = condition_metrics(
+        pred, true, ctrl, de=np.array([0, 2]), non_dropout=np.array([0, 1, 2]), non_zero=np.array([0, 1])
+    )
     # all genes: mse (0.25 + 0 + 1 + 0.25) / 4; pred (1.5, 3, 0, 2.5), true (2, 3, -1, 2): means 1.75, 1.5,
     # centred pred (-.25, 1.25, -1.75, .75), true (.5, 1.5, -2.5, .5): sum of products
     # -.125 + 1.875 + 4.375 + .375 = 6.5, sums of squares 5.25 and 9 -> r = 6.5 / sqrt(5.25 * 9)
@@ -243,19 +290,41 @@ def test_condition_metrics_by_hand():
     assert m["pearson_delta_top20_de_non_dropout"] == pytest.approx(0.5 / np.sqrt(2 / 6))
     assert m["mse_top20_de_non_dropout"] == pytest.approx((0.25 + 0 + 1) / 3)
     # non-zero genes 0, 1: delta pred (0.5, 0) vs true (1, 0): r = 1; values pred (1.5, 3) vs (2, 3): r = 1
-    assert m["pearson_delta_top20_de_non_zero"] == pytest.approx(1.0) and m["pearson_top20_de_non_zero"] == pytest.approx(1.0)
+    assert m["pearson_delta_top20_de_non_zero"] == pytest.approx(1.0) and m[
+        "pearson_top20_de_non_zero"
+    ] == pytest.approx(1.0)
 
 
 def test_nan_pearson_counts_as_zero_and_summaries():
     from scfmbench.perturbation.metrics import condition_metrics, summarize
 
     ctrl = np.array([1.0, 2.0, 3.0])
-    m = condition_metrics(ctrl.copy(), np.array([1.0, 3.0, 2.0]), ctrl, de=np.arange(3), non_dropout=np.arange(3), non_zero=np.arange(3))
-    assert m["pearson_delta"] == 0.0 and m["pearson_delta_de"] == 0.0  # constant (zero) predicted delta: GEARS' NaN -> 0
-    per = pd.DataFrame([{"condition": "a", "subgroup": "combo_seen1", "pearson_delta": 0.2}, {"condition": "b", "subgroup": "combo_seen1", "pearson_delta": 0.4},
-                        {"condition": "c", "subgroup": "unseen_single", "pearson_delta": 1.0}])
-    for col in ("pearson", "pearson_de", "mse", "mse_de", "pearson_delta_de", "pearson_delta_top20_de_non_dropout", "pearson_top20_de_non_dropout",
-                "mse_top20_de_non_dropout", "pearson_delta_top20_de_non_zero", "pearson_top20_de_non_zero", "mse_top20_de_non_zero"):
+    m = condition_metrics(
+        ctrl.copy(), np.array([1.0, 3.0, 2.0]), ctrl, de=np.arange(3), non_dropout=np.arange(3), non_zero=np.arange(3)
+    )
+    assert (
+        m["pearson_delta"] == 0.0 and m["pearson_delta_de"] == 0.0
+    )  # constant (zero) predicted delta: GEARS' NaN -> 0
+    per = pd.DataFrame(
+        [
+            {"condition": "a", "subgroup": "combo_seen1", "pearson_delta": 0.2},
+            {"condition": "b", "subgroup": "combo_seen1", "pearson_delta": 0.4},
+            {"condition": "c", "subgroup": "unseen_single", "pearson_delta": 1.0},
+        ]
+    )
+    for col in (
+        "pearson",
+        "pearson_de",
+        "mse",
+        "mse_de",
+        "pearson_delta_de",
+        "pearson_delta_top20_de_non_dropout",
+        "pearson_top20_de_non_dropout",
+        "mse_top20_de_non_dropout",
+        "pearson_delta_top20_de_non_zero",
+        "pearson_top20_de_non_zero",
+        "mse_top20_de_non_zero",
+    ):
         per[col] = 0.0
     s = summarize(per, SUBGROUPS)
     assert s["pearson_delta:all"] == pytest.approx(1.6 / 3)
@@ -317,15 +386,29 @@ def test_additive_and_train_mean_by_hand(small, small_split):
     np.testing.assert_allclose(means[0], X[np.isin(cond, list(train - {"ctrl"}))].mean(0), rtol=1e-5, atol=1e-6)
     conds, means, _ = predict("additive", small, small_split, seed=0)
     for c, m in zip(conds, means):
-        expected = mean("ctrl") + sum(mean(f"{g}+ctrl") - mean("ctrl") for g in condition_genes(c) if f"{g}+ctrl" in train)
+        expected = mean("ctrl") + sum(
+            mean(f"{g}+ctrl") - mean("ctrl") for g in condition_genes(c) if f"{g}+ctrl" in train
+        )
         np.testing.assert_allclose(m, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_quality_flags_models_below_train_mean():
     from scfmbench.report.quality import quality_checks
 
-    rows = [dict(task="perturbation", dataset="d", method=m, seed=s, metric="pearson_delta:all", value=v, runtime_s=1.0, peak_mem_mb=1.0)
-            for m, v in (("train_mean", 0.5), ("scgpt-full", 0.3), ("scgpt-genohoption-p", 0.6), ("no_change", 0.0)) for s in (0, 1)]
+    rows = [
+        dict(
+            task="perturbation",
+            dataset="d",
+            method=m,
+            seed=s,
+            metric="pearson_delta:all",
+            value=v,
+            runtime_s=1.0,
+            peak_mem_mb=1.0,
+        )
+        for m, v in (("train_mean", 0.5), ("scgpt-full", 0.3), ("scgpt-genohoption-p", 0.6), ("no_change", 0.0))
+        for s in (0, 1)
+    ]
     checks = quality_checks(pd.DataFrame(rows))
     flagged = checks[checks["task"] == "perturbation"]
     assert list(flagged["method"]) == ["scgpt-full"] and flagged["check"].iloc[0] == "below control"
@@ -380,7 +463,9 @@ def test_generator_epochs_are_passes_over_every_training_pair_and_the_lr_decays_
 
     from scfmbench.perturbation import predict
 
-    params = dict(epochs=3, patience=5, lr=0.01, lr_gamma=0.5, batch_size=16, valid_cells=16, predict_cells=2, max_len=32)
+    params = dict(
+        epochs=3, patience=5, lr=0.01, lr_gamma=0.5, batch_size=16, valid_cells=16, predict_cells=2, max_len=32
+    )
     _, _, record = predict("scgpt-full", small, small_split, seed=0, params=params)
     curve = record["history"]["curve"]
     cond = small.obs["condition"].astype(str).to_numpy()
@@ -435,7 +520,9 @@ def test_gears_file_is_read_as_distributed(small, tmp_path):
         z.write(tmp_path / "perturb_processed.h5ad", "adamson/perturb_processed.h5ad")
     got = load_perturbation_dataset("adamson", {"source": "gears_adamson", "path": str(tmp_path / "adamson.zip")})
     assert (got.X != g.X).nnz == 0 and list(got.var_names) == list(g.var_names)
-    assert list(got.uns["top_non_dropout_de_20"][f"A549_{flipped}_1+1"]) == list(g.uns["top_non_dropout_de_20"][f"A549_{flipped}_1+1"])
+    assert list(got.uns["top_non_dropout_de_20"][f"A549_{flipped}_1+1"]) == list(
+        g.uns["top_non_dropout_de_20"][f"A549_{flipped}_1+1"]
+    )
     # both forms of the single are conditions of their own, scored with their own DE genes, split together
     s = make_split(got.obs["condition"].unique(), seed=2)
     assert s.split[single] == s.split[flipped]
@@ -477,10 +564,24 @@ def test_no_change_delta_is_exactly_zero_through_the_npz(small, small_split, tmp
     X = np.asarray(small.X[(small.obs["condition"] == "ctrl").to_numpy()].toarray(), dtype=np.float64)
     np.testing.assert_allclose(control_mean(small), X.mean(0), rtol=1e-12)  # independent: dense float64 mean
     assert ((means - control_mean(small)[None]) == 0).all()
-    score_main(data=data, split=split, predictions=tmp_path / "p.npz", benchmark=None, out=tmp_path / "m.csv", conditions_out=tmp_path / "c.csv",
-               dataset="d", method="no_change", seed=0)
+    score_main(
+        data=data,
+        split=split,
+        predictions=tmp_path / "p.npz",
+        benchmark=None,
+        out=tmp_path / "m.csv",
+        conditions_out=tmp_path / "c.csv",
+        dataset="d",
+        method="no_change",
+        seed=0,
+    )
     per = pd.read_csv(tmp_path / "c.csv")
-    for m in ("pearson_delta", "pearson_delta_de", "pearson_delta_top20_de_non_dropout", "pearson_delta_top20_de_non_zero"):
+    for m in (
+        "pearson_delta",
+        "pearson_delta_de",
+        "pearson_delta_top20_de_non_dropout",
+        "pearson_delta_top20_de_non_zero",
+    ):
         assert (per[m] == 0.0).all(), m
 
 
@@ -519,9 +620,14 @@ def test_train_mean_is_over_cells_not_condition_means():
 
     conds = ["ctrl", "ctrl", "A+ctrl", "B+ctrl", "B+ctrl", "B+ctrl", "C+ctrl"]
     X = np.array([[0.0, 1.0], [0.0, 1.0], [4.0, 2.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [9.0, 9.0]])
-    adata = ad.AnnData(X=sp.csr_matrix(X), obs=pd.DataFrame({"condition": conds}, index=[f"c{i}" for i in range(len(conds))]),
-                       var=pd.DataFrame({"gene_name": ["A", "B"]}, index=["A", "B"]))
-    split = Split({"ctrl": "train", "A+ctrl": "train", "B+ctrl": "train", "C+ctrl": "test"}, {"C+ctrl": "unseen_single"})
+    adata = ad.AnnData(
+        X=sp.csr_matrix(X),
+        obs=pd.DataFrame({"condition": conds}, index=[f"c{i}" for i in range(len(conds))]),
+        var=pd.DataFrame({"gene_name": ["A", "B"]}, index=["A", "B"]),
+    )
+    split = Split(
+        {"ctrl": "train", "A+ctrl": "train", "B+ctrl": "train", "C+ctrl": "test"}, {"C+ctrl": "unseen_single"}
+    )
     _, means, _ = predict("train_mean", adata, split, seed=0)
     np.testing.assert_allclose(means, [[1.0, 0.5]])  # (4 + 0 + 0 + 0) / 4, (2 + 0 + 0 + 0) / 4
 
@@ -544,9 +650,20 @@ def _test_sizes(split) -> dict[str, int]:
 def test_norman_fixture_is_gears_file():
     conds = _norman_conditions()
     assert len(conds) == len(set(conds)) == 284
-    assert sum(len(condition_genes(c)) == 1 for c in conds) == 152 and sum(len(condition_genes(c)) == 2 for c in conds) == 131
+    assert (
+        sum(len(condition_genes(c)) == 1 for c in conds) == 152
+        and sum(len(condition_genes(c)) == 2 for c in conds) == 131
+    )
     # GEARS demo/data_tutorial.ipynb prints these as not in the GO graph
-    assert {"RHOXF2BB+ctrl", "LYL1+IER5L", "ctrl+IER5L", "KIAA1804+ctrl", "IER5L+ctrl", "RHOXF2BB+ZBTB25", "RHOXF2BB+SET"} <= set(conds)
+    assert {
+        "RHOXF2BB+ctrl",
+        "LYL1+IER5L",
+        "ctrl+IER5L",
+        "KIAA1804+ctrl",
+        "IER5L+ctrl",
+        "RHOXF2BB+ZBTB25",
+        "RHOXF2BB+SET",
+    } <= set(conds)
 
 
 def test_norman_seed1_subgroups_match_gears_tutorials():
@@ -561,8 +678,14 @@ def test_norman_seed1_subgroups_match_gears_tutorials():
     s = make_split(conds, seed=1, drop_genes=genes)
     assert _test_sizes(s) == {"combo_seen0": 9, "combo_seen1": 43, "combo_seen2": 19, "unseen_single": 36}
     assert len(s.split) == 277 and sorted(s.params["go_filter_dropped"]) == sorted(
-        ["RHOXF2BB+ctrl", "LYL1+IER5L", "ctrl+IER5L", "KIAA1804+ctrl", "IER5L+ctrl", "RHOXF2BB+ZBTB25", "RHOXF2BB+SET"])
-    assert _test_sizes(make_split(conds, seed=1)) == {"combo_seen0": 9, "combo_seen1": 52, "combo_seen2": 18, "unseen_single": 37}
+        ["RHOXF2BB+ctrl", "LYL1+IER5L", "ctrl+IER5L", "KIAA1804+ctrl", "IER5L+ctrl", "RHOXF2BB+ZBTB25", "RHOXF2BB+SET"]
+    )
+    assert _test_sizes(make_split(conds, seed=1)) == {
+        "combo_seen0": 9,
+        "combo_seen1": 52,
+        "combo_seen2": 18,
+        "unseen_single": 37,
+    }
 
 
 def test_go_filter_reaches_the_workflow_split(tmp_path):
@@ -573,8 +696,12 @@ def test_go_filter_reaches_the_workflow_split(tmp_path):
     conds = ["ctrl", "A+ctrl", "B+ctrl", "C+ctrl", "D+ctrl", "A+B", "ctrl+C", "C+D"]
     adata = _tiny(conds, genes=("A", "B", "C", "D"))
     adata.write_h5ad(tmp_path / "d.h5ad")
-    write_splits(tmp_path / "d.h5ad", [tmp_path / "s.json"], seeds=[0], params={"train_gene_set_size": 0.75, "combo_seen2_train_frac": 0.75,
-                                                                                 "drop_genes": ["C"]})
+    write_splits(
+        tmp_path / "d.h5ad",
+        [tmp_path / "s.json"],
+        seeds=[0],
+        params={"train_gene_set_size": 0.75, "combo_seen2_train_frac": 0.75, "drop_genes": ["C"]},
+    )
     s = Split.read(tmp_path / "s.json")
     assert set(s.split) == {"ctrl", "A+ctrl", "B+ctrl", "D+ctrl", "A+B"}
     assert s.params["go_filter_dropped"] == ["C+ctrl", "ctrl+C", "C+D"]
@@ -585,9 +712,9 @@ def test_go_filter_reaches_the_workflow_split(tmp_path):
 
 
 def _generator(**kw):
-    from scfmbench.models.scgpt_generator import GeneratorConfig, ScGPTGenerator
-
     import torch
+
+    from scfmbench.models.scgpt_generator import GeneratorConfig, ScGPTGenerator
 
     torch.manual_seed(0)
     return ScGPTGenerator(GeneratorConfig(n_genes=6, d_model=8, n_layers=1, n_heads=2, d_hidden=16, **kw))
@@ -596,7 +723,9 @@ def _generator(**kw):
 def _encoder_input(model, batch):
     """What enters the transformer encoder (the hook's capture) and the model's output."""
     seen = {}
-    h = model.transformer_encoder.register_forward_pre_hook(lambda mod, args: seen.update(x=args[0].detach(), ids=args[2].detach()))
+    h = model.transformer_encoder.register_forward_pre_hook(
+        lambda mod, args: seen.update(x=args[0].detach(), ids=args[2].detach())
+    )
     out = model(batch)
     h.remove()
     return seen, out
@@ -654,11 +783,17 @@ def test_generator_cls_token_carries_the_flag_to_every_gene():
         moved[2] = False
         if cls:
             inputs = {}
-            hooks = [model.value_encoder.register_forward_pre_hook(lambda mod, args: inputs.update(v=args[0])),
-                     model.pert_encoder.register_forward_pre_hook(lambda mod, args: inputs.update(f=args[0]))]
+            hooks = [
+                model.value_encoder.register_forward_pre_hook(
+                    lambda mod, args, inputs=inputs: inputs.update(v=args[0])
+                ),
+                model.pert_encoder.register_forward_pre_hook(lambda mod, args, inputs=inputs: inputs.update(f=args[0])),
+            ]
             model(on)
             [h.remove() for h in hooks]
-            assert float(inputs["v"][0, 0]) == 0.0 and int(inputs["f"][0, 0]) == 0 and int(inputs["f"][0, 3]) == 1  # gene 2 one step right
+            assert (
+                float(inputs["v"][0, 0]) == 0.0 and int(inputs["f"][0, 0]) == 0 and int(inputs["f"][0, 3]) == 1
+            )  # gene 2 one step right
             assert seen["x"].shape[1] == 7 and int(seen["ids"][0, 0]) == CLS_ID
             assert moved.sum() == 5  # every other gene, through <cls>
         else:
@@ -672,7 +807,12 @@ def test_affine_decoder_has_scgpt_head_names_and_is_affine_in_the_value():
 
     model = _generator(decoder="affine")
     names = {k for k in model.state_dict() if k.startswith("decoder.")}
-    assert names == {f"decoder.{d}.fc.{i}.{w}" for d in ("coeff_decoder", "bias_decoder") for i in (0, 2, 4) for w in ("weight", "bias")}
+    assert names == {
+        f"decoder.{d}.fc.{i}.{w}"
+        for d in ("coeff_decoder", "bias_decoder")
+        for i in (0, 2, 4)
+        for w in ("weight", "bias")
+    }
     x = torch.randn(2, 3, 8)
     v = torch.rand(2, 3)
     f = lambda vals: model.decoder(x, vals)  # noqa: E731
@@ -682,8 +822,8 @@ def test_affine_decoder_has_scgpt_head_names_and_is_affine_in_the_value():
 
 
 def test_perturbed_genes_without_edges_are_counted():
-    from scfmbench.perturbation.generator import perturbed_without_edge
     from scfmbench.models.tokenize import TokenGraph
+    from scfmbench.perturbation.generator import perturbed_without_edge
 
     # rows = source: 0 -> 1, 2 -> 2 (self-loop only), 3 -> 0; gene 4 has only an in-edge (1 -> 4)
     a = sp.csr_matrix((np.ones(4), ([0, 2, 3, 1], [1, 2, 0, 4])), shape=(5, 5))
@@ -701,7 +841,9 @@ def test_generator_run_record_counts_isolated_perturbed_genes(small, small_split
     params = dict(epochs=1, valid_cells=16, predict_cells=2, max_len=48)
     graph = {"top_h": 1, "delta": 0.999, "trrust": False}
     with caplog.at_level(logging.WARNING, logger="scfmbench.perturbation.generator"):
-        _, _, rec = predict("scgpt-genohoption-p", small, small_split, seed=0, params={**params, "cls_token": False}, graph_params=graph)
+        _, _, rec = predict(
+            "scgpt-genohoption-p", small, small_split, seed=0, params={**params, "cls_token": False}, graph_params=graph
+        )
     n = rec["graph"]["perturbed_genes"]
     assert rec["graph"]["perturbed_without_gene_edge"] == rec["graph"]["perturbed_without_path"] == n > 0
     assert "have no edge to another gene" in caplog.text
@@ -744,13 +886,31 @@ def test_flag_flip_table_from_run_records(tmp_path):
     for seed, share in ((0, 0.2), (1, 0.4)):
         d = tmp_path / "scgpt-genohoption-p" / f"seed{seed}"
         d.mkdir(parents=True)
-        (d / "run.json").write_text(json.dumps({"seed": seed, "model": {"cls_token": True}, "flag_flip": {"changed_share": share, "min": share - 0.1, "max": share + 0.1,
-                                                                                                         "cells": 3, "tol": 1e-6},
-                                                "graph": {"perturbed_genes": 10, "perturbed_without_gene_edge": 4, "perturbed_without_path": 0}}))
+        (d / "run.json").write_text(
+            json.dumps(
+                {
+                    "seed": seed,
+                    "model": {"cls_token": True},
+                    "flag_flip": {
+                        "changed_share": share,
+                        "min": share - 0.1,
+                        "max": share + 0.1,
+                        "cells": 3,
+                        "tol": 1e-6,
+                    },
+                    "graph": {"perturbed_genes": 10, "perturbed_without_gene_edge": 4, "perturbed_without_path": 0},
+                }
+            )
+        )
     (tmp_path / "no_change" / "seed0").mkdir(parents=True)
     (tmp_path / "no_change" / "seed0" / "run.json").write_text(json.dumps({"seed": 0}))
     t = flag_flip_table(tmp_path).set_index("method")
     assert list(t.index) == ["scgpt-genohoption-p"]
     row = t.loc["scgpt-genohoption-p"]
-    assert row["seeds"] == 2 and row["share"] == pytest.approx(0.3) and row["min"] == pytest.approx(0.1) and row["max"] == pytest.approx(0.5)
+    assert (
+        row["seeds"] == 2
+        and row["share"] == pytest.approx(0.3)
+        and row["min"] == pytest.approx(0.1)
+        and row["max"] == pytest.approx(0.5)
+    )
     assert row["without_gene_edge"] == 4 and row["without_path"] == 0

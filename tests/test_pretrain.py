@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import make_raw
+
 from scfmbench import InputError
 from scfmbench.pretrain.masking import STRATEGIES, build_strategy, gumbel_topk
 
@@ -46,9 +46,19 @@ def test_schyena_pretraining_unchanged_by_refactor(schyena_data):
     # the imputer's variant (every zero shown as the mask token)
     torch.manual_seed(5)
     m = SCHyena(cfg)
-    h = train_masked(m, torch.from_numpy(dense_values(schyena_data)), steps=4, batch_size=8, lr=0.01, generator=torch.Generator().manual_seed(5), mask_zeros=True)
+    h = train_masked(
+        m,
+        torch.from_numpy(dense_values(schyena_data)),
+        steps=4,
+        batch_size=8,
+        lr=0.01,
+        generator=torch.Generator().manual_seed(5),
+        mask_zeros=True,
+    )
     assert h.train_loss == pytest.approx(old["imputer_train_loss"], rel=1e-6)
-    assert {k: float(v.double().sum()) for k, v in m.state_dict().items()} == pytest.approx(old["imputer_param_sums"], rel=1e-5, abs=1e-6)
+    assert {k: float(v.double().sum()) for k, v in m.state_dict().items()} == pytest.approx(
+        old["imputer_param_sums"], rel=1e-5, abs=1e-6
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -97,15 +107,28 @@ def test_strategy_counts_and_never_padding(name):
         assert not (mask & ~maskable).any()  # never padding or special tokens
         first, second = _expected_count(name, strategy, values, maskable)
         if name in ("stratified", "random"):
-            assert torch.equal((mask & (values != 0)).sum(1), first) and torch.equal((mask & (values == 0) & maskable).sum(1), second)
+            assert torch.equal((mask & (values != 0)).sum(1), first) and torch.equal(
+                (mask & (values == 0) & maskable).sum(1), second
+            )
         elif first is not None:
             assert torch.equal(mask.sum(1), first)
         else:  # uniform: non-zero values only, the drawn share
             assert not (mask & (values == 0)).any()
     if name == "uniform":
-        full = build_strategy("uniform", low=1.0, high=1.0).draw(values, maskable, generator=torch.Generator().manual_seed(0)).mask
+        full = (
+            build_strategy("uniform", low=1.0, high=1.0)
+            .draw(values, maskable, generator=torch.Generator().manual_seed(0))
+            .mask
+        )
         assert torch.equal(full, maskable & (values != 0))
-        share = build_strategy("uniform", low=0.3, high=0.3).draw(torch.ones(200, 500), torch.ones(200, 500, dtype=torch.bool), generator=torch.Generator().manual_seed(0)).mask.float().mean()
+        share = (
+            build_strategy("uniform", low=0.3, high=0.3)
+            .draw(
+                torch.ones(200, 500), torch.ones(200, 500, dtype=torch.bool), generator=torch.Generator().manual_seed(0)
+            )
+            .mask.float()
+            .mean()
+        )
         assert share.item() == pytest.approx(0.3, abs=0.005)
 
 
@@ -168,7 +191,11 @@ def test_mam_draws_follow_its_scores():
     maskable = torch.ones(1, 8, dtype=torch.bool)
     probs = strategy.probs(weights, maskable, generator=torch.Generator().manual_seed(1))[0]
     n = 4000
-    mask = gumbel_topk(probs.expand(n, -1).clone(), torch.full((n,), 2), generator=torch.Generator().manual_seed(2)).float().mean(0)
+    mask = (
+        gumbel_topk(probs.expand(n, -1).clone(), torch.full((n,), 2), generator=torch.Generator().manual_seed(2))
+        .float()
+        .mean(0)
+    )
     g = torch.Generator().manual_seed(3)
     ref = torch.zeros(8)
     for _ in range(n):
@@ -191,11 +218,11 @@ def _token_model(backbone, strategy=None, **cfg):
 
 
 def _cells(backbone, n=5, G=12, seed=0):
-    from scfmbench.annotation.transformer import BACKBONES
-    from scfmbench.pretrain.backbones import masked_cells
-
     import anndata as ad
     import scipy.sparse as sp
+
+    from scfmbench.annotation.transformer import BACKBONES
+    from scfmbench.pretrain.backbones import masked_cells
 
     rng = np.random.default_rng(seed)
     counts = rng.poisson(2.0, size=(n, G)).astype(np.float32)
@@ -278,7 +305,10 @@ def test_scfoundation_encoder_layer_is_torch_transformer_layer():
     torch.manual_seed(0)
     ref = nn_layer = torch.nn.TransformerEncoderLayer(16, 2, dim_feedforward=64, dropout=0.0, batch_first=True)
     ours = Encoder(d_model=16, n_layers=1, n_heads=2, d_hidden=64, attention="full", dropout=0.0, norm_scheme="post")
-    state = {released_name(f"encoder.transformer_encoder.0.{k}").removeprefix("encoder."): v for k, v in nn_layer.state_dict().items()}
+    state = {
+        released_name(f"encoder.transformer_encoder.0.{k}").removeprefix("encoder."): v
+        for k, v in nn_layer.state_dict().items()
+    }
     ours.load_state_dict(state)
     x = torch.randn(3, 7, 16)
     pad = torch.zeros(3, 7, dtype=torch.bool)
@@ -345,21 +375,27 @@ def test_finetuning_starts_from_the_checkpoint(tmp_path, schyena_data, strategy)
     assert len(hist.train_loss) == 3 and len(hist.valid_loss) == 2
     save_pretrained(tmp_path / "ckpt.pt", model, strategy=strat, run_config={"seed": 0})
     payload = read_pretrained(tmp_path / "ckpt.pt")
-    _, record = annotate_transformer(schyena_data, backbone="scgpt", attention="full", seed=0, pretrained=tmp_path / "ckpt.pt", epochs=1)
+    _, record = annotate_transformer(
+        schyena_data, backbone="scgpt", attention="full", seed=0, pretrained=tmp_path / "ckpt.pt", epochs=1
+    )
     assert record["checkpoint"]["missing"] == ["cls_decoder.out_layer.bias", "cls_decoder.out_layer.weight"]
     assert record["checkpoint"]["summary"] == (strategy == "mam")
     # with zero training epochs' worth of change impossible, check the loaded weights directly
     from scfmbench.annotation.transformer import BACKBONES
     from scfmbench.pretrain.backbones import load_pretrained
 
-    clf, _ = load_pretrained(tmp_path / "ckpt.pt", backbone="scgpt", spec=BACKBONES["scgpt"], n_classes=3, attention="performer", params={})
+    clf, _ = load_pretrained(
+        tmp_path / "ckpt.pt", backbone="scgpt", spec=BACKBONES["scgpt"], n_classes=3, attention="performer", params={}
+    )
     own = clf.state_dict()
     prefix = "model." if strategy == "mam" else ""
     for k, v in payload["state_dict"].items():
         if k.startswith("backbone.") and "cls_decoder" not in k:
             assert torch.equal(own[prefix + k.removeprefix("backbone.")], v), k
     with pytest.raises(InputError, match="pretrained for backbone 'scgpt'"):
-        load_pretrained(tmp_path / "ckpt.pt", backbone="scbert", spec=BACKBONES["scbert"], n_classes=3, attention="full", params={})
+        load_pretrained(
+            tmp_path / "ckpt.pt", backbone="scbert", spec=BACKBONES["scbert"], n_classes=3, attention="full", params={}
+        )
 
 
 def test_geneformer_cannot_be_pretrained():
@@ -391,7 +427,9 @@ def test_rare_f1_hand_computed():
 def test_per_class_f1():
     from scfmbench.pretrain.analysis import per_class_f1
 
-    assert per_class_f1(["a", "a", "r", "r", "b"], ["a", "r", "r", "a", "b"]) == pytest.approx({"a": 0.5, "r": 0.5, "b": 1.0})
+    assert per_class_f1(["a", "a", "r", "r", "b"], ["a", "r", "r", "a", "b"]) == pytest.approx(
+        {"a": 0.5, "r": 0.5, "b": 1.0}
+    )
 
 
 @pytest.mark.parametrize("summary_input,leaks", [("visible", False), ("all", True)])
@@ -499,7 +537,12 @@ def test_advanced_masking_80_10_10(name):
     assert int(changed.sum()) / masked == pytest.approx(0.1, abs=0.015)
     rv = shown.values[changed]
     assert rv.min() >= 0 and rv.max() < values.max() and rv.min() < 1.0  # drawn on [0, max), not the values
-    assert build_strategy(name, advanced_masking=False, **options).draw(values, maskable, generator=torch.Generator().manual_seed(1), scorer=scorer).shown is None
+    assert (
+        build_strategy(name, advanced_masking=False, **options)
+        .draw(values, maskable, generator=torch.Generator().manual_seed(1), scorer=scorer)
+        .shown
+        is None
+    )
 
 
 def _decoder_inputs(net, cells, mask, offset=None, shown=None):
@@ -563,12 +606,36 @@ def test_param_groups_released_new_layers():
     same under TokenMasked's 'backbone.' and 'scorer.'): at --nlr, every other parameter at --olr."""
     from scfmbench.pretrain.loop import param_groups
 
-    released = ["latents", "cross_attention.in_proj_weight", "cross_attention.in_proj_bias", "cross_attention.out_proj.weight",
-                "cross_attention.out_proj.bias", "input_proj.weight", "input_proj.bias", "output_proj.weight", "output_proj.bias",
-                "token_emb.mlp.weight", "token_emb.mlp.bias", "token_emb.mlp2.weight", "token_emb.mlp2.bias", "token_emb.emb.weight",
-                "token_emb.emb_mask.weight", "token_emb.emb_pad.weight", "pos_emb.weight", "decoder_embed.weight", "decoder_embed.bias",
-                "norm.weight", "norm.bias", "to_final.weight", "to_final.bias", "decoder.norm.weight", "decoder.norm.bias"]
-    scorer_names = {"latents", "input_proj.weight", "input_proj.bias", "output_proj.weight", "output_proj.bias"} | {n for n in released if n.startswith("cross_attention.")}
+    released = [
+        "latents",
+        "cross_attention.in_proj_weight",
+        "cross_attention.in_proj_bias",
+        "cross_attention.out_proj.weight",
+        "cross_attention.out_proj.bias",
+        "input_proj.weight",
+        "input_proj.bias",
+        "output_proj.weight",
+        "output_proj.bias",
+        "token_emb.mlp.weight",
+        "token_emb.mlp.bias",
+        "token_emb.mlp2.weight",
+        "token_emb.mlp2.bias",
+        "token_emb.emb.weight",
+        "token_emb.emb_mask.weight",
+        "token_emb.emb_pad.weight",
+        "pos_emb.weight",
+        "decoder_embed.weight",
+        "decoder_embed.bias",
+        "norm.weight",
+        "norm.bias",
+        "to_final.weight",
+        "to_final.bias",
+        "decoder.norm.weight",
+        "decoder.norm.bias",
+    ]
+    scorer_names = {"latents", "input_proj.weight", "input_proj.bias", "output_proj.weight", "output_proj.bias"} | {
+        n for n in released if n.startswith("cross_attention.")
+    }
     expect = {("scorer." if n in scorer_names else "backbone.") + n for n in released}
     model = _token_model("scfoundation", build_strategy("mam", n_latents=4, latent_dim=8, n_heads=2))
     named = dict(model.named_parameters())
@@ -577,7 +644,9 @@ def test_param_groups_released_new_layers():
     ids = {id(p): n for n, p in named.items()}
     fast = {ids[id(p)] for p in groups[0]["params"]}
     assert groups[0]["lr"] == 1e-4 and groups[1]["lr"] == 1e-5
-    assert fast - {"backbone.classifier.weight", "backbone.classifier.bias"} == expect  # the classifier never loads: new
+    assert (
+        fast - {"backbone.classifier.weight", "backbone.classifier.bias"} == expect
+    )  # the classifier never loads: new
     assert {ids[id(p)] for p in groups[1]["params"]} == set(named) - fast
     old = param_groups(model, lr=1e-4, lr_pretrained=1e-5, pretrained=loaded, new_layers="loaded")
     assert {ids[id(p)] for p in old[0]["params"]} == set(named) - loaded
@@ -594,10 +663,30 @@ def test_pretraining_optimizer_as_released(schyena_data, monkeypatch):
     monkeypatch.setattr(torch.optim, "Adam", lambda *a, **k: made.append(k) or real_adam(*a, **k))
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, max_norm, *a, **k: clipped.append(max_norm))
     strat = build_strategy("mam", n_latents=4, latent_dim=8, n_heads=2)
-    small = {"d_model": 16, "n_layers": 1, "n_heads": 2, "d_hidden": 16, "decoder_dim": 16, "decoder_layers": 1, "decoder_heads": 2}
-    pretrain_backbone(schyena_data, backbone="scfoundation", strategy=strat, seed=0, steps=2, batch_size=4, params=small)
+    small = {
+        "d_model": 16,
+        "n_layers": 1,
+        "n_heads": 2,
+        "d_hidden": 16,
+        "decoder_dim": 16,
+        "decoder_layers": 1,
+        "decoder_heads": 2,
+    }
+    pretrain_backbone(
+        schyena_data, backbone="scfoundation", strategy=strat, seed=0, steps=2, batch_size=4, params=small
+    )
     assert made[-1]["amsgrad"] is True and made[-1]["weight_decay"] == 5e-4 and clipped == []
-    pretrain_backbone(schyena_data, backbone="scfoundation", strategy=strat, seed=0, steps=2, batch_size=4, params=small, grad_clip=1.0, amsgrad=False)
+    pretrain_backbone(
+        schyena_data,
+        backbone="scfoundation",
+        strategy=strat,
+        seed=0,
+        steps=2,
+        batch_size=4,
+        params=small,
+        grad_clip=1.0,
+        amsgrad=False,
+    )
     assert made[-1]["amsgrad"] is False and clipped == [1.0, 1.0]
 
 
@@ -608,7 +697,15 @@ def test_loop_passes_what_masked_positions_show():
     model, data = _cells("scfoundation")
     seen, real = [], model.predict
     model.predict = lambda b, mask, offset=None, shown=None: seen.append((mask, shown)) or real(b, mask, offset, shown)
-    train_masked(model, data, strategy=build_strategy("random", ratio=0.5), steps=2, batch_size=5, lr=1e-3, generator=torch.Generator().manual_seed(0))
+    train_masked(
+        model,
+        data,
+        strategy=build_strategy("random", ratio=0.5),
+        steps=2,
+        batch_size=5,
+        lr=1e-3,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert len(seen) == 2 and all(s is not None and s.token.any() and (m & ~s.token).any() for m, s in seen)
 
 
@@ -638,5 +735,7 @@ def test_binned_input_shows_advanced_masking(backbone):
     mask_id = model.read.mask_id(model.backbone.cfg)
     assert (got[token] == mask_id).all()
     revealed = mask & ~token
-    assert revealed.sum() > 2 and torch.equal(got[revealed], torch.round(shown_values[revealed] * 10).long().to(got.dtype))
+    assert revealed.sum() > 2 and torch.equal(
+        got[revealed], torch.round(shown_values[revealed] * 10).long().to(got.dtype)
+    )
     assert torch.equal(got[~mask], ids[~mask])

@@ -44,9 +44,18 @@ def cells_from(gene_ids: list[list[int]], value_ids: list[list[int]] | None = No
 @pytest.fixture(scope="module")
 def bert_folder(tmp_path_factory):
     torch.manual_seed(0)
-    cfg = transformers.BertConfig(vocab_size=12, hidden_size=E, num_hidden_layers=LAYERS, num_attention_heads=HEADS, intermediate_size=HID,
-                                  hidden_act="relu", max_position_embeddings=32, hidden_dropout_prob=0.02, attention_probs_dropout_prob=0.02,
-                                  pad_token_id=0)
+    cfg = transformers.BertConfig(
+        vocab_size=12,
+        hidden_size=E,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        intermediate_size=HID,
+        hidden_act="relu",
+        max_position_embeddings=32,
+        hidden_dropout_prob=0.02,
+        attention_probs_dropout_prob=0.02,
+        pad_token_id=0,
+    )
     bert = transformers.BertModel(cfg).eval()
     with torch.no_grad():  # non-trivial LayerNorms and biases, so that a mis-mapped tensor shows
         for name, p in bert.named_parameters():
@@ -62,7 +71,12 @@ def test_geneformer_checkpoint_loads_with_any_kernel(bert_folder, attention):
     folder, _ = bert_folder
     model, report = load_geneformer_checkpoint(folder, n_classes=3, attention=attention)
     assert report.unexpected == [] and report.missing == ["classifier.bias", "classifier.weight"]
-    assert model.cfg.n_genes == 10 and model.cfg.activation == "relu" and model.cfg.eps == 1e-12 and model.cfg.attention == attention
+    assert (
+        model.cfg.n_genes == 10
+        and model.cfg.activation == "relu"
+        and model.cfg.eps == 1e-12
+        and model.cfg.attention == attention
+    )
 
 
 def test_geneformer_checkpoint_reproduces_bert_hidden_states(bert_folder):
@@ -82,14 +96,18 @@ def test_geneformer_token_dictionary_reindexes_embeddings(bert_folder, tmp_path)
     folder, bert = bert_folder
     vocab = {"<pad>": 0, "<mask>": 1, **{f"ENSG{i}": i for i in range(2, 12)}}  # Geneformer V1: no <cls>
     (tmp_path / "tokens.json").write_text(json.dumps(vocab))
-    model, report = load_geneformer_checkpoint(folder, n_classes=2, gene_names=["ENSG7", "ENSG3", "NOVEL"], token_dictionary=tmp_path / "tokens.json")
+    model, report = load_geneformer_checkpoint(
+        folder, n_classes=2, gene_names=["ENSG7", "ENSG3", "NOVEL"], token_dictionary=tmp_path / "tokens.json"
+    )
     word = bert.embeddings.word_embeddings.weight
     torch.testing.assert_close(model.token_emb.weight[N_SPECIAL + 0], word[7])
     torch.testing.assert_close(model.token_emb.weight[N_SPECIAL + 1], word[3])
     torch.testing.assert_close(model.token_emb.weight[PAD_ID], word[0])
     assert report.genes_missing == ["NOVEL"] and any("<cls>" in n for n in report.notes)
     with pytest.raises(InputError, match="pickle"):
-        load_geneformer_checkpoint(folder, n_classes=2, gene_names=["A"], token_dictionary=tmp_path / "token_dictionary.pkl")
+        load_geneformer_checkpoint(
+            folder, n_classes=2, gene_names=["A"], token_dictionary=tmp_path / "token_dictionary.pkl"
+        )
     with pytest.raises(InputError, match="together"):
         load_geneformer_checkpoint(folder, n_classes=2, gene_names=["A"])
 
@@ -101,7 +119,9 @@ def test_geneformer_v1_vocabulary_prepends_cls_as_genohoptions_adaptor(bert_fold
     folder, bert = bert_folder
     vocab = {"<pad>": 0, "<mask>": 1, **{f"ENSG{i}": i for i in range(2, 12)}}  # gene g -> id g + 2, as ours
     (tmp_path / "tokens.json").write_text(json.dumps(vocab))
-    model, report = load_geneformer_checkpoint(folder, n_classes=3, gene_names=[f"ENSG{i}" for i in range(2, 12)], token_dictionary=tmp_path / "tokens.json")
+    model, report = load_geneformer_checkpoint(
+        folder, n_classes=3, gene_names=[f"ENSG{i}" for i in range(2, 12)], token_dictionary=tmp_path / "tokens.json"
+    )
     assert model.cfg.cls_token == "prepended" and any("cls_token" in n for n in report.notes)
     cells = cells_from([[CLS_ID, 5, 3, 9, 2, 11], [CLS_ID, 4, 7, 2], [CLS_ID, 10]])
     model.eval()
@@ -141,9 +161,17 @@ def official_scgpt_state(*, flash: bool = True, n_cls: int = N_CLS) -> dict[str,
         return 0.3 * torch.randn(*shape, generator=g)
 
     ntoken = N_GENES + 3  # genes + <pad>, <cls>, <eoc>
-    s = {"encoder.embedding.weight": t(ntoken, E), "encoder.enc_norm.weight": 1 + t(E), "encoder.enc_norm.bias": t(E),
-         "value_encoder.linear1.weight": t(E, 1), "value_encoder.linear1.bias": t(E), "value_encoder.linear2.weight": t(E, E),
-         "value_encoder.linear2.bias": t(E), "value_encoder.norm.weight": 1 + t(E), "value_encoder.norm.bias": t(E)}
+    s = {
+        "encoder.embedding.weight": t(ntoken, E),
+        "encoder.enc_norm.weight": 1 + t(E),
+        "encoder.enc_norm.bias": t(E),
+        "value_encoder.linear1.weight": t(E, 1),
+        "value_encoder.linear1.bias": t(E),
+        "value_encoder.linear2.weight": t(E, E),
+        "value_encoder.linear2.bias": t(E),
+        "value_encoder.norm.weight": 1 + t(E),
+        "value_encoder.norm.bias": t(E),
+    }
     for i in range(LAYERS):
         p = f"transformer_encoder.layers.{i}."
         if flash:
@@ -167,8 +195,19 @@ def official_scgpt_state(*, flash: bool = True, n_cls: int = N_CLS) -> dict[str,
 def write_scgpt_folder(folder, state, *, vocab_order=None):
     genes = vocab_order or [f"G{i}" for i in range(N_GENES)]
     vocab = {g: i for i, g in enumerate(genes)} | {"<pad>": N_GENES, "<cls>": N_GENES + 1, "<eoc>": N_GENES + 2}
-    args = {"embsize": E, "nheads": HEADS, "d_hid": HID, "nlayers": LAYERS, "n_layers_cls": N_LAYERS_CLS, "dropout": 0.2,
-            "input_emb_style": "continuous", "n_bins": N_BINS, "pad_token": "<pad>", "pad_value": -2, "fast_transformer": True}
+    args = {
+        "embsize": E,
+        "nheads": HEADS,
+        "d_hid": HID,
+        "nlayers": LAYERS,
+        "n_layers_cls": N_LAYERS_CLS,
+        "dropout": 0.2,
+        "input_emb_style": "continuous",
+        "n_bins": N_BINS,
+        "pad_token": "<pad>",
+        "pad_value": -2,
+        "fast_transformer": True,
+    }
     folder.mkdir(exist_ok=True)
     (folder / "args.json").write_text(json.dumps(args))
     (folder / "vocab.json").write_text(json.dumps(vocab))
@@ -176,19 +215,27 @@ def write_scgpt_folder(folder, state, *, vocab_order=None):
     return vocab
 
 
-def reference_scgpt(state, vocab, gene_ids_vocab: torch.Tensor, values: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+def reference_scgpt(
+    state, vocab, gene_ids_vocab: torch.Tensor, values: torch.Tensor, padding: torch.Tensor
+) -> torch.Tensor:
     """scGPT's forward on its non-flash path: GeneEncoder + ContinuousValueEncoder, then
     ``nn.TransformerEncoder(nn.TransformerEncoderLayer(d, h, d_hid, batch_first=True))`` (post-norm, ReLU)."""
     emb = nn.functional.embedding(gene_ids_vocab, state["encoder.embedding.weight"])
     x = nn.functional.layer_norm(emb, (E,), state["encoder.enc_norm.weight"], state["encoder.enc_norm.bias"])
     v = values.float().unsqueeze(-1)
-    v = nn.functional.linear(torch.relu(nn.functional.linear(v, state["value_encoder.linear1.weight"], state["value_encoder.linear1.bias"])),
-                             state["value_encoder.linear2.weight"], state["value_encoder.linear2.bias"])
+    v = nn.functional.linear(
+        torch.relu(nn.functional.linear(v, state["value_encoder.linear1.weight"], state["value_encoder.linear1.bias"])),
+        state["value_encoder.linear2.weight"],
+        state["value_encoder.linear2.bias"],
+    )
     x = x + nn.functional.layer_norm(v, (E,), state["value_encoder.norm.weight"], state["value_encoder.norm.bias"])
     layer = nn.TransformerEncoderLayer(E, HEADS, HID, dropout=0.0, batch_first=True)
     enc = nn.TransformerEncoder(layer, LAYERS, enable_nested_tensor=False).eval()
-    renamed = {k.removeprefix("transformer_encoder.").replace("self_attn.Wqkv.", "self_attn.in_proj_"): v
-               for k, v in state.items() if k.startswith("transformer_encoder.")}
+    renamed = {
+        k.removeprefix("transformer_encoder.").replace("self_attn.Wqkv.", "self_attn.in_proj_"): v
+        for k, v in state.items()
+        if k.startswith("transformer_encoder.")
+    }
     enc.load_state_dict(renamed)
     with torch.no_grad():
         return enc(x, src_key_padding_mask=padding)
@@ -218,8 +265,16 @@ def test_scgpt_state_dict_loads_with_no_missing_or_unexpected_keys(tmp_path):
         logits = model(cells)
     real = ~cells.padding
     assert (ours[real] - ref[real]).abs().max() < 1e-5
-    head = nn.Sequential(nn.Linear(E, E), nn.ReLU(), nn.LayerNorm(E), nn.Linear(E, E), nn.ReLU(), nn.LayerNorm(E), nn.Linear(E, N_CLS))
-    head.load_state_dict({k.removeprefix("cls_decoder._decoder.").replace("cls_decoder.out_layer", "6"): v for k, v in state.items() if k.startswith("cls_decoder.")})
+    head = nn.Sequential(
+        nn.Linear(E, E), nn.ReLU(), nn.LayerNorm(E), nn.Linear(E, E), nn.ReLU(), nn.LayerNorm(E), nn.Linear(E, N_CLS)
+    )
+    head.load_state_dict(
+        {
+            k.removeprefix("cls_decoder._decoder.").replace("cls_decoder.out_layer", "6"): v
+            for k, v in state.items()
+            if k.startswith("cls_decoder.")
+        }
+    )
     torch.testing.assert_close(logits, head(ref[:, 0]), atol=1e-5, rtol=1e-5)
 
 
@@ -232,8 +287,10 @@ def test_scgpt_checkpoint_loads_with_another_kernel(tmp_path, attention):
 
 
 def test_scgpt_loader_reports_head_mismatch_genes_and_junk(tmp_path):
-    state = official_scgpt_state(n_cls=5) | {"transformer_encoder.layers.0.self_attn.cross_attn.in_proj_weight": torch.zeros(3 * E, E),
-                                             "mystery.weight": torch.zeros(2)}
+    state = official_scgpt_state(n_cls=5) | {
+        "transformer_encoder.layers.0.self_attn.cross_attn.in_proj_weight": torch.zeros(3 * E, E),
+        "mystery.weight": torch.zeros(2),
+    }
     write_scgpt_folder(tmp_path / "m", state)
     model, report = load_scgpt_checkpoint(tmp_path / "m", n_classes=N_CLS, gene_names=["G3", "G1", "NEW"])
     assert report.unexpected == ["mystery.weight"]
@@ -244,8 +301,14 @@ def test_scgpt_loader_reports_head_mismatch_genes_and_junk(tmp_path):
 
 
 def test_scgpt_key_names():
-    assert scgpt_key("transformer_encoder.layers.3.self_attn._impl.Wqkv.weight") == "transformer_encoder.layers.3.self_attn.qkv.weight"
-    assert scgpt_key("transformer_encoder.layers.0.self_attn.out_proj.bias") == "transformer_encoder.layers.0.self_attn.out.bias"
+    assert (
+        scgpt_key("transformer_encoder.layers.3.self_attn._impl.Wqkv.weight")
+        == "transformer_encoder.layers.3.self_attn.qkv.weight"
+    )
+    assert (
+        scgpt_key("transformer_encoder.layers.0.self_attn.out_proj.bias")
+        == "transformer_encoder.layers.0.self_attn.out.bias"
+    )
     assert scgpt_key("decoder.fc.0.weight") is None
 
 
@@ -267,10 +330,22 @@ def test_scgpt_loader_errors(tmp_path):
 
 SCF_FIXTURE = __import__("pathlib").Path(__file__).parent / "fixtures" / "scfoundation" / "official_state_dict.tsv"
 # the miniature config the fixture was taken at (its header), in models.ckpt's layout
-SCF_CONFIG = {"model": "mae_autobin", "model_config": {"mae_autobin": {
-    "encoder": {"hidden_dim": 16, "depth": 2, "heads": 2, "module_type": "transformer"},
-    "decoder": {"hidden_dim": 8, "depth": 2, "heads": 2, "dim_head": 4, "module_type": "performer"},
-    "seq_len": 12, "bin_num": 5, "bin_alpha": 1.0, "pad_token_id": 103, "mask_token_id": 102, "n_class": 104}}, "dataset_config": {"rnaseq": {}}}
+SCF_CONFIG = {
+    "model": "mae_autobin",
+    "model_config": {
+        "mae_autobin": {
+            "encoder": {"hidden_dim": 16, "depth": 2, "heads": 2, "module_type": "transformer"},
+            "decoder": {"hidden_dim": 8, "depth": 2, "heads": 2, "dim_head": 4, "module_type": "performer"},
+            "seq_len": 12,
+            "bin_num": 5,
+            "bin_alpha": 1.0,
+            "pad_token_id": 103,
+            "mask_token_id": 102,
+            "n_class": 104,
+        }
+    },
+    "dataset_config": {"rnaseq": {}},
+}
 
 
 def official_scfoundation_state() -> dict[str, torch.Tensor]:
@@ -318,7 +393,10 @@ def test_scfoundation_official_checkpoint_loads_with_no_missing_or_unexpected_ke
     for official, ours in pairs.items():
         assert torch.equal(own[ours], state["model." + official]), official
     # performer-pytorch's alias of the decoder holds the same loaded tensors
-    assert torch.equal(own["decoder.performer.proj_updater.instance.layers.1.0.fn.to_q.weight"], state["model.decoder.performer.net.layers.1.0.fn.to_q.weight"])
+    assert torch.equal(
+        own["decoder.performer.proj_updater.instance.layers.1.0.fn.to_q.weight"],
+        state["model.decoder.performer.net.layers.1.0.fn.to_q.weight"],
+    )
     with pytest.raises(InputError, match="'gene', 'cell' and 'rde'"):
         load_scfoundation_checkpoint(tmp_path / "models.ckpt", key="rde", n_classes=4)
 

@@ -14,16 +14,24 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import REPO
 
 from scfmbench import InputError
 from scfmbench.config import validate_config
-from scfmbench.profile import PointSpec, build_workload, check_mechanisms, mechanism_names, measure_point, measure_region, run_point, sweep
+from scfmbench.profile import (
+    PointSpec,
+    build_workload,
+    check_mechanisms,
+    measure_point,
+    measure_region,
+    mechanism_names,
+    run_point,
+    sweep,
+)
 from scfmbench.profile.analysis import fit_exponent, read_points, scaling_table, write_profile_report
 from scfmbench.profile.gat import GATLayer, gat_dense_reference, khop_edges
 from scfmbench.profile.measure import COLUMNS, write_rows
 from scfmbench.profile.mechanisms import Shape, random_cell_graphs
-
-from conftest import REPO
 
 MIB = 2**20
 # Linux keeps a process's resident-set counters approximately (per-CPU batches since 6.2, per-thread
@@ -112,8 +120,18 @@ def test_setup_failure_is_an_error_row():
 
 def _rows(mechanism, lengths, time_fn, mem_fn, status=None):
     status = status or {}
-    return [dict(mechanism=mechanism, **{"pass": "backward"}, L=L, batch=1, status=status.get(L, "ok"),
-                 time_median_s=time_fn(L) if L not in status else math.nan, peak_mem_mb=mem_fn(L) if L not in status else math.nan) for L in lengths]
+    return [
+        dict(
+            mechanism=mechanism,
+            **{"pass": "backward"},
+            L=L,
+            batch=1,
+            status=status.get(L, "ok"),
+            time_median_s=time_fn(L) if L not in status else math.nan,
+            peak_mem_mb=mem_fn(L) if L not in status else math.nan,
+        )
+        for L in lengths
+    ]
 
 
 def test_scaling_exponents_on_synthetic_points():
@@ -127,7 +145,9 @@ def test_scaling_exponents_on_synthetic_points():
     assert table.loc["quadratic", "time_exponent"] == pytest.approx(2.0, abs=1e-9)
     assert table.loc["quadratic", "memory_exponent"] == pytest.approx(2.0, abs=1e-9)
     assert table.loc["linear", "time_exponent"] == pytest.approx(1.0, abs=1e-9)
-    assert table.loc["linear", "time_points"] == 4 and table.loc["linear", "L_max"] == 4096  # the oom point is not fitted
+    assert (
+        table.loc["linear", "time_points"] == 4 and table.loc["linear", "L_max"] == 4096
+    )  # the oom point is not fitted
     assert table.loc["linear", "failed"] == "L=8192 oom"
     # L log2 L at L = 2^k, k = 9..13: slope = 1 + slope(ln k on k) / ln 2; by hand, with centred
     # k = -2..2: (-2 ln 9 - ln 10 + ln 12 + 2 ln 13) / 10 = 0.09177, so 1 + 0.09177 / 0.69315 = 1.1324
@@ -153,7 +173,9 @@ def test_khop_edges_equal_boolean_matrix_powers():
         got = torch.zeros(2, 24, 24, dtype=torch.bool)
         got[dst // 24, dst % 24, src % 24] = True
         assert torch.equal(got, reach > 0), hops
-        assert bool(((dst[1:] > dst[:-1]) | ((dst[1:] == dst[:-1]) & (src[1:] > src[:-1]))).all())  # sorted by (dst, src), unique
+        assert bool(
+            ((dst[1:] > dst[:-1]) | ((dst[1:] == dst[:-1]) & (src[1:] > src[:-1]))).all()
+        )  # sorted by (dst, src), unique
 
 
 def _khop_edges_sparse_product(pattern, hops):
@@ -177,7 +199,10 @@ def _khop_edges_sparse_product(pattern, hops):
     return torch.cat(srcs), torch.cat(dsts)
 
 
-@pytest.mark.parametrize(("L", "batch", "degree", "hops", "padded"), [(24, 2, 2, 3, False), (61, 3, 1, 4, True), (130, 1, 3, 6, False), (257, 2, 2, 2, True)])
+@pytest.mark.parametrize(
+    ("L", "batch", "degree", "hops", "padded"),
+    [(24, 2, 2, 3, False), (61, 3, 1, 4, True), (130, 1, 3, 6, False), (257, 2, 2, 2, True)],
+)
 def test_khop_edges_equal_the_sparse_product_form(L, batch, degree, hops, padded):
     """The bitset hops give exactly the edges (and order, dtype, layout) of the sparse x dense
     product, with and without the CLS shortcut, with padded slots and cells of unequal graphs."""
@@ -186,7 +211,12 @@ def test_khop_edges_equal_the_sparse_product_form(L, batch, degree, hops, padded
     pattern = random_cell_graphs(L, batch, degree, L, "cpu")
     if padded:  # drop a random third of each cell's edges and the CLS token's: slots become invalid, reach stays sparse
         gen = torch.Generator().manual_seed(L)
-        valid = pattern.valid & (torch.rand(pattern.valid.shape, generator=gen) > 0.33) & (pattern.src != 0) & (pattern.dst != 0)
+        valid = (
+            pattern.valid
+            & (torch.rand(pattern.valid.shape, generator=gen) > 0.33)
+            & (pattern.src != 0)
+            & (pattern.dst != 0)
+        )
         pattern = EdgePattern(pattern.src, pattern.dst, valid, L)
     src, dst = khop_edges(pattern, hops)
     ref_src, ref_dst = _khop_edges_sparse_product(pattern, hops)
@@ -269,28 +299,43 @@ def _hf_outputs(narrow: bool, name: str, L: int):
     torch.manual_seed(0)
     x = torch.randn(2, L, 16, requires_grad=True)
     if name == "longformer":
-        cls, = hf.load(hf.LONGFORMER, "LongformerSelfAttention", narrow=narrow)
+        (cls,) = hf.load(hf.LONGFORMER, "LongformerSelfAttention", narrow=narrow)
         if narrow:
             cfg = hf.longformer_config(16, 2, attention_window=64)
         else:
             from transformers import LongformerConfig
 
-            cfg = LongformerConfig(hidden_size=16, num_attention_heads=2, attention_window=[64], attention_probs_dropout_prob=0.0)
+            cfg = LongformerConfig(
+                hidden_size=16, num_attention_heads=2, attention_window=[64], attention_probs_dropout_prob=0.0
+            )
         module = cls(cfg, layer_id=0)
         mask = torch.zeros(2, L)
         mask[:, 0] = 10000.0
-        out = module(x, attention_mask=mask, is_index_masked=mask < 0, is_index_global_attn=mask > 0, is_global_attn=True)[0]
+        out = module(
+            x, attention_mask=mask, is_index_masked=mask < 0, is_index_global_attn=mask > 0, is_global_attn=True
+        )[0]
     else:
-        cls, masks = hf.load(hf.BIGBIRD, "BigBirdBlockSparseAttention", "BigBirdModel.create_masks_for_block_sparse_attn", narrow=narrow)
+        cls, masks = hf.load(
+            hf.BIGBIRD, "BigBirdBlockSparseAttention", "BigBirdModel.create_masks_for_block_sparse_attn", narrow=narrow
+        )
         if narrow:
             cfg = hf.bigbird_config(16, 2, block_size=64, num_random_blocks=3, max_position_embeddings=4096)
         else:
             from transformers import BigBirdConfig
 
-            cfg = BigBirdConfig(hidden_size=16, num_attention_heads=2, attention_type="block_sparse", block_size=64, num_random_blocks=3, max_position_embeddings=4096)
+            cfg = BigBirdConfig(
+                hidden_size=16,
+                num_attention_heads=2,
+                attention_type="block_sparse",
+                block_size=64,
+                num_random_blocks=3,
+                max_position_embeddings=4096,
+            )
         module = cls(cfg, seed=0)
         blocked, band, from_mask, to_mask = masks(torch.ones(2, L), 64)
-        out = module(x, band_mask=band, from_mask=from_mask, to_mask=to_mask, from_blocked_mask=blocked, to_blocked_mask=blocked)[0]
+        out = module(
+            x, band_mask=band, from_mask=from_mask, to_mask=to_mask, from_blocked_mask=blocked, to_blocked_mask=blocked
+        )[0]
     out.sum().backward()
     return [out.detach(), x.grad] + [p.grad for p in module.parameters()]
 
@@ -311,7 +356,7 @@ def test_narrow_load_falls_back_when_a_definition_reads_other_globals():
     assert hf._narrow(hf.LONGFORMER, ("LongformerModel",)) is None  # reads logger, PreTrainedModel, ...
     assert hf._narrow(hf.LONGFORMER, ("NoSuchClass",)) is None
     assert hf._narrow("transformers.models.no_such_model.modeling_no_such_model", ("X",)) is None
-    cls, = hf.load(hf.LONGFORMER, "LongformerModel")  # the ordinary import
+    (cls,) = hf.load(hf.LONGFORMER, "LongformerModel")  # the ordinary import
     assert cls.__name__ == "LongformerModel" and "transformers.modeling_utils" in sys.modules
 
 
@@ -336,11 +381,23 @@ print(json.dumps(dict(row=row, light=light, small=small, after_error=after_error
 
     got = json.loads(proc.stdout.splitlines()[-1])
     assert got["light"] == [], got["light"]
-    assert got["row"]["status"] == "ok" and 64 - RSS_SLACK_MB <= got["row"]["peak_mem_mb"] < 64 + 16, got["row"]  # 2^21 x 8 float32
+    assert got["row"]["status"] == "ok" and 64 - RSS_SLACK_MB <= got["row"]["peak_mem_mb"] < 64 + 16, got[
+        "row"
+    ]  # 2^21 x 8 float32
     table = read_points([tmp_path / "p.csv"])
-    assert len(table) == 1 and table.loc[0, "status"] == "ok" and table.loc[0, "time_median_s"] == pytest.approx(got["row"]["time_median_s"], rel=1e-12)
-    assert table.loc[0, "max_mem_gb"] == 2 and table.loc[0, "n_repeats"] == 2 and table.loc[0, "torch_version"] == torch.__version__
-    assert got["small"]["status"] == "error" and "needs L >= 704" in got["small"]["message"] and got["after_error"] == []
+    assert (
+        len(table) == 1
+        and table.loc[0, "status"] == "ok"
+        and table.loc[0, "time_median_s"] == pytest.approx(got["row"]["time_median_s"], rel=1e-12)
+    )
+    assert (
+        table.loc[0, "max_mem_gb"] == 2
+        and table.loc[0, "n_repeats"] == 2
+        and table.loc[0, "torch_version"] == torch.__version__
+    )
+    assert (
+        got["small"]["status"] == "error" and "needs L >= 704" in got["small"]["message"] and got["after_error"] == []
+    )
     assert [r["status"] for r in got["rows"]] == ["ok", "ok"], [r["message"] for r in got["rows"]]
     assert got["stack"] is False
 
@@ -349,8 +406,16 @@ def test_write_row_is_the_file_write_rows_writes(tmp_path):
     from scfmbench.profile.measure import base_row, write_row
 
     row = base_row(PointSpec("full", 512, 1, "forward"))
-    row.update(status="ok", time_median_s=0.0036919039998792, time_q25_s=1e-05, time_q75_s=200.0, peak_mem_mb=5.69140625, n_repeats=10,
-               device_name="AMD EPYC, 7B13", message='setup: x, "quoted"\ttab')
+    row.update(
+        status="ok",
+        time_median_s=0.0036919039998792,
+        time_q25_s=1e-05,
+        time_q75_s=200.0,
+        peak_mem_mb=5.69140625,
+        n_repeats=10,
+        device_name="AMD EPYC, 7B13",
+        message='setup: x, "quoted"\ttab',
+    )
     write_row(row, tmp_path / "a" / "one.csv")
     write_rows([row], tmp_path / "two.csv")
     assert (tmp_path / "a" / "one.csv").read_bytes() == (tmp_path / "two.csv").read_bytes()
@@ -365,15 +430,26 @@ def test_write_row_is_the_file_write_rows_writes(tmp_path):
 
 PAPER = {
     "mechanisms": ["full", "genohoption-p", "genohoption-h", "gat", "performer"],
-    "heads": 8, "dim": 256, "batches": [32], "dtype": "float16", "device": "cuda",
-    "lengths": [100, 500, 1000, 1500, 2000, 2500, 3000, 8192, 16384, 20000, 32768], "max_mem_gb": None,
+    "heads": 8,
+    "dim": 256,
+    "batches": [32],
+    "dtype": "float16",
+    "device": "cuda",
+    "lengths": [100, 500, 1000, 1500, 2000, 2500, 3000, 8192, 16384, 20000, 32768],
+    "max_mem_gb": None,
 }
 
 
 def test_paper_settings_are_expressible(schema_path):
     cfg = validate_config({"datasets": {"pbmc68k": {"source": "pbmc68k"}}, "profile": dict(PAPER)}, schema_path)
     assert cfg["profile"]["repeats"] == 10 and cfg["profile"]["passes"] == ["forward", "backward"]
-    spec = PointSpec.from_settings("gat", 3000, 32, "forward", {k: v for k, v in cfg["profile"].items() if k not in ("mechanisms", "lengths", "batches", "passes")})
+    spec = PointSpec.from_settings(
+        "gat",
+        3000,
+        32,
+        "forward",
+        {k: v for k, v in cfg["profile"].items() if k not in ("mechanisms", "lengths", "batches", "passes")},
+    )
     assert (spec.heads, spec.dim, spec.dtype, spec.device, spec.batch, spec.hops) == (8, 256, "float16", "cuda", 32, 6)
 
 
@@ -397,7 +473,11 @@ def test_cpu_configs_profile_the_papers_kernels_up_to_the_long_sequence_regime(n
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     cfg["profile"].update(yaml.safe_load((REPO / "config" / name).read_text()).get("profile", {}))
     grid = {"full", "genohoption-p", "genohoption-h", "longformer", "bigbird", "diffuser", "performer"}
-    wanted = grid if name == "config.yaml" else (set(KERNELS) - {"genohoption"}) | {"schyena", "gat", "hf-longformer", "hf-bigbird", "performer-pytorch"}
+    wanted = (
+        grid
+        if name == "config.yaml"
+        else (set(KERNELS) - {"genohoption"}) | {"schyena", "gat", "hf-longformer", "hf-bigbird", "performer-pytorch"}
+    )
     assert wanted <= set(cfg["profile"]["mechanisms"])
     lengths = cfg["profile"]["lengths"]  # a scaling curve up to the long-sequence regime: lengths over a factor >= 16
     assert len(lengths) >= 2 and max(lengths) >= 8192 and max(lengths) / min(lengths) >= 16
@@ -412,15 +492,37 @@ def test_report_files_from_point_csvs(tmp_path):
     for mech, scale in (("full", 1e-9), ("onehop", 1e-6)):
         for mode in ("forward", "backward"):
             for L in (256, 512, 1024):
-                rows.append({c: math.nan for c in COLUMNS} | dict(mechanism=mech, **{"pass": mode}, L=L, batch=1, heads=4, dim=32, dtype="float32",
-                            device="cpu", device_name="x", torch_version="2", cuda_version="", message="", status="ok",
-                            time_median_s=scale * L ** (2 if mech == "full" else 1), peak_mem_mb=0.01 * L))
+                rows.append(
+                    {c: math.nan for c in COLUMNS}
+                    | dict(
+                        mechanism=mech,
+                        **{"pass": mode},
+                        L=L,
+                        batch=1,
+                        heads=4,
+                        dim=32,
+                        dtype="float32",
+                        device="cpu",
+                        device_name="x",
+                        torch_version="2",
+                        cuda_version="",
+                        message="",
+                        status="ok",
+                        time_median_s=scale * L ** (2 if mech == "full" else 1),
+                        peak_mem_mb=0.01 * L,
+                    )
+                )
     rows[-1].update(status="oom", time_median_s=math.nan, peak_mem_mb=math.nan, message="setup: out of memory")
     paths = []
     for n, row in enumerate(rows):
         paths.append(tmp_path / f"p{n}.csv")
         write_rows([row], paths[-1])
-    out = {k: tmp_path / "report" / v for k, v in dict(csv="profile.csv", scaling_csv="s.csv", scaling_md="s.md", time_png="t.png", memory_png="m.png").items()}
+    out = {
+        k: tmp_path / "report" / v
+        for k, v in dict(
+            csv="profile.csv", scaling_csv="s.csv", scaling_md="s.md", time_png="t.png", memory_png="m.png"
+        ).items()
+    }
     scaling = write_profile_report(reversed(paths), **out)
     table = read_points([out["csv"]])
     assert list(table.columns) == list(COLUMNS) and len(table) == 12
@@ -439,14 +541,33 @@ def test_tiny_profile_workflow_writes_the_report(tmp_path):
     for item in ("Snakefile", "workflow", "config", "profiles", "envs"):
         src = REPO / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / item)
-    tiny = {"profile": {"mechanisms": ["full", "gat"], "lengths": [32, 64], "passes": ["backward"], "heads": 2, "dim": 8, "degree": 4, "hops": 2, "repeats": 2, "timeout_s": 120, "max_mem_gb": 2}}
+    tiny = {
+        "profile": {
+            "mechanisms": ["full", "gat"],
+            "lengths": [32, 64],
+            "passes": ["backward"],
+            "heads": 2,
+            "dim": 8,
+            "degree": 4,
+            "hops": 2,
+            "repeats": 2,
+            "timeout_s": 120,
+            "max_mem_gb": 2,
+        }
+    }
     (tmp_path / "config" / "tiny.yaml").write_text(yaml.safe_dump(tiny))
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "profile_report", "--configfile", "config/tiny.yaml"], cwd=tmp_path,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "2", "profile_report", "--configfile", "config/tiny.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = tmp_path / "results" / "report"
     points = pd.read_csv(report / "profile.csv")
-    assert len(points) == 2 * 2 and set(points["status"]) == {"ok"}, points[["mechanism", "pass", "L", "status", "message"]]
+    assert len(points) == 2 * 2 and set(points["status"]) == {"ok"}, points[
+        ["mechanism", "pass", "L", "status", "message"]
+    ]
     assert (points["n_repeats"] == 2).all() and (points["threads"] == 1).all()
     assert (tmp_path / "results" / "profile" / "gat" / "L64_B1_backward.csv").exists()
     scaling = pd.read_csv(report / "profile_scaling.csv")

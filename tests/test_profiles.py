@@ -22,23 +22,56 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import REPO
 from test_workflow import copy_workflow
 
 PROFILES = sorted(p.parent.name for p in (REPO / "profiles").glob("*/config.yaml"))
 # Rules whose code moves to CUDA when it is present: each profile with a GPU must give them one, or
 # they would share it unscheduled (the default config runs every one of them).
-GPU_RULES = ("annotate_transformer", "profile_point", "pretrain", "annotate_schyena", "detect_doublets_schyena", "impute_schyena", "impute_dca", "schyena_umap", "perturb_predict", "annotate_pretrained")
+GPU_RULES = (
+    "annotate_transformer",
+    "profile_point",
+    "pretrain",
+    "annotate_schyena",
+    "detect_doublets_schyena",
+    "impute_schyena",
+    "impute_dca",
+    "schyena_umap",
+    "perturb_predict",
+    "annotate_pretrained",
+)
 # Core Snakemake resources (threads, tmpdir, disk, memory) that every executor understands.
 CORE_RESOURCES = {"mem_mb", "mem", "disk_mb", "disk", "runtime", "tmpdir", "gpu"}
 PLUGIN = {
     "slurm": {
         "options": set(),
-        "resources": {"slurm_partition", "slurm_account", "runtime", "mem_mb", "mem", "mem_mb_per_cpu", "cpus_per_task", "tasks", "nodes", "constraint", "clusters", "qos", "gpu", "gpu_model", "gres", "slurm_extra"},
+        "resources": {
+            "slurm_partition",
+            "slurm_account",
+            "runtime",
+            "mem_mb",
+            "mem",
+            "mem_mb_per_cpu",
+            "cpus_per_task",
+            "tasks",
+            "nodes",
+            "constraint",
+            "clusters",
+            "qos",
+            "gpu",
+            "gpu_model",
+            "gres",
+            "slurm_extra",
+        },
     },
     "kubernetes": {
-        "options": {"kubernetes-namespace", "kubernetes-cpu-scalar", "kubernetes-service-account-name", "kubernetes-privileged", "kubernetes-persistent-volumes"},
+        "options": {
+            "kubernetes-namespace",
+            "kubernetes-cpu-scalar",
+            "kubernetes-service-account-name",
+            "kubernetes-privileged",
+            "kubernetes-persistent-volumes",
+        },
         "resources": {"mem_mb", "disk_mb", "gpu", "gpu_manufacturer", "machine_type", "scale"},
     },
 }
@@ -53,7 +86,11 @@ def load(name: str) -> dict:
 
 def core_only(spec: dict) -> dict:
     """The profile without its executor and plugin-only options (what Snakemake alone can parse)."""
-    return {k: v for k, v in spec.items() if k != "executor" and k not in STORAGE_OPTIONS and not re.match(r"(slurm|kubernetes)-", k)}
+    return {
+        k: v
+        for k, v in spec.items()
+        if k != "executor" and k not in STORAGE_OPTIONS and not re.match(r"(slurm|kubernetes)-", k)
+    }
 
 
 def test_expected_profiles_exist():
@@ -87,7 +124,12 @@ def test_local_gpu_profile_offers_one_gpu():
 def test_profile_dry_runs_the_workflow(name, tmp_path):
     """Each profile as it is: the executor and storage plugins are installed (extra 'cluster')."""
     wd = copy_workflow(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--workflow-profile", f"profiles/{name}", "-n"], cwd=wd, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--workflow-profile", f"profiles/{name}", "-n"],
+        cwd=wd,
+        capture_output=True,
+        text=True,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     # Every GPU rule's job gets the GPU the profile gives it (the default profile gives none).
@@ -106,10 +148,14 @@ def test_retries_escalate_the_profiles_resources(tmp_path):
     (tmp_path / "Snakefile").write_text(
         "rule flaky:\n"
         "    output: 'done.txt'\n"
-        "    shell: \"echo {resources.mem_mb} {resources.runtime} >> attempts.txt; [ $(wc -l < attempts.txt) -ge 3 ] && touch {output}\"\n"
+        '    shell: "echo {resources.mem_mb} {resources.runtime} >> attempts.txt; [ $(wc -l < attempts.txt) -ge 3 ] && touch {output}"\n'
     )
     (tmp_path / "p").mkdir()
-    (tmp_path / "p" / "config.yaml").write_text(yaml.safe_dump({"retries": spec["retries"], "default-resources": spec["default-resources"], "cores": 1}))
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--workflow-profile", "p"], cwd=tmp_path, capture_output=True, text=True)
+    (tmp_path / "p" / "config.yaml").write_text(
+        yaml.safe_dump({"retries": spec["retries"], "default-resources": spec["default-resources"], "cores": 1})
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--workflow-profile", "p"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "attempts.txt").read_text().split("\n")[:3] == ["4000 60", "8000 120", "12000 180"]

@@ -27,21 +27,26 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def _frame(values: dict[tuple[str, str, str], list[float]], task: str = "annotation") -> pd.DataFrame:
     """Records from {(dataset, method, metric): [value per seed]}."""
-    rows = [dict(task=task, dataset=d, method=m, seed=s, metric=k, value=v, runtime_s=1.0, peak_mem_mb=10.0)
-            for (d, m, k), vals in values.items() for s, v in enumerate(vals)]
+    rows = [
+        dict(task=task, dataset=d, method=m, seed=s, metric=k, value=v, runtime_s=1.0, peak_mem_mb=10.0)
+        for (d, m, k), vals in values.items()
+        for s, v in enumerate(vals)
+    ]
     return pd.DataFrame(rows, columns=METRIC_COLUMNS)
 
 
 @pytest.fixture
 def annotation() -> pd.DataFrame:
-    return _frame({
-        ("pbmc", "majority", "accuracy"): [0.5, 0.7, 0.6],
-        ("pbmc", "logreg", "accuracy"): [0.9, 0.8, 1.0],
-        ("pbmc", "schyena", "accuracy"): [0.9, 0.9, 0.9],   # ties logreg's mean
-        ("pbmc", "majority", "mse"): [0.1, 0.3, 0.2],        # a lower-is-better metric
-        ("pbmc", "logreg", "mse"): [0.4, 0.5, 0.6],
-        ("pbmc", "schyena", "mse"): [np.nan, np.nan, np.nan],  # undefined: never best
-    })
+    return _frame(
+        {
+            ("pbmc", "majority", "accuracy"): [0.5, 0.7, 0.6],
+            ("pbmc", "logreg", "accuracy"): [0.9, 0.8, 1.0],
+            ("pbmc", "schyena", "accuracy"): [0.9, 0.9, 0.9],  # ties logreg's mean
+            ("pbmc", "majority", "mse"): [0.1, 0.3, 0.2],  # a lower-is-better metric
+            ("pbmc", "logreg", "mse"): [0.4, 0.5, 0.6],
+            ("pbmc", "schyena", "mse"): [np.nan, np.nan, np.nan],  # undefined: never best
+        }
+    )
 
 
 def _cell(table, method, dataset, metric, stat):
@@ -71,9 +76,15 @@ def test_best_respects_direction_ties_and_nan(annotation):
 
 
 def test_oracle_not_ranked_and_register_metric():
-    df = _frame({("syn", "perfect", "mse"): [0.0, 0.0], ("syn", "magic", "mse"): [0.3, 0.5],
-                 ("syn", "magic", "my_loss"): [2.0, 2.0], ("syn", "perfect", "my_loss"): [1.0, 1.0]},
-                task="imputation")
+    df = _frame(
+        {
+            ("syn", "perfect", "mse"): [0.0, 0.0],
+            ("syn", "magic", "mse"): [0.3, 0.5],
+            ("syn", "magic", "my_loss"): [2.0, 2.0],
+            ("syn", "perfect", "my_loss"): [1.0, 1.0],
+        },
+        task="imputation",
+    )
     t = summary_table(df, "imputation")
     assert t[("syn", "mse", "best")].to_dict() == {"magic": True, "perfect": False}
     assert bool(summary_table(df, "imputation", unranked=())[("syn", "mse", "best")]["perfect"])
@@ -94,15 +105,16 @@ def test_markdown_bold_best_and_formatting(annotation):
     md = to_markdown(summary_table(annotation, "annotation"))
     lines = md.splitlines()
     assert lines[0] == "| method | pbmc / accuracy | pbmc / mse |"
-    assert "| logreg | **0.900 ± 0.100** | 0.5000 ± 0.1000 |" in lines   # unit scale: 3 decimals
+    assert "| logreg | **0.900 ± 0.100** | 0.5000 ± 0.1000 |" in lines  # unit scale: 3 decimals
     assert "| majority | 0.600 ± 0.100 | **0.2000 ± 0.1000** |" in lines  # mse: 4 significant digits
     assert "| schyena | **0.900 ± 0.000** | n/a |" in lines
     assert to_markdown(summary_table(annotation, "imputation")) == "_no results configured_\n"
 
 
 def test_markdown_not_run_and_fewer_seeds():
-    df = _frame({("a", "m1", "accuracy"): [0.5, 0.7], ("a", "m2", "accuracy"): [0.8],
-                 ("b", "m1", "accuracy"): [0.1, 0.2]})
+    df = _frame(
+        {("a", "m1", "accuracy"): [0.5, 0.7], ("a", "m2", "accuracy"): [0.8], ("b", "m1", "accuracy"): [0.1, 0.2]}
+    )
     md = to_markdown(summary_table(df, "annotation"))
     assert "| m2 | **0.800 (n=1)** | – |" in md  # one seed: no std; dataset b not run
 

@@ -8,7 +8,13 @@ from scfmbench.results import METRIC_COLUMNS
 
 
 def records(rows):
-    return pd.DataFrame([dict(zip(["task", "dataset", "method", "seed", "metric", "value"], r), runtime_s=1.0, peak_mem_mb=1.0) for r in rows], columns=METRIC_COLUMNS)
+    return pd.DataFrame(
+        [
+            dict(zip(["task", "dataset", "method", "seed", "metric", "value"], r), runtime_s=1.0, peak_mem_mb=1.0)
+            for r in rows
+        ],
+        columns=METRIC_COLUMNS,
+    )
 
 
 def test_reported_numbers_are_shipped_and_mapped():
@@ -21,14 +27,16 @@ def test_reported_numbers_are_shipped_and_mapped():
 
 
 def test_paper_table_percent_ranks_and_difference():
-    m = records([
-        ("annotation", "myeloid", "scbert-performer", 0, "accuracy", 0.60),
-        ("annotation", "myeloid", "scbert-performer", 1, "accuracy", 0.62),
-        ("annotation", "myeloid", "scgpt-full", 0, "accuracy", 0.70),
-        ("annotation", "myeloid", "scgpt-full", 1, "accuracy", 0.70),
-        ("annotation", "myeloid", "logreg", 0, "accuracy", 0.65),
-        ("annotation", "myeloid", "logreg", 1, "accuracy", 0.65),
-    ])
+    m = records(
+        [
+            ("annotation", "myeloid", "scbert-performer", 0, "accuracy", 0.60),
+            ("annotation", "myeloid", "scbert-performer", 1, "accuracy", 0.62),
+            ("annotation", "myeloid", "scgpt-full", 0, "accuracy", 0.70),
+            ("annotation", "myeloid", "scgpt-full", 1, "accuracy", 0.70),
+            ("annotation", "myeloid", "logreg", 0, "accuracy", 0.65),
+            ("annotation", "myeloid", "logreg", 1, "accuracy", 0.65),
+        ]
+    )
     t = paper_table(m, load_reported(), metric_names=("accuracy",))
     sb = t[t.method == "scbert-performer"].iloc[0]
     assert sb["mean"] == pytest.approx(61.0) and sb["std"] == pytest.approx(np.std([60, 62], ddof=1))
@@ -41,17 +49,31 @@ def test_paper_table_percent_ranks_and_difference():
 
 
 def test_quality_checks_flag_each_problem():
-    m = records([
-        ("annotation", "d", "majority", 0, "macro_f1", 0.3),
-        ("annotation", "d", "bad", 0, "macro_f1", 0.1),
-        ("annotation", "d", "good", 0, "macro_f1", 0.9),
-        ("imputation", "d", "none", 0, "mse", 2.0),
-        ("imputation", "d", "none", 0, "pearson", np.nan),  # undefined for the constant control: nothing compared, no problem
-        ("imputation", "d", "worse", 0, "mse", 3.0),
-        ("imputation", "d", "magic", 0, "pearson", 1.5),
-    ])
+    m = records(
+        [
+            ("annotation", "d", "majority", 0, "macro_f1", 0.3),
+            ("annotation", "d", "bad", 0, "macro_f1", 0.1),
+            ("annotation", "d", "good", 0, "macro_f1", 0.9),
+            ("imputation", "d", "none", 0, "mse", 2.0),
+            (
+                "imputation",
+                "d",
+                "none",
+                0,
+                "pearson",
+                np.nan,
+            ),  # undefined for the constant control: nothing compared, no problem
+            ("imputation", "d", "worse", 0, "mse", 3.0),
+            ("imputation", "d", "magic", 0, "pearson", 1.5),
+        ]
+    )
     checks = quality_checks(m, expected=[("annotation", "d", "good", 0), ("annotation", "d", "missing", 0)])
     got = set(zip(checks["check"], checks["method"]))
-    assert got == {("below control", "bad"), ("below control", "worse"), ("out of range", "magic"), ("no result", "missing")}
+    assert got == {
+        ("below control", "bad"),
+        ("below control", "worse"),
+        ("out of range", "magic"),
+        ("no result", "missing"),
+    }
     assert "4 problem(s)" in quality_markdown(checks)
     assert quality_checks(m.iloc[[0, 2]], expected=[]).empty

@@ -49,7 +49,10 @@ def _fake_report(png: bytes) -> str:
     """The parts of a Snakemake report the tool relies on: the results and categories scripts (after a
     bundled library's own 'var results', as in the real file) and a global ``app`` with ``setView``."""
     results = {
-        "results/fig.png": {"mime_type": "image/png", "data_uri": "data:image/png;base64," + base64.b64encode(png).decode()},
+        "results/fig.png": {
+            "mime_type": "image/png",
+            "data_uri": "data:image/png;base64," + base64.b64encode(png).decode(),
+        },
         "results/table.csv": {"mime_type": "text/csv", "data_uri": "data:text/csv;base64,YSxiCjEsMgo="},
     }
     categories = {"Figures": {"Other": ["results/fig.png"]}, "Data": {"Other": ["results/table.csv"]}}
@@ -79,7 +82,9 @@ def test_report_results_and_view_page():
     text = _fake_report(_red_png())
     results = report_results(text)
     assert [(r.path, r.category, r.viewable) for r in results] == [
-        ("results/fig.png", "Figures", True), ("results/table.csv", "Data", False)]
+        ("results/fig.png", "Figures", True),
+        ("results/table.csv", "Data", False),
+    ]
     assert results[0].payload()[:8] == b"\x89PNG\r\n\x1a\n"
     page = view_page(text)
     assert page.index("scfmbench-screenshot") < page.rindex("</body>")
@@ -89,7 +94,9 @@ def test_report_results_and_view_page():
 
 
 def test_window_fits_the_figure():
-    res = Result("f.png", "C", "Other", "image/png", "data:image/png;base64," + base64.b64encode(_red_png(12, 9)).decode())
+    res = Result(
+        "f.png", "C", "Other", "image/png", "data:image/png;base64," + base64.b64encode(_red_png(12, 9)).decode()
+    )
     w, h = window_size(res)  # 1200 x 900 pixels: the content half of the window is wide enough
     assert w >= 2 * 1200 and h >= 900
 
@@ -126,7 +133,8 @@ def test_screenshot_opens_each_figure(tmp_path):
 @needs_chromium
 def test_screenshot_of_a_real_snakemake_report(tmp_path):
     """A one-rule workflow whose figure and HTML table carry captions; the PNGs show both."""
-    (tmp_path / "Snakefile").write_text(textwrap.dedent('''
+    (tmp_path / "Snakefile").write_text(
+        textwrap.dedent("""
         rule all:
             input: "fig.png", "table.html"
 
@@ -139,9 +147,18 @@ def test_screenshot_of_a_real_snakemake_report(tmp_path):
                 open(output.png, "wb").write(base64.b64decode(config["png"]))
                 open(output.html, "w").write("<html><body><table border=1><tr><th>method</th></tr>"
                                              "<tr><td style='background:#f00;width:300px;height:200px'>x</td></tr></table></body></html>")
-        '''))
+        """)
+    )
     (tmp_path / "caption.rst").write_text("A solid red figure, with a caption.\n")
-    snakemake = [sys.executable, "-m", "snakemake", "--cores", "1", "--config", f"png={base64.b64encode(_red_png()).decode()}"]
+    snakemake = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--cores",
+        "1",
+        "--config",
+        f"png={base64.b64encode(_red_png()).decode()}",
+    ]
     for extra in ([], ["--report", "report.html"]):
         proc = subprocess.run(snakemake + extra, cwd=tmp_path, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr[-3000:]

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from test_report import PNG_MAGIC, _frame
 
 from scfmbench.report import report_paths, study_paths, write_report, write_studies
 from scfmbench.report.extras import write_extras
@@ -29,31 +30,32 @@ from scfmbench.report.studies import (
 )
 from scfmbench.results import write_metrics
 
-from test_report import PNG_MAGIC, _frame
 
 @pytest.fixture
 def metrics() -> pd.DataFrame:
-    annotation = _frame({
-        # main grid
-        ("pancreas", "majority", "accuracy"): [0.30, 0.30, 0.30],
-        ("pancreas", "logreg", "accuracy"): [0.90, 0.80, 1.00],
-        ("pancreas", "logreg", "macro_f1"): [0.70, 0.80, 0.90],
-        ("pancreas", "scgpt-genohoption-p", "accuracy"): [0.85, 0.87, 0.89],
-        ("pancreas", "scgpt-genohoption-p", "macro_f1"): [0.60, 0.70, 0.80],
-        ("pancreas", "geneformer-genohoption-h", "macro_f1"): [0.50, 0.50, 0.50],
-        # few-shot: logreg on two fractions (0.5 with one NaN seed), majority at 0.25 only
-        ("pancreas-fs0.25", "logreg", "accuracy"): [0.50, 0.60, 0.70],
-        ("pancreas-fs0.25", "logreg", "macro_f1"): [0.20, 0.40, 0.60],
-        ("pancreas-fs0.5", "logreg", "accuracy"): [0.70, np.nan, 0.80],
-        ("pancreas-fs0.25", "majority", "accuracy"): [0.30, 0.30, 0.30],
-        # sensitivity: alpha on scgpt (no run at the default 0.25), k on scgpt with a run at k=6
-        ("pancreas", "scgpt-genohoption-p.alpha0.1", "macro_f1"): [0.40, 0.50, 0.60],
-        ("pancreas", "scgpt-genohoption-p.alpha0.4", "macro_f1"): [0.55, 0.65, 0.75],
-        ("pancreas", "scgpt-genohoption-p.k2", "macro_f1"): [0.30, 0.30, 0.30],
-        ("pancreas", "scgpt-genohoption-p.k6", "macro_f1"): [0.61, 0.71, 0.81],
-        # t on geneformer-h, whose base run is on pancreas
-        ("pancreas", "geneformer-genohoption-h.t3", "macro_f1"): [0.45, 0.55, 0.65],
-    })
+    annotation = _frame(
+        {
+            # main grid
+            ("pancreas", "majority", "accuracy"): [0.30, 0.30, 0.30],
+            ("pancreas", "logreg", "accuracy"): [0.90, 0.80, 1.00],
+            ("pancreas", "logreg", "macro_f1"): [0.70, 0.80, 0.90],
+            ("pancreas", "scgpt-genohoption-p", "accuracy"): [0.85, 0.87, 0.89],
+            ("pancreas", "scgpt-genohoption-p", "macro_f1"): [0.60, 0.70, 0.80],
+            ("pancreas", "geneformer-genohoption-h", "macro_f1"): [0.50, 0.50, 0.50],
+            # few-shot: logreg on two fractions (0.5 with one NaN seed), majority at 0.25 only
+            ("pancreas-fs0.25", "logreg", "accuracy"): [0.50, 0.60, 0.70],
+            ("pancreas-fs0.25", "logreg", "macro_f1"): [0.20, 0.40, 0.60],
+            ("pancreas-fs0.5", "logreg", "accuracy"): [0.70, np.nan, 0.80],
+            ("pancreas-fs0.25", "majority", "accuracy"): [0.30, 0.30, 0.30],
+            # sensitivity: alpha on scgpt (no run at the default 0.25), k on scgpt with a run at k=6
+            ("pancreas", "scgpt-genohoption-p.alpha0.1", "macro_f1"): [0.40, 0.50, 0.60],
+            ("pancreas", "scgpt-genohoption-p.alpha0.4", "macro_f1"): [0.55, 0.65, 0.75],
+            ("pancreas", "scgpt-genohoption-p.k2", "macro_f1"): [0.30, 0.30, 0.30],
+            ("pancreas", "scgpt-genohoption-p.k6", "macro_f1"): [0.61, 0.71, 0.81],
+            # t on geneformer-h, whose base run is on pancreas
+            ("pancreas", "geneformer-genohoption-h.t3", "macro_f1"): [0.45, 0.55, 0.65],
+        }
+    )
     other = _frame({("pancreas", "none", "mse"): [1.0, 1.0, 1.0]}, task="imputation")  # another task: ignored
     return pd.concat([annotation, other], ignore_index=True)
 
@@ -86,7 +88,12 @@ def test_fewshot_table_by_hand(metrics):
     assert list(t.columns) == FEWSHOT_COLUMNS
     assert set(t["dataset"]) == {"pancreas"} and set(t["method"]) == {"logreg", "majority"}
     r = _row(t, method="logreg", fraction=0.25, metric="accuracy")
-    assert r["mean"] == pytest.approx(0.6) and r["std"] == pytest.approx(0.1) and r["n"] == 3 and r["source"] == FEWSHOT_RUN
+    assert (
+        r["mean"] == pytest.approx(0.6)
+        and r["std"] == pytest.approx(0.1)
+        and r["n"] == 3
+        and r["source"] == FEWSHOT_RUN
+    )
     r = _row(t, method="logreg", fraction=0.25, metric="macro_f1")
     assert r["mean"] == pytest.approx(0.4) and r["std"] == pytest.approx(0.2)
     r = _row(t, method="logreg", fraction=0.5, metric="accuracy")  # the NaN seed counts in nothing
@@ -176,14 +183,25 @@ def test_main_tables_exclude_derived_rows(tmp_path, metrics):
     assert not any("." in m for m in tidy["method"])
     md = (out / "annotation_table.md").read_text()
     assert "-fs" not in md and "alpha" not in md
-    assert (out / "annotation_table.html").read_text().count("<tr>") == 1 + 4  # header; majority, logreg, scgpt, geneformer
+    assert (out / "annotation_table.html").read_text().count(
+        "<tr>"
+    ) == 1 + 4  # header; majority, logreg, scgpt, geneformer
 
     paper = paper_table(main_grid(merged), load_reported())
     assert set(paper["dataset"]) == {"pancreas"} and not any("." in m for m in paper["method"])
-    ex = {k: tmp_path / "ex" / n for k, n in [("paper_md", "paper_table.md"), ("paper_csv", "paper_table.csv"),
-                                             ("paper_html", "paper_table.html"), ("reported_md", "reported_table.md"),
-                                             ("quality_md", "quality.md"), ("quality_csv", "quality.csv"),
-                                             ("quality_html", "quality.html"), ("provenance", "provenance.html")]}
+    ex = {
+        k: tmp_path / "ex" / n
+        for k, n in [
+            ("paper_md", "paper_table.md"),
+            ("paper_csv", "paper_table.csv"),
+            ("paper_html", "paper_table.html"),
+            ("reported_md", "reported_table.md"),
+            ("quality_md", "quality.md"),
+            ("quality_csv", "quality.csv"),
+            ("quality_html", "quality.html"),
+            ("provenance", "provenance.html"),
+        ]
+    }
     expected = [("annotation", "pancreas-fs0.75", "logreg", 0)]  # configured, never reported
     write_extras(out / "metrics.csv", SimpleNamespace(**ex), expected=expected, config={})
     written = pd.read_csv(ex["paper_csv"])
@@ -195,8 +213,10 @@ def test_main_tables_exclude_derived_rows(tmp_path, metrics):
 
 
 def test_markdown_html_renders_our_markdown():
-    md = ("# Title\n\n| method | a / b |\n|:---|---:|\n| x\\|y | **0.9 ± 0.1** |\n| <u>z</u> | `n/a` |\n\n"
-          "_no results configured_\n\nA note with <script>.\n")
+    md = (
+        "# Title\n\n| method | a / b |\n|:---|---:|\n| x\\|y | **0.9 ± 0.1** |\n| <u>z</u> | `n/a` |\n\n"
+        "_no results configured_\n\nA note with <script>.\n"
+    )
     page = markdown_html(md, title="t")
     assert "<h1>Title</h1>" in page
     assert '<td class="l">x|y</td><td class="r"><b>0.9 ± 0.1</b></td>' in page

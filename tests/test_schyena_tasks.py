@@ -15,12 +15,18 @@ import pytest
 import scipy.sparse as sp
 import torch
 import yaml
-
 from conftest import REPO
+
 from scfmbench import InputError
 from scfmbench.data.contract import log_normalize
 from scfmbench.models.schyena import SCHyena, SCHyenaConfig
-from scfmbench.schyena.doublets import doublet_metrics, n_doublets, score_doublets, simulate_doublets, write_doublet_predictions
+from scfmbench.schyena.doublets import (
+    doublet_metrics,
+    n_doublets,
+    score_doublets,
+    simulate_doublets,
+    write_doublet_predictions,
+)
 from scfmbench.schyena.params import DEFAULTS, SchyenaParams
 from scfmbench.schyena.tasks import cls_embeddings, finetune_classifier, load_checkpoint, pretrain, save_checkpoint
 
@@ -36,7 +42,9 @@ def synthetic_small():
     from scfmbench.data.loaders import load_dataset
     from scfmbench.data.prepare import prepare_dataset
 
-    raw = load_dataset("synthetic", {"source": "synthetic", "synthetic": {"n_cells": 200, "n_genes": 60, "n_cell_types": 3, "seed": 0}})
+    raw = load_dataset(
+        "synthetic", {"source": "synthetic", "synthetic": {"n_cells": 200, "n_genes": 60, "n_cell_types": 3, "seed": 0}}
+    )
     return prepare_dataset(raw, seed=0)
 
 
@@ -101,7 +109,12 @@ def test_checkpoint_round_trip_restores_outputs_and_configs(tmp_path, pretrained
     model = SCHyena(model.config)  # fresh copy with a classifier, to round-trip every head
     model.load_state_dict(pretrained_tiny[1].state_dict())
     model.reset_classifier(3)
-    run_config = {"dataset": "tiny", "seed": 0, "pretrain": {"steps": 20, "mask_range": [0.05, 0.4]}, "history": {"loss": [1.5, float("nan")]}}
+    run_config = {
+        "dataset": "tiny",
+        "seed": 0,
+        "pretrain": {"steps": 20, "mask_range": [0.05, 0.4]},
+        "history": {"loss": [1.5, float("nan")]},
+    }
     path = tmp_path / "ckpt.pt"
     save_checkpoint(path, model, run_config)
 
@@ -116,7 +129,9 @@ def test_checkpoint_round_trip_restores_outputs_and_configs(tmp_path, pretrained
     mask = values > 2
     model.eval()
     with torch.no_grad():
-        assert torch.equal(loaded.predict_expression(values, genes, mask), model.predict_expression(values, genes, mask))
+        assert torch.equal(
+            loaded.predict_expression(values, genes, mask), model.predict_expression(values, genes, mask)
+        )
         assert torch.equal(loaded.classify(values, genes), model.classify(values, genes))
 
 
@@ -157,7 +172,7 @@ def test_simulated_doublets_average_two_cells_of_the_same_split(prepared):
     counts = prepared.layers["counts"].toarray()
     row = {c: i for i, c in enumerate(prepared.obs_names)}
     dcounts = out.layers["counts"][n:].toarray()
-    for j, (name, obs) in enumerate(out.obs[dbl].iterrows()):
+    for j, (_name, obs) in enumerate(out.obs[dbl].iterrows()):
         a, b = row[obs["parent_a"]], row[obs["parent_b"]]
         assert a != b
         assert split.iloc[a] == split.iloc[b] == obs["split"]  # test doublets from test cells only
@@ -277,8 +292,17 @@ def test_schyena_imputer_beats_no_imputation(tmp_path, _prepared_once):
 
     write_masks(_prepared_once, tmp_path / "m.h5ad", tmp_path / "h.npz", seed=0)
     impute_main("none", tmp_path / "m.h5ad", tmp_path / "none.npz", seed=0)
-    impute_main("schyena", tmp_path / "m.h5ad", tmp_path / "s.npz", seed=0, params=dict(TINY_MODEL, steps=150, batch_size=16, lr=3e-3))
-    none, ours = score_imputation(tmp_path / "none.npz", tmp_path / "h.npz"), score_imputation(tmp_path / "s.npz", tmp_path / "h.npz")
+    impute_main(
+        "schyena",
+        tmp_path / "m.h5ad",
+        tmp_path / "s.npz",
+        seed=0,
+        params=dict(TINY_MODEL, steps=150, batch_size=16, lr=3e-3),
+    )
+    none, ours = (
+        score_imputation(tmp_path / "none.npz", tmp_path / "h.npz"),
+        score_imputation(tmp_path / "s.npz", tmp_path / "h.npz"),
+    )
     assert ours["mse"] < none["mse"]  # none predicts 0; the held-out values are all > 0
     # A bar no constant passes: the best constant (the held-out values' own mean) has MSE = their
     # variance and Pearson 0; the imputer must predict which hidden entries are high.
@@ -334,8 +358,21 @@ def test_rule_functions_end_to_end(tmp_path, _prepared_once):
     params = dict(TINY_MODEL, pretrain_steps=10, pretrain_batch_size=16, epochs=2, batch_size=16, umap_neighbors=5)
     pretrain_main(prepared, tmp_path / "pre.pt", dataset="tiny", seed=0, params=params)
     _, rc = load_checkpoint(tmp_path / "pre.pt")
-    assert rc["dataset"] == "tiny" and rc["genes"] == _prepared_once.var_names.tolist() and len(rc["history"]["train_loss"]) == 10
-    finetune_main(prepared, tmp_path / "pre.pt", tmp_path / "pred.csv", tmp_path / "run.json", tmp_path / "ft.pt", seed=0, params=params, embedding_path=tmp_path / "emb.npz")
+    assert (
+        rc["dataset"] == "tiny"
+        and rc["genes"] == _prepared_once.var_names.tolist()
+        and len(rc["history"]["train_loss"]) == 10
+    )
+    finetune_main(
+        prepared,
+        tmp_path / "pre.pt",
+        tmp_path / "pred.csv",
+        tmp_path / "run.json",
+        tmp_path / "ft.pt",
+        seed=0,
+        params=params,
+        embedding_path=tmp_path / "emb.npz",
+    )
     pred = pd.read_csv(tmp_path / "pred.csv")
     assert list(pred.columns) == ["cell_id", "predicted"] and len(pred) == (_prepared_once.obs["split"] == "test").sum()
     doublet_main(prepared, tmp_path / "pre.pt", tmp_path / "dpred.csv", tmp_path / "drun.json", seed=0, params=params)

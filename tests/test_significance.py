@@ -47,8 +47,12 @@ SEEDS = range(5)
 
 def records(values: dict, task="annotation", metrics=("accuracy", "macro_f1")) -> pd.DataFrame:
     """values: (dataset, method) -> per-seed values (one array, used for every metric)."""
-    rows = [dict(task=task, dataset=d, method=m, seed=s, metric=metric, value=float(v[i]), runtime_s=1.0, peak_mem_mb=1.0)
-            for (d, m), v in values.items() for i, s in enumerate(SEEDS[: len(v)]) for metric in metrics]
+    rows = [
+        dict(task=task, dataset=d, method=m, seed=s, metric=metric, value=float(v[i]), runtime_s=1.0, peak_mem_mb=1.0)
+        for (d, m), v in values.items()
+        for i, s in enumerate(SEEDS[: len(v)])
+        for metric in metrics
+    ]
     return pd.DataFrame(rows, columns=METRIC_COLUMNS)
 
 
@@ -67,24 +71,45 @@ def grid() -> pd.DataFrame:
 
 
 def test_references_resolved_as_configured(cfg):
-    methods = ["logreg", "majority", "scgpt-full", "scgpt-genohoption-p", "scgpt-longformer", "scgpt-bigbird", "scbert-performer",
-               "geneformer-genohoption-h", "geneformer-full", "scgpt-genohoption-p-nogrn", "scgpt-onehop"]
+    methods = [
+        "logreg",
+        "majority",
+        "scgpt-full",
+        "scgpt-genohoption-p",
+        "scgpt-longformer",
+        "scgpt-bigbird",
+        "scbert-performer",
+        "geneformer-genohoption-h",
+        "geneformer-full",
+        "scgpt-genohoption-p-nogrn",
+        "scgpt-onehop",
+    ]
     got = set(references(methods, "annotation", cfg))
     expected = {
         # backbone: every {backbone}-{attention} against {backbone}-full when both ran (scbert has no full run)
-        ("backbone", "scgpt-genohoption-p", "scgpt-full"), ("backbone", "scgpt-longformer", "scgpt-full"),
-        ("backbone", "scgpt-bigbird", "scgpt-full"), ("backbone", "geneformer-genohoption-h", "geneformer-full"),
-        ("backbone", "scgpt-genohoption-p-nogrn", "scgpt-full"), ("backbone", "scgpt-onehop", "scgpt-full"),
+        ("backbone", "scgpt-genohoption-p", "scgpt-full"),
+        ("backbone", "scgpt-longformer", "scgpt-full"),
+        ("backbone", "scgpt-bigbird", "scgpt-full"),
+        ("backbone", "geneformer-genohoption-h", "geneformer-full"),
+        ("backbone", "scgpt-genohoption-p-nogrn", "scgpt-full"),
+        ("backbone", "scgpt-onehop", "scgpt-full"),
         # paper (Table I): GenoHoption against the same backbone's efficient attentions and scBERT
-        ("paper", "scgpt-genohoption-p", "scgpt-longformer"), ("paper", "scgpt-genohoption-p", "scgpt-bigbird"),
-        ("paper", "scgpt-genohoption-p", "scbert-performer"), ("paper", "geneformer-genohoption-h", "scbert-performer"),
+        ("paper", "scgpt-genohoption-p", "scgpt-longformer"),
+        ("paper", "scgpt-genohoption-p", "scgpt-bigbird"),
+        ("paper", "scgpt-genohoption-p", "scbert-performer"),
+        ("paper", "geneformer-genohoption-h", "scbert-performer"),
         # ablation (Table II): against GenoHoption-p
-        ("ablation", "scgpt-genohoption-p-nogrn", "scgpt-genohoption-p"), ("ablation", "scgpt-onehop", "scgpt-genohoption-p"),
+        ("ablation", "scgpt-genohoption-p-nogrn", "scgpt-genohoption-p"),
+        ("ablation", "scgpt-onehop", "scgpt-genohoption-p"),
     } | {("control", m, "logreg") for m in methods if m != "logreg"}
     assert got == expected
     # Another task's control, and a custom rule.
     custom = {**cfg, "comparisons": [{"kind": "mine", "methods": ["magic"], "references": ["dca"]}]}
-    assert set(references(["none", "magic", "dca"], "imputation", custom)) == {("mine", "magic", "dca"), ("control", "magic", "none"), ("control", "dca", "none")}
+    assert set(references(["none", "magic", "dca"], "imputation", custom)) == {
+        ("mine", "magic", "dca"),
+        ("control", "magic", "none"),
+        ("control", "dca", "none"),
+    }
     assert references(["magic", "dca"], "imputation", cfg) == []  # no control ran: nothing to compare
 
 
@@ -116,7 +141,11 @@ def test_compare_markers_on_a_shift_not_on_identical(cfg):
 
 def test_lower_is_better_metric_marks_worse(cfg):
     y = np.array([0.10, 0.12, 0.11, 0.13, 0.09])
-    m = records({("d1", "none"): y, ("d1", "magic"): y + 0.05 + np.array([1, -1, 0, 1, -1]) * 1e-3}, task="imputation", metrics=("mse",))
+    m = records(
+        {("d1", "none"): y, ("d1", "magic"): y + 0.05 + np.array([1, -1, 0, 1, -1]) * 1e-3},
+        task="imputation",
+        metrics=("mse",),
+    )
     r = compare(m, cfg).iloc[0]
     assert (r["method"], r["reference"], r["kind"]) == ("magic", "none", "control")
     assert r["direction"] == "worse" and r["marker"] == "↓"
@@ -144,14 +173,26 @@ def test_config_checks_name_their_key(cfg):
 
 def test_unknown_significance_key_is_a_schema_error(schema_path_module):
     with pytest.raises(InputError, match=r"'significance.controls': unknown key\(s\) \['embeding'\]"):
-        validate_config({"datasets": {"pbmc68k": {"source": "pbmc68k"}}, "significance": {"controls": {"embeding": "pca"}}}, schema_path_module)
-    cfg = validate_config({"datasets": {"pbmc68k": {"source": "pbmc68k"}}, "significance": {"controls": {"annotation": "majority"}}}, schema_path_module)
-    assert cfg["significance"]["controls"] == {**cfg["significance"]["controls"], "annotation": "majority", "imputation": "none"}
+        validate_config(
+            {"datasets": {"pbmc68k": {"source": "pbmc68k"}}, "significance": {"controls": {"embeding": "pca"}}},
+            schema_path_module,
+        )
+    cfg = validate_config(
+        {"datasets": {"pbmc68k": {"source": "pbmc68k"}}, "significance": {"controls": {"annotation": "majority"}}},
+        schema_path_module,
+    )
+    assert cfg["significance"]["controls"] == {
+        **cfg["significance"]["controls"],
+        "annotation": "majority",
+        "imputation": "none",
+    }
 
 
 def test_ranks_complete_block_and_cliques(cfg):
-    scores = pd.DataFrame({"a": [1, 2, 3, np.nan], "b": [1, 2, 3, 4], "c": [1, 2, np.nan, np.nan], "d": [np.nan, np.nan, np.nan, 1.0]},
-                          index=["d1", "d2", "d3", "d4"])
+    scores = pd.DataFrame(
+        {"a": [1, 2, 3, np.nan], "b": [1, 2, 3, 4], "c": [1, 2, np.nan, np.nan], "d": [np.nan, np.nan, np.nan, 1.0]},
+        index=["d1", "d2", "d3", "d4"],
+    )
     block, drop_d, drop_m = complete_block(scores)
     # d (3 of 4 missing) goes first, then d4 (2 of 3); then d3 and c tie at 1 of 3: the dataset goes.
     assert list(block.columns) == ["a", "b", "c"] and list(block.index) == ["d1", "d2"]

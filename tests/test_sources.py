@@ -87,10 +87,17 @@ def scgpt_ms_pair(seed: int = 0):
         keep = hvg if split == "train" else hvg[:-1]  # the test file lacks one gene
         x = lognorm(counts)[:, keep]
         labels = np.array(["oligodendrocyte", "astrocyte", "microglial cell"])[np.arange(n) % 3]
-        obs = pd.DataFrame({MS_LABEL: labels, "celltype": labels, "Sample Characteristic[individual]": "d1"}, index=[f"{split}{i}" for i in range(n)])
+        obs = pd.DataFrame(
+            {MS_LABEL: labels, "celltype": labels, "Sample Characteristic[individual]": "d1"},
+            index=[f"{split}{i}" for i in range(n)],
+        )
         var = pd.DataFrame({"gene_name": [symbols[j] for j in keep]}, index=[genes[j] for j in keep])
         out[fname] = ad.AnnData(X=sp.csr_matrix(x), obs=obs, var=var)
-        truth[split] = (counts[:, keep], labels, list(unique_names([symbols[j] for j in keep], [genes[j] for j in keep])))
+        truth[split] = (
+            counts[:, keep],
+            labels,
+            list(unique_names([symbols[j] for j in keep], [genes[j] for j in keep])),
+        )
     return out, truth
 
 
@@ -98,8 +105,13 @@ def scgpt_myeloid_pair():
     out = {}
     for fname, n, seed in (("reference_adata.h5ad", 20, 3), ("query_adata.h5ad", 12, 4)):
         counts = make_counts(n, 15, seed)
-        obs = pd.DataFrame({"cell_type": np.array(["Macro_C1QC", "cDC2_CD1C"])[np.arange(n) % 2], "cancer": "UCEC"}, index=[f"{fname[:3]}{i}" for i in range(n)])
-        adata = ad.AnnData(X=sp.csr_matrix(lognorm(counts)), obs=obs, var=pd.DataFrame(index=[f"M{i}" for i in range(15)]))
+        obs = pd.DataFrame(
+            {"cell_type": np.array(["Macro_C1QC", "cDC2_CD1C"])[np.arange(n) % 2], "cancer": "UCEC"},
+            index=[f"{fname[:3]}{i}" for i in range(n)],
+        )
+        adata = ad.AnnData(
+            X=sp.csr_matrix(lognorm(counts)), obs=obs, var=pd.DataFrame(index=[f"M{i}" for i in range(15)])
+        )
         adata.layers["counts"] = sp.csr_matrix(counts)
         out[fname] = adata
     return out
@@ -110,7 +122,9 @@ def scgpt_pancreas_pair():
     for fname, n, seed in (("demo_train.h5ad", 20, 5), ("demo_test.h5ad", 10, 6)):
         counts = make_counts(n, 12, seed)
         var = pd.DataFrame(index=[f"P{i}" for i in range(12)])
-        obs = pd.DataFrame({"Celltype": np.array(["alpha", "beta"])[np.arange(n) % 2]}, index=[f"{fname[:6]}{i}" for i in range(n)])
+        obs = pd.DataFrame(
+            {"Celltype": np.array(["alpha", "beta"])[np.arange(n) % 2]}, index=[f"{fname[:6]}{i}" for i in range(n)]
+        )
         raw = ad.AnnData(X=sp.csr_matrix(counts), obs=obs, var=var)
         adata = ad.AnnData(X=sp.csr_matrix(lognorm(counts)), obs=obs, var=var)
         adata.raw = raw
@@ -126,7 +140,9 @@ def scgpt_bundle(tmp_path_factory):
     inner = {
         "ms-20240103T153851Z-001.zip": {f"ms/{k}": h5ad_bytes(v, tmp) for k, v in ms.items()},
         "mye-20240103T153920Z-001.zip": {f"mye/{k}": h5ad_bytes(v, tmp) for k, v in scgpt_myeloid_pair().items()},
-        "hPancreas-20240103T154000Z-001.zip": {f"hPancreas/{k}": h5ad_bytes(v, tmp) for k, v in scgpt_pancreas_pair().items()},
+        "hPancreas-20240103T154000Z-001.zip": {
+            f"hPancreas/{k}": h5ad_bytes(v, tmp) for k, v in scgpt_pancreas_pair().items()
+        },
     }
     files = {f"scGPT_processed_datasets/Fig2_Annotation/{name}": zip_bytes(content) for name, content in inner.items()}
     files["scGPT_processed_datasets/Fig5_Other/other-001.zip"] = zip_bytes({"other/demo_train.h5ad": b"not this one"})
@@ -234,7 +250,9 @@ def test_missing_download_names_the_rule_target(tmp_path, monkeypatch):
     cfg = {"source": "scgpt_ms", "path": None}
     assert download_inputs(cfg) == ["resources/downloads/scgpt_processed_datasets.zip"]
     assert download_inputs({"source": "pbmc68k"}) == [] and download_inputs({**cfg, "path": "x"}) == []
-    with pytest.raises(InputError, match=r"not downloaded yet. Fetch with `snakemake resources/downloads/scgpt_processed_datasets.zip`"):
+    with pytest.raises(
+        InputError, match=r"not downloaded yet. Fetch with `snakemake resources/downloads/scgpt_processed_datasets.zip`"
+    ):
         load_dataset("ms", cfg)
     with pytest.raises(InputError, match="datasets.ms.path: nowhere does not exist"):
         load_dataset("ms", {**cfg, "path": "nowhere"})
@@ -250,11 +268,27 @@ def gears_zip(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gears")
     counts = make_counts(30, 25, 11)
     conditions = np.array(["ctrl", "AARS+ctrl", "ATF6+ctrl"])[np.arange(30) % 3]
-    obs = pd.DataFrame({"condition": conditions, "cell_type": "K562", "dose_val": "1+1", "control": (conditions == "ctrl").astype(int), "condition_name": [f"K562_{c}_1+1" for c in conditions]}, index=[f"AAAC{i}" for i in range(30)])
+    obs = pd.DataFrame(
+        {
+            "condition": conditions,
+            "cell_type": "K562",
+            "dose_val": "1+1",
+            "control": (conditions == "ctrl").astype(int),
+            "condition_name": [f"K562_{c}_1+1" for c in conditions],
+        },
+        index=[f"AAAC{i}" for i in range(30)],
+    )
     var = pd.DataFrame({"gene_name": [f"S{i}" for i in range(25)]}, index=[f"ENSG{i:011d}" for i in range(25)])
     adata = ad.AnnData(X=sp.csr_matrix(lognorm(counts)), obs=obs, var=var)
     path = tmp / "gears_adamson.zip"
-    path.write_bytes(zip_bytes({"adamson/perturb_processed.h5ad": h5ad_bytes(adata, tmp), "adamson/data_pyg/cell_graphs.pkl": b"\x80\x04N."}))
+    path.write_bytes(
+        zip_bytes(
+            {
+                "adamson/perturb_processed.h5ad": h5ad_bytes(adata, tmp),
+                "adamson/data_pyg/cell_graphs.pkl": b"\x80\x04N.",
+            }
+        )
+    )
     return path, counts, conditions
 
 
@@ -264,7 +298,9 @@ def test_gears_keeps_conditions(gears_zip, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "resources" / "downloads").mkdir(parents=True)
     (tmp_path / "resources" / "downloads" / "gears_adamson.zip").write_bytes(path.read_bytes())
-    raw = load_dataset("adamson", {"source": "gears_adamson", "path": None, "label_column": "condition", "recover_counts": True})
+    raw = load_dataset(
+        "adamson", {"source": "gears_adamson", "path": None, "label_column": "condition", "recover_counts": True}
+    )
     assert list(raw.obs["cell_type"]) == list(conditions) and list(raw.obs["condition"]) == list(conditions)
     assert set(raw.obs["gears_cell_type"]) == {"K562"} and list(raw.obs["control"][:3]) == [1, 0, 0]
     assert list(raw.var_names[:2]) == ["S0", "S1"]
@@ -275,14 +311,19 @@ def test_gears_keeps_conditions(gears_zip, tmp_path, monkeypatch):
 def test_gears_wrong_label_column(gears_zip):
     path, _, _ = gears_zip
     with pytest.raises(InputError, match=r"column 'perturbation' not found; columns are \['condition', 'cell_type'"):
-        load_dataset("adamson", {"source": "gears_adamson", "path": str(path), "label_column": "perturbation", "recover_counts": True})
+        load_dataset(
+            "adamson",
+            {"source": "gears_adamson", "path": str(path), "label_column": "perturbation", "recover_counts": True},
+        )
 
 
 # --------------------------------------------------------------------------------------------------
 # GEO GSE157827 (Lau 2020): per-sample 10x triplets in GSE157827_RAW.tar
 # --------------------------------------------------------------------------------------------------
 
-FEATURES = [(f"ENSG{i:011d}", f"g{i}", "Gene Expression") for i in range(8)] + [("ENSG00000999999", "g2", "Gene Expression")]
+FEATURES = [(f"ENSG{i:011d}", f"g{i}", "Gene Expression") for i in range(8)] + [
+    ("ENSG00000999999", "g2", "Gene Expression")
+]
 
 
 def mtx_gz(matrix: np.ndarray) -> bytes:
@@ -311,13 +352,24 @@ def lau(tmp_path_factory):
     tar = tmp / "GSE157827_RAW.tar"
     tar.write_bytes(tar_bytes(files))
     # The authors' annotation: one sample written as GEO's prefix, one without; cell AAAC5-1 of AD1 unlabelled.
-    labels = pd.DataFrame({"sample": ["AD1"] * 5 + ["GSM4775572_NC1"] * 5, "barcode": [f"AAAC{j}-1" for j in range(5)] * 2, "celltype": ["Ex", "In", "Ast", "Oli", "Mic"] * 2})
+    labels = pd.DataFrame(
+        {
+            "sample": ["AD1"] * 5 + ["GSM4775572_NC1"] * 5,
+            "barcode": [f"AAAC{j}-1" for j in range(5)] * 2,
+            "celltype": ["Ex", "In", "Ast", "Oli", "Mic"] * 2,
+        }
+    )
     labels.to_csv(tmp / "lau_labels.csv", index=False)
     return tmp, samples
 
 
 def lau_cfg(tmp, **labels):
-    cell_labels = {"file": str(tmp / "lau_labels.csv"), "barcode_column": "barcode", "label_column": "celltype", "sample_column": "sample"}
+    cell_labels = {
+        "file": str(tmp / "lau_labels.csv"),
+        "barcode_column": "barcode",
+        "label_column": "celltype",
+        "sample_column": "sample",
+    }
     cell_labels.update(labels)
     return {"source": "geo_lau2020", "path": str(tmp / "GSE157827_RAW.tar"), "cell_labels": cell_labels}
 
@@ -354,18 +406,27 @@ def test_lau2020_errors(lau, tmp_path):
     tmp, _ = lau
     with pytest.raises(InputError, match="GEO has no cell-type labels"):
         load_dataset("lau", {"source": "geo_lau2020", "path": str(tmp / "GSE157827_RAW.tar"), "cell_labels": {}})
-    with pytest.raises(InputError, match=r"column 'cell_type' not found; columns are \['sample', 'barcode', 'celltype'\]"):
+    with pytest.raises(
+        InputError, match=r"column 'cell_type' not found; columns are \['sample', 'barcode', 'celltype'\]"
+    ):
         load_dataset("lau", lau_cfg(tmp, label_column="cell_type"))
     with pytest.raises(InputError, match="cells listed twice in the label table, e.g. 'AAAC0-1'; set .*sample_column"):
         load_dataset("lau", lau_cfg(tmp, sample_column=None))  # barcodes alone repeat across samples
-    pd.DataFrame({"sample": ["X1"], "barcode": ["AAAC0-1"], "celltype": ["Ex"]}).to_csv(tmp_path / "other.csv", index=False)
-    with pytest.raises(InputError, match=r"no cell matches the label table: cells look like \['AD1_AAAC0-1', 'AD1_AAAC1-1'\], table keys like \['X1_AAAC0-1'\]"):
+    pd.DataFrame({"sample": ["X1"], "barcode": ["AAAC0-1"], "celltype": ["Ex"]}).to_csv(
+        tmp_path / "other.csv", index=False
+    )
+    with pytest.raises(
+        InputError,
+        match=r"no cell matches the label table: cells look like \['AD1_AAAC0-1', 'AD1_AAAC1-1'\], table keys like \['X1_AAAC0-1'\]",
+    ):
         load_dataset("lau", lau_cfg(tmp, file=str(tmp_path / "other.csv")))
     # A sample whose features file is missing.
     with tarfile.open(tmp / "GSE157827_RAW.tar") as t:
         kept = {m.name: t.extractfile(m).read() for m in t.getmembers() if "NC1_genes" not in m.name}
     (tmp_path / "GSE157827_RAW.tar").write_bytes(tar_bytes(kept))
-    with pytest.raises(InputError, match=r"sample GSM4775572_NC1 has GSM4775572_NC1_matrix.mtx.gz but none of .*features"):
+    with pytest.raises(
+        InputError, match=r"sample GSM4775572_NC1 has GSM4775572_NC1_matrix.mtx.gz but none of .*features"
+    ):
         load_dataset("lau", {**lau_cfg(tmp), "path": str(tmp_path / "GSE157827_RAW.tar")})
 
 
@@ -380,9 +441,21 @@ def smajic_files(tmp, *, gene_column: bool = False):
     barcodes = [f"AAACCTG{j}_{1 + j % 2}" for j in range(7)]
     order = [3, 0, 5, 1, 4, 2]  # the genes table is not sorted by row
     genes = pd.DataFrame({"gene": [f"ENSG{i:011d}" for i in order], "row": [i + 1 for i in order], "vst.mean": 0.5})
-    cells = pd.DataFrame({"barcode": barcodes[:-1], "cell_ontology": ["DaNs", "Astrocytes", "Microglia"] * 2, "patient": ["C1", "PD3"] * 3})
-    lines = ["\t".join(barcodes)] + ["\t".join(([f"ENSG{i:011d}"] if gene_column else []) + [str(v) for v in umi[i]]) for i in range(6)]
-    files = {"UMI": ("\n".join(lines) + "\n").encode(), "cell": cells.to_csv(sep="\t", index=False).encode(), "genes": genes.to_csv(sep="\t", index=False).encode()}
+    cells = pd.DataFrame(
+        {
+            "barcode": barcodes[:-1],
+            "cell_ontology": ["DaNs", "Astrocytes", "Microglia"] * 2,
+            "patient": ["C1", "PD3"] * 3,
+        }
+    )
+    lines = ["\t".join(barcodes)] + [
+        "\t".join(([f"ENSG{i:011d}"] if gene_column else []) + [str(v) for v in umi[i]]) for i in range(6)
+    ]
+    files = {
+        "UMI": ("\n".join(lines) + "\n").encode(),
+        "cell": cells.to_csv(sep="\t", index=False).encode(),
+        "genes": genes.to_csv(sep="\t", index=False).encode(),
+    }
     paths = []
     for key, data in files.items():
         path = tmp / f"GSE157783_IPDCO_hg_midbrain_{key}.tar.gz"
@@ -403,7 +476,9 @@ def test_smajic2022_dense_table(tmp_path, monkeypatch, gene_column):
     assert list(raw.obs_names) == barcodes[:-1] and raw.uns["provenance"]["cells_unlabelled_dropped"] == 1
     assert list(raw.var_names) == [f"ENSG{i:011d}" for i in range(6)]  # sorted by the genes table's row
     np.testing.assert_array_equal(raw.layers["counts"].toarray(), umi[:, :-1].T)
-    assert list(raw.obs["cell_type"]) == list(cells["cell_ontology"]) and list(raw.obs["sample"]) == list(cells["patient"])
+    assert list(raw.obs["cell_type"]) == list(cells["cell_ontology"]) and list(raw.obs["sample"]) == list(
+        cells["patient"]
+    )
     assert len(raw.uns["provenance"]["inputs_sha256"]) == 3
 
 
@@ -414,6 +489,8 @@ def test_smajic2022_missing_file_and_bad_rows(tmp_path):
     with pytest.raises(InputError, match="no file named 'IPDCO_hg_midbrain_genes.tsv'"):
         load_dataset("smajic", cfg)
     genes = pd.DataFrame({"gene": ["ENSG1", "ENSG2"], "row": [1, 2]})
-    (tmp_path / "GSE157783_IPDCO_hg_midbrain_genes.tar.gz").write_bytes(tar_bytes({"IPDCO_hg_midbrain_genes.tsv": genes.to_csv(sep="\t", index=False).encode()}, mode="w:gz"))
+    (tmp_path / "GSE157783_IPDCO_hg_midbrain_genes.tar.gz").write_bytes(
+        tar_bytes({"IPDCO_hg_midbrain_genes.tsv": genes.to_csv(sep="\t", index=False).encode()}, mode="w:gz")
+    )
     with pytest.raises(InputError, match="the UMI table has 6 gene rows but the genes table lists 2 genes"):
         load_dataset("smajic", cfg)

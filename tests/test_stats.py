@@ -8,7 +8,6 @@ import pytest
 
 from scfmbench.stats import critical_difference, friedman, holm, mean_ranks, nemenyi_q, pair_by_seed, paired_test
 
-
 # --- paired tests -------------------------------------------------------------------------------
 
 

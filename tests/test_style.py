@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 BIN = Path(sys.executable).parent
@@ -22,7 +21,9 @@ def tool(name: str) -> str:
     path = BIN / name
     found = str(path) if path.exists() else shutil.which(name)
     if found is None:
-        pytest.fail(f"{name} is not installed: it comes with the test extra (pip install -c constraints.txt -e '.[test]')")
+        pytest.fail(
+            f"{name} is not installed: it comes with the test extra (pip install -c constraints.txt -e '.[test]')"
+        )
     return found
 
 
@@ -32,14 +33,20 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 def test_ruff_lint_is_clean():
     proc = run(tool("ruff"), "check", *PYTHON_PATHS)
-    assert proc.returncode == 0, f"ruff check found problems (fix: ruff check --fix {' '.join(PYTHON_PATHS)}):\n{proc.stdout[-4000:]}{proc.stderr[-2000:]}"
+    assert proc.returncode == 0, (
+        f"ruff check found problems (fix: ruff check --fix {' '.join(PYTHON_PATHS)}):\n{proc.stdout[-4000:]}{proc.stderr[-2000:]}"
+    )
 
 
 def test_ruff_format_is_clean():
     proc = run(tool("ruff"), "format", "--check", *PYTHON_PATHS)
-    assert proc.returncode == 0, f"files need formatting (fix: ruff format {' '.join(PYTHON_PATHS)}):\n{proc.stdout[-4000:]}{proc.stderr[-2000:]}"
+    assert proc.returncode == 0, (
+        f"files need formatting (fix: ruff format {' '.join(PYTHON_PATHS)}):\n{proc.stdout[-4000:]}{proc.stderr[-2000:]}"
+    )
 
 
 def test_snakefmt_is_clean():
     proc = run(tool("snakefmt"), "--check", *SNAKE_PATHS)
-    assert proc.returncode == 0, f"rule files need formatting (fix: snakefmt {' '.join(SNAKE_PATHS)}):\n{proc.stdout[-4000:]}{proc.stderr[-2000:]}"
+    assert proc.returncode == 0, (
+        f"rule files need formatting (fix: snakefmt {' '.join(SNAKE_PATHS)}):\n{proc.stdout[-4000:]}{proc.stderr[-2000:]}"
+    )

@@ -87,7 +87,10 @@ def test_default_dataset_is_sparse_with_every_type(default):
 def test_connected_genes_are_coexpressed(default):
     r = np.abs(np.nan_to_num(np.corrcoef(default.layers["truth"].T)))
     genes = default.var_names
-    src, dst = genes.get_indexer(default.uns["true_grn"]["source"]), genes.get_indexer(default.uns["true_grn"]["target"])
+    src, dst = (
+        genes.get_indexer(default.uns["true_grn"]["source"]),
+        genes.get_indexer(default.uns["true_grn"]["target"]),
+    )
     i, j = np.random.default_rng(0).integers(0, len(genes), (2, 5000))
     keep = i != j
     assert r[src, dst].mean() > 1.5 * r[i[keep], j[keep]].mean()
@@ -111,7 +114,11 @@ def test_truth_is_the_signal_behind_x(default):
     r_shuffled = np.corrcoef(shuffled.ravel(), X.ravel())[0, 1]
     assert r_true > 0.7 and r_true > r_shuffled + 0.05
     # Within genes (where the gene's mean level no longer helps) truth still tracks X across cells.
-    per_gene = [np.corrcoef(truth[:, g], X[:, g])[0, 1] for g in range(X.shape[1]) if X[:, g].std() > 0 and truth[:, g].std() > 0]
+    per_gene = [
+        np.corrcoef(truth[:, g], X[:, g])[0, 1]
+        for g in range(X.shape[1])
+        if X[:, g].std() > 0 and truth[:, g].std() > 0
+    ]
     assert np.median(per_gene) > 0.2
 
 
@@ -128,7 +135,9 @@ def test_rate_is_the_poisson_rate_behind_the_counts(default):
     # Pure Poisson (no gamma noise, no dropout): the rate is the truth times the library size.
     pure = simulate_grn_dataset(seed=1, dispersion=0.0, dropout=0.0, **SMALL)
     r = pure.layers["rate"].astype(np.float64)
-    np.testing.assert_allclose(1e4 * r / r.sum(axis=1, keepdims=True), np.expm1(pure.layers["truth"].astype(np.float64)), rtol=1e-4)
+    np.testing.assert_allclose(
+        1e4 * r / r.sum(axis=1, keepdims=True), np.expm1(pure.layers["truth"].astype(np.float64)), rtol=1e-4
+    )
 
 
 def test_mouse_network():

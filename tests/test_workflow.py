@@ -12,13 +12,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import REPO
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 TOY_RULE = textwrap.dedent(
-    '''
+    """
     rule annotate_nearest_centroid:
         input:
             prepared=PREPARED,
@@ -39,7 +38,7 @@ TOY_RULE = textwrap.dedent(
             test = (adata.obs["split"] == "test").to_numpy()
             model = NearestCentroid().fit(adata.X[train], adata.obs["cell_type"].astype(str)[train])
             write_predictions(adata.obs_names[test], model.predict(adata.X[test]), output.predictions)
-    '''
+    """
 )
 
 # The perturbation example of docs/extending.md ("Adding a perturbation method"): one rule file, one config entry.
@@ -74,19 +73,48 @@ TINY = {
     "seeds": [0],
     "datasets": {
         "pbmc68k": {"source": "pbmc68k", "min_library_size": 0},
-        "synthetic": {"source": "synthetic", "synthetic": {"n_cells": 400, "n_genes": 80, "n_cell_types": 4, "seed": 0}, "min_library_size": 0},
-        "perturb_tiny": {"source": "synthetic_perturb", "perturbseq": {"n_genes": 60, "n_singles": 10, "n_combos": 8, "cells_per_condition": 12, "n_control": 60}},
+        "synthetic": {
+            "source": "synthetic",
+            "synthetic": {"n_cells": 400, "n_genes": 80, "n_cell_types": 4, "seed": 0},
+            "min_library_size": 0,
+        },
+        "perturb_tiny": {
+            "source": "synthetic_perturb",
+            "perturbseq": {"n_genes": 60, "n_singles": 10, "n_combos": 8, "cells_per_condition": 12, "n_control": 60},
+        },
     },
-    "perturbation": {"datasets": ["perturb_tiny"], "methods": ["no_change", "train_mean", "oracle", "scgpt-genohoption-p", "ctrl_plus_half"],
-                     "params": {"scgpt": {"epochs": 1, "valid_cells": 16, "predict_cells": 4}}},
-    "annotation": {"datasets": ["pbmc68k", "synthetic"], "methods": ["majority", "logreg", "scgpt-full", "scgpt-genohoption-p", "nearest_centroid"]},
+    "perturbation": {
+        "datasets": ["perturb_tiny"],
+        "methods": ["no_change", "train_mean", "oracle", "scgpt-genohoption-p", "ctrl_plus_half"],
+        "params": {"scgpt": {"epochs": 1, "valid_cells": 16, "predict_cells": 4}},
+    },
+    "annotation": {
+        "datasets": ["pbmc68k", "synthetic"],
+        "methods": ["majority", "logreg", "scgpt-full", "scgpt-genohoption-p", "nearest_centroid"],
+    },
     # One few-shot fraction and one value of each option GenoHoption-p takes: the study grids' plumbing.
     "fewshot": {"datasets": ["synthetic"], "methods": ["logreg"], "fractions": [0.5]},
     "sensitivity": {"datasets": ["synthetic"], "methods": ["scgpt-genohoption-p"], "alpha": [0.1], "k": [2]},
     "imputation": {"datasets": ["pbmc68k", "synthetic"], "methods": ["none", "magic"]},
     # The pretraining stage's plumbing: one backbone x MAM, a few steps, then a short fine-tuning.
-    "pretraining": {"datasets": ["synthetic"], "backbones": ["scgpt"], "strategies": ["mam"], "steps": 3, "finetune": {"max_steps": 4}},
-    "params": {"scgpt": {"d_model": 32, "n_layers": 1, "n_heads": 2, "epochs": 6, "max_steps": 90, "batch_size": 8, "patience": 6}},
+    "pretraining": {
+        "datasets": ["synthetic"],
+        "backbones": ["scgpt"],
+        "strategies": ["mam"],
+        "steps": 3,
+        "finetune": {"max_steps": 4},
+    },
+    "params": {
+        "scgpt": {
+            "d_model": 32,
+            "n_layers": 1,
+            "n_heads": 2,
+            "epochs": 6,
+            "max_steps": 90,
+            "batch_size": 8,
+            "patience": 6,
+        }
+    },
     # The sweep has its own tests (test_profile.py); here two small points keep the report's inputs real.
     "profile": {"mechanisms": ["full", "genohoption-p"], "lengths": [64], "passes": ["forward"], "repeats": 2},
 }
@@ -120,7 +148,12 @@ def test_every_job_reports(workflow_run):
     metrics = pd.read_csv(workflow_run / "results" / "report" / "metrics.csv")
     assert list(metrics.columns) == ["task", "dataset", "method", "seed", "metric", "value", "runtime_s", "peak_mem_mb"]
     for task, cfg in (("annotation", TINY["annotation"]), ("imputation", TINY["imputation"])):
-        main = metrics[(metrics.task == task) & metrics.dataset.isin(cfg["datasets"]) & ~metrics.method.str.contains(".", regex=False) & ~metrics.method.str.contains("-pt", regex=False)]
+        main = metrics[
+            (metrics.task == task)
+            & metrics.dataset.isin(cfg["datasets"])
+            & ~metrics.method.str.contains(".", regex=False)
+            & ~metrics.method.str.contains("-pt", regex=False)
+        ]
         got = main.groupby(["dataset", "method"]).size()
         assert len(got) == len(cfg["datasets"]) * len(cfg["methods"]), got
     assert (metrics["runtime_s"] > 0).all()
@@ -134,7 +167,9 @@ def test_every_job_reports(workflow_run):
     # Paired significance: with one seed every comparison is there, its p-values NaN with the reason.
     sig = pd.read_csv(workflow_run / "results" / "report" / "significance.csv")
     assert len(sig) > 0 and {"annotation", "imputation", "perturbation"} <= set(sig["task"])
-    assert ((sig["kind"] == "backbone") & (sig["method"] == "scgpt-genohoption-p") & (sig["reference"] == "scgpt-full")).any()
+    assert (
+        (sig["kind"] == "backbone") & (sig["method"] == "scgpt-genohoption-p") & (sig["reference"] == "scgpt-full")
+    ).any()
     assert sig["t_p"].isna().all() and sig["note"].str.contains("at least 2").all()
     assert (workflow_run / "results" / "report" / "figures" / "critical_difference.png").stat().st_size > 0
     # Cell embeddings: every model and control of both annotation datasets scored, the pretrained
@@ -143,10 +178,19 @@ def test_every_job_reports(workflow_run):
     for dataset in TINY["annotation"]["datasets"]:
         methods = set(emb.loc[emb.dataset == dataset, "method"])
         assert methods >= {"pca", "random", "scgpt-full", "scgpt-genohoption-p"}, methods
-        assert (workflow_run / "results" / "embedding" / dataset / "scgpt-full" / "seed0" / "embedding.npz").stat().st_size > 0
+        assert (
+            workflow_run / "results" / "embedding" / dataset / "scgpt-full" / "seed0" / "embedding.npz"
+        ).stat().st_size > 0
         assert (workflow_run / "results" / "report" / "figures" / f"embedding_umap_{dataset}.png").stat().st_size > 0
     assert {"scgpt-full-ptmam", "scgpt-full-ptmam-zeroshot"} <= set(emb.loc[emb.dataset == "synthetic", "method"])
-    assert set(emb["metric"]) >= {"knn_accuracy", "knn_macro_f1", "probe_macro_f1", "kmeans_nmi", "kmeans_ari", "asw_label"}
+    assert set(emb["metric"]) >= {
+        "knn_accuracy",
+        "knn_macro_f1",
+        "probe_macro_f1",
+        "kmeans_nmi",
+        "kmeans_ari",
+        "asw_label",
+    }
     ari = emb["metric"] == "kmeans_ari"  # ARI in [-1, 1] (0 = chance); the others in [0, 1]
     assert emb.loc[~ari, "value"].between(0, 1).all() and emb.loc[ari, "value"].between(-1, 1).all()
     assert "pca" in (workflow_run / "results" / "report" / "embedding_table.md").read_text()
@@ -160,7 +204,10 @@ def test_perturbation_task_and_its_rule_file_method(workflow_run):
     pert = metrics[metrics.task == "perturbation"]
     assert set(pert["method"]) == set(TINY["perturbation"]["methods"]) and set(pert["dataset"]) == {"perturb_tiny"}
     m = pert.set_index(["method", "metric"])["value"]
-    assert m["oracle", "pearson_delta_de:all"] > m["train_mean", "pearson_delta_de:all"] and m["no_change", "pearson_delta:all"] == 0.0
+    assert (
+        m["oracle", "pearson_delta_de:all"] > m["train_mean", "pearson_delta_de:all"]
+        and m["no_change", "pearson_delta:all"] == 0.0
+    )
     table = (workflow_run / "results" / "report" / "perturbation_table.md").read_text()
     assert "ctrl_plus_half" in table and "pearson_delta" in table
     assert (workflow_run / "results" / "report" / "figures" / "perturbation.png").stat().st_size > 0
@@ -174,7 +221,11 @@ def test_graph_kernels_fewshot_and_sensitivity_runs(workflow_run):
 
     metrics = pd.read_csv(workflow_run / "results" / "report" / "metrics.csv")
     runs = set(zip(metrics["dataset"], metrics["method"]))
-    assert {("synthetic-fs0.5", "logreg"), ("synthetic", "scgpt-genohoption-p.alpha0.1"), ("synthetic", "scgpt-genohoption-p.k2")} <= runs
+    assert {
+        ("synthetic-fs0.5", "logreg"),
+        ("synthetic", "scgpt-genohoption-p.alpha0.1"),
+        ("synthetic", "scgpt-genohoption-p.k2"),
+    } <= runs
     ann = workflow_run / "results" / "annotation" / "synthetic"
     main = json.loads((ann / "scgpt-genohoption-p" / "seed0" / "run.json").read_text())
     assert main["graph_variant"] == "full" and main["graph"]["n_nodes"] > 1 and main["model"]["attention_config"] == {}
@@ -182,7 +233,9 @@ def test_graph_kernels_fewshot_and_sensitivity_runs(workflow_run):
     alpha = json.loads((ann / "scgpt-genohoption-p.alpha0.1" / "seed0" / "run.json").read_text())
     k2 = json.loads((ann / "scgpt-genohoption-p.k2" / "seed0" / "run.json").read_text())
     assert alpha["model"]["attention_config"] == {"alpha": 0.1} and k2["model"]["attention_config"] == {"k": 2}
-    assert {k: v for k, v in alpha["model"].items() if k != "attention_config"} == {k: v for k, v in main["model"].items() if k != "attention_config"}
+    assert {k: v for k, v in alpha["model"].items() if k != "attention_config"} == {
+        k: v for k, v in main["model"].items() if k != "attention_config"
+    }
     assert json.loads((ann / "scgpt-full" / "seed0" / "run.json").read_text())["graph"] is None
     # The few-shot dataset keeps half of the non-test cells (then splits train/valid) and every test cell.
     data = workflow_run / "results" / "data"
@@ -194,7 +247,9 @@ def test_graph_kernels_fewshot_and_sensitivity_runs(workflow_run):
 
 @pytest.mark.slow
 def test_methods_beat_their_controls(workflow_run):
-    m = pd.read_csv(workflow_run / "results" / "report" / "metrics.csv").set_index(["task", "dataset", "method", "metric"])["value"]
+    m = pd.read_csv(workflow_run / "results" / "report" / "metrics.csv").set_index(
+        ["task", "dataset", "method", "metric"]
+    )["value"]
     majority = m["annotation", "pbmc68k", "majority", "macro_f1"]
     assert m["annotation", "pbmc68k", "logreg", "macro_f1"] > majority
     assert m["annotation", "pbmc68k", "scgpt-full", "macro_f1"] > majority
@@ -235,9 +290,23 @@ def test_seed_grouping_changes_no_number(workflow_run):
     assert len(files) == 6  # scgpt-full and -genohoption-p on both datasets, 2 sensitivity runs
     grouped = {f: f.read_text() for f in files}
     bench = workflow_run / "results" / "benchmarks" / "annotation" / "pbmc68k" / "scgpt-full"
-    assert (bench / "seeds.tsv").exists() and list(pd.read_csv(bench / "seed0.tsv", sep="\t").columns) == ["s", "h:m:s", "max_rss", "cpu_time"]
+    assert (bench / "seeds.tsv").exists() and list(pd.read_csv(bench / "seed0.tsv", sep="\t").columns) == [
+        "s",
+        "h:m:s",
+        "max_rss",
+        "cpu_time",
+    ]
     (workflow_run / "config" / "per_seed.yaml").write_text(yaml.safe_dump({"resources": {"group_seeds": False}}))
-    run(workflow_run, "--configfile", "config/tiny.yaml", "config/per_seed.yaml", "--forcerun", "annotate_transformer", "--until", "annotate_transformer")
+    run(
+        workflow_run,
+        "--configfile",
+        "config/tiny.yaml",
+        "config/per_seed.yaml",
+        "--forcerun",
+        "annotate_transformer",
+        "--until",
+        "annotate_transformer",
+    )
     assert {f: f.read_text() for f in files} == grouped
     assert "max_vms" in pd.read_csv(bench / "seed0.tsv", sep="\t").columns  # now written by Snakemake
 
@@ -264,4 +333,6 @@ def test_trained_runs_write_curves_and_the_quality_report_checks_them(workflow_r
     quality = pd.read_csv(res / "report" / "quality.csv")
     flagged = quality[quality["check"] == "not converged"]
     # 3 pretraining steps and one 2-step perturbation epoch cannot show a plateau.
-    assert {("pretraining", "scgpt-mam"), ("perturbation", "scgpt-genohoption-p")} <= set(zip(flagged["task"], flagged["method"]))
+    assert {("pretraining", "scgpt-mam"), ("perturbation", "scgpt-genohoption-p")} <= set(
+        zip(flagged["task"], flagged["method"])
+    )

@@ -29,7 +29,9 @@ def setup_job(snakemake) -> None:
         os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
         stream = open(log_path, "w", buffering=1)
         sys.stderr = stream  # library warnings and tracebacks land in the job's log
-        logging.basicConfig(stream=stream, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
+        logging.basicConfig(
+            stream=stream, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True
+        )
     logging.captureWarnings(True)
     threads = max(1, int(getattr(snakemake, "threads", 1)))
     # Before any numerical import: torch (intra-op threads), OpenBLAS/MKL and OpenMP read these when

@@ -80,18 +80,26 @@ def _check_cross_references(config: dict[str, Any], schema: dict) -> None:
     for task in ("annotation", "imputation"):
         for name in config[task]["datasets"]:
             if name not in datasets:
-                raise InputError(f"config key '{task}.datasets': dataset {name!r} is not defined under 'datasets' (defined: {sorted(datasets)})")
+                raise InputError(
+                    f"config key '{task}.datasets': dataset {name!r} is not defined under 'datasets' (defined: {sorted(datasets)})"
+                )
     ann = config["annotation"]
     for method, names in ann["method_datasets"].items():
         if method not in ann["methods"]:
-            raise InputError(f"config key 'annotation.method_datasets.{method}': {method!r} is not in annotation.methods ({ann['methods']})")
+            raise InputError(
+                f"config key 'annotation.method_datasets.{method}': {method!r} is not in annotation.methods ({ann['methods']})"
+            )
         for name in names:
             if name not in ann["datasets"]:
-                raise InputError(f"config key 'annotation.method_datasets.{method}': dataset {name!r} is not in annotation.datasets ({ann['datasets']})")
+                raise InputError(
+                    f"config key 'annotation.method_datasets.{method}': dataset {name!r} is not in annotation.datasets ({ann['datasets']})"
+                )
     for block in ("fewshot", "sensitivity"):
         for name in config[block]["datasets"]:
             if name not in datasets:
-                raise InputError(f"config key '{block}.datasets': dataset {name!r} is not defined under 'datasets' (defined: {sorted(datasets)})")
+                raise InputError(
+                    f"config key '{block}.datasets': dataset {name!r} is not defined under 'datasets' (defined: {sorted(datasets)})"
+                )
     for name, ds in datasets.items():
         if ds["source"] == "h5ad" and not ds.get("path"):
             raise InputError(f"config key 'datasets.{name}.path': source 'h5ad' needs a path to the .h5ad file")
@@ -106,9 +114,23 @@ _PAPER_KEYS = ("path", "recover_counts", "min_library_size", "species")
 SOURCE_KEYS: dict[str, tuple[str, ...]] = {
     "pbmc68k": ("min_library_size", "species"),
     "synthetic": ("synthetic", "min_library_size"),
-    "h5ad": ("path", "label_column", "split_column", "counts_layer", "gene_symbols_column", "recover_counts", "log_base", "screen", "min_library_size", "species"),
+    "h5ad": (
+        "path",
+        "label_column",
+        "split_column",
+        "counts_layer",
+        "gene_symbols_column",
+        "recover_counts",
+        "log_base",
+        "screen",
+        "min_library_size",
+        "species",
+    ),
     **{s: _PAPER_KEYS for s in ("scgpt_ms", "scgpt_myeloid", "scgpt_pancreas")},
-    **{s: (*_PAPER_KEYS, "label_column") for s in ("gears_adamson", "gears_norman", "gears_dixit", "gears_replogle_k562", "gears_replogle_rpe1")},
+    **{
+        s: (*_PAPER_KEYS, "label_column")
+        for s in ("gears_adamson", "gears_norman", "gears_dixit", "gears_replogle_k562", "gears_replogle_rpe1")
+    },
     **{s: ("path", "cell_labels", "min_library_size", "species") for s in ("geo_lau2020", "geo_smajic2022")},
 }
 
@@ -118,10 +140,14 @@ def _check_source_keys(name: str, ds: dict[str, Any], schema: dict) -> None:
     if used is None:
         return
     props = schema["$defs"]["dataset"]["properties"]
-    ignored = sorted(k for k, v in ds.items() if k != "source" and k not in used and k in props and not _is_default(v, props[k]))
+    ignored = sorted(
+        k for k, v in ds.items() if k != "source" and k not in used and k in props and not _is_default(v, props[k])
+    )
     if ignored:
-        raise InputError(f"config key 'datasets.{name}.{ignored[0]}': source {ds['source']!r} does not read {ignored} (it reads {sorted(used)}); "
-                         "remove the key, or use a source that reads it (e.g. 'h5ad' for your own file)")
+        raise InputError(
+            f"config key 'datasets.{name}.{ignored[0]}': source {ds['source']!r} does not read {ignored} (it reads {sorted(used)}); "
+            "remove the key, or use a source that reads it (e.g. 'h5ad' for your own file)"
+        )
 
 
 def _is_default(value: Any, prop: dict) -> bool:
@@ -129,17 +155,27 @@ def _is_default(value: Any, prop: dict) -> bool:
     if value == prop.get("default"):
         return True
     sub = prop.get("properties")
-    return isinstance(value, dict) and sub is not None and all(k in sub and v == sub[k].get("default") for k, v in value.items())
+    return (
+        isinstance(value, dict)
+        and sub is not None
+        and all(k in sub and v == sub[k].get("default") for k, v in value.items())
+    )
 
 
 def _check_label_tasks(config: dict[str, Any]) -> None:
     """A dataset without labels (label_column: null) in a task that needs them: name the task."""
-    for task, names in (("annotation", config["annotation"]["datasets"]), ("fewshot", config["fewshot"]["datasets"]), ("sensitivity", config["sensitivity"]["datasets"])):
+    for task, names in (
+        ("annotation", config["annotation"]["datasets"]),
+        ("fewshot", config["fewshot"]["datasets"]),
+        ("sensitivity", config["sensitivity"]["datasets"]),
+    ):
         for name in names:
             ds = config["datasets"][name]
             if ds["source"] == "h5ad" and ds.get("label_column", "") is None:
-                raise InputError(f"config key '{task}.datasets': dataset {name!r} has no cell types (datasets.{name}.label_column is null), "
-                                 f"but {task} needs them. Remove {name!r} from {task}.datasets, or set datasets.{name}.label_column to its obs label column.")
+                raise InputError(
+                    f"config key '{task}.datasets': dataset {name!r} has no cell types (datasets.{name}.label_column is null), "
+                    f"but {task} needs them. Remove {name!r} from {task}.datasets, or set datasets.{name}.label_column to its obs label column."
+                )
 
 
 def check_methods(config: dict[str, Any], rule_dir: str | Path) -> None:
@@ -150,25 +186,41 @@ def check_methods(config: dict[str, Any], rule_dir: str | Path) -> None:
         for method in config[task]["methods"]:
             if method in builtin or method in plugged or method in STAGE_METHODS.get(task, ()):
                 continue
-            if task == "annotation" and parse_transformer(method, where=f"config key 'annotation.methods': {method!r}") is not None:
+            if (
+                task == "annotation"
+                and parse_transformer(method, where=f"config key 'annotation.methods': {method!r}") is not None
+            ):
                 continue
             raise InputError(
                 f"config key '{task}.methods': {method!r} is neither built in ({list(builtin)}"
-                + (f", or '{{backbone}}-{{attention}}' with backbone in {list(BACKBONES)}" if task == "annotation" else "")
+                + (
+                    f", or '{{backbone}}-{{attention}}' with backbone in {list(BACKBONES)}"
+                    if task == "annotation"
+                    else ""
+                )
                 + f") nor provided by a rule file {rule_dir / (method + '.smk')}"
             )
     for method in config["fewshot"]["methods"]:
         where = f"config key 'fewshot.methods': {method!r}"
-        if method in BUILTIN_ANNOTATION or method in plugged or method in STAGE_METHODS["annotation"] or parse_transformer(method, where=where):
+        if (
+            method in BUILTIN_ANNOTATION
+            or method in plugged
+            or method in STAGE_METHODS["annotation"]
+            or parse_transformer(method, where=where)
+        ):
             continue
-        raise InputError(f"{where} is not an annotation method (built in {list(BUILTIN_ANNOTATION)}, 'schyena', "
-                         f"'{{backbone}}-{{attention}}' or a rule file {rule_dir / (method + '.smk')})")
+        raise InputError(
+            f"{where} is not an annotation method (built in {list(BUILTIN_ANNOTATION)}, 'schyena', "
+            f"'{{backbone}}-{{attention}}' or a rule file {rule_dir / (method + '.smk')})"
+        )
     for method in config["sensitivity"]["methods"]:
         where = f"config key 'sensitivity.methods': {method!r}"
         spec = parse_transformer(method, where=where)
         if spec is None or spec.override is not None or not sensitivity_keys(spec.attention):
-            raise InputError(f"{where}: the sensitivity runs vary {list(SENSITIVITY_KEYS)} of a '{{backbone}}-{{attention}}' method whose "
-                             f"attention takes them (e.g. genohoption-p: alpha, k; genohoption-h: t, k), given without a '.' suffix")
+            raise InputError(
+                f"{where}: the sensitivity runs vary {list(SENSITIVITY_KEYS)} of a '{{backbone}}-{{attention}}' method whose "
+                f"attention takes them (e.g. genohoption-p: alpha, k; genohoption-h: t, k), given without a '.' suffix"
+            )
     check_kernel_config(config)
 
 
@@ -187,12 +239,22 @@ def check_kernel_config(config: dict[str, Any]) -> None:
             if unknown:
                 raise InputError(f"{where}: unknown option(s) {unknown}; {kernel} takes {takes}")
             density = options.get("random_density")
-            if density is not None and (isinstance(density, bool) or not isinstance(density, (int, float)) or not 0 <= density <= 1):
-                raise InputError(f"{where}: random_density must be a number in [0, 1] (GenoHoption's BigBird: 0.09765625 = 200/2048), got {density!r}")
+            if density is not None and (
+                isinstance(density, bool) or not isinstance(density, (int, float)) or not 0 <= density <= 1
+            ):
+                raise InputError(
+                    f"{where}: random_density must be a number in [0, 1] (GenoHoption's BigBird: 0.09765625 = 200/2048), got {density!r}"
+                )
             window = options.get("window")
-            if window is not None and window != MEAN_DEGREE and (isinstance(window, bool) or not isinstance(window, int) or window < 2 or window % 2):
-                raise InputError(f"{where}: window must be an even integer >= 2 (blocks of w tokens every w/2) or 'mean_degree' "
-                                 f"(the dataset graph's mean in-degree, rounded up to even), got {window!r}")
+            if (
+                window is not None
+                and window != MEAN_DEGREE
+                and (isinstance(window, bool) or not isinstance(window, int) or window < 2 or window % 2)
+            ):
+                raise InputError(
+                    f"{where}: window must be an even integer >= 2 (blocks of w tokens every w/2) or 'mean_degree' "
+                    f"(the dataset graph's mean in-degree, rounded up to even), got {window!r}"
+                )
 
 
 # Transformer method ids: ``{backbone}-{attention}[-{ablation}][.{key}{value}]``.
@@ -272,14 +334,20 @@ def parse_transformer(method: str, *, where: str | None = None) -> TransformerMe
             rest, variant = rest[: -len(name) - 1], graph_variant
             break
     if rest not in KERNELS:
-        return fail(f"unknown attention {rest!r}; registered kernels are {sorted(KERNELS)} (ablation suffixes: {sorted(ABLATIONS)})")
+        return fail(
+            f"unknown attention {rest!r}; registered kernels are {sorted(KERNELS)} (ablation suffixes: {sorted(ABLATIONS)})"
+        )
     if variant != "full" and not KERNELS[rest].needs_edges:
-        return fail(f"the ablation '-{method.split('-')[-1].split('.')[0]}' changes the gene graph, but {rest!r} does not run on one")
+        return fail(
+            f"the ablation '-{method.split('-')[-1].split('.')[0]}' changes the gene graph, but {rest!r} does not run on one"
+        )
     override = None
     if dot:
         m = _SUFFIX.match(suffix)
         if not m or m["key"] not in SENSITIVITY_KEYS:
-            return fail(f"the suffix '.{suffix}' must be one of {list(SENSITIVITY_KEYS)} followed by a number, e.g. '.alpha0.1', '.k4'")
+            return fail(
+                f"the suffix '.{suffix}' must be one of {list(SENSITIVITY_KEYS)} followed by a number, e.g. '.alpha0.1', '.k4'"
+            )
         if m["key"] not in sensitivity_keys(rest):
             return fail(f"attention {rest!r} takes no option {m['key']!r} (it takes {sensitivity_keys(rest)})")
         override = (m["key"], float(m["value"]))
@@ -333,7 +401,9 @@ def pretraining_grid(config: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(dataset, backbone, strategy) of every pretraining run of the grid (scHyena's own
     pretraining is added by the workflow where schyena annotates)."""
     pre = config.get("pretraining") or {}
-    return [(d, b, s) for d in pre.get("datasets", []) for b in pre.get("backbones", []) for s in pre.get("strategies", [])]
+    return [
+        (d, b, s) for d in pre.get("datasets", []) for b in pre.get("backbones", []) for s in pre.get("strategies", [])
+    ]
 
 
 def pretraining_annotation_runs(config: dict[str, Any]) -> list[tuple[str, str]]:
@@ -360,21 +430,31 @@ def check_pretraining(config: dict[str, Any]) -> None:
     pre = config.get("pretraining") or {}
     for b in pre.get("backbones", []):
         if b not in READERS:
-            raise InputError(f"config key 'pretraining.backbones': {b!r} cannot be pretrained here; pretrainable backbones are {sorted(READERS)} "
-                             "(geneformer's rank-value input has no values to mask; schyena pretrains through params.schyena wherever it annotates)")
+            raise InputError(
+                f"config key 'pretraining.backbones': {b!r} cannot be pretrained here; pretrainable backbones are {sorted(READERS)} "
+                "(geneformer's rank-value input has no values to mask; schyena pretrains through params.schyena wherever it annotates)"
+            )
     for d in pre.get("datasets", []):
         if d not in config["datasets"]:
-            raise InputError(f"config key 'pretraining.datasets': {d!r} is not a configured dataset; datasets are {sorted(config['datasets'])}")
+            raise InputError(
+                f"config key 'pretraining.datasets': {d!r} is not a configured dataset; datasets are {sorted(config['datasets'])}"
+            )
     for s in pre.get("strategies", []):
         if not re.fullmatch(r"[a-z0-9_]+", s):
-            raise InputError(f"config key 'pretraining.strategies': {s!r} must be lower-case letters, digits and '_' (it becomes part of a method id)")
+            raise InputError(
+                f"config key 'pretraining.strategies': {s!r} must be lower-case letters, digits and '_' (it becomes part of a method id)"
+            )
         strategy_for(s, {**pre, "strategy_options": ratio_options(pre)})
     unknown = sorted(set(pre.get("finetune") or {}) - set(TRAIN_KEYS))
     if unknown:
-        raise InputError(f"config key 'pretraining.finetune': unknown training option(s) {unknown}; allowed are {list(TRAIN_KEYS)}")
+        raise InputError(
+            f"config key 'pretraining.finetune': unknown training option(s) {unknown}; allowed are {list(TRAIN_KEYS)}"
+        )
     att = pre.get("attention", "full")
     if att not in KERNELS or KERNELS[att].needs_edges:
-        raise InputError(f"config key 'pretraining.attention': {att!r} must be a registered kernel that needs no gene graph: {sorted(k for k, v in KERNELS.items() if not v.needs_edges)}")
+        raise InputError(
+            f"config key 'pretraining.attention': {att!r} must be a registered kernel that needs no gene graph: {sorted(k for k, v in KERNELS.items() if not v.needs_edges)}"
+        )
 
 
 def ratio_options(pre: dict[str, Any]) -> dict[str, dict]:
@@ -400,11 +480,15 @@ def check_embedding(config: dict[str, Any]) -> None:
     emb = config["embedding"]
     for name in embedding_datasets(config):
         if name not in config["annotation"]["datasets"]:
-            raise InputError(f"config key 'embedding.datasets': {name!r} is not in annotation.datasets ({config['annotation']['datasets']}); "
-                             "embeddings come from the annotation runs and are scored against their cell types")
+            raise InputError(
+                f"config key 'embedding.datasets': {name!r} is not in annotation.datasets ({config['annotation']['datasets']}); "
+                "embeddings come from the annotation runs and are scored against their cell types"
+            )
     for name in emb["batch_columns"]:
         if name not in embedding_datasets(config):
-            raise InputError(f"config key 'embedding.batch_columns.{name}': {name!r} is not a dataset whose embeddings are scored ({embedding_datasets(config)})")
+            raise InputError(
+                f"config key 'embedding.batch_columns.{name}': {name!r} is not a dataset whose embeddings are scored ({embedding_datasets(config)})"
+            )
 
 
 def load_config(path: str | Path, schema_path: str | Path) -> dict[str, Any]:

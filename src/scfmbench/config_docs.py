@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
@@ -84,8 +85,11 @@ def _cell(text: str) -> str:
 
 
 def _has_keys(node: dict[str, Any]) -> bool:
-    return "properties" in node or isinstance(node.get("additionalProperties"), dict) and bool(
-        node["additionalProperties"].get("properties") or "$ref" in node["additionalProperties"])
+    return (
+        "properties" in node
+        or isinstance(node.get("additionalProperties"), dict)
+        and bool(node["additionalProperties"].get("properties") or "$ref" in node["additionalProperties"])
+    )
 
 
 def _rows(path: str, node: dict[str, Any], schema: dict[str, Any]) -> Iterator[tuple[str, str, str, str]]:
@@ -127,13 +131,24 @@ def render(schema: dict[str, Any]) -> str:
         parts.append(f"## `{key}`\n")
         if node.get("description"):
             parts.append(" ".join(node["description"].split()) + "\n")
-        default = "" if _has_keys(node) and "default" not in node else f", default `{_value(node['default'])}`" if "default" in node else ""
+        default = (
+            ""
+            if _has_keys(node) and "default" not in node
+            else f", default `{_value(node['default'])}`"
+            if "default" in node
+            else ""
+        )
         parts.append(f"Type: {_type(node, schema)}{default}.\n")
         rows = list(_children(key, node, schema))
         if rows:
             parts.append("| key | type | default | description |\n| --- | --- | --- | --- |")
-            parts.append("\n".join(f"| `{k}` | {_cell(t)} | {('`' + _cell(d) + '`') if d not in ('', 'see below', 'required') else d} | {_cell(desc)} |"
-                                   for k, t, d, desc in rows) + "\n")
+            parts.append(
+                "\n".join(
+                    f"| `{k}` | {_cell(t)} | {('`' + _cell(d) + '`') if d not in ('', 'see below', 'required') else d} | {_cell(desc)} |"
+                    for k, t, d, desc in rows
+                )
+                + "\n"
+            )
     return "\n".join(parts)
 
 
@@ -141,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--schema", type=Path, default=SCHEMA)
     parser.add_argument("--output", type=Path, default=OUTPUT)
-    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if the file differs from the schema's")
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if the file differs from the schema's"
+    )
     args = parser.parse_args(argv)
     if not args.schema.is_file():
         parser.error(f"{args.schema} not found: run from the repository root or pass --schema")
@@ -150,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         args.output.write_text(text)
         print(f"wrote {args.output}")
     elif not args.output.is_file() or args.output.read_text() != text:
-        print(f"{args.output} is out of date with {args.schema}: run `python -m scfmbench.config_docs`", file=sys.stderr)
+        print(
+            f"{args.output} is out of date with {args.schema}: run `python -m scfmbench.config_docs`", file=sys.stderr
+        )
         return 1
     return 0
 

@@ -74,9 +74,20 @@ def curve_frame(curve: Curve | dict, phase: str = "train") -> pd.DataFrame:
     """A curve (or its ``asdict`` form from a run record) as rows of :data:`CURVE_COLUMNS`."""
     c = curve if isinstance(curve, dict) else curve.__dict__
     n = len(c["step"])
-    return pd.DataFrame({"phase": [phase] * n, "step": c["step"], "epoch": c["epoch"], "lr": c["lr"], "train_loss": c["train_loss"], "valid": c["valid"],
-                         "criterion": [c["criterion"]] * n, "higher_is_better": [bool(c["higher_is_better"])] * n, "stop_reason": [c["stop_reason"]] * n},
-                        columns=CURVE_COLUMNS)
+    return pd.DataFrame(
+        {
+            "phase": [phase] * n,
+            "step": c["step"],
+            "epoch": c["epoch"],
+            "lr": c["lr"],
+            "train_loss": c["train_loss"],
+            "valid": c["valid"],
+            "criterion": [c["criterion"]] * n,
+            "higher_is_better": [bool(c["higher_is_better"])] * n,
+            "stop_reason": [c["stop_reason"]] * n,
+        },
+        columns=CURVE_COLUMNS,
+    )
 
 
 def write_curves(path, curves: dict) -> None:
@@ -95,7 +106,9 @@ def read_curves(path) -> pd.DataFrame:
     frame = pd.read_csv(path)
     missing = sorted(set(CURVE_COLUMNS) - set(frame.columns))
     if missing:
-        raise ValueError(f"{path}: not a curves file (missing columns {missing}); it is written by the training rules, rerun them")
+        raise ValueError(
+            f"{path}: not a curves file (missing columns {missing}); it is written by the training rules, rerun them"
+        )
     return frame
 
 
@@ -132,18 +145,35 @@ def convergence(frame: pd.DataFrame, *, tail: float = TAIL, min_gain: float = MI
         if reason == "early_stop":
             converged, detail = True, f"early stop at step {last}; best {name} at step {best_step}"
         elif len(g) < MIN_EVALS:
-            converged, detail = False, f"stopped at its {reason.replace('_', ' ')} (step {last}) after {len(g)} evaluation(s): too few to show a plateau (>= {MIN_EVALS})"
+            converged, detail = (
+                False,
+                f"stopped at its {reason.replace('_', ' ')} (step {last}) after {len(g)} evaluation(s): too few to show a plateau (>= {MIN_EVALS})",
+            )
         elif still:
             converged = False
-            detail = (f"stopped at its {reason.replace('_', ' ')} (step {last}) while {name} was still improving: best at step {best_step}, "
-                      f"+{tail_gain:.4g} in the last {tail:.0%} of the run ({tail_gain / total_gain:.0%} of its total gain {total_gain:.4g})"
-                      if total_gain > 0 else f"stopped at its {reason.replace('_', ' ')} (step {last}) with its best {name} at the last evaluation")
+            detail = (
+                f"stopped at its {reason.replace('_', ' ')} (step {last}) while {name} was still improving: best at step {best_step}, "
+                f"+{tail_gain:.4g} in the last {tail:.0%} of the run ({tail_gain / total_gain:.0%} of its total gain {total_gain:.4g})"
+                if total_gain > 0
+                else f"stopped at its {reason.replace('_', ' ')} (step {last}) with its best {name} at the last evaluation"
+            )
         else:
             converged = True
             detail = f"{reason.replace('_', ' ')} at step {last}; best {name} at step {best_step}, flat in the last {tail:.0%}"
-        rows.append(dict(phase=phase, converged=converged, stop_reason=reason, best_step=best_step, last_step=last, criterion=name,
-                         detail=detail))
-    return pd.DataFrame(rows, columns=["phase", "converged", "stop_reason", "best_step", "last_step", "criterion", "detail"])
+        rows.append(
+            dict(
+                phase=phase,
+                converged=converged,
+                stop_reason=reason,
+                best_step=best_step,
+                last_step=last,
+                criterion=name,
+                detail=detail,
+            )
+        )
+    return pd.DataFrame(
+        rows, columns=["phase", "converged", "stop_reason", "best_step", "last_step", "criterion", "detail"]
+    )
 
 
 # ----------------------------------------------------------------------------- collection

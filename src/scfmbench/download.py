@@ -14,7 +14,6 @@ from __future__ import annotations
 import http.client
 import logging
 import os
-import socket
 import time
 import urllib.error
 import urllib.parse
@@ -72,7 +71,7 @@ def _attempt(url: str, part: Path, timeout: float) -> None:
             raise _Retryable(f"HTTP {exc.code} {exc.reason}") from None
         hint = " (not found: check the URL)" if exc.code == 404 else ""
         raise DownloadError(f"download of {url} failed: HTTP {exc.code} {exc.reason}{hint}.") from None
-    except (urllib.error.URLError, ConnectionError, socket.timeout, http.client.HTTPException, OSError) as exc:
+    except (TimeoutError, urllib.error.URLError, ConnectionError, http.client.HTTPException, OSError) as exc:
         raise _Retryable(f"{type(exc).__name__}: {exc}") from None
 
     with response:
@@ -81,7 +80,9 @@ def _attempt(url: str, part: Path, timeout: float) -> None:
             content_range = response.headers.get("Content-Range", "")
             if not content_range.startswith(f"bytes {offset}-"):
                 part.unlink()
-                raise _Retryable(f"server resumed with Content-Range {content_range!r}, expected start {offset}; restarting")
+                raise _Retryable(
+                    f"server resumed with Content-Range {content_range!r}, expected start {offset}; restarting"
+                )
             mode = "ab"
         else:
             if offset:
@@ -98,7 +99,7 @@ def _attempt(url: str, part: Path, timeout: float) -> None:
                         break
                     fh.write(block)
                     received += len(block)
-        except (http.client.IncompleteRead, ConnectionError, socket.timeout, OSError) as exc:
+        except (TimeoutError, http.client.IncompleteRead, ConnectionError, OSError) as exc:
             raise _Retryable(f"transfer cut after {offset + received} bytes ({type(exc).__name__})") from None
         if expected is not None and received < expected:
             raise _Retryable(f"transfer cut: {received} of {expected} bytes")
@@ -142,9 +143,13 @@ def download(
     """
     _check_url(url)
     if retries < 0 or backoff < 0 or timeout <= 0:
-        raise InputError(f"download: retries and backoff must be >= 0 and timeout > 0 (got {retries}, {backoff}, {timeout}).")
+        raise InputError(
+            f"download: retries and backoff must be >= 0 and timeout > 0 (got {retries}, {backoff}, {timeout})."
+        )
     if sha256 is None and strict:
-        raise InputError(f"download of {url}: no sha256 given and strict=True; record the expected checksum in the config.")
+        raise InputError(
+            f"download of {url}: no sha256 given and strict=True; record the expected checksum in the config."
+        )
     expected = sha256.lower() if sha256 else None
     dest = Path(dest)
     if expected and dest.is_file() and sha256_file(dest) == expected:
@@ -158,7 +163,9 @@ def download(
             break
         except _Retryable as exc:
             if attempt == retries:
-                raise DownloadError(f"download of {url} failed after {retries + 1} attempts: {exc}. The partial file {part} is kept for a later resume.") from None
+                raise DownloadError(
+                    f"download of {url} failed after {retries + 1} attempts: {exc}. The partial file {part} is kept for a later resume."
+                ) from None
             wait = backoff * 2**attempt
             log.warning("download of %s: %s; retry %d/%d in %.1f s", url, exc, attempt + 1, retries, wait)
             time.sleep(wait)
@@ -166,6 +173,8 @@ def download(
     actual = sha256_file(part)
     if expected is not None and actual != expected:
         part.unlink()
-        raise InputError(f"checksum mismatch for {url}: expected sha256 {expected}, got {actual}. The download was deleted; check the URL and the recorded checksum.")
+        raise InputError(
+            f"checksum mismatch for {url}: expected sha256 {expected}, got {actual}. The download was deleted; check the URL and the recorded checksum."
+        )
     os.replace(part, dest)
     return actual

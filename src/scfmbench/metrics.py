@@ -90,4 +90,8 @@ def rare_f1(y_true, y_pred, rare) -> float:
     present = [c for c in np.asarray(rare).astype(str) if (y_true == c).any()]
     if not present:
         return float("nan")
-    return float(np.mean([2 * np.sum((y_true == c) & (y_pred == c)) / (np.sum(y_true == c) + np.sum(y_pred == c)) for c in present]))
+    return float(
+        np.mean(
+            [2 * np.sum((y_true == c) & (y_pred == c)) / (np.sum(y_true == c) + np.sum(y_pred == c)) for c in present]
+        )
+    )

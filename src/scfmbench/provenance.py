@@ -12,7 +12,18 @@ import sys
 
 import numpy as np
 
-_PACKAGES = ("scfmbench", "torch", "numpy", "scipy", "pandas", "anndata", "scanpy", "scikit-learn", "magic-impute", "snakemake")
+_PACKAGES = (
+    "scfmbench",
+    "torch",
+    "numpy",
+    "scipy",
+    "pandas",
+    "anndata",
+    "scanpy",
+    "scikit-learn",
+    "magic-impute",
+    "snakemake",
+)
 
 
 def package_versions(packages=_PACKAGES) -> dict[str, str]:
@@ -54,7 +65,11 @@ def device_info(*, load_torch: bool = True) -> dict[str, str]:
 def provenance(*, load_torch: bool = True, **extra) -> dict:
     """A provenance record: timestamp, versions, device (with the thread count), plus whatever the
     caller adds (seed, inputs). ``load_torch`` as in :func:`device_info`."""
-    rec = {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "versions": package_versions(), "device": device_info(load_torch=load_torch)}
+    rec = {
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": package_versions(),
+        "device": device_info(load_torch=load_torch),
+    }
     rec.update(extra)
     return rec
 

@@ -39,17 +39,33 @@ def read_benchmark(path: str | Path | None) -> tuple[float, float]:
         return math.nan, math.nan
     df = pd.read_csv(path, sep="\t")
     if df.empty or "s" not in df or "max_rss" not in df:
-        raise InputError(f"{path}: not a Snakemake benchmark file (expected columns 's' and 'max_rss', found {list(df.columns)}).")
+        raise InputError(
+            f"{path}: not a Snakemake benchmark file (expected columns 's' and 'max_rss', found {list(df.columns)})."
+        )
     rss = pd.to_numeric(df["max_rss"], errors="coerce")  # '-' when the job was too short to sample
     return float(df["s"].iloc[-1]), float(rss.iloc[-1]) if pd.notna(rss.iloc[-1]) else math.nan
 
 
-def metrics_record(*, task: str, dataset: str, method: str, seed: int, metrics: dict[str, float], benchmark: str | Path | None = None) -> pd.DataFrame:
+def metrics_record(
+    *, task: str, dataset: str, method: str, seed: int, metrics: dict[str, float], benchmark: str | Path | None = None
+) -> pd.DataFrame:
     """A tidy metrics record (one row per metric) in :data:`METRIC_COLUMNS` order."""
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; tasks are {list(TASKS)}")
     runtime, mem = read_benchmark(benchmark)
-    rows = [dict(task=task, dataset=dataset, method=method, seed=int(seed), metric=k, value=float(v), runtime_s=runtime, peak_mem_mb=mem) for k, v in metrics.items()]
+    rows = [
+        dict(
+            task=task,
+            dataset=dataset,
+            method=method,
+            seed=int(seed),
+            metric=k,
+            value=float(v),
+            runtime_s=runtime,
+            peak_mem_mb=mem,
+        )
+        for k, v in metrics.items()
+    ]
     return pd.DataFrame(rows, columns=METRIC_COLUMNS)
 
 

@@ -34,7 +34,16 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["PairedResult", "critical_difference", "friedman", "holm", "mean_ranks", "nemenyi_q", "paired_test", "pair_by_seed"]
+__all__ = [
+    "PairedResult",
+    "critical_difference",
+    "friedman",
+    "holm",
+    "mean_ranks",
+    "nemenyi_q",
+    "paired_test",
+    "pair_by_seed",
+]
 
 
 @dataclass(frozen=True)
@@ -71,14 +80,24 @@ def paired_test(x, y, *, confidence: float = 0.95) -> PairedResult:
     nan = math.nan
     if n < 2:
         mean = float(d.mean()) if n else nan
-        return PairedResult(n, mean, nan, nan, nan, nan, f"{n} paired seed{'s' if n != 1 else ''} with a finite value on both sides: a paired test needs at least 2")
+        return PairedResult(
+            n,
+            mean,
+            nan,
+            nan,
+            nan,
+            nan,
+            f"{n} paired seed{'s' if n != 1 else ''} with a finite value on both sides: a paired test needs at least 2",
+        )
     mean = float(d.mean())
     if np.all(d == 0):
         return PairedResult(n, 0.0, 0.0, 0.0, 1.0, 1.0, "identical on every seed")
     # The Wilcoxon p from the exact distribution of the non-zero differences (module docstring).
     wil = float(stats.wilcoxon(d, zero_method="wilcox", method="exact").pvalue)
     if np.all(d == d[0]):
-        return PairedResult(n, mean, mean, mean, 0.0, wil, "the same difference on every seed (zero variance): t-test p = 0")
+        return PairedResult(
+            n, mean, mean, mean, 0.0, wil, "the same difference on every seed (zero variance): t-test p = 0"
+        )
     res = stats.ttest_rel(x, y)
     ci = res.confidence_interval(confidence_level=confidence)
     return PairedResult(n, mean, float(ci.low), float(ci.high), float(res.pvalue), wil)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -59,7 +59,9 @@ def autocast(device, amp: str | None):
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, inputs, *, batch_size: int, device, amp: str | None = None, output: str = "forward") -> torch.Tensor:
+def predict_logits(
+    model: nn.Module, inputs, *, batch_size: int, device, amp: str | None = None, output: str = "forward"
+) -> torch.Tensor:
     """One inference pass in eval mode: ``model(batch)`` for every batch of ``inputs``, or the
     model method ``output`` (``"cell_embedding"``: the (n, d) cell embeddings), concatenated on the CPU."""
     model.eval()
@@ -71,9 +73,24 @@ def predict_logits(model: nn.Module, inputs, *, batch_size: int, device, amp: st
     return torch.cat(out) if out else torch.empty(0)
 
 
-def fit(model: nn.Module, *, train: Callable[[int], object], loss: Callable, score: Callable[[nn.Module], float], epochs: int, batch_size: int,
-        lr: float, lr_gamma: float = 0.9, patience: int = 5, seed: int = 0, device=None, weight_decay: float = 0.0, score_name: str = "score",
-        amp: str | None = None, cap: str = "epoch_cap") -> History:
+def fit(
+    model: nn.Module,
+    *,
+    train: Callable[[int], object],
+    loss: Callable,
+    score: Callable[[nn.Module], float],
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    lr_gamma: float = 0.9,
+    patience: int = 5,
+    seed: int = 0,
+    device=None,
+    weight_decay: float = 0.0,
+    score_name: str = "score",
+    amp: str | None = None,
+    cap: str = "epoch_cap",
+) -> History:
     """The loop every task trains with: Adam + StepLR (scGPT's fine-tuning recipe), early stopping on
     a validation score (higher is better), the best validation state restored at the end.
 
@@ -141,8 +158,24 @@ def fit(model: nn.Module, *, train: Callable[[int], object], loss: Callable, sco
     return hist
 
 
-def fit_classifier(model: nn.Module, *, train: Callable[[int], object], y_train: torch.Tensor, valid, y_valid: torch.Tensor, epochs: int, batch_size: int, lr: float, lr_gamma: float = 0.9, patience: int = 5, seed: int = 0, device=None, weight_decay: float = 0.0,
-                   amp: str | None = None, cap: str = "epoch_cap") -> History:
+def fit_classifier(
+    model: nn.Module,
+    *,
+    train: Callable[[int], object],
+    y_train: torch.Tensor,
+    valid,
+    y_valid: torch.Tensor,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    lr_gamma: float = 0.9,
+    patience: int = 5,
+    seed: int = 0,
+    device=None,
+    weight_decay: float = 0.0,
+    amp: str | None = None,
+    cap: str = "epoch_cap",
+) -> History:
     """:func:`fit` with cross-entropy and early stopping on validation macro F1 (minus the training
     loss when there is no validation cell); ``amp`` as in :func:`fit`."""
     device = device or default_device()
@@ -156,5 +189,20 @@ def fit_classifier(model: nn.Module, *, train: Callable[[int], object], y_train:
         pred = predict_logits(model, valid, batch_size=batch_size, device=device, amp=amp).argmax(1)
         return macro_f1(y_valid.numpy(), pred.numpy())
 
-    return fit(model, train=train, loss=loss, score=score, epochs=epochs, batch_size=batch_size, lr=lr, lr_gamma=lr_gamma, patience=patience,
-               seed=seed, device=device, weight_decay=weight_decay, score_name="macro F1", amp=amp, cap=cap)
+    return fit(
+        model,
+        train=train,
+        loss=loss,
+        score=score,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        lr_gamma=lr_gamma,
+        patience=patience,
+        seed=seed,
+        device=device,
+        weight_decay=weight_decay,
+        score_name="macro F1",
+        amp=amp,
+        cap=cap,
+    )

@@ -4,8 +4,6 @@ rule annotate_control:
     output:
         predictions=annotation_output(),
         run="results/annotation/{dataset}/{method}/seed{seed}/run.json",
-    params:
-        method_params=method_params,
     log:
         annotation_log(),
     benchmark:
@@ -14,6 +12,8 @@ rule annotate_control:
         method="|".join(BUILTIN_ANNOTATION),
     conda:
         "../../envs/torch.yaml"
+    params:
+        method_params=method_params,
     script:
         "../scripts/annotate.py"
 
@@ -27,17 +27,11 @@ rule annotate_transformer:
         unpack(transformer_graph),
         prepared=transformer_seeds(PREPARED),
     output:
+        **({"benchmark": per_seed(annotation_benchmark())} if GROUP_SEEDS else {}),
         predictions=transformer_seeds(annotation_output()),
         run=transformer_seeds("results/annotation/{dataset}/{method}/seed{seed}/run.json"),
         curves=transformer_seeds(ANNOTATION_CURVES),
         embedding=transformer_seeds(EMBEDDING),
-        **({"benchmark": per_seed(annotation_benchmark())} if GROUP_SEEDS else {}),
-    params:
-        method_params=method_params,
-        seeds=SEEDS,
-    threads: 1
-    resources:
-        gpu=gpu_request,
     log:
         "results/logs/annotation/{dataset}/{method}/seeds.log" if GROUP_SEEDS else annotation_log(),
     benchmark:
@@ -46,6 +40,12 @@ rule annotate_transformer:
         method="|".join(re.escape(m) for m in TRANSFORMERS) or "(?!)",
     conda:
         "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        gpu=gpu_request,
+    params:
+        method_params=method_params,
+        seeds=SEEDS,
     script:
         "../scripts/annotate.py"
 
@@ -58,14 +58,14 @@ rule score_annotation:
         benchmark=per_seed(annotation_benchmark()),
     output:
         metrics=per_seed("results/annotation/{dataset}/{method}/seed{seed}/metrics.csv"),
-    params:
-        seeds=SEEDS,
-        rare_share=ANNOTATION["rare_share"],
     log:
         "results/logs/annotation/{dataset}/{method}/score.log",
     benchmark:
         "results/benchmarks/annotation/{dataset}/{method}/score.tsv"
     conda:
         "../../envs/torch.yaml"
+    params:
+        seeds=SEEDS,
+        rare_share=ANNOTATION["rare_share"],
     script:
         "../scripts/score_annotation.py"

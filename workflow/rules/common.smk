@@ -4,7 +4,16 @@ from pathlib import Path
 import re
 
 from scfmbench.report.significance import check_config as check_significance
-from scfmbench.config import BUILTIN_ANNOTATION, BUILTIN_IMPUTATION, annotation_datasets, annotation_runs, check_methods, parse_dataset, parse_transformer, validate_config
+from scfmbench.config import (
+    BUILTIN_ANNOTATION,
+    BUILTIN_IMPUTATION,
+    annotation_datasets,
+    annotation_runs,
+    check_methods,
+    parse_dataset,
+    parse_transformer,
+    validate_config,
+)
 
 METHOD_RULE_DIR = Path(workflow.basedir) / "workflow" / "rules" / "methods"
 
@@ -21,7 +30,13 @@ IMPUTATION = config["imputation"]
 # and sensitivity methods '{method}.{option}{value}' (scfmbench.config.annotation_runs).
 ANNOTATION_RUNS = annotation_runs(config)
 # Transformer ids ({backbone}-{attention}[-{ablation}][.{option}{value}]) run by annotate_transformer.
-TRANSFORMERS = sorted({m for _, m in ANNOTATION_RUNS if m not in BUILTIN_ANNOTATION and parse_transformer(m) and not (METHOD_RULE_DIR / f"{m}.smk").exists()})
+TRANSFORMERS = sorted(
+    {
+        m
+        for _, m in ANNOTATION_RUNS
+        if m not in BUILTIN_ANNOTATION and parse_transformer(m) and not (METHOD_RULE_DIR / f"{m}.smk").exists()
+    }
+)
 
 
 wildcard_constraints:
@@ -128,8 +143,18 @@ def gpu_request(wildcards):
 
 def metrics_files():
     """Every metrics record the config asks for: task x dataset x method x seed."""
-    files = [f"results/annotation/{dataset}/{method}/seed{seed}/metrics.csv" for dataset, method in ANNOTATION_RUNS for seed in SEEDS]
-    return files + imputation_metrics_files() + [f for f in schyena_files() if f.endswith(".csv")] + perturbation_metrics_files() + embedding_metrics_files()  # both imputation protocols: see "# imputation" below
+    files = [
+        f"results/annotation/{dataset}/{method}/seed{seed}/metrics.csv"
+        for dataset, method in ANNOTATION_RUNS
+        for seed in SEEDS
+    ]
+    return (
+        files
+        + imputation_metrics_files()
+        + [f for f in schyena_files() if f.endswith(".csv")]
+        + perturbation_metrics_files()
+        + embedding_metrics_files()
+    )  # both imputation protocols: see "# imputation" below
 
 
 def report_files():
@@ -158,7 +183,12 @@ def schyena_files():
     if "schyena" not in ANNOTATION["methods"]:
         return []
     datasets = annotation_datasets(config, "schyena")
-    doublets = [f"results/doublet/{d}/{m}/seed{s}/metrics.csv" for d in datasets for m in ("all_doublet", "schyena") for s in SEEDS]  # all_doublet: the control
+    doublets = [
+        f"results/doublet/{d}/{m}/seed{s}/metrics.csv"
+        for d in datasets
+        for m in ("all_doublet", "schyena")
+        for s in SEEDS
+    ]  # all_doublet: the control
     return doublets + [f"results/report/figures/schyena_umap_{d}.png" for d in datasets]
 
 
@@ -201,13 +231,23 @@ def curve_records():
             "denoising": method in ("dca", "schyena"),
         }.get(task, False)
         if trained:
-            out.append([task, dataset, method, int(seed.removeprefix("seed")), path.replace("metrics.csv", "curves.csv")])
+            out.append(
+                [task, dataset, method, int(seed.removeprefix("seed")), path.replace("metrics.csv", "curves.csv")]
+            )
     pretrain = set(PRETRAIN_GRID)
     if "schyena" in ANNOTATION["methods"]:
         pretrain |= {(d, "schyena", "uniform") for d in annotation_datasets(config, "schyena")}
     for dataset, backbone, strategy in sorted(pretrain):
         for seed in SEEDS:
-            out.append(["pretraining", dataset, f"{backbone}-{strategy}", int(seed), PRETRAIN_CURVES.format(dataset=dataset, backbone=backbone, strategy=strategy, seed=seed)])
+            out.append(
+                [
+                    "pretraining",
+                    dataset,
+                    f"{backbone}-{strategy}",
+                    int(seed),
+                    PRETRAIN_CURVES.format(dataset=dataset, backbone=backbone, strategy=strategy, seed=seed),
+                ]
+            )
     return out
 
 
@@ -219,7 +259,16 @@ def report_extra_files():
     """The paper tables, quality check, provenance (report_extras) and the study figures (report_studies)."""
     from scfmbench.report import study_paths
 
-    names = ("paper_table.md", "paper_table.csv", "paper_table.html", "reported_table.md", "quality.md", "quality.csv", "quality.html", "provenance.html")
+    names = (
+        "paper_table.md",
+        "paper_table.csv",
+        "paper_table.html",
+        "reported_table.md",
+        "quality.md",
+        "quality.csv",
+        "quality.html",
+        "provenance.html",
+    )
     return [f"results/report/{name}" for name in names] + [str(p) for p in study_paths("results/report").values()]
 
 
@@ -229,14 +278,33 @@ def curve_figures():
 
 
 def all_outputs():
-    return curve_figures() + report_extra_files() + metrics_files() + report_files() + significance_files() + schyena_files() + graph_files() + profile_files() + perturbation_report_files() + pretraining_files() + embedding_report_files()
+    return (
+        curve_figures()
+        + report_extra_files()
+        + metrics_files()
+        + report_files()
+        + significance_files()
+        + schyena_files()
+        + graph_files()
+        + profile_files()
+        + perturbation_report_files()
+        + pretraining_files()
+        + embedding_report_files()
+    )
 
 
 # graphs
 # Gene graphs (workflow/rules/graphs.smk): the database registry (schema default + config), checks,
 # and the paths and parameters of the download, build and statistics rules.
 from scfmbench import InputError
-from scfmbench.graphs.workflow import VARIANTS, check_graph_config, database_file, database_registry, download_name, graph_build_spec
+from scfmbench.graphs.workflow import (
+    VARIANTS,
+    check_graph_config,
+    database_file,
+    database_registry,
+    download_name,
+    graph_build_spec,
+)
 
 GRAPHS = config["graphs"]
 DATABASES = database_registry(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
@@ -253,7 +321,12 @@ GRAPH = "results/graphs/{dataset}/seed{seed}/{variant}.npz"
 
 def graph_artifacts():
     """Every graph the config asks for: dataset x seed x variant."""
-    return [GRAPH.format(dataset=d, seed=s, variant=v) for d in GRAPHS["datasets"] for s in SEEDS for v in GRAPHS["variants"]]
+    return [
+        GRAPH.format(dataset=d, seed=s, variant=v)
+        for d in GRAPHS["datasets"]
+        for s in SEEDS
+        for v in GRAPHS["variants"]
+    ]
 
 
 def graph_report_files():
@@ -268,7 +341,9 @@ def database_download(wildcards):
     """url and sha256 of a registry entry, for the download rule."""
     entry = DATABASES.get(wildcards.database)
     if not entry or not entry["url"] or download_name(wildcards.database, entry["url"]) != wildcards.filename:
-        raise InputError(f"results/databases/{wildcards.database}/{wildcards.filename}: no database of the registry downloads to this path.")
+        raise InputError(
+            f"results/databases/{wildcards.database}/{wildcards.filename}: no database of the registry downloads to this path."
+        )
     return {"url": entry["url"], "sha256": entry["sha256"]}
 
 
@@ -319,7 +394,13 @@ def profile_points():
 
 
 def profile_report_files():
-    names = ["profile.csv", "profile_scaling.csv", "profile_scaling.md", "figures/profile_time.png", "figures/profile_memory.png"]
+    names = [
+        "profile.csv",
+        "profile_scaling.csv",
+        "profile_scaling.md",
+        "figures/profile_time.png",
+        "figures/profile_memory.png",
+    ]
     return [f"results/report/{name}" for name in names] if profile_points() else []
 
 
@@ -351,7 +432,9 @@ wildcard_constraints:
 
 def imputer_input(wildcards):
     """What an imputer reads: the masked folds (task imputation) or the MCV train part (task denoising)."""
-    return (MASKED if wildcards.task == "imputation" else MCV_TRAIN).format(dataset=wildcards.dataset, seed=wildcards.seed)
+    return (MASKED if wildcards.task == "imputation" else MCV_TRAIN).format(
+        dataset=wildcards.dataset, seed=wildcards.seed
+    )
 
 
 def heldout_input(wildcards, seed=None):
@@ -398,7 +481,12 @@ def imputation_metrics_files():
     for task in (PROTOCOL_TASKS[p] for p in IMPUTATION["protocols"]):
         for dataset in IMPUTATION["datasets"]:
             for method in IMPUTATION["methods"]:
-                if method in ("perfect", "true_rate") and not has_truth(dataset) or method == "true_rate" and task != "denoising":
+                if (
+                    method in ("perfect", "true_rate")
+                    and not has_truth(dataset)
+                    or method == "true_rate"
+                    and task != "denoising"
+                ):
                     continue
                 files += [f"results/{task}/{dataset}/{method}/seed{seed}/metrics.csv" for seed in SEEDS]
     return files
@@ -495,12 +583,18 @@ PRETRAIN_CKPT = "results/pretrain/{dataset}/{backbone}/{strategy}/seed{seed}/che
 PRETRAIN_MASKED = "results/pretrain/{dataset}/{backbone}/{strategy}/seed{seed}/masked_set.csv"
 PRETRAIN_CURVES = "results/pretrain/{dataset}/{backbone}/{strategy}/seed{seed}/curves.csv"
 # Fine-tunings from the grid's checkpoints: annotation methods {backbone}-{attention}-pt{strategy}.
-PRETRAINED_METHODS = sorted({pretrained_method(b, PRETRAIN["attention"], s) for _, b, s in PRETRAIN_GRID}
-                            | ({scratch_method(b, PRETRAIN["attention"]) for _, b, _ in PRETRAIN_GRID} if PRETRAIN["scratch"] else set()))
+PRETRAINED_METHODS = sorted(
+    {pretrained_method(b, PRETRAIN["attention"], s) for _, b, s in PRETRAIN_GRID}
+    | ({scratch_method(b, PRETRAIN["attention"]) for _, b, _ in PRETRAIN_GRID} if PRETRAIN["scratch"] else set())
+)
 
 
 def schyena_pretrain_runs():
-    return [(d, "schyena", "uniform") for d in annotation_datasets(config, "schyena")] if "schyena" in ANNOTATION["methods"] else []
+    return (
+        [(d, "schyena", "uniform") for d in annotation_datasets(config, "schyena")]
+        if "schyena" in ANNOTATION["methods"]
+        else []
+    )
 
 
 def pretrain_options(wildcards):
@@ -538,7 +632,14 @@ def pretraining_files():
     """The pretraining report (when there is a grid) and scHyena's checkpoints."""
     if not PRETRAIN_GRID:
         return []
-    names = ("pretraining_table.md", "pretraining_table.csv", "masked_set_table.md", "masked_set_table.csv", "pretraining_per_class.csv", "figures/pretraining.png")
+    names = (
+        "pretraining_table.md",
+        "pretraining_table.csv",
+        "masked_set_table.md",
+        "masked_set_table.csv",
+        "pretraining_per_class.csv",
+        "figures/pretraining.png",
+    )
     return [f"results/report/{n}" for n in names]
 
 
@@ -558,7 +659,12 @@ def pretrain_finetune(wildcards):
 # checkpoint); embed_control writes the controls; one scoring job per dataset
 # (score_embedding_<dataset>) writes a metrics record per method x seed x state.
 from scfmbench.config import embedding_datasets
-from scfmbench.embedding import CONTROLS as EMBEDDING_CONTROLS, EMBEDDING_PATH as EMBEDDING, METRICS_PATH as EMBEDDING_METRICS, zeroshot_method
+from scfmbench.embedding import (
+    CONTROLS as EMBEDDING_CONTROLS,
+    EMBEDDING_PATH as EMBEDDING,
+    METRICS_PATH as EMBEDDING_METRICS,
+    zeroshot_method,
+)
 
 EMBED = config["embedding"]
 EMBEDDING_DATASETS = embedding_datasets(config)
@@ -581,7 +687,9 @@ def has_zeroshot(method):
         return True
     if method in PRETRAINED_METHODS:
         return parse_pretrained_method(method)[1] is not None
-    return method in TRANSFORMERS and bool(config["params"].get(parse_transformer(method).backbone, {}).get("checkpoint"))
+    return method in TRANSFORMERS and bool(
+        config["params"].get(parse_transformer(method).backbone, {}).get("checkpoint")
+    )
 
 
 def embedding_methods(dataset):
@@ -595,14 +703,31 @@ def embedding_runs(dataset):
     for m in embedding_methods(dataset):
         for s in SEEDS:
             bench = embedding_benchmark(m) if m in EMBEDDING_CONTROLS else annotation_benchmark(m)
-            runs.append(dict(method=m, seed=s, embedding=EMBEDDING.format(dataset=dataset, method=m, seed=s), benchmark=bench.format(dataset=dataset, seed=s),
-                             metrics=EMBEDDING_METRICS.format(dataset=dataset, method=m, seed=s),
-                             zeroshot_metrics=EMBEDDING_METRICS.format(dataset=dataset, method=zeroshot_method(m), seed=s) if has_zeroshot(m) else None))
+            runs.append(
+                dict(
+                    method=m,
+                    seed=s,
+                    embedding=EMBEDDING.format(dataset=dataset, method=m, seed=s),
+                    benchmark=bench.format(dataset=dataset, seed=s),
+                    metrics=EMBEDDING_METRICS.format(dataset=dataset, method=m, seed=s),
+                    zeroshot_metrics=(
+                        EMBEDDING_METRICS.format(dataset=dataset, method=zeroshot_method(m), seed=s)
+                        if has_zeroshot(m)
+                        else None
+                    ),
+                )
+            )
     return runs
 
 
 def embedding_metrics_files():
-    return [f for d in EMBEDDING_DATASETS for run in embedding_runs(d) for f in (run["metrics"], run["zeroshot_metrics"]) if f]
+    return [
+        f
+        for d in EMBEDDING_DATASETS
+        for run in embedding_runs(d)
+        for f in (run["metrics"], run["zeroshot_metrics"])
+        if f
+    ]
 
 
 def embedding_umap_panels(dataset, seed):
@@ -615,11 +740,19 @@ def embedding_umap_panels(dataset, seed):
 def embedding_report_spec():
     """report_embedding's per-dataset inputs (first seed): prepared file, UMAP panels, every method's file."""
     seed = SEEDS[0]
-    return {d: dict(prepared=PREPARED.format(dataset=d, seed=seed), panels=embedding_umap_panels(d, seed),
-                    files={m: EMBEDDING.format(dataset=d, method=m, seed=seed) for m in embedding_methods(d)}) for d in EMBEDDING_DATASETS}
+    return {
+        d: dict(
+            prepared=PREPARED.format(dataset=d, seed=seed),
+            panels=embedding_umap_panels(d, seed),
+            files={m: EMBEDDING.format(dataset=d, method=m, seed=seed) for m in embedding_methods(d)},
+        )
+        for d in EMBEDDING_DATASETS
+    }
 
 
 def embedding_report_files():
     if not EMBEDDING_DATASETS:
         return []
-    return ["results/report/embedding_methods.md", "results/report/embedding_methods.csv"] + [f"results/report/figures/embedding_umap_{d}.png" for d in EMBEDDING_DATASETS]
+    return ["results/report/embedding_methods.md", "results/report/embedding_methods.csv"] + [
+        f"results/report/figures/embedding_umap_{d}.png" for d in EMBEDDING_DATASETS
+    ]

@@ -3,14 +3,14 @@ rule load_dataset:
         downloads=dataset_downloads,
     output:
         raw="results/data/{dataset}/raw.h5ad",
-    params:
-        dataset=dataset_config,
     log:
         "results/logs/data/{dataset}/load.log",
     benchmark:
         "results/benchmarks/data/{dataset}/load.tsv"
     conda:
         "../../envs/torch.yaml"
+    params:
+        dataset=dataset_config,
     script:
         "../scripts/load_dataset.py"
 
@@ -20,13 +20,13 @@ rule prepare_dataset:
         raw=raw_dataset,
     output:
         prepared=PREPARED,
-    params:
-        split=split_config,
     log:
         "results/logs/data/{dataset}/seed{seed}/prepare.log",
     benchmark:
         "results/benchmarks/data/{dataset}/seed{seed}/prepare.tsv"
     conda:
         "../../envs/torch.yaml"
+    params:
+        split=split_config,
     script:
         "../scripts/prepare_dataset.py"

@@ -11,8 +11,6 @@ localrules:
 rule download_file:
     output:
         file="resources/downloads/{entry}",
-    params:
-        downloads=config["downloads"],
     log:
         "results/logs/downloads/{entry}.log",
     benchmark:
@@ -21,5 +19,7 @@ rule download_file:
         entry=r"[A-Za-z0-9_.-]+",
     conda:
         "../../envs/torch.yaml"
+    params:
+        downloads=config["downloads"],
     script:
         "../scripts/download_file.py"

@@ -10,18 +10,20 @@ rule embed_control:
     input:
         prepared=per_seed(PREPARED),
     output:
-        embeddings=[EMBEDDING.replace("{method}", c).replace("{seed}", str(s)) for c in EMBEDDING_CONTROLS for s in SEEDS],
+        embeddings=[
+            EMBEDDING.replace("{method}", c).replace("{seed}", str(s)) for c in EMBEDDING_CONTROLS for s in SEEDS
+        ],
         benchmarks=[embedding_benchmark(c).replace("{seed}", str(s)) for c in EMBEDDING_CONTROLS for s in SEEDS],
-    params:
-        controls=list(EMBEDDING_CONTROLS),
-        seeds=SEEDS,
-        n_components=EMBED["n_components"],
     log:
         "results/logs/embedding/{dataset}/controls.log",
     benchmark:
         "results/benchmarks/embedding/{dataset}/controls.tsv"
     conda:
         "../../envs/torch.yaml"
+    params:
+        controls=list(EMBEDDING_CONTROLS),
+        seeds=SEEDS,
+        n_components=EMBED["n_components"],
     script:
         "../scripts/embed_control.py"
 
@@ -40,18 +42,18 @@ for _dataset in EMBEDDING_DATASETS:
             benchmarks=[r["benchmark"] for r in _runs],
         output:
             metrics=[f for r in _runs for f in (r["metrics"], r["zeroshot_metrics"]) if f],
-        params:
-            dataset=_dataset,
-            runs=_runs,
-            seeds=SEEDS,
-            n_neighbors=EMBED["n_neighbors"],
-            batch_column=EMBED["batch_columns"].get(_dataset),
         log:
             f"results/logs/embedding/{_dataset}/score.log",
         benchmark:
             f"results/benchmarks/embedding/{_dataset}/score.tsv"
         conda:
             "../../envs/torch.yaml"
+        params:
+            dataset=_dataset,
+            runs=_runs,
+            seeds=SEEDS,
+            n_neighbors=EMBED["n_neighbors"],
+            batch_column=EMBED["batch_columns"].get(_dataset),
         script:
             "../scripts/score_embedding.py"
 
@@ -65,16 +67,23 @@ rule report_embedding:
     output:
         table_md="results/report/embedding_methods.md",
         table_csv="results/report/embedding_methods.csv",
-        figures=[report(f"results/report/figures/embedding_umap_{d}.png", caption="../report/embedding_umap.rst", category="Embedding") for d in EMBEDDING_DATASETS],
-    params:
-        datasets=embedding_report_spec(),
-        seed=SEEDS[0],
-        n_neighbors=EMBED["n_neighbors"],
+        figures=[
+            report(
+                f"results/report/figures/embedding_umap_{d}.png",
+                caption="../report/embedding_umap.rst",
+                category="Embedding",
+            )
+            for d in EMBEDDING_DATASETS
+        ],
     log:
         "results/logs/report/embedding.log",
     benchmark:
         "results/benchmarks/report/embedding.tsv"
     conda:
         "../../envs/report.yaml"
+    params:
+        datasets=embedding_report_spec(),
+        seed=SEEDS[0],
+        n_neighbors=EMBED["n_neighbors"],
     script:
         "../scripts/report_embedding.py"

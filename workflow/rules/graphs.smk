@@ -10,8 +10,6 @@ localrules:
 rule download_database:
     output:
         database="results/databases/{database}/{filename}",
-    params:
-        source=database_download,
     log:
         "results/logs/databases/{database}/{filename}.log",
     benchmark:
@@ -20,6 +18,8 @@ rule download_database:
         filename=r"[A-Za-z0-9._+-]+",
     conda:
         "../../envs/torch.yaml"
+    params:
+        source=database_download,
     script:
         "../scripts/download_database.py"
 
@@ -30,14 +30,14 @@ rule build_graph:
         databases=graph_database_files,
     output:
         graph=GRAPH,
-    params:
-        spec=graph_spec,
     log:
         "results/logs/graphs/{dataset}/seed{seed}/{variant}.log",
     benchmark:
         "results/benchmarks/graphs/{dataset}/seed{seed}/{variant}.tsv"
     conda:
         "../../envs/torch.yaml"
+    params:
+        spec=graph_spec,
     script:
         "../scripts/build_graph.py"
 

@@ -10,15 +10,15 @@ rule make_masks:
     output:
         masked=MASKED,
         heldout=HELDOUT,
-    params:
-        n_folds=IMPUTATION["n_folds"],
-        min_library_size=min_library_size,
     log:
         "results/logs/imputation/{dataset}/seed{seed}/masks.log",
     benchmark:
         "results/benchmarks/imputation/{dataset}/seed{seed}/masks.tsv"
     conda:
         "../../envs/torch.yaml"
+    params:
+        n_folds=IMPUTATION["n_folds"],
+        min_library_size=min_library_size,
     script:
         "../scripts/make_masks.py"
 
@@ -29,15 +29,15 @@ rule make_mcv_split:
     output:
         train=MCV_TRAIN,
         test=MCV_TEST,
-    params:
-        train_fraction=mcv_train_fraction,
-        min_library_size=min_library_size,
     log:
         "results/logs/denoising/{dataset}/seed{seed}/split.log",
     benchmark:
         "results/benchmarks/denoising/{dataset}/seed{seed}/split.tsv"
     conda:
         "../../envs/torch.yaml"
+    params:
+        train_fraction=mcv_train_fraction,
+        min_library_size=min_library_size,
     script:
         "../scripts/make_mcv_split.py"
 
@@ -51,9 +51,6 @@ rule impute_builtin:
         data=imputer_input,
     output:
         predictions=imputer_output(),
-    params:
-        method_params=method_params,
-    threads: 1
     log:
         imputer_log(),
     benchmark:
@@ -62,6 +59,9 @@ rule impute_builtin:
         method="none|magic",
     conda:
         "../../envs/magic.yaml"
+    threads: 1
+    params:
+        method_params=method_params,
     script:
         "../scripts/impute.py"
 
@@ -75,11 +75,6 @@ rule impute_dca:
     output:
         predictions=imputer_output(),
         curves=IMPUTER_CURVES,
-    params:
-        method_params=method_params,
-    threads: 1
-    resources:
-        gpu=gpu_request,
     log:
         imputer_log(),
     benchmark:
@@ -88,6 +83,11 @@ rule impute_dca:
         method="dca",
     conda:
         "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        gpu=gpu_request,
+    params:
+        method_params=method_params,
     script:
         "../scripts/impute.py"
 
@@ -100,16 +100,16 @@ rule impute_dca_original:
         data=imputer_input,
     output:
         predictions=imputer_output("dca_original"),
-    params:
-        script=Path(workflow.basedir) / "workflow" / "scripts" / "impute_dca_original.py",
-        dca_params=dca_original_params,
-    threads: 1
     log:
         imputer_log("dca_original"),
     benchmark:
         imputer_benchmark("dca_original")
     conda:
         "../../envs/dca.yaml"
+    threads: 1
+    params:
+        script=Path(workflow.basedir) / "workflow" / "scripts" / "impute_dca_original.py",
+        dca_params=dca_original_params,
     shell:
         "python {params.script:q} --input {input.data:q} --output {output.predictions:q}"
         " --seed {wildcards.seed} --params {params.dca_params:q} --threads {threads} > {log:q} 2>&1"
@@ -124,14 +124,14 @@ rule impute_perfect:
         heldout=heldout_input,
     output:
         predictions=imputer_output("perfect"),
-    params:
-        control="perfect",
     log:
         imputer_log("perfect"),
     benchmark:
         imputer_benchmark("perfect")
     conda:
         "../../envs/torch.yaml"
+    params:
+        control="perfect",
     script:
         "../scripts/impute_oracle.py"
 
@@ -141,8 +141,6 @@ rule impute_true_rate:
         heldout=heldout_input,
     output:
         predictions=imputer_output("true_rate"),
-    params:
-        control="true_rate",
     log:
         imputer_log("true_rate"),
     benchmark:
@@ -151,6 +149,8 @@ rule impute_true_rate:
         task="denoising",
     conda:
         "../../envs/torch.yaml"
+    params:
+        control="true_rate",
     script:
         "../scripts/impute_oracle.py"
 
@@ -163,13 +163,13 @@ rule score_imputation:
         benchmark=per_seed(imputer_benchmark()),
     output:
         metrics=per_seed("results/{task}/{dataset}/{method}/seed{seed}/metrics.csv"),
-    params:
-        seeds=SEEDS,
     log:
         "results/logs/{task}/{dataset}/{method}/score.log",
     benchmark:
         "results/benchmarks/{task}/{dataset}/{method}/score.tsv"
     conda:
         "../../envs/torch.yaml"
+    params:
+        seeds=SEEDS,
     script:
         "../scripts/score_imputation.py"

@@ -9,14 +9,14 @@ rule perturb_data:
         downloads=dataset_downloads,
     output:
         data=PERTURB_DATA,
-    params:
-        dataset=perturb_dataset_config,
     log:
         "results/logs/perturbation/{dataset}/data.log",
     benchmark:
         "results/benchmarks/perturbation/{dataset}/data.tsv"
     conda:
         "../../envs/torch.yaml"
+    params:
+        dataset=perturb_dataset_config,
     script:
         "../scripts/perturb_data.py"
 
@@ -27,15 +27,15 @@ rule perturb_split:
         data=PERTURB_DATA,
     output:
         splits=per_seed(PERTURB_SPLIT),
-    params:
-        seeds=SEEDS,
-        split=perturb_split_params,
     log:
         "results/logs/perturbation/{dataset}/split.log",
     benchmark:
         "results/benchmarks/perturbation/{dataset}/split.tsv"
     conda:
         "../../envs/torch.yaml"
+    params:
+        seeds=SEEDS,
+        split=perturb_split_params,
     script:
         "../scripts/perturb_split.py"
 
@@ -47,17 +47,10 @@ rule perturb_predict:
         data=PERTURB_DATA,
         split=transformer_seeds(PERTURB_SPLIT),
     output:
+        **({"benchmark": per_seed(perturb_benchmark())} if GROUP_SEEDS else {}),
         predictions=transformer_seeds(perturb_output()),
         run=transformer_seeds("results/perturbation/{dataset}/{method}/seed{seed}/run.json"),
         curves=transformer_seeds(PERTURB_CURVES),
-        **({"benchmark": per_seed(perturb_benchmark())} if GROUP_SEEDS else {}),
-    params:
-        method_params=perturb_method_params,
-        graph=perturb_graph_params,
-        seeds=SEEDS,
-    threads: 1
-    resources:
-        gpu=gpu_request,
     log:
         "results/logs/perturbation/{dataset}/{method}/seeds.log" if GROUP_SEEDS else perturb_log(),
     benchmark:
@@ -66,6 +59,13 @@ rule perturb_predict:
         method="|".join(re.escape(m) for m in PERTURB_BUILTIN if m not in PERTURB_CONTROLS) or "(?!)",
     conda:
         "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        gpu=gpu_request,
+    params:
+        method_params=perturb_method_params,
+        graph=perturb_graph_params,
+        seeds=SEEDS,
     script:
         "../scripts/perturb_predict.py"
 
@@ -87,16 +87,16 @@ for _dataset in PERTURBATION["datasets"]:
             predictions=[perturb_output(m).format(dataset=_dataset, seed=s) for m in _controls for s in SEEDS],
             run=[f"results/perturbation/{_dataset}/{m}/seed{s}/run.json" for m in _controls for s in SEEDS],
             benchmark=[perturb_benchmark(m).format(dataset=_dataset, seed=s) for m in _controls for s in SEEDS],
-        params:
-            methods=_controls,
-            method_params={m: perturbation_method_params(config, m) for m in _controls},
-            seeds=SEEDS,
         log:
             f"results/logs/perturbation/{_dataset}/controls.log",
         benchmark:
             f"results/benchmarks/perturbation/{_dataset}/controls.tsv"
         conda:
             "../../envs/torch.yaml"
+        params:
+            methods=_controls,
+            method_params={m: perturbation_method_params(config, m) for m in _controls},
+            seeds=SEEDS,
         script:
             "../scripts/perturb_controls.py"
 
@@ -116,16 +116,16 @@ for _dataset in PERTURBATION["datasets"]:
         output:
             metrics=perturb_scored(_dataset, "results/perturbation/{dataset}/{method}/seed{seed}/metrics.csv"),
             conditions=perturb_scored(_dataset, "results/perturbation/{dataset}/{method}/seed{seed}/conditions.csv"),
-        params:
-            dataset=_dataset,
-            methods=perturb_methods(_dataset),
-            seeds=SEEDS,
         log:
             f"results/logs/perturbation/{_dataset}/score.log",
         benchmark:
             f"results/benchmarks/perturbation/{_dataset}/score.tsv"
         conda:
             "../../envs/torch.yaml"
+        params:
+            dataset=_dataset,
+            methods=perturb_methods(_dataset),
+            seeds=SEEDS,
         script:
             "../scripts/perturb_score.py"
 
@@ -136,8 +136,14 @@ rule perturb_report:
     output:
         md="results/report/perturbation_table.md",
         csv="results/report/perturbation_table.csv",
-        html=report("results/report/perturbation_table.html", caption="../report/perturbation_table.rst", category="Perturbation"),
-        png=report("results/report/figures/perturbation.png", caption="../report/perturbation.rst", category="Perturbation"),
+        html=report(
+            "results/report/perturbation_table.html",
+            caption="../report/perturbation_table.rst",
+            category="Perturbation",
+        ),
+        png=report(
+            "results/report/figures/perturbation.png", caption="../report/perturbation.rst", category="Perturbation"
+        ),
     log:
         "results/logs/report/perturbation.log",
     benchmark:

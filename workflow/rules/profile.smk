@@ -6,17 +6,17 @@
 rule profile_point:
     output:
         csv=PROFILE_POINT,
-    params:
-        settings=profile_settings,
-    threads: 1
-    resources:
-        gpu=gpu_request,
     log:
         "results/logs/profile/{mechanism}/L{length}_B{batch}_{mode}.log",
     benchmark:
         "results/benchmarks/profile/{mechanism}/L{length}_B{batch}_{mode}.tsv"
     conda:
         "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        gpu=gpu_request,
+    params:
+        settings=profile_settings,
     script:
         "../scripts/profile_point.py"
 

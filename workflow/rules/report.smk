@@ -66,14 +66,14 @@ rule report:
             caption="../report/embedding.rst",
             category="Embedding",
         ),
-    params:
-        significance=significance_config,
     log:
         "results/logs/report/report.log",
     benchmark:
         "results/benchmarks/report/report.tsv"
     conda:
         "../../envs/report.yaml"
+    params:
+        significance=significance_config,
     script:
         "../scripts/report.py"
 
@@ -104,16 +104,16 @@ rule report_extras:
             caption="../report/provenance.rst",
             category="Provenance",
         ),
-    params:
-        expected=expected_records,
-        curves=curve_records(),
-        config=report_config,
     log:
         "results/logs/report/report_extras.log",
     benchmark:
         "results/benchmarks/report/report_extras.tsv"
     conda:
         "../../envs/report.yaml"
+    params:
+        expected=expected_records,
+        curves=curve_records(),
+        config=report_config,
     script:
         "../scripts/report_extras.py"
 
@@ -150,14 +150,14 @@ rule report_studies:
             caption="../report/sensitivity.rst",
             category="Sensitivity",
         ),
-    params:
-        defaults=study_defaults(config),
     log:
         "results/logs/report/report_studies.log",
     benchmark:
         "results/benchmarks/report/report_studies.tsv"
     conda:
         "../../envs/report.yaml"
+    params:
+        defaults=study_defaults(config),
     script:
         "../scripts/report_studies.py"
 
@@ -183,14 +183,14 @@ rule report_significance:
             caption="../report/significance_cd.rst",
             category="Significance",
         ),
-    params:
-        significance=significance_config,
     log:
         "results/logs/report/report_significance.log",
     benchmark:
         "results/benchmarks/report/report_significance.tsv"
     conda:
         "../../envs/report.yaml"
+    params:
+        significance=significance_config,
     script:
         "../scripts/report_significance.py"
 
@@ -207,13 +207,13 @@ rule report_curves:
             category="Learning curves",
             subcategory="{task}",
         ),
-    params:
-        curves=lambda w: [r for r in curve_records() if r[0] == w.task],
-    wildcard_constraints:
-        task="annotation|doublet|perturbation|imputation|denoising|pretraining",
     log:
         "results/logs/report/curves_{task}.log",
+    wildcard_constraints:
+        task="annotation|doublet|perturbation|imputation|denoising|pretraining",
     conda:
         "../../envs/report.yaml"
+    params:
+        curves=lambda w: [r for r in curve_records() if r[0] == w.task],
     script:
         "../scripts/report_curves.py"

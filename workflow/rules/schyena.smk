@@ -14,11 +14,6 @@ rule annotate_schyena:
         curves=ANNOTATION_CURVES,
         finetuned="results/{method}/{dataset}/seed{seed}/finetuned.pt",
         embedding=EMBEDDING,
-    params:
-        method_params=method_params,
-    threads: 1
-    resources:
-        gpu=gpu_request,
     log:
         annotation_log(),
     benchmark:
@@ -27,6 +22,11 @@ rule annotate_schyena:
         method="schyena",
     conda:
         "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        gpu=gpu_request,
+    params:
+        method_params=method_params,
     script:
         "../scripts/schyena_finetune.py"
 
@@ -39,11 +39,6 @@ rule detect_doublets_schyena:
         predictions="results/doublet/{dataset}/{method}/seed{seed}/predictions.csv",
         run="results/doublet/{dataset}/{method}/seed{seed}/run.json",
         curves=DOUBLET_CURVES,
-    params:
-        method_params=method_params,
-    threads: 1
-    resources:
-        gpu=gpu_request,
     log:
         "results/logs/doublet/{dataset}/{method}/seed{seed}.log",
     benchmark:
@@ -52,6 +47,11 @@ rule detect_doublets_schyena:
         method="schyena",
     conda:
         "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        gpu=gpu_request,
+    params:
+        method_params=method_params,
     script:
         "../scripts/schyena_doublet.py"
 
@@ -62,8 +62,6 @@ rule detect_doublets_control:
         prepared=PREPARED,
     output:
         predictions="results/doublet/{dataset}/{method}/seed{seed}/predictions.csv",
-    params:
-        schyena_params=schyena_params,
     log:
         "results/logs/doublet/{dataset}/{method}/seed{seed}.log",
     benchmark:
@@ -72,6 +70,8 @@ rule detect_doublets_control:
         method="all_doublet",
     conda:
         "../../envs/torch.yaml"
+    params:
+        schyena_params=schyena_params,
     script:
         "../scripts/schyena_doublet_control.py"
 
@@ -82,14 +82,14 @@ rule score_doublets:
         benchmark=per_seed("results/benchmarks/doublet/{dataset}/{method}/seed{seed}.tsv"),
     output:
         metrics=per_seed("results/doublet/{dataset}/{method}/seed{seed}/metrics.csv"),
-    params:
-        seeds=SEEDS,
     log:
         "results/logs/doublet/{dataset}/{method}/score.log",
     benchmark:
         "results/benchmarks/doublet/{dataset}/{method}/score.tsv"
     conda:
         "../../envs/torch.yaml"
+    params:
+        seeds=SEEDS,
     script:
         "../scripts/schyena_score_doublet.py"
 
@@ -100,11 +100,6 @@ rule impute_schyena:
     output:
         predictions=imputer_output(),
         curves=IMPUTER_CURVES,
-    params:
-        method_params=method_params,
-    threads: 1
-    resources:
-        gpu=gpu_request,
     log:
         imputer_log(),
     benchmark:
@@ -113,6 +108,11 @@ rule impute_schyena:
         method="schyena",
     conda:
         "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        gpu=gpu_request,
+    params:
+        method_params=method_params,
     script:
         "../scripts/schyena_impute.py"
 
@@ -128,11 +128,6 @@ rule schyena_umap:
             caption="../report/schyena_umap.rst",
             category="scHyena",
         ),
-    params:
-        method_params=method_params,
-        seed=SEEDS[0],
-    resources:
-        gpu=gpu_request,
     log:
         "results/logs/{method}/{dataset}/umap.log",
     benchmark:
@@ -141,5 +136,10 @@ rule schyena_umap:
         method="schyena",
     conda:
         "../../envs/torch.yaml"
+    resources:
+        gpu=gpu_request,
+    params:
+        method_params=method_params,
+        seed=SEEDS[0],
     script:
         "../scripts/schyena_umap.py"

@@ -3,4 +3,10 @@ from scfmbench.data.manifest import fetch
 
 setup_job(snakemake)
 downloads = snakemake.params.downloads
-fetch(snakemake.wildcards.entry, snakemake.output.file, manifest=downloads["manifest"], lock=downloads["lock"], strict=downloads["strict"])
+fetch(
+    snakemake.wildcards.entry,
+    snakemake.output.file,
+    manifest=downloads["manifest"],
+    lock=downloads["lock"],
+    strict=downloads["strict"],
+)

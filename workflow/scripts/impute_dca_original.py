@@ -92,24 +92,32 @@ def _save_npz(path, **arrays):
 
 def run(input_path, output_path, *, seed, params, threads=None, dca_fn=None):
     """Fit DCA under the protocol of ``input_path`` and write ``output_path``; returns what was written."""
-    common = {"method": np.array("dca_original"), "seed": np.array(int(seed)), "params_json": np.array(json.dumps(params, sort_keys=True))}
+    common = {
+        "method": np.array("dca_original"),
+        "seed": np.array(int(seed)),
+        "params_json": np.array(json.dumps(params, sort_keys=True)),
+    }
     with h5py.File(input_path, "r") as f:
         uns = f["uns"]
         if "mcv" in uns:  # molecular cross-validation: one fit on the train part
             counts = read_csr(f["layers"]["counts"])
             sha = _scalar(uns["mcv"]["split_sha256"])
-            denoised = np.maximum(to_log_normalized(dca_denoise(counts, seed=seed, params=params, threads=threads, dca_fn=dca_fn)), 0)
+            denoised = np.maximum(
+                to_log_normalized(dca_denoise(counts, seed=seed, params=params, threads=threads, dca_fn=dca_fn)), 0
+            )
             _save_npz(output_path, denoised=denoised, split_sha256=np.array(sha), **common)
             return denoised
         if "mask" not in uns or "imputation" not in uns:
-            raise SystemExit("{}: neither a masked imputation file (uns/mask) nor an MCV train file (uns/mcv)".format(input_path))
+            raise SystemExit(
+                f"{input_path}: neither a masked imputation file (uns/mask) nor an MCV train file (uns/mcv)"
+            )
         row, col, fold = (uns["mask"][k][()] for k in ("row", "col", "fold"))
         n_folds = int(_scalar(uns["imputation"]["n_folds"]))
         sha = _scalar(uns["imputation"]["mask_sha256"])
         values = np.empty(len(row), dtype=np.float32)
         for k in range(n_folds):
             sel = np.flatnonzero(fold == k)
-            counts = read_csr(f["layers"]["counts_fold{}".format(k)])
+            counts = read_csr(f["layers"][f"counts_fold{k}"])
             x = to_log_normalized(dca_denoise(counts, seed=seed, params=params, threads=threads, dca_fn=dca_fn))
             values[sel] = np.maximum(x[row[sel], col[sel]], 0)  # negatives clipped (scHyena protocol)
             logger.info("dca_original: fold %d done (%d hidden entries)", k, len(sel))

@@ -6,5 +6,7 @@ from scfmbench.data.prepare import prepare_dataset
 
 setup_job(snakemake)
 raw = ad.read_h5ad(snakemake.input.raw)
-prepared = prepare_dataset(raw, seed=int(snakemake.wildcards.seed), where=f"dataset {snakemake.wildcards.dataset!r}", **snakemake.params.split)
+prepared = prepare_dataset(
+    raw, seed=int(snakemake.wildcards.seed), where=f"dataset {snakemake.wildcards.dataset!r}", **snakemake.params.split
+)
 write_h5ad(prepared, snakemake.output.prepared)

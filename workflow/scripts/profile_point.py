@@ -8,7 +8,9 @@ from scfmbench._smk import fast_exit
 fast_exit()
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
+logging.basicConfig(
+    stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True
+)
 logging.captureWarnings(True)
 
 from scfmbench.profile import profile_point

@@ -14,13 +14,24 @@ import pandas as pd
 from scfmbench import InputError
 from scfmbench._io import write_json
 from scfmbench.annotation.base import ANNOTATORS, register_annotator, test_cells, unseen_record, write_predictions  # noqa: F401  (re-exported)
-from scfmbench.provenance import provenance
 from scfmbench.data.contract import read_prepared, require_labels
 from scfmbench.metrics import annotation_metrics, rare_classes, rare_f1
+from scfmbench.provenance import provenance
 from scfmbench.results import metrics_record, write_metrics
 
 
-def run_annotation(method: str, prepared_path, predictions_path, *, seed: int, params: dict | None = None, record_path=None, graph=None, pretrained=None, embedding_path=None) -> None:
+def run_annotation(
+    method: str,
+    prepared_path,
+    predictions_path,
+    *,
+    seed: int,
+    params: dict | None = None,
+    record_path=None,
+    graph=None,
+    pretrained=None,
+    embedding_path=None,
+) -> None:
     """Run an annotator on a prepared dataset; write its predictions and a run record (JSON).
 
     ``method`` is a registered annotator or a transformer id
@@ -43,7 +54,9 @@ def run_annotation(method: str, prepared_path, predictions_path, *, seed: int, p
     spec = None if method in ANNOTATORS else parse_transformer(base, where=f"annotation method {method!r}")
     if method in ANNOTATORS:
         if embedding_path is not None:
-            raise InputError(f"annotation method {method!r} has no cell embedding; transformers and schyena write one (scfmbench.embedding)")
+            raise InputError(
+                f"annotation method {method!r} has no cell embedding; transformers and schyena write one (scfmbench.embedding)"
+            )
         predicted, record = ANNOTATORS[method](adata, seed=seed, **params), {"params": params}
     elif spec is not None:
         from scfmbench.annotation.transformer import annotate_transformer
@@ -52,8 +65,16 @@ def run_annotation(method: str, prepared_path, predictions_path, *, seed: int, p
             kernels = {k: dict(v) for k, v in (params.get("kernel_config") or {}).items()}
             kernels[spec.attention] = {**kernels.get(spec.attention, {}), **spec.kernel_options()}
             params["kernel_config"] = kernels
-        predicted, record = annotate_transformer(adata, backbone=spec.backbone, attention=spec.attention, seed=seed, graph=graph, pretrained=pretrained,
-                                                 embed=embedding_path is not None, **params)
+        predicted, record = annotate_transformer(
+            adata,
+            backbone=spec.backbone,
+            attention=spec.attention,
+            seed=seed,
+            graph=graph,
+            pretrained=pretrained,
+            embed=embedding_path is not None,
+            **params,
+        )
         if embedding_path is not None:
             from scfmbench.embedding import embedding_record, write_embedding
 
@@ -62,13 +83,27 @@ def run_annotation(method: str, prepared_path, predictions_path, *, seed: int, p
             record["embedding"] = embedding_record(embedding_path, emb)
         record["graph_variant"] = spec.graph_variant if graph is not None else None
     else:
-        raise InputError(f"unknown annotation method {method!r}; registered: {sorted(ANNOTATORS)} or '{{backbone}}-{{attention}}' with backbone in {list(BACKBONES)}")
+        raise InputError(
+            f"unknown annotation method {method!r}; registered: {sorted(ANNOTATORS)} or '{{backbone}}-{{attention}}' with backbone in {list(BACKBONES)}"
+        )
     test = test_cells(adata)
     if len(predicted) != test.sum():
-        raise InputError(f"annotation method {method!r} returned {len(predicted)} predictions for {test.sum()} test cells")
+        raise InputError(
+            f"annotation method {method!r} returned {len(predicted)} predictions for {test.sum()} test cells"
+        )
     write_predictions(adata.obs_names[test], predicted, predictions_path)
     if record_path is not None:
-        write_json({**provenance(), "method": method, "dataset": adata.uns["provenance"].get("dataset"), **record, **unseen_record(adata), "seed": seed}, record_path)
+        write_json(
+            {
+                **provenance(),
+                "method": method,
+                "dataset": adata.uns["provenance"].get("dataset"),
+                **record,
+                **unseen_record(adata),
+                "seed": seed,
+            },
+            record_path,
+        )
 
 
 def score_annotation(prepared_path, predictions_path, *, rare_share: float = 0.05) -> dict[str, float]:
@@ -80,11 +115,15 @@ def score_annotation(prepared_path, predictions_path, *, rare_share: float = 0.0
     pred = pd.read_csv(predictions_path, dtype=str)
     for col in ("cell_id", "predicted"):
         if col not in pred:
-            raise InputError(f"{predictions_path}: column {col!r} missing; a predictions file has columns cell_id, predicted")
+            raise InputError(
+                f"{predictions_path}: column {col!r} missing; a predictions file has columns cell_id, predicted"
+            )
     test = adata.obs_names[test_cells(adata)]
     if set(pred["cell_id"]) != set(test) or len(pred) != len(test):
         missing, extra = len(set(test) - set(pred["cell_id"])), len(set(pred["cell_id"]) - set(test))
-        raise InputError(f"{predictions_path}: predictions must cover exactly the {len(test)} test cells ({missing} missing, {extra} not test cells, {len(pred)} rows)")
+        raise InputError(
+            f"{predictions_path}: predictions must cover exactly the {len(test)} test cells ({missing} missing, {extra} not test cells, {len(pred)} rows)"
+        )
     truth = adata.obs.loc[pred["cell_id"], "cell_type"].astype(str).to_numpy()
     train = adata.obs["cell_type"].astype(str).to_numpy()[(adata.obs["split"].astype(str) == "train").to_numpy()]
     predicted = pred["predicted"].to_numpy()
@@ -92,7 +131,14 @@ def score_annotation(prepared_path, predictions_path, *, rare_share: float = 0.0
     return {**metrics, "rare_f1": rare_f1(truth, predicted, rare_classes(train, share=rare_share))}
 
 
-def score_main(*, prepared, predictions, benchmark, out, dataset: str, method: str, seed: int, rare_share: float = 0.05) -> None:
+def score_main(
+    *, prepared, predictions, benchmark, out, dataset: str, method: str, seed: int, rare_share: float = 0.05
+) -> None:
     """Score one annotation job and write its metrics record."""
     metrics = score_annotation(prepared, predictions, rare_share=rare_share)
-    write_metrics(metrics_record(task="annotation", dataset=dataset, method=method, seed=seed, metrics=metrics, benchmark=benchmark), out)
+    write_metrics(
+        metrics_record(
+            task="annotation", dataset=dataset, method=method, seed=seed, metrics=metrics, benchmark=benchmark
+        ),
+        out,
+    )

@@ -3,7 +3,7 @@ predictions file, the unseen-type record. :mod:`scfmbench.annotation` re-exports
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -39,5 +39,10 @@ def unseen_record(adata) -> dict:
 def write_predictions(cell_ids, predicted, path) -> None:
     """Predictions file: columns ``cell_id``, ``predicted`` (one row per test cell; never empty)."""
     if len(cell_ids) == 0:
-        raise InputError(f"{path}: no test cell to predict; an empty predictions file is not a result (check the dataset's split: prepare_dataset counts the cells per split)")
-    write_csv(pd.DataFrame({"cell_id": np.asarray(cell_ids).astype(str), "predicted": np.asarray(predicted).astype(str)}), path)
+        raise InputError(
+            f"{path}: no test cell to predict; an empty predictions file is not a result (check the dataset's split: prepare_dataset counts the cells per split)"
+        )
+    write_csv(
+        pd.DataFrame({"cell_id": np.asarray(cell_ids).astype(str), "predicted": np.asarray(predicted).astype(str)}),
+        path,
+    )

@@ -22,7 +22,9 @@ def majority(adata, *, seed: int) -> np.ndarray:
 @register_annotator("logreg")
 def logreg(adata, *, seed: int, C: float = 1.0, max_iter: int = 1000) -> np.ndarray:
     """Multinomial logistic regression on the log-normalized expression of the training cells."""
-    from sklearn.linear_model import LogisticRegression  # here: the transformer jobs that register this module need no sklearn
+    from sklearn.linear_model import (
+        LogisticRegression,  # here: the transformer jobs that register this module need no sklearn
+    )
 
     train = _train(adata)
     model = LogisticRegression(C=C, max_iter=max_iter, random_state=seed)

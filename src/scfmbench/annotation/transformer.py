@@ -13,8 +13,8 @@ import dataclasses
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -28,11 +28,20 @@ from scfmbench.models.geneformer import GeneformerClassifier, GeneformerConfig
 from scfmbench.models.scbert import ScBERTClassifier, ScBERTConfig
 from scfmbench.models.scfoundation import ScFoundation, ScFoundationConfig, tokenize_scfoundation
 from scfmbench.models.scgpt import ScGPTClassifier, ScGPTConfig, attach_graph
-from scfmbench.models.tokenize import TokenGraph, TokenizedCells, binned_layer, gene_medians, tokenize_geneformer, tokenize_scbert, tokenize_scgpt
+from scfmbench.models.tokenize import (
+    TokenGraph,
+    TokenizedCells,
+    binned_layer,
+    gene_medians,
+    tokenize_geneformer,
+    tokenize_scbert,
+    tokenize_scgpt,
+)
 from scfmbench.provenance import preserved_rng, seed_everything
 from scfmbench.train import TRAIN_KEYS, default_device, fit_classifier, predict_logits
 
 log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Backbone:
@@ -65,7 +74,9 @@ def _scgpt_tokenizer(adata, cfg: ScGPTConfig, train_rows, max_len: int, rng):
 
 def _geneformer_tokenizer(adata, cfg: GeneformerConfig, train_rows, max_len: int, rng):
     if max_len + (cfg.cls_token == "input") > cfg.max_position:
-        raise InputError(f"geneformer: max_len={max_len}{' (+ <cls>)' if cfg.cls_token == 'input' else ''} exceeds max_position={cfg.max_position}")
+        raise InputError(
+            f"geneformer: max_len={max_len}{' (+ <cls>)' if cfg.cls_token == 'input' else ''} exceeds max_position={cfg.max_position}"
+        )
     counts = adata.layers["counts"]
     medians = gene_medians(counts[train_rows])  # training cells only
 
@@ -86,7 +97,9 @@ def _scfoundation_tokenizer(adata, cfg: ScFoundationConfig, train_rows, max_len:
     totals = np.asarray(adata.layers["counts"].sum(axis=1)).ravel()  # raw total per cell: S = log10(total)
 
     def tok(rows):
-        return tokenize_scfoundation(adata.X[rows], totals[rows], tgthighres=cfg.tgthighres, value_scale=cfg.value_scale)
+        return tokenize_scfoundation(
+            adata.X[rows], totals[rows], tgthighres=cfg.tgthighres, value_scale=cfg.value_scale
+        )
 
     return tok, False
 
@@ -118,9 +131,15 @@ def _token_graph(graph, adata) -> TokenGraph:
     names = np.asarray(graph.gene_names).astype(str)
     var = np.asarray(adata.var_names).astype(str)
     if names.shape != var.shape or not (names == var).all():
-        where = "different gene counts" if names.shape != var.shape else f"first difference at gene {int(np.flatnonzero(names != var)[0])}"
-        raise InputError(f"the gene graph's genes ({len(names)}) are not the dataset's var_names ({len(var)}) in order ({where}); "
-                         "build the graph from this prepared dataset (results/graphs/{dataset}/seed{seed}/full.npz)")
+        where = (
+            "different gene counts"
+            if names.shape != var.shape
+            else f"first difference at gene {int(np.flatnonzero(names != var)[0])}"
+        )
+        raise InputError(
+            f"the gene graph's genes ({len(names)}) are not the dataset's var_names ({len(var)}) in order ({where}); "
+            "build the graph from this prepared dataset (results/graphs/{dataset}/seed{seed}/full.npz)"
+        )
     return TokenGraph.from_gene_graph(graph)
 
 
@@ -130,7 +149,11 @@ def build_config(spec: Backbone, backbone: str, **kwargs):
     try:
         return spec.config(**kwargs)
     except TypeError as exc:
-        allowed = sorted({f.name for f in dataclasses.fields(spec.config)} - {"n_genes", "n_classes", "attention"} | set(TRAIN_KEYS) | {"kernel_config"})
+        allowed = sorted(
+            {f.name for f in dataclasses.fields(spec.config)} - {"n_genes", "n_classes", "attention"}
+            | set(TRAIN_KEYS)
+            | {"kernel_config"}
+        )
         raise InputError(f"params for backbone {backbone!r}: {exc}; allowed keys are {allowed}") from None
 
 
@@ -146,14 +169,27 @@ def _load_checkpoint(backbone: str, folder, token_dictionary, adata, *, n_classe
     genes = list(np.asarray(adata.var_names).astype(str))
     if backbone == "scgpt":
         if token_dictionary:
-            raise InputError("params.scgpt.token_dictionary: scGPT folders carry their vocabulary (vocab.json); remove the key")
+            raise InputError(
+                "params.scgpt.token_dictionary: scGPT folders carry their vocabulary (vocab.json); remove the key"
+            )
         return load_scgpt_checkpoint(folder, n_classes=n_classes, attention=attention, gene_names=genes, **overrides)
     if backbone == "geneformer":
         if not token_dictionary:
-            raise InputError("params.geneformer.checkpoint needs params.geneformer.token_dictionary: a JSON file mapping this dataset's "
-                             "var_names (e.g. gene symbols) to the checkpoint's token ids (Geneformer's token_dictionary.pkl re-keyed)")
-        return load_geneformer_checkpoint(folder, n_classes=n_classes, attention=attention, gene_names=genes, token_dictionary=token_dictionary, **overrides)
-    raise InputError(f"params.{backbone}.checkpoint: pretrained weights load into the scgpt and geneformer backbones only")
+            raise InputError(
+                "params.geneformer.checkpoint needs params.geneformer.token_dictionary: a JSON file mapping this dataset's "
+                "var_names (e.g. gene symbols) to the checkpoint's token ids (Geneformer's token_dictionary.pkl re-keyed)"
+            )
+        return load_geneformer_checkpoint(
+            folder,
+            n_classes=n_classes,
+            attention=attention,
+            gene_names=genes,
+            token_dictionary=token_dictionary,
+            **overrides,
+        )
+    raise InputError(
+        f"params.{backbone}.checkpoint: pretrained weights load into the scgpt and geneformer backbones only"
+    )
 
 
 # GenoHoption's official BigBird and Diffuser baselines size their window by the dataset's gene
@@ -181,7 +217,18 @@ def mean_degree_window(graph: TokenGraph) -> int:
     return max(2, 2 * math.ceil(graph.mean_degree() / 2))
 
 
-def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, graph=None, device=None, pretrained=None, embed: bool = False, **params) -> tuple[np.ndarray, dict]:
+def annotate_transformer(
+    adata,
+    *,
+    backbone: str,
+    attention: str,
+    seed: int,
+    graph=None,
+    device=None,
+    pretrained=None,
+    embed: bool = False,
+    **params,
+) -> tuple[np.ndarray, dict]:
     """Train a ``{backbone}-{attention}`` classifier on train, early-stop on valid, predict test.
 
     Parameters
@@ -242,13 +289,19 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, gra
     per_kernel = params.pop("kernel_config", None) or {}
     unknown = sorted(set(per_kernel) - set(KERNELS))
     if unknown:
-        raise InputError(f"params for backbone {backbone!r}: kernel_config names unknown kernels {unknown}; registered kernels are {sorted(KERNELS)}")
+        raise InputError(
+            f"params for backbone {backbone!r}: kernel_config names unknown kernels {unknown}; registered kernels are {sorted(KERNELS)}"
+        )
     if attention in per_kernel and "attention_config" not in params:
         params["attention_config"] = dict(per_kernel[attention])
     token_graph = None
     if reads_graph(params, attention):
         if graph is None:
-            why = "runs on a gene graph" if KERNELS[attention].needs_edges else f"has window: {MEAN_DEGREE} (the graph's mean in-degree)"
+            why = (
+                "runs on a gene graph"
+                if KERNELS[attention].needs_edges
+                else f"has window: {MEAN_DEGREE} (the graph's mean in-degree)"
+            )
             raise InputError(
                 f"attention {attention!r} {why}: pass graph= (a GeneGraph or the path of "
                 f"results/graphs/{{dataset}}/seed{{seed}}/full.npz); kernels that need none: "
@@ -265,7 +318,9 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, gra
         options = {**options, "seed": int(options.get("seed", 0)) + seed}
     if options:
         params["attention_config"] = options
-    if params.get("cls_token", "") is None:  # geneformer's null: the config's default, or the checkpoint vocabulary's layout
+    if (
+        params.get("cls_token", "") is None
+    ):  # geneformer's null: the config's default, or the checkpoint vocabulary's layout
         del params["cls_token"]
     checkpoint, token_dictionary = params.pop("checkpoint", None), params.pop("token_dictionary", None)
     load_report = None
@@ -273,11 +328,17 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, gra
         from scfmbench.pretrain.backbones import load_pretrained
 
         if checkpoint:
-            raise InputError(f"params.{backbone}.checkpoint (released weights) and a pretraining checkpoint were both given; pretrain from the released weights instead (pretraining.init)")
-        model, load_report = load_pretrained(pretrained, backbone=backbone, spec=spec, n_classes=len(classes), attention=attention, params=params)
+            raise InputError(
+                f"params.{backbone}.checkpoint (released weights) and a pretraining checkpoint were both given; pretrain from the released weights instead (pretraining.init)"
+            )
+        model, load_report = load_pretrained(
+            pretrained, backbone=backbone, spec=spec, n_classes=len(classes), attention=attention, params=params
+        )
         cfg = model.cfg
     elif checkpoint:
-        model, load_report = _load_checkpoint(backbone, checkpoint, token_dictionary, adata, n_classes=len(classes), attention=attention, params=params)
+        model, load_report = _load_checkpoint(
+            backbone, checkpoint, token_dictionary, adata, n_classes=len(classes), attention=attention, params=params
+        )
         cfg = model.cfg
     else:
         cfg = build_config(spec, backbone, n_genes=adata.n_vars, n_classes=len(classes), attention=attention, **params)
@@ -295,7 +356,18 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, gra
         with preserved_rng(rng, device):  # invisible to training: the same predictions with or without embed
             all_cells = tok(np.arange(adata.n_obs))
             start = checkpoint or pretrained
-            zeroshot = predict_logits(model.to(device), all_cells, batch_size=embed_batch, device=device, amp=train_opts.get("amp"), output="cell_embedding").numpy() if start else None
+            zeroshot = (
+                predict_logits(
+                    model.to(device),
+                    all_cells,
+                    batch_size=embed_batch,
+                    device=device,
+                    amp=train_opts.get("amp"),
+                    output="cell_embedding",
+                ).numpy()
+                if start
+                else None
+            )
 
     def train(epoch: int) -> TokenizedCells:
         return tok(train_rows) if resample else train_inputs
@@ -322,13 +394,21 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, gra
         amp=train_opts.get("amp"),
         cap=cap,
     )
-    logits = predict_logits(model, tok(test_rows), batch_size=train_opts["batch_size"], device=device, amp=train_opts.get("amp"))
+    logits = predict_logits(
+        model, tok(test_rows), batch_size=train_opts["batch_size"], device=device, amp=train_opts.get("amp")
+    )
     embedding = None
     if embed:
         from scfmbench.embedding import CellEmbeddings
 
-        finetuned = predict_logits(model, all_cells, batch_size=embed_batch, device=device, amp=train_opts.get("amp"), output="cell_embedding").numpy()
-        source = f"{'pretraining checkpoint' if pretrained else 'released weights'} {start} before fine-tuning" if start else CellEmbeddings.source
+        finetuned = predict_logits(
+            model, all_cells, batch_size=embed_batch, device=device, amp=train_opts.get("amp"), output="cell_embedding"
+        ).numpy()
+        source = (
+            f"{'pretraining checkpoint' if pretrained else 'released weights'} {start} before fine-tuning"
+            if start
+            else CellEmbeddings.source
+        )
         embedding = CellEmbeddings(finetuned, model.embedding_pooling(), zeroshot, source)
     record = {
         "backbone": backbone,
@@ -340,7 +420,13 @@ def annotate_transformer(adata, *, backbone: str, attention: str, seed: int, gra
         "num_params": model.num_params(),
         "history": dataclasses.asdict(hist),
         "checkpoint": None if load_report is None else {"path": str(pretrained or checkpoint), **load_report.to_dict()},
-        "graph": None if token_graph is None else {"n_nodes": int(token_graph.adjacency.shape[0]), "mean_degree": token_graph.mean_degree(), "cls_node": token_graph.cls_node},
+        "graph": None
+        if token_graph is None
+        else {
+            "n_nodes": int(token_graph.adjacency.shape[0]),
+            "mean_degree": token_graph.mean_degree(),
+            "cls_node": token_graph.cls_node,
+        },
         **({"embedding": embedding} if embed else {}),
     }
     return classes[logits.argmax(1).numpy()], record

@@ -18,13 +18,26 @@ import argparse
 import csv
 import os
 
-from scfmbench.profile.measure import PointSpec, measure_point as _measure, sweep
-from scfmbench.profile.mechanisms import KNOWN_IMPLEMENTATIONS as KNOWN, mechanism_names, random_cell_graphs as random_graph_pattern
+from scfmbench.profile.measure import PointSpec, sweep
+from scfmbench.profile.measure import measure_point as _measure
+from scfmbench.profile.mechanisms import KNOWN_IMPLEMENTATIONS as KNOWN
+from scfmbench.profile.mechanisms import mechanism_names
+from scfmbench.profile.mechanisms import random_cell_graphs as random_graph_pattern
 
 COLUMNS = ("kernel", "L", "batch", "heads", "dim", "time_s", "peak_mem_mb", "status")
 DEFAULT_LENGTHS = (512, 1024, 2048, 4096, 8192, 16384)
 
-__all__ = ["COLUMNS", "KNOWN", "all_kernels", "format_table", "main", "measure_point", "random_graph_pattern", "run_sweep", "write_csv"]
+__all__ = [
+    "COLUMNS",
+    "KNOWN",
+    "all_kernels",
+    "format_table",
+    "main",
+    "measure_point",
+    "random_graph_pattern",
+    "run_sweep",
+    "write_csv",
+]
 
 
 def all_kernels() -> list[str]:
@@ -36,14 +49,47 @@ def all_kernels() -> list[str]:
 
 def _short(row: dict) -> dict:
     """A profile row in this benchmark's columns (plus the message)."""
-    return dict(kernel=row["mechanism"], L=row["L"], batch=row["batch"], heads=row["heads"], dim=row["dim"], time_s=row["time_median_s"],
-                peak_mem_mb=row["peak_mem_mb"], status=row["status"], message=row["message"])
+    return dict(
+        kernel=row["mechanism"],
+        L=row["L"],
+        batch=row["batch"],
+        heads=row["heads"],
+        dim=row["dim"],
+        time_s=row["time_median_s"],
+        peak_mem_mb=row["peak_mem_mb"],
+        status=row["status"],
+        message=row["message"],
+    )
 
 
-def _spec(kernel: str, L: int, *, batch: int, heads: int, dim: int, degree: int, repeats: int, warmup: int, device: str, seed: int = 0,
-          threads: int | None = None) -> PointSpec:
-    return PointSpec(kernel, L, batch, "backward", heads=heads, dim=dim, degree=degree, repeats=repeats, warmup=warmup, device=device, seed=seed,
-                     threads=threads)
+def _spec(
+    kernel: str,
+    L: int,
+    *,
+    batch: int,
+    heads: int,
+    dim: int,
+    degree: int,
+    repeats: int,
+    warmup: int,
+    device: str,
+    seed: int = 0,
+    threads: int | None = None,
+) -> PointSpec:
+    return PointSpec(
+        kernel,
+        L,
+        batch,
+        "backward",
+        heads=heads,
+        dim=dim,
+        degree=degree,
+        repeats=repeats,
+        warmup=warmup,
+        device=device,
+        seed=seed,
+        threads=threads,
+    )
 
 
 def measure_point(kernel: str, L: int, **options) -> dict:
@@ -51,8 +97,15 @@ def measure_point(kernel: str, L: int, **options) -> dict:
     return _short(_measure(_spec(kernel, L, **options)))
 
 
-def run_sweep(*, kernels: list[str], lengths: list[int], timeout: float | None = None, max_mem_gb: float | None = None, verbose: bool = True,
-              **options) -> list[dict]:
+def run_sweep(
+    *,
+    kernels: list[str],
+    lengths: list[int],
+    timeout: float | None = None,
+    max_mem_gb: float | None = None,
+    verbose: bool = True,
+    **options,
+) -> list[dict]:
     """Every (kernel, L) point in its own process; one row each."""
     specs = [_spec(kernel, L, **options) for L in lengths for kernel in kernels]
 
@@ -94,7 +147,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--degree", type=int, default=30, help="mean in-degree of the graph kernels' cell graphs")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--kernels", nargs="+", default=None, help=f"default: all registered kernels plus {', '.join(KNOWN)}")
+    parser.add_argument(
+        "--kernels", nargs="+", default=None, help=f"default: all registered kernels plus {', '.join(KNOWN)}"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per point (default: torch's choice)")
@@ -106,12 +161,27 @@ def main(argv: list[str] | None = None) -> list[dict]:
     unknown = sorted(set(kernels) - set(mechanism_names()))
     if unknown:
         parser.error(f"unknown kernels {unknown}; choose from {mechanism_names()}")
-    print(f"device {args.device}, batch {args.batch}, heads {args.heads}, dim {args.dim}, degree {args.degree}, repeats {args.repeats}, "
-          f"threads {args.threads or torch.get_num_threads()}", flush=True)
+    print(
+        f"device {args.device}, batch {args.batch}, heads {args.heads}, dim {args.dim}, degree {args.degree}, repeats {args.repeats}, "
+        f"threads {args.threads or torch.get_num_threads()}",
+        flush=True,
+    )
     print(format_table([]), flush=True)
-    rows = run_sweep(kernels=kernels, lengths=args.lengths, timeout=args.timeout, max_mem_gb=args.max_mem_gb, batch=args.batch, heads=args.heads,
-                     dim=args.dim, degree=args.degree, repeats=args.repeats, warmup=args.warmup, device=args.device, seed=args.seed,
-                     threads=args.threads)
+    rows = run_sweep(
+        kernels=kernels,
+        lengths=args.lengths,
+        timeout=args.timeout,
+        max_mem_gb=args.max_mem_gb,
+        batch=args.batch,
+        heads=args.heads,
+        dim=args.dim,
+        degree=args.degree,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        device=args.device,
+        seed=args.seed,
+        threads=args.threads,
+    )
     if args.csv:
         write_csv(rows, args.csv)
     return rows

@@ -40,7 +40,16 @@ from scfmbench._rss import peak_rss_mb, reset_peak_rss
 from scfmbench.impute.dca import DCAConfig, fit_dca
 
 
-def simulate_counts(n_cells: int, n_genes: int, *, rank: int = 8, depth: float = 2000.0, theta: float = 5.0, dropout: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def simulate_counts(
+    n_cells: int,
+    n_genes: int,
+    *,
+    rank: int = 8,
+    depth: float = 2000.0,
+    theta: float = 5.0,
+    dropout: float = 0.1,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Low-rank NB counts with extra zeros, and their true means.
 
     Expression profiles ``W @ H`` (gamma factors, ``rank`` programs) scaled to library sizes drawn
@@ -70,7 +79,9 @@ def run_benchmark(n_cells: int, n_genes: int, *, epochs: int = 300, seed: int = 
     """Fit DCA once (after a warm-up) and return one result record (a flat dict)."""
     counts, _ = simulate_counts(n_cells, n_genes, seed=seed)
     config = DCAConfig(epochs=epochs)
-    fit_dca(counts[: min(256, n_cells)], config=dataclasses.replace(config, epochs=1), seed=seed, device=device)  # warm-up
+    fit_dca(
+        counts[: min(256, n_cells)], config=dataclasses.replace(config, epochs=1), seed=seed, device=device
+    )  # warm-up
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     record = {
         "n_cells": n_cells,
@@ -134,7 +145,15 @@ def _summary(r: dict) -> str:
     return "\n".join(lines)
 
 
-def compare_with_package(masked: str | None, heldout: str, package_predictions: str, *, port_predictions: str | None = None, seed: int = 0, params: dict | None = None) -> dict:
+def compare_with_package(
+    masked: str | None,
+    heldout: str,
+    package_predictions: str,
+    *,
+    port_predictions: str | None = None,
+    seed: int = 0,
+    params: dict | None = None,
+) -> dict:
     """Score the port and the ``dca`` package on the same masks; returns ``{"port": metrics,
     "package": metrics, "agreement": {...}}``.
 
@@ -145,15 +164,18 @@ def compare_with_package(masked: str | None, heldout: str, package_predictions: 
     """
     import tempfile
 
-    from scfmbench.impute.methods import get_imputer
     from scfmbench.impute.base import pearson, read_npz
+    from scfmbench.impute.methods import get_imputer
     from scfmbench.impute.protocol import run_imputer, score_imputation
 
     with tempfile.TemporaryDirectory() as tmp:
         if port_predictions is None:
             port_predictions = f"{tmp}/port.npz"
             run_imputer(get_imputer("dca"), masked, port_predictions, seed=seed, params=params or {}, name="dca")
-        out = {"port": score_imputation(port_predictions, heldout), "package": score_imputation(package_predictions, heldout)}
+        out = {
+            "port": score_imputation(port_predictions, heldout),
+            "package": score_imputation(package_predictions, heldout),
+        }
         a = read_npz(port_predictions, ("values",))["values"].astype(np.float64)
         b = read_npz(package_predictions, ("values",))["values"].astype(np.float64)
     out["agreement"] = {"pearson": pearson(a, b), "mse": float(np.mean((a - b) ** 2)), "n_entries": int(a.size)}
@@ -166,7 +188,9 @@ def _comparison_summary(c: dict) -> str:
         p, q = c["port"][k], c["package"].get(k, float("nan"))
         lines.append(f"{k:<14}{p:>12.5f}{q:>12.5f}{p - q:>+12.5f}{(p - q) / abs(q) if q else float('nan'):>+11.2%}")
     ag = c["agreement"]
-    lines.append(f"port vs package predictions over {ag['n_entries']} masked entries: Pearson {ag['pearson']:.5f}, MSE {ag['mse']:.5f}")
+    lines.append(
+        f"port vs package predictions over {ag['n_entries']} masked entries: Pearson {ag['pearson']:.5f}, MSE {ag['mse']:.5f}"
+    )
     return "\n".join(lines)
 
 
@@ -174,7 +198,9 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m scfmbench.bench.dca", description=__doc__.splitlines()[0])
     p.add_argument("--n-cells", type=int, default=10_000)
     p.add_argument("--n-genes", type=int, default=2_000)
-    p.add_argument("--epochs", type=int, default=DCAConfig().epochs, help="maximum epochs (early stopping may end sooner)")
+    p.add_argument(
+        "--epochs", type=int, default=DCAConfig().epochs, help="maximum epochs (early stopping may end sooner)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="torch device; default CUDA when available")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
@@ -182,7 +208,11 @@ def main(argv: list[str] | None = None) -> dict:
     cmp = p.add_argument_group("comparison with the dca package (masking protocol files)")
     cmp.add_argument("--masked", default=None, help="masked.h5ad of rule make_masks")
     cmp.add_argument("--heldout", default=None, help="heldout.npz of rule make_masks")
-    cmp.add_argument("--package-predictions", default=None, help="the dca package's predictions.npz on those masks (rule impute_dca_original)")
+    cmp.add_argument(
+        "--package-predictions",
+        default=None,
+        help="the dca package's predictions.npz on those masks (rule impute_dca_original)",
+    )
     cmp.add_argument("--port-predictions", default=None, help="the port's predictions.npz (default: run the port here)")
     args = p.parse_args(argv)
     if args.threads:
@@ -190,7 +220,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.masked or args.heldout or args.package_predictions or args.port_predictions:
         if not (args.heldout and args.package_predictions and (args.masked or args.port_predictions)):
             p.error("the comparison needs --heldout, --package-predictions and --masked (or --port-predictions)")
-        record = compare_with_package(args.masked, args.heldout, args.package_predictions, port_predictions=args.port_predictions, seed=args.seed)
+        record = compare_with_package(
+            args.masked, args.heldout, args.package_predictions, port_predictions=args.port_predictions, seed=args.seed
+        )
         record["torch_threads"] = torch.get_num_threads()
         print(_comparison_summary(record))
         if args.json:

@@ -29,14 +29,45 @@ def flag_flip_table(folder) -> pd.DataFrame:
         if not flip or flip.get("changed_share") is None:
             continue
         graph = rec.get("graph") or {}
-        rows.append({"method": path.parent.parent.name, "seed": rec.get("seed"), "share": flip["changed_share"], "min": flip["min"], "max": flip["max"],
-                     "cells": flip["cells"], "cls_token": (rec.get("model") or {}).get("cls_token"), "perturbed": graph.get("perturbed_genes"),
-                     "without_gene_edge": graph.get("perturbed_without_gene_edge"), "without_path": graph.get("perturbed_without_path")})
+        rows.append(
+            {
+                "method": path.parent.parent.name,
+                "seed": rec.get("seed"),
+                "share": flip["changed_share"],
+                "min": flip["min"],
+                "max": flip["max"],
+                "cells": flip["cells"],
+                "cls_token": (rec.get("model") or {}).get("cls_token"),
+                "perturbed": graph.get("perturbed_genes"),
+                "without_gene_edge": graph.get("perturbed_without_gene_edge"),
+                "without_path": graph.get("perturbed_without_path"),
+            }
+        )
     if not rows:
-        return pd.DataFrame(columns=["method", "seeds", "share", "min", "max", "cls_token", "perturbed", "without_gene_edge", "without_path"])
+        return pd.DataFrame(
+            columns=[
+                "method",
+                "seeds",
+                "share",
+                "min",
+                "max",
+                "cls_token",
+                "perturbed",
+                "without_gene_edge",
+                "without_path",
+            ]
+        )
     df = pd.DataFrame(rows)
-    agg = df.groupby("method").agg(seeds=("seed", "count"), share=("share", "mean"), min=("min", "min"), max=("max", "max"), cls_token=("cls_token", "first"),
-                                   perturbed=("perturbed", "first"), without_gene_edge=("without_gene_edge", "mean"), without_path=("without_path", "mean"))
+    agg = df.groupby("method").agg(
+        seeds=("seed", "count"),
+        share=("share", "mean"),
+        min=("min", "min"),
+        max=("max", "max"),
+        cls_token=("cls_token", "first"),
+        perturbed=("perturbed", "first"),
+        without_gene_edge=("without_gene_edge", "mean"),
+        without_path=("without_path", "mean"),
+    )
     return agg.reset_index().replace({np.nan: None})
 
 

@@ -74,7 +74,9 @@ def training_cells(dataset: str, config: dict, cells: dict[str, int]) -> int | N
     return int(round(n * (1.0 - config.get("split", {}).get("valid_fraction", 0.25))))
 
 
-def estimate_grid(config: dict, step_seconds: dict[tuple[str, str, str], float], cells: dict[str, int], *, precision: str = "fp32") -> pd.DataFrame:
+def estimate_grid(
+    config: dict, step_seconds: dict[tuple[str, str, str], float], cells: dict[str, int], *, precision: str = "fp32"
+) -> pd.DataFrame:
     """One row per annotation transformer run of ``config``: dataset, method, seeds, epochs, batch,
     training cells, steps (seeds x epochs x ceil(cells / batch)), seconds at the measured
     ``step_seconds[(backbone, kernel, precision)]``; NaN seconds where the size or the step time
@@ -95,8 +97,21 @@ def estimate_grid(config: dict, step_seconds: dict[tuple[str, str, str], float],
         if p.get("max_steps") and steps is not None:
             steps = seeds * min(epochs * math.ceil(n / batch), int(p["max_steps"]))
         missing = "cells" if n is None else ("step time" if t is None else "")
-        rows.append(dict(dataset=dataset, method=method, backbone=parsed.backbone, kernel=parsed.attention, seeds=seeds, epochs=epochs, batch=batch,
-                         train_cells=n, steps=steps, seconds=steps * t if steps is not None and t is not None else float("nan"), missing=missing))
+        rows.append(
+            dict(
+                dataset=dataset,
+                method=method,
+                backbone=parsed.backbone,
+                kernel=parsed.attention,
+                seeds=seeds,
+                epochs=epochs,
+                batch=batch,
+                train_cells=n,
+                steps=steps,
+                seconds=steps * t if steps is not None and t is not None else float("nan"),
+                missing=missing,
+            )
+        )
     return pd.DataFrame(rows)
 
 
@@ -122,12 +137,22 @@ def _format(frame: pd.DataFrame, columns) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m scfmbench.bench.gpu", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default="config/paper.yaml", help="the grid to measure and estimate (default: config/paper.yaml)")
+    ap.add_argument(
+        "--config", default="config/paper.yaml", help="the grid to measure and estimate (default: config/paper.yaml)"
+    )
     ap.add_argument("--steps", type=int, default=6, help="measured optimizer steps per point (after --warmup)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=list(PRECISIONS))
-    ap.add_argument("--lengths", nargs="+", type=int, default=[2048, 8192, 16384], help="kernel sweep lengths (forward + backward)")
-    ap.add_argument("--cells", nargs="*", default=[], metavar="NAME=N", help="reference cells of a dataset the estimate cannot size otherwise")
+    ap.add_argument(
+        "--lengths", nargs="+", type=int, default=[2048, 8192, 16384], help="kernel sweep lengths (forward + backward)"
+    )
+    ap.add_argument(
+        "--cells",
+        nargs="*",
+        default=[],
+        metavar="NAME=N",
+        help="reference cells of a dataset the estimate cannot size otherwise",
+    )
     ap.add_argument("--out", default=None, help="folder for training.csv, kernels.csv, estimate.csv")
     args = ap.parse_args(argv)
     require_cuda()
@@ -146,25 +171,59 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for backbone, kernel in grid_points(config):
         for precision in args.precisions:
-            row = measure_training(backbone, kernel, config["params"].get(backbone) or {}, precision=precision, steps=args.steps, warmup=args.warmup)
+            row = measure_training(
+                backbone,
+                kernel,
+                config["params"].get(backbone) or {},
+                precision=precision,
+                steps=args.steps,
+                warmup=args.warmup,
+            )
             rows.append(row)
-            print(f"{backbone}-{kernel} {precision}: {row.get('step_s', float('nan')):.4f} s/step, peak {row.get('peak_mem_mb', float('nan')):.0f} MB {row['status']}",
-                  flush=True)
+            print(
+                f"{backbone}-{kernel} {precision}: {row.get('step_s', float('nan')):.4f} s/step, peak {row.get('peak_mem_mb', float('nan')):.0f} MB {row['status']}",
+                flush=True,
+            )
     training = pd.DataFrame(rows)
-    print(f"\n# Training steps at the config's sizes ({time.perf_counter() - start:.0f} s)\n" + _format(training, ["backbone", "kernel", "precision", "batch", "n_genes",
-                                                                                                             "step_s", "steps_per_s", "peak_mem_mb", "status"]))
-    kernels = pd.DataFrame(run_sweep(kernels=all_kernels(), lengths=args.lengths, batch=1, heads=8, dim=64, degree=DEGREE, repeats=3, warmup=1, device="cuda",
-                                     timeout=120, verbose=False))
-    print("\n# Kernels, forward + backward (batch 1, 8 heads x 64)\n" + _format(kernels, ["kernel", "L", "time_s", "peak_mem_mb", "status"]))
+    print(
+        f"\n# Training steps at the config's sizes ({time.perf_counter() - start:.0f} s)\n"
+        + _format(
+            training,
+            ["backbone", "kernel", "precision", "batch", "n_genes", "step_s", "steps_per_s", "peak_mem_mb", "status"],
+        )
+    )
+    kernels = pd.DataFrame(
+        run_sweep(
+            kernels=all_kernels(),
+            lengths=args.lengths,
+            batch=1,
+            heads=8,
+            dim=64,
+            degree=DEGREE,
+            repeats=3,
+            warmup=1,
+            device="cuda",
+            timeout=120,
+            verbose=False,
+        )
+    )
+    print(
+        "\n# Kernels, forward + backward (batch 1, 8 heads x 64)\n"
+        + _format(kernels, ["kernel", "L", "time_s", "peak_mem_mb", "status"])
+    )
     times = {(r.backbone, r.kernel, r.precision): r.step_s for r in training.itertuples() if r.status == "ok"}
     lines = []
     for precision in args.precisions:
         est = estimate_grid(config, times, cells, precision=precision)
         known = est[est["missing"] == ""]
-        lines.append(f"{precision}: {known['seconds'].sum() / 3600:.1f} GPU hours for {len(known)} of {len(est)} annotation transformer runs "
-                     f"({int(known['steps'].sum())} steps, epochs at their cap: an upper bound)")
+        lines.append(
+            f"{precision}: {known['seconds'].sum() / 3600:.1f} GPU hours for {len(known)} of {len(est)} annotation transformer runs "
+            f"({int(known['steps'].sum())} steps, epochs at their cap: an upper bound)"
+        )
         if (est["missing"] != "").any():
-            lines.append(f"  not sized: {sorted(set(est.loc[est['missing'] == 'cells', 'dataset']))} (pass --cells NAME=N)")
+            lines.append(
+                f"  not sized: {sorted(set(est.loc[est['missing'] == 'cells', 'dataset']))} (pass --cells NAME=N)"
+            )
         if args.out:
             Path(args.out).mkdir(parents=True, exist_ok=True)
             est.to_csv(Path(args.out) / f"estimate_{precision}.csv", index=False)

@@ -99,7 +99,9 @@ class _PeakRSS:
         return (self.peak - self.baseline) / 2**20
 
 
-def bench_coexpression(*, n_genes: int, n_cells: int, density: float, top_h: int, delta: float, block_size: int, dtype: str, seed: int) -> dict:
+def bench_coexpression(
+    *, n_genes: int, n_cells: int, density: float, top_h: int, delta: float, block_size: int, dtype: str, seed: int
+) -> dict:
     from scfmbench.graphs.coexpression import coexpression_edges
 
     t0 = time.perf_counter()
@@ -127,14 +129,21 @@ def bench_coexpression(*, n_genes: int, n_cells: int, density: float, top_h: int
 def grn_files(grn_dir: Path) -> list[tuple[Path, str]]:
     """(path, format) of every DGP-AMIO file plus TRRUST (human) and CollecTRI under ``grn_dir``."""
     files = [(p, "dgp_amio") for p in sorted((grn_dir / "dgp-amio").glob("edges_*.csv"))]
-    files += [(grn_dir / "trrust-v2" / "trrust_rawdata.human.tsv", "trrust"), (grn_dir / "collectri-dorothea" / "collectri.csv", "collectri")]
+    files += [
+        (grn_dir / "trrust-v2" / "trrust_rawdata.human.tsv", "trrust"),
+        (grn_dir / "collectri-dorothea" / "collectri.csv", "collectri"),
+    ]
     missing = [str(p) for p, _ in files if not p.is_file()]
     if missing or len(files) < 3:
-        raise SystemExit(f"regulatory files missing under {grn_dir}: {missing or 'dgp-amio/edges_*.csv'} (use --grn-dir)")
+        raise SystemExit(
+            f"regulatory files missing under {grn_dir}: {missing or 'dgp-amio/edges_*.csv'} (use --grn-dir)"
+        )
     return files
 
 
-def bench_graph(*, grn_dir: Path, panel_genes: int, panel_cells: int, top_h: int, delta: float, block_size: int, seed: int) -> dict:
+def bench_graph(
+    *, grn_dir: Path, panel_genes: int, panel_cells: int, top_h: int, delta: float, block_size: int, seed: int
+) -> dict:
     import pandas as pd
 
     from scfmbench.graphs.build import build_gene_graph, graph_stats
@@ -187,8 +196,14 @@ def main(argv=None) -> int:
     results = {}
     if not args.skip_coexpr:
         r = bench_coexpression(
-            n_genes=args.n_genes, n_cells=args.n_cells, density=args.density, top_h=args.top_h,
-            delta=args.delta, block_size=args.block_size, dtype=args.dtype, seed=args.seed,
+            n_genes=args.n_genes,
+            n_cells=args.n_cells,
+            density=args.density,
+            top_h=args.top_h,
+            delta=args.delta,
+            block_size=args.block_size,
+            dtype=args.dtype,
+            seed=args.seed,
         )
         results["coexpression"] = r
         print(
@@ -199,8 +214,13 @@ def main(argv=None) -> int:
         )
     if not args.skip_graph:
         r = bench_graph(
-            grn_dir=args.grn_dir, panel_genes=args.panel_genes, panel_cells=args.panel_cells,
-            top_h=args.top_h, delta=args.delta, block_size=args.block_size, seed=args.seed,
+            grn_dir=args.grn_dir,
+            panel_genes=args.panel_genes,
+            panel_cells=args.panel_cells,
+            top_h=args.top_h,
+            delta=args.delta,
+            block_size=args.block_size,
+            seed=args.seed,
         )
         results["graph"] = r
         print(
@@ -210,7 +230,9 @@ def main(argv=None) -> int:
             f"mean in-degree {r['mean_in_degree']:.1f}, match rate {r['match_rate']:.2f}",
             flush=True,
         )
-        print("    edges per database: " + ", ".join(f"{k} {v}" for k, v in r["edges_per_database"].items()), flush=True)
+        print(
+            "    edges per database: " + ", ".join(f"{k} {v}" for k, v in r["edges_per_database"].items()), flush=True
+        )
     if args.json:
         from scfmbench._io import write_json
 

@@ -26,34 +26,83 @@ from __future__ import annotations
 import argparse
 import sys
 
-from scfmbench.profile.measure import PointSpec, measure_point as _measure, sweep
+from scfmbench.profile.measure import PointSpec, sweep
+from scfmbench.profile.measure import measure_point as _measure
 
 MODELS = ("hyena", "full")
 COLUMNS = ["model", "L", "d_model", "batch", "time_s", "peak_mem_mb", "status"]
 MECHANISM = {"hyena": "schyena", "full": "full-block"}
 
 
-def _spec(model: str, *, length: int, d_model: int, batch: int, n_heads: int = 4, device: str = "cpu", warmup: int = 1, repeats: int = 3,
-          threads: int | None = None) -> PointSpec:
+def _spec(
+    model: str,
+    *,
+    length: int,
+    d_model: int,
+    batch: int,
+    n_heads: int = 4,
+    device: str = "cpu",
+    warmup: int = 1,
+    repeats: int = 3,
+    threads: int | None = None,
+) -> PointSpec:
     if model not in MECHANISM:
         raise ValueError(f"unknown model {model!r}; choose from {MODELS}")
     if d_model % n_heads:
         raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
-    return PointSpec(MECHANISM[model], length, batch, "backward", heads=n_heads, dim=d_model // n_heads, device=device, warmup=warmup, repeats=repeats,
-                     threads=threads)
+    return PointSpec(
+        MECHANISM[model],
+        length,
+        batch,
+        "backward",
+        heads=n_heads,
+        dim=d_model // n_heads,
+        device=device,
+        warmup=warmup,
+        repeats=repeats,
+        threads=threads,
+    )
 
 
 def _short(model: str, row: dict) -> dict:
-    status = row["status"] if not row["message"] or row["status"] in ("ok", "oom", "timeout") else f"error: {row['message']}"
-    return dict(model=model, L=row["L"], d_model=row["heads"] * row["dim"], batch=row["batch"], time_s=row["time_median_s"], peak_mem_mb=row["peak_mem_mb"],
-                status=status)
+    status = (
+        row["status"] if not row["message"] or row["status"] in ("ok", "oom", "timeout") else f"error: {row['message']}"
+    )
+    return dict(
+        model=model,
+        L=row["L"],
+        d_model=row["heads"] * row["dim"],
+        batch=row["batch"],
+        time_s=row["time_median_s"],
+        peak_mem_mb=row["peak_mem_mb"],
+        status=status,
+    )
 
 
-def measure_point(model: str, *, length: int, d_model: int, batch: int, n_heads: int = 4, device: str = "cpu", warmup: int = 1, repeats: int = 3,
-                  mem_limit_gb: float | None = None) -> dict:
+def measure_point(
+    model: str,
+    *,
+    length: int,
+    d_model: int,
+    batch: int,
+    n_heads: int = 4,
+    device: str = "cpu",
+    warmup: int = 1,
+    repeats: int = 3,
+    mem_limit_gb: float | None = None,
+) -> dict:
     """Time and peak memory of one block's forward+backward, in this process (``mem_limit_gb`` caps
     this process: only for a process of its own)."""
-    spec = _spec(model, length=length, d_model=d_model, batch=batch, n_heads=n_heads, device=device, warmup=warmup, repeats=repeats)
+    spec = _spec(
+        model,
+        length=length,
+        d_model=d_model,
+        batch=batch,
+        n_heads=n_heads,
+        device=device,
+        warmup=warmup,
+        repeats=repeats,
+    )
     if mem_limit_gb is not None:
         from scfmbench.profile.measure import apply_memory_cap, resolve_device
 
@@ -61,7 +110,14 @@ def measure_point(model: str, *, length: int, d_model: int, batch: int, n_heads:
     return _short(model, _measure(spec))
 
 
-def run(lengths: list[int], *, models: tuple[str, ...] = MODELS, timeout: float = 900.0, mem_limit_gb: float | None = None, **options) -> list[dict]:
+def run(
+    lengths: list[int],
+    *,
+    models: tuple[str, ...] = MODELS,
+    timeout: float = 900.0,
+    mem_limit_gb: float | None = None,
+    **options,
+) -> list[dict]:
     """One row per (model, L), each from its own process; ``options`` as :func:`measure_point`'s."""
     pairs = [(model, length) for length in lengths for model in models]
     rows = sweep([_spec(m, length=L, **options) for m, L in pairs], timeout_s=timeout, max_mem_gb=mem_limit_gb)
@@ -90,8 +146,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--csv", default=None, help="write the rows here")
     args = parser.parse_args(argv)
 
-    rows = run(args.lengths, models=tuple(args.models), d_model=args.d_model, batch=args.batch, n_heads=args.n_heads, device=args.device,
-               threads=args.threads, warmup=args.warmup, repeats=args.repeats, timeout=args.timeout, mem_limit_gb=args.mem_limit_gb)
+    rows = run(
+        args.lengths,
+        models=tuple(args.models),
+        d_model=args.d_model,
+        batch=args.batch,
+        n_heads=args.n_heads,
+        device=args.device,
+        threads=args.threads,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        timeout=args.timeout,
+        mem_limit_gb=args.mem_limit_gb,
+    )
     print(f"one block, forward+backward, device={args.device}, threads={args.threads or 'default'}")
     print(format_table(rows))
     if args.csv:

@@ -61,15 +61,38 @@ def random_gene_graph(n_genes: int, degree: int = DEGREE, seed: int = 0):
     return GeneGraph(adjacency=adj, gene_names=np.array([f"g{i}" for i in range(n_genes)]), has_cls=True)
 
 
-def measure_training(backbone: str, kernel: str, params: dict, *, precision: str = "fp32", steps: int = 6, warmup: int = 2, n_genes: int | None = None,
-                     device=None, seed: int = 0) -> dict:
+def measure_training(
+    backbone: str,
+    kernel: str,
+    params: dict,
+    *,
+    precision: str = "fp32",
+    steps: int = 6,
+    warmup: int = 2,
+    n_genes: int | None = None,
+    device=None,
+    seed: int = 0,
+) -> dict:
     """Seconds per optimizer step and peak memory of ``backbone`` x ``kernel`` at ``params``' size."""
     import torch
 
     from scfmbench.annotation.transformer import annotate_transformer, reads_graph
 
-    p = {k: v for k, v in params.items() if k not in ("epochs", "max_steps", "patience", "checkpoint", "token_dictionary", "valid_cells", "predict_cells",
-                                                        "predict_batch_size")}
+    p = {
+        k: v
+        for k, v in params.items()
+        if k
+        not in (
+            "epochs",
+            "max_steps",
+            "patience",
+            "checkpoint",
+            "token_dictionary",
+            "valid_cells",
+            "predict_cells",
+            "predict_batch_size",
+        )
+    }
     batch = int(p.get("batch_size", 16))
     n_genes = n_genes or max(int(p.get("max_len") or 0) + 1, 2048)
     adata = simulated_cells(batch * (steps + 1) + batch, n_genes, seed=seed)
@@ -77,7 +100,9 @@ def measure_training(backbone: str, kernel: str, params: dict, *, precision: str
     adata.obs["split"] = split
     graph = random_gene_graph(n_genes, seed=seed) if reads_graph(p, kernel) else None
     device = torch.device(device) if device is not None else torch.device("cuda")
-    row = dict(backbone=backbone, kernel=kernel, precision=precision, batch=batch, n_genes=n_genes, status="ok", message="")
+    row = dict(
+        backbone=backbone, kernel=kernel, precision=precision, batch=batch, n_genes=n_genes, status="ok", message=""
+    )
     try:
         for run in ("warmup", "measured"):
             n_train = batch * (warmup if run == "warmup" else steps)
@@ -85,14 +110,31 @@ def measure_training(backbone: str, kernel: str, params: dict, *, precision: str
             if device.type == "cuda":
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats(device)
-            _, record = annotate_transformer(sub, backbone=backbone, attention=kernel, seed=seed, graph=graph, device=device,
-                                             **{**p, "epochs": 1, "max_steps": None, "patience": 1, "amp": PRECISIONS[precision]})
+            _, record = annotate_transformer(
+                sub,
+                backbone=backbone,
+                attention=kernel,
+                seed=seed,
+                graph=graph,
+                device=device,
+                **{**p, "epochs": 1, "max_steps": None, "patience": 1, "amp": PRECISIONS[precision]},
+            )
         hist = record["history"]
         n_steps = hist["curve"]["step"][-1]
-        row.update(steps=n_steps, step_s=hist["seconds"] / n_steps, steps_per_s=n_steps / hist["seconds"],
-                   peak_mem_mb=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan"))
+        row.update(
+            steps=n_steps,
+            step_s=hist["seconds"] / n_steps,
+            steps_per_s=n_steps / hist["seconds"],
+            peak_mem_mb=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan"),
+        )
     except torch.cuda.OutOfMemoryError as exc:  # a row, not a crash: the grid's other points still run
-        row.update(status="oom", message=str(exc).splitlines()[0], step_s=float("nan"), steps_per_s=float("nan"), peak_mem_mb=float("nan"))
+        row.update(
+            status="oom",
+            message=str(exc).splitlines()[0],
+            step_s=float("nan"),
+            steps_per_s=float("nan"),
+            peak_mem_mb=float("nan"),
+        )
         torch.cuda.empty_cache()
     return row
 
@@ -112,7 +154,11 @@ def grid_points(config: dict) -> list[tuple[str, str]]:
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap = argparse.ArgumentParser(prog="python -m scfmbench.bench.steps", description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default="config/config.yaml")
-    ap.add_argument("--dataset", default="synthetic", help="a configured dataset whose gene count sizes the cells (synthetic: its n_genes)")
+    ap.add_argument(
+        "--dataset",
+        default="synthetic",
+        help="a configured dataset whose gene count sizes the cells (synthetic: its n_genes)",
+    )
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--device", default="cpu")
@@ -129,10 +175,20 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ds = config["datasets"][args.dataset]
     n_genes = (ds.get("synthetic") or {}).get("n_genes") or {"pbmc68k": 765}.get(ds["source"])
     if n_genes is None:
-        raise SystemExit(f"--dataset {args.dataset}: its gene count is known only for the embedded datasets (synthetic, pbmc68k)")
+        raise SystemExit(
+            f"--dataset {args.dataset}: its gene count is known only for the embedded datasets (synthetic, pbmc68k)"
+        )
     rows = []
     for backbone, kernel in grid_points(config):
-        row = measure_training(backbone, kernel, config["params"].get(backbone) or {}, steps=args.steps, warmup=args.warmup, n_genes=n_genes, device=args.device)
+        row = measure_training(
+            backbone,
+            kernel,
+            config["params"].get(backbone) or {},
+            steps=args.steps,
+            warmup=args.warmup,
+            n_genes=n_genes,
+            device=args.device,
+        )
         rows.append(row)
         print(f"{backbone}-{kernel}: {row['steps_per_s']:.1f} steps/s ({row['step_s'] * 1e3:.1f} ms/step)", flush=True)
     frame = pd.DataFrame(rows)

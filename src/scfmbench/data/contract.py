@@ -46,26 +46,37 @@ def check_counts(counts, *, where: str = "counts", fix: str | None = None) -> No
     if v.size == 0:
         return
     if not np.all(np.isfinite(v)):
-        raise InputError(f"{where}: contains {int((~np.isfinite(v)).sum())} non-finite values (NaN or inf); raw counts must be finite.")
+        raise InputError(
+            f"{where}: contains {int((~np.isfinite(v)).sum())} non-finite values (NaN or inf); raw counts must be finite."
+        )
     if v.min() < 0:
-        raise InputError(f"{where}: contains {int((v < 0).sum())} negative values (minimum {v.min():g}); raw counts must be >= 0. Provide raw counts, not scaled or centred data.")
+        raise InputError(
+            f"{where}: contains {int((v < 0).sum())} negative values (minimum {v.min():g}); raw counts must be >= 0. Provide raw counts, not scaled or centred data."
+        )
     if not np.allclose(v, np.round(v)):
-        raise InputError(f"{where}: contains non-integer values (e.g. {v[~np.isclose(v, np.round(v))][0]:g}); raw counts must be integers. " + (fix or "If this is normalized data, point the config at the raw counts (a layer or .raw)."))
+        raise InputError(
+            f"{where}: contains non-integer values (e.g. {v[~np.isclose(v, np.round(v))][0]:g}); raw counts must be integers. "
+            + (fix or "If this is normalized data, point the config at the raw counts (a layer or .raw).")
+        )
 
 
 def check_train_classes(cell_type, split, *, where: str, task: str = "annotation") -> None:
     train = np.asarray(cell_type)[np.asarray(split) == "train"]
     n = len(set(train.tolist()))
     if n < 2:
-        raise InputError(f"{where}: the training split has {n} cell type(s) ({sorted(set(train.tolist()))}); {task} needs at least two classes in train. "
-                         f"Check datasets.<name>.label_column and split.train_fraction, or remove the dataset from {task}.datasets.")
+        raise InputError(
+            f"{where}: the training split has {n} cell type(s) ({sorted(set(train.tolist()))}); {task} needs at least two classes in train. "
+            f"Check datasets.<name>.label_column and split.train_fraction, or remove the dataset from {task}.datasets."
+        )
 
 
 def require_labels(adata, *, task: str, where: str) -> None:
     """Raise :class:`InputError` naming ``task`` unless the dataset has cell types with >= 2 classes in train."""
     if "cell_type" not in adata.obs:
-        raise InputError(f"{where}: the dataset has no cell types (datasets.<name>.label_column is null), but {task} needs them. "
-                         f"Set datasets.<name>.label_column to the obs column with the labels, or remove the dataset from {task}.datasets.")
+        raise InputError(
+            f"{where}: the dataset has no cell types (datasets.<name>.label_column is null), but {task} needs them. "
+            f"Set datasets.<name>.label_column to the obs column with the labels, or remove the dataset from {task}.datasets."
+        )
     check_train_classes(adata.obs["cell_type"].astype(str), adata.obs["split"].astype(str), where=where, task=task)
 
 
@@ -75,9 +86,11 @@ def check_split_sizes(split, *, where: str, split_from: str = "the drawn split")
     sizes = {s: int((split == s).sum()) for s in SPLITS}
     empty = [s for s in ("train", "test") if sizes[s] == 0]
     if empty:
-        raise InputError(f"{where}: {split_from} leaves {' and '.join(f'0 {s}' for s in empty)} cells (cells per split: {sizes}); "
-                         "train and test both need cells: in a split column mark some cells 'train' and some 'test' (or set datasets.<name>.split_column: null "
-                         "to draw a test split with split.test_fraction); a drawn split holds out cells only from classes of at least two cells.")
+        raise InputError(
+            f"{where}: {split_from} leaves {' and '.join(f'0 {s}' for s in empty)} cells (cells per split: {sizes}); "
+            "train and test both need cells: in a split column mark some cells 'train' and some 'test' (or set datasets.<name>.split_column: null "
+            "to draw a test split with split.test_fraction); a drawn split holds out cells only from classes of at least two cells."
+        )
 
 
 def check_prepared(adata, *, where: str = "prepared dataset") -> None:
@@ -97,7 +110,9 @@ def check_prepared(adata, *, where: str = "prepared dataset") -> None:
     expected = log_normalize(adata.layers["counts"])
     diff = abs(sp.csr_matrix(adata.X) - expected)
     if diff.nnz and diff.max() > 1e-3:
-        raise InputError(f"{where}: X is not log1p(normalize_total(counts, {TARGET_SUM:g})) (max difference {diff.max():.3g}).")
+        raise InputError(
+            f"{where}: X is not log1p(normalize_total(counts, {TARGET_SUM:g})) (max difference {diff.max():.3g})."
+        )
     prov = adata.uns.get("provenance")
     if not isinstance(prov, dict) or any(k not in prov for k in REQUIRED_PROVENANCE):
         raise InputError(f"{where}: uns['provenance'] must be a dict with keys {list(REQUIRED_PROVENANCE)}.")
@@ -135,7 +150,9 @@ def raw_anndata(counts, obs, var_names, *, source: str, inputs_sha256: dict[str,
     import pandas as pd
 
     counts = sp.csr_matrix(counts, dtype=np.float32)
-    adata = ad.AnnData(X=counts.copy(), obs=obs.copy(), var=pd.DataFrame(index=pd.Index(var_names, dtype=str).astype(str)))
+    adata = ad.AnnData(
+        X=counts.copy(), obs=obs.copy(), var=pd.DataFrame(index=pd.Index(var_names, dtype=str).astype(str))
+    )
     adata.layers["counts"] = counts
     if "cell_type" in adata.obs:  # absent for a dataset without labels (label_column: null)
         adata.obs["cell_type"] = adata.obs["cell_type"].astype(str).astype("category")

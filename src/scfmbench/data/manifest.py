@@ -38,7 +38,17 @@ from scfmbench import InputError
 from scfmbench._io import atomic_path
 from scfmbench.download import download
 
-__all__ = ["ManifestEntry", "load_manifest", "read_lock", "record_lock", "fetch", "fetch_entry", "download_path", "DOWNLOAD_DIR", "ENTRY_NAME"]
+__all__ = [
+    "ManifestEntry",
+    "load_manifest",
+    "read_lock",
+    "record_lock",
+    "fetch",
+    "fetch_entry",
+    "download_path",
+    "DOWNLOAD_DIR",
+    "ENTRY_NAME",
+]
 
 log = logging.getLogger(__name__)
 
@@ -75,19 +85,27 @@ class ManifestEntry:
 
 def _check_entry(name: str, raw, where: str) -> ManifestEntry:
     if not ENTRY_NAME.match(name):
-        raise InputError(f"{where}: entry name {name!r} must use only letters, digits, '_', '.' and '-' (it becomes a file name).")
+        raise InputError(
+            f"{where}: entry name {name!r} must use only letters, digits, '_', '.' and '-' (it becomes a file name)."
+        )
     if not isinstance(raw, dict):
         raise InputError(f"{where}: entry {name!r} must be a mapping with keys {list(_REQUIRED)}.")
     unknown = sorted(set(raw) - set(_REQUIRED) - set(_OPTIONAL))
     if unknown:
-        raise InputError(f"{where}: entry {name!r} has unknown key(s) {unknown}; allowed keys are {list(_REQUIRED + _OPTIONAL)}.")
+        raise InputError(
+            f"{where}: entry {name!r} has unknown key(s) {unknown}; allowed keys are {list(_REQUIRED + _OPTIONAL)}."
+        )
     missing = [k for k in _REQUIRED if k not in raw]
     if missing:
-        raise InputError(f"{where}: entry {name!r} lacks key(s) {missing} (write 'null' for an unknown sha256 or size).")
+        raise InputError(
+            f"{where}: entry {name!r} lacks key(s) {missing} (write 'null' for an unknown sha256 or size)."
+        )
     url = raw["url"]
     parts = urllib.parse.urlsplit(str(url))
     if not (parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK)):
-        raise InputError(f"{where}: entry {name!r} key 'url': {url!r} is not an https URL (plain http is allowed only for loopback test servers).")
+        raise InputError(
+            f"{where}: entry {name!r} key 'url': {url!r} is not an https URL (plain http is allowed only for loopback test servers)."
+        )
     sha = raw["sha256"]
     if sha is not None and not (isinstance(sha, str) and re.fullmatch(r"[0-9a-fA-F]{64}", sha)):
         raise InputError(f"{where}: entry {name!r} key 'sha256': {sha!r} is not 64 hex digits or null.")
@@ -98,8 +116,19 @@ def _check_entry(name: str, raw, where: str) -> ManifestEntry:
         raise InputError(f"{where}: entry {name!r} key 'format': {raw['format']!r} is not one of {list(FORMATS)}.")
     for key in ("licence", "citation"):
         if not isinstance(raw[key], str) or not raw[key].strip():
-            raise InputError(f"{where}: entry {name!r} key {key!r} must be a non-empty string (say 'unknown' and why if it is).")
-    return ManifestEntry(name=name, url=str(url), sha256=sha.lower() if sha else None, size=size, format=raw["format"], licence=raw["licence"], citation=raw["citation"], description=str(raw.get("description") or ""))
+            raise InputError(
+                f"{where}: entry {name!r} key {key!r} must be a non-empty string (say 'unknown' and why if it is)."
+            )
+    return ManifestEntry(
+        name=name,
+        url=str(url),
+        sha256=sha.lower() if sha else None,
+        size=size,
+        format=raw["format"],
+        licence=raw["licence"],
+        citation=raw["citation"],
+        description=str(raw.get("description") or ""),
+    )
 
 
 def load_manifest(path: str | os.PathLike) -> dict[str, ManifestEntry]:
@@ -116,7 +145,9 @@ def load_manifest(path: str | os.PathLike) -> dict[str, ManifestEntry]:
         raise InputError(f"download manifest {path} does not exist (config key 'downloads.manifest').")
     doc = yaml.safe_load(path.read_text())
     if not isinstance(doc, dict) or not isinstance(doc.get("entries"), dict):
-        raise InputError(f"{path}: a manifest is a mapping with one key 'entries' (entry name -> url, sha256, size, format, licence, citation).")
+        raise InputError(
+            f"{path}: a manifest is a mapping with one key 'entries' (entry name -> url, sha256, size, format, licence, citation)."
+        )
     extra = sorted(set(doc) - {"entries"})
     if extra:
         raise InputError(f"{path}: unknown top-level key(s) {extra}; the only key is 'entries'.")
@@ -137,7 +168,9 @@ def read_lock(path: str | os.PathLike) -> dict[str, dict]:
         return {}
     doc = yaml.safe_load(path.read_text()) or {}
     if not isinstance(doc, dict) or not isinstance(doc.get("entries", {}), dict):
-        raise InputError(f"{path}: a manifest lock file is a mapping with one key 'entries'; delete it to record hashes afresh.")
+        raise InputError(
+            f"{path}: a manifest lock file is a mapping with one key 'entries'; delete it to record hashes afresh."
+        )
     return dict(doc.get("entries", {}))
 
 
@@ -158,7 +191,12 @@ def record_lock(path: str | os.PathLike, entry: ManifestEntry, sha256: str, size
     path = Path(path)
     with _locked(path):
         entries = read_lock(path)
-        entries[entry.name] = {"url": entry.url, "sha256": sha256, "size": int(size), "recorded": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        entries[entry.name] = {
+            "url": entry.url,
+            "sha256": sha256,
+            "size": int(size),
+            "recorded": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
         header = "# Written by scfmbench.data.manifest on first download: the sha256 of every manifest entry\n# fetched without a hash in config/manifest.yaml. Commit it (or copy the hashes into the manifest).\n"
         with atomic_path(path) as tmp:
             tmp.write_text(header + yaml.safe_dump({"entries": dict(sorted(entries.items()))}, sort_keys=True))
@@ -169,7 +207,12 @@ def expected_sha256(entry: ManifestEntry, lock: dict[str, dict]) -> str | None:
     if entry.sha256:
         recorded = lock.get(entry.name, {}).get("sha256")
         if recorded and recorded != entry.sha256:
-            log.warning("%s: the manifest's sha256 %s differs from the lock file's %s; the manifest wins", entry.name, entry.sha256, recorded)
+            log.warning(
+                "%s: the manifest's sha256 %s differs from the lock file's %s; the manifest wins",
+                entry.name,
+                entry.sha256,
+                recorded,
+            )
         return entry.sha256
     recorded = lock.get(entry.name)
     if recorded and recorded.get("url") == entry.url:
@@ -185,10 +228,21 @@ def _check_format(path: Path, entry: ManifestEntry) -> None:
         hint = ""
         if b"html" in head.lower():
             hint = " The server sent an HTML page: the URL is not a direct download (a Google Drive confirmation page, a login page or an expired link). See docs/papers.md 'Paper datasets'."
-        raise InputError(f"{entry.url}: the downloaded file is not a {entry.format} file (starts with {snippet!r}); it was deleted.{hint}")
+        raise InputError(
+            f"{entry.url}: the downloaded file is not a {entry.format} file (starts with {snippet!r}); it was deleted.{hint}"
+        )
 
 
-def fetch_entry(entry: ManifestEntry, dest: str | os.PathLike, *, lock_path: str | os.PathLike, strict: bool = False, retries: int = 3, backoff: float = 2.0, timeout: float = 120) -> str:
+def fetch_entry(
+    entry: ManifestEntry,
+    dest: str | os.PathLike,
+    *,
+    lock_path: str | os.PathLike,
+    strict: bool = False,
+    retries: int = 3,
+    backoff: float = 2.0,
+    timeout: float = 120,
+) -> str:
     """Download one manifest entry to ``dest``, verified; record its hash on first download.
 
     The expected hash is the manifest's ``sha256``, else the one in the lock file. Without either,
@@ -218,12 +272,16 @@ def fetch_entry(entry: ManifestEntry, dest: str | os.PathLike, *, lock_path: str
         sha = download(entry.url, dest, sha256=expected, retries=retries, backoff=backoff, timeout=timeout)
     except InputError as exc:
         if expected is not None and not entry.sha256 and "checksum mismatch" in str(exc):
-            raise InputError(f"{exc} (The expected hash was recorded in {lock_path} on the first download of {entry.name!r}: the file on the server changed since. Check it, then delete that entry from the lock file to record the new hash.)") from None
+            raise InputError(
+                f"{exc} (The expected hash was recorded in {lock_path} on the first download of {entry.name!r}: the file on the server changed since. Check it, then delete that entry from the lock file to record the new hash.)"
+            ) from None
         raise
     size = dest.stat().st_size
     try:
         if entry.size is not None and size != entry.size:
-            raise InputError(f"{entry.url}: downloaded {size} bytes but manifest entry {entry.name!r} says size {entry.size}; the file was deleted. Check the URL, or correct 'size'.")
+            raise InputError(
+                f"{entry.url}: downloaded {size} bytes but manifest entry {entry.name!r} says size {entry.size}; the file was deleted. Check the URL, or correct 'size'."
+            )
         _check_format(dest, entry)
     except InputError:
         dest.unlink()
@@ -234,7 +292,15 @@ def fetch_entry(entry: ManifestEntry, dest: str | os.PathLike, *, lock_path: str
     return sha
 
 
-def fetch(name: str, dest: str | os.PathLike, *, manifest: str | os.PathLike, lock: str | os.PathLike, strict: bool = False, **kwargs) -> str:
+def fetch(
+    name: str,
+    dest: str | os.PathLike,
+    *,
+    manifest: str | os.PathLike,
+    lock: str | os.PathLike,
+    strict: bool = False,
+    **kwargs,
+) -> str:
     """Fetch manifest entry ``name`` to ``dest`` (what the ``download_file`` rule runs); return its sha256.
 
     Raises
@@ -245,7 +311,9 @@ def fetch(name: str, dest: str | os.PathLike, *, manifest: str | os.PathLike, lo
     """
     entries = load_manifest(manifest)
     if name not in entries:
-        raise InputError(f"resources/downloads/{name}: {name!r} is not an entry of {manifest}; entries are {sorted(entries)}.")
+        raise InputError(
+            f"resources/downloads/{name}: {name!r} is not an entry of {manifest}; entries are {sorted(entries)}."
+        )
     sha = fetch_entry(entries[name], dest, lock_path=lock, strict=strict, **kwargs)
     log.info("%s: %s (%d bytes, sha256 %s)", name, entries[name].url, Path(dest).stat().st_size, sha)
     return sha

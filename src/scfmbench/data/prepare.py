@@ -27,8 +27,17 @@ def unseen_test_types(cell_type, split) -> dict[str, int]:
     return {str(t): int(k) for t, k in zip(types, n)}
 
 
-def prepare_dataset(raw: ad.AnnData, *, seed: int, test_fraction: float = 0.2, test_seed: int = 0, valid_fraction: float = 0.25, train_fraction: float = 1.0,
-                    label_tasks: list[str] | tuple[str, ...] | None = None, where: str = "dataset") -> ad.AnnData:
+def prepare_dataset(
+    raw: ad.AnnData,
+    *,
+    seed: int,
+    test_fraction: float = 0.2,
+    test_seed: int = 0,
+    valid_fraction: float = 0.25,
+    train_fraction: float = 1.0,
+    label_tasks: list[str] | tuple[str, ...] | None = None,
+    where: str = "dataset",
+) -> ad.AnnData:
     """Drop cells without counts, split (seeded, stratified by cell type when there are labels),
     log-normalize and record provenance.
 
@@ -49,22 +58,43 @@ def prepare_dataset(raw: ad.AnnData, *, seed: int, test_fraction: float = 0.2, t
     labelled = "cell_type" in raw.obs
     label_tasks = (["annotation"] if labelled else []) if label_tasks is None else list(label_tasks)
     if label_tasks and not labelled:
-        raise InputError(f"{where}: the dataset has no cell types (datasets.<name>.label_column is null), but {', '.join(label_tasks)} uses its labels. "
-                         f"Set datasets.<name>.label_column, or remove the dataset from {label_tasks[0]}.datasets.")
+        raise InputError(
+            f"{where}: the dataset has no cell types (datasets.<name>.label_column is null), but {', '.join(label_tasks)} uses its labels. "
+            f"Set datasets.<name>.label_column, or remove the dataset from {label_tasks[0]}.datasets."
+        )
     # Cells with no counts carry nothing to learn or impute from (normalization divides by their total).
     lib = np.asarray(raw.layers["counts"].sum(axis=1)).ravel()
     n_zero = int((lib == 0).sum())
     if n_zero:
-        log.warning("%s: dropping %d of %d cells with zero counts (recorded in uns['provenance']['zero_count_cells_dropped'])", where, n_zero, raw.n_obs)
+        log.warning(
+            "%s: dropping %d of %d cells with zero counts (recorded in uns['provenance']['zero_count_cells_dropped'])",
+            where,
+            n_zero,
+            raw.n_obs,
+        )
         raw = raw[lib > 0].copy()
     prov = dict(raw.uns["provenance"])
     predefined = raw.obs["split"].to_numpy() if "split" in raw.obs else None
     labels = raw.obs["cell_type"].to_numpy() if labelled else np.zeros(raw.n_obs, dtype=str)  # no labels: one stratum
-    split = assign_splits(labels, predefined=predefined, test_fraction=test_fraction, test_seed=test_seed, valid_fraction=valid_fraction, train_fraction=train_fraction, seed=seed)
+    split = assign_splits(
+        labels,
+        predefined=predefined,
+        test_fraction=test_fraction,
+        test_seed=test_seed,
+        valid_fraction=valid_fraction,
+        train_fraction=train_fraction,
+        seed=seed,
+    )
     if predefined is None:
-        split_from = f"the split drawn with split.test_fraction {test_fraction:g} and split.train_fraction {train_fraction:g}"
+        split_from = (
+            f"the split drawn with split.test_fraction {test_fraction:g} and split.train_fraction {train_fraction:g}"
+        )
     else:
-        split_from = f"the split column {prov['split_column']!r}" if prov.get("split_column") else "the predefined split (obs 'split' as the source distributes it)"
+        split_from = (
+            f"the split column {prov['split_column']!r}"
+            if prov.get("split_column")
+            else "the predefined split (obs 'split' as the source distributes it)"
+        )
     check_split_sizes(split[split != "unused"], where=where, split_from=split_from)
     for task in label_tasks:
         check_train_classes(labels, split, where=where, task=task)
@@ -74,15 +104,34 @@ def prepare_dataset(raw: ad.AnnData, *, seed: int, test_fraction: float = 0.2, t
     if labelled:
         adata.obs["cell_type"] = adata.obs["cell_type"].astype(str).astype("category")
     adata.X = log_normalize(adata.layers["counts"])
-    prov.update(seed=int(seed), split={"test_fraction": test_fraction, "test_seed": test_seed, "valid_fraction": valid_fraction, "train_fraction": train_fraction, "predefined": predefined is not None},
-                versions=package_versions(), zero_count_cells_dropped=n_zero, split_sizes={s: int((adata.obs["split"] == s).sum()) for s in ("train", "valid", "test")})
+    prov.update(
+        seed=int(seed),
+        split={
+            "test_fraction": test_fraction,
+            "test_seed": test_seed,
+            "valid_fraction": valid_fraction,
+            "train_fraction": train_fraction,
+            "predefined": predefined is not None,
+        },
+        versions=package_versions(),
+        zero_count_cells_dropped=n_zero,
+        split_sizes={s: int((adata.obs["split"] == s).sum()) for s in ("train", "valid", "test")},
+    )
     if labelled:
         unseen = unseen_test_types(adata.obs["cell_type"], adata.obs["split"])
         # Two lists, not a dict: a cell type may hold '/', which an h5ad group name cannot.
-        prov.update(unseen_test_types=list(unseen), unseen_test_cells=list(unseen.values()), unseen_test_share=sum(unseen.values()) / max(1, prov["split_sizes"]["test"]))
+        prov.update(
+            unseen_test_types=list(unseen),
+            unseen_test_cells=list(unseen.values()),
+            unseen_test_share=sum(unseen.values()) / max(1, prov["split_sizes"]["test"]),
+        )
         if unseen:
-            log.warning("%s: test cell types absent from training: %s (%.1f%% of test cells); macro_f1 counts them as F1 0, macro_f1_seen leaves them out",
-                        where, unseen, 100 * prov["unseen_test_share"])
+            log.warning(
+                "%s: test cell types absent from training: %s (%.1f%% of test cells); macro_f1 counts them as F1 0, macro_f1_seen leaves them out",
+                where,
+                unseen,
+                100 * prov["unseen_test_share"],
+            )
     adata.uns["provenance"] = prov
     check_prepared(adata, where=where)
     return adata

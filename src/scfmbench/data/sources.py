@@ -53,9 +53,9 @@ import re
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterator
 
 import anndata as ad
 import numpy as np
@@ -68,7 +68,26 @@ from scfmbench._io import sha256_file
 from scfmbench.data.contract import check_counts, raw_anndata
 from scfmbench.data.manifest import DOWNLOAD_DIR, download_path
 
-__all__ = ["SOURCES", "load_source", "source_inputs", "download_inputs", "local_inputs", "find_counts", "recover_counts", "recover_counts_detect", "LOG_BASES", "unique_names", "load_scgpt", "load_gears", "read_10x_samples", "load_lau2020", "load_smajic2022", "Bundle", "materialize", "check_inputs"]
+__all__ = [
+    "SOURCES",
+    "load_source",
+    "source_inputs",
+    "download_inputs",
+    "local_inputs",
+    "find_counts",
+    "recover_counts",
+    "recover_counts_detect",
+    "LOG_BASES",
+    "unique_names",
+    "load_scgpt",
+    "load_gears",
+    "read_10x_samples",
+    "load_lau2020",
+    "load_smajic2022",
+    "Bundle",
+    "materialize",
+    "check_inputs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +201,12 @@ class Bundle:
             return None
         if not hits:
             listed = [m for root in self.roots for m in self._listing[root]][:12]
-            raise InputError(f"{self.where}: no file named {basename!r} in {[str(r) for r in self.roots]} (contents include {listed}). Point datasets.<name>.path at the folder or archive that holds it.")
-        raise InputError(f"{self.where}: several files named {basename!r}: {[f'{h.root}:{h.member}' for h in hits]}; point datasets.<name>.path at the one folder or archive to use.")
+            raise InputError(
+                f"{self.where}: no file named {basename!r} in {[str(r) for r in self.roots]} (contents include {listed}). Point datasets.<name>.path at the folder or archive that holds it."
+            )
+        raise InputError(
+            f"{self.where}: several files named {basename!r}: {[f'{h.root}:{h.member}' for h in hits]}; point datasets.<name>.path at the one folder or archive to use."
+        )
 
     def _open_nested(self, aliases: tuple[str, ...]) -> None:
         """List the archives inside the inputs (once each): zips nested in a zip or folder whose names
@@ -241,9 +264,13 @@ def check_inputs(name: str, source: str, roots: list[Path], cfg: dict) -> None:
     if not missing:
         return
     if cfg.get("path"):
-        raise InputError(f"datasets.{name}.path: {missing[0]} does not exist; point it at the folder or archive with the {source} files (docs/papers.md 'Paper datasets').")
+        raise InputError(
+            f"datasets.{name}.path: {missing[0]} does not exist; point it at the folder or archive with the {source} files (docs/papers.md 'Paper datasets')."
+        )
     targets = " ".join(str(p) for p in missing)
-    raise InputError(f"datasets.{name} (source {source}): {', '.join(map(str, missing))} not downloaded yet. Fetch with `snakemake {targets}` (rule download_file, entries in config/manifest.yaml), or set datasets.{name}.path to files you already have.")
+    raise InputError(
+        f"datasets.{name} (source {source}): {', '.join(map(str, missing))} not downloaded yet. Fetch with `snakemake {targets}` (rule download_file, entries in config/manifest.yaml), or set datasets.{name}.path to files you already have."
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -281,7 +308,9 @@ def recover_counts(x, *, where: str = "X", max_multiplier: int = 4, tol: float =
     if x.nnz == 0:
         raise InputError(f"{where}: the matrix is all zeros; there are no counts to recover.")
     if x.data.min() < 0 or x.data.max() * ln_base > 30:
-        raise InputError(f"{where}: values range {x.data.min():.3g}..{x.data.max():.3g}, which is not log1p-transformed expression; counts cannot be recovered. Provide raw counts.")
+        raise InputError(
+            f"{where}: values range {x.data.min():.3g}..{x.data.max():.3g}, which is not log1p-transformed expression; counts cannot be recovered. Provide raw counts."
+        )
     values = np.expm1(x.data * ln_base)
     nnz = np.diff(x.indptr)
     rows = np.flatnonzero(nnz)
@@ -314,8 +343,10 @@ def recover_counts_detect(x, *, where: str = "X", log_base=None) -> tuple[sp.csr
         try:
             return recover_counts(x, where=where, log_base=2), "2"
         except InputError:
-            raise InputError(f"{natural} Tried natural log and log2 (log_base detection); declare datasets.<name>.log_base (e, 2 or 10) "
-                             "if the values use another base.") from None
+            raise InputError(
+                f"{natural} Tried natural log and log2 (log_base detection); declare datasets.<name>.log_base (e, 2 or 10) "
+                "if the values use another base."
+            ) from None
 
 
 def find_counts(adata: ad.AnnData, *, where: str, recover: bool = False) -> tuple[sp.csr_matrix, pd.DataFrame, str]:
@@ -363,7 +394,9 @@ def unique_names(names, ids=None) -> pd.Index:
     return pd.Index(out, dtype=str)
 
 
-def _raw(counts, obs: pd.DataFrame, var_names, *, source: str, hashes: _Hashes, extra: dict | None = None) -> ad.AnnData:
+def _raw(
+    counts, obs: pd.DataFrame, var_names, *, source: str, hashes: _Hashes, extra: dict | None = None
+) -> ad.AnnData:
     check_counts(counts, where=f"{source}: counts")
     adata = raw_anndata(counts, obs, var_names, source=source, inputs_sha256=dict(hashes.files))
     adata.uns["provenance"].update(extra or {})
@@ -386,9 +419,24 @@ def _column(df: pd.DataFrame, column: str, *, where: str, fix: str) -> pd.Series
 # --------------------------------------------------------------------------------------------------
 
 SCGPT = {
-    "ms": {"train": "c_data.h5ad", "test": "filtered_ms_adata.h5ad", "label": "Factor Value[inferred cell type - authors labels]", "aliases": ("ms",)},
-    "myeloid": {"train": "reference_adata.h5ad", "test": "query_adata.h5ad", "label": "cell_type", "aliases": ("mye", "myeloid")},
-    "pancreas": {"train": "demo_train.h5ad", "test": "demo_test.h5ad", "label": "Celltype", "aliases": ("hpancreas", "pancreas")},
+    "ms": {
+        "train": "c_data.h5ad",
+        "test": "filtered_ms_adata.h5ad",
+        "label": "Factor Value[inferred cell type - authors labels]",
+        "aliases": ("ms",),
+    },
+    "myeloid": {
+        "train": "reference_adata.h5ad",
+        "test": "query_adata.h5ad",
+        "label": "cell_type",
+        "aliases": ("mye", "myeloid"),
+    },
+    "pancreas": {
+        "train": "demo_train.h5ad",
+        "test": "demo_test.h5ad",
+        "label": "Celltype",
+        "aliases": ("hpancreas", "pancreas"),
+    },
 }
 
 
@@ -415,19 +463,28 @@ def load_scgpt(dataset: str, roots: list[Path], *, recover: bool = False) -> ad.
             hashes.add(found)
             fwhere = f"{where} {spec[split]}"
             adata = ad.read_h5ad(materialize(found.root, found.member, Path(tmp)))
-            labels = _column(adata.obs, spec["label"], where=fwhere, fix="Is this scGPT's processed file? (The label column of each scGPT set is fixed, REFERENCE section 4.)")
+            labels = _column(
+                adata.obs,
+                spec["label"],
+                where=fwhere,
+                fix="Is this scGPT's processed file? (The label column of each scGPT set is fixed, REFERENCE section 4.)",
+            )
             if labels.isna().any():
                 keep = ~labels.isna().to_numpy()
                 log.warning("%s: %d cells without a label dropped", fwhere, int((~keep).sum()))
                 adata = adata[keep].copy()
                 labels = labels[keep]
             counts, var, counts_from[split] = find_counts(adata, where=fwhere, recover=recover)
-            obs = pd.DataFrame({"cell_type": labels.astype(str).to_numpy(), "split": split}, index=adata.obs_names.astype(str))
+            obs = pd.DataFrame(
+                {"cell_type": labels.astype(str).to_numpy(), "split": split}, index=adata.obs_names.astype(str)
+            )
             parts.append((obs, counts, _symbols(var)))
     (obs_tr, c_tr, g_tr), (obs_te, c_te, g_te) = parts
     common = g_tr[g_tr.isin(g_te)]
     if len(common) == 0:
-        raise InputError(f"{where}: the train and test files share no gene names ({list(g_tr[:3])} vs {list(g_te[:3])}).")
+        raise InputError(
+            f"{where}: the train and test files share no gene names ({list(g_tr[:3])} vs {list(g_te[:3])})."
+        )
     counts = sp.vstack([c_tr[:, g_tr.get_indexer(common)], c_te[:, g_te.get_indexer(common)]], format="csr")
     obs = pd.concat([obs_tr, obs_te])
     if not obs.index.is_unique:
@@ -441,7 +498,9 @@ def load_scgpt(dataset: str, roots: list[Path], *, recover: bool = False) -> ad.
 # --------------------------------------------------------------------------------------------------
 
 
-def load_gears(dataset: str, roots: list[Path], *, label_column: str = "cell_type", recover: bool = False) -> ad.AnnData:
+def load_gears(
+    dataset: str, roots: list[Path], *, label_column: str = "cell_type", recover: bool = False
+) -> ad.AnnData:
     """GEARS' ``<dataset>/perturb_processed.h5ad``; ``obs['condition']`` and the other GEARS columns are kept.
 
     ``label_column`` becomes ``obs['cell_type']`` (GEARS' own ``cell_type``, the cell line, is kept
@@ -455,7 +514,12 @@ def load_gears(dataset: str, roots: list[Path], *, label_column: str = "cell_typ
         adata = ad.read_h5ad(materialize(found.root, found.member, Path(tmp)))
     fwhere = f"{where} perturb_processed.h5ad"
     _column(adata.obs, "condition", where=f"{fwhere} obs", fix="Is this GEARS' perturb_processed.h5ad?")
-    labels = _column(adata.obs, label_column, where=f"{fwhere} obs", fix="Set datasets.<name>.label_column (GEARS has 'condition' and 'cell_type').")
+    labels = _column(
+        adata.obs,
+        label_column,
+        where=f"{fwhere} obs",
+        fix="Set datasets.<name>.label_column (GEARS has 'condition' and 'cell_type').",
+    )
     counts, var, counts_from = find_counts(adata, where=fwhere, recover=recover)
     symbols = _column(var, "gene_name", where=f"{fwhere} var", fix="Is this GEARS' perturb_processed.h5ad?")
     obs = adata.obs.copy()
@@ -463,7 +527,14 @@ def load_gears(dataset: str, roots: list[Path], *, label_column: str = "cell_typ
     if label_column != "cell_type" and "cell_type" in obs:
         obs = obs.rename(columns={"cell_type": "gears_cell_type"})
     obs["cell_type"] = labels.astype(str).to_numpy()
-    return _raw(counts, obs, unique_names(symbols.astype(str), var.index), source=where, hashes=hashes, extra={"counts_from": counts_from, "label_column": label_column})
+    return _raw(
+        counts,
+        obs,
+        unique_names(symbols.astype(str), var.index),
+        source=where,
+        hashes=hashes,
+        extra={"counts_from": counts_from, "label_column": label_column},
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -490,7 +561,9 @@ def _companion(bundle: Bundle, found: _Found, prefix: str, stems: tuple[str, ...
                 tried.append(name)
                 if bundle.exists(found.root, member):
                     return member
-    raise InputError(f"{where}: sample {prefix or folder} has {PurePosixPath(found.member).name} but none of {sorted(set(tried))}; each sample needs barcodes, features (or genes) and matrix files.")
+    raise InputError(
+        f"{where}: sample {prefix or folder} has {PurePosixPath(found.member).name} but none of {sorted(set(tried))}; each sample needs barcodes, features (or genes) and matrix files."
+    )
 
 
 def read_10x_samples(roots: list[Path], *, where: str = "10x") -> tuple[ad.AnnData, _Hashes]:
@@ -523,7 +596,9 @@ def read_10x_samples(roots: list[Path], *, where: str = "10x") -> tuple[ad.AnnDa
             with _open(found.root, found.member) as fh:
                 matrix = sp.csr_matrix(scipy.io.mmread(fh).T, dtype=np.float32)
             if matrix.shape != (len(barcodes), len(features)):
-                raise InputError(f"{where}: sample {sample}: matrix is {matrix.shape[1]} features x {matrix.shape[0]} barcodes but the files list {len(features)} features and {len(barcodes)} barcodes.")
+                raise InputError(
+                    f"{where}: sample {sample}: matrix is {matrix.shape[1]} features x {matrix.shape[0]} barcodes but the files list {len(features)} features and {len(barcodes)} barcodes."
+                )
             if features.shape[1] >= 3:
                 gex = (features[2] == "Gene Expression").to_numpy()
                 if gex.any() and not gex.all():
@@ -531,7 +606,9 @@ def read_10x_samples(roots: list[Path], *, where: str = "10x") -> tuple[ad.AnnDa
             ids = features[0].astype(str).to_numpy()
             symbols = features[1 if features.shape[1] >= 2 else 0].astype(str).to_numpy()
             check_counts(matrix, where=f"{where}: sample {sample} ({name})")
-            obs = pd.DataFrame({"sample": sample, "gsm": gsm, "barcode": barcodes}, index=[f"{sample}_{b}" for b in barcodes])
+            obs = pd.DataFrame(
+                {"sample": sample, "gsm": gsm, "barcode": barcodes}, index=[f"{sample}_{b}" for b in barcodes]
+            )
             samples.append((sample, obs, matrix, ids, symbols))
             hashes.add(found)
     names = [s[0] for s in samples]
@@ -552,12 +629,16 @@ def read_10x_samples(roots: list[Path], *, where: str = "10x") -> tuple[ad.AnnDa
     return ad.AnnData(X=sp.vstack(blocks, format="csr"), obs=obs, var=var), hashes
 
 
-def _labels_table(cell_labels: dict, default: pd.DataFrame | None, default_name: str, where: str) -> tuple[pd.DataFrame, str]:
+def _labels_table(
+    cell_labels: dict, default: pd.DataFrame | None, default_name: str, where: str
+) -> tuple[pd.DataFrame, str]:
     path = cell_labels.get("file")
     if path:
         path = Path(path)
         if not path.is_file():
-            raise InputError(f"{where}: cell_labels.file {path} does not exist (a CSV/TSV mapping each cell's barcode to its cell type).")
+            raise InputError(
+                f"{where}: cell_labels.file {path} does not exist (a CSV/TSV mapping each cell's barcode to its cell type)."
+            )
         with open(path, "rb") as fh:
             return _read_table(gzip.GzipFile(fileobj=fh) if path.suffix == ".gz" else fh, path.name), str(path)
     if default is None:
@@ -568,13 +649,23 @@ def _labels_table(cell_labels: dict, default: pd.DataFrame | None, default_name:
     return default, default_name
 
 
-def _attach_labels(adata: ad.AnnData, table: pd.DataFrame, *, barcode_column: str, label_column: str, sample_column: str | None, where: str) -> tuple[ad.AnnData, dict]:
+def _attach_labels(
+    adata: ad.AnnData,
+    table: pd.DataFrame,
+    *,
+    barcode_column: str,
+    label_column: str,
+    sample_column: str | None,
+    where: str,
+) -> tuple[ad.AnnData, dict]:
     """Label cells from ``table``; cells the table does not list (or lists without a label) are dropped."""
     key = "datasets.<name>.cell_labels"
     barcodes = _column(table, barcode_column, where=where, fix=f"Set {key}.barcode_column.").astype(str)
     labels = _column(table, label_column, where=where, fix=f"Set {key}.label_column.")
     if sample_column:
-        samples = _column(table, sample_column, where=where, fix=f"Set {key}.sample_column.").astype(str).map(_sample_id)
+        samples = (
+            _column(table, sample_column, where=where, fix=f"Set {key}.sample_column.").astype(str).map(_sample_id)
+        )
         keys = samples + "_" + barcodes
     else:
         keys = barcodes
@@ -582,15 +673,24 @@ def _attach_labels(adata: ad.AnnData, table: pd.DataFrame, *, barcode_column: st
     if not ids.isin(keys).any() and not sample_column and "barcode" in adata.obs and adata.obs["barcode"].is_unique:
         ids = pd.Index(adata.obs["barcode"].astype(str))  # one sample, or barcodes unique across samples
     if keys.duplicated().any():
-        raise InputError(f"{where}: cells listed twice in the label table, e.g. {keys[keys.duplicated()].iloc[0]!r}" + ("" if sample_column else f"; set {key}.sample_column if barcodes repeat across samples"))
+        raise InputError(
+            f"{where}: cells listed twice in the label table, e.g. {keys[keys.duplicated()].iloc[0]!r}"
+            + ("" if sample_column else f"; set {key}.sample_column if barcodes repeat across samples")
+        )
     mapping = pd.Series(labels.to_numpy(), index=keys.to_numpy())
     matched = mapping.reindex(ids)
     keep = matched.notna().to_numpy()
     if not keep.any():
-        raise InputError(f"{where}: no cell matches the label table: cells look like {list(ids[:2])}, table keys like {list(keys[:2])}. Cell ids are '<sample>_<barcode>' (sample without the GSM prefix); set {key}.sample_column or write full cell ids.")
+        raise InputError(
+            f"{where}: no cell matches the label table: cells look like {list(ids[:2])}, table keys like {list(keys[:2])}. Cell ids are '<sample>_<barcode>' (sample without the GSM prefix); set {key}.sample_column or write full cell ids."
+        )
     out = adata[keep].copy()
     out.obs["cell_type"] = matched.to_numpy()[keep].astype(str)
-    stats = {"cells_labelled": int(keep.sum()), "cells_unlabelled_dropped": int((~keep).sum()), "label_rows_unmatched": int((~keys.isin(ids)).sum())}
+    stats = {
+        "cells_labelled": int(keep.sum()),
+        "cells_unlabelled_dropped": int((~keep).sum()),
+        "label_rows_unmatched": int((~keys.isin(ids)).sum()),
+    }
     if stats["cells_unlabelled_dropped"]:
         log.info("%s: %d cells without a label dropped", where, stats["cells_unlabelled_dropped"])
     return out, stats
@@ -601,18 +701,31 @@ def load_lau2020(roots: list[Path], *, cell_labels: dict) -> ad.AnnData:
     where = "geo_lau2020"
     adata, hashes = read_10x_samples(roots, where=where)
     table, name = _labels_table(cell_labels, None, "", where)
-    adata, stats = _attach_labels(adata, table, barcode_column=cell_labels.get("barcode_column") or "barcode", label_column=cell_labels.get("label_column") or "cell_type", sample_column=cell_labels.get("sample_column"), where=f"{where} labels {name}")
+    adata, stats = _attach_labels(
+        adata,
+        table,
+        barcode_column=cell_labels.get("barcode_column") or "barcode",
+        label_column=cell_labels.get("label_column") or "cell_type",
+        sample_column=cell_labels.get("sample_column"),
+        where=f"{where} labels {name}",
+    )
     hashes.files[Path(name).name] = sha256_file(name)
     obs = adata.obs[["cell_type", "sample", "gsm", "barcode"]]
     return _raw(adata.X, obs, adata.var_names, source=where, hashes=hashes, extra=stats)
 
 
-SMAJIC_FILES = {"umi": "IPDCO_hg_midbrain_UMI.tsv", "cell": "IPDCO_hg_midbrain_cell.tsv", "genes": "IPDCO_hg_midbrain_genes.tsv"}
+SMAJIC_FILES = {
+    "umi": "IPDCO_hg_midbrain_UMI.tsv",
+    "cell": "IPDCO_hg_midbrain_cell.tsv",
+    "genes": "IPDCO_hg_midbrain_genes.tsv",
+}
 
 
 def _find_any(bundle: Bundle, basename: str) -> _Found:
     """``basename`` or ``basename.gz``; the error names ``basename``."""
-    return bundle.find(basename, required=False) or bundle.find(basename + ".gz", required=False) or bundle.find(basename)
+    return (
+        bundle.find(basename, required=False) or bundle.find(basename + ".gz", required=False) or bundle.find(basename)
+    )
 
 
 def _read_dense_umi(fh, n_genes: int, where: str, chunk: int = 200) -> tuple[sp.csr_matrix, list[str]]:
@@ -627,11 +740,15 @@ def _read_dense_umi(fh, n_genes: int, where: str, chunk: int = 200) -> tuple[sp.
     if first == [""]:
         raise InputError(f"{where}: the UMI table has a header but no rows.")
     if len(first) not in (len(header), len(header) + 1):
-        raise InputError(f"{where}: UMI table rows have {len(first)} fields but the header lists {len(header)} barcodes.")
+        raise InputError(
+            f"{where}: UMI table rows have {len(first)} fields but the header lists {len(header)} barcodes."
+        )
     offset = len(first) - len(header)  # 1 when rows start with a gene name
     blocks = [sp.csr_matrix(np.asarray(first[offset:], dtype=np.float32)[None, :])]
     try:
-        reader = pd.read_csv(text, sep="\t", header=None, chunksize=chunk, usecols=range(offset, offset + len(header)), dtype=np.float32)
+        reader = pd.read_csv(
+            text, sep="\t", header=None, chunksize=chunk, usecols=range(offset, offset + len(header)), dtype=np.float32
+        )
         for part in reader:
             blocks.append(sp.csr_matrix(part.to_numpy()))
     except pd.errors.EmptyDataError:
@@ -658,7 +775,9 @@ def load_smajic2022(roots: list[Path], *, cell_labels: dict) -> ad.AnnData:
             cells = _read_table(fh, found["cell"].member)
         gene_col = next((c for c in ("gene", "genes") if c in genes.columns), None)
         if gene_col is None:
-            raise InputError(f"{where}: {found['genes'].member} has no 'gene' column; columns are {list(genes.columns)}.")
+            raise InputError(
+                f"{where}: {found['genes'].member} has no 'gene' column; columns are {list(genes.columns)}."
+            )
         if "row" in genes.columns:
             genes = genes.assign(row=genes["row"].astype(int)).sort_values("row", kind="stable")
         with _open(found["umi"].root, found["umi"].member) as fh:
@@ -666,15 +785,33 @@ def load_smajic2022(roots: list[Path], *, cell_labels: dict) -> ad.AnnData:
     check_counts(counts, where=f"{where}: UMI table")
     if len(set(barcodes)) != len(barcodes):
         raise InputError(f"{where}: the UMI table's barcodes are not unique.")
-    adata = ad.AnnData(X=counts, obs=pd.DataFrame({"barcode": barcodes}, index=barcodes), var=pd.DataFrame(index=unique_names(genes[gene_col].astype(str))))
+    adata = ad.AnnData(
+        X=counts,
+        obs=pd.DataFrame({"barcode": barcodes}, index=barcodes),
+        var=pd.DataFrame(index=unique_names(genes[gene_col].astype(str))),
+    )
     table, name = _labels_table(cell_labels, cells, found["cell"].member, where)
     barcode_column = cell_labels.get("barcode_column") or "barcode"
     # Cell ids are the UMI header's barcodes; the sample column only fills obs['sample'].
     sample_column = cell_labels.get("sample_column") or (None if cell_labels.get("file") else "patient")
-    adata, stats = _attach_labels(adata, table, barcode_column=barcode_column, label_column=cell_labels.get("label_column") or "cell_ontology", sample_column=None, where=f"{where} labels {name}")
+    adata, stats = _attach_labels(
+        adata,
+        table,
+        barcode_column=barcode_column,
+        label_column=cell_labels.get("label_column") or "cell_ontology",
+        sample_column=None,
+        where=f"{where} labels {name}",
+    )
     if sample_column:
-        samples = _column(table, sample_column, where=f"{where} labels {name}", fix="Set datasets.<name>.cell_labels.sample_column.")
-        adata.obs["sample"] = pd.Series(samples.to_numpy(), index=table[barcode_column].astype(str).to_numpy()).reindex(adata.obs_names).astype(str).to_numpy()
+        samples = _column(
+            table, sample_column, where=f"{where} labels {name}", fix="Set datasets.<name>.cell_labels.sample_column."
+        )
+        adata.obs["sample"] = (
+            pd.Series(samples.to_numpy(), index=table[barcode_column].astype(str).to_numpy())
+            .reindex(adata.obs_names)
+            .astype(str)
+            .to_numpy()
+        )
     if cell_labels.get("file"):
         hashes.files[Path(name).name] = sha256_file(name)
     return _raw(adata.X, adata.obs, adata.var_names, source=where, hashes=hashes, extra=stats)
@@ -696,7 +833,12 @@ def _scgpt(dataset: str) -> Callable:
 
 
 def _gears(dataset: str) -> Callable:
-    return lambda roots, cfg: load_gears(dataset, roots, label_column=cfg.get("label_column") or "cell_type", recover=bool(cfg.get("recover_counts", False)))
+    return lambda roots, cfg: load_gears(
+        dataset,
+        roots,
+        label_column=cfg.get("label_column") or "cell_type",
+        recover=bool(cfg.get("recover_counts", False)),
+    )
 
 
 SOURCES: dict[str, Source] = {
@@ -709,9 +851,15 @@ SOURCES: dict[str, Source] = {
     "gears_dixit": Source(("gears_dixit.zip",), _gears("dixit")),
     "gears_replogle_k562": Source(("gears_replogle_k562_essential.zip",), _gears("replogle_k562_essential")),
     "gears_replogle_rpe1": Source(("gears_replogle_rpe1_essential.zip",), _gears("replogle_rpe1_essential")),
-    "geo_lau2020": Source(("GSE157827_RAW.tar",), lambda roots, cfg: load_lau2020(roots, cell_labels=cfg.get("cell_labels") or {})),
+    "geo_lau2020": Source(
+        ("GSE157827_RAW.tar",), lambda roots, cfg: load_lau2020(roots, cell_labels=cfg.get("cell_labels") or {})
+    ),
     "geo_smajic2022": Source(
-        ("GSE157783_IPDCO_hg_midbrain_UMI.tar.gz", "GSE157783_IPDCO_hg_midbrain_cell.tar.gz", "GSE157783_IPDCO_hg_midbrain_genes.tar.gz"),
+        (
+            "GSE157783_IPDCO_hg_midbrain_UMI.tar.gz",
+            "GSE157783_IPDCO_hg_midbrain_cell.tar.gz",
+            "GSE157783_IPDCO_hg_midbrain_genes.tar.gz",
+        ),
         lambda roots, cfg: load_smajic2022(roots, cell_labels=cfg.get("cell_labels") or {}),
     ),
 }
@@ -736,7 +884,11 @@ def local_inputs(cfg: dict) -> list[str]:
     if path.is_file():
         return [str(path)]
     if path.is_dir():
-        return sorted(str(p) for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        return sorted(
+            str(p)
+            for p in path.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
     return []
 
 

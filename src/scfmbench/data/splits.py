@@ -35,7 +35,16 @@ def stratified_subsample(labels, fraction: float, rng: np.random.Generator) -> n
     return keep
 
 
-def assign_splits(labels, *, predefined=None, test_fraction: float = 0.2, test_seed: int = 0, valid_fraction: float = 0.25, train_fraction: float = 1.0, seed: int = 0) -> np.ndarray:
+def assign_splits(
+    labels,
+    *,
+    predefined=None,
+    test_fraction: float = 0.2,
+    test_seed: int = 0,
+    valid_fraction: float = 0.25,
+    train_fraction: float = 1.0,
+    seed: int = 0,
+) -> np.ndarray:
     """Split labels into 'train' / 'valid' / 'test' / 'unused'.
 
     The test split is fixed across repeats: the predefined one when given, else drawn with
@@ -47,7 +56,9 @@ def assign_splits(labels, *, predefined=None, test_fraction: float = 0.2, test_s
     if predefined is not None:
         split = np.asarray(predefined).astype(str).astype(object)
     else:
-        split = np.where(stratified_holdout(labels, test_fraction, np.random.default_rng(test_seed)), "test", "train").astype(object)
+        split = np.where(
+            stratified_holdout(labels, test_fraction, np.random.default_rng(test_seed)), "test", "train"
+        ).astype(object)
     rng = np.random.default_rng(seed)
     train = np.flatnonzero(split == "train")
     if train_fraction < 1.0:
@@ -57,4 +68,3 @@ def assign_splits(labels, *, predefined=None, test_fraction: float = 0.2, test_s
     if not np.any(split == "valid"):
         split[train[stratified_holdout(labels[train], valid_fraction, rng)]] = "valid"
     return split.astype(str)  # object while assigning: a fixed-width '<U5' array would cut 'unused'
-

@@ -62,7 +62,9 @@ def vendored_grn_path(name: str) -> Path:
 
 def read_trrust(path: str | Path) -> pd.DataFrame:
     """Read a TRRUST raw table (no header) as columns ``tf``, ``target``, ``mode``, ``pmid``."""
-    return pd.read_csv(path, sep="\t", header=None, names=["tf", "target", "mode", "pmid"], dtype=str, keep_default_na=False)
+    return pd.read_csv(
+        path, sep="\t", header=None, names=["tf", "target", "mode", "pmid"], dtype=str, keep_default_na=False
+    )
 
 
 def _signed_edges(table: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
@@ -102,7 +104,9 @@ def _grow_subnetwork(edges: pd.DataFrame, n_genes: int, rng: np.random.Generator
     _, comp = connected_components(adj, directed=False)
     sizes = np.bincount(comp)
     if n_genes > sizes.max():
-        raise InputError(f"n_genes={n_genes} exceeds the largest connected component of the network ({sizes.max()} genes); use n_genes <= {sizes.max()}.")
+        raise InputError(
+            f"n_genes={n_genes} exceeds the largest connected component of the network ({sizes.max()} genes); use n_genes <= {sizes.max()}."
+        )
 
     in_largest = set(genes[comp == np.argmax(sizes)])
     # Ties broken by name so the hub list does not depend on pandas' sort stability.
@@ -130,7 +134,9 @@ def _choose_programs(n_tfs: int, n_cell_types: int, tfs_per_type: int, rng: np.r
     """Distinct random TF subsets, one per cell type (indices into the TF list)."""
     k = min(tfs_per_type, n_tfs)
     if math.comb(n_tfs, k) < n_cell_types:
-        raise InputError(f"the chosen subnetwork has {n_tfs} TF(s), too few for {n_cell_types} distinct programs of {k} TF(s); increase n_genes or decrease n_cell_types.")
+        raise InputError(
+            f"the chosen subnetwork has {n_tfs} TF(s), too few for {n_cell_types} distinct programs of {k} TF(s); increase n_genes or decrease n_cell_types."
+        )
     programs: list[np.ndarray] = []
     seen: set[tuple[int, ...]] = set()
     while len(programs) < n_cell_types:
@@ -150,11 +156,21 @@ def _network(network: str, n_genes: int, regulation_strength: float, rng: np.ran
     edges = edges[edges["tf"].isin(genes) & edges["target"].isin(genes)].reset_index(drop=True)
     src, dst = genes.get_indexer(edges["tf"]), genes.get_indexer(edges["target"])
     in_degree = np.bincount(dst, minlength=n_genes)
-    weight = edges["sign"].to_numpy() * rng.uniform(0.5, 1.5, len(edges)) * regulation_strength / np.sqrt(in_degree[dst])
+    weight = (
+        edges["sign"].to_numpy() * rng.uniform(0.5, 1.5, len(edges)) * regulation_strength / np.sqrt(in_degree[dst])
+    )
     return genes, edges, src, sp.csr_matrix((weight, (src, dst)), shape=(n_genes, n_genes))
 
 
-def _measure(rel: np.ndarray, rng: np.random.Generator, *, mean_library_size: float, library_size_sd: float, dispersion: float, dropout: float) -> tuple[sp.csr_matrix, np.ndarray]:
+def _measure(
+    rel: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    mean_library_size: float,
+    library_size_sd: float,
+    dispersion: float,
+    dropout: float,
+) -> tuple[sp.csr_matrix, np.ndarray]:
     """The measurement step of both simulations: per-cell library size (log-normal), negative
     binomial counts (gamma-Poisson), dropout falling with the expected count.
 
@@ -326,7 +342,14 @@ def simulate_grn_dataset(
     rel /= rel.sum(axis=1, keepdims=True)
 
     # 5. Measurement: library size, negative binomial as gamma-Poisson, dropout.
-    counts, rate = _measure(rel, rng, mean_library_size=mean_library_size, library_size_sd=library_size_sd, dispersion=dispersion, dropout=dropout)
+    counts, rate = _measure(
+        rel,
+        rng,
+        mean_library_size=mean_library_size,
+        library_size_sd=library_size_sd,
+        dispersion=dispersion,
+        dropout=dropout,
+    )
 
     obs = pd.DataFrame(
         {"cell_type": pd.Categorical.from_codes(labels, [f"type_{t}" for t in range(n_cell_types)])},
@@ -341,7 +364,10 @@ def simulate_grn_dataset(
         "target": edges["target"].to_numpy(dtype=str),
         "sign": edges["sign"].to_numpy(dtype=np.int64),
     }
-    adata.uns["synthetic_params"] = {**params, "programs": {f"type_{t}": genes[tfs[p]].to_numpy(dtype=str) for t, p in enumerate(programs)}}
+    adata.uns["synthetic_params"] = {
+        **params,
+        "programs": {f"type_{t}": genes[tfs[p]].to_numpy(dtype=str) for t, p in enumerate(programs)},
+    }
     return adata
 
 
@@ -352,7 +378,9 @@ def _check_params(p: dict) -> None:
         if not isinstance(p[name], (int, np.integer)) or p[name] < 1:
             raise InputError(f"{name} must be a positive integer, got {p[name]!r}.")
     if not isinstance(p["n_cell_types"], (int, np.integer)) or p["n_cell_types"] < 2:
-        raise InputError(f"n_cell_types must be an integer >= 2 (an annotation task needs two classes), got {p['n_cell_types']!r}.")
+        raise InputError(
+            f"n_cell_types must be an integer >= 2 (an annotation task needs two classes), got {p['n_cell_types']!r}."
+        )
     if p["n_cells"] < p["n_cell_types"]:
         raise InputError(f"n_cells={p['n_cells']} is smaller than n_cell_types={p['n_cell_types']}.")
     if not isinstance(p["n_steps"], (int, np.integer)) or p["n_steps"] < 0:
@@ -361,7 +389,16 @@ def _check_params(p: dict) -> None:
         raise InputError(f"n_genes must be >= 2 (a network needs an edge), got {p['n_genes']}.")
     if not (np.isfinite(p["mean_library_size"]) and p["mean_library_size"] > 0):
         raise InputError(f"mean_library_size must be a finite number > 0, got {p['mean_library_size']!r}.")
-    for name in ("program_strength", "cell_noise", "regulation_strength", "log_fold_range", "baseline_sd", "library_size_sd", "dispersion", "dropout"):
+    for name in (
+        "program_strength",
+        "cell_noise",
+        "regulation_strength",
+        "log_fold_range",
+        "baseline_sd",
+        "library_size_sd",
+        "dispersion",
+        "dropout",
+    ):
         if not (np.isfinite(p[name]) and p[name] >= 0):
             raise InputError(f"{name} must be a finite number >= 0, got {p[name]!r}.")
 
@@ -467,7 +504,9 @@ def simulate_perturbseq(
     n_null = min(int(round(null_fraction * n_singles)), len(nulls))
     n_tf = n_singles - n_null
     if n_tf > len(tfs):
-        raise InputError(f"simulate_perturbseq: the subnetwork has {len(tfs)} TFs, fewer than the {n_tf} TF perturbations asked; lower n_singles or raise n_genes.")
+        raise InputError(
+            f"simulate_perturbseq: the subnetwork has {len(tfs)} TFs, fewer than the {n_tf} TF perturbations asked; lower n_singles or raise n_genes."
+        )
     pert = np.concatenate([rng.choice(tfs, n_tf, replace=False), rng.choice(nulls, n_null, replace=False)])
     kinds = np.where(rng.random(n_singles) < knockdown_fraction, "knockdown", "knockout")
     # Combos among the perturbed genes, pairs sharing targets preferred (weight 1 + shared targets);
@@ -507,7 +546,9 @@ def simulate_perturbseq(
     rel_ctrl = relative(truth_noise, [])
     size = rel_ctrl.sum(1).mean()
     truth_ctrl = np.log1p(rel_ctrl * TARGET_SUM / size).mean(0)
-    true_shift = np.stack([np.log1p(relative(truth_noise, kg) * TARGET_SUM / size).mean(0) - truth_ctrl for _, _, kg in conditions[1:]])
+    true_shift = np.stack(
+        [np.log1p(relative(truth_noise, kg) * TARGET_SUM / size).mean(0) - truth_ctrl for _, _, kg in conditions[1:]]
+    )
 
     # Cells.
     blocks, labels, types = [], [], []
@@ -522,13 +563,26 @@ def simulate_perturbseq(
     rel /= rel.sum(1, keepdims=True)
     order = rng.permutation(len(rel))  # cell order says nothing
     rel, labels, types = rel[order], np.asarray(labels)[order], np.asarray(types)[order]
-    counts, _ = _measure(rel, rng, mean_library_size=mean_library_size, library_size_sd=library_size_sd, dispersion=dispersion, dropout=dropout)
+    counts, _ = _measure(
+        rel,
+        rng,
+        mean_library_size=mean_library_size,
+        library_size_sd=library_size_sd,
+        dispersion=dispersion,
+        dropout=dropout,
+    )
 
     obs = pd.DataFrame({"condition": labels, "perturbation_type": types}, index=[f"cell_{c}" for c in range(len(rel))])
-    var = pd.DataFrame({"gene_name": genes.to_numpy(dtype=str), "is_tf": n_targets > 0, "n_targets": n_targets}, index=genes)
+    var = pd.DataFrame(
+        {"gene_name": genes.to_numpy(dtype=str), "is_tf": n_targets > 0, "n_targets": n_targets}, index=genes
+    )
     adata = ad.AnnData(X=log_normalize(counts), obs=obs, var=var)
     adata.layers["counts"] = counts
-    adata.uns["true_grn"] = {"source": edges["tf"].to_numpy(dtype=str), "target": edges["target"].to_numpy(dtype=str), "sign": edges["sign"].to_numpy(dtype=np.int64)}
+    adata.uns["true_grn"] = {
+        "source": edges["tf"].to_numpy(dtype=str),
+        "target": edges["target"].to_numpy(dtype=str),
+        "sign": edges["sign"].to_numpy(dtype=np.int64),
+    }
     adata.uns["true_shift"] = true_shift.astype(np.float64)
     adata.uns["true_shift_conditions"] = np.array([c for c, _, _ in conditions[1:]], dtype=str)
     adata.uns["synthetic_params"] = params

@@ -59,15 +59,25 @@ class CellEmbeddings:
 def write_embedding(path: str | Path, emb: CellEmbeddings, obs_names) -> None:
     """Write ``embedding.npz`` atomically; every array has one row per cell of ``obs_names``."""
     obs_names = np.asarray(obs_names).astype(str)
-    arrays = {"embedding": emb.embedding} if emb.zeroshot is None else {"embedding": emb.embedding, "zeroshot": emb.zeroshot}
+    arrays = (
+        {"embedding": emb.embedding} if emb.zeroshot is None else {"embedding": emb.embedding, "zeroshot": emb.zeroshot}
+    )
     for key, value in arrays.items():
         if value.ndim != 2 or len(value) != len(obs_names):
-            raise InputError(f"{path}: {key} has shape {value.shape}; an embedding has one row per cell ({len(obs_names)}) and is 2-D")
+            raise InputError(
+                f"{path}: {key} has shape {value.shape}; an embedding has one row per cell ({len(obs_names)}) and is 2-D"
+            )
         if not np.isfinite(value).all():
             raise InputError(f"{path}: {key} holds {int((~np.isfinite(value)).sum())} non-finite values")
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:  # a file object: np.savez would append '.npz' to a name
-            np.savez(fh, **{k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()}, obs_names=obs_names, pooling=np.asarray(emb.pooling), source=np.asarray(emb.source))
+            np.savez(
+                fh,
+                **{k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()},
+                obs_names=obs_names,
+                pooling=np.asarray(emb.pooling),
+                source=np.asarray(emb.source),
+            )
 
 
 def embedding_record(path, emb: CellEmbeddings) -> dict:
@@ -80,11 +90,20 @@ def read_embedding(path: str | Path, obs_names=None) -> CellEmbeddings:
     with np.load(path, allow_pickle=False) as z:
         missing = [k for k in ("embedding", "obs_names", "pooling") if k not in z]
         if missing:
-            raise InputError(f"{path}: lacks {missing}; an embedding file holds embedding, obs_names, pooling (scfmbench.embedding)")
-        emb = CellEmbeddings(z["embedding"], str(z["pooling"]), z["zeroshot"] if "zeroshot" in z else None, str(z["source"]) if "source" in z else "")
+            raise InputError(
+                f"{path}: lacks {missing}; an embedding file holds embedding, obs_names, pooling (scfmbench.embedding)"
+            )
+        emb = CellEmbeddings(
+            z["embedding"],
+            str(z["pooling"]),
+            z["zeroshot"] if "zeroshot" in z else None,
+            str(z["source"]) if "source" in z else "",
+        )
         names = z["obs_names"].astype(str)
     if obs_names is not None:
         expected = np.asarray(obs_names).astype(str)
         if names.shape != expected.shape or not (names == expected).all():
-            raise InputError(f"{path}: its {len(names)} cells are not the prepared dataset's {len(expected)} cells in order; rerun the method on this prepared dataset")
+            raise InputError(
+                f"{path}: its {len(names)} cells are not the prepared dataset's {len(expected)} cells in order; rerun the method on this prepared dataset"
+            )
     return emb

@@ -44,4 +44,7 @@ def random_embedding(adata, *, seed: int, n_components: int = 50) -> np.ndarray:
 
 
 CONTROL_EMBEDDINGS = {"pca": pca_embedding, "random": random_embedding}
-POOLING = {"pca": "PCA of the log-normalized expression, fitted on the train cells", "random": "Gaussian random projection of the log-normalized expression"}
+POOLING = {
+    "pca": "PCA of the log-normalized expression, fitted on the train cells",
+    "random": "Gaussian random projection of the log-normalized expression",
+}

@@ -61,7 +61,9 @@ def linear_probe(emb: np.ndarray, labels, train: np.ndarray, test: np.ndarray, *
     from sklearn.preprocessing import StandardScaler
 
     labels = np.asarray(labels).astype(str)
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed)).fit(emb[train], labels[train])
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed)).fit(
+        emb[train], labels[train]
+    )
     return macro_f1(labels[test], probe.predict(emb[test]))
 
 
@@ -72,7 +74,10 @@ def kmeans_nmi_ari(emb: np.ndarray, labels, *, seed: int = 0, n_init: int = 10) 
 
     labels = np.asarray(labels).astype(str)
     clusters = KMeans(n_clusters=len(np.unique(labels)), n_init=n_init, random_state=seed).fit_predict(emb)
-    return {"kmeans_nmi": float(normalized_mutual_info_score(labels, clusters, average_method="arithmetic")), "kmeans_ari": float(adjusted_rand_score(labels, clusters))}
+    return {
+        "kmeans_nmi": float(normalized_mutual_info_score(labels, clusters, average_method="arithmetic")),
+        "kmeans_ari": float(adjusted_rand_score(labels, clusters)),
+    }
 
 
 def label_asw(emb: np.ndarray, labels) -> float:
@@ -152,7 +157,10 @@ def embedding_metrics(emb: np.ndarray, labels, split, *, seed: int = 0, k: int =
     train, test = split == "train", split == "test"
     if not train.any() or not test.any():
         raise InputError("embedding metrics need train cells (the reference) and test cells (scored)")
-    out = {**knn_scores(emb, labels, train, test, k=k), "probe_macro_f1": linear_probe(emb, labels, train, test, seed=seed)}
+    out = {
+        **knn_scores(emb, labels, train, test, k=k),
+        "probe_macro_f1": linear_probe(emb, labels, train, test, seed=seed),
+    }
     out.update(kmeans_nmi_ari(emb[test], labels[test], seed=seed))
     out["asw_label"] = label_asw(emb[test], labels[test])
     if batch is not None:

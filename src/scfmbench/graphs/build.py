@@ -143,9 +143,13 @@ def build_gene_graph(
         if train_X is None:
             raise InputError("build_gene_graph: use_coexpr=True needs the training matrix train_X.")
         if train_X.shape[1] != n_genes:
-            raise InputError(f"build_gene_graph: train_X has {train_X.shape[1]} columns but there are {n_genes} gene names.")
+            raise InputError(
+                f"build_gene_graph: train_X has {train_X.shape[1]} columns but there are {n_genes} gene names."
+            )
         if train_X.shape[0] < 2:
-            raise InputError(f"build_gene_graph: co-expression needs at least 2 training cells, got {train_X.shape[0]}.")
+            raise InputError(
+                f"build_gene_graph: co-expression needs at least 2 training cells, got {train_X.shape[0]}."
+            )
 
     if isinstance(edge_tables, pd.DataFrame):
         edge_tables = [edge_tables]
@@ -157,7 +161,9 @@ def build_gene_graph(
     )
 
     if use_grn and not edge_tables:
-        raise InputError("build_gene_graph: use_grn=True but no regulatory edge table was given (configure at least one database, or set use_grn=False).")
+        raise InputError(
+            "build_gene_graph: use_grn=True but no regulatory edge table was given (configure at least one database, or set use_grn=False)."
+        )
     counts: dict[str, int] = {}
     match = match_edges(edges, names)
     n_matched = int(match.genes_matched.sum())
@@ -221,8 +227,14 @@ def build_gene_graph(
         edge_counts=counts,
         match_counts=match.counts,
         genes_matched=n_matched,
-        params={"top_h": int(top_h), "delta": float(delta), "use_grn": bool(use_grn), "use_coexpr": bool(use_coexpr), "add_cls": bool(add_cls),
-                "multigraph": bool(multigraph)},
+        params={
+            "top_h": int(top_h),
+            "delta": float(delta),
+            "use_grn": bool(use_grn),
+            "use_coexpr": bool(use_coexpr),
+            "add_cls": bool(add_cls),
+            "multigraph": bool(multigraph),
+        },
     )
 
 
@@ -261,7 +273,9 @@ def load_graph(path: str | os.PathLike) -> GeneGraph:
     except (OSError, KeyError, ValueError) as exc:
         raise InputError(f"{path}: not a gene-graph file written by save_graph ({exc}).") from None
     if meta.get("format_version") != _FORMAT_VERSION:
-        raise InputError(f"{path}: gene-graph format version {meta.get('format_version')}; this code reads {_FORMAT_VERSION}.")
+        raise InputError(
+            f"{path}: gene-graph format version {meta.get('format_version')}; this code reads {_FORMAT_VERSION}."
+        )
     A = sp.csr_matrix((data, indices, indptr), shape=shape)
     return GeneGraph(
         adjacency=A,

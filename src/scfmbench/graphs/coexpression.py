@@ -175,7 +175,9 @@ def coexpression_edges(
     return partner.astype(np.int64), gene.astype(np.int64), value.astype(np.float64)
 
 
-def coexpression_edges_reference(X, *, top_h: int = 20, delta: float = 0.4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def coexpression_edges_reference(
+    X, *, top_h: int = 20, delta: float = 0.4
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Slow, obviously correct reference for :func:`coexpression_edges` (dense genes x genes, float64).
 
     Same rules: ``|np.corrcoef|`` rounded to :data:`ROUND_DECIMALS`, self excluded, zero-variance

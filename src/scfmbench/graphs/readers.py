@@ -29,9 +29,9 @@ import csv
 import gc
 import os
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -112,7 +112,9 @@ def _error(path: Path, line: int, what: str) -> InputError:
     return InputError(f"{path}: line {line}: {what}")
 
 
-def _csv_table(path: Path, headers: list[tuple[str, ...]], *, delimiter: str = ",") -> tuple[tuple[str, ...], list[list[str]]]:
+def _csv_table(
+    path: Path, headers: list[tuple[str, ...]], *, delimiter: str = ","
+) -> tuple[tuple[str, ...], list[list[str]]]:
     """The checked header and the non-empty data records of a CSV file.
 
     An empty file, a header not in ``headers``, a record whose width differs from the header's,
@@ -189,7 +191,11 @@ def _check_header(path: Path, fields: list[str], allowed: Iterable[tuple[str, ..
 
 def _check_width(path: Path, line: int, fields: list[str], n: int, layout: str) -> None:
     if len(fields) != n:
-        raise _error(path, line, f"expected {n} fields ({layout}), found {len(fields)}: {fields!r}. Is the file truncated or of another format?")
+        raise _error(
+            path,
+            line,
+            f"expected {n} fields ({layout}), found {len(fields)}: {fields!r}. Is the file truncated or of another format?",
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,7 +220,13 @@ def _normalize(
     report.rows = len(source)
     report.swapped = swap
     report.undirected = undirected
-    df = pd.DataFrame({"source": pd.Series(source, dtype=object), "target": pd.Series(target, dtype=object), "sign": np.asarray(sign, dtype=np.int8)})
+    df = pd.DataFrame(
+        {
+            "source": pd.Series(source, dtype=object),
+            "target": pd.Series(target, dtype=object),
+            "sign": np.asarray(sign, dtype=np.int8),
+        }
+    )
     if swap:
         df = df.rename(columns={"source": "target", "target": "source"})
     for col in ("source", "target"):
@@ -360,7 +372,12 @@ def read_dorothea_source(path: str | os.PathLike, *, database: str | None = None
     with _open_text(path) as fh:
         first = fh.readline()
     delimiter = "\t" if "\t" in first else ","
-    allowed = [("tf", "target"), ("tf", "target", "mor"), ("tf", "target", "pubmed_id"), ("tf", "target", "mor", "pubmed_id")]
+    allowed = [
+        ("tf", "target"),
+        ("tf", "target", "mor"),
+        ("tf", "target", "pubmed_id"),
+        ("tf", "target", "mor", "pubmed_id"),
+    ]
     header, rows = _csv_table(path, allowed, delimiter=delimiter)
     columns = _columns(rows, len(header))
     sign = _numeric_signs(path, delimiter, columns[2], "mor") if "mor" in header else np.zeros(len(rows), np.int8)
@@ -378,7 +395,9 @@ def read_dgp_amio(path: str | os.PathLike, *, database: str | None = None) -> pd
     path = Path(path)
     m = re.match(r"^edges_(.+)\.csv$", path.name)
     if not m:
-        raise InputError(f"{path}: DGP-AMIO files are named edges_<name>.csv; cannot tell the resource from {path.name!r}.")
+        raise InputError(
+            f"{path}: DGP-AMIO files are named edges_<name>.csv; cannot tell the resource from {path.name!r}."
+        )
     name = m.group(1)
     kind = name.lower()
     report = ReadReport(str(path), "dgp_amio", _default_db(database, name))
@@ -431,7 +450,9 @@ def read_regnetwork_directions(path: str | os.PathLike, *, database: str | None 
             text = line.strip()
             if line_no == 1:
                 if not text.startswith("#TF"):
-                    raise _error(path, 1, f"unexpected header {text[:60]!r}; expected '#TF ID Target ID Up or Down or Unknown'.")
+                    raise _error(
+                        path, 1, f"unexpected header {text[:60]!r}; expected '#TF ID Target ID Up or Down or Unknown'."
+                    )
                 continue
             if not text:
                 continue

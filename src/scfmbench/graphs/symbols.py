@@ -195,7 +195,20 @@ def match_edges(edges: pd.DataFrame, var_names) -> MatchResult:
                 "match_rate": n_ok / n_edges if n_edges else 0.0,
             }
         )
-    counts = pd.DataFrame(rows, columns=["database", "edges", "matched", "unmatched", "genes", "genes_matched", "genes_exact", "genes_folded", "match_rate"])
+    counts = pd.DataFrame(
+        rows,
+        columns=[
+            "database",
+            "edges",
+            "matched",
+            "unmatched",
+            "genes",
+            "genes_matched",
+            "genes_exact",
+            "genes_folded",
+            "match_rate",
+        ],
+    )
 
     genes_matched = np.zeros(len(var_names), dtype=bool)
     hit = np.concatenate([src[src >= 0], dst[dst >= 0]])

@@ -93,7 +93,9 @@ def _resolve_path(name: str, path: str) -> Path:
 
         vendored = path[len(VENDORED_PREFIX) :]
         if vendored not in VENDORED_GRNS:
-            raise InputError(f"config key 'databases.{name}.path': {path!r} names no vendored file; vendored are {[VENDORED_PREFIX + v for v in sorted(VENDORED_GRNS)]}.")
+            raise InputError(
+                f"config key 'databases.{name}.path': {path!r} names no vendored file; vendored are {[VENDORED_PREFIX + v for v in sorted(VENDORED_GRNS)]}."
+            )
         return vendored_grn_path(vendored)
     return Path(path)
 
@@ -108,23 +110,35 @@ def check_graph_config(config: dict, registry: dict[str, dict]) -> None:
     graphs = config["graphs"]
     for name in graphs["datasets"]:
         if name not in config["datasets"]:
-            raise InputError(f"config key 'graphs.datasets': dataset {name!r} is not defined under 'datasets' (defined: {sorted(config['datasets'])})")
+            raise InputError(
+                f"config key 'graphs.datasets': dataset {name!r} is not defined under 'datasets' (defined: {sorted(config['datasets'])})"
+            )
     if not graphs["datasets"]:
         return
     for name in graphs["databases"]:
         if name not in registry:
-            raise InputError(f"config key 'graphs.databases': {name!r} is not in the database registry (known: {sorted(registry)}); add an entry under 'databases'.")
+            raise InputError(
+                f"config key 'graphs.databases': {name!r} is not in the database registry (known: {sorted(registry)}); add an entry under 'databases'."
+            )
         entry = registry[name]
         if entry["format"] not in READERS:
-            raise InputError(f"config key 'databases.{name}.format': {entry['format']!r}; give one of {sorted(READERS)}.")
+            raise InputError(
+                f"config key 'databases.{name}.format': {entry['format']!r}; give one of {sorted(READERS)}."
+            )
         if entry["path"]:
             path = _resolve_path(name, entry["path"])
             if not path.is_file():
-                raise InputError(f"config key 'databases.{name}.path': file {str(path)!r} not found (relative paths start at the working directory).")
+                raise InputError(
+                    f"config key 'databases.{name}.path': file {str(path)!r} not found (relative paths start at the working directory)."
+                )
         elif not entry["url"]:
-            raise InputError(f"config key 'databases.{name}': give a 'url' to download the file from, or a local 'path'.")
+            raise InputError(
+                f"config key 'databases.{name}': give a 'url' to download the file from, or a local 'path'."
+            )
     if "no_coexpr" in graphs["variants"] and not graphs["databases"]:
-        raise InputError("config key 'graphs.variants': 'no_coexpr' needs at least one database under 'graphs.databases' (its graph would have no gene-gene edge).")
+        raise InputError(
+            "config key 'graphs.variants': 'no_coexpr' needs at least one database under 'graphs.databases' (its graph would have no gene-gene edge)."
+        )
 
 
 def download_name(name: str, url: str) -> str:
@@ -152,7 +166,15 @@ def graph_build_spec(graphs: dict, registry: dict[str, dict], variant: str) -> d
         raise InputError(f"graph variant {variant!r}; allowed: {list(VARIANTS)}")
     spec: dict = {"variant": variant}
     if variant != "no_grn":
-        spec["databases"] = [{"name": n, "format": registry[n]["format"], "sha256": registry[n]["sha256"], "species": registry[n].get("species")} for n in graphs["databases"]]
+        spec["databases"] = [
+            {
+                "name": n,
+                "format": registry[n]["format"],
+                "sha256": registry[n]["sha256"],
+                "species": registry[n].get("species"),
+            }
+            for n in graphs["databases"]
+        ]
     if variant != "no_coexpr":
         spec.update(top_h=graphs["top_h"], delta=graphs["delta"], layer=graphs["layer"])
     if graphs.get("multigraph"):
@@ -174,7 +196,10 @@ def download_database(url: str, dest: str | Path, *, sha256: str | None, retries
 
     actual = download(url, dest, sha256=sha256, retries=retries, backoff=backoff)
     if sha256 is None:
-        warnings.warn(f"{url}: no sha256 recorded for this database; downloaded file has sha256 {actual}. Record it in the config to verify later downloads.", stacklevel=2)
+        warnings.warn(
+            f"{url}: no sha256 recorded for this database; downloaded file has sha256 {actual}. Record it in the config to verify later downloads.",
+            stacklevel=2,
+        )
     log.info("%s -> %s (sha256 %s)", url, dest, actual)
     return actual
 
@@ -200,15 +225,29 @@ def read_databases(databases: list[dict], paths: list[str | Path]) -> list[pd.Da
         report = table.attrs.get("read_report", {})
         log.info(
             "%s (%s, sha256 %s): %d rows -> %d edges; dropped %d empty, %d non-symbol; repaired %d; merged %d duplicates",
-            db["name"], path, actual, report.get("rows", 0), len(table), report.get("empty", 0), report.get("non_symbol", 0),
-            report.get("repaired", 0), report.get("duplicates", 0),
+            db["name"],
+            path,
+            actual,
+            report.get("rows", 0),
+            len(table),
+            report.get("empty", 0),
+            report.get("non_symbol", 0),
+            report.get("repaired", 0),
+            report.get("duplicates", 0),
         )
         tables.append(table)
     return tables
 
 
 def build_graph_from_prepared(
-    adata, tables: list[pd.DataFrame], *, variant: str = "full", top_h: int = 20, delta: float = 0.4, layer: str = "log", seed: int = 0,
+    adata,
+    tables: list[pd.DataFrame],
+    *,
+    variant: str = "full",
+    top_h: int = 20,
+    delta: float = 0.4,
+    layer: str = "log",
+    seed: int = 0,
     multigraph: bool = False,
 ) -> GeneGraph:
     """The Seq2Graph graph of a prepared dataset (:mod:`scfmbench.data.contract`) from its
@@ -227,7 +266,10 @@ def build_graph_from_prepared(
     if use_grn and not tables:
         if not use_coexpr:
             raise InputError("graph variant 'no_coexpr' needs at least one regulatory database.")
-        warnings.warn("no regulatory database configured (graphs.databases is empty): the graph has co-expression edges only.", stacklevel=2)
+        warnings.warn(
+            "no regulatory database configured (graphs.databases is empty): the graph has co-expression edges only.",
+            stacklevel=2,
+        )
         use_grn = False
     X = None
     if use_coexpr:
@@ -239,7 +281,14 @@ def build_graph_from_prepared(
         if layer == "binned":
             X = binned_layer(X, N_BINS, rng=np.random.default_rng(seed))
     return build_gene_graph(
-        adata.var_names, X, tables if use_grn else [], top_h=top_h, delta=delta, use_grn=use_grn, use_coexpr=use_coexpr, multigraph=multigraph
+        adata.var_names,
+        X,
+        tables if use_grn else [],
+        top_h=top_h,
+        delta=delta,
+        use_grn=use_grn,
+        use_coexpr=use_coexpr,
+        multigraph=multigraph,
     )
 
 
@@ -252,7 +301,11 @@ def check_species(adata, databases: list[dict], *, where: str) -> str:
     prov = adata.uns.get("provenance", {})
     species = str(prov.get("species") or detect_species(adata.var_names))
     name = prov.get("dataset", "<name>")
-    how = f"declared in datasets.{name}.species" if prov.get("species_from") == "config" else "detected from its gene symbols"
+    how = (
+        f"declared in datasets.{name}.species"
+        if prov.get("species_from") == "config"
+        else "detected from its gene symbols"
+    )
     for db in databases:
         if species != UNKNOWN_SPECIES and db.get("species") and db["species"] != species:
             raise InputError(
@@ -263,7 +316,9 @@ def check_species(adata, databases: list[dict], *, where: str) -> str:
     return species
 
 
-def build_graph_file(prepared: str | Path, database_paths: list[str | Path], out: str | Path, *, spec: dict, seed: int) -> GeneGraph:
+def build_graph_file(
+    prepared: str | Path, database_paths: list[str | Path], out: str | Path, *, spec: dict, seed: int
+) -> GeneGraph:
     """``build_graph`` job: read the prepared dataset and the databases, build, save to ``out``.
 
     ``spec`` is :func:`graph_build_spec`'s dict. Errors name the prepared file and the databases.
@@ -276,7 +331,10 @@ def build_graph_file(prepared: str | Path, database_paths: list[str | Path], out
     tables = read_databases(databases, list(database_paths)) if databases else []
     try:
         graph = build_graph_from_prepared(
-            adata, tables, variant=spec["variant"], seed=seed,
+            adata,
+            tables,
+            variant=spec["variant"],
+            seed=seed,
             **{k: spec[k] for k in ("top_h", "delta", "layer", "multigraph") if k in spec},
         )
     except InputError as exc:
@@ -285,8 +343,18 @@ def build_graph_file(prepared: str | Path, database_paths: list[str | Path], out
     graph.params["species"] = species
     for row in graph.match_counts.itertuples():
         level = logging.WARNING if row.matched == 0 else logging.INFO
-        log.log(level, "%s: %d of %d edges matched the dataset's genes (%d unmatched); %d of its %d genes found (%d as written, %d case-folded or repaired)",
-                row.database, row.matched, row.edges, row.unmatched, row.genes_matched, row.genes, row.genes_exact, row.genes_folded)
+        log.log(
+            level,
+            "%s: %d of %d edges matched the dataset's genes (%d unmatched); %d of its %d genes found (%d as written, %d case-folded or repaired)",
+            row.database,
+            row.matched,
+            row.edges,
+            row.unmatched,
+            row.genes_matched,
+            row.genes,
+            row.genes_exact,
+            row.genes_folded,
+        )
     log.info("graph %s: %s", out, graph_stats(graph))
     save_graph(graph, out)
     return graph
@@ -301,7 +369,9 @@ def _graph_key(path: str | Path) -> dict:
     p = Path(path)
     m = re.fullmatch(r"seed(\d+)", p.parent.name)
     if not m or p.suffix != ".npz":
-        raise InputError(f"{path}: not a graph path of the form results/graphs/{{dataset}}/seed{{seed}}/{{variant}}.npz")
+        raise InputError(
+            f"{path}: not a graph path of the form results/graphs/{{dataset}}/seed{{seed}}/{{variant}}.npz"
+        )
     return {"dataset": p.parent.parent.name, "seed": int(m.group(1)), "variant": p.stem}
 
 
@@ -327,13 +397,34 @@ def graph_stats_tables(paths) -> tuple[pd.DataFrame, pd.DataFrame]:
         stats.pop("has_cls")
         if not graph.params.get("use_grn", True):  # no database was read: matching is undefined, not 0
             stats["genes_matched"] = stats["match_rate"] = np.nan
-        rows.append({**key, "species": graph.params.get("species", "unknown"), **stats, **{f"edges_{db}": n for db, n in by_db.items()}})
+        rows.append(
+            {
+                **key,
+                "species": graph.params.get("species", "unknown"),
+                **stats,
+                **{f"edges_{db}": n for db, n in by_db.items()},
+            }
+        )
         for rec in graph.match_counts.to_dict("records"):
             per_db.append({**key, **rec, "graph_edges": by_db.get(rec["database"], 0)})
     summary = pd.DataFrame(rows)
     if not summary.empty:
         summary = summary.sort_values(["dataset", "variant", "seed"], kind="stable").reset_index(drop=True)
-    columns = ["dataset", "seed", "variant", "database", "edges", "matched", "unmatched", "match_rate", "genes", "genes_matched", "genes_exact", "genes_folded", "graph_edges"]
+    columns = [
+        "dataset",
+        "seed",
+        "variant",
+        "database",
+        "edges",
+        "matched",
+        "unmatched",
+        "match_rate",
+        "genes",
+        "genes_matched",
+        "genes_exact",
+        "genes_folded",
+        "graph_edges",
+    ]
     databases = pd.DataFrame(per_db, columns=columns)
     return summary, databases
 

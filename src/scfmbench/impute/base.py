@@ -42,7 +42,9 @@ def run_record(name: str, seed: int, params: dict) -> dict[str, np.ndarray]:
         "method": np.array(name),
         "seed": np.array(int(seed)),
         "params_json": np.array(json.dumps(params, sort_keys=True, default=str)),
-        "provenance_json": np.array(json.dumps(provenance(load_torch=False, seed=int(seed)), sort_keys=True, default=str)),
+        "provenance_json": np.array(
+            json.dumps(provenance(load_torch=False, seed=int(seed)), sort_keys=True, default=str)
+        ),
     }
 
 
@@ -52,7 +54,9 @@ def check_output(out, shape: tuple[int, int], *, name: str, what: str) -> np.nda
         raise InputError(f"imputer {name!r} returned a sparse matrix for {what}; imputers return a dense np.ndarray.")
     out = np.asarray(out)
     if out.shape != tuple(shape):
-        raise InputError(f"imputer {name!r} returned shape {out.shape} for {what}; expected (n_cells, n_genes) = {tuple(shape)}.")
+        raise InputError(
+            f"imputer {name!r} returned shape {out.shape} for {what}; expected (n_cells, n_genes) = {tuple(shape)}."
+        )
     if not np.issubdtype(out.dtype, np.number) or not np.isfinite(out).all():
         raise InputError(f"imputer {name!r} returned non-finite or non-numeric values for {what}.")
     return out

@@ -47,7 +47,9 @@ def perfect_main(heldout_path: str | Path, predictions_path: str | Path, *, seed
     """Write the ``perfect`` control's predictions for either protocol; returns what was written."""
     held = read_npz(heldout_path, ())
     if "truth" not in held:
-        raise InputError(f"{heldout_path}: has no 'truth' array, so the 'perfect' control cannot run; it needs a dataset with a noise-free truth (layers['truth'], e.g. source 'synthetic').")
+        raise InputError(
+            f"{heldout_path}: has no 'truth' array, so the 'perfect' control cannot run; it needs a dataset with a noise-free truth (layers['truth'], e.g. source 'synthetic')."
+        )
     common = dict(method=np.array("perfect"), seed=np.array(int(seed)), params_json=np.array(json.dumps({})))
     if "observed" in held:  # masking: heldout.npz
         values = np.maximum(held["truth"].astype(np.float32), 0)
@@ -57,7 +59,9 @@ def perfect_main(heldout_path: str | Path, predictions_path: str | Path, *, seed
         denoised = np.maximum(held["truth"].astype(np.float32), 0)
         write_npz(predictions_path, denoised=denoised, split_sha256=held["split_sha256"], **common)
         return denoised
-    raise InputError(f"{heldout_path}: neither a masking heldout.npz (with 'observed') nor an MCV test.npz (with 'split_sha256'); found {sorted(held)}.")
+    raise InputError(
+        f"{heldout_path}: neither a masking heldout.npz (with 'observed') nor an MCV test.npz (with 'split_sha256'); found {sorted(held)}."
+    )
 
 
 def true_rate_main(test_path: str | Path, predictions_path: str | Path, *, seed: int) -> np.ndarray:
@@ -66,10 +70,20 @@ def true_rate_main(test_path: str | Path, predictions_path: str | Path, *, seed:
     "poisson_mean"``; returns the denoised matrix."""
     held = read_npz(test_path, ())
     if "split_sha256" not in held:
-        raise InputError(f"{test_path}: not an MCV test.npz (no 'split_sha256'; found {sorted(held)}); 'true_rate' is a control of molecular cross-validation (task denoising) only.")
+        raise InputError(
+            f"{test_path}: not an MCV test.npz (no 'split_sha256'; found {sorted(held)}); 'true_rate' is a control of molecular cross-validation (task denoising) only."
+        )
     if "rate" not in held:
-        raise InputError(f"{test_path}: has no 'rate' array, so the 'true_rate' control cannot run; it needs a dataset simulated with its Poisson rate (layers['rate'], source 'synthetic'). Remake the split if the dataset has one.")
+        raise InputError(
+            f"{test_path}: has no 'rate' array, so the 'true_rate' control cannot run; it needs a dataset simulated with its Poisson rate (layers['rate'], source 'synthetic'). Remake the split if the dataset has one."
+        )
     denoised = np.asarray(log_normalize(held["rate"].astype(np.float32)).toarray(), dtype=np.float32)
     common = dict(method=np.array("true_rate"), seed=np.array(int(seed)), params_json=np.array(json.dumps({})))
-    write_npz(predictions_path, denoised=denoised, split_sha256=held["split_sha256"], mcv_output=np.array("poisson_mean"), **common)
+    write_npz(
+        predictions_path,
+        denoised=denoised,
+        split_sha256=held["split_sha256"],
+        mcv_output=np.array("poisson_mean"),
+        **common,
+    )
     return denoised

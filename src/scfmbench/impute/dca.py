@@ -125,16 +125,34 @@ class DCAConfig:
         checks = [
             (self.ae_type in AE_TYPES, f"ae_type={self.ae_type!r}; choose one of {list(AE_TYPES)}"),
             (len(hs) > 0 and all(h > 0 for h in hs), f"hidden_size={hs}; need one or more positive widths"),
-            (self.activation.lower() in _ACTIVATIONS, f"activation={self.activation!r}; choose one of {sorted(_ACTIVATIONS)}"),
+            (
+                self.activation.lower() in _ACTIVATIONS,
+                f"activation={self.activation!r}; choose one of {sorted(_ACTIVATIONS)}",
+            ),
             (self.optimizer.lower() in OPTIMIZERS, f"optimizer={self.optimizer!r}; choose one of {list(OPTIMIZERS)}"),
-            (all(0 <= d < 1 for d in self.dropout_rates) and 0 <= self.input_dropout < 1, "dropout rates must be in [0, 1)"),
-            (isinstance(self.hidden_dropout, float | int) or len(self.hidden_dropout) == len(hs), "hidden_dropout: give one rate or one per hidden layer"),
-            (self.epochs >= 1 and self.batch_size >= 1, f"epochs={self.epochs}, batch_size={self.batch_size}; both must be >= 1"),
+            (
+                all(0 <= d < 1 for d in self.dropout_rates) and 0 <= self.input_dropout < 1,
+                "dropout rates must be in [0, 1)",
+            ),
+            (
+                isinstance(self.hidden_dropout, float | int) or len(self.hidden_dropout) == len(hs),
+                "hidden_dropout: give one rate or one per hidden layer",
+            ),
+            (
+                self.epochs >= 1 and self.batch_size >= 1,
+                f"epochs={self.epochs}, batch_size={self.batch_size}; both must be >= 1",
+            ),
             (self.learning_rate > 0 and self.clip_grad > 0, "learning_rate and clip_grad must be > 0"),
-            (self.early_stop >= 0 and self.reduce_lr >= 0, "early_stop and reduce_lr are patiences in epochs (>= 0; 0 disables)"),
+            (
+                self.early_stop >= 0 and self.reduce_lr >= 0,
+                "early_stop and reduce_lr are patiences in epochs (>= 0; 0 disables)",
+            ),
             (0 < self.reduce_lr_factor < 1, f"reduce_lr_factor={self.reduce_lr_factor}; must be in (0, 1)"),
             (0 <= self.validation_split < 1, f"validation_split={self.validation_split}; must be in [0, 1)"),
-            (min(self.l1_coef, self.l2_coef, self.l1_enc_coef, self.l2_enc_coef, self.ridge) >= 0, "penalties (l1/l2/ridge) must be >= 0"),
+            (
+                min(self.l1_coef, self.l2_coef, self.l1_enc_coef, self.l2_enc_coef, self.ridge) >= 0,
+                "penalties (l1/l2/ridge) must be >= 0",
+            ),
         ]
         for ok, msg in checks:
             if not ok:
@@ -192,7 +210,9 @@ class DCAResult:
 # ----------------------------------------------------------------------------- likelihoods
 
 
-def nb_nll(x: torch.Tensor, mean: torch.Tensor, disp: torch.Tensor, eps: float = 1e-10, *, reduction: str = "mean") -> torch.Tensor:
+def nb_nll(
+    x: torch.Tensor, mean: torch.Tensor, disp: torch.Tensor, eps: float = 1e-10, *, reduction: str = "mean"
+) -> torch.Tensor:
     """Negative binomial negative log-likelihood, as ``dca/loss.py`` ``NB.loss``.
 
     ``x`` counts, ``mean`` the NB mean (already times the size factor), ``disp`` the inverse
@@ -342,10 +362,20 @@ class _CountNLL(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         g_mean, g_disp, g_pi = ctx.saved_tensors
-        return None, grad_out * g_mean, grad_out * g_disp, (grad_out * g_pi if g_pi is not None else None), None, None, None
+        return (
+            None,
+            grad_out * g_mean,
+            grad_out * g_disp,
+            (grad_out * g_pi if g_pi is not None else None),
+            None,
+            None,
+            None,
+        )
 
 
-def count_nll(x, mean, disp, pi=None, ridge_lambda: float = 0.0, eps: float = 1e-10, *, lgamma_x1_sum=None) -> torch.Tensor:
+def count_nll(
+    x, mean, disp, pi=None, ridge_lambda: float = 0.0, eps: float = 1e-10, *, lgamma_x1_sum=None
+) -> torch.Tensor:
     """Mean NB (``pi`` None) or ZINB NLL: the value of :func:`nb_nll` / :func:`zinb_nll`, fast gradients.
 
     ``lgamma_x1_sum`` is ``lgamma(x + 1).sum()`` if already known (e.g. from per-cell sums).
@@ -358,7 +388,9 @@ def count_nll(x, mean, disp, pi=None, ridge_lambda: float = 0.0, eps: float = 1e
 # ----------------------------------------------------------------------------- preprocessing
 
 
-def dca_normalize(counts: np.ndarray, *, size_factors: bool = True, log1p: bool = True, scale: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def dca_normalize(
+    counts: np.ndarray, *, size_factors: bool = True, log1p: bool = True, scale: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """The network input and size factors, as ``dca/io.py`` ``normalize`` (without its filtering).
 
     ``sc.pp.normalize_per_cell`` scales every cell to the median total count, i.e. divides by the
@@ -505,7 +537,12 @@ class DCAAutoencoder(nn.Module):
         """Keras l1_l2 kernel regularizers (network.py): enc coefficients on encoder + center layers if non-zero."""
         c = self.config
         total: torch.Tensor | float = 0.0
-        terms = [(d.weight, c.l1_enc_coef or c.l1_coef, c.l2_enc_coef or c.l2_coef) if enc else (d.weight, c.l1_coef, c.l2_coef) for d, enc in self.dense]
+        terms = [
+            (d.weight, c.l1_enc_coef or c.l1_coef, c.l2_enc_coef or c.l2_coef)
+            if enc
+            else (d.weight, c.l1_coef, c.l2_coef)
+            for d, enc in self.dense
+        ]
         heads = [h for h in (self.mean_head, self.disp_head, self.pi_head) if h is not None]
         terms += [(h.weight, c.l1_coef, c.l2_coef) for h in heads]
         for w, l1, l2 in terms:
@@ -515,7 +552,9 @@ class DCAAutoencoder(nn.Module):
                 total = total + l2 * w.square().sum()
         return total
 
-    def loss(self, x_in: torch.Tensor, counts: torch.Tensor, sf: torch.Tensor, lgamma_x1_sum: torch.Tensor | None = None) -> torch.Tensor:
+    def loss(
+        self, x_in: torch.Tensor, counts: torch.Tensor, sf: torch.Tensor, lgamma_x1_sum: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Training objective of one batch: likelihood of the counts under mean * size factor, plus penalties.
 
         ``lgamma_x1_sum``: ``lgamma(counts + 1).sum()`` when known (the loop sums per-cell values
@@ -523,7 +562,9 @@ class DCAAutoencoder(nn.Module):
         """
         mean, disp, pi = self(x_in)
         mean = mean * sf[:, None]  # network.py ColwiseMultLayer([mean, size_factors])
-        nll = count_nll(counts, mean, disp, pi, self.config.ridge if pi is not None else 0.0, lgamma_x1_sum=lgamma_x1_sum)
+        nll = count_nll(
+            counts, mean, disp, pi, self.config.ridge if pi is not None else 0.0, lgamma_x1_sum=lgamma_x1_sum
+        )
         return nll + self.penalty()
 
     def num_params(self) -> int:
@@ -563,7 +604,14 @@ def _optimizer(model: nn.Module, config: DCAConfig) -> torch.optim.Optimizer:
 
 
 @torch.no_grad()
-def _evaluate(model: DCAAutoencoder, x_in: torch.Tensor, counts: torch.Tensor, sf: torch.Tensor, lgamma_x1: torch.Tensor, chunk: int = 256) -> float:
+def _evaluate(
+    model: DCAAutoencoder,
+    x_in: torch.Tensor,
+    counts: torch.Tensor,
+    sf: torch.Tensor,
+    lgamma_x1: torch.Tensor,
+    chunk: int = 256,
+) -> float:
     """Validation loss in inference mode (BatchNorm moving statistics), mean over all entries.
 
     ``lgamma_x1``: per-cell sums of ``lgamma(counts + 1)`` (the likelihood's count-only term).
@@ -573,7 +621,9 @@ def _evaluate(model: DCAAutoencoder, x_in: torch.Tensor, counts: torch.Tensor, s
     for s in range(0, len(x_in), chunk):
         sl = slice(s, s + chunk)
         mean, disp, pi = model(x_in[sl])
-        nll, _ = count_nll_terms(counts[sl], mean * sf[sl, None], disp, pi, model.config.ridge if pi is not None else 0.0)
+        nll, _ = count_nll_terms(
+            counts[sl], mean * sf[sl, None], disp, pi, model.config.ridge if pi is not None else 0.0
+        )
         total += float(nll.sum())  # a NaN entry makes the total NaN; mapped to inf below (loss.py _nan2inf)
     loss = total / counts.numel() + float(model.penalty())
     return float("inf") if math.isnan(loss) else loss
@@ -604,7 +654,11 @@ def train_dca(
     n_train = int(n * (1.0 - c.validation_split))  # Keras: split_at = int(len(x) * (1 - split))
     has_val = n_train < n
     if not has_val and (c.early_stop or c.reduce_lr):
-        logger.warning("dca: %d cells leave no validation cell at validation_split=%g; early stopping and LR reduction are off.", n, c.validation_split)
+        logger.warning(
+            "dca: %d cells leave no validation cell at validation_split=%g; early stopping and LR reduction are off.",
+            n,
+            c.validation_split,
+        )
     opt = _optimizer(model, c)
     params = [p for p in model.parameters()]
     lgamma_x1 = _lgamma_x1_per_cell(counts)  # the likelihood's count-only term, once per cell
@@ -666,11 +720,15 @@ def _dense_counts(counts) -> np.ndarray:
     if not np.isfinite(x).all():
         raise InputError("dca: counts contain NaN or inf; DCA needs finite raw counts.")
     if x.size and x.min() < 0:
-        raise InputError(f"dca: counts contain negative values (minimum {x.min():g}); DCA needs raw counts, not scaled data.")
+        raise InputError(
+            f"dca: counts contain negative values (minimum {x.min():g}); DCA needs raw counts, not scaled data."
+        )
     return x
 
 
-def fit_dca(counts, *, config: DCAConfig = DCAConfig(), seed: int = 0, device: str | torch.device | None = None) -> DCAResult:
+def fit_dca(
+    counts, *, config: DCAConfig = DCAConfig(), seed: int = 0, device: str | torch.device | None = None
+) -> DCAResult:
     """Fit DCA to ``counts`` and return the denoised means (``dca(adata, mode='denoise', return_info=True)``).
 
     Parameters
@@ -698,7 +756,11 @@ def fit_dca(counts, *, config: DCAConfig = DCAConfig(), seed: int = 0, device: s
     if not gene_mask.any():
         raise InputError("dca: every gene has zero counts in every cell; nothing to fit.")
     if not gene_mask.all():
-        logger.info("dca: %d of %d genes have no counts; they get mean 0 and are left out of the network.", int((~gene_mask).sum()), n_genes)
+        logger.info(
+            "dca: %d of %d genes have no counts; they get mean 0 and are left out of the network.",
+            int((~gene_mask).sum()),
+            n_genes,
+        )
     x = x[:, gene_mask] if not gene_mask.all() else x
     x_in, sf = dca_normalize(x, size_factors=config.size_factors, log1p=config.log1p, scale=config.scale)
     dev = _resolve_device(device)
@@ -734,7 +796,9 @@ def fit_dca(counts, *, config: DCAConfig = DCAConfig(), seed: int = 0, device: s
 
 
 @torch.no_grad()
-def _predict(model: DCAAutoencoder, x_in: torch.Tensor, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _predict(
+    model: DCAAutoencoder, x_in: torch.Tensor, chunk: int = 1024
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Normalized mean, dispersion and pi for every cell in inference mode, as float32 numpy arrays."""
     model.eval()
     n, g = x_in.shape
@@ -765,7 +829,15 @@ def dca_imputer(adata, *, seed: int, **params) -> np.ndarray:
     """
     config = DCAConfig.from_params(params)
     if "counts" not in adata.layers:
-        raise InputError(f"dca: adata.layers['counts'] is missing (layers: {list(adata.layers)}); DCA is fitted to raw counts.")
+        raise InputError(
+            f"dca: adata.layers['counts'] is missing (layers: {list(adata.layers)}); DCA is fitted to raw counts."
+        )
     result = fit_dca(adata.layers["counts"], config=config, seed=seed)
-    logger.info("dca: %d epochs (%s), %.1f s on %s", result.history.epochs_run, result.history.stop_reason, result.history.seconds, result.device)
+    logger.info(
+        "dca: %d epochs (%s), %.1f s on %s",
+        result.history.epochs_run,
+        result.history.stop_reason,
+        result.history.seconds,
+        result.device,
+    )
     return to_log_normalized(result.mean)

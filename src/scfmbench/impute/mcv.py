@@ -95,10 +95,22 @@ logger = logging.getLogger(__name__)
 TRAIN_FRACTION = 0.9
 #: Batson's ``poisson_nll_loss``: ``(y_pred - y_true * log(y_pred + 1e-6)).mean()``.
 POISSON_EPS = 1e-6
-TEST_KEYS = ("test_data", "test_indices", "test_indptr", "shape", "train_totals", "train_fraction", "train_sum", "test_sum", "split_sha256")
+TEST_KEYS = (
+    "test_data",
+    "test_indices",
+    "test_indptr",
+    "shape",
+    "train_totals",
+    "train_fraction",
+    "train_sum",
+    "test_sum",
+    "split_sha256",
+)
 
 
-def split_molecules(counts, *, train_fraction: float = TRAIN_FRACTION, seed: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+def split_molecules(
+    counts, *, train_fraction: float = TRAIN_FRACTION, seed: int
+) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """Binomial thinning: ``train ~ Binomial(counts, train_fraction)``, ``test = counts - train``.
 
     Batson's ``split_molecules`` with ``overlap_factor=0`` (openproblems' call): each molecule goes
@@ -166,7 +178,9 @@ def make_mcv(adata, *, seed: int, train_fraction: float = TRAIN_FRACTION, min_li
     library = np.asarray(counts.sum(axis=1)).ravel()
     keep = library >= min_library_size
     if not keep.any():
-        raise InputError(f"mcv: no cell has at least min_library_size={min_library_size:g} counts (largest: {library.max():g}); lower datasets.<name>.min_library_size.")
+        raise InputError(
+            f"mcv: no cell has at least min_library_size={min_library_size:g} counts (largest: {library.max():g}); lower datasets.<name>.min_library_size."
+        )
     train, test = split_molecules(counts[keep], train_fraction=train_fraction, seed=seed)
     genes = np.asarray(train.sum(axis=0)).ravel() > 0  # openproblems: drop genes absent from train
     train, test = sp.csr_matrix(train[:, genes]), sp.csr_matrix(test[:, genes])
@@ -199,16 +213,35 @@ def make_mcv(adata, *, seed: int, train_fraction: float = TRAIN_FRACTION, min_li
         "split_sha256": np.array(sha),
     }
     if "truth" in adata.layers:
-        truth = np.asarray(adata.layers["truth"].toarray() if sp.issparse(adata.layers["truth"]) else adata.layers["truth"])
+        truth = np.asarray(
+            adata.layers["truth"].toarray() if sp.issparse(adata.layers["truth"]) else adata.layers["truth"]
+        )
         held["truth"] = _renormalize_log(truth[np.ix_(keep, genes)])
     if "rate" in adata.layers:  # the Poisson rate both parts were drawn from (synthetic), in counts
         rate = adata.layers["rate"]
         held["rate"] = np.asarray(rate.toarray() if sp.issparse(rate) else rate, dtype=np.float32)[np.ix_(keep, genes)]
-    logger.info("mcv: split %d/%d cells x %d/%d genes, train %.0f / test %.0f molecules (seed %d)", train.shape[0], adata.n_obs, train.shape[1], adata.n_vars, info["train_sum"], info["test_sum"], seed)
+    logger.info(
+        "mcv: split %d/%d cells x %d/%d genes, train %.0f / test %.0f molecules (seed %d)",
+        train.shape[0],
+        adata.n_obs,
+        train.shape[1],
+        adata.n_vars,
+        info["train_sum"],
+        info["test_sum"],
+        seed,
+    )
     return out, held
 
 
-def write_mcv(adata, train_path: str | Path, test_path: str | Path, *, seed: int, train_fraction: float = TRAIN_FRACTION, min_library_size: float = 0) -> None:
+def write_mcv(
+    adata,
+    train_path: str | Path,
+    test_path: str | Path,
+    *,
+    seed: int,
+    train_fraction: float = TRAIN_FRACTION,
+    min_library_size: float = 0,
+) -> None:
     """:func:`make_mcv` and write ``train.h5ad`` and ``test.npz`` (both atomically)."""
     train, held = make_mcv(adata, seed=seed, train_fraction=train_fraction, min_library_size=min_library_size)
     write_h5ad(train, train_path)
@@ -219,7 +252,9 @@ def check_train(train, path) -> None:
     """Raise :class:`InputError` unless ``train`` is an MCV train part (``uns["mcv"]``, X, counts)."""
     info = train.uns.get("mcv")
     if not isinstance(info, dict) or "split_sha256" not in info or "counts" not in train.layers or train.X is None:
-        raise InputError(f"{path}: not an MCV train file (needs X, layers['counts'] and uns['mcv']); write it with write_mcv.")
+        raise InputError(
+            f"{path}: not an MCV train file (needs X, layers['counts'] and uns['mcv']); write it with write_mcv."
+        )
 
 
 def denoise(fn: Callable, train, predictions_path: str | Path, *, seed: int, params: dict, name: str) -> np.ndarray:
@@ -230,7 +265,9 @@ def denoise(fn: Callable, train, predictions_path: str | Path, *, seed: int, par
     """
     import anndata as ad
 
-    view = ad.AnnData(X=train.X.copy(), obs=train.obs.copy(), var=train.var.copy(), layers={"counts": train.layers["counts"].copy()})
+    view = ad.AnnData(
+        X=train.X.copy(), obs=train.obs.copy(), var=train.var.copy(), layers={"counts": train.layers["counts"].copy()}
+    )
     out = check_output(fn(view, seed=seed, **params), train.shape, name=name, what="the MCV train part")
     denoised = np.maximum(out, 0).astype(np.float32)
     write_npz(
@@ -246,7 +283,9 @@ def denoise(fn: Callable, train, predictions_path: str | Path, *, seed: int, par
 def read_test(path: str | Path) -> dict[str, np.ndarray]:
     """The arrays of a ``test.npz``, with ``counts`` (CSR) assembled from its parts."""
     held = read_npz(path, TEST_KEYS)
-    held["counts"] = sp.csr_matrix((held["test_data"], held["test_indices"], held["test_indptr"]), shape=tuple(int(s) for s in held["shape"]))
+    held["counts"] = sp.csr_matrix(
+        (held["test_data"], held["test_indices"], held["test_indptr"]), shape=tuple(int(s) for s in held["shape"])
+    )
     return held
 
 
@@ -305,7 +344,12 @@ def _lambda_grid(max_lambda: float) -> np.ndarray:
     """0 to at least ``max_lambda``: linear on [0, 1] (4 x ``_GRID_PER_OCTAVE`` points: E[f] bends most
     there), then geometric (``_GRID_PER_OCTAVE`` per doubling)."""
     octaves = max(1, int(np.ceil(np.log2(max(max_lambda, 2.0)))))
-    return np.concatenate([np.linspace(0.0, 1.0, 4 * _GRID_PER_OCTAVE + 1)[:-1], np.logspace(0.0, octaves, octaves * _GRID_PER_OCTAVE + 1, base=2.0)])
+    return np.concatenate(
+        [
+            np.linspace(0.0, 1.0, 4 * _GRID_PER_OCTAVE + 1)[:-1],
+            np.logspace(0.0, octaves, octaves * _GRID_PER_OCTAVE + 1, base=2.0),
+        ]
+    )
 
 
 def poisson_expectation(f: Callable[[np.ndarray], np.ndarray], mean) -> np.ndarray:
@@ -316,7 +360,9 @@ def poisson_expectation(f: Callable[[np.ndarray], np.ndarray], mean) -> np.ndarr
     return np.interp(mean, grid, expected_poisson(f, grid))
 
 
-def convert_expectation(values, f: Callable[[np.ndarray], np.ndarray], max_lambda: float, a: float, b: float | None = None) -> np.ndarray:
+def convert_expectation(
+    values, f: Callable[[np.ndarray], np.ndarray], max_lambda: float, a: float, b: float | None = None
+) -> np.ndarray:
     """Carry estimates of ``E[f(Poisson(a * lambda))]`` to ``E[f(Poisson(b * lambda))]`` (Batson's
     ``convert_expectations``): interpolate ``values`` (negatives set to 0) on the curve
     ``(E[f(Poisson(a l))], E[f(Poisson(b l))])`` over a grid of ``l`` in ``[0, max_lambda]``.
@@ -347,7 +393,10 @@ def convert_exp_log1p(values, a: float, b: float | None = None) -> np.ndarray:
 
 
 #: The MCV MSE scales: name -> (transform of the raw counts, its expectation conversion).
-MCV_SCALES: dict[str, tuple[Callable, Callable]] = {"sqrt": (np.sqrt, convert_exp_sqrt), "log1p": (np.log1p, convert_exp_log1p)}
+MCV_SCALES: dict[str, tuple[Callable, Callable]] = {
+    "sqrt": (np.sqrt, convert_exp_sqrt),
+    "log1p": (np.log1p, convert_exp_log1p),
+}
 #: ``mcv_output`` of a predictions file: ``estimate`` (default: a denoiser's output, transformed like
 #: the data, as Batson's denoisers work on the transformed counts) or ``poisson_mean`` (expected
 #: counts, whose value on each scale is E[f(Poisson)]: the ``true_rate`` control).
@@ -367,10 +416,14 @@ def score_mcv(predictions_path: str | Path, test_path: str | Path) -> dict[str, 
     pred = read_npz(predictions_path, ("denoised", "split_sha256"))
     held = read_test(test_path)
     if str(pred["split_sha256"]) != str(held["split_sha256"]):
-        raise InputError(f"{predictions_path} was made on another MCV split than {test_path} (split_sha256 differs); rerun the method on this split.")
+        raise InputError(
+            f"{predictions_path} was made on another MCV split than {test_path} (split_sha256 differs); rerun the method on this split."
+        )
     denoised = pred["denoised"].astype(np.float64)
     if denoised.shape != held["counts"].shape:
-        raise InputError(f"{predictions_path}: denoised has shape {denoised.shape}; the split has {held['counts'].shape}.")
+        raise InputError(
+            f"{predictions_path}: denoised has shape {denoised.shape}; the split has {held['counts'].shape}."
+        )
     kind = str(pred.get("mcv_output", "estimate"))
     if kind not in MCV_OUTPUTS:
         raise InputError(f"{predictions_path}: mcv_output {kind!r}; must be one of {list(MCV_OUTPUTS)}.")
@@ -397,5 +450,7 @@ def score_mcv(predictions_path: str | Path, test_path: str | Path) -> dict[str, 
     out["mse_openproblems"] = float(np.mean((pred_norm - normalize_log(test)) ** 2))
     if "truth" in held:
         truth = held["truth"].astype(np.float64)
-        out.update(mse_truth=float(np.mean((pred_norm - truth) ** 2)), pearson_truth=pearson(pred_norm.ravel(), truth.ravel()))
+        out.update(
+            mse_truth=float(np.mean((pred_norm - truth) ** 2)), pearson_truth=pearson(pred_norm.ravel(), truth.ravel())
+        )
     return out

@@ -44,7 +44,9 @@ def register_imputer(name: str) -> Callable[[Imputer], Imputer]:
 
     def deco(fn: Imputer) -> Imputer:
         if name in IMPUTERS and IMPUTERS[name] is not fn:
-            raise ValueError(f"imputer {name!r} is already registered ({IMPUTERS[name].__module__}.{IMPUTERS[name].__name__})")
+            raise ValueError(
+                f"imputer {name!r} is already registered ({IMPUTERS[name].__module__}.{IMPUTERS[name].__name__})"
+            )
         IMPUTERS[name] = fn
         return fn
 
@@ -64,7 +66,9 @@ def get_imputer(name: str) -> Imputer:
     return IMPUTERS[name]
 
 
-def impute_main(method: str, input_path: str | Path, predictions_path: str | Path, *, seed: int, params: dict | None = None) -> np.ndarray:
+def impute_main(
+    method: str, input_path: str | Path, predictions_path: str | Path, *, seed: int, params: dict | None = None
+) -> np.ndarray:
     """Run the registered imputer ``method`` on a protocol input (masked folds or MCV train part); the rule script's one call."""
     return run_imputer(get_imputer(method), input_path, predictions_path, seed=seed, params=params, name=method)
 
@@ -78,7 +82,9 @@ def no_imputation(adata, *, seed: int) -> np.ndarray:
 
 
 @register_imputer("magic")
-def magic_impute(adata, *, seed: int, knn: int = 5, t: int | str = 3, decay: float = 1, n_pca: int = 100, solver: str = "exact") -> np.ndarray:
+def magic_impute(
+    adata, *, seed: int, knn: int = 5, t: int | str = 3, decay: float = 1, n_pca: int = 100, solver: str = "exact"
+) -> np.ndarray:
     """MAGIC diffusion (van Dijk et al. 2018, ``magic-impute``) on the masked log-normalized X.
 
     MAGIC's authors recommend library-size normalization followed by a sqrt or log transform; X is

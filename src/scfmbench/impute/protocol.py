@@ -128,7 +128,9 @@ def make_masks(adata, *, seed: int, n_folds: int = 5, min_library_size: float = 
     if not min_library_size >= 0:
         raise InputError(f"min_library_size must be >= 0, got {min_library_size!r}.")
     if "counts" not in adata.layers:
-        raise InputError("imputation masks need layers['counts'] (raw counts); the dataset has none. Prepare it with the data stage.")
+        raise InputError(
+            "imputation masks need layers['counts'] (raw counts); the dataset has none. Prepare it with the data stage."
+        )
     counts = sp.csr_matrix(adata.layers["counts"], dtype=np.float32)
     lib = np.asarray(counts.sum(axis=1)).ravel()
     keep = lib >= min_library_size
@@ -183,7 +185,15 @@ def make_masks(adata, *, seed: int, n_folds: int = 5, min_library_size: float = 
     return masked, heldout
 
 
-def write_masks(adata, masked_path: str | Path, heldout_path: str | Path, *, seed: int, n_folds: int = 5, min_library_size: float = 0) -> None:
+def write_masks(
+    adata,
+    masked_path: str | Path,
+    heldout_path: str | Path,
+    *,
+    seed: int,
+    n_folds: int = 5,
+    min_library_size: float = 0,
+) -> None:
     """:func:`make_masks` and write ``masked.h5ad`` and ``heldout.npz`` (both atomically)."""
     masked, heldout = make_masks(adata, seed=seed, n_folds=n_folds, min_library_size=min_library_size)
     write_h5ad(masked, masked_path)
@@ -201,8 +211,15 @@ def check_masked(masked, path):
     """``masked`` (read from ``path``) if it is a masked imputation file; else :class:`InputError`."""
     info, mask = masked.uns.get("imputation"), masked.uns.get("mask")
     if not isinstance(info, dict) or not isinstance(mask, dict) or any(k not in mask for k in MASK_KEYS):
-        raise InputError(f"{path}: not a masked imputation file (needs uns['imputation'] and uns['mask'] with {list(MASK_KEYS)}); write it with write_masks.")
-    missing = [f"{p}_fold{f}" for f in range(int(info["n_folds"])) for p in ("X", "counts") if f"{p}_fold{f}" not in masked.layers]
+        raise InputError(
+            f"{path}: not a masked imputation file (needs uns['imputation'] and uns['mask'] with {list(MASK_KEYS)}); write it with write_masks."
+        )
+    missing = [
+        f"{p}_fold{f}"
+        for f in range(int(info["n_folds"]))
+        for p in ("X", "counts")
+        if f"{p}_fold{f}" not in masked.layers
+    ]
     if missing:
         raise InputError(f"{path}: lacks layers {missing}.")
     return masked
@@ -228,11 +245,21 @@ def check_params(fn: Callable, params: dict, *, name: str) -> None:
     try:
         inspect.signature(fn).bind(None, seed=0, **params)
     except TypeError as e:
-        accepted = [p.name for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY and p.name != "seed"]
+        accepted = [
+            p.name for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY and p.name != "seed"
+        ]
         raise InputError(f"imputer {name!r}: bad parameters {sorted(params)} ({e}); it accepts {accepted}.") from None
 
 
-def run_imputer(fn: Callable, input_path: str | Path, predictions_path: str | Path, *, seed: int, params: dict | None = None, name: str | None = None) -> np.ndarray:
+def run_imputer(
+    fn: Callable,
+    input_path: str | Path,
+    predictions_path: str | Path,
+    *,
+    seed: int,
+    params: dict | None = None,
+    name: str | None = None,
+) -> np.ndarray:
     """Run ``fn`` under the protocol of ``input_path`` and write its predictions.
 
     ``input_path`` is either protocol's input, told apart by its content: a ``masked.h5ad``
@@ -272,7 +299,9 @@ def run_imputer(fn: Callable, input_path: str | Path, predictions_path: str | Pa
         values[sel] = np.maximum(out[row[sel], col[sel]], 0)  # negatives clipped to 0 (scHyena protocol)
         del out
         logger.info("%s: fold %d done (%d hidden entries)", name, f, len(sel))
-    write_npz(predictions_path, values=values, mask_sha256=np.array(info["mask_sha256"]), **run_record(name, seed, params))
+    write_npz(
+        predictions_path, values=values, mask_sha256=np.array(info["mask_sha256"]), **run_record(name, seed, params)
+    )
     return values
 
 
@@ -297,18 +326,33 @@ def score_imputation(predictions_path: str | Path, heldout_path: str | Path) -> 
     held = read_npz(heldout_path, ("row", "col", "fold", "observed"))
     sha = mask_fingerprint(held["row"], held["col"], held["fold"])
     if str(pred["mask_sha256"]) != sha:
-        raise InputError(f"{predictions_path} was made on other masks than {heldout_path} (mask_sha256 differs); rerun the imputer on this mask file.")
+        raise InputError(
+            f"{predictions_path} was made on other masks than {heldout_path} (mask_sha256 differs); rerun the imputer on this mask file."
+        )
     values = pred["values"].astype(np.float64)
     if values.shape != held["observed"].shape:
         raise InputError(f"{predictions_path}: {values.size} values for {held['observed'].size} hidden entries.")
-    out = {"mse": _mse(values, held["observed"].astype(np.float64)), "pearson": pearson(values, held["observed"].astype(np.float64))}
+    out = {
+        "mse": _mse(values, held["observed"].astype(np.float64)),
+        "pearson": pearson(values, held["observed"].astype(np.float64)),
+    }
     if "truth" in held:
         truth = held["truth"].astype(np.float64)
         out.update(mse_truth=_mse(values, truth), pearson_truth=pearson(values, truth))
     return out
 
 
-def score_main(predictions_path: str | Path, heldout_path: str | Path, metrics_path: str | Path, *, dataset: str, method: str, seed: int, benchmark: str | Path | None = None, task: str = "imputation"):
+def score_main(
+    predictions_path: str | Path,
+    heldout_path: str | Path,
+    metrics_path: str | Path,
+    *,
+    dataset: str,
+    method: str,
+    seed: int,
+    benchmark: str | Path | None = None,
+    task: str = "imputation",
+):
     """Score one prediction and write its metrics record; returns the record.
 
     ``task``: ``"imputation"`` (masking protocol, :func:`score_imputation` against ``heldout.npz``)
@@ -323,7 +367,9 @@ def score_main(predictions_path: str | Path, heldout_path: str | Path, metrics_p
 
         metrics = score_mcv(predictions_path, heldout_path)
     else:
-        raise InputError(f"score_main: task {task!r}; imputation tasks are 'imputation' (masking) and 'denoising' (MCV).")
+        raise InputError(
+            f"score_main: task {task!r}; imputation tasks are 'imputation' (masking) and 'denoising' (MCV)."
+        )
     record = metrics_record(task=task, dataset=dataset, method=method, seed=seed, metrics=metrics, benchmark=benchmark)
     write_metrics(record, metrics_path)
     return record

@@ -34,7 +34,7 @@ from scfmbench import InputError
 from scfmbench.impute.methods import register_imputer
 from scfmbench.models.schyena import SCHyena, SCHyenaConfig
 from scfmbench.schyena.params import DEFAULTS
-from scfmbench.schyena.tasks import resolve_device, seeded, dense_values, train_masked
+from scfmbench.schyena.tasks import dense_values, resolve_device, seeded, train_masked
 
 logger = logging.getLogger(__name__)
 
@@ -107,19 +107,51 @@ def schyena_imputer(
     """
     values = torch.from_numpy(dense_values(adata))  # (N, G)
     device = resolve_device(None)
-    config = SCHyenaConfig(n_genes=adata.n_vars, d_model=d_model, n_layers=n_layers, order=order, filter_order=filter_order, mlp_ratio=mlp_ratio, dropout=dropout)
+    config = SCHyenaConfig(
+        n_genes=adata.n_vars,
+        d_model=d_model,
+        n_layers=n_layers,
+        order=order,
+        filter_order=filter_order,
+        mlp_ratio=mlp_ratio,
+        dropout=dropout,
+    )
     train, valid = values, None
     if eval_every or patience:
-        is_valid = adata.obs["split"].astype(str).to_numpy() == "valid" if "split" in adata.obs else np.zeros(adata.n_obs, bool)
+        is_valid = (
+            adata.obs["split"].astype(str).to_numpy() == "valid"
+            if "split" in adata.obs
+            else np.zeros(adata.n_obs, bool)
+        )
         if not is_valid.any():
-            raise InputError("the schyena imputer's monitor (params.schyena.impute_eval_every / impute_patience) needs validation cells (obs['split'] == 'valid'); "
-                             "the dataset has none: set split.valid_fraction > 0, or both options to null")
+            raise InputError(
+                "the schyena imputer's monitor (params.schyena.impute_eval_every / impute_patience) needs validation cells (obs['split'] == 'valid'); "
+                "the dataset has none: set split.valid_fraction > 0, or both options to null"
+            )
         train, valid = values[torch.from_numpy(~is_valid)], values[torch.from_numpy(is_valid)]
     with seeded(seed, device):
         model = SCHyena(config).to(device)
-        hist = train_masked(model, train, steps=steps, batch_size=batch_size, lr=lr, mask_range=(mask_low, mask_high), generator=torch.Generator().manual_seed(seed), mask_zeros=mask_zeros,
-                            valid=valid, eval_every=eval_every, patience=patience)
+        hist = train_masked(
+            model,
+            train,
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            mask_range=(mask_low, mask_high),
+            generator=torch.Generator().manual_seed(seed),
+            mask_zeros=mask_zeros,
+            valid=valid,
+            eval_every=eval_every,
+            patience=patience,
+        )
         out = predict_zeros(model, values)
-    logger.info("schyena imputer: %d cells x %d genes, %d steps in %.1f s on %s, train loss %.4f -> %.4f", *values.shape, len(hist.train_loss), hist.seconds, device, hist.train_loss[0],
-                hist.train_loss[-1])
+    logger.info(
+        "schyena imputer: %d cells x %d genes, %d steps in %.1f s on %s, train loss %.4f -> %.4f",
+        *values.shape,
+        len(hist.train_loss),
+        hist.seconds,
+        device,
+        hist.train_loss[0],
+        hist.train_loss[-1],
+    )
     return out.numpy().astype(np.float32, copy=False)

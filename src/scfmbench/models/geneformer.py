@@ -73,7 +73,7 @@ class GeneformerConfig:
         check_choice("cls_token", self.cls_token, CLS_TOKENS)
 
     @classmethod
-    def paper(cls, **overrides) -> "GeneformerConfig":
+    def paper(cls, **overrides) -> GeneformerConfig:
         """Geneformer's published sizes (6 layers, 256 wide, 4 heads, intermediate 512)."""
         return cls(**{"d_model": 256, "n_layers": 6, "n_heads": 4, "d_hidden": 512, "dropout": 0.02, **overrides})
 
@@ -88,16 +88,27 @@ class GeneformerClassifier(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.token_emb = nn.Embedding(cfg.n_genes + N_SPECIAL, cfg.d_model, padding_idx=PAD_ID)
-        self.pos_emb = nn.Embedding(cfg.max_position, cfg.d_model)  # BERT's token-type-0 vector is folded in when loading
+        self.pos_emb = nn.Embedding(
+            cfg.max_position, cfg.d_model
+        )  # BERT's token-type-0 vector is folded in when loading
         self.emb_norm = nn.LayerNorm(cfg.d_model, eps=cfg.eps)
         self.emb_dropout = nn.Dropout(cfg.dropout)
         self.encoder = Encoder(
-            d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, d_hidden=cfg.d_hidden, attention=cfg.attention,
-            attention_config=cfg.attention_config, dropout=cfg.dropout, activation=cfg.activation, norm_scheme="post", eps=cfg.eps,
+            d_model=cfg.d_model,
+            n_layers=cfg.n_layers,
+            n_heads=cfg.n_heads,
+            d_hidden=cfg.d_hidden,
+            attention=cfg.attention,
+            attention_config=cfg.attention_config,
+            dropout=cfg.dropout,
+            activation=cfg.activation,
+            norm_scheme="post",
+            eps=cfg.eps,
         )
         self.pooler = nn.Linear(cfg.d_model, cfg.d_model) if cfg.cell_embedding == "cls" else None  # BERT's pooler
         self.dropout = nn.Dropout(cfg.dropout)
         self.classifier = nn.Linear(cfg.d_model, cfg.n_classes)
+
     def hidden_states(self, cells: TokenizedCells, edges: EdgePattern | None = None) -> torch.Tensor:
         """(B, L, E): BertModel's ``last_hidden_state`` for the same weights (full attention)."""
         prepend = self.cfg.cls_token == "prepended"

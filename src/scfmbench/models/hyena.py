@@ -91,7 +91,9 @@ def bidirectional_conv_ref(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor) ->
     return torch.einsum("cij,bcj->bci", T, u) + u * D[:, None]
 
 
-def positional_features(length: int, *, emb_dim: int, l_max: int, device=None, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+def positional_features(
+    length: int, *, emb_dim: int, l_max: int, device=None, dtype=torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Features of the lags ``-(L-1) .. (L-1)`` that the implicit filter MLP reads.
 
     Returns ``z`` (2L-1, emb_dim) = [t, cos(f w), -sin(f w)] (real and imaginary parts of
@@ -132,7 +134,15 @@ class ExponentialModulation(nn.Module):
     The rates are fixed (a buffer), as in safari (``modulation_lr=0``).
     """
 
-    def __init__(self, channels: int, *, fast_decay_pct: float = 0.3, slow_decay_pct: float = 1.5, target: float = 1e-2, shift: float = 0.0):
+    def __init__(
+        self,
+        channels: int,
+        *,
+        fast_decay_pct: float = 0.3,
+        slow_decay_pct: float = 1.5,
+        target: float = 1e-2,
+        shift: float = 0.0,
+    ):
         super().__init__()
         max_decay = math.log(target) / fast_decay_pct
         min_decay = math.log(target) / slow_decay_pct
@@ -154,7 +164,19 @@ class HyenaFilter(nn.Module):
     (C,) is the per-channel skip term D of the convolution.
     """
 
-    def __init__(self, channels: int, *, l_max: int, filter_order: int = 64, emb_dim: int = 5, n_inner: int = 2, w: float = 1.0, fast_decay_pct: float = 0.3, slow_decay_pct: float = 1.5, target: float = 1e-2):
+    def __init__(
+        self,
+        channels: int,
+        *,
+        l_max: int,
+        filter_order: int = 64,
+        emb_dim: int = 5,
+        n_inner: int = 2,
+        w: float = 1.0,
+        fast_decay_pct: float = 0.3,
+        slow_decay_pct: float = 1.5,
+        target: float = 1e-2,
+    ):
         super().__init__()
         if emb_dim < 3 or emb_dim % 2 == 0:
             raise InputError(f"filter emb_dim must be odd and >= 3 (t, cos and sin bands), got {emb_dim}")
@@ -164,13 +186,19 @@ class HyenaFilter(nn.Module):
             layers += [nn.Linear(filter_order, filter_order), Sin(filter_order, w=w)]
         layers.append(nn.Linear(filter_order, channels, bias=False))
         self.mlp = nn.Sequential(*layers)
-        self.modulation = ExponentialModulation(channels, fast_decay_pct=fast_decay_pct, slow_decay_pct=slow_decay_pct, target=target)
+        self.modulation = ExponentialModulation(
+            channels, fast_decay_pct=fast_decay_pct, slow_decay_pct=slow_decay_pct, target=target
+        )
         self.bias = nn.Parameter(torch.randn(channels))
 
     def forward(self, length: int) -> torch.Tensor:
         if length > self.l_max:
-            raise InputError(f"input of length {length} is longer than the filter's l_max = {self.l_max}; raise max_len")
-        z, t = positional_features(length, emb_dim=self.emb_dim, l_max=self.l_max, device=self.bias.device, dtype=self.bias.dtype)
+            raise InputError(
+                f"input of length {length} is longer than the filter's l_max = {self.l_max}; raise max_len"
+            )
+        z, t = positional_features(
+            length, emb_dim=self.emb_dim, l_max=self.l_max, device=self.bias.device, dtype=self.bias.dtype
+        )
         h = self.mlp(z)  # (K, C)
         return rearrange(self.modulation(t, h), "k c -> c k")
 
@@ -198,7 +226,17 @@ class HyenaOperator(nn.Module):
     convolutions, so with right-padding the real positions see exactly what they would unpadded.
     """
 
-    def __init__(self, d_model: int, *, l_max: int, order: int = 2, filter_order: int = 64, filter_emb_dim: int = 5, short_filter_size: int = 3, dropout: float = 0.0):
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        l_max: int,
+        order: int = 2,
+        filter_order: int = 64,
+        filter_emb_dim: int = 5,
+        short_filter_size: int = 3,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         if order < 2:
             raise InputError(f"Hyena order must be >= 2, got {order}")
@@ -256,16 +294,36 @@ class HyenaBlock(nn.Module):
     second, with the same meaning: True = padding).
     """
 
-    def __init__(self, d_model: int, *, l_max: int | None = None, order: int = 2, filter_order: int = 64, filter_emb_dim: int = 5, mlp_ratio: int = 4, dropout: float = 0.0, mixer: nn.Module | None = None):
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        l_max: int | None = None,
+        order: int = 2,
+        filter_order: int = 64,
+        filter_emb_dim: int = 5,
+        mlp_ratio: int = 4,
+        dropout: float = 0.0,
+        mixer: nn.Module | None = None,
+    ):
         super().__init__()
         if mixer is None:
             if l_max is None:
                 raise InputError("HyenaBlock needs l_max (the longest input) to build its Hyena operator")
-            mixer = HyenaOperator(d_model, l_max=l_max, order=order, filter_order=filter_order, filter_emb_dim=filter_emb_dim, dropout=dropout)
+            mixer = HyenaOperator(
+                d_model,
+                l_max=l_max,
+                order=order,
+                filter_order=filter_order,
+                filter_emb_dim=filter_emb_dim,
+                dropout=dropout,
+            )
         self.norm1 = nn.LayerNorm(d_model)
         self.mixer = mixer
         self.norm2 = nn.LayerNorm(d_model)
-        self.mlp = nn.Sequential(nn.Linear(d_model, mlp_ratio * d_model), nn.GELU(), nn.Linear(mlp_ratio * d_model, d_model))
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, mlp_ratio * d_model), nn.GELU(), nn.Linear(mlp_ratio * d_model, d_model)
+        )
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:

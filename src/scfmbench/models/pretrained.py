@@ -57,7 +57,9 @@ def _special(token: str) -> bool:
     return token.startswith("<") and token.endswith(">")
 
 
-def _gene_rows(vocab: dict[str, int], gene_names, *, pad: str, cls: str, report: LoadReport) -> tuple[list[str], np.ndarray]:
+def _gene_rows(
+    vocab: dict[str, int], gene_names, *, pad: str, cls: str, report: LoadReport
+) -> tuple[list[str], np.ndarray]:
     """Checkpoint embedding row of each of our tokens (-1: not in the vocabulary, left fresh).
 
     Our layout: 0 <pad>, 1 <cls>, gene g -> g + 2. Without ``gene_names`` the genes are the
@@ -73,14 +75,18 @@ def _gene_rows(vocab: dict[str, int], gene_names, *, pad: str, cls: str, report:
         if r < 0:
             report.notes.append(f"the vocabulary has no {name} token: its embedding keeps its initialisation")
     if report.genes_missing:
-        report.notes.append(f"{len(report.genes_missing)} of {len(genes)} genes are not in the vocabulary: their embeddings keep their initialisation")
+        report.notes.append(
+            f"{len(report.genes_missing)} of {len(genes)} genes are not in the vocabulary: their embeddings keep their initialisation"
+        )
     return genes, rows
 
 
 def _gather_rows(fresh: torch.Tensor, table: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
     """``fresh`` with row i replaced by ``table[rows[i]]`` wherever ``rows[i] >= 0``."""
     if rows.size and int(rows.max()) >= table.shape[0]:
-        raise InputError(f"the vocabulary refers to embedding row {int(rows.max())}, the checkpoint's table has {table.shape[0]} rows")
+        raise InputError(
+            f"the vocabulary refers to embedding row {int(rows.max())}, the checkpoint's table has {table.shape[0]} rows"
+        )
     out = fresh.clone()
     have = torch.from_numpy(rows >= 0)
     out[have] = table[torch.from_numpy(rows[rows >= 0])].to(out.dtype)
@@ -92,7 +98,9 @@ def _finish(model: torch.nn.Module, new_state: dict[str, torch.Tensor], report: 
     state = model.state_dict()
     for key, value in new_state.items():
         if state[key].shape != value.shape:
-            raise InputError(f"checkpoint tensor for {key} has shape {tuple(value.shape)}, the model expects {tuple(state[key].shape)}")
+            raise InputError(
+                f"checkpoint tensor for {key} has shape {tuple(value.shape)}, the model expects {tuple(state[key].shape)}"
+            )
         state[key] = value.to(state[key].dtype)
     model.load_state_dict(state, strict=True)
     report.loaded = sorted(new_state)
@@ -105,10 +113,22 @@ def _finish(model: torch.nn.Module, new_state: dict[str, torch.Tensor], report: 
 
 # official key (regex) -> our key; anything matching SCGPT_IGNORED is a pretraining head we do not use
 _SCGPT_RULES = [
-    (r"^transformer_encoder\.layers\.(\d+)\.self_attn\.(?:_impl\.)?Wqkv\.(weight|bias)$", r"transformer_encoder.layers.\1.self_attn.qkv.\2"),
-    (r"^transformer_encoder\.layers\.(\d+)\.self_attn\.in_proj_(weight|bias)$", r"transformer_encoder.layers.\1.self_attn.qkv.\2"),
-    (r"^transformer_encoder\.layers\.(\d+)\.self_attn\.(?:_impl\.)?out_proj\.(weight|bias)$", r"transformer_encoder.layers.\1.self_attn.out.\2"),
-    (r"^transformer_encoder\.layers\.(\d+)\.(linear1|linear2|norm1|norm2)\.(weight|bias)$", r"transformer_encoder.layers.\1.\2.\3"),
+    (
+        r"^transformer_encoder\.layers\.(\d+)\.self_attn\.(?:_impl\.)?Wqkv\.(weight|bias)$",
+        r"transformer_encoder.layers.\1.self_attn.qkv.\2",
+    ),
+    (
+        r"^transformer_encoder\.layers\.(\d+)\.self_attn\.in_proj_(weight|bias)$",
+        r"transformer_encoder.layers.\1.self_attn.qkv.\2",
+    ),
+    (
+        r"^transformer_encoder\.layers\.(\d+)\.self_attn\.(?:_impl\.)?out_proj\.(weight|bias)$",
+        r"transformer_encoder.layers.\1.self_attn.out.\2",
+    ),
+    (
+        r"^transformer_encoder\.layers\.(\d+)\.(linear1|linear2|norm1|norm2)\.(weight|bias)$",
+        r"transformer_encoder.layers.\1.\2.\3",
+    ),
     (r"^encoder\.(embedding\.weight|enc_norm\.weight|enc_norm\.bias)$", r"encoder.\1"),
     (r"^value_encoder\.((?:linear1|linear2|norm|embedding|enc_norm)\.(?:weight|bias))$", r"value_encoder.\1"),
     (r"^cls_decoder\.(.+)$", r"cls_decoder.\1"),
@@ -141,15 +161,25 @@ def safe_load_refusal(path, exc: BaseException) -> str:
     global. torch's own message opens with advice to disable the check; it is never repeated here:
     a checkpoint must hold tensors only."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-    found = re.search(r"GLOBAL\s+([A-Za-z_][\w.]*)", text) or re.search(r"Unsupported (?:class|global:?)\s+([A-Za-z_][\w.]*)", text)
+    found = re.search(r"GLOBAL\s+([A-Za-z_][\w.]*)", text) or re.search(
+        r"Unsupported (?:class|global:?)\s+([A-Za-z_][\w.]*)", text
+    )
     if found:
         why = f"it holds the Python object {found.group(1)}, which the safe loader (torch.load weights_only=True) does not unpickle"
     else:
         reason = re.search(r"WeightsUnpickler error: ([^\n]*)", text)
-        first = reason.group(1) if reason else next((line for line in text.splitlines() if line.strip() and "weights_only" not in line), type(exc).__name__)
+        first = (
+            reason.group(1)
+            if reason
+            else next(
+                (line for line in text.splitlines() if line.strip() and "weights_only" not in line), type(exc).__name__
+            )
+        )
         why = f"the safe loader (torch.load weights_only=True) refused it ({type(exc).__name__}: {first.strip()})"
-    return (f"{path}: {why}; a checkpoint must hold tensors only: save its state_dict (or model.safetensors) from a copy you trust, "
-            "and point the config at that file")
+    return (
+        f"{path}: {why}; a checkpoint must hold tensors only: save its state_dict (or model.safetensors) from a copy you trust, "
+        "and point the config at that file"
+    )
 
 
 def _load_state(path: Path) -> dict[str, torch.Tensor]:
@@ -164,8 +194,15 @@ def _load_state(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}  # DistributedDataParallel prefix
 
 
-def load_scgpt_checkpoint(folder, *, n_classes: int, attention: str = "full", attention_config: dict | None = None,
-                          gene_names=None, **overrides) -> tuple[ScGPTClassifier, LoadReport]:
+def load_scgpt_checkpoint(
+    folder,
+    *,
+    n_classes: int,
+    attention: str = "full",
+    attention_config: dict | None = None,
+    gene_names=None,
+    **overrides,
+) -> tuple[ScGPTClassifier, LoadReport]:
     """Build a :class:`ScGPTClassifier` from a scGPT model folder.
 
     Parameters
@@ -193,11 +230,15 @@ def load_scgpt_checkpoint(folder, *, n_classes: int, attention: str = "full", at
     for token in ("<pad>", "<cls>", "<eoc>"):  # scGPT's GeneVocab.append_token
         vocab.setdefault(token, len(vocab))
     if args.get("pre_norm", False):
-        raise InputError(f"{folder / 'args.json'}: pre_norm=true checkpoints are not supported (scGPT's pre-norm layer "
-                         "normalises the residual stream itself, unlike the standard pre-LN layer here); released models use post-norm")
+        raise InputError(
+            f"{folder / 'args.json'}: pre_norm=true checkpoints are not supported (scGPT's pre-norm layer "
+            "normalises the residual stream itself, unlike the standard pre-LN layer here); released models use post-norm"
+        )
     for key in ("embsize", "nheads", "d_hid", "nlayers"):
         if key not in args:
-            raise InputError(f"{folder / 'args.json'}: key {key!r} missing (scGPT writes embsize, nheads, d_hid, nlayers)")
+            raise InputError(
+                f"{folder / 'args.json'}: key {key!r} missing (scGPT writes embsize, nheads, d_hid, nlayers)"
+            )
     style = args.get("input_emb_style", "continuous")
     if style not in ("continuous", "category"):
         raise InputError(f"{folder / 'args.json'}: input_emb_style {style!r} is not supported (continuous or category)")
@@ -205,14 +246,27 @@ def load_scgpt_checkpoint(folder, *, n_classes: int, attention: str = "full", at
     if style == "category" and "value_encoder.embedding.weight" in state:
         n_bins = state["value_encoder.embedding.weight"].shape[0] - 2  # n_input_bins = n_bins + 2
     if "encoder.embedding.weight" not in state:
-        raise InputError(f"{folder / 'best_model.pt'}: no 'encoder.embedding.weight' (is this a scGPT TransformerModel state dict?)")
+        raise InputError(
+            f"{folder / 'best_model.pt'}: no 'encoder.embedding.weight' (is this a scGPT TransformerModel state dict?)"
+        )
 
     report = LoadReport()
     genes, rows = _gene_rows(vocab, gene_names, pad=args.get("pad_token", "<pad>"), cls="<cls>", report=report)
     cfg = ScGPTConfig(
-        n_genes=len(genes), n_classes=n_classes, d_model=int(args["embsize"]), n_layers=int(args["nlayers"]), n_heads=int(args["nheads"]),
-        d_hidden=int(args["d_hid"]), n_bins=n_bins, dropout=float(args.get("dropout", 0.2)), value_encoding=style, norm_scheme="post",
-        activation="relu", n_layers_cls=int(args.get("n_layers_cls", 3)), attention=attention, attention_config=dict(attention_config or {}),
+        n_genes=len(genes),
+        n_classes=n_classes,
+        d_model=int(args["embsize"]),
+        n_layers=int(args["nlayers"]),
+        n_heads=int(args["nheads"]),
+        d_hidden=int(args["d_hid"]),
+        n_bins=n_bins,
+        dropout=float(args.get("dropout", 0.2)),
+        value_encoding=style,
+        norm_scheme="post",
+        activation="relu",
+        n_layers_cls=int(args.get("n_layers_cls", 3)),
+        attention=attention,
+        attention_config=dict(attention_config or {}),
         **{"cell_embedding": "cls", **overrides},  # scGPT's default cell_emb_style
     )
     model = ScGPTClassifier(cfg)
@@ -228,7 +282,9 @@ def load_scgpt_checkpoint(folder, *, n_classes: int, attention: str = "full", at
             new_state[target] = _gather_rows(ours[target], value, rows)
         elif target.startswith("cls_decoder.") and value.shape != ours[target].shape:
             report.ignored.append(key)
-            report.notes.append(f"{key}: shape {tuple(value.shape)} does not fit a {n_classes}-class head; the head keeps its initialisation")
+            report.notes.append(
+                f"{key}: shape {tuple(value.shape)} does not fit a {n_classes}-class head; the head keeps its initialisation"
+            )
         else:
             new_state[target] = value
     _finish(model, new_state, report)
@@ -255,13 +311,23 @@ def _token_dictionary(token_dictionary) -> dict[str, int] | None:
         return token_dictionary
     path = Path(token_dictionary)
     if path.suffix == ".pkl":
-        raise InputError(f"{path}: a pickle can run code when read and is not loaded here; if you trust it, convert it once "
-                         "(json.dump(pickle.load(f), g)) and pass the .json, or pass the dict itself")
+        raise InputError(
+            f"{path}: a pickle can run code when read and is not loaded here; if you trust it, convert it once "
+            "(json.dump(pickle.load(f), g)) and pass the .json, or pass the dict itself"
+        )
     return {str(k): int(v) for k, v in _read_json(path).items()}
 
 
-def load_geneformer_checkpoint(folder, *, n_classes: int, attention: str = "full", attention_config: dict | None = None,
-                               gene_names=None, token_dictionary=None, **overrides) -> tuple[GeneformerClassifier, LoadReport]:
+def load_geneformer_checkpoint(
+    folder,
+    *,
+    n_classes: int,
+    attention: str = "full",
+    attention_config: dict | None = None,
+    gene_names=None,
+    token_dictionary=None,
+    **overrides,
+) -> tuple[GeneformerClassifier, LoadReport]:
     """Build a :class:`GeneformerClassifier` from a Hugging Face BERT folder (local files only).
 
     Parameters
@@ -292,13 +358,21 @@ def load_geneformer_checkpoint(folder, *, n_classes: int, attention: str = "full
     if not (folder / "config.json").is_file():
         raise InputError(f"{folder}: no config.json; a Hugging Face model folder holds config.json and model weights")
     if (gene_names is None) != (token_dictionary is None):
-        raise InputError("pass gene_names and token_dictionary together (or neither, to use the checkpoint's token ids as ours)")
+        raise InputError(
+            "pass gene_names and token_dictionary together (or neither, to use the checkpoint's token ids as ours)"
+        )
     bert_cfg = BertConfig.from_pretrained(folder, local_files_only=True)
     if getattr(bert_cfg, "position_embedding_type", "absolute") != "absolute" or getattr(bert_cfg, "is_decoder", False):
-        raise InputError(f"{folder / 'config.json'}: only encoder BERT models with absolute position embeddings are supported")
+        raise InputError(
+            f"{folder / 'config.json'}: only encoder BERT models with absolute position embeddings are supported"
+        )
     if bert_cfg.hidden_act not in ("relu", "gelu"):
-        raise InputError(f"{folder / 'config.json'}: hidden_act {bert_cfg.hidden_act!r} is not supported (relu or gelu)")
-    weights_file = next((folder / n for n in ("model.safetensors", "pytorch_model.bin") if (folder / n).is_file()), folder)
+        raise InputError(
+            f"{folder / 'config.json'}: hidden_act {bert_cfg.hidden_act!r} is not supported (relu or gelu)"
+        )
+    weights_file = next(
+        (folder / n for n in ("model.safetensors", "pytorch_model.bin") if (folder / n).is_file()), folder
+    )
     try:
         bert, info = BertModel.from_pretrained(folder, local_files_only=True, output_loading_info=True)
     except Exception as exc:  # noqa: BLE001  (OSError, ValueError, pickle errors of many kinds: name the file, as _load_state)
@@ -313,7 +387,9 @@ def load_geneformer_checkpoint(folder, *, n_classes: int, attention: str = "full
     if vocab is None:
         n_genes = bert_cfg.vocab_size - N_SPECIAL
         rows = np.arange(bert_cfg.vocab_size)
-        report.notes.append("no token dictionary: the checkpoint's token ids are used as ours (0 <pad>, 1 <cls>, gene g -> g + 2)")
+        report.notes.append(
+            "no token dictionary: the checkpoint's token ids are used as ours (0 <pad>, 1 <cls>, gene g -> g + 2)"
+        )
         cls_token = "input"
     else:
         genes, rows = _gene_rows(vocab, gene_names, pad="<pad>", cls="<cls>", report=report)
@@ -322,12 +398,23 @@ def load_geneformer_checkpoint(folder, *, n_classes: int, attention: str = "full
         # from position 0: prepend the <cls> state after the embeddings, as GenoHoption's adaptor
         # (GenoHoption/Geneformer_adaptor.py); V2 (with <cls>) pretrained it as input token 0.
         cls_token = "input" if "<cls>" in vocab else "prepended"
-        report.notes.append(f"cls_token {cls_token!r}: the vocabulary {'has' if cls_token == 'input' else 'has no'} <cls> token")
+        report.notes.append(
+            f"cls_token {cls_token!r}: the vocabulary {'has' if cls_token == 'input' else 'has no'} <cls> token"
+        )
     cfg = GeneformerConfig(
-        n_genes=n_genes, n_classes=n_classes, d_model=bert_cfg.hidden_size, n_layers=bert_cfg.num_hidden_layers,
-        n_heads=bert_cfg.num_attention_heads, d_hidden=bert_cfg.intermediate_size, max_position=bert_cfg.max_position_embeddings,
-        dropout=bert_cfg.hidden_dropout_prob, activation=bert_cfg.hidden_act, eps=bert_cfg.layer_norm_eps, attention=attention,
-        attention_config=dict(attention_config or {}), **{"cell_embedding": "cls", "cls_token": cls_token, **overrides},  # BertForSequenceClassification's pooler
+        n_genes=n_genes,
+        n_classes=n_classes,
+        d_model=bert_cfg.hidden_size,
+        n_layers=bert_cfg.num_hidden_layers,
+        n_heads=bert_cfg.num_attention_heads,
+        d_hidden=bert_cfg.intermediate_size,
+        max_position=bert_cfg.max_position_embeddings,
+        dropout=bert_cfg.hidden_dropout_prob,
+        activation=bert_cfg.hidden_act,
+        eps=bert_cfg.layer_norm_eps,
+        attention=attention,
+        attention_config=dict(attention_config or {}),
+        **{"cell_embedding": "cls", "cls_token": cls_token, **overrides},  # BertForSequenceClassification's pooler
     )
     model = GeneformerClassifier(cfg)
     ours = model.state_dict()
@@ -339,10 +426,15 @@ def load_geneformer_checkpoint(folder, *, n_classes: int, attention: str = "full
             return
         new_state[dst] = weights[src] if value is None else value
 
-    new_state["token_emb.weight"] = _gather_rows(ours["token_emb.weight"], weights["embeddings.word_embeddings.weight"], rows)
+    new_state["token_emb.weight"] = _gather_rows(
+        ours["token_emb.weight"], weights["embeddings.word_embeddings.weight"], rows
+    )
     # BERT adds token_type_embeddings[token_type_ids = 0] to every token: fold it into the positions
-    take("embeddings.position_embeddings.weight", "pos_emb.weight",
-         weights["embeddings.position_embeddings.weight"] + weights["embeddings.token_type_embeddings.weight"][0])
+    take(
+        "embeddings.position_embeddings.weight",
+        "pos_emb.weight",
+        weights["embeddings.position_embeddings.weight"] + weights["embeddings.token_type_embeddings.weight"][0],
+    )
     if bert_cfg.type_vocab_size > 1:
         report.notes.append("token_type_embeddings rows other than 0 are unused (Geneformer uses one token type)")
     take("embeddings.LayerNorm.weight", "emb_norm.weight")
@@ -352,7 +444,9 @@ def load_geneformer_checkpoint(folder, *, n_classes: int, attention: str = "full
         for part in ("weight", "bias"):
             qkv = [pre + f"attention.self.{n}.{part}" for n in ("query", "key", "value")]
             if not absent.intersection(qkv):
-                new_state[ours_pre + f"self_attn.qkv.{part}"] = torch.cat([weights[k] for k in qkv])  # (three h d) packing
+                new_state[ours_pre + f"self_attn.qkv.{part}"] = torch.cat(
+                    [weights[k] for k in qkv]
+                )  # (three h d) packing
             for src, dst in _BERT_LAYER.items():
                 take(pre + f"{src}.{part}", ours_pre + f"{dst}.{part}")
     take("pooler.dense.weight", "pooler.weight")

@@ -69,8 +69,15 @@ class ConvHead(nn.Module):
     def __init__(self, n_tokens: int, d_model: int, n_classes: int, d_head: int, dropout: float):
         super().__init__()
         self.conv1 = nn.Linear(d_model, 1)
-        self.mlp = nn.Sequential(nn.Linear(n_tokens, d_head), nn.ReLU(), nn.Dropout(dropout), nn.Linear(d_head, max(d_head // 4, 1)),
-                                 nn.ReLU(), nn.Dropout(dropout), nn.Linear(max(d_head // 4, 1), n_classes))
+        self.mlp = nn.Sequential(
+            nn.Linear(n_tokens, d_head),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(d_head, max(d_head // 4, 1)),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(max(d_head // 4, 1), n_classes),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.mlp(torch.relu(self.conv1(x)).squeeze(-1))  # (B, L, E) -> (B, L) -> (B, n_classes)
@@ -86,14 +93,27 @@ class ScBERTClassifier(nn.Module):
         self.gene_emb = nn.Embedding(cfg.n_genes + N_SPECIAL, cfg.d_model, padding_idx=PAD_ID)  # replaces gene2vec
         self.emb_dropout = nn.Dropout(cfg.dropout)
         self.encoder = Encoder(
-            d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, d_hidden=cfg.d_hidden, attention=cfg.attention,
-            attention_config=cfg.attention_config, dropout=cfg.dropout, activation="gelu", norm_scheme="pre", head_dim=cfg.dim_head,
+            d_model=cfg.d_model,
+            n_layers=cfg.n_layers,
+            n_heads=cfg.n_heads,
+            d_hidden=cfg.d_hidden,
+            attention=cfg.attention,
+            attention_config=cfg.attention_config,
+            dropout=cfg.dropout,
+            activation="gelu",
+            norm_scheme="pre",
+            head_dim=cfg.dim_head,
             qkv_bias=False,  # performer-pytorch's PerformerLM (scBERT's model): no q/k/v bias; to_out keeps its bias
         )
         if cfg.pooling == "conv":
             self.head = ConvHead(cfg.n_genes + 1, cfg.d_model, cfg.n_classes, cfg.d_head, cfg.dropout)
         else:
-            self.head = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_head), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.d_head, cfg.n_classes))
+            self.head = nn.Sequential(
+                nn.Linear(cfg.d_model, cfg.d_head),
+                nn.ReLU(),
+                nn.Dropout(cfg.dropout),
+                nn.Linear(cfg.d_head, cfg.n_classes),
+            )
 
     def hidden_states(self, cells: TokenizedCells, edges: EdgePattern | None = None) -> torch.Tensor:
         """(B, L, E) encoder output."""

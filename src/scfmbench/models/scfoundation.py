@@ -64,7 +64,6 @@ from scfmbench.models.attention import EdgePattern
 from scfmbench.models.scgpt import Encoder, check_choice, num_params
 from scfmbench.models.tokenize import N_SPECIAL, TokenizedCells
 
-
 HEADS = ("all", "finetune")
 FREEZE = ("none", "encoder", "encoder_embeddings")
 FINETUNE_WIDTH = 256  # finetune_model.py: Linear(D, 256) -> ReLU -> Linear(256, classes)
@@ -95,11 +94,15 @@ class ScFoundationConfig:
 
     def __post_init__(self):
         if not re.fullmatch(r"[taf]-?[0-9.]+", self.tgthighres):
-            raise InputError(f"scfoundation tgthighres must be t<N>, a<N> or f<N> (scFoundation's get_embedding.py), not {self.tgthighres!r}")
+            raise InputError(
+                f"scfoundation tgthighres must be t<N>, a<N> or f<N> (scFoundation's get_embedding.py), not {self.tgthighres!r}"
+            )
         check_choice("scfoundation head", self.head, HEADS)
         check_choice("scfoundation freeze", self.freeze, FREEZE)
         if self.freeze != "none" and self.n_layers < 2:
-            raise InputError(f"scfoundation freeze={self.freeze!r} trains only the second-to-last encoder layer (finetune_model.py): it needs n_layers >= 2, not {self.n_layers}")
+            raise InputError(
+                f"scfoundation freeze={self.freeze!r} trains only the second-to-last encoder layer (finetune_model.py): it needs n_layers >= 2, not {self.n_layers}"
+            )
         if self.max_encoder_len < 3:
             raise InputError(f"scfoundation max_encoder_len must be >= 3 (T, S and a gene), not {self.max_encoder_len}")
 
@@ -112,11 +115,21 @@ def total_count_tokens(totals: np.ndarray, tgthighres: str) -> tuple[np.ndarray,
     S + N (``aN``) or log10(total x N) (``fN``)."""
     s = np.log10(np.maximum(np.asarray(totals, dtype=np.float64), 1.0))
     kind, n = tgthighres[0], float(tgthighres[1:])
-    t = {"t": np.full_like(s, n), "a": s + n, "f": np.log10(np.maximum(np.asarray(totals, dtype=np.float64) * n, 1.0))}[kind]
+    t = {"t": np.full_like(s, n), "a": s + n, "f": np.log10(np.maximum(np.asarray(totals, dtype=np.float64) * n, 1.0))}[
+        kind
+    ]
     return t, s
 
 
-def tokenize_scfoundation(X, totals, *, tgthighres: str = "t4", value_scale: int = 1000, positions: np.ndarray | None = None, n_positions: int | None = None) -> TokenizedCells:
+def tokenize_scfoundation(
+    X,
+    totals,
+    *,
+    tgthighres: str = "t4",
+    value_scale: int = 1000,
+    positions: np.ndarray | None = None,
+    n_positions: int | None = None,
+) -> TokenizedCells:
     """Every gene's value (X: log-normalized, N x G) then T and S, as fixed-point integers.
 
     ``positions``: the model position of each of the G genes (default 0..G-1; a released model's
@@ -130,7 +143,11 @@ def tokenize_scfoundation(X, totals, *, tgthighres: str = "t4", value_scale: int
     values = np.concatenate([X.toarray(), t[:, None], s[:, None]], axis=1)
     ids = np.concatenate([positions, [n_positions, n_positions + 1]]) + N_SPECIAL
     gene_ids = torch.from_numpy(ids).long()[None].expand(n, -1)  # shared (1, L) view
-    return TokenizedCells(gene_ids, torch.from_numpy(np.rint(values * value_scale).astype(np.int32)), torch.zeros(1, G + 2, dtype=torch.bool).expand(n, -1))
+    return TokenizedCells(
+        gene_ids,
+        torch.from_numpy(np.rint(values * value_scale).astype(np.int32)),
+        torch.zeros(1, G + 2, dtype=torch.bool).expand(n, -1),
+    )
 
 
 class AutoDiscretizationEmbedding(nn.Module):
@@ -144,7 +161,9 @@ class AutoDiscretizationEmbedding(nn.Module):
         self.emb = nn.Embedding(bin_num, dim)
         self.emb_mask, self.emb_pad = nn.Embedding(1, dim), nn.Embedding(1, dim)
 
-    def forward(self, values: torch.Tensor, mask: torch.Tensor | None = None, pad: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, values: torch.Tensor, mask: torch.Tensor | None = None, pad: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if mask is not None:
             values = values.masked_fill(mask, 0.0)  # the hidden value never enters the computation
         h = F.leaky_relu(self.mlp(values[..., None]), 0.1)  # (B, L, bins)
@@ -166,7 +185,9 @@ class PerformerDecoder(nn.Module):
 
         if dim % heads:
             raise InputError(f"scfoundation decoder_dim={dim} must be divisible by decoder_heads={heads}")
-        self.performer = Performer(dim=dim, depth=depth, heads=heads, dim_head=dim // heads, ff_dropout=dropout, attn_dropout=dropout)
+        self.performer = Performer(
+            dim=dim, depth=depth, heads=heads, dim_head=dim // heads, ff_dropout=dropout, attn_dropout=dropout
+        )
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -183,8 +204,17 @@ class ScFoundation(nn.Module):
         d, L = cfg.d_model, cfg.n_genes + 2
         self.token_emb = AutoDiscretizationEmbedding(d, cfg.bin_num, cfg.bin_alpha)
         self.pos_emb = nn.Embedding(L + 1, d)  # row L = padding
-        self.encoder = Encoder(d_model=d, n_layers=cfg.n_layers, n_heads=cfg.n_heads, d_hidden=cfg.d_hidden, attention=cfg.attention,
-                               attention_config=cfg.attention_config, dropout=cfg.dropout, activation="relu", norm_scheme="post")
+        self.encoder = Encoder(
+            d_model=d,
+            n_layers=cfg.n_layers,
+            n_heads=cfg.n_heads,
+            d_hidden=cfg.d_hidden,
+            attention=cfg.attention,
+            attention_config=cfg.attention_config,
+            dropout=cfg.dropout,
+            activation="relu",
+            norm_scheme="post",
+        )
         self.encoder_norm = nn.LayerNorm(d)
         self.decoder_embed = nn.Linear(d, cfg.decoder_dim)
         self.decoder = PerformerDecoder(cfg.decoder_dim, cfg.decoder_layers, cfg.decoder_heads, cfg.decoder_dropout)
@@ -194,7 +224,9 @@ class ScFoundation(nn.Module):
             self.classifier = nn.Linear(4 * d, cfg.n_classes)
         else:  # finetune_model.py: self.norm (BatchNorm1d, no affine) then self.fc1
             self.head_norm = nn.BatchNorm1d(d, affine=False, eps=1e-6)
-            self.classifier = nn.Sequential(nn.Linear(d, FINETUNE_WIDTH), nn.ReLU(), nn.Linear(FINETUNE_WIDTH, cfg.n_classes))
+            self.classifier = nn.Sequential(
+                nn.Linear(d, FINETUNE_WIDTH), nn.ReLU(), nn.Linear(FINETUNE_WIDTH, cfg.n_classes)
+            )
 
     # -- inputs -------------------------------------------------------------------------------------
 
@@ -209,14 +241,22 @@ class ScFoundation(nn.Module):
         """(B, L) bool: the T and S positions (always in the encoder, never masked)."""
         return self.positions(cells) >= self.cfg.n_genes
 
-    def encode(self, cells: TokenizedCells, mask: torch.Tensor | None = None, offset: torch.Tensor | None = None, edges: EdgePattern | None = None,
-               totals: bool = True):
+    def encode(
+        self,
+        cells: TokenizedCells,
+        mask: torch.Tensor | None = None,
+        offset: torch.Tensor | None = None,
+        edges: EdgePattern | None = None,
+        totals: bool = True,
+    ):
         """Encoder states over each cell's non-zero unmasked genes + T, S (``totals=False``: genes only,
         as ``finetune_model.py``).
 
         Returns (h (B, K, D), index (B, K) into L, pad (B, K) bool)."""
         values, pos = self.values(cells), self.positions(cells)
-        keep = ((values > 0) | self.total_tokens(cells) if totals else (values > 0) & ~self.total_tokens(cells)) & ~cells.padding
+        keep = (
+            (values > 0) | self.total_tokens(cells) if totals else (values > 0) & ~self.total_tokens(cells)
+        ) & ~cells.padding
         if mask is not None:
             keep = keep & ~mask
         cap = self.cfg.max_encoder_len
@@ -227,7 +267,9 @@ class ScFoundation(nn.Module):
         k = int(keep.sum(1).max())
         index = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :k]  # kept positions first, in order
         pad = ~keep.gather(1, index)
-        x = self.token_emb(values.gather(1, index), pad=pad) + self.pos_emb(pos.gather(1, index).masked_fill(pad, self.cfg.n_genes + 2))
+        x = self.token_emb(values.gather(1, index), pad=pad) + self.pos_emb(
+            pos.gather(1, index).masked_fill(pad, self.cfg.n_genes + 2)
+        )
         if offset is not None:
             x = x + offset[:, None, :]
         h = self.encoder(x, pad, cells.gene_ids.expand(values.shape).gather(1, index), edges)
@@ -235,13 +277,17 @@ class ScFoundation(nn.Module):
 
     # -- heads --------------------------------------------------------------------------------------
 
-    def predict_masked(self, cells: TokenizedCells, mask: torch.Tensor, offset: torch.Tensor | None = None, shown=None) -> torch.Tensor:
+    def predict_masked(
+        self, cells: TokenizedCells, mask: torch.Tensor, offset: torch.Tensor | None = None, shown=None
+    ) -> torch.Tensor:
         """Predicted value at every position (B, L); ``mask`` (B, L) True = hidden from the encoder;
         the decoder shows the mask vector there, or with ``shown`` (MAM's advanced masking) the
         mask vector at ``shown.token`` and ``shown.values`` elsewhere."""
         h, index, pad = self.encode(cells, mask, offset)
         values, pos = self.values(cells), self.positions(cells)
-        x = self.token_emb(values, mask=mask) if shown is None else self.token_emb(shown.values, mask=shown.token)  # (B, L, D)
+        x = (
+            self.token_emb(values, mask=mask) if shown is None else self.token_emb(shown.values, mask=shown.token)
+        )  # (B, L, D)
         scattered = torch.zeros_like(x).scatter(1, index[..., None].expand_as(h), h)
         at_encoder = torch.zeros_like(mask).scatter(1, index, ~pad)
         x = torch.where(at_encoder[..., None], scattered, x) + self.pos_emb(pos)
@@ -255,7 +301,9 @@ class ScFoundation(nn.Module):
         mx = h.masked_fill(~gene, float("-inf")).amax(1)
         return torch.where(torch.isfinite(mx), mx, torch.zeros_like(mx))
 
-    def embed(self, cells: TokenizedCells, edges: EdgePattern | None = None, offset: torch.Tensor | None = None) -> torch.Tensor:
+    def embed(
+        self, cells: TokenizedCells, edges: EdgePattern | None = None, offset: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Cell embedding "all" (B, 4D) as get_embedding.py: the last token's state (S), the
         second-to-last's (T), max and mean over the gene states."""
         h, index, pad = self.encode(cells, None, offset, edges)
@@ -266,7 +314,9 @@ class ScFoundation(nn.Module):
         mean = (h * gene).sum(1) / gene.sum(1).clamp_min(1)
         return torch.cat([s, t, self._gene_max(h, gene), mean], dim=-1)
 
-    def forward(self, cells: TokenizedCells, edges: EdgePattern | None = None, offset: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, cells: TokenizedCells, edges: EdgePattern | None = None, offset: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if self.cfg.head == "all":
             return self.classifier(self.embed(cells, edges, offset))
         h, _, pad = self.encode(cells, None, offset, edges, totals=False)
@@ -281,19 +331,25 @@ class ScFoundation(nn.Module):
         annotation run before fine-tuning; pretraining never calls it."""
         if self.cfg.freeze == "none":
             return
-        frozen = [self.encoder, self.encoder_norm] + ([self.token_emb, self.pos_emb] if self.cfg.freeze == "encoder_embeddings" else [])
+        frozen = [self.encoder, self.encoder_norm] + (
+            [self.token_emb, self.pos_emb] if self.cfg.freeze == "encoder_embeddings" else []
+        )
         for module in frozen:
             module.requires_grad_(False)
         self.encoder.layers[-2].requires_grad_(True)
 
     # The benchmark's cell embedding (docs/embedding.md "Cell embeddings"): get_embedding.py's pool_type "all",
     # the classifier's input.
-    def cell_embedding(self, cells: TokenizedCells, edges: EdgePattern | None = None, offset: torch.Tensor | None = None) -> torch.Tensor:
+    def cell_embedding(
+        self, cells: TokenizedCells, edges: EdgePattern | None = None, offset: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(B, 4D): :meth:`embed`."""
         return self.embed(cells, edges, offset)
 
     def embedding_pooling(self) -> str:
-        return "concat(S state (last token), T state, max and mean over the gene states) (scFoundation's pool_type 'all')"
+        return (
+            "concat(S state (last token), T state, max and mean over the gene states) (scFoundation's pool_type 'all')"
+        )
 
     def num_params(self) -> int:
         return num_params(self)
@@ -354,17 +410,35 @@ def config_from_released(config: dict, *, n_classes: int, **overrides) -> ScFoun
     try:
         mc = config["model_config"][config.get("model", "mae_autobin")]
         enc, dec = mc["encoder"], mc["decoder"]
-        if int(dec.get("dim_head", int(dec["hidden_dim"]) // int(dec["heads"]))) * int(dec["heads"]) != int(dec["hidden_dim"]):
-            raise InputError(f"scFoundation checkpoint config: decoder dim_head x heads must equal hidden_dim here (got {dec.get('dim_head')} x {dec['heads']} vs {dec['hidden_dim']})")
-        cfg = dict(n_genes=int(mc["seq_len"]) - 2, n_classes=n_classes, d_model=int(enc["hidden_dim"]), n_layers=int(enc["depth"]), n_heads=int(enc["heads"]),
-                   d_hidden=4 * int(enc["hidden_dim"]), decoder_dim=int(dec["hidden_dim"]), decoder_layers=int(dec["depth"]), decoder_heads=int(dec["heads"]),
-                   bin_num=int(mc["bin_num"]), bin_alpha=float(mc["bin_alpha"]))
+        if int(dec.get("dim_head", int(dec["hidden_dim"]) // int(dec["heads"]))) * int(dec["heads"]) != int(
+            dec["hidden_dim"]
+        ):
+            raise InputError(
+                f"scFoundation checkpoint config: decoder dim_head x heads must equal hidden_dim here (got {dec.get('dim_head')} x {dec['heads']} vs {dec['hidden_dim']})"
+            )
+        cfg = dict(
+            n_genes=int(mc["seq_len"]) - 2,
+            n_classes=n_classes,
+            d_model=int(enc["hidden_dim"]),
+            n_layers=int(enc["depth"]),
+            n_heads=int(enc["heads"]),
+            d_hidden=4 * int(enc["hidden_dim"]),
+            decoder_dim=int(dec["hidden_dim"]),
+            decoder_layers=int(dec["depth"]),
+            decoder_heads=int(dec["heads"]),
+            bin_num=int(mc["bin_num"]),
+            bin_alpha=float(mc["bin_alpha"]),
+        )
     except (KeyError, TypeError) as exc:
-        raise InputError(f"scFoundation checkpoint config lacks {exc}; expected config.model_config.mae_autobin.{{encoder, decoder, seq_len, bin_num, bin_alpha}}") from None
+        raise InputError(
+            f"scFoundation checkpoint config lacks {exc}; expected config.model_config.mae_autobin.{{encoder, decoder, seq_len, bin_num, bin_alpha}}"
+        ) from None
     return ScFoundationConfig(**{**cfg, **overrides})
 
 
-def load_scfoundation_checkpoint(path: str | Path, *, key: str = "gene", n_classes: int, **overrides) -> tuple[ScFoundation, ScFoundationLoad]:
+def load_scfoundation_checkpoint(
+    path: str | Path, *, key: str = "gene", n_classes: int, **overrides
+) -> tuple[ScFoundation, ScFoundationLoad]:
     """A released ``models.ckpt`` (``{'gene'|'cell'|'rde': {'config', 'state_dict': {'model.<name>'}}}``)
     on the CPU with ``torch.load(weights_only=True)`` (upstream's ``load_model_frommmf`` hard-codes
     ``.cuda()``). Keys are renamed to this file's modules; missing and unexpected keys are listed,
@@ -378,7 +452,9 @@ def load_scfoundation_checkpoint(path: str | Path, *, key: str = "gene", n_class
         raise InputError(safe_load_refusal(path, exc)) from None
     if not isinstance(payload, dict) or key not in payload:
         found = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
-        raise InputError(f"{path}: no {key!r} entry (found {found}); scFoundation's models.ckpt has 'gene', 'cell' and 'rde'")
+        raise InputError(
+            f"{path}: no {key!r} entry (found {found}); scFoundation's models.ckpt has 'gene', 'cell' and 'rde'"
+        )
     entry = payload[key]
     if not isinstance(entry, dict) or "config" not in entry or "state_dict" not in entry:
         raise InputError(f"{path}[{key!r}] must hold 'config' and 'state_dict' (scFoundation's models.ckpt layout)")
@@ -392,6 +468,11 @@ def load_scfoundation_checkpoint(path: str | Path, *, key: str = "gene", n_class
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(usable, strict=False)  # aliases share their tensors: loaded with them
-    report = ScFoundationLoad(str(path), key, missing=sorted(set(state_names(model)) - set(usable)), unexpected=sorted(set(state) - set(usable)), renamed=renamed)
+    report = ScFoundationLoad(
+        str(path),
+        key,
+        missing=sorted(set(state_names(model)) - set(usable)),
+        unexpected=sorted(set(state) - set(usable)),
+        renamed=renamed,
+    )
     return model, report
-

@@ -50,14 +50,34 @@ class Block(nn.Module):
     ``linear1``, ``output.dense`` -> ``linear2``, ``output.LayerNorm`` -> ``norm2``).
     """
 
-    def __init__(self, d_model: int, n_heads: int, d_hidden: int, *, attention: str, attention_config: dict | None = None,
-                 dropout: float = 0.1, activation: str = "relu", norm_scheme: str = "post", eps: float = 1e-5, head_dim: int | None = None,
-                 qkv_bias: bool = True):
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        d_hidden: int,
+        *,
+        attention: str,
+        attention_config: dict | None = None,
+        dropout: float = 0.1,
+        activation: str = "relu",
+        norm_scheme: str = "post",
+        eps: float = 1e-5,
+        head_dim: int | None = None,
+        qkv_bias: bool = True,
+    ):
         super().__init__()
         check_choice("activation", activation, ACTIVATIONS)
         check_choice("norm_scheme", norm_scheme, NORM_SCHEMES)
         self.norm_scheme, self.activation = norm_scheme, ACTIVATIONS[activation]
-        self.self_attn = MultiHeadAttention(d_model, n_heads, kernel=attention, kernel_config=attention_config, dropout=dropout, head_dim=head_dim, qkv_bias=qkv_bias)
+        self.self_attn = MultiHeadAttention(
+            d_model,
+            n_heads,
+            kernel=attention,
+            kernel_config=attention_config,
+            dropout=dropout,
+            head_dim=head_dim,
+            qkv_bias=qkv_bias,
+        )
         self.linear1, self.linear2 = nn.Linear(d_model, d_hidden), nn.Linear(d_hidden, d_model)
         self.norm1, self.norm2 = nn.LayerNorm(d_model, eps=eps), nn.LayerNorm(d_model, eps=eps)
         self.dropout = nn.Dropout(dropout)  # after the feed-forward output (the attention's is in self_attn)
@@ -65,7 +85,9 @@ class Block(nn.Module):
     def ffn(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.linear2(self.activation(self.linear1(x))))
 
-    def forward(self, x: torch.Tensor, padding: torch.Tensor | None = None, edges: EdgePattern | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, padding: torch.Tensor | None = None, edges: EdgePattern | None = None
+    ) -> torch.Tensor:
         if self.norm_scheme == "post":
             x = self.norm1(x + self.self_attn(x, key_padding_mask=padding, edges=edges))
             return self.norm2(x + self.ffn(x))
@@ -81,16 +103,40 @@ class Encoder(nn.Module):
     by every layer; window and random kernels build theirs from L.
     """
 
-    def __init__(self, *, d_model: int, n_layers: int, n_heads: int, d_hidden: int, attention: str, attention_config: dict | None = None,
-                 dropout: float = 0.1, activation: str = "relu", norm_scheme: str = "post", eps: float = 1e-5, head_dim: int | None = None,
-                 qkv_bias: bool = True):
+    def __init__(
+        self,
+        *,
+        d_model: int,
+        n_layers: int,
+        n_heads: int,
+        d_hidden: int,
+        attention: str,
+        attention_config: dict | None = None,
+        dropout: float = 0.1,
+        activation: str = "relu",
+        norm_scheme: str = "post",
+        eps: float = 1e-5,
+        head_dim: int | None = None,
+        qkv_bias: bool = True,
+    ):
         super().__init__()
         if attention not in KERNELS:
             raise InputError(f"unknown attention kernel {attention!r}; registered kernels are {sorted(KERNELS)}")
         self.attention, self.needs_edges = attention, KERNELS[attention].needs_edges
         self.layers = nn.ModuleList(
-            Block(d_model, n_heads, d_hidden, attention=attention, attention_config=attention_config, dropout=dropout,
-                  activation=activation, norm_scheme=norm_scheme, eps=eps, head_dim=head_dim, qkv_bias=qkv_bias)
+            Block(
+                d_model,
+                n_heads,
+                d_hidden,
+                attention=attention,
+                attention_config=attention_config,
+                dropout=dropout,
+                activation=activation,
+                norm_scheme=norm_scheme,
+                eps=eps,
+                head_dim=head_dim,
+                qkv_bias=qkv_bias,
+            )
             for _ in range(n_layers)
         )
         self.norm = nn.LayerNorm(d_model, eps=eps) if norm_scheme == "pre" else nn.Identity()
@@ -112,7 +158,9 @@ class Encoder(nn.Module):
             )
         return self.graph.pattern(gene_ids)
 
-    def forward(self, x: torch.Tensor, padding: torch.Tensor, gene_ids: torch.Tensor, edges: EdgePattern | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, padding: torch.Tensor, gene_ids: torch.Tensor, edges: EdgePattern | None = None
+    ) -> torch.Tensor:
         """(B, L, E) -> (B, L, E); ``padding`` (B, L) True = pad; ``gene_ids`` (B, L) token ids."""
         edges = edges if edges is not None else self.edges(gene_ids)
         for layer in self.layers:
@@ -235,8 +283,15 @@ class ScGPTClassifier(nn.Module):
         else:
             self.value_encoder = CategoryValueEncoder(cfg.n_bins + 2, cfg.d_model, padding_idx=cfg.n_bins)
         self.transformer_encoder = Encoder(
-            d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, d_hidden=cfg.d_hidden, attention=cfg.attention,
-            attention_config=cfg.attention_config, dropout=cfg.dropout, activation=cfg.activation, norm_scheme=cfg.norm_scheme,
+            d_model=cfg.d_model,
+            n_layers=cfg.n_layers,
+            n_heads=cfg.n_heads,
+            d_hidden=cfg.d_hidden,
+            attention=cfg.attention,
+            attention_config=cfg.attention_config,
+            dropout=cfg.dropout,
+            activation=cfg.activation,
+            norm_scheme=cfg.norm_scheme,
         )
         self.cls_decoder = ClsDecoder(cfg.d_model, cfg.n_classes, cfg.n_layers_cls)
 
@@ -263,7 +318,11 @@ class ScGPTClassifier(nn.Module):
         return self.embed(cells, edges)
 
     def embedding_pooling(self) -> str:
-        return "<cls> token state" if self.cfg.cell_embedding == "cls" else "mean of the token states (<cls> and genes, padding excluded)"
+        return (
+            "<cls> token state"
+            if self.cfg.cell_embedding == "cls"
+            else "mean of the token states (<cls> and genes, padding excluded)"
+        )
 
     def num_params(self) -> int:
         return num_params(self)

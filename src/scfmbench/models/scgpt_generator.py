@@ -74,9 +74,11 @@ class PerturbBatch:
     padding: torch.Tensor  # (B, L) True = pad
     target: torch.Tensor | None = None  # (B, L) post-perturbation expression
 
-    def to(self, device) -> "PerturbBatch":
+    def to(self, device) -> PerturbBatch:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return PerturbBatch(move(self.gene_ids), move(self.values), move(self.pert_flags), move(self.padding), move(self.target))
+        return PerturbBatch(
+            move(self.gene_ids), move(self.values), move(self.pert_flags), move(self.padding), move(self.target)
+        )
 
 
 class ExprDecoder(nn.Module):
@@ -84,7 +86,13 @@ class ExprDecoder(nn.Module):
 
     def __init__(self, d_model: int):
         super().__init__()
-        self.fc = nn.Sequential(nn.Linear(d_model, d_model), nn.LeakyReLU(), nn.Linear(d_model, d_model), nn.LeakyReLU(), nn.Linear(d_model, 1))
+        self.fc = nn.Sequential(
+            nn.Linear(d_model, d_model),
+            nn.LeakyReLU(),
+            nn.Linear(d_model, d_model),
+            nn.LeakyReLU(),
+            nn.Linear(d_model, 1),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(x).squeeze(-1)  # (B, L, E) -> (B, L)
@@ -112,8 +120,15 @@ class ScGPTGenerator(nn.Module):
         self.value_encoder = ContinuousValueEncoder(cfg.d_model, dropout=cfg.dropout)
         self.pert_encoder = nn.Embedding(PERT_FLAGS, cfg.d_model, padding_idx=PERT_PAD)
         self.transformer_encoder = Encoder(
-            d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, d_hidden=cfg.d_hidden, attention=cfg.attention,
-            attention_config=cfg.attention_config, dropout=cfg.dropout, activation=cfg.activation, norm_scheme=cfg.norm_scheme,
+            d_model=cfg.d_model,
+            n_layers=cfg.n_layers,
+            n_heads=cfg.n_heads,
+            d_hidden=cfg.d_hidden,
+            attention=cfg.attention,
+            attention_config=cfg.attention_config,
+            dropout=cfg.dropout,
+            activation=cfg.activation,
+            norm_scheme=cfg.norm_scheme,
         )
         self.bn = nn.BatchNorm1d(cfg.d_model, eps=BN_EPS) if cfg.batchnorm else None
         self.decoder = AffineExprDecoder(cfg.d_model) if cfg.decoder == "affine" else ExprDecoder(cfg.d_model)
@@ -137,7 +152,16 @@ class ScGPTGenerator(nn.Module):
         return num_params(self)
 
     @classmethod
-    def from_pretrained(cls, folder, *, gene_names, attention: str, attention_config: dict | None = None, dropout: float | None = None, **options):
+    def from_pretrained(
+        cls,
+        folder,
+        *,
+        gene_names,
+        attention: str,
+        attention_config: dict | None = None,
+        dropout: float | None = None,
+        **options,
+    ):
         """Released scGPT weights into the shared parts (genes matched by name through
         :func:`scfmbench.models.pretrained.load_scgpt_checkpoint`); ``pert_encoder``, ``bn`` and
         ``decoder`` start fresh, as upstream (it loads the encoder, value_encoder and
@@ -146,14 +170,39 @@ class ScGPTGenerator(nn.Module):
         from scfmbench.models.pretrained import load_scgpt_checkpoint
 
         overrides = {} if dropout is None else {"dropout": dropout}
-        clf, report = load_scgpt_checkpoint(folder, n_classes=1, attention=attention, attention_config=attention_config, gene_names=list(gene_names), **overrides)
+        clf, report = load_scgpt_checkpoint(
+            folder,
+            n_classes=1,
+            attention=attention,
+            attention_config=attention_config,
+            gene_names=list(gene_names),
+            **overrides,
+        )
         if clf.cfg.value_encoding != "continuous":
-            raise InputError(f"{folder}: the checkpoint's input_emb_style is {clf.cfg.value_encoding!r}; the perturbation generator needs 'continuous' (scGPT's)")
+            raise InputError(
+                f"{folder}: the checkpoint's input_emb_style is {clf.cfg.value_encoding!r}; the perturbation generator needs 'continuous' (scGPT's)"
+            )
         c = clf.cfg
-        model = cls(GeneratorConfig(n_genes=c.n_genes, d_model=c.d_model, n_layers=c.n_layers, n_heads=c.n_heads, d_hidden=c.d_hidden, dropout=c.dropout,
-                                    norm_scheme=c.norm_scheme, activation=c.activation, attention=attention, attention_config=dict(attention_config or {}),
-                                    **options))
-        shared = {k: v for k, v in clf.state_dict().items() if k.split(".")[0] in ("encoder", "value_encoder", "transformer_encoder")}
+        model = cls(
+            GeneratorConfig(
+                n_genes=c.n_genes,
+                d_model=c.d_model,
+                n_layers=c.n_layers,
+                n_heads=c.n_heads,
+                d_hidden=c.d_hidden,
+                dropout=c.dropout,
+                norm_scheme=c.norm_scheme,
+                activation=c.activation,
+                attention=attention,
+                attention_config=dict(attention_config or {}),
+                **options,
+            )
+        )
+        shared = {
+            k: v
+            for k, v in clf.state_dict().items()
+            if k.split(".")[0] in ("encoder", "value_encoder", "transformer_encoder")
+        }
         missing, unexpected = model.load_state_dict(shared, strict=False)
         if unexpected:
             raise InputError(f"{folder}: unexpected keys for the generator: {unexpected[:5]}")
@@ -161,7 +210,9 @@ class ScGPTGenerator(nn.Module):
         return model, report
 
 
-def make_batch(ctrl: torch.Tensor, target: torch.Tensor | None, perturbed: list[tuple[int, ...]], genes: torch.Tensor) -> PerturbBatch:
+def make_batch(
+    ctrl: torch.Tensor, target: torch.Tensor | None, perturbed: list[tuple[int, ...]], genes: torch.Tensor
+) -> PerturbBatch:
     """A batch over the gene subset ``genes`` (L,) from dense (B, G) control and target rows;
     ``perturbed[i]`` are cell i's perturbed gene indices (flag 1 where they are in ``genes``)."""
     B, L = ctrl.shape[0], genes.shape[0]
@@ -198,7 +249,14 @@ def mse_loss(pred: torch.Tensor, target: torch.Tensor, *_args) -> torch.Tensor:
     return F.mse_loss(pred, target)
 
 
-def genohoption_loss(pred: torch.Tensor, target: torch.Tensor, ctrl: torch.Tensor, conditions: list[str], *, direction_lambda: float = 1e-3) -> torch.Tensor:
+def genohoption_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    ctrl: torch.Tensor,
+    conditions: list[str],
+    *,
+    direction_lambda: float = 1e-3,
+) -> torch.Tensor:
     """The loss of GenoHoption's ``scGPT_run_pert_gn.py`` (``utils.loss_fct``, GEARS' with gamma 2):
     per condition of the batch, mean((pred - y)^4) + direction_lambda * mean((sign(y - ctrl) -
     sign(pred - ctrl))^2), averaged over the batch's conditions; ``ctrl`` is the control mean on the
@@ -208,7 +266,11 @@ def genohoption_loss(pred: torch.Tensor, target: torch.Tensor, ctrl: torch.Tenso
         groups.setdefault(c, []).append(i)
     for rows in groups.values():
         p, y = pred[rows], target[rows]
-        total = total + ((p - y) ** 4).mean() + direction_lambda * ((torch.sign(y - ctrl) - torch.sign(p - ctrl)) ** 2).mean()
+        total = (
+            total
+            + ((p - y) ** 4).mean()
+            + direction_lambda * ((torch.sign(y - ctrl) - torch.sign(p - ctrl)) ** 2).mean()
+        )
     return total / len(groups)
 
 
@@ -220,4 +282,14 @@ def check_loss(name: str) -> None:
         raise InputError(f"loss must be one of {sorted(LOSSES)}, not {name!r}")
 
 
-__all__ = ["GeneratorConfig", "PerturbBatch", "ScGPTGenerator", "ExprDecoder", "AffineExprDecoder", "make_batch", "sample_genes", "LOSSES", "PAD_ID"]
+__all__ = [
+    "GeneratorConfig",
+    "PerturbBatch",
+    "ScGPTGenerator",
+    "ExprDecoder",
+    "AffineExprDecoder",
+    "make_batch",
+    "sample_genes",
+    "LOSSES",
+    "PAD_ID",
+]

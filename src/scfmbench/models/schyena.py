@@ -103,7 +103,15 @@ class SCHyena(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(d))
         self.cls_token = nn.Parameter(torch.zeros(d))
         self.blocks = nn.ModuleList(
-            HyenaBlock(d, l_max=config.n_tokens, order=config.order, filter_order=config.filter_order, filter_emb_dim=config.filter_emb_dim, mlp_ratio=config.mlp_ratio, dropout=config.dropout)
+            HyenaBlock(
+                d,
+                l_max=config.n_tokens,
+                order=config.order,
+                filter_order=config.filter_order,
+                filter_emb_dim=config.filter_emb_dim,
+                mlp_ratio=config.mlp_ratio,
+                dropout=config.dropout,
+            )
             for _ in range(config.n_layers)
         )
         self.norm = nn.LayerNorm(d)
@@ -125,12 +133,16 @@ class SCHyena(nn.Module):
 
     # -- inputs -> hidden states ---------------------------------------------------------------
 
-    def embed_tokens(self, values: torch.Tensor, gene_ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def embed_tokens(
+        self, values: torch.Tensor, gene_ids: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Token embeddings before any mixing, (B, L + 1, D): [CLS], then adaptor(value) (or the
         mask token where masked) + gene embedding. No position enters here.
         """
         if values.shape != gene_ids.shape or values.dim() != 2:
-            raise InputError(f"values and gene_ids must both be (B, L); got {tuple(values.shape)} and {tuple(gene_ids.shape)}")
+            raise InputError(
+                f"values and gene_ids must both be (B, L); got {tuple(values.shape)} and {tuple(gene_ids.shape)}"
+            )
         if mask is not None:
             if mask.shape != values.shape:
                 raise InputError(f"mask must be (B, L) = {tuple(values.shape)}, got {tuple(mask.shape)}")
@@ -145,7 +157,14 @@ class SCHyena(nn.Module):
         cls = self.cls_token.expand(x.shape[0], 1, -1)  # (B, 1, D)
         return torch.cat([cls, x], dim=1)
 
-    def forward(self, values: torch.Tensor, gene_ids: torch.Tensor, mask: torch.Tensor | None = None, *, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        values: torch.Tensor,
+        gene_ids: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        *,
+        pad_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Hidden states (B, L + 1, D) after the final norm; position 0 is [CLS]."""
         x = self.embed_tokens(values, gene_ids, mask)
         pad = None if pad_mask is None else F.pad(pad_mask, (1, 0), value=False)  # [CLS] is real
@@ -155,12 +174,26 @@ class SCHyena(nn.Module):
 
     # -- heads -----------------------------------------------------------------------------------
 
-    def predict_expression(self, values: torch.Tensor, gene_ids: torch.Tensor, mask: torch.Tensor | None = None, *, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def predict_expression(
+        self,
+        values: torch.Tensor,
+        gene_ids: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        *,
+        pad_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Predicted value per gene, (B, L)."""
         hidden = self(values, gene_ids, mask, pad_mask=pad_mask)
         return self.expression_head(hidden[:, 1:]).squeeze(-1)
 
-    def embed(self, values: torch.Tensor, gene_ids: torch.Tensor, mask: torch.Tensor | None = None, *, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def embed(
+        self,
+        values: torch.Tensor,
+        gene_ids: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        *,
+        pad_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Cell embedding: the [CLS] hidden state, (B, D)."""
         return self(values, gene_ids, mask, pad_mask=pad_mask)[:, 0]
 
@@ -168,7 +201,14 @@ class SCHyena(nn.Module):
         """The benchmark's cell embedding (docs/embedding.md "Cell embeddings") is :meth:`embed`."""
         return "[CLS] state (scHyena's cell representation)"
 
-    def classify(self, values: torch.Tensor, gene_ids: torch.Tensor, mask: torch.Tensor | None = None, *, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def classify(
+        self,
+        values: torch.Tensor,
+        gene_ids: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        *,
+        pad_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Class logits from [CLS], (B, n_classes)."""
         if self.classifier is None:
             raise InputError("this SCHyena has no classifier (n_classes=0); call reset_classifier(n_classes) first")

@@ -45,13 +45,13 @@ class TokenizedCells:
     def __len__(self) -> int:
         return self.gene_ids.shape[0]
 
-    def batch(self, idx) -> "TokenizedCells":
+    def batch(self, idx) -> TokenizedCells:
         """Rows ``idx``, trimmed to the longest cell in the batch; value ids as int64."""
         pad = self.padding[idx]
         length = int((~pad).sum(1).max())
         return TokenizedCells(self.gene_ids[idx, :length], self.value_ids[idx, :length].long(), pad[:, :length])
 
-    def to(self, device) -> "TokenizedCells":
+    def to(self, device) -> TokenizedCells:
         return TokenizedCells(self.gene_ids.to(device), self.value_ids.to(device), self.padding.to(device))
 
 
@@ -122,7 +122,9 @@ def gene_medians(counts, *, target_sum: float = 1e4) -> np.ndarray:
     return out
 
 
-def tokenize_geneformer(counts, medians: np.ndarray, *, max_len: int, target_sum: float = 1e4, chunk: int = 512) -> TokenizedCells:
+def tokenize_geneformer(
+    counts, medians: np.ndarray, *, max_len: int, target_sum: float = 1e4, chunk: int = 512
+) -> TokenizedCells:
     """Rank-value encoding (Geneformer, Theodoris et al. 2023): CLS, then the cell's non-zero genes
     by ``counts / cell total * target_sum / median`` in descending order, the top ``max_len`` kept.
 
@@ -165,7 +167,9 @@ def scbert_bins(X, *, n_bins: int = 7, log_base: float = 2.0) -> np.ndarray:
     X = sp.csr_matrix(X, dtype=np.float64)
     out = np.zeros(X.shape, dtype=np.uint8)
     for s in range(0, X.shape[0], 1024):  # chunks bound the dense float block
-        out[s : s + 1024] = np.minimum(np.floor(np.maximum(X[s : s + 1024].toarray() / math.log(log_base), 0.0)), n_bins)
+        out[s : s + 1024] = np.minimum(
+            np.floor(np.maximum(X[s : s + 1024].toarray() / math.log(log_base), 0.0)), n_bins
+        )
     return out
 
 
@@ -175,7 +179,9 @@ def tokenize_scbert(X, *, n_bins: int = 7, log_base: float = 2.0) -> TokenizedCe
     n, G = bins.shape
     value_ids = np.zeros((n, G + 1), dtype=np.uint8)  # CLS value 0, as scGPT's <cls>
     value_ids[:, 1:] = bins
-    genes = torch.cat([torch.tensor([CLS_ID]), torch.arange(G) + N_SPECIAL])[None].expand(n, G + 1)  # shared (1, L) view
+    genes = torch.cat([torch.tensor([CLS_ID]), torch.arange(G) + N_SPECIAL])[None].expand(
+        n, G + 1
+    )  # shared (1, L) view
     return TokenizedCells(genes, torch.from_numpy(value_ids), torch.zeros(1, G + 1, dtype=torch.bool).expand(n, G + 1))
 
 
@@ -216,7 +222,7 @@ class TokenGraph:
         self._cell_bytes = 0
 
     @classmethod
-    def from_gene_graph(cls, graph) -> "TokenGraph":
+    def from_gene_graph(cls, graph) -> TokenGraph:
         """From a :class:`~scfmbench.graphs.build.GeneGraph` (``A[i, j]`` = edge j -> i): A.T."""
         return cls(graph.adjacency.T.tocsr(), cls_node=graph.has_cls, multigraph=bool(graph.params.get("multigraph")))
 
@@ -240,7 +246,9 @@ class TokenGraph:
         change (scGPT's per-epoch gene sampling) is built anew.
         """
         if gene_ids.numel() and int(gene_ids.max()) - N_SPECIAL >= self.n_genes:
-            raise InputError(f"a token refers to gene {int(gene_ids.max()) - N_SPECIAL}, but the gene graph has {self.n_genes} genes")
+            raise InputError(
+                f"a token refers to gene {int(gene_ids.max()) - N_SPECIAL}, but the gene graph has {self.n_genes} genes"
+            )
         nodes = self.node_index(gene_ids)
         B, L = nodes.shape
         if not self.CELL_CACHE_BYTES or not B or L > _CELL_MAX_LEN:
@@ -281,15 +289,26 @@ class TokenGraph:
                 counts = a.data.astype(np.int64)
                 indices = np.repeat(indices, counts)
                 rows = np.repeat(np.arange(a.shape[0]), np.diff(indptr))
-                indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, weights=counts, minlength=a.shape[0]).astype(np.int64))])
+                indptr = np.concatenate(
+                    [[0], np.cumsum(np.bincount(rows, weights=counts, minlength=a.shape[0]).astype(np.int64))]
+                )
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
                 self._torch[key] = torch.sparse_csr_tensor(
-                    torch.as_tensor(indptr), torch.as_tensor(indices), torch.ones(len(indices)),
-                    size=a.shape, check_invariants=not self.multigraph).to(nodes.device)
+                    torch.as_tensor(indptr),
+                    torch.as_tensor(indices),
+                    torch.ones(len(indices)),
+                    size=a.shape,
+                    check_invariants=not self.multigraph,
+                ).to(nodes.device)
         # A multigraph holds its self-loops with their multiplicities; the plain graph gets one each.
-        return graph_pattern(self._torch[key], nodes, n_global=self._n_global(),
-                             self_loops=not self.multigraph or not self.cls_node, dedup=not self.multigraph)
+        return graph_pattern(
+            self._torch[key],
+            nodes,
+            n_global=self._n_global(),
+            self_loops=not self.multigraph or not self.cls_node,
+            dedup=not self.multigraph,
+        )
 
     def mean_degree(self) -> float:
         """Mean in-degree over all nodes (self-loops included; a multigraph's parallel edges each),

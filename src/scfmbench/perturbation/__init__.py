@@ -49,20 +49,26 @@ def read_dataset(path) -> ad.AnnData:
 def write_splits(data_path, outs, *, seeds, params: dict) -> None:
     """One GEARS simulation split per seed (``params``: ``train_gene_set_size``, ``combo_seen2_train_frac``,
     ``drop_genes``: GEARS' GO filter, :func:`scfmbench.perturbation.split.go_missing_genes`)."""
-    from scfmbench.perturbation.split import go_filter, make_split
-
     from pathlib import Path
+
+    from scfmbench.perturbation.split import go_filter, make_split
 
     conditions = ad.read_h5ad(data_path, backed="r").obs["condition"].astype(str).unique()
     dropped = go_filter(conditions, params.get("drop_genes", ()))[1]
     if dropped:
-        log.warning("GEARS' GO filter: %d conditions with genes %s are left out of every split: %s", len(dropped),
-                    sorted(params["drop_genes"]), dropped)
+        log.warning(
+            "GEARS' GO filter: %d conditions with genes %s are left out of every split: %s",
+            len(dropped),
+            sorted(params["drop_genes"]),
+            dropped,
+        )
     for seed, out in zip(seeds, outs):
         make_split(conditions, seed=int(seed), dataset=Path(data_path).parent.name, **params).write(out)
 
 
-def predict(method: str, adata, split, *, seed: int, params: dict | None = None, graph_params: dict | None = None) -> tuple[list[str], np.ndarray, dict]:
+def predict(
+    method: str, adata, split, *, seed: int, params: dict | None = None, graph_params: dict | None = None
+) -> tuple[list[str], np.ndarray, dict]:
     """Run ``method`` on the test conditions: (conditions, means (C, G), run record)."""
     from scfmbench.perturbation.generator import is_generator, predict_generator
     from scfmbench.perturbation.methods import get_predictor
@@ -71,7 +77,9 @@ def predict(method: str, adata, split, *, seed: int, params: dict | None = None,
     params = dict(params or {})
     start = time.perf_counter()
     if is_generator(method):
-        means, record = predict_generator(method, adata, split, conditions, seed=seed, graph_params=graph_params, **params)
+        means, record = predict_generator(
+            method, adata, split, conditions, seed=seed, graph_params=graph_params, **params
+        )
     else:
         np.random.seed(seed)  # the controls use numpy only (no torch import in their jobs)
         fn = get_predictor(method)
@@ -83,15 +91,31 @@ def predict(method: str, adata, split, *, seed: int, params: dict | None = None,
     means = np.asarray(means, dtype=np.float64)  # float64 kept: no_change's delta stays exactly 0
     if means.shape != (len(conditions), adata.n_vars):
         raise InputError(f"{method} returned shape {means.shape}; expected ({len(conditions)}, {adata.n_vars})")
-    return conditions, means, {"method": method, "seed": seed, "params": params, "seconds": time.perf_counter() - start, **record}
+    return (
+        conditions,
+        means,
+        {"method": method, "seed": seed, "params": params, "seconds": time.perf_counter() - start, **record},
+    )
 
 
-def run_method(method: str, data_path, split_path, out, *, seed: int, params: dict | None = None, record_path=None, graph_params: dict | None = None) -> None:
+def run_method(
+    method: str,
+    data_path,
+    split_path,
+    out,
+    *,
+    seed: int,
+    params: dict | None = None,
+    record_path=None,
+    graph_params: dict | None = None,
+) -> None:
     """Read data and split, predict, write ``predictions.npz`` (and the run record)."""
     from scfmbench.perturbation.split import Split
 
     adata = read_dataset(data_path)
-    conditions, means, record = predict(method, adata, Split.read(split_path), seed=seed, params=params, graph_params=graph_params)
+    conditions, means, record = predict(
+        method, adata, Split.read(split_path), seed=seed, params=params, graph_params=graph_params
+    )
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, conditions=np.asarray(conditions, dtype=str), mean=means)
@@ -102,11 +126,15 @@ def run_method(method: str, data_path, split_path, out, *, seed: int, params: di
 def read_predictions(path) -> tuple[list[str], np.ndarray]:
     with np.load(path, allow_pickle=False) as z:
         if "conditions" not in z or "mean" not in z:
-            raise InputError(f"{path}: a perturbation prediction holds 'conditions' and 'mean' (C x genes); found {list(z.keys())}")
+            raise InputError(
+                f"{path}: a perturbation prediction holds 'conditions' and 'mean' (C x genes); found {list(z.keys())}"
+            )
         return [str(c) for c in z["conditions"]], z["mean"]
 
 
-def score_main(*, data, split, predictions, benchmark, out, conditions_out, dataset: str, method: str, seed: int) -> None:
+def score_main(
+    *, data, split, predictions, benchmark, out, conditions_out, dataset: str, method: str, seed: int
+) -> None:
     """Score one run: metrics record (``<metric>:<subgroup>``) and the per-condition table.
     ``data`` is the dataset's path or the dataset itself (a scoring job reads it once)."""
     from scfmbench.perturbation.metrics import perturbation_scores, summarize
@@ -123,10 +151,28 @@ def score_main(*, data, split, predictions, benchmark, out, conditions_out, data
     keep = [conds.index(c) for c in expected]
     per = perturbation_scores(adata, expected, means[keep], sp.subgroup)
     write_csv(per, conditions_out)
-    write_metrics(metrics_record(task="perturbation", dataset=dataset, method=method, seed=seed, metrics=summarize(per, SUBGROUPS), benchmark=benchmark), out)
+    write_metrics(
+        metrics_record(
+            task="perturbation",
+            dataset=dataset,
+            method=method,
+            seed=seed,
+            metrics=summarize(per, SUBGROUPS),
+            benchmark=benchmark,
+        ),
+        out,
+    )
 
 
-PERTURBATION_SOURCES = ("synthetic_perturb", "h5ad", "gears_adamson", "gears_norman", "gears_dixit", "gears_replogle_k562", "gears_replogle_rpe1")
+PERTURBATION_SOURCES = (
+    "synthetic_perturb",
+    "h5ad",
+    "gears_adamson",
+    "gears_norman",
+    "gears_dixit",
+    "gears_replogle_k562",
+    "gears_replogle_rpe1",
+)
 
 
 def check_config(config: dict, rule_dir) -> None:
@@ -143,7 +189,9 @@ def check_config(config: dict, rule_dir) -> None:
             raise InputError(f"config key 'perturbation.datasets': {name!r} is not a key of 'datasets'")
         source = config["datasets"][name]["source"]
         if source not in PERTURBATION_SOURCES:
-            raise InputError(f"config key 'perturbation.datasets': {name!r} has source {source!r}; perturbation datasets have source {list(PERTURBATION_SOURCES)}")
+            raise InputError(
+                f"config key 'perturbation.datasets': {name!r} has source {source!r}; perturbation datasets have source {list(PERTURBATION_SOURCES)}"
+            )
         if source == "h5ad":
             from scfmbench.perturbation.own import resolve_convention
 
@@ -152,8 +200,10 @@ def check_config(config: dict, rule_dir) -> None:
     for method in block["methods"]:
         if method in BUILTIN_PREDICTORS or method in plugged or parse_generator(method):
             continue
-        raise InputError(f"config key 'perturbation.methods': {method!r} is neither built in ({list(BUILTIN_PREDICTORS)}, or "
-                         f"'scgpt-<attention kernel>[-paperloss]') nor provided by a rule file {Path(rule_dir) / (method + '.smk')}")
+        raise InputError(
+            f"config key 'perturbation.methods': {method!r} is neither built in ({list(BUILTIN_PREDICTORS)}, or "
+            f"'scgpt-<attention kernel>[-paperloss]') nor provided by a rule file {Path(rule_dir) / (method + '.smk')}"
+        )
     if "scgpt" in block["params"]:
         from scfmbench.models.scgpt_generator import check_loss
 
@@ -163,8 +213,12 @@ def check_config(config: dict, rule_dir) -> None:
 def method_runs(config: dict) -> list[tuple[str, str]]:
     """(dataset, method) of every configured run; ``oracle`` only on datasets with a known truth."""
     block = config["perturbation"]
-    return [(d, m) for d in block["datasets"] for m in block["methods"]
-            if not (m == "oracle" and config["datasets"][d]["source"] != "synthetic_perturb")]
+    return [
+        (d, m)
+        for d in block["datasets"]
+        for m in block["methods"]
+        if not (m == "oracle" and config["datasets"][d]["source"] != "synthetic_perturb")
+    ]
 
 
 def is_generator(method: str) -> bool:

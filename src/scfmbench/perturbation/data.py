@@ -42,7 +42,13 @@ from scfmbench import InputError
 log = logging.getLogger(__name__)
 
 CTRL = "ctrl"
-UNS_KEYS = ("rank_genes_groups_cov_all", "non_zeros_gene_idx", "non_dropout_gene_idx", "top_non_dropout_de_20", "top_non_zero_de_20")
+UNS_KEYS = (
+    "rank_genes_groups_cov_all",
+    "non_zeros_gene_idx",
+    "non_dropout_gene_idx",
+    "top_non_dropout_de_20",
+    "top_non_zero_de_20",
+)
 N_DE = 20
 
 
@@ -54,8 +60,10 @@ def condition_genes(condition: str) -> tuple[str, ...]:
         return ()
     parts = condition.split("+")
     if len(parts) != 2 or any(not p or p != p.strip() for p in parts):
-        raise InputError(f"condition {condition!r} is not in GEARS form: 'ctrl', 'A+ctrl' (single) or 'A+B' (combo) "
-                         "with gene symbols from var['gene_name']")
+        raise InputError(
+            f"condition {condition!r} is not in GEARS form: 'ctrl', 'A+ctrl' (single) or 'A+B' (combo) "
+            "with gene symbols from var['gene_name']"
+        )
     genes = tuple(p for p in parts if p != CTRL)
     if not genes or (len(genes) == 2 and genes[0] == genes[1]):
         raise InputError(f"condition {condition!r} is not in GEARS form: 'ctrl+ctrl' and 'A+A' are not perturbations")
@@ -93,27 +101,41 @@ def genes_outside_panel(conditions, symbols) -> dict[str, dict[str, int]]:
 
 def describe_missing(missing: dict[str, dict[str, int]]) -> str:
     """``'A (2 conditions, 40 cells), B (1 condition, 12 cells)'``."""
-    return ", ".join(f"{g} ({v['conditions']} condition{'s' * (v['conditions'] != 1)}, {v['cells']} cell{'s' * (v['cells'] != 1)})" for g, v in missing.items())
+    return ", ".join(
+        f"{g} ({v['conditions']} condition{'s' * (v['conditions'] != 1)}, {v['cells']} cell{'s' * (v['cells'] != 1)})"
+        for g, v in missing.items()
+    )
 
 
 def check_perturbation_data(adata: ad.AnnData, *, where: str = "perturbation data", uns: bool = True) -> None:
     """Raise :class:`InputError` naming what breaks the contract (module docstring): a condition not
     in GEARS form, no control cells, a perturbed gene missing from ``var``, missing uns rankings."""
     if "condition" not in adata.obs:
-        raise InputError(f"{where}: obs has no 'condition' column (GEARS: 'ctrl', 'A+ctrl', 'A+B'); columns are {list(adata.obs.columns)}")
+        raise InputError(
+            f"{where}: obs has no 'condition' column (GEARS: 'ctrl', 'A+ctrl', 'A+B'); columns are {list(adata.obs.columns)}"
+        )
     conditions = pd.unique(adata.obs["condition"].astype(str))
     if CTRL not in conditions:
-        raise InputError(f"{where}: no control cells (no obs['condition'] == 'ctrl'); GEARS pairs every perturbed cell with a control cell")
+        raise InputError(
+            f"{where}: no control cells (no obs['condition'] == 'ctrl'); GEARS pairs every perturbed cell with a control cell"
+        )
     missing = genes_outside_panel(adata.obs["condition"], gene_names(adata))
     if missing:
-        listed = "; ".join(f"gene {g!r}, which is not in var['gene_name'], is perturbed in {v['conditions']} condition(s), {v['cells']} cell(s)" for g, v in missing.items())
-        raise InputError(f"{where}: {len(missing)} perturbed gene(s) outside the panel: {listed} (GEARS keeps every perturbed gene in the panel; "
-                         "drop those conditions or add the genes)")
+        listed = "; ".join(
+            f"gene {g!r}, which is not in var['gene_name'], is perturbed in {v['conditions']} condition(s), {v['cells']} cell(s)"
+            for g, v in missing.items()
+        )
+        raise InputError(
+            f"{where}: {len(missing)} perturbed gene(s) outside the panel: {listed} (GEARS keeps every perturbed gene in the panel; "
+            "drop those conditions or add the genes)"
+        )
     if not uns:
         return
     for key in ("condition_name", "cell_type"):
         if key not in adata.obs:
-            raise InputError(f"{where}: obs has no {key!r} column; build the GEARS layout with scfmbench.perturbation.data.gears_layout")
+            raise InputError(
+                f"{where}: obs has no {key!r} column; build the GEARS layout with scfmbench.perturbation.data.gears_layout"
+            )
     missing = [k for k in UNS_KEYS if k not in adata.uns]
     if missing:
         raise InputError(f"{where}: uns lacks {missing}; build them with scfmbench.perturbation.data.gears_layout")
@@ -146,7 +168,9 @@ def control_mean(adata: ad.AnnData) -> np.ndarray:
     if not len(rows):
         raise InputError("no control cells (obs['condition'] == 'ctrl') to average")
     x = adata.X[rows]
-    x = x.astype(np.float64) if sp.issparse(x) else np.asarray(x, dtype=np.float64)  # float64 sums (scipy sums float32 data in float32)
+    x = (
+        x.astype(np.float64) if sp.issparse(x) else np.asarray(x, dtype=np.float64)
+    )  # float64 sums (scipy sums float32 data in float32)
     return np.asarray(x.sum(0), dtype=np.float64).ravel() / len(rows)
 
 
@@ -163,7 +187,15 @@ def rank_genes_vs_control(adata: ad.AnnData) -> dict[str, list[str]]:
         reference = condition_name(cell_type, CTRL)
         with warnings.catch_warnings():  # scanpy fills its result frame column by column (pandas PerformanceWarning)
             warnings.simplefilter("ignore", category=pd.errors.PerformanceWarning)
-            sc.tl.rank_genes_groups(sub, groupby="condition_name", reference=reference, rankby_abs=True, n_genes=sub.n_vars, use_raw=False, method="t-test")
+            sc.tl.rank_genes_groups(
+                sub,
+                groupby="condition_name",
+                reference=reference,
+                rankby_abs=True,
+                n_genes=sub.n_vars,
+                use_raw=False,
+                method="t-test",
+            )
         names = pd.DataFrame(sub.uns["rank_genes_groups"]["names"])
         for group in names.columns:
             out[str(group)] = names[group].astype(str).tolist()
@@ -201,7 +233,9 @@ def gears_layout(adata: ad.AnnData, *, cell_type: str | None = None) -> ad.AnnDa
         uns["rank_genes_groups_cov_all"][name] = np.asarray(ranked, dtype=object).astype(str)
         uns["non_zeros_gene_idx"][name] = non_zero
         uns["non_dropout_gene_idx"][name] = non_dropout
-        uns["top_non_dropout_de_20"][name] = adata.var_names.to_numpy()[order[np.isin(order, non_dropout)][:N_DE]].astype(str)
+        uns["top_non_dropout_de_20"][name] = adata.var_names.to_numpy()[
+            order[np.isin(order, non_dropout)][:N_DE]
+        ].astype(str)
         uns["top_non_zero_de_20"][name] = adata.var_names.to_numpy()[order[np.isin(order, non_zero)][:N_DE]].astype(str)
     adata.uns.update(uns)
     return adata

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
@@ -31,15 +32,44 @@ import scipy.sparse as sp
 from scfmbench import InputError
 from scfmbench.perturbation.data import CTRL, condition_genes, gene_names
 
+if TYPE_CHECKING:  # torch is imported where it runs (a light import for the workflow's rule files)
+    import torch
+
 log = logging.getLogger(__name__)
 
 PREFIX, PAPER_LOSS = "scgpt-", "-paperloss"
-_TRAIN_KEYS = ("max_len", "lr", "lr_gamma", "batch_size", "epochs", "patience", "weight_decay", "loss", "checkpoint", "predict_batch_size",
-               "valid_cells", "predict_cells", "cls_token")
-# From-scratch CPU defaults (the default workflow: 5 validation intervals of 20 batches, ~100 steps);
+_TRAIN_KEYS = (
+    "max_len",
+    "lr",
+    "lr_gamma",
+    "batch_size",
+    "epochs",
+    "patience",
+    "weight_decay",
+    "loss",
+    "checkpoint",
+    "predict_batch_size",
+    "valid_cells",
+    "predict_cells",
+    "cls_token",
+)
+# From-scratch CPU defaults (up to 15 epochs over every training pair, the best epoch on validation);
 # config/paper.yaml has scGPT's (lr 1e-4, batch 32, 15 full epochs, max_seq_len 1536).
-TRAIN_DEFAULTS = dict(max_len=128, lr=3e-3, lr_gamma=0.9, batch_size=32, epochs=15, patience=3, weight_decay=0.0, loss="mse",
-                      checkpoint=None, predict_batch_size=256, valid_cells=None, predict_cells=None, cls_token=None)
+TRAIN_DEFAULTS = dict(
+    max_len=128,
+    lr=3e-3,
+    lr_gamma=0.9,
+    batch_size=32,
+    epochs=15,
+    patience=3,
+    weight_decay=0.0,
+    loss="mse",
+    checkpoint=None,
+    predict_batch_size=256,
+    valid_cells=None,
+    predict_cells=None,
+    cls_token=None,
+)
 
 
 def parse_generator(method: str) -> tuple[str, bool] | None:
@@ -48,7 +78,7 @@ def parse_generator(method: str) -> tuple[str, bool] | None:
 
     if not is_generator(method):
         return None
-    rest = method[len(PREFIX):]
+    rest = method[len(PREFIX) :]
     paper = rest.endswith(PAPER_LOSS)
     kernel = rest[: -len(PAPER_LOSS)] if paper else rest
     return (kernel, paper) if kernel in KERNELS else None
@@ -62,8 +92,17 @@ def is_generator(method: str) -> bool:
 class _Pairs:
     """Training or validation pairs; ``batch(idx)`` samples the batch's genes (seeded)."""
 
-    def __init__(self, X, rows: np.ndarray, ctrl_rows: np.ndarray, perturbed: list[tuple[int, ...]], conditions: np.ndarray, *,
-                 max_len: int, generator: torch.Generator | None):
+    def __init__(
+        self,
+        X,
+        rows: np.ndarray,
+        ctrl_rows: np.ndarray,
+        perturbed: list[tuple[int, ...]],
+        conditions: np.ndarray,
+        *,
+        max_len: int,
+        generator: torch.Generator | None,
+    ):
         self.X, self.rows, self.ctrl_rows, self.perturbed, self.conditions = X, rows, ctrl_rows, perturbed, conditions
         self.max_len, self.generator = max_len, generator
 
@@ -78,8 +117,14 @@ class _Pairs:
         idx = np.asarray(idx)
         perturbed = [self.perturbed[i] for i in idx]
         G = self.X.shape[1]
-        genes = sample_genes(G, self.max_len, {g for gs in perturbed for g in gs}, self.generator) if self.generator is not None else torch.arange(G)
-        return make_batch(self.X[self.ctrl_rows[idx]], self.X[self.rows[idx]], perturbed, genes), [self.conditions[i] for i in idx]
+        genes = (
+            sample_genes(G, self.max_len, {g for gs in perturbed for g in gs}, self.generator)
+            if self.generator is not None
+            else torch.arange(G)
+        )
+        return make_batch(self.X[self.ctrl_rows[idx]], self.X[self.rows[idx]], perturbed, genes), [
+            self.conditions[i] for i in idx
+        ]
 
 
 def _gene_graph(adata, train_rows: np.ndarray, *, top_h: int, delta: float, trrust: bool, cls_token: bool = False):
@@ -91,7 +136,9 @@ def _gene_graph(adata, train_rows: np.ndarray, *, top_h: int, delta: float, trru
     from scfmbench.models.tokenize import TokenGraph
 
     tables = [read_trrust(vendored_grn_path("trrust_human"), database="trrust_human")] if trrust else []
-    graph = build_gene_graph(gene_names(adata), adata.X[train_rows], tables, top_h=top_h, delta=delta, use_grn=trrust, add_cls=False)
+    graph = build_gene_graph(
+        gene_names(adata), adata.X[train_rows], tables, top_h=top_h, delta=delta, use_grn=trrust, add_cls=False
+    )
     return TokenGraph(graph.adjacency.T.tocsr(), cls_node=False, cls_token=cls_token)
 
 
@@ -129,18 +176,26 @@ def flag_flip_share(model, X, ctrl_rows, perturbed, *, device, tol: float = 1e-6
             shares.append(float(((on - off).abs()[other] > tol).float().mean()))
     if not shares:
         return {"changed_share": None, "min": None, "max": None, "cells": 0, "tol": tol}
-    return {"changed_share": float(np.mean(shares)), "min": float(np.min(shares)), "max": float(np.max(shares)), "cells": len(shares), "tol": tol}
+    return {
+        "changed_share": float(np.mean(shares)),
+        "min": float(np.min(shares)),
+        "max": float(np.max(shares)),
+        "cells": len(shares),
+        "tol": tol,
+    }
 
 
-def predict_generator(method: str, adata, split, conditions, *, seed: int, graph_params: dict | None = None, device=None, **params) -> tuple[np.ndarray, dict]:
+def predict_generator(
+    method: str, adata, split, conditions, *, seed: int, graph_params: dict | None = None, device=None, **params
+) -> tuple[np.ndarray, dict]:
     """Train ``scgpt-<kernel>[-paperloss]`` on the split's training conditions, select on validation,
     predict the mean profile of each of ``conditions``. Returns (means, run record)."""
     import torch
 
     from scfmbench.models.attention import KERNELS
     from scfmbench.models.scgpt import attach_graph
-    from scfmbench.models.tokenize import N_SPECIAL
     from scfmbench.models.scgpt_generator import LOSSES, GeneratorConfig, ScGPTGenerator, check_loss
+    from scfmbench.models.tokenize import N_SPECIAL
     from scfmbench.perturbation.split import pair_controls
     from scfmbench.provenance import seed_everything
     from scfmbench.train import default_device, fit
@@ -177,7 +232,12 @@ def predict_generator(method: str, adata, split, conditions, *, seed: int, graph
     if not len(valid_rows):  # selection and early stopping would fall back to the training loss
         from scfmbench.perturbation.methods import thin
 
-        raise thin(method, split, seed, "no validation condition (GEARS' second draw left none), and the generator selects its model on validation cells")
+        raise thin(
+            method,
+            split,
+            seed,
+            "no validation condition (GEARS' second draw left none), and the generator selects its model on validation cells",
+        )
     # Seeded subsets bound the cost of selection and prediction on CPU (None: every cell, as GEARS):
     # ``valid_cells`` validation cells in all; ``predict_cells`` cells (each with its paired control
     # cell) per test condition, whose predictions are averaged.
@@ -194,30 +254,66 @@ def predict_generator(method: str, adata, split, conditions, *, seed: int, graph
         no_path = [] if cls_token else isolated
         names = gene_names(adata)
         if isolated:
-            log.warning("%s: %d of %d perturbed genes have no edge to another gene in the gene graph (%s%s); %s", method, len(isolated), len(pert_genes),
-                        ", ".join(names[isolated[:10]]), ", ..." if len(isolated) > 10 else "",
-                        "they reach the other genes only through <cls>" if cls_token else "the kernel never carries their perturbation to another gene")
-        graph_record = {"n_nodes": int(token_graph.adjacency.shape[0]), "mean_degree": token_graph.mean_degree(), "cls_token": cls_token,
-                        "perturbed_genes": len(pert_genes), "perturbed_without_gene_edge": len(isolated), "perturbed_without_path": len(no_path),
-                        "perturbed_without_gene_edge_names": [str(names[i]) for i in isolated]}
+            log.warning(
+                "%s: %d of %d perturbed genes have no edge to another gene in the gene graph (%s%s); %s",
+                method,
+                len(isolated),
+                len(pert_genes),
+                ", ".join(names[isolated[:10]]),
+                ", ..." if len(isolated) > 10 else "",
+                "they reach the other genes only through <cls>"
+                if cls_token
+                else "the kernel never carries their perturbation to another gene",
+            )
+        graph_record = {
+            "n_nodes": int(token_graph.adjacency.shape[0]),
+            "mean_degree": token_graph.mean_degree(),
+            "cls_token": cls_token,
+            "perturbed_genes": len(pert_genes),
+            "perturbed_without_gene_edge": len(isolated),
+            "perturbed_without_path": len(no_path),
+            "perturbed_without_gene_edge_names": [str(names[i]) for i in isolated],
+        }
     checkpoint = opts.pop("checkpoint")
     load_report = None
     if checkpoint:
         extra = {k: params[k] for k in ("batchnorm", "decoder") if k in params}
-        model, load_report = ScGPTGenerator.from_pretrained(checkpoint, gene_names=gene_names(adata), attention=kernel, attention_config=kernel_config,
-                                                            dropout=params.get("dropout"), cls_token=cls_token, **extra)
+        model, load_report = ScGPTGenerator.from_pretrained(
+            checkpoint,
+            gene_names=gene_names(adata),
+            attention=kernel,
+            attention_config=kernel_config,
+            dropout=params.get("dropout"),
+            cls_token=cls_token,
+            **extra,
+        )
     else:
         try:
-            cfg = GeneratorConfig(n_genes=adata.n_vars, attention=kernel, attention_config=kernel_config, cls_token=cls_token, **params)
+            cfg = GeneratorConfig(
+                n_genes=adata.n_vars, attention=kernel, attention_config=kernel_config, cls_token=cls_token, **params
+            )
         except TypeError as exc:
-            raise InputError(f"perturbation.params.scgpt: {exc}; allowed keys are "
-                             f"{sorted({f.name for f in dataclasses.fields(GeneratorConfig)} - {'n_genes', 'attention'} | set(_TRAIN_KEYS) | {'kernel_config'})}") from None
+            raise InputError(
+                f"perturbation.params.scgpt: {exc}; allowed keys are "
+                f"{sorted({f.name for f in dataclasses.fields(GeneratorConfig)} - {'n_genes', 'attention'} | set(_TRAIN_KEYS) | {'kernel_config'})}"
+            ) from None
         model = ScGPTGenerator(cfg)
     if token_graph is not None:
         attach_graph(model, token_graph)
 
     gen = torch.Generator().manual_seed(seed)
-    pairs = lambda rows, generator: _Pairs(X, rows, partner[rows], [pert_of[c] for c in cond[rows]], cond[rows], max_len=opts["max_len"], generator=generator)  # noqa: E731
+
+    def pairs(rows, generator):
+        return _Pairs(
+            X,
+            rows,
+            partner[rows],
+            [pert_of[c] for c in cond[rows]],
+            cond[rows],
+            max_len=opts["max_len"],
+            generator=generator,
+        )
+
     train_pairs = pairs(train_rows, gen)
     ctrl_mean = X[cond == CTRL].mean(0)
     loss_fn = LOSSES[opts["loss"]]
@@ -243,8 +339,21 @@ def predict_generator(method: str, adata, split, conditions, *, seed: int, graph
         return None if not len(valid_rows) else -float(predict_rows(valid_rows, targets=True).mean())
 
     epochs = opts["epochs"]
-    hist = fit(model, train=lambda epoch: train_pairs, loss=loss, score=score, epochs=epochs, batch_size=opts["batch_size"], lr=opts["lr"],
-               lr_gamma=opts["lr_gamma"], patience=opts["patience"], seed=seed, device=device, weight_decay=opts["weight_decay"], score_name="-MSE")
+    hist = fit(
+        model,
+        train=lambda epoch: train_pairs,
+        loss=loss,
+        score=score,
+        epochs=epochs,
+        batch_size=opts["batch_size"],
+        lr=opts["lr"],
+        lr_gamma=opts["lr_gamma"],
+        patience=opts["patience"],
+        seed=seed,
+        device=device,
+        weight_decay=opts["weight_decay"],
+        score_name="-MSE",
+    )
     means = []
     for c in conditions:
         rows = np.flatnonzero(cond == c)

@@ -31,12 +31,24 @@ import pandas as pd
 
 from scfmbench import InputError
 from scfmbench.metrics import mse, pearson
-from scfmbench.perturbation.data import CTRL
 
 #: Delta metrics first: they are the ones that tell predictors apart.
-DELTA_METRICS = ("pearson_delta", "pearson_delta_de", "pearson_delta_top20_de_non_dropout", "pearson_delta_top20_de_non_zero")
-METRICS = DELTA_METRICS + ("pearson", "pearson_de", "mse", "mse_de", "pearson_top20_de_non_dropout", "mse_top20_de_non_dropout",
-                           "pearson_top20_de_non_zero", "mse_top20_de_non_zero")
+DELTA_METRICS = (
+    "pearson_delta",
+    "pearson_delta_de",
+    "pearson_delta_top20_de_non_dropout",
+    "pearson_delta_top20_de_non_zero",
+)
+METRICS = DELTA_METRICS + (
+    "pearson",
+    "pearson_de",
+    "mse",
+    "mse_de",
+    "pearson_top20_de_non_dropout",
+    "mse_top20_de_non_dropout",
+    "pearson_top20_de_non_zero",
+    "mse_top20_de_non_zero",
+)
 ALL = "all"
 SEP = ":"
 
@@ -58,7 +70,15 @@ def _r(a, b) -> float:
     return 0.0 if np.isnan(r) else r
 
 
-def condition_metrics(pred: np.ndarray, true: np.ndarray, ctrl: np.ndarray, *, de: np.ndarray, non_dropout: np.ndarray, non_zero: np.ndarray) -> dict[str, float]:
+def condition_metrics(
+    pred: np.ndarray,
+    true: np.ndarray,
+    ctrl: np.ndarray,
+    *,
+    de: np.ndarray,
+    non_dropout: np.ndarray,
+    non_zero: np.ndarray,
+) -> dict[str, float]:
     """Every metric of one condition (module docstring); ``de``, ``non_dropout``, ``non_zero`` are
     gene indices (the top-20 lists)."""
     dp, dt = pred - ctrl, true - ctrl
@@ -90,7 +110,9 @@ def perturbation_scores(adata, conditions, pred_means: np.ndarray, subgroup: dic
     conditions = [str(c) for c in conditions]
     pred_means = np.asarray(pred_means, dtype=np.float64)
     if pred_means.shape != (len(conditions), adata.n_vars):
-        raise InputError(f"predictions have shape {pred_means.shape}; expected ({len(conditions)} conditions, {adata.n_vars} genes)")
+        raise InputError(
+            f"predictions have shape {pred_means.shape}; expected ({len(conditions)} conditions, {adata.n_vars} genes)"
+        )
     names, means = condition_means(adata)
     row = {c: i for i, c in enumerate(names)}
     ctrl = control_mean(adata)

@@ -56,14 +56,18 @@ def resolve_convention(name: str, screen: dict | None) -> tuple[Convention, str]
     screen = screen or {}
     declared = screen.get("convention")
     if declared is not None and declared not in CONVENTIONS:
-        raise InputError(f"config key 'datasets.{name}.screen.convention': {declared!r} is not one of {list(CONVENTIONS)}")
+        raise InputError(
+            f"config key 'datasets.{name}.screen.convention': {declared!r} is not one of {list(CONVENTIONS)}"
+        )
     base = CONVENTIONS.get(declared)
     keys = {"column": "condition_column", "control": "control", "separator": "separator"}
     values = {k: screen[key] if screen.get(key) is not None else getattr(base, k, None) for k, key in keys.items()}
     missing = [keys[k] for k, v in values.items() if v is None]
     if missing:
-        raise InputError(f"config key 'datasets.{name}.screen': declare the file's convention (convention: gears, scperturb or perturbench) "
-                         f"or name {missing} (the obs column with each cell's perturbation, the control label, what joins two genes)")
+        raise InputError(
+            f"config key 'datasets.{name}.screen': declare the file's convention (convention: gears, scperturb or perturbench) "
+            f"or name {missing} (the obs column with each cell's perturbation, the control label, what joins two genes)"
+        )
     if not values["separator"]:
         raise InputError(f"config key 'datasets.{name}.screen.separator': must not be empty")
     return Convention(**values), declared or "own"
@@ -74,7 +78,9 @@ def to_gears(labels, convention: Convention, *, where: str) -> np.ndarray:
     more than two genes, a gene twice), with its number of cells."""
     labels = pd.Series(labels)
     if labels.isna().any():
-        raise InputError(f"{where}: {int(labels.isna().sum())} cells have no {convention.column!r} label; drop them or label them")
+        raise InputError(
+            f"{where}: {int(labels.isna().sum())} cells have no {convention.column!r} label; drop them or label them"
+        )
     labels = labels.astype(str).to_numpy()
     controls = {convention.control, CTRL}
     mapping, bad = {}, {}
@@ -88,17 +94,25 @@ def to_gears(labels, convention: Convention, *, where: str) -> np.ndarray:
             bad[label] = int(n)
         elif len(genes) == 1:
             # GEARS' own labels stay as written ('ctrl+A' is a condition of its own there)
-            mapping[label] = label if convention.separator == "+" and len(parts) == 2 and set(parts) - {genes[0]} == {CTRL} else f"{genes[0]}+{CTRL}"
+            mapping[label] = (
+                label
+                if convention.separator == "+" and len(parts) == 2 and set(parts) - {genes[0]} == {CTRL}
+                else f"{genes[0]}+{CTRL}"
+            )
         else:
             mapping[label] = f"{genes[0]}+{genes[1]}"
     if bad:
         listed = ", ".join(f"{k!r} ({v} cell{'s' * (v != 1)})" for k, v in bad.items())
-        raise InputError(f"{where}: {len(bad)} label(s) of obs[{convention.column!r}] are not a control ({convention.control!r}), one gene or two "
-                         f"different genes joined by {convention.separator!r}: {listed}. GEARS' layout holds singles and pairs; drop those cells, "
-                         "or set datasets.<name>.screen (convention, control, separator) to the file's terms")
+        raise InputError(
+            f"{where}: {len(bad)} label(s) of obs[{convention.column!r}] are not a control ({convention.control!r}), one gene or two "
+            f"different genes joined by {convention.separator!r}: {listed}. GEARS' layout holds singles and pairs; drop those cells, "
+            "or set datasets.<name>.screen (convention, control, separator) to the file's terms"
+        )
     if CTRL not in mapping.values():
-        raise InputError(f"{where}: no control cells: no obs[{convention.column!r}] label equals {convention.control!r} "
-                         f"(labels include {sorted(mapping)[:5]}); set datasets.<name>.screen.control to the control label")
+        raise InputError(
+            f"{where}: no control cells: no obs[{convention.column!r}] label equals {convention.control!r} "
+            f"(labels include {sorted(mapping)[:5]}); set datasets.<name>.screen.control to the control label"
+        )
     return np.array([mapping[x] for x in labels], dtype=object)
 
 
@@ -112,36 +126,66 @@ def load_screen(name: str, cfg: dict) -> ad.AnnData:
     convention, declared = resolve_convention(name, cfg.get("screen"))
     path = Path(cfg["path"])
     where = f"datasets.{name} ({path})"
-    raw = load_h5ad(path, label_column=None, counts_layer=cfg.get("counts_layer", "X"), gene_symbols_column=cfg.get("gene_symbols_column"),
-                    recover_counts=bool(cfg.get("recover_counts", False)), log_base=cfg.get("log_base"))
+    raw = load_h5ad(
+        path,
+        label_column=None,
+        counts_layer=cfg.get("counts_layer", "X"),
+        gene_symbols_column=cfg.get("gene_symbols_column"),
+        recover_counts=bool(cfg.get("recover_counts", False)),
+        log_base=cfg.get("log_base"),
+    )
     obs = ad.read_h5ad(path, backed="r").obs
     if convention.column not in obs:
-        raise InputError(f"{where}: obs has no column {convention.column!r} ({declared} convention); obs has {list(obs.columns)}. "
-                         "Set datasets.<name>.screen.condition_column (or the convention)")
+        raise InputError(
+            f"{where}: obs has no column {convention.column!r} ({declared} convention); obs has {list(obs.columns)}. "
+            "Set datasets.<name>.screen.condition_column (or the convention)"
+        )
     condition = to_gears(obs[convention.column].to_numpy(), convention, where=where)
     label = cfg.get("label_column")
-    cell_type = obs[label].astype(str).to_numpy() if label and label in obs else np.full(len(obs), "cells", dtype=object)
+    cell_type = (
+        obs[label].astype(str).to_numpy() if label and label in obs else np.full(len(obs), "cells", dtype=object)
+    )
     symbols = raw.var_names.astype(str)
     dropped = {}
     missing = genes_outside_panel(condition, symbols)
     if missing and not (cfg.get("screen") or {}).get("drop_outside_panel", False):
-        raise InputError(f"{where}: {len(missing)} perturbed gene(s) are not in the panel (var{'[' + repr(cfg['gene_symbols_column']) + ']' if cfg.get('gene_symbols_column') else '_names'}): "
-                         f"{describe_missing(missing)}. Their expression cannot be scored; set datasets.{name}.screen.drop_outside_panel: true to drop "
-                         "those conditions (recorded in uns['perturbation_source']), or use a file whose panel holds the genes")
+        raise InputError(
+            f"{where}: {len(missing)} perturbed gene(s) are not in the panel (var{'[' + repr(cfg['gene_symbols_column']) + ']' if cfg.get('gene_symbols_column') else '_names'}): "
+            f"{describe_missing(missing)}. Their expression cannot be scored; set datasets.{name}.screen.drop_outside_panel: true to drop "
+            "those conditions (recorded in uns['perturbation_source']), or use a file whose panel holds the genes"
+        )
     keep = np.ones(len(condition), dtype=bool)
     if missing:
         outside = set(missing)
         drop_conditions = sorted({c for c in condition if c != CTRL and set(c.split("+")) & outside})
         keep = ~pd.Series(condition).isin(drop_conditions).to_numpy()
-        dropped = {"genes": sorted(missing), "gene_conditions": [int(v["conditions"]) for v in missing.values()],
-                   "gene_cells": [int(v["cells"]) for v in missing.values()], "conditions": drop_conditions, "cells": int((~keep).sum())}
-        log.warning("datasets.%s: dropped %d condition(s), %d cells, perturbing genes outside the panel: %s", name, len(drop_conditions), dropped["cells"], describe_missing(missing))
+        dropped = {
+            "genes": sorted(missing),
+            "gene_conditions": [int(v["conditions"]) for v in missing.values()],
+            "gene_cells": [int(v["cells"]) for v in missing.values()],
+            "conditions": drop_conditions,
+            "cells": int((~keep).sum()),
+        }
+        log.warning(
+            "datasets.%s: dropped %d condition(s), %d cells, perturbing genes outside the panel: %s",
+            name,
+            len(drop_conditions),
+            dropped["cells"],
+            describe_missing(missing),
+        )
     counts = sp.csr_matrix(raw.layers["counts"])[np.flatnonzero(keep)]
-    adata = ad.AnnData(X=log_normalize(counts), obs=pd.DataFrame({"condition": condition[keep].astype(str), "cell_type": cell_type[keep].astype(str)},
-                                                                 index=raw.obs_names[keep]),
-                       var=pd.DataFrame({"gene_name": np.asarray(symbols)}, index=symbols))
+    adata = ad.AnnData(
+        X=log_normalize(counts),
+        obs=pd.DataFrame(
+            {"condition": condition[keep].astype(str), "cell_type": cell_type[keep].astype(str)},
+            index=raw.obs_names[keep],
+        ),
+        var=pd.DataFrame({"gene_name": np.asarray(symbols)}, index=symbols),
+    )
     if not (adata.obs["condition"] != CTRL).any():
-        raise InputError(f"{where}: no perturbed cells left{' after dropping the conditions outside the panel' if dropped else ''}; a screen needs perturbed conditions")
+        raise InputError(
+            f"{where}: no perturbed cells left{' after dropping the conditions outside the panel' if dropped else ''}; a screen needs perturbed conditions"
+        )
     gears_layout(adata)
     prov = raw.uns["provenance"]
     adata.uns["perturbation_source"] = {

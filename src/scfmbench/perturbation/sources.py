@@ -34,8 +34,13 @@ def load_gears_perturbation(dataset: str, roots: list[Path]) -> ad.AnnData:
 
 
 #: GEARS' distributed screens: source -> the name ``PertData.load`` takes (the zip's folder).
-GEARS_SCREENS = {"gears_adamson": "adamson", "gears_norman": "norman", "gears_dixit": "dixit",
-                 "gears_replogle_k562": "replogle_k562_essential", "gears_replogle_rpe1": "replogle_rpe1_essential"}
+GEARS_SCREENS = {
+    "gears_adamson": "adamson",
+    "gears_norman": "norman",
+    "gears_dixit": "dixit",
+    "gears_replogle_k562": "replogle_k562_essential",
+    "gears_replogle_rpe1": "replogle_rpe1_essential",
+}
 
 
 def load_perturbation_dataset(name: str, cfg: dict) -> ad.AnnData:
@@ -55,5 +60,7 @@ def load_perturbation_dataset(name: str, cfg: dict) -> ad.AnnData:
         roots = source_inputs(source, cfg)
         check_inputs(name, source, roots, cfg)
         return load_gears_perturbation(GEARS_SCREENS[source], roots)
-    raise InputError(f"datasets.{name}: source {source!r} is not a perturbation dataset; perturbation.datasets takes "
-                     f"sources {['synthetic_perturb', 'h5ad', *GEARS_SCREENS]}")
+    raise InputError(
+        f"datasets.{name}: source {source!r} is not a perturbation dataset; perturbation.datasets takes "
+        f"sources {['synthetic_perturb', 'h5ad', *GEARS_SCREENS]}"
+    )

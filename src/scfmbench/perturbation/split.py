@@ -53,7 +53,9 @@ def _with_genes(genes, conditions, kind: str) -> list[str]:
     return [c for c in conditions if len(condition_genes(c)) == want and genes & set(condition_genes(c))]
 
 
-def simulation_split(conditions, *, train_gene_set_size: float, combo_seen2_train_frac: float, seed: int) -> tuple[list[str], list[str], dict[str, list[str]]]:
+def simulation_split(
+    conditions, *, train_gene_set_size: float, combo_seen2_train_frac: float, seed: int
+) -> tuple[list[str], list[str], dict[str, list[str]]]:
     """One GEARS ``get_simulation_split`` draw: (train, test, subgroups) of ``conditions`` (no ctrl)."""
     conditions = list(conditions)
     genes = _genes(conditions)
@@ -65,7 +67,11 @@ def simulation_split(conditions, *, train_gene_set_size: float, combo_seen2_trai
     seen1 = [c for c in combos if sum(g in train_genes for g in condition_genes(c)) == 1]
     seen2_pool = np.setdiff1d(combos, seen1)
     rs = np.random.RandomState(seed)
-    combo_train = rs.choice(seen2_pool, int(len(seen2_pool) * combo_seen2_train_frac), replace=False).tolist() if len(seen2_pool) else []
+    combo_train = (
+        rs.choice(seen2_pool, int(len(seen2_pool) * combo_seen2_train_frac), replace=False).tolist()
+        if len(seen2_pool)
+        else []
+    )
     seen2 = np.setdiff1d(seen2_pool, combo_train).tolist()
     unseen_single = _with_genes(ood_genes, conditions, "single")
     seen0 = [c for c in _with_genes(ood_genes, conditions, "combo") if not set(condition_genes(c)) & train_genes]
@@ -95,11 +101,13 @@ class Split:
         write_json(self.to_dict(), path)
 
     @classmethod
-    def read(cls, path) -> "Split":
+    def read(cls, path) -> Split:
         d = json.loads(Path(path).read_text())
         for key in ("split", "subgroup"):
             if key not in d:
-                raise InputError(f"{path}: not a perturbation split (no {key!r}); made by scfmbench.perturbation.split.make_split")
+                raise InputError(
+                    f"{path}: not a perturbation split (no {key!r}); made by scfmbench.perturbation.split.make_split"
+                )
         return cls(d["split"], d["subgroup"], d.get("params", {}))
 
 
@@ -125,8 +133,15 @@ def go_filter(conditions, drop_genes) -> tuple[list[str], list[str]]:
     return kept, dropped
 
 
-def make_split(conditions, *, seed: int, train_gene_set_size: float = 0.75, combo_seen2_train_frac: float = 0.75, drop_genes=(),
-               dataset: str | None = None) -> Split:
+def make_split(
+    conditions,
+    *,
+    seed: int,
+    train_gene_set_size: float = 0.75,
+    combo_seen2_train_frac: float = 0.75,
+    drop_genes=(),
+    dataset: str | None = None,
+) -> Split:
     """GEARS' simulation split of a dataset's conditions (``ctrl`` included or not: always train).
 
     Conditions appear in the order given (GEARS: ``adata.obs['condition'].unique()``); the draws do
@@ -143,19 +158,33 @@ def make_split(conditions, *, seed: int, train_gene_set_size: float = 0.75, comb
         raise InputError(f"{where}: no perturbed condition (only 'ctrl')")
     for c in perts:
         condition_genes(c)  # GEARS form, else a clear error
-    train, test, test_groups = simulation_split(perts, train_gene_set_size=train_gene_set_size, combo_seen2_train_frac=combo_seen2_train_frac, seed=seed)
+    train, test, test_groups = simulation_split(
+        perts, train_gene_set_size=train_gene_set_size, combo_seen2_train_frac=combo_seen2_train_frac, seed=seed
+    )
     n_genes = len(_genes(perts))
-    train, val, val_groups = simulation_split(train, train_gene_set_size=0.9, combo_seen2_train_frac=0.9, seed=seed) if train else ([], [], {})
+    train, val, val_groups = (
+        simulation_split(train, train_gene_set_size=0.9, combo_seen2_train_frac=0.9, seed=seed)
+        if train
+        else ([], [], {})
+    )
     for side, got in (("training", train), ("test", test)):
         if not got:
-            raise InputError(f"{where}, seed {seed}: GEARS' simulation split (train_gene_set_size {train_gene_set_size}, then 0.9 of those for "
-                             f"training against validation) puts no perturbed condition in {side} ({len(perts)} perturbed condition(s) on "
-                             f"{n_genes} gene(s), e.g. {perts[:5]}; {len(val)} went to validation); the screen needs more perturbed genes, "
-                             "or change perturbation.train_gene_set_size")
+            raise InputError(
+                f"{where}, seed {seed}: GEARS' simulation split (train_gene_set_size {train_gene_set_size}, then 0.9 of those for "
+                f"training against validation) puts no perturbed condition in {side} ({len(perts)} perturbed condition(s) on "
+                f"{n_genes} gene(s), e.g. {perts[:5]}; {len(val)} went to validation); the screen needs more perturbed genes, "
+                "or change perturbation.train_gene_set_size"
+            )
     split = {c: "train" for c in train} | {c: "val" for c in val} | {c: "test" for c in test} | {CTRL: "train"}
     subgroup = {c: g for g, cs in val_groups.items() for c in cs} | {c: g for g, cs in test_groups.items() for c in cs}
-    params = dict(seed=seed, train_gene_set_size=train_gene_set_size, combo_seen2_train_frac=combo_seen2_train_frac, method="GEARS simulation",
-                  go_filter_genes=sorted(drop_genes), go_filter_dropped=dropped)
+    params = dict(
+        seed=seed,
+        train_gene_set_size=train_gene_set_size,
+        combo_seen2_train_frac=combo_seen2_train_frac,
+        method="GEARS simulation",
+        go_filter_genes=sorted(drop_genes),
+        go_filter_dropped=dropped,
+    )
     if dataset:
         params["dataset"] = dataset
     return Split(split, subgroup, params)

@@ -39,7 +39,9 @@ def highly_variable(adata, *, share: float = 0.1) -> np.ndarray:
 
 
 @torch.no_grad()
-def masked_set_stats(model, strategy, data, *, adata, gene_index=None, seed: int = 0, n_cells: int = 64, repeats: int = 16) -> dict[str, float]:
+def masked_set_stats(
+    model, strategy, data, *, adata, gene_index=None, seed: int = 0, n_cells: int = 64, repeats: int = 16
+) -> dict[str, float]:
     """Statistics of ``strategy``'s masks on the first ``n_cells`` cells of ``data`` (a
     :class:`~scfmbench.pretrain.loop.MaskedCells`); ``gene_index`` (N, L) token ids (gene g = g + 2)
     or None (position j is gene j)."""
@@ -78,7 +80,16 @@ def masked_set_stats(model, strategy, data, *, adata, gene_index=None, seed: int
 
 
 def write_masked_set(stats: dict[str, float], path, *, dataset: str, backbone: str, strategy: str, seed: int) -> None:
-    write_csv(pd.DataFrame([dict(dataset=dataset, backbone=backbone, strategy=strategy, seed=int(seed), statistic=k, value=v) for k, v in stats.items()], columns=STAT_COLUMNS), path)
+    write_csv(
+        pd.DataFrame(
+            [
+                dict(dataset=dataset, backbone=backbone, strategy=strategy, seed=int(seed), statistic=k, value=v)
+                for k, v in stats.items()
+            ],
+            columns=STAT_COLUMNS,
+        ),
+        path,
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -97,11 +108,20 @@ def per_class_f1(truth, predicted) -> dict[str, float]:
 
 def _mean_std(df: pd.DataFrame, index, columns) -> pd.DataFrame:
     g = df.groupby(index + columns)["value"]
-    cell = g.mean().map("{:.3f}".format) + " ± " + g.std(ddof=1).fillna(0).map("{:.3f}".format) + " (n=" + g.size().astype(str) + ")"
+    cell = (
+        g.mean().map("{:.3f}".format)
+        + " ± "
+        + g.std(ddof=1).fillna(0).map("{:.3f}".format)
+        + " (n="
+        + g.size().astype(str)
+        + ")"
+    )
     return cell.unstack(columns)
 
 
-def report_main(*, metrics_files, masked_set_files, runs, table_md, table_csv, masked_md, masked_csv, per_class_csv, figure) -> None:
+def report_main(
+    *, metrics_files, masked_set_files, runs, table_md, table_csv, masked_md, masked_csv, per_class_csv, figure
+) -> None:
     """Pretraining report. ``runs``: rows ``[dataset, method, backbone, strategy, prepared
     (seed -> path), predictions (seed -> path)]``; strategy ``scratch`` for from-scratch runs."""
     import matplotlib
@@ -122,24 +142,41 @@ def report_main(*, metrics_files, masked_set_files, runs, table_md, table_csv, m
     lines = ["# Cell types after masked pretraining (mean ± std over seeds)", "", wide.to_markdown(), ""]
     with open(table_md, "w") as fh:
         fh.write("\n".join(lines))
-    stats = pd.concat([pd.read_csv(p) for p in masked_set_files]) if masked_set_files else pd.DataFrame(columns=["dataset", "backbone", "strategy", "seed", "statistic", "value"])
+    stats = (
+        pd.concat([pd.read_csv(p) for p in masked_set_files])
+        if masked_set_files
+        else pd.DataFrame(columns=["dataset", "backbone", "strategy", "seed", "statistic", "value"])
+    )
     write_csv(stats, masked_csv)
     with open(masked_md, "w") as fh:
-        fh.write("# What each strategy masks (mean ± std over seeds; backbone value units)\n\n" + (_mean_std(stats, ["dataset", "backbone", "strategy"], ["statistic"]).to_markdown() if len(stats) else "(none)") + "\n")
+        fh.write(
+            "# What each strategy masks (mean ± std over seeds; backbone value units)\n\n"
+            + (
+                _mean_std(stats, ["dataset", "backbone", "strategy"], ["statistic"]).to_markdown()
+                if len(stats)
+                else "(none)"
+            )
+            + "\n"
+        )
     rows = []
-    for dataset, method, backbone, strategy, prepared, predictions in runs:
+    for dataset, method, _backbone, _strategy, prepared, predictions in runs:
         for seed, path in predictions.items():
             adata = read_prepared(prepared[seed])
             pred = pd.read_csv(path, dtype=str).set_index("cell_id")["predicted"]
             test = adata.obs_names[test_cells(adata)]
             for c, v in per_class_f1(adata.obs.loc[test, "cell_type"].astype(str), pred.loc[test]).items():
-                rows.append(dict(task="annotation", dataset=dataset, method=method, seed=int(seed), metric=f"f1:{c}", value=v))
+                rows.append(
+                    dict(task="annotation", dataset=dataset, method=method, seed=int(seed), metric=f"f1:{c}", value=v)
+                )
     write_csv(pd.DataFrame(rows, columns=["task", "dataset", "method", "seed", "metric", "value"]), per_class_csv)
     datasets = sorted(df["dataset"].unique())
     fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(5 * max(1, len(datasets)), 3.6), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         sub = df[(df["dataset"] == dataset) & (df["metric"] == "macro_f1")]
-        backbones, strategies = sorted(sub["backbone"].unique()), sorted(sub["strategy"].unique(), key=lambda s: (s != "scratch", s))
+        backbones, strategies = (
+            sorted(sub["backbone"].unique()),
+            sorted(sub["strategy"].unique(), key=lambda s: (s != "scratch", s)),
+        )
         for j, strategy in enumerate(strategies):
             for i, backbone in enumerate(backbones):
                 v = sub[(sub["backbone"] == backbone) & (sub["strategy"] == strategy)]["value"].to_numpy()

@@ -30,10 +30,10 @@ classifier keeps adding (MAM's ``CellAnnoClassifierCA``).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -75,15 +75,23 @@ class Reader:
 
 
 READERS: dict[str, Reader] = {
-    "scgpt": Reader(_bins, _not_special, lambda m: m.value_encoder, lambda cfg: cfg.n_bins + 1, lambda cfg: cfg.d_model),
+    "scgpt": Reader(
+        _bins, _not_special, lambda m: m.value_encoder, lambda cfg: cfg.n_bins + 1, lambda cfg: cfg.d_model
+    ),
     "scbert": Reader(_bins, _not_special, lambda m: m.value_emb, lambda cfg: cfg.n_bins + 1, lambda cfg: cfg.d_model),
-    "scfoundation": Reader(lambda m, c: m.values(c), lambda m, c: ~m.total_tokens(c) & ~c.padding, None, None, lambda cfg: cfg.d_model),
+    "scfoundation": Reader(
+        lambda m, c: m.values(c), lambda m, c: ~m.total_tokens(c) & ~c.padding, None, None, lambda cfg: cfg.d_model
+    ),
 }
 
 
 def reader(backbone: str) -> Reader:
     if backbone not in READERS:
-        why = "geneformer's rank-value input has no per-gene values to mask" if backbone == "geneformer" else f"pretrainable token backbones are {sorted(READERS)}"
+        why = (
+            "geneformer's rank-value input has no per-gene values to mask"
+            if backbone == "geneformer"
+            else f"pretrainable token backbones are {sorted(READERS)}"
+        )
         raise InputError(f"backbone {backbone!r} cannot be pretrained by masked-expression modelling: {why}")
     return READERS[backbone]
 
@@ -96,7 +104,9 @@ class TokenMasked(MaskedModel):
         self.name, self.read = name, reader(name)
         self.expr_head = nn.Linear(backbone.cfg.d_model, 1) if self.read.mask_id is not None else None
 
-    def predict(self, batch: MaskedBatch, mask: torch.Tensor, offset: torch.Tensor | None = None, shown=None) -> torch.Tensor:
+    def predict(
+        self, batch: MaskedBatch, mask: torch.Tensor, offset: torch.Tensor | None = None, shown=None
+    ) -> torch.Tensor:
         """Advanced masking (``shown``): scFoundation's decoder reads it (its encoder never sees a
         masked position); a binned backbone's input shows the bin of the shown value (BERT's
         80/10/10) where ``shown.token`` is False."""
@@ -106,7 +116,9 @@ class TokenMasked(MaskedModel):
         ids = cells.value_ids
         if shown is not None:
             ids, mask = torch.where(mask, (shown.values * BIN_SCALE).round().to(ids.dtype), ids), shown.token
-        hidden = TokenizedCells(cells.gene_ids, ids.masked_fill(mask, self.read.mask_id(self.backbone.cfg)), cells.padding)
+        hidden = TokenizedCells(
+            cells.gene_ids, ids.masked_fill(mask, self.read.mask_id(self.backbone.cfg)), cells.padding
+        )
         with token_offset(self.read.value_module(self.backbone), offset):
             return self.expr_head(self.backbone.hidden_states(hidden)).squeeze(-1)
 
@@ -128,7 +140,9 @@ class SummaryClassifier(nn.Module):
 
     def _with_summary(self, method: str, cells: TokenizedCells, edges=None) -> torch.Tensor:
         fn = self.model if method == "forward" else getattr(self.model, method)
-        offset = self.strategy.summary(self.read.values(self.model, cells), self.read.maskable(self.model, cells), self.scorer)
+        offset = self.strategy.summary(
+            self.read.values(self.model, cells), self.read.maskable(self.model, cells), self.scorer
+        )
         if self.read.value_module is None:
             return fn(cells, edges, offset=offset)
         with token_offset(self.read.value_module(self.model), offset):
@@ -172,7 +186,9 @@ def read_pretrained(path) -> dict[str, Any]:
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise InputError(f"{path}: not a pretraining checkpoint (format {found!r}, expected {FORMAT!r}); write it with rule pretrain (scfmbench.pretrain.workflow)")
+        raise InputError(
+            f"{path}: not a pretraining checkpoint (format {found!r}, expected {FORMAT!r}); write it with rule pretrain (scfmbench.pretrain.workflow)"
+        )
     return payload
 
 
@@ -194,14 +210,21 @@ class PretrainedLoad:
 FINETUNE_OPTIONS = ("dropout", "attention_config", "cell_embedding", "max_encoder_len", "tgthighres", "pooling")
 
 
-def load_pretrained(path, *, backbone: str, spec, n_classes: int, attention: str, params: dict) -> tuple[nn.Module, PretrainedLoad]:
+def load_pretrained(
+    path, *, backbone: str, spec, n_classes: int, attention: str, params: dict
+) -> tuple[nn.Module, PretrainedLoad]:
     """The classifier for fine-tuning from a pretraining checkpoint: its architecture, the
     backbone's weights (classifier fresh; kernels add no parameters, so any ``attention``), and,
     for MAM with injection, the scorer inside a :class:`SummaryClassifier`."""
     payload = read_pretrained(path)
     if payload["backbone"] != backbone:
         raise InputError(f"{path}: pretrained for backbone {payload['backbone']!r}, not {backbone!r}")
-    cfg_dict = {**payload["model_config"], "n_classes": n_classes, "attention": attention, **{k: params[k] for k in FINETUNE_OPTIONS if k in params}}
+    cfg_dict = {
+        **payload["model_config"],
+        "n_classes": n_classes,
+        "attention": attention,
+        **{k: params[k] for k in FINETUNE_OPTIONS if k in params},
+    }
     cfg = spec.config(**cfg_dict)
     model = spec.model(cfg)
     state = {k.removeprefix("backbone."): v for k, v in payload["state_dict"].items() if k.startswith("backbone.")}
@@ -215,6 +238,14 @@ def load_pretrained(path, *, backbone: str, spec, n_classes: int, attention: str
         scorer = strat.make_scorer(reader(backbone).width(cfg))
         scorer.load_state_dict(scorer_state)
         model = SummaryClassifier(backbone, model, scorer, strat)
-    skipped = sorted(k for k in payload["state_dict"] if not k.startswith("backbone.") and not (summary and k.startswith("scorer.")))
-    report = PretrainedLoad(str(path), strat.name, missing=sorted(set(own) - set(usable)), unexpected=sorted(set(state) - set(usable)) + skipped, summary=summary)
+    skipped = sorted(
+        k for k in payload["state_dict"] if not k.startswith("backbone.") and not (summary and k.startswith("scorer."))
+    )
+    report = PretrainedLoad(
+        str(path),
+        strat.name,
+        missing=sorted(set(own) - set(usable)),
+        unexpected=sorted(set(state) - set(usable)) + skipped,
+        summary=summary,
+    )
     return model, report

@@ -64,7 +64,7 @@ class MaskedCells:
         maskable = None if self.maskable is None else self.maskable[idx, :length]
         return MaskedBatch(self.values[idx, :length], maskable, inputs)
 
-    def to(self, device) -> "MaskedCells":
+    def to(self, device) -> MaskedCells:
         mv = lambda t: None if t is None else t.to(device)  # noqa: E731
         return MaskedCells(self.values.to(device), mv(self.maskable), mv(self.inputs))
 
@@ -77,7 +77,9 @@ class MaskedModel(nn.Module):
         super().__init__()
         self.backbone, self.scorer = backbone, scorer
 
-    def predict(self, batch: MaskedBatch, mask: torch.Tensor, offset: torch.Tensor | None = None, shown: Shown | None = None) -> torch.Tensor:
+    def predict(
+        self, batch: MaskedBatch, mask: torch.Tensor, offset: torch.Tensor | None = None, shown: Shown | None = None
+    ) -> torch.Tensor:
         """Predicted values (B, L); positions under ``mask`` must not see their own value, except
         as ``shown`` says (advanced masking: ``shown.token`` show the mask token, the other masked
         positions ``shown.values``); ``offset`` (B, D) is added to every token."""
@@ -134,7 +136,15 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     return F.mse_loss(pred[mask], target[mask].to(pred.dtype))
 
 
-def masked_expression_loss(model: nn.Module, values: torch.Tensor, gene_ids: torch.Tensor, *, p: float, generator: torch.Generator, pad_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def masked_expression_loss(
+    model: nn.Module,
+    values: torch.Tensor,
+    gene_ids: torch.Tensor,
+    *,
+    p: float,
+    generator: torch.Generator,
+    pad_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One masked-expression-modelling loss of a :class:`scfmbench.models.schyena.SCHyena` (scHyena's
     rule, ``uniform``): mask with :func:`mask_nonzero`, predict, MSE on the
     masked entries. Returns ``(loss, mask)``.
@@ -145,7 +155,9 @@ def masked_expression_loss(model: nn.Module, values: torch.Tensor, gene_ids: tor
 
 
 @torch.no_grad()
-def monitor_loss(model: MaskedModel, data: MaskedCells, mask: torch.Tensor, strategy: MaskingStrategy, *, batch_size: int) -> float:
+def monitor_loss(
+    model: MaskedModel, data: MaskedCells, mask: torch.Tensor, strategy: MaskingStrategy, *, batch_size: int
+) -> float:
     """Masked MSE over all monitoring cells (entries weighted equally), fixed masks."""
     model.eval()
     sse, n = 0.0, 0
@@ -162,10 +174,20 @@ def monitor_loss(model: MaskedModel, data: MaskedCells, mask: torch.Tensor, stra
 #: scFoundation's weights, the rest at ``--olr`` (1e-5): the scorer, the value and position
 #: embeddings, the decoder's input projection, the final norms and the output head (upstream's
 #: names, without DDP's ``module.``, are the scFoundation backbone's own).
-RELEASED_NEW_LAYERS = ("scorer.", "backbone.token_emb.", "backbone.pos_emb.", "backbone.decoder_embed.", "backbone.norm.", "backbone.to_final.", "backbone.decoder.norm.")
+RELEASED_NEW_LAYERS = (
+    "scorer.",
+    "backbone.token_emb.",
+    "backbone.pos_emb.",
+    "backbone.decoder_embed.",
+    "backbone.norm.",
+    "backbone.to_final.",
+    "backbone.decoder.norm.",
+)
 
 
-def param_groups(model: nn.Module, *, lr: float, lr_pretrained: float | None, pretrained: set[str] | None, new_layers: str = "loaded"):
+def param_groups(
+    model: nn.Module, *, lr: float, lr_pretrained: float | None, pretrained: set[str] | None, new_layers: str = "loaded"
+):
     """All parameters at ``lr``; with ``lr_pretrained`` and the names of the parameters that came
     from released weights, two groups (MAM: new 1e-4, pretrained 1e-5). ``new_layers``: which
     are new: ``"released"`` MAM's list (:data:`RELEASED_NEW_LAYERS`) and whatever did not load;
@@ -175,14 +197,34 @@ def param_groups(model: nn.Module, *, lr: float, lr_pretrained: float | None, pr
     if lr_pretrained is None or not pretrained:
         return model.parameters()
     named = list(model.named_parameters())
-    new = {n for n, _ in named if n not in pretrained or (new_layers == "released" and n.startswith(RELEASED_NEW_LAYERS))}
-    return [{"params": [p for n, p in named if n in new], "lr": lr}, {"params": [p for n, p in named if n not in new], "lr": lr_pretrained}]
+    new = {
+        n for n, _ in named if n not in pretrained or (new_layers == "released" and n.startswith(RELEASED_NEW_LAYERS))
+    }
+    return [
+        {"params": [p for n, p in named if n in new], "lr": lr},
+        {"params": [p for n, p in named if n not in new], "lr": lr_pretrained},
+    ]
 
 
-def train_masked(model: MaskedModel, data: MaskedCells, *, strategy: MaskingStrategy, steps: int, batch_size: int, lr: float, generator: torch.Generator,
-                 valid: MaskedCells | None = None, eval_every: int | None = None, grad_clip: float | None = 1.0, weight_decay: float = 0.0,
-                 lr_pretrained: float | None = None, pretrained: set[str] | None = None, amsgrad: bool = False, new_layers: str = "loaded",
-                 patience: int | None = None) -> PretrainHistory:
+def train_masked(
+    model: MaskedModel,
+    data: MaskedCells,
+    *,
+    strategy: MaskingStrategy,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    generator: torch.Generator,
+    valid: MaskedCells | None = None,
+    eval_every: int | None = None,
+    grad_clip: float | None = 1.0,
+    weight_decay: float = 0.0,
+    lr_pretrained: float | None = None,
+    pretrained: set[str] | None = None,
+    amsgrad: bool = False,
+    new_layers: str = "loaded",
+    patience: int | None = None,
+) -> PretrainHistory:
     """Masked expression modelling on ``data``, on the model's device, in place.
 
     Each step: a batch (shuffled epochs), ``strategy.draw`` (masks, MAM's summary and L2 term),
@@ -198,10 +240,14 @@ def train_masked(model: MaskedModel, data: MaskedCells, *, strategy: MaskingStra
     (MAM's released loop: a fixed number of epochs).
     """
     if steps < 1 or batch_size < 1 or len(data) == 0:
-        raise InputError(f"masked training needs steps >= 1, batch_size >= 1 and at least one cell; got steps={steps}, batch_size={batch_size}, {len(data)} cells")
+        raise InputError(
+            f"masked training needs steps >= 1, batch_size >= 1 and at least one cell; got steps={steps}, batch_size={batch_size}, {len(data)} cells"
+        )
     if patience is not None and (patience < 1 or not eval_every or valid is None or not len(valid)):
-        raise InputError(f"early stopping of masked training (patience={patience}) needs patience >= 1, eval_every set (got {eval_every}) and validation cells "
-                         "(obs['split'] == 'valid'); set patience to null for a fixed number of steps")
+        raise InputError(
+            f"early stopping of masked training (patience={patience}) needs patience >= 1, eval_every set (got {eval_every}) and validation cells "
+            "(obs['split'] == 'valid'); set patience to null for a fixed number of steps"
+        )
     device = next(model.parameters()).device
     data = data.to(device)
     hist = PretrainHistory(n_train_cells=len(data), n_valid_cells=0 if valid is None else len(valid))
@@ -209,7 +255,12 @@ def train_masked(model: MaskedModel, data: MaskedCells, *, strategy: MaskingStra
     if valid is not None and len(valid):
         valid = valid.to(device)
         pad = None if valid.maskable is None else ~valid.maskable
-        valid_mask = mask_nonzero(valid.values, p=strategy.monitor_ratio, generator=torch.Generator().manual_seed(int(torch.randint(2**31, (), generator=generator))), pad_mask=pad)
+        valid_mask = mask_nonzero(
+            valid.values,
+            p=strategy.monitor_ratio,
+            generator=torch.Generator().manual_seed(int(torch.randint(2**31, (), generator=generator))),
+            pad_mask=pad,
+        )
 
     # The curve: a row every ``eval_every`` steps (or every twentieth of the run when nothing is
     # monitored), with the mean training loss since the previous row and, where monitored, the
@@ -223,7 +274,9 @@ def train_masked(model: MaskedModel, data: MaskedCells, *, strategy: MaskingStra
         valid_loss = None
         if valid_mask is not None:
             hist.eval_step.append(step)
-            hist.valid_loss.append(valid_loss := monitor_loss(model, valid, valid_mask, strategy, batch_size=max(batch_size, 64)))
+            hist.valid_loss.append(
+                valid_loss := monitor_loss(model, valid, valid_mask, strategy, batch_size=max(batch_size, 64))
+            )
             log.info("step %d: valid masked MSE %.4f", step, hist.valid_loss[-1])
         record(step, valid_loss)
         if patience is None or step == 0:
@@ -238,7 +291,13 @@ def train_masked(model: MaskedModel, data: MaskedCells, *, strategy: MaskingStra
         since = hist.train_loss[hist.curve.step[-1] if hist.curve.step else 0 :]
         if step == 0 and valid_loss is None:
             return
-        hist.curve.add(step=step, epoch=step * batch_size / len(data), lr=opt.param_groups[0]["lr"], train_loss=sum(since) / len(since) if since else None, valid=valid_loss)
+        hist.curve.add(
+            step=step,
+            epoch=step * batch_size / len(data),
+            lr=opt.param_groups[0]["lr"],
+            train_loss=sum(since) / len(since) if since else None,
+            valid=valid_loss,
+        )
 
     groups = param_groups(model, lr=lr, lr_pretrained=lr_pretrained, pretrained=pretrained, new_layers=new_layers)
     opt = torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay, amsgrad=amsgrad)
@@ -260,7 +319,9 @@ def train_masked(model: MaskedModel, data: MaskedCells, *, strategy: MaskingStra
         opt.step()
         hist.train_loss.append(loss.item())
         nonzero = b.eligible() & (b.values != 0)
-        hist.mask_prob.append(drawn.ratio if drawn.ratio is not None else float((drawn.mask & nonzero).sum() / nonzero.sum().clamp_min(1)))
+        hist.mask_prob.append(
+            drawn.ratio if drawn.ratio is not None else float((drawn.mask & nonzero).sum() / nonzero.sum().clamp_min(1))
+        )
         if eval_every and step % eval_every == 0 and step != steps:
             if stopped := monitor(step):
                 break
@@ -277,5 +338,11 @@ def train_masked(model: MaskedModel, data: MaskedCells, *, strategy: MaskingStra
     report_curve(hist.curve, "pretrain")
     model.eval()
     hist.seconds = time.perf_counter() - start
-    log.info("masked training (%s): %d steps in %.1f s, last train loss %.4f", strategy.name, len(hist.train_loss), hist.seconds, hist.train_loss[-1])
+    log.info(
+        "masked training (%s): %d steps in %.1f s, last train loss %.4f",
+        strategy.name,
+        len(hist.train_loss),
+        hist.seconds,
+        hist.train_loss[-1],
+    )
     return hist

@@ -15,10 +15,42 @@ The workflow runs one job per (mechanism, length, batch, pass) (``workflow/rules
 front ends to the same code.
 """
 
-from scfmbench.profile.mechanisms import Shape, Workload, build_workload, check_mechanisms, mechanism_names, random_cell_graphs, register_mechanism
-from scfmbench.profile.measure import COLUMNS, PASSES, PointSpec, measure_point, measure_region, profile_point, run_point, sweep, write_rows
+from scfmbench.profile.measure import (
+    COLUMNS,
+    PASSES,
+    PointSpec,
+    measure_point,
+    measure_region,
+    profile_point,
+    run_point,
+    sweep,
+    write_rows,
+)
+from scfmbench.profile.mechanisms import (
+    Shape,
+    Workload,
+    build_workload,
+    check_mechanisms,
+    mechanism_names,
+    random_cell_graphs,
+    register_mechanism,
+)
 
 __all__ = [
-    "COLUMNS", "PASSES", "PointSpec", "Shape", "Workload", "build_workload", "check_mechanisms", "mechanism_names", "measure_point",
-    "measure_region", "profile_point", "random_cell_graphs", "register_mechanism", "run_point", "sweep", "write_rows",
+    "COLUMNS",
+    "PASSES",
+    "PointSpec",
+    "Shape",
+    "Workload",
+    "build_workload",
+    "check_mechanisms",
+    "mechanism_names",
+    "measure_point",
+    "measure_region",
+    "profile_point",
+    "random_cell_graphs",
+    "register_mechanism",
+    "run_point",
+    "sweep",
+    "write_rows",
 ]

@@ -23,20 +23,51 @@ import pandas as pd
 from scfmbench._io import atomic_path, write_csv, write_text
 from scfmbench.profile.measure import COLUMNS, PASSES, TEXT_COLUMNS
 
-__all__ = ["SCALING_COLUMNS", "fit_exponent", "plot_profile", "read_points", "scaling_markdown", "scaling_table", "write_profile_report"]
+__all__ = [
+    "SCALING_COLUMNS",
+    "fit_exponent",
+    "plot_profile",
+    "read_points",
+    "scaling_markdown",
+    "scaling_table",
+    "write_profile_report",
+]
 
-SCALING_COLUMNS = ("mechanism", "pass", "batch", "time_exponent", "time_points", "memory_exponent", "memory_points", "L_min", "L_max", "failed")
+SCALING_COLUMNS = (
+    "mechanism",
+    "pass",
+    "batch",
+    "time_exponent",
+    "time_points",
+    "memory_exponent",
+    "memory_points",
+    "L_min",
+    "L_max",
+    "failed",
+)
 MIN_MEMORY_MB = 1.0  # CPU: below ~1 MB the resident-set probe's page-level resolution dominates
 _GROUP = ["mechanism", "pass", "batch"]
 
 
 def read_points(paths) -> pd.DataFrame:
     """Concatenate point CSVs (one row each from ``profile_point``), sorted; pass in PASSES order."""
-    frames = [pd.read_csv(p, dtype={c: str for c in TEXT_COLUMNS}, keep_default_na=False, na_values={c: ["", "nan", "NaN"] for c in COLUMNS if c not in TEXT_COLUMNS})
-              for p in paths]
+    frames = [
+        pd.read_csv(
+            p,
+            dtype={c: str for c in TEXT_COLUMNS},
+            keep_default_na=False,
+            na_values={c: ["", "nan", "NaN"] for c in COLUMNS if c not in TEXT_COLUMNS},
+        )
+        for p in paths
+    ]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COLUMNS))
     order = {p: i for i, p in enumerate(PASSES)}
-    df = df.sort_values(["mechanism", "pass", "batch", "L"], key=lambda s: s.map(order) if s.name == "pass" else s, kind="stable", ignore_index=True)
+    df = df.sort_values(
+        ["mechanism", "pass", "batch", "L"],
+        key=lambda s: s.map(order) if s.name == "pass" else s,
+        kind="stable",
+        ignore_index=True,
+    )
     return df[list(COLUMNS)]
 
 
@@ -58,13 +89,20 @@ def scaling_table(df: pd.DataFrame, *, min_memory_mb: float = MIN_MEMORY_MB) -> 
         ok = g[g["status"] == "ok"]
         mem = ok[ok["peak_mem_mb"] >= min_memory_mb]
         failed = g[g["status"] != "ok"]
-        rows.append(dict(
-            mechanism=mechanism, **{"pass": mode}, batch=int(batch),
-            time_exponent=fit_exponent(ok["L"], ok["time_median_s"]), time_points=int(ok["time_median_s"].gt(0).sum()),
-            memory_exponent=fit_exponent(mem["L"], mem["peak_mem_mb"]), memory_points=len(mem),
-            L_min=int(ok["L"].min()) if len(ok) else 0, L_max=int(ok["L"].max()) if len(ok) else 0,
-            failed=", ".join(f"L={int(r.L)} {r.status}" for r in failed.itertuples()),
-        ))
+        rows.append(
+            dict(
+                mechanism=mechanism,
+                **{"pass": mode},
+                batch=int(batch),
+                time_exponent=fit_exponent(ok["L"], ok["time_median_s"]),
+                time_points=int(ok["time_median_s"].gt(0).sum()),
+                memory_exponent=fit_exponent(mem["L"], mem["peak_mem_mb"]),
+                memory_points=len(mem),
+                L_min=int(ok["L"].min()) if len(ok) else 0,
+                L_max=int(ok["L"].max()) if len(ok) else 0,
+                failed=", ".join(f"L={int(r.L)} {r.status}" for r in failed.itertuples()),
+            )
+        )
     return pd.DataFrame(rows, columns=list(SCALING_COLUMNS))
 
 
@@ -82,24 +120,42 @@ def _markdown(df: pd.DataFrame) -> str:
 def _by_length(df: pd.DataFrame, value: str, digits: int) -> pd.DataFrame:
     """Mechanisms x L, ``value`` where ok, the status where not."""
     cell = df.apply(lambda r: _fmt(r[value], digits) if r["status"] == "ok" else r["status"], axis=1)
-    wide = df.assign(cell=cell).pivot_table(index=_GROUP, columns="L", values="cell", aggfunc="first", sort=False).fillna("")
+    wide = (
+        df.assign(cell=cell)
+        .pivot_table(index=_GROUP, columns="L", values="cell", aggfunc="first", sort=False)
+        .fillna("")
+    )
     wide.columns = [f"L={c}" for c in wide.columns]
     return wide.reset_index()
 
 
 def scaling_markdown(df: pd.DataFrame, scaling: pd.DataFrame) -> str:
     """The exponents table, then time and peak memory per L."""
-    shown = scaling.assign(time_exponent=scaling["time_exponent"].map(lambda v: _fmt(v, 3)), memory_exponent=scaling["memory_exponent"].map(lambda v: _fmt(v, 3)))
+    shown = scaling.assign(
+        time_exponent=scaling["time_exponent"].map(lambda v: _fmt(v, 3)),
+        memory_exponent=scaling["memory_exponent"].map(lambda v: _fmt(v, 3)),
+    )
     settings = ""
     if len(df):
         first = df.iloc[0]
-        settings = (f"Device {first['device']} ({first['device_name']}), {first['dtype']}, heads {first['heads']} x dim {first['dim']}, "
-                    f"torch {first['torch_version']}" + (f", CUDA {first['cuda_version']}" if first["cuda_version"] else "") + ".\n\n")
+        settings = (
+            f"Device {first['device']} ({first['device_name']}), {first['dtype']}, heads {first['heads']} x dim {first['dim']}, "
+            f"torch {first['torch_version']}"
+            + (f", CUDA {first['cuda_version']}" if first["cuda_version"] else "")
+            + ".\n\n"
+        )
     parts = [
-        "# Memory and speed profile\n", settings,
-        "## Scaling exponents (slope of log y on log L over the ok points)\n", _markdown(shown), "",
-        "## Median time per pass (s)\n", _markdown(_by_length(df, "time_median_s", 3)), "",
-        "## Peak memory over the baseline (MB)\n", _markdown(_by_length(df, "peak_mem_mb", 3)), "",
+        "# Memory and speed profile\n",
+        settings,
+        "## Scaling exponents (slope of log y on log L over the ok points)\n",
+        _markdown(shown),
+        "",
+        "## Median time per pass (s)\n",
+        _markdown(_by_length(df, "time_median_s", 3)),
+        "",
+        "## Peak memory over the baseline (MB)\n",
+        _markdown(_by_length(df, "peak_mem_mb", 3)),
+        "",
     ]
     return "\n".join(parts)
 
@@ -123,7 +179,9 @@ def plot_profile(df: pd.DataFrame, value: str, path, *, ylabel: str, log_x: bool
     from matplotlib.figure import Figure
 
     mechanisms = list(dict.fromkeys(df["mechanism"]))
-    panels = [(b, p) for b in sorted(df["batch"].unique()) for p in PASSES if ((df["batch"] == b) & (df["pass"] == p)).any()]
+    panels = [
+        (b, p) for b in sorted(df["batch"].unique()) for p in PASSES if ((df["batch"] == b) & (df["pass"] == p)).any()
+    ]
     fig = Figure(figsize=(5.2 * max(len(panels), 1) + 2.6, 4.2))
     if not panels:
         ax = fig.add_subplot()
@@ -151,7 +209,9 @@ def plot_profile(df: pd.DataFrame, value: str, path, *, ylabel: str, log_x: bool
             ax.set_xscale("log", base=2)
         ax.set_xlabel("sequence length L")
         ax.set_ylabel(ylabel)
-        ax.set_title(f"{mode} (batch {batch})" if mode == "forward" else f"forward + backward (batch {batch})", fontsize=10)
+        ax.set_title(
+            f"{mode} (batch {batch})" if mode == "forward" else f"forward + backward (batch {batch})", fontsize=10
+        )
         ax.grid(True, which="both", alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     for ax in axes[1:]:
@@ -175,4 +235,3 @@ def write_profile_report(point_paths, *, csv, scaling_csv, scaling_md, time_png,
     plot_profile(df, "time_median_s", time_png, ylabel="median time per pass (s)", log_x=True)
     plot_profile(df, "peak_mem_mb", memory_png, ylabel="peak memory over baseline (MB)", log_x=False)
     return scaling
-

@@ -121,7 +121,9 @@ class GATLayer(nn.Module):
         nn.init.xavier_uniform_(self.att_src)  # as PyG GATConv's glorot init
         nn.init.xavier_uniform_(self.att_dst)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, edges: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, edges: tuple[torch.Tensor, torch.Tensor]
+    ) -> torch.Tensor:
         B, H, L, D = q.shape
         src, dst = edges
         score_dst = (rearrange(q, "b h l d -> (b l) h d") * self.att_dst).sum(-1)  # (N, H), N = B * L
@@ -136,7 +138,9 @@ class GATLayer(nn.Module):
         return rearrange(out, "(b l) h d -> b h l d", b=B)
 
 
-def gat_dense_reference(layer: GATLayer, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+def gat_dense_reference(
+    layer: GATLayer, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor
+) -> torch.Tensor:
     """Slow reference: dense additive scores masked by ``allowed`` (B, L, L) [i, j] = edge j -> i."""
     score_dst = torch.einsum("bhld,hd->bhl", q, layer.att_dst)
     score_src = torch.einsum("bhld,hd->bhl", k, layer.att_src)

@@ -24,7 +24,7 @@ import ast
 import builtins
 import importlib.util
 import symtable
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -77,7 +77,7 @@ def _globals_read(source: str) -> set[str]:
     return names
 
 
-@lru_cache(maxsize=None)
+@cache
 def _narrow(module: str, names: tuple[str, ...]) -> dict | None:
     """``names`` (``Class`` or ``Class.staticmethod``) compiled from ``module``'s source, or None."""
     path = _source_file(module)
@@ -124,10 +124,29 @@ def load(module: str, *names: str, narrow: bool = True) -> list:
 
 def longformer_config(hidden_size: int, num_attention_heads: int, *, attention_window: int = 64) -> SimpleNamespace:
     """What ``LongformerSelfAttention`` reads of a ``LongformerConfig`` (dropout off)."""
-    return SimpleNamespace(hidden_size=hidden_size, num_attention_heads=num_attention_heads, attention_window=[attention_window], attention_probs_dropout_prob=0.0)
+    return SimpleNamespace(
+        hidden_size=hidden_size,
+        num_attention_heads=num_attention_heads,
+        attention_window=[attention_window],
+        attention_probs_dropout_prob=0.0,
+    )
 
 
-def bigbird_config(hidden_size: int, num_attention_heads: int, *, block_size: int = 64, num_random_blocks: int = 3, max_position_embeddings: int = 4096) -> SimpleNamespace:
+def bigbird_config(
+    hidden_size: int,
+    num_attention_heads: int,
+    *,
+    block_size: int = 64,
+    num_random_blocks: int = 3,
+    max_position_embeddings: int = 4096,
+) -> SimpleNamespace:
     """What ``BigBirdBlockSparseAttention`` reads of a ``BigBirdConfig`` (its default bias)."""
-    return SimpleNamespace(hidden_size=hidden_size, num_attention_heads=num_attention_heads, block_size=block_size, num_random_blocks=num_random_blocks,
-                           max_position_embeddings=max_position_embeddings, use_bias=True, attention_type="block_sparse")
+    return SimpleNamespace(
+        hidden_size=hidden_size,
+        num_attention_heads=num_attention_heads,
+        block_size=block_size,
+        num_random_blocks=num_random_blocks,
+        max_position_embeddings=max_position_embeddings,
+        use_bias=True,
+        attention_type="block_sparse",
+    )

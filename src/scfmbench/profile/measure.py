@@ -53,12 +53,45 @@ DEVICES = ("auto", "cpu", "cuda")
 STATUSES = ("ok", "oom", "timeout", "error")
 MIN_REPEATS = 3
 COLUMNS = (
-    "mechanism", "pass", "L", "batch", "heads", "dim", "dtype", "device", "status",
-    "time_median_s", "time_q25_s", "time_q75_s", "time_iqr_s", "n_repeats", "warmup", "tokens_per_s",
-    "peak_mem_mb", "mem_method", "max_mem_gb", "timeout_s", "threads", "seed",
-    "device_name", "torch_version", "cuda_version", "message",
+    "mechanism",
+    "pass",
+    "L",
+    "batch",
+    "heads",
+    "dim",
+    "dtype",
+    "device",
+    "status",
+    "time_median_s",
+    "time_q25_s",
+    "time_q75_s",
+    "time_iqr_s",
+    "n_repeats",
+    "warmup",
+    "tokens_per_s",
+    "peak_mem_mb",
+    "mem_method",
+    "max_mem_gb",
+    "timeout_s",
+    "threads",
+    "seed",
+    "device_name",
+    "torch_version",
+    "cuda_version",
+    "message",
 )
-TEXT_COLUMNS = ("mechanism", "pass", "dtype", "device", "status", "mem_method", "device_name", "torch_version", "cuda_version", "message")
+TEXT_COLUMNS = (
+    "mechanism",
+    "pass",
+    "dtype",
+    "device",
+    "status",
+    "mem_method",
+    "device_name",
+    "torch_version",
+    "cuda_version",
+    "message",
+)
 _RESULT = "PROFILE_RESULT "  # prefix of the child's one result line on stdout
 _CHILD = "import sys; from scfmbench.profile.measure import child_main; child_main(*sys.argv[1:])"
 
@@ -97,13 +130,30 @@ class PointSpec:
 
     @property
     def shape(self) -> Shape:
-        return Shape(length=self.length, batch=self.batch, heads=self.heads, dim=self.dim, degree=self.degree, hops=self.hops, seed=self.seed)
+        return Shape(
+            length=self.length,
+            batch=self.batch,
+            heads=self.heads,
+            dim=self.dim,
+            degree=self.degree,
+            hops=self.hops,
+            seed=self.seed,
+        )
 
     @classmethod
-    def from_settings(cls, mechanism: str, length: int, batch: int, mode: str, settings: dict, *, threads: int | None = None) -> "PointSpec":
+    def from_settings(
+        cls, mechanism: str, length: int, batch: int, mode: str, settings: dict, *, threads: int | None = None
+    ) -> PointSpec:
         """From the config's ``profile`` block (keys that are not PointSpec fields are ignored)."""
         names = {f.name for f in fields(cls)} - {"mechanism", "length", "batch", "mode", "threads"}
-        return cls(mechanism=mechanism, length=int(length), batch=int(batch), mode=mode, threads=threads, **{k: v for k, v in settings.items() if k in names})
+        return cls(
+            mechanism=mechanism,
+            length=int(length),
+            batch=int(batch),
+            mode=mode,
+            threads=threads,
+            **{k: v for k, v in settings.items() if k in names},
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,7 +273,10 @@ def is_oom(exc: BaseException) -> bool:
     if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
         return True
     text = str(exc).lower()
-    return any(s in text for s in ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory", "bad_alloc"))
+    return any(
+        s in text
+        for s in ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory", "bad_alloc")
+    )
 
 
 def resolve_device(device: str):
@@ -258,10 +311,32 @@ def base_row(spec: PointSpec) -> dict:
     """A row with the point's settings and no measurement yet (what a failed point reports)."""
     nan = math.nan
     return dict(
-        mechanism=spec.mechanism, **{"pass": spec.mode}, L=spec.length, batch=spec.batch, heads=spec.heads, dim=spec.dim, dtype=spec.dtype,
-        device=spec.device, status="error", time_median_s=nan, time_q25_s=nan, time_q75_s=nan, time_iqr_s=nan, n_repeats=0, warmup=spec.warmup,
-        tokens_per_s=nan, peak_mem_mb=nan, mem_method="", max_mem_gb=nan, timeout_s=nan, threads=spec.threads or 0, seed=spec.seed,
-        device_name="", torch_version=_torch_version(), cuda_version="", message="",
+        mechanism=spec.mechanism,
+        **{"pass": spec.mode},
+        L=spec.length,
+        batch=spec.batch,
+        heads=spec.heads,
+        dim=spec.dim,
+        dtype=spec.dtype,
+        device=spec.device,
+        status="error",
+        time_median_s=nan,
+        time_q25_s=nan,
+        time_q75_s=nan,
+        time_iqr_s=nan,
+        n_repeats=0,
+        warmup=spec.warmup,
+        tokens_per_s=nan,
+        peak_mem_mb=nan,
+        mem_method="",
+        max_mem_gb=nan,
+        timeout_s=nan,
+        threads=spec.threads or 0,
+        seed=spec.seed,
+        device_name="",
+        torch_version=_torch_version(),
+        cuda_version="",
+        message="",
     )
 
 
@@ -281,8 +356,13 @@ def measure_point(spec: PointSpec) -> dict:
         torch.set_num_threads(spec.threads)
     device = resolve_device(spec.device)
     row = base_row(spec)
-    row.update(device=str(device), threads=torch.get_num_threads(), torch_version=torch.__version__, cuda_version=str(torch.version.cuda or ""),
-               device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name())
+    row.update(
+        device=str(device),
+        threads=torch.get_num_threads(),
+        torch_version=torch.__version__,
+        cuda_version=str(torch.version.cuda or ""),
+        device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+    )
     try:
         workload = build_workload(spec.mechanism, spec.shape, device, getattr(torch, spec.dtype))
     except Exception as exc:  # noqa: BLE001 -- a point's failure is its row
@@ -290,23 +370,36 @@ def measure_point(spec: PointSpec) -> dict:
         return row
 
     if spec.mode == "forward":
+
         def step():
             with torch.no_grad():
                 workload.forward()
     else:
+
         def step():
             workload.forward().sum().backward()
             workload.clear_grads()
 
     try:
-        result = measure_region(step, device=device, warmup=spec.warmup, repeats=spec.repeats, max_repeat_time_s=spec.max_repeat_time_s)
+        result = measure_region(
+            step, device=device, warmup=spec.warmup, repeats=spec.repeats, max_repeat_time_s=spec.max_repeat_time_s
+        )
     except Exception as exc:  # noqa: BLE001
         row.update(status="oom" if is_oom(exc) else "error", message=_message("measure", exc))
         return row
     times = sorted(result["times"])
     q25, median, q75 = (float(q) for q in _quantiles(times))
-    row.update(status="ok", time_median_s=median, time_q25_s=q25, time_q75_s=q75, time_iqr_s=q75 - q25, n_repeats=len(times),
-               tokens_per_s=spec.batch * spec.length / median if median > 0 else math.nan, peak_mem_mb=result["peak_mem_mb"], mem_method=result["mem_method"])
+    row.update(
+        status="ok",
+        time_median_s=median,
+        time_q25_s=q25,
+        time_q75_s=q75,
+        time_iqr_s=q75 - q25,
+        n_repeats=len(times),
+        tokens_per_s=spec.batch * spec.length / median if median > 0 else math.nan,
+        peak_mem_mb=result["peak_mem_mb"],
+        mem_method=result["mem_method"],
+    )
     return row
 
 
@@ -330,7 +423,9 @@ def run_point(spec: PointSpec, *, timeout_s: float | None = None, max_mem_gb: fl
     cmd = [sys.executable, "-c", _CHILD, json.dumps(asdict(spec)), json.dumps(max_mem_gb)]
     env = dict(os.environ)
     if spec.threads:  # BLAS/OpenMP pools sized before torch.set_num_threads runs
-        env.update(OMP_NUM_THREADS=str(spec.threads), MKL_NUM_THREADS=str(spec.threads), OPENBLAS_NUM_THREADS=str(spec.threads))
+        env.update(
+            OMP_NUM_THREADS=str(spec.threads), MKL_NUM_THREADS=str(spec.threads), OPENBLAS_NUM_THREADS=str(spec.threads)
+        )
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
     except subprocess.TimeoutExpired as exc:  # the child is killed by subprocess.run
@@ -341,7 +436,7 @@ def run_point(spec: PointSpec, *, timeout_s: float | None = None, max_mem_gb: fl
         _forward_stderr(proc.stderr)
         for line in reversed(proc.stdout.splitlines()):
             if line.startswith(_RESULT):
-                row = json.loads(line[len(_RESULT):])
+                row = json.loads(line[len(_RESULT) :])
                 break
         else:
             row = base_row(spec)
@@ -350,7 +445,10 @@ def run_point(spec: PointSpec, *, timeout_s: float | None = None, max_mem_gb: fl
             else:
                 tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
                 row.update(status="error", message=f"process exited with {proc.returncode}: {tail}")
-    row.update(max_mem_gb=math.nan if max_mem_gb is None else float(max_mem_gb), timeout_s=math.nan if timeout_s is None else float(timeout_s))
+    row.update(
+        max_mem_gb=math.nan if max_mem_gb is None else float(max_mem_gb),
+        timeout_s=math.nan if timeout_s is None else float(timeout_s),
+    )
     return row
 
 
@@ -410,14 +508,19 @@ def write_row(row: dict, path) -> None:
             os.unlink(tmp)
 
 
-def profile_point(*, mechanism: str, length: int, batch: int, mode: str, settings: dict, output, threads: int | None = None) -> dict:
+def profile_point(
+    *, mechanism: str, length: int, batch: int, mode: str, settings: dict, output, threads: int | None = None
+) -> dict:
     """The workflow's ``profile_point`` job: one point from the config's ``profile`` block, in a
     fresh process under its memory cap and time-out, written to ``output`` as a one-row CSV."""
     import logging
 
     spec = PointSpec.from_settings(mechanism, length, batch, mode, settings, threads=threads)
     row = run_point(spec, timeout_s=settings.get("timeout_s"), max_mem_gb=settings.get("max_mem_gb"))
-    logging.getLogger(__name__).info("%s", {k: row[k] for k in ("mechanism", "pass", "L", "batch", "status", "time_median_s", "peak_mem_mb", "message")})
+    logging.getLogger(__name__).info(
+        "%s",
+        {k: row[k] for k in ("mechanism", "pass", "L", "batch", "status", "time_median_s", "peak_mem_mb", "message")},
+    )
     write_row(row, output)
     return row
 
@@ -432,6 +535,7 @@ def child_main(spec_json: str, max_mem_gb_json: str) -> None:
         import torch  # noqa: F401 -- imported before the cap: the cap is on top of the imports
 
         import scfmbench.models.attention  # noqa: F401
+
         apply_memory_cap(json.loads(max_mem_gb_json), resolve_device(spec.device))
     except Exception as exc:  # noqa: BLE001
         row = base_row(spec)

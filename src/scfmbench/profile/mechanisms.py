@@ -33,8 +33,8 @@ the MLP. Builders import optional packages lazily, so a missing one fails only i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 KNOWN_IMPLEMENTATIONS = ("hf-longformer", "hf-bigbird", "performer-pytorch")
 
@@ -146,7 +146,10 @@ def random_cell_graphs(L: int, batch: int, degree: int, seed: int, device):
 def _qkv(shape: Shape, device, dtype):
     import torch
 
-    return [torch.randn(shape.batch, shape.heads, shape.length, shape.dim, device=device, dtype=dtype, requires_grad=True) for _ in range(3)]
+    return [
+        torch.randn(shape.batch, shape.heads, shape.length, shape.dim, device=device, dtype=dtype, requires_grad=True)
+        for _ in range(3)
+    ]
 
 
 def _tokens(shape: Shape, device, dtype):
@@ -168,7 +171,9 @@ def _kernel(shape: Shape, device, dtype, *, name: str) -> Workload:
 
     module = build_kernel(name).to(device=device, dtype=dtype)
     qkv = _qkv(shape, device, dtype)
-    edges = random_cell_graphs(shape.length, shape.batch, shape.degree, shape.seed, device) if module.needs_edges else None
+    edges = (
+        random_cell_graphs(shape.length, shape.batch, shape.degree, shape.seed, device) if module.needs_edges else None
+    )
     if edges is None and hasattr(module, "pattern"):
         edges = module.pattern(shape.length, None, device)
 
@@ -219,7 +224,7 @@ def _hf_longformer(shape: Shape, device, dtype) -> Workload:
 
     from scfmbench.profile import hf
 
-    LongformerSelfAttention, = hf.load(hf.LONGFORMER, "LongformerSelfAttention")
+    (LongformerSelfAttention,) = hf.load(hf.LONGFORMER, "LongformerSelfAttention")
     cfg = hf.longformer_config(shape.d_model, shape.heads, attention_window=64)
     module = LongformerSelfAttention(cfg, layer_id=0).to(device=device, dtype=dtype)
     x = _tokens(shape, device, dtype)
@@ -228,7 +233,9 @@ def _hf_longformer(shape: Shape, device, dtype) -> Workload:
     is_masked, is_global = mask < 0, mask > 0
 
     def forward():
-        return module(x, attention_mask=mask, is_index_masked=is_masked, is_index_global_attn=is_global, is_global_attn=True)[0]
+        return module(
+            x, attention_mask=mask, is_index_masked=is_masked, is_index_global_attn=is_global, is_global_attn=True
+        )[0]
 
     return Workload(forward, [x, module])
 
@@ -247,14 +254,26 @@ def _hf_bigbird(shape: Shape, device, dtype) -> Workload:
     need = (5 + 2 * BIGBIRD_RANDOM_BLOCKS) * BIGBIRD_BLOCK
     if L < need or L % BIGBIRD_BLOCK:  # before anything is built or imported
         raise InputError(f"BigBird block-sparse needs L >= {need} and a multiple of {BIGBIRD_BLOCK}, got L={L}")
-    BigBirdBlockSparseAttention, create_masks = hf.load(hf.BIGBIRD, "BigBirdBlockSparseAttention", "BigBirdModel.create_masks_for_block_sparse_attn")
-    cfg = hf.bigbird_config(shape.d_model, shape.heads, block_size=BIGBIRD_BLOCK, num_random_blocks=BIGBIRD_RANDOM_BLOCKS, max_position_embeddings=max(L, 4096))
+    BigBirdBlockSparseAttention, create_masks = hf.load(
+        hf.BIGBIRD, "BigBirdBlockSparseAttention", "BigBirdModel.create_masks_for_block_sparse_attn"
+    )
+    cfg = hf.bigbird_config(
+        shape.d_model,
+        shape.heads,
+        block_size=BIGBIRD_BLOCK,
+        num_random_blocks=BIGBIRD_RANDOM_BLOCKS,
+        max_position_embeddings=max(L, 4096),
+    )
     module = BigBirdBlockSparseAttention(cfg, seed=shape.seed).to(device=device, dtype=dtype)
     x = _tokens(shape, device, dtype)
-    blocked, band, from_mask, to_mask = create_masks(torch.ones(shape.batch, L, device=device, dtype=dtype), BIGBIRD_BLOCK)
+    blocked, band, from_mask, to_mask = create_masks(
+        torch.ones(shape.batch, L, device=device, dtype=dtype), BIGBIRD_BLOCK
+    )
 
     def forward():
-        return module(x, band_mask=band, from_mask=from_mask, to_mask=to_mask, from_blocked_mask=blocked, to_blocked_mask=blocked)[0]
+        return module(
+            x, band_mask=band, from_mask=from_mask, to_mask=to_mask, from_blocked_mask=blocked, to_blocked_mask=blocked
+        )[0]
 
     return Workload(forward, [x, module])
 

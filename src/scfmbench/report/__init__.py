@@ -36,8 +36,20 @@ from scfmbench.report.tables import (
 from scfmbench.results import METRIC_COLUMNS, TASKS, read_metrics, write_metrics
 
 __all__ = [
-    "METRIC_DIRECTION", "ORACLES", "TIDY_COLUMNS", "higher_is_better", "main_grid", "markdown_html", "plot_task",
-    "register_metric", "report_paths", "study_paths", "summary_table", "to_markdown", "to_tidy", "write_report",
+    "METRIC_DIRECTION",
+    "ORACLES",
+    "TIDY_COLUMNS",
+    "higher_is_better",
+    "main_grid",
+    "markdown_html",
+    "plot_task",
+    "register_metric",
+    "report_paths",
+    "study_paths",
+    "summary_table",
+    "to_markdown",
+    "to_tidy",
+    "write_report",
     "write_studies",
 ]
 
@@ -59,8 +71,13 @@ def report_paths(outdir: str | Path, tasks: Iterable[str] = GENERIC_TASKS) -> di
     return paths
 
 
-def write_report(metrics_paths: Iterable[str | Path], outdir: str | Path, *, tasks: Iterable[str] = GENERIC_TASKS,
-                 significance: Mapping | None = None) -> None:
+def write_report(
+    metrics_paths: Iterable[str | Path],
+    outdir: str | Path,
+    *,
+    tasks: Iterable[str] = GENERIC_TASKS,
+    significance: Mapping | None = None,
+) -> None:
     """Gather metrics records and write the merged CSV, per-task tables and figures to ``outdir``.
 
     A task with no records still gets its files: an empty table and a figure saying

@@ -36,14 +36,19 @@ def write_extras(metrics_path, out, *, expected, config, runs=(), curves=()) -> 
 
         cfg = config["significance"]
         markers, note = cell_markers(compare(grid, cfg, tasks=["annotation"]), cfg, "annotation"), marker_legend(cfg)
-    md = "# Annotation in the layout of GenoHoption Tables I-II\n\n" + paper_markdown(table, markers=markers, marker_note=note)
+    md = "# Annotation in the layout of GenoHoption Tables I-II\n\n" + paper_markdown(
+        table, markers=markers, marker_note=note
+    )
     write_text(md, out.paper_md)
     write_csv(table, out.paper_csv)
     if getattr(out, "paper_html", None):
         write_text(markdown_html(md, title="GenoHoption Tables I-II layout"), out.paper_html)
-    write_text("# Reported in GenoHoption Tables I-II (percent, 5 seeds)\n\n" + reported_markdown(reported), out.reported_md)
-    checks = quality_checks(metrics, [tuple(e) for e in expected], runs=[json.loads(Path(p).read_text()) for p in runs],
-                            curves=curves)
+    write_text(
+        "# Reported in GenoHoption Tables I-II (percent, 5 seeds)\n\n" + reported_markdown(reported), out.reported_md
+    )
+    checks = quality_checks(
+        metrics, [tuple(e) for e in expected], runs=[json.loads(Path(p).read_text()) for p in runs], curves=curves
+    )
     md = "# Quality check\n\n" + quality_markdown(checks)
     write_text(md, out.quality_md)
     write_csv(checks, out.quality_csv)

@@ -69,8 +69,17 @@ def plot_task(metrics: pd.DataFrame, task: str, path: str | Path) -> None:
         # seaborn 0.13's barplot drops absent hue levels but stripplot keeps them, which would
         # misalign points and bars. Colours stay fixed across panels through the palette dict.
         hue_order = [d for d in datasets if d in set(sub["dataset"])]
-        common = dict(data=sub, x="method", y="value", hue="dataset", order=methods,
-                      hue_order=hue_order, palette=palette, ax=ax, legend=False)
+        common = dict(
+            data=sub,
+            x="method",
+            y="value",
+            hue="dataset",
+            order=methods,
+            hue_order=hue_order,
+            palette=palette,
+            ax=ax,
+            legend=False,
+        )
         if not sub.empty:
             # With the same hue levels, barplot and stripplot(dodge=True) use the same offsets.
             sns.barplot(**common, errorbar="sd", alpha=0.45, capsize=0.15, err_kws={"linewidth": 1.2})
@@ -80,8 +89,16 @@ def plot_task(metrics: pd.DataFrame, task: str, path: str | Path) -> None:
             ax.set_xlim(-0.5, len(methods) - 0.5)
         for i, method in enumerate(methods):
             if method not in set(sub["method"]):
-                ax.text(i, 0.02, "n/a", ha="center", va="bottom", fontsize=8, color="0.4",
-                        transform=ax.get_xaxis_transform())
+                ax.text(
+                    i,
+                    0.02,
+                    "n/a",
+                    ha="center",
+                    va="bottom",
+                    fontsize=8,
+                    color="0.4",
+                    transform=ax.get_xaxis_transform(),
+                )
         direction = "higher" if higher_is_better(metric) else "lower"
         ax.set_title(f"{metric} ({direction} is better)", fontsize=10)
         ax.set_xlabel("")
@@ -91,7 +108,7 @@ def plot_task(metrics: pd.DataFrame, task: str, path: str | Path) -> None:
             label.set_horizontalalignment("right")
             label.set_rotation_mode("anchor")
         ax.grid(axis="y", alpha=0.3)
-    for ax in axes[len(metric_names):]:
+    for ax in axes[len(metric_names) :]:
         ax.set_axis_off()
 
     handles = [Patch(facecolor=palette[d], edgecolor="black", linewidth=0.4, label=d) for d in datasets]
@@ -125,8 +142,14 @@ def plot_curves(curves, path: str | Path) -> None:
         for j, (seed, g, converged) in enumerate(sorted(runs, key=lambda r: r[0])):
             use_valid = g["valid"].notna().any()
             g = g[g["valid"].notna()] if use_valid else g
-            ax.plot(g["step"], g["valid"] if use_valid else g["train_loss"], marker=".", color=palette[j], linestyle="-" if converged else "--",
-                    label=f"seed {seed}" + ("" if converged else " (not converged)"))
+            ax.plot(
+                g["step"],
+                g["valid"] if use_valid else g["train_loss"],
+                marker=".",
+                color=palette[j],
+                linestyle="-" if converged else "--",
+                label=f"seed {seed}" + ("" if converged else " (not converged)"),
+            )
             ax.set_ylabel(g["criterion"].iloc[0] if use_valid else "train loss", fontsize=8)
         ax.set_title(f"{dataset} / {method}" + ("" if phase == "train" else f" ({phase})"), fontsize=8)
         ax.set_xlabel("optimizer step", fontsize=8)

@@ -52,11 +52,19 @@ def _cells(line: str) -> list[str]:
 def _table(lines: list[str]) -> str:
     header, align, *rows = lines
     aligns = ["r" if c.strip().endswith(":") and not c.strip().startswith(":") else "l" for c in _cells(align)]
-    head = "".join(f'<th class="{aligns[i] if i < len(aligns) else "l"}">{_inline(c)}</th>' for i, c in enumerate(_cells(header)))
+    head = "".join(
+        f'<th class="{aligns[i] if i < len(aligns) else "l"}">{_inline(c)}</th>' for i, c in enumerate(_cells(header))
+    )
     body = []
     for row in rows:
-        body.append("<tr>" + "".join(f'<td class="{aligns[i] if i < len(aligns) else "l"}">{_inline(c)}</td>'
-                                     for i, c in enumerate(_cells(row))) + "</tr>")
+        body.append(
+            "<tr>"
+            + "".join(
+                f'<td class="{aligns[i] if i < len(aligns) else "l"}">{_inline(c)}</td>'
+                for i, c in enumerate(_cells(row))
+            )
+            + "</tr>"
+        )
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>"
 
 
@@ -81,13 +89,21 @@ def markdown_html(md: str, *, title: str) -> str:
             i = j
         else:
             j = i + 1
-            while j < len(lines) and lines[j].strip() and not lines[j].startswith("#") and not lines[j].lstrip().startswith("|"):
+            while (
+                j < len(lines)
+                and lines[j].strip()
+                and not lines[j].startswith("#")
+                and not lines[j].lstrip().startswith("|")
+            ):
                 j += 1
             blocks.append("<p>" + " ".join(_inline(x) for x in lines[i:j]) + "</p>")
             i = j
-    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
-            f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>\n<body>\n"
-            + "\n".join(blocks) + "\n</body></html>\n")
+    return (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>\n<body>\n"
+        + "\n".join(blocks)
+        + "\n</body></html>\n"
+    )
 
 
 __all__ = ["markdown_html"]

@@ -34,7 +34,20 @@ PAPER_METHODS: dict[str, str] = {
     "scGPT + GenoHoption-p w/o GRN": "scgpt-genohoption-p-nogrn",
     "scGPT + GenoHoption-p w/o Co": "scgpt-genohoption-p-nocoexpr",
 }
-TABLE_COLUMNS = ["table", "method", "paper_method", "dataset", "metric", "mean", "std", "n", "reported_mean", "reported_std", "difference", "rank"]
+TABLE_COLUMNS = [
+    "table",
+    "method",
+    "paper_method",
+    "dataset",
+    "metric",
+    "mean",
+    "std",
+    "n",
+    "reported_mean",
+    "reported_std",
+    "difference",
+    "rank",
+]
 
 
 def load_reported() -> pd.DataFrame:
@@ -45,7 +58,9 @@ def load_reported() -> pd.DataFrame:
     return rep
 
 
-def paper_table(metrics: pd.DataFrame, reported: pd.DataFrame, *, task: str = "annotation", metric_names=("accuracy", "macro_f1")) -> pd.DataFrame:
+def paper_table(
+    metrics: pd.DataFrame, reported: pd.DataFrame, *, task: str = "annotation", metric_names=("accuracy", "macro_f1")
+) -> pd.DataFrame:
     """Tidy paper table: one row per (method, dataset, metric), ours in percent beside the reported.
 
     ``rank`` is 1 for the best mean in its (dataset, metric) column, 2 for the runner-up.
@@ -54,11 +69,20 @@ def paper_table(metrics: pd.DataFrame, reported: pd.DataFrame, *, task: str = "a
     ours["value"] = ours["value"] * 100.0
     stats = ours.groupby(["method", "dataset", "metric"])["value"].agg(mean="mean", std="std", n="count").reset_index()
     rep = reported.dropna(subset=["method_id"]).rename(columns={"method_id": "_id"})
-    rep = rep[["table", "_id", "method", "dataset", "metric", "mean_percent", "std_percent"]].rename(columns={"_id": "method", "method": "paper_method", "mean_percent": "reported_mean", "std_percent": "reported_std"})
+    rep = rep[["table", "_id", "method", "dataset", "metric", "mean_percent", "std_percent"]].rename(
+        columns={
+            "_id": "method",
+            "method": "paper_method",
+            "mean_percent": "reported_mean",
+            "std_percent": "reported_std",
+        }
+    )
     out = stats.merge(rep, on=["method", "dataset", "metric"], how="left")
     out["difference"] = out["mean"] - out["reported_mean"]
     out["table"] = out["table"].fillna("")
-    out["paper_method"] = out["paper_method"].fillna(out["method"].map({v: k for k, v in PAPER_METHODS.items()})).fillna("")
+    out["paper_method"] = (
+        out["paper_method"].fillna(out["method"].map({v: k for k, v in PAPER_METHODS.items()})).fillna("")
+    )
     out["rank"] = 0
     for (_, metric), idx in out.groupby(["dataset", "metric"]).groups.items():
         means = out.loc[idx, "mean"]
@@ -66,7 +90,11 @@ def paper_table(metrics: pd.DataFrame, reported: pd.DataFrame, *, task: str = "a
         out.loc[idx, "rank"] = order.where(order <= 2, 0).astype(int)
     order = {m: i for i, m in enumerate(PAPER_METHODS.values())}
     out["_order"] = out["method"].map(order).fillna(len(order))
-    return out.sort_values(["_order", "method", "dataset", "metric"]).drop(columns="_order")[TABLE_COLUMNS].reset_index(drop=True)
+    return (
+        out.sort_values(["_order", "method", "dataset", "metric"])
+        .drop(columns="_order")[TABLE_COLUMNS]
+        .reset_index(drop=True)
+    )
 
 
 def _cell(mean, std, rank) -> str:
@@ -76,7 +104,9 @@ def _cell(mean, std, rank) -> str:
     return f"**{text}**" if rank == 1 else f"<u>{text}</u>" if rank == 2 else text
 
 
-def paper_markdown(table: pd.DataFrame, *, markers: dict[tuple[str, str, str], str] | None = None, marker_note: str = "") -> str:
+def paper_markdown(
+    table: pd.DataFrame, *, markers: dict[tuple[str, str, str], str] | None = None, marker_note: str = ""
+) -> str:
     """Markdown in the paper's layout (percent), reported numbers and differences beside ours.
 
     ``markers``: (dataset, method, metric) -> a symbol after our cell (the ↑ / ↓ of
@@ -85,7 +115,11 @@ def paper_markdown(table: pd.DataFrame, *, markers: dict[tuple[str, str, str], s
     if table.empty:
         return "_no annotation results configured_\n"
     cols = sorted({(d, m) for d, m in zip(table["dataset"], table["metric"])})
-    has_rep = {c for c in cols if table.loc[(table["dataset"] == c[0]) & (table["metric"] == c[1]), "reported_mean"].notna().any()}
+    has_rep = {
+        c
+        for c in cols
+        if table.loc[(table["dataset"] == c[0]) & (table["metric"] == c[1]), "reported_mean"].notna().any()
+    }
     header = ["method"]
     for d, m in cols:
         header += [f"{d} / {m} (ours)"] + ([f"{d} / {m} (reported)", "Δ"] if (d, m) in has_rep else [])
@@ -102,9 +136,16 @@ def paper_markdown(table: pd.DataFrame, *, markers: dict[tuple[str, str, str], s
             mark = (markers or {}).get((d, method, m))
             cells.append(_cell(r["mean"], r["std"], r["rank"]) + (f" {mark}" if mark else ""))
             if (d, m) in has_rep:
-                cells += [_cell(r["reported_mean"], r["reported_std"], 0), "–" if pd.isna(r["difference"]) else f"{r['difference']:+.2f}"]
+                cells += [
+                    _cell(r["reported_mean"], r["reported_std"], 0),
+                    "–" if pd.isna(r["difference"]) else f"{r['difference']:+.2f}",
+                ]
         lines.append("| " + " | ".join(cells) + " |")
-    legend = "\nPercent, mean ± std over seeds; best per column **bold**, runner-up <u>underlined</u>; reported: GenoHoption Tables I-II (5 seeds); Δ = ours - reported." + (f" {marker_note}" if marker_note else "") + "\n"
+    legend = (
+        "\nPercent, mean ± std over seeds; best per column **bold**, runner-up <u>underlined</u>; reported: GenoHoption Tables I-II (5 seeds); Δ = ours - reported."
+        + (f" {marker_note}" if marker_note else "")
+        + "\n"
+    )
     return "\n".join(lines) + "\n" + legend
 
 
@@ -112,7 +153,10 @@ def reported_markdown(reported: pd.DataFrame) -> str:
     """The reported Tables I-II on their own (for runs whose datasets are not the paper's)."""
     rows = []
     for (table, method), g in reported.groupby(["table", "method"], sort=False):
-        cells = {f"{d} / {m}": f"{mu:.2f} ± {sd:.2f}" for d, m, mu, sd in zip(g["dataset"], g["metric"], g["mean_percent"], g["std_percent"])}
+        cells = {
+            f"{d} / {m}": f"{mu:.2f} ± {sd:.2f}"
+            for d, m, mu, sd in zip(g["dataset"], g["metric"], g["mean_percent"], g["std_percent"])
+        }
         rows.append({"table": table, "method": method, **cells})
     df = pd.DataFrame(rows).fillna("–")
     header = list(df.columns)

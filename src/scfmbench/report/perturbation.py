@@ -33,7 +33,11 @@ def summary(metrics: pd.DataFrame, shown=SHOWN) -> pd.DataFrame:
     df = perturbation_frame(metrics)
     df = df[df["base"].isin(shown)]
     g = df.groupby(["dataset", "subgroup", "base", "method"])["value"]
-    out = pd.concat([g.mean().rename("mean"), g.std(ddof=1).rename("sd"), g.count().rename("n")], axis=1).reset_index().rename(columns={"base": "metric"})
+    out = (
+        pd.concat([g.mean().rename("mean"), g.std(ddof=1).rename("sd"), g.count().rename("n")], axis=1)
+        .reset_index()
+        .rename(columns={"base": "metric"})
+    )
     order = {s: i for i, s in enumerate((ALL, *SUBGROUPS))}
     out["_s"], out["_m"] = out["subgroup"].map(order), out["metric"].map({m: i for i, m in enumerate(shown)})
     return out.sort_values(["dataset", "_s", "_m", "method"]).drop(columns=["_s", "_m"]).reset_index(drop=True)
@@ -48,25 +52,52 @@ def _cell(mean: float, sd: float) -> str:
 def to_markdown(tidy: pd.DataFrame) -> str:
     if tidy.empty:
         return "## perturbation\n\nno results configured\n"
-    lines = ["## perturbation", "", "Mean ± sd over seeds of the mean over test conditions (GEARS metrics, `results/perturbation`). "
-             "Delta metrics first: prediction and truth minus the control mean. Controls: " + ", ".join(f"`{c}`" for c in CONTROLS) + "."]
-    lines.append("Column `seeds`: how many seeds stand behind the row (a subgroup that a seed's split did not draw has fewer); "
-                 "a subgroup no seed drew is marked absent.")
+    lines = [
+        "## perturbation",
+        "",
+        "Mean ± sd over seeds of the mean over test conditions (GEARS metrics, `results/perturbation`). "
+        "Delta metrics first: prediction and truth minus the control mean. Controls: "
+        + ", ".join(f"`{c}`" for c in CONTROLS)
+        + ".",
+    ]
+    lines.append(
+        "Column `seeds`: how many seeds stand behind the row (a subgroup that a seed's split did not draw has fewer); "
+        "a subgroup no seed drew is marked absent."
+    )
     for dataset, d in tidy.groupby("dataset", sort=False):
         metrics = list(dict.fromkeys(d["metric"]))
-        methods = sorted(d["method"].unique(), key=lambda m: (m not in CONTROLS, CONTROLS.index(m) if m in CONTROLS else 0, m))
+        methods = sorted(
+            d["method"].unique(), key=lambda m: (m not in CONTROLS, CONTROLS.index(m) if m in CONTROLS else 0, m)
+        )
         seeds = {m: int(d.loc[(d["method"] == m) & (d["subgroup"] == ALL), "n"].max()) if ((d["method"] == m) & (d["subgroup"] == ALL)).any() else 0
                  for m in methods}  # fmt: skip
         present = list(dict.fromkeys(d["subgroup"]))
-        for subgroup in [g for g in (ALL, *SUBGROUPS) if g in present] + [g for g in present if g not in (ALL, *SUBGROUPS)]:
+        for subgroup in [g for g in (ALL, *SUBGROUPS) if g in present] + [
+            g for g in present if g not in (ALL, *SUBGROUPS)
+        ]:
             s = d[d["subgroup"] == subgroup]
-            lines += ["", f"### {dataset}: {subgroup}", "", "| method | seeds | " + " | ".join(metrics) + " |", "|---|---:|" + "---:|" * len(metrics)]
+            lines += [
+                "",
+                f"### {dataset}: {subgroup}",
+                "",
+                "| method | seeds | " + " | ".join(metrics) + " |",
+                "|---|---:|" + "---:|" * len(metrics),
+            ]
             for m in methods:
                 row = s[s["method"] == m].set_index("metric")
                 n = int(row["n"].max()) if len(row) else 0
-                lines.append(f"| {m} | {n}/{seeds[m]} | " + " | ".join(_cell(row.at[k, "mean"], row.at[k, "sd"]) if k in row.index else "–" for k in metrics) + " |")
+                lines.append(
+                    f"| {m} | {n}/{seeds[m]} | "
+                    + " | ".join(_cell(row.at[k, "mean"], row.at[k, "sd"]) if k in row.index else "–" for k in metrics)
+                    + " |"
+                )
         for subgroup in (g for g in SUBGROUPS if g not in present):
-            lines += ["", f"### {dataset}: {subgroup}", "", f"absent: no seed's split has a {subgroup} test condition (no value, not a zero)."]
+            lines += [
+                "",
+                f"### {dataset}: {subgroup}",
+                "",
+                f"absent: no seed's split has a {subgroup} test condition (no value, not a zero).",
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -102,7 +133,9 @@ def plot(metrics: pd.DataFrame, path, shown=DELTA_METRICS[:2]) -> None:
         ax.set_ylabel(metric)
         ax.set_title(dataset, fontsize=10)
         ax.axhline(0, color="0.8", linewidth=0.8, zorder=0)
-    fig.axes[0].legend(fontsize=7, ncol=min(4, math.ceil(len(methods) / 2)), loc="lower left", bbox_to_anchor=(0, 1.12), frameon=False)
+    fig.axes[0].legend(
+        fontsize=7, ncol=min(4, math.ceil(len(methods) / 2)), loc="lower left", bbox_to_anchor=(0, 1.12), frameon=False
+    )
     fig.tight_layout()
     save_figure(fig, path)
 
@@ -137,6 +170,15 @@ def below_train_mean(metrics: pd.DataFrame) -> list[dict]:
         for method, value in means.items():
             if method in CONTROLS or pd.isna(value) or value >= means[QUALITY_CONTROL]:
                 continue
-            rows.append(dict(check="below control", task="perturbation", dataset=dataset, method=method, seed=None, metric=metric,
-                             detail=f"{value:.4g} vs {QUALITY_CONTROL} {means[QUALITY_CONTROL]:.4g}"))
+            rows.append(
+                dict(
+                    check="below control",
+                    task="perturbation",
+                    dataset=dataset,
+                    method=method,
+                    seed=None,
+                    metric=metric,
+                    detail=f"{value:.4g} vs {QUALITY_CONTROL} {means[QUALITY_CONTROL]:.4g}",
+                )
+            )
     return rows

@@ -57,14 +57,33 @@ MCV_LOSSES = ("mse_sqrt", "mse_log1p", "pearson_sqrt", "poisson")
 #: shared variation (biology, shared dropout) than sampling noise.
 CONTROL_CHECKS: dict[str, tuple[ControlCheck, ...]] = {
     "annotation": (ControlCheck("majority", ("accuracy", "macro_f1", "macro_f1_seen")),),
-    "imputation": (ControlCheck("none", ("mse", "pearson", "mse_truth", "pearson_truth")), ControlCheck("perfect", ("mse_truth", "pearson_truth"), "ceiling")),
-    "denoising": (ControlCheck("none", (*MCV_LOSSES, "mse_truth", "pearson_truth")), ControlCheck("perfect", ("mse_truth", "pearson_truth"), "ceiling"),
-                  ControlCheck("true_rate", MCV_LOSSES, "ceiling", simulated_only=True)),
+    "imputation": (
+        ControlCheck("none", ("mse", "pearson", "mse_truth", "pearson_truth")),
+        ControlCheck("perfect", ("mse_truth", "pearson_truth"), "ceiling"),
+    ),
+    "denoising": (
+        ControlCheck("none", (*MCV_LOSSES, "mse_truth", "pearson_truth")),
+        ControlCheck("perfect", ("mse_truth", "pearson_truth"), "ceiling"),
+        ControlCheck("true_rate", MCV_LOSSES, "ceiling", simulated_only=True),
+    ),
     "doublet": (ControlCheck("all_doublet", ("doublet_f1",)),),
 }
-BOUNDS = {"accuracy": (0.0, 1.0), "macro_f1": (0.0, 1.0), "macro_f1_seen": (0.0, 1.0), "doublet_f1": (0.0, 1.0), "pearson": (-1.0, 1.0), "pearson_truth": (-1.0, 1.0), "mse": (0.0, float("inf")), "mse_truth": (0.0, float("inf")),
-          "mse_sqrt": (0.0, float("inf")), "mse_log1p": (0.0, float("inf")), "pearson_sqrt": (-1.0, 1.0), "mse_openproblems": (0.0, float("inf")),
-          **dict.fromkeys(EMBEDDING_METRICS, (0.0, 1.0)), "kmeans_ari": (-1.0, 1.0)}
+BOUNDS = {
+    "accuracy": (0.0, 1.0),
+    "macro_f1": (0.0, 1.0),
+    "macro_f1_seen": (0.0, 1.0),
+    "doublet_f1": (0.0, 1.0),
+    "pearson": (-1.0, 1.0),
+    "pearson_truth": (-1.0, 1.0),
+    "mse": (0.0, float("inf")),
+    "mse_truth": (0.0, float("inf")),
+    "mse_sqrt": (0.0, float("inf")),
+    "mse_log1p": (0.0, float("inf")),
+    "pearson_sqrt": (-1.0, 1.0),
+    "mse_openproblems": (0.0, float("inf")),
+    **dict.fromkeys(EMBEDDING_METRICS, (0.0, 1.0)),
+    "kmeans_ari": (-1.0, 1.0),
+}
 CHECK_COLUMNS = ["check", "task", "dataset", "method", "seed", "metric", "detail"]
 
 
@@ -91,12 +110,28 @@ def _control_rows(metrics: pd.DataFrame, checks: dict[str, tuple[ControlCheck, .
                 if sub.empty:
                     continue
                 # A few-shot dataset '{d}-fs{f}' has the test cells of '{d}': its control run there is a fair bound.
-                key = next((k for k in ((task, d, metric, check.control) for d in (dataset, _base_dataset(dataset))) if k in means.index), None)
+                key = next(
+                    (
+                        k
+                        for k in ((task, d, metric, check.control) for d in (dataset, _base_dataset(dataset)))
+                        if k in means.index
+                    ),
+                    None,
+                )
                 if key is None:
                     if check.simulated_only:
                         continue
-                    rows.append(dict(check="no control", task=task, dataset=dataset, method=check.control, seed=None, metric=metric,
-                                     detail=f"{check.control} ({check.kind}) has no record here: {sub['method'].nunique()} method(s) not compared"))
+                    rows.append(
+                        dict(
+                            check="no control",
+                            task=task,
+                            dataset=dataset,
+                            method=check.control,
+                            seed=None,
+                            metric=metric,
+                            detail=f"{check.control} ({check.kind}) has no record here: {sub['method'].nunique()} method(s) not compared",
+                        )
+                    )
                     continue
                 ref = means[key]
                 if pd.isna(ref):  # undefined for the control (the Pearson r of the constant 'none' prediction)
@@ -108,7 +143,17 @@ def _control_rows(metrics: pd.DataFrame, checks: dict[str, tuple[ControlCheck, .
                     worse = value < ref if higher_is_better(metric) else value > ref
                     if (check.kind == "floor" and worse) or (check.kind == "ceiling" and better):
                         side = "below control" if check.kind == "floor" else "above ceiling"
-                        rows.append(dict(check=side, task=task, dataset=dataset, method=method, seed=None, metric=metric, detail=f"{value:.4g} vs {check.control} {ref:.4g}"))
+                        rows.append(
+                            dict(
+                                check=side,
+                                task=task,
+                                dataset=dataset,
+                                method=method,
+                                seed=None,
+                                metric=metric,
+                                detail=f"{value:.4g} vs {check.control} {ref:.4g}",
+                            )
+                        )
     return rows
 
 
@@ -121,9 +166,18 @@ def _unseen_rows(runs) -> list[dict]:
             continue
         seen.add(dataset)
         n = sum(unseen.values())
-        rows.append(dict(check="unseen test types", task="annotation", dataset=dataset, method=None, seed=None, metric="macro_f1",
-                         detail=f"{sorted(unseen)}: {n} test cells ({100 * run.get('unseen_test_share', 0.0):.1f}%) of types absent from training; "
-                                "macro_f1 counts each as F1 0, macro_f1_seen leaves them out"))
+        rows.append(
+            dict(
+                check="unseen test types",
+                task="annotation",
+                dataset=dataset,
+                method=None,
+                seed=None,
+                metric="macro_f1",
+                detail=f"{sorted(unseen)}: {n} test cells ({100 * run.get('unseen_test_share', 0.0):.1f}%) of types absent from training; "
+                "macro_f1 counts each as F1 0, macro_f1_seen leaves them out",
+            )
+        )
     return rows
 
 
@@ -136,43 +190,90 @@ def convergence_rows(curves) -> list[dict]:
     for task, dataset, method, seed, path in curves:
         for r in convergence(read_curves(path)).itertuples(index=False):
             if not r.converged:
-                rows.append(dict(check="not converged", task=task, dataset=dataset, method=method, seed=int(seed), metric=r.criterion,
-                                 detail=f"{r.phase}: {r.detail}"))
+                rows.append(
+                    dict(
+                        check="not converged",
+                        task=task,
+                        dataset=dataset,
+                        method=method,
+                        seed=int(seed),
+                        metric=r.criterion,
+                        detail=f"{r.phase}: {r.detail}",
+                    )
+                )
     return rows
 
 
-def quality_checks(metrics: pd.DataFrame, expected: list[tuple[str, str, str, int]] | None = None, *, runs=(), checks: dict[str, tuple[ControlCheck, ...]] | None = None,
-                   curves=()) -> pd.DataFrame:
+def quality_checks(
+    metrics: pd.DataFrame,
+    expected: list[tuple[str, str, str, int]] | None = None,
+    *,
+    runs=(),
+    checks: dict[str, tuple[ControlCheck, ...]] | None = None,
+    curves=(),
+) -> pd.DataFrame:
     """One row per problem found (empty frame when all is well).
 
     ``runs``: annotation run records (``run.json`` dicts) with ``unseen_test_types`` /
     ``unseen_test_share``; ``checks``: the control registry (default :data:`CONTROL_CHECKS`);
     ``curves``: ``(task, dataset, method, seed, curves.csv)`` of the trained runs (convergence).
     """
-    rows = _control_rows(metrics, CONTROL_CHECKS if checks is None else checks) + _unseen_rows(runs) + convergence_rows(curves)
+    rows = (
+        _control_rows(metrics, CONTROL_CHECKS if checks is None else checks)
+        + _unseen_rows(runs)
+        + convergence_rows(curves)
+    )
     from scfmbench.report.perturbation import below_train_mean
 
     rows += below_train_mean(metrics)  # perturbation: models below train_mean on the delta metrics
     for rec in metrics.itertuples(index=False):
         lo, hi = BOUNDS.get(rec.metric, (float("-inf"), float("inf")))
         if pd.notna(rec.value) and not (lo - 1e-9 <= rec.value <= hi + 1e-9):
-            rows.append(dict(check="out of range", task=rec.task, dataset=rec.dataset, method=rec.method, seed=rec.seed, metric=rec.metric, detail=f"{rec.value:.4g} outside [{lo}, {hi}]"))
+            rows.append(
+                dict(
+                    check="out of range",
+                    task=rec.task,
+                    dataset=rec.dataset,
+                    method=rec.method,
+                    seed=rec.seed,
+                    metric=rec.metric,
+                    detail=f"{rec.value:.4g} outside [{lo}, {hi}]",
+                )
+            )
     if expected is not None:
         have = set(zip(metrics["task"], metrics["dataset"], metrics["method"], metrics["seed"].astype(int)))
         for task, dataset, method, seed in expected:
             if (task, dataset, method, int(seed)) not in have:
-                rows.append(dict(check="no result", task=task, dataset=dataset, method=method, seed=seed, metric=None, detail="configured but no metrics record"))
+                rows.append(
+                    dict(
+                        check="no result",
+                        task=task,
+                        dataset=dataset,
+                        method=method,
+                        seed=seed,
+                        metric=None,
+                        detail="configured but no metrics record",
+                    )
+                )
     return pd.DataFrame(rows, columns=CHECK_COLUMNS)
 
 
 def quality_markdown(checks: pd.DataFrame) -> str:
     if checks.empty:
         tasks = ", ".join(f"{task} ({', '.join(c.control for c in cs)})" for task, cs in CONTROL_CHECKS.items())
-        return (f"All checks passed: every method within its task's controls ({tasks}), every control present where its task ran, "
-                "every test cell type seen in training, every configured job reported, every bounded metric in range, "
-                "every trained run converged before its cap.\n")
+        return (
+            f"All checks passed: every method within its task's controls ({tasks}), every control present where its task ran, "
+            "every test cell type seen in training, every configured job reported, every bounded metric in range, "
+            "every trained run converged before its cap.\n"
+        )
     lines = ["| check | task | dataset | method | seed | metric | detail |", "|---|---|---|---|---|---|---|"]
     for r in checks.itertuples(index=False):
         # a column with empty cells is float: seed 0 prints as 0, not 0.0
-        lines.append("| " + " | ".join("" if pd.isna(v) else str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in r) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                "" if pd.isna(v) else str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in r
+            )
+            + " |"
+        )
     return f"{len(checks)} problem(s) found:\n\n" + "\n".join(lines) + "\n"

@@ -36,8 +36,10 @@ class ReadmeError(ValueError):
 def _require(results: Path, name: str) -> Path:
     path = results / name
     if not path.is_file():
-        raise ReadmeError(f"{path} not found: make it with `snakemake {path}` (the default `snakemake` run makes "
-                          f"every file of results/report), or point --results at the folder that holds it.")
+        raise ReadmeError(
+            f"{path} not found: make it with `snakemake {path}` (the default `snakemake` run makes "
+            f"every file of results/report), or point --results at the folder that holds it."
+        )
     return path
 
 
@@ -46,7 +48,9 @@ def _read(results: Path, name: str, columns: tuple[str, ...]) -> pd.DataFrame:
     table = pd.read_csv(path)
     missing = [c for c in columns if c not in table.columns]
     if missing:
-        raise ReadmeError(f"{path}: columns {missing} missing (has {list(table.columns)}); regenerate it with `snakemake {path}`.")
+        raise ReadmeError(
+            f"{path}: columns {missing} missing (has {list(table.columns)}); regenerate it with `snakemake {path}`."
+        )
     return table
 
 
@@ -71,7 +75,10 @@ def annotation_block(results: Path) -> str:
     rows = table[table.metric == "macro_f1"]
     if rows.empty:
         raise ReadmeError(f"{results / 'annotation_table.csv'} has no macro_f1 rows.")
-    return "**Cell-type annotation**, macro F1 on the test cells (mean ± sd over seeds; `annotation_table.md`):\n\n" + _pivot(rows, "dataset", "std")
+    return (
+        "**Cell-type annotation**, macro F1 on the test cells (mean ± sd over seeds; `annotation_table.md`):\n\n"
+        + _pivot(rows, "dataset", "std")
+    )
 
 
 def perturbation_block(results: Path) -> str:
@@ -79,21 +86,27 @@ def perturbation_block(results: Path) -> str:
     rows = table[(table.metric == "pearson_delta") & (table.subgroup == "all")]
     if rows.empty:
         raise ReadmeError(f"{results / 'perturbation_table.csv'} has no pearson_delta rows of subgroup 'all'.")
-    return ("**Perturbation prediction**, `pearson_delta` over all test conditions (mean ± sd over seeds; "
-            "`perturbation_table.md`):\n\n" + _pivot(rows, "dataset", "sd"))
+    return (
+        "**Perturbation prediction**, `pearson_delta` over all test conditions (mean ± sd over seeds; "
+        "`perturbation_table.md`):\n\n" + _pivot(rows, "dataset", "sd")
+    )
 
 
 def imputation_block(results: Path) -> str:
     parts = []
     for task, metric in IMPUTATION_HEADLINE:
         table = _read(results, f"{task}_table.csv", ("method", "dataset", "metric", "mean", "std"))
-        rows = table[table.metric == metric].assign(column=lambda t, task=task, metric=metric: f"{task} {metric} (" + t.dataset + ")")
+        rows = table[table.metric == metric].assign(
+            column=lambda t, task=task, metric=metric: f"{task} {metric} (" + t.dataset + ")"
+        )
         if rows.empty:
             raise ReadmeError(f"{results / f'{task}_table.csv'} has no {metric} rows.")
         parts.append(rows)
     rows = pd.concat(parts, ignore_index=True)
-    return ("**Imputation and denoising**, lower is better (mean ± sd over seeds; `imputation_table.md`, "
-            "`denoising_table.md`):\n\n" + _pivot(rows, "column", "std"))
+    return (
+        "**Imputation and denoising**, lower is better (mean ± sd over seeds; `imputation_table.md`, "
+        "`denoising_table.md`):\n\n" + _pivot(rows, "column", "std")
+    )
 
 
 def quality_line(results: Path) -> str:
@@ -113,21 +126,32 @@ def provenance_line(results: Path, command: str) -> str:
     config = re.search(r"```yaml\n(.*?)```", text, re.S)
     seeds = (yaml.safe_load(config.group(1)) or {}).get("seeds") if config else None
     seeds_text = f", seeds {', '.join(map(str, seeds))}" if seeds else ""
-    return (f"Produced by `{command}` at commit `{commit.group(1)}`{seeds_text} (`results/report/provenance.html`); "
-            f"copied here by `python -m scfmbench.report.readme`.")
+    return (
+        f"Produced by `{command}` at commit `{commit.group(1)}`{seeds_text} (`results/report/provenance.html`); "
+        f"copied here by `python -m scfmbench.report.readme`."
+    )
 
 
 def results_block(results: Path, command: str) -> str:
     """The Markdown between the markers."""
-    return "\n\n".join([provenance_line(results, command), annotation_block(results), perturbation_block(results),
-                        imputation_block(results), quality_line(results)])
+    return "\n\n".join(
+        [
+            provenance_line(results, command),
+            annotation_block(results),
+            perturbation_block(results),
+            imputation_block(results),
+            quality_line(results),
+        ]
+    )
 
 
 def replace_block(readme_text: str, block: str, readme: Path | str = "README.md") -> str:
     """``readme_text`` with everything between the markers replaced by ``block``; the rest untouched."""
     begin, end = readme_text.find(BEGIN), readme_text.find(END)
     if begin < 0 or end < 0 or end < begin or readme_text.count(BEGIN) != 1 or readme_text.count(END) != 1:
-        raise ReadmeError(f"{readme} needs exactly one `{BEGIN}` followed by one `{END}` line (section \"Results at a glance\").")
+        raise ReadmeError(
+            f'{readme} needs exactly one `{BEGIN}` followed by one `{END}` line (section "Results at a glance").'
+        )
     return readme_text[: begin + len(BEGIN)] + "\n" + block.strip("\n") + "\n" + readme_text[end:]
 
 
@@ -135,8 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--results", type=Path, default=Path("results/report"))
     parser.add_argument("--readme", type=Path, default=Path("README.md"))
-    parser.add_argument("--command", default=".venv/bin/snakemake",
-                        help="the command that produced --results, quoted in the block (default: the README's run command)")
+    parser.add_argument(
+        "--command",
+        default=".venv/bin/snakemake",
+        help="the command that produced --results, quoted in the block (default: the README's run command)",
+    )
     args = parser.parse_args(argv)
     try:
         if not args.readme.is_file():

@@ -108,14 +108,17 @@ class Result:
 
 def find_chromium(explicit: str | None = None) -> str:
     """The Chromium executable to use, or :class:`InputError` saying how to provide one."""
-    candidates = [explicit] if explicit else ([os.environ["CHROMIUM"]] if os.environ.get("CHROMIUM") else list(CHROMIUM_NAMES))
+    candidates = (
+        [explicit] if explicit else ([os.environ["CHROMIUM"]] if os.environ.get("CHROMIUM") else list(CHROMIUM_NAMES))
+    )
     for name in candidates:
         found = shutil.which(name)
         if found:
             return found
     raise InputError(
         f"no Chromium found (tried {candidates}); install one (Debian: apt-get install chromium) or pass "
-        "--chromium PATH / set $CHROMIUM to a Chromium or Chrome executable")
+        "--chromium PATH / set $CHROMIUM to a Chromium or Chrome executable"
+    )
 
 
 def _js_value(text: str, name: str):
@@ -123,7 +126,9 @@ def _js_value(text: str, name: str):
     variables of the same names, so the script's id is part of the pattern)."""
     m = re.search(rf"<script\s+id=[\"']{name}[\"']\s*>\s*var\s+{name}\s*=\s*", text)
     if not m:
-        raise InputError(f"this does not look like a Snakemake HTML report: no <script id=\"{name}\"> with 'var {name} = ...' in it")
+        raise InputError(
+            f"this does not look like a Snakemake HTML report: no <script id=\"{name}\"> with 'var {name} = ...' in it"
+        )
     value, _ = json.JSONDecoder().raw_decode(text, m.end())
     return value
 
@@ -158,8 +163,9 @@ def _png_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def window_size(result: Result, *, min_width: int = 1400, max_width: int = 3600, min_height: int = 900,
-                max_height: int = 4000) -> tuple[int, int]:
+def window_size(
+    result: Result, *, min_width: int = 1400, max_width: int = 3600, min_height: int = 900, max_height: int = 4000
+) -> tuple[int, int]:
     """A window in which the result shows whole: the result-info view gives the content half the width."""
     pad = 24  # the content's p-3 padding, both sides
     if result.mime == "image/png" and (size := _png_size(result.payload())):
@@ -172,11 +178,13 @@ def window_size(result: Result, *, min_width: int = 1400, max_width: int = 3600,
         rows = re.findall(r"<tr\b.*?</tr>", page, flags=re.S | re.I)
         widths: list[int] = []  # per column: the longest cell, ~8 px a character plus padding
         for row in rows:
-            cells = [html_lib.unescape(re.sub(r"<[^>]+>", "", c)).strip()
-                     for c in re.findall(r"<t[dh]\b.*?</t[dh]>", row, flags=re.S | re.I)]
+            cells = [
+                html_lib.unescape(re.sub(r"<[^>]+>", "", c)).strip()
+                for c in re.findall(r"<t[dh]\b.*?</t[dh]>", row, flags=re.S | re.I)
+            ]
             for i, cell in enumerate(cells):
                 w = 8 * len(cell) + 24
-                widths[i:i + 1] = [max(widths[i], w)] if i < len(widths) else [w]
+                widths[i : i + 1] = [max(widths[i], w)] if i < len(widths) else [w]
         blocks = len(re.findall(r"<(?:h\d|p|table)\b", page, flags=re.I))
         width = min(max(2 * (sum(widths) + 80), min_width), max_width)
         return width, min(max(30 * len(rows) + 70 * blocks + 80, min_height), max_height)
@@ -187,11 +195,25 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "result"
 
 
-def _shoot(chromium: str, url: str, png: Path, size: tuple[int, int], *, budget_ms: int, profile: Path, timeout_s: float) -> None:
+def _shoot(
+    chromium: str, url: str, png: Path, size: tuple[int, int], *, budget_ms: int, profile: Path, timeout_s: float
+) -> None:
     url = f"{url.partition('#')[0]}?h={size[1]}" + (f"#{url.partition('#')[2]}" if "#" in url else "")
-    args = [chromium, "--headless", "--disable-gpu", "--hide-scrollbars", "--no-first-run", "--no-default-browser-check",
-            "--disable-extensions", "--mute-audio", f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}",
-            f"--virtual-time-budget={budget_ms}", f"--screenshot={png}", url]
+    args = [
+        chromium,
+        "--headless",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--disable-extensions",
+        "--mute-audio",
+        f"--user-data-dir={profile}",
+        f"--window-size={size[0]},{size[1]}",
+        f"--virtual-time-budget={budget_ms}",
+        f"--screenshot={png}",
+        url,
+    ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         args.insert(1, "--no-sandbox")  # Chromium refuses to run as root with its sandbox
     png.unlink(missing_ok=True)
@@ -200,8 +222,16 @@ def _shoot(chromium: str, url: str, png: Path, size: tuple[int, int], *, budget_
         raise RuntimeError(f"chromium failed on {url[:200]} (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
 
 
-def screenshot(report_html: str | Path, outdir: str | Path, *, chromium: str | None = None, only: tuple[str, ...] = (),
-               overview: bool = True, budget_ms: int = 8000, timeout_s: float = 120.0) -> list[tuple[Path, Result | None]]:
+def screenshot(
+    report_html: str | Path,
+    outdir: str | Path,
+    *,
+    chromium: str | None = None,
+    only: tuple[str, ...] = (),
+    overview: bool = True,
+    budget_ms: int = 8000,
+    timeout_s: float = 120.0,
+) -> list[tuple[Path, Result | None]]:
     """Shoot the report's landing page and every viewable result; return (png, result) pairs.
 
     ``only``: keep results whose path contains any of these substrings (all when empty).
@@ -227,7 +257,9 @@ def screenshot(report_html: str | Path, outdir: str | Path, *, chromium: str | N
             for i, result in enumerate(results, start=1):
                 png = outdir / f"{i:02d}-{_slug(result.category)}-{_slug(Path(result.path).name)}.png"
                 url = f"{base}#{quote(result.path, safe='')}"
-                _shoot(exe, url, png, window_size(result), budget_ms=budget_ms, profile=Path(profile), timeout_s=timeout_s)
+                _shoot(
+                    exe, url, png, window_size(result), budget_ms=budget_ms, profile=Path(profile), timeout_s=timeout_s
+                )
                 shots.append((png, result))
     finally:
         view.unlink(missing_ok=True)
@@ -235,19 +267,34 @@ def screenshot(report_html: str | Path, outdir: str | Path, *, chromium: str | N
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scfmbench.report.screenshot",
-                                     description="PNG screenshots of a Snakemake HTML report: the landing page and every figure and table.")
+    parser = argparse.ArgumentParser(
+        prog="python -m scfmbench.report.screenshot",
+        description="PNG screenshots of a Snakemake HTML report: the landing page and every figure and table.",
+    )
     parser.add_argument("report_html", help="the report written by 'snakemake --report FILE.html'")
     parser.add_argument("outdir", help="folder for the PNGs (created)")
     parser.add_argument("--chromium", help="Chromium/Chrome executable (default: $CHROMIUM or chromium on PATH)")
-    parser.add_argument("--only", action="append", default=[], metavar="SUBSTRING",
-                        help="only results whose path contains this (repeatable)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="SUBSTRING",
+        help="only results whose path contains this (repeatable)",
+    )
     parser.add_argument("--no-overview", action="store_true", help="skip the landing page")
-    parser.add_argument("--budget-ms", type=int, default=8000, help="Chromium's virtual-time budget per page (default 8000)")
+    parser.add_argument(
+        "--budget-ms", type=int, default=8000, help="Chromium's virtual-time budget per page (default 8000)"
+    )
     args = parser.parse_args(argv)
     try:
-        shots = screenshot(args.report_html, args.outdir, chromium=args.chromium, only=tuple(args.only),
-                           overview=not args.no_overview, budget_ms=args.budget_ms)
+        shots = screenshot(
+            args.report_html,
+            args.outdir,
+            chromium=args.chromium,
+            only=tuple(args.only),
+            overview=not args.no_overview,
+            budget_ms=args.budget_ms,
+        )
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -43,11 +43,43 @@ from scfmbench.report.tables import METRIC_DIRECTION, higher_is_better
 from scfmbench.stats import critical_difference, friedman, holm, mean_ranks, pair_by_seed, paired_test
 
 CONTROL = "control"
-SIG_COLUMNS = ["task", "dataset", "metric", "kind", "method", "reference", "n_pairs", "method_mean", "reference_mean",
-               "mean_diff", "ci_low", "ci_high", "t_p", "wilcoxon_p", "holm_t_p", "holm_wilcoxon_p", "test",
-               "significant", "direction", "marker", "note"]
-RANK_COLUMNS = ["task", "metric", "method", "mean_rank", "n_datasets", "n_methods", "friedman_chi2", "friedman_p",
-                "critical_difference", "alpha", "main", "note"]
+SIG_COLUMNS = [
+    "task",
+    "dataset",
+    "metric",
+    "kind",
+    "method",
+    "reference",
+    "n_pairs",
+    "method_mean",
+    "reference_mean",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "t_p",
+    "wilcoxon_p",
+    "holm_t_p",
+    "holm_wilcoxon_p",
+    "test",
+    "significant",
+    "direction",
+    "marker",
+    "note",
+]
+RANK_COLUMNS = [
+    "task",
+    "metric",
+    "method",
+    "mean_rank",
+    "n_datasets",
+    "n_methods",
+    "friedman_chi2",
+    "friedman_p",
+    "critical_difference",
+    "alpha",
+    "main",
+    "note",
+]
 UP, DOWN = "↑", "↓"
 NO_RESULTS = "no results configured"
 
@@ -55,8 +87,14 @@ NO_RESULTS = "no results configured"
 def significance_paths(outdir: str | Path) -> dict[str, Path]:
     """Every file :func:`write_significance` writes, by name."""
     outdir = Path(outdir)
-    names = {"csv": "significance.csv", "md": "significance.md", "html": "significance.html",
-             "ranks_csv": "ranks.csv", "ranks_md": "ranks.md", "cd_png": "figures/critical_difference.png"}
+    names = {
+        "csv": "significance.csv",
+        "md": "significance.md",
+        "html": "significance.html",
+        "ranks_csv": "ranks.csv",
+        "ranks_md": "ranks.md",
+        "cd_png": "figures/critical_difference.png",
+    }
     return {k: outdir / v for k, v in names.items()}
 
 
@@ -79,10 +117,14 @@ def check_config(cfg: Mapping) -> None:
     """Cross-key checks the schema cannot express."""
     kinds = {c["kind"] for c in cfg["comparisons"]}
     if len(kinds) != len(cfg["comparisons"]):
-        raise InputError(f"config key 'significance.comparisons': each kind appears once (got {[c['kind'] for c in cfg['comparisons']]}); list more methods or references in one entry instead.")
+        raise InputError(
+            f"config key 'significance.comparisons': each kind appears once (got {[c['kind'] for c in cfg['comparisons']]}); list more methods or references in one entry instead."
+        )
     unknown = [k for k in cfg["markers"] if k != CONTROL and k not in kinds]
     if unknown:
-        raise InputError(f"config key 'significance.markers': {unknown} name no kind of reference; kinds are {[CONTROL, *sorted(kinds)]}.")
+        raise InputError(
+            f"config key 'significance.markers': {unknown} name no kind of reference; kinds are {[CONTROL, *sorted(kinds)]}."
+        )
 
 
 def backbone_of(method: str) -> str:
@@ -114,7 +156,9 @@ def _values(metrics: pd.DataFrame) -> pd.DataFrame:
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
     dup = df.duplicated(["task", "dataset", "method", "seed", "metric"], keep=False)
     if dup.any():
-        raise InputError(f"duplicate metrics records (one run listed twice):\n{df.loc[dup, ['task', 'dataset', 'method', 'seed', 'metric']].drop_duplicates().to_string(index=False)}")
+        raise InputError(
+            f"duplicate metrics records (one run listed twice):\n{df.loc[dup, ['task', 'dataset', 'method', 'seed', 'metric']].drop_duplicates().to_string(index=False)}"
+        )
     return df
 
 
@@ -146,11 +190,26 @@ def compare(metrics: pd.DataFrame, cfg: Mapping, *, tasks: Iterable[str] | None 
                     continue
                 x, y, _ = pair_by_seed(a, b)
                 r = paired_test(x, y)
-                rows.append(dict(task=task, dataset=dataset, metric=metric, kind=kind, method=method, reference=ref,
-                                 n_pairs=r.n, method_mean=float(np.nanmean(a)) if a.notna().any() else math.nan,
-                                 reference_mean=float(np.nanmean(b)) if b.notna().any() else math.nan,
-                                 mean_diff=r.mean_diff, ci_low=r.ci_low, ci_high=r.ci_high, t_p=r.t_p,
-                                 wilcoxon_p=r.wilcoxon_p, note=r.note, _higher=higher))
+                rows.append(
+                    dict(
+                        task=task,
+                        dataset=dataset,
+                        metric=metric,
+                        kind=kind,
+                        method=method,
+                        reference=ref,
+                        n_pairs=r.n,
+                        method_mean=float(np.nanmean(a)) if a.notna().any() else math.nan,
+                        reference_mean=float(np.nanmean(b)) if b.notna().any() else math.nan,
+                        mean_diff=r.mean_diff,
+                        ci_low=r.ci_low,
+                        ci_high=r.ci_high,
+                        t_p=r.t_p,
+                        wilcoxon_p=r.wilcoxon_p,
+                        note=r.note,
+                        _higher=higher,
+                    )
+                )
     if not rows:
         return pd.DataFrame(columns=SIG_COLUMNS)
     out = pd.DataFrame(rows)
@@ -165,8 +224,11 @@ def compare(metrics: pd.DataFrame, cfg: Mapping, *, tasks: Iterable[str] | None 
     out["significant"] = adjusted.lt(cfg["alpha"]).fillna(False).astype(bool)
     signed = out["mean_diff"] * np.where(out["_higher"], 1.0, -1.0)
     out["direction"] = np.select([signed > 0, signed < 0, signed == 0], ["better", "worse", "equal"], default="")
-    out["marker"] = np.where(out["significant"] & (out["direction"] == "better"), UP,
-                             np.where(out["significant"] & (out["direction"] == "worse"), DOWN, ""))
+    out["marker"] = np.where(
+        out["significant"] & (out["direction"] == "better"),
+        UP,
+        np.where(out["significant"] & (out["direction"] == "worse"), DOWN, ""),
+    )
     return out[SIG_COLUMNS].reset_index(drop=True)
 
 
@@ -186,10 +248,14 @@ def cell_markers(sig: pd.DataFrame, cfg: Mapping, task: str) -> dict[tuple[str, 
 def marker_legend(cfg: Mapping) -> str:
     """One sentence for a table legend: what the markers mean."""
     test = "paired t-test" if cfg["test"] == "ttest" else "exact Wilcoxon signed-rank test"
-    kinds = ", else ".join(f"its reference of kind `{k}`" if k != CONTROL else "the task's control" for k in cfg["markers"])
-    return (f"{UP} / {DOWN}: significantly better / worse than the row's reference ({kinds}; {test} over the "
-            f"paired seeds, Holm-adjusted across the table's methods, alpha {cfg['alpha']:g}; "
-            "every number in `significance.csv`).")
+    kinds = ", else ".join(
+        f"its reference of kind `{k}`" if k != CONTROL else "the task's control" for k in cfg["markers"]
+    )
+    return (
+        f"{UP} / {DOWN}: significantly better / worse than the row's reference ({kinds}; {test} over the "
+        f"paired seeds, Holm-adjusted across the table's methods, alpha {cfg['alpha']:g}; "
+        "every number in `significance.csv`)."
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,9 +311,22 @@ def rank_table(metrics: pd.DataFrame, cfg: Mapping) -> pd.DataFrame:
             notes.append(why)
         cd = critical_difference(k, n, cfg["alpha"])
         for method, r in ranks.sort_values(kind="stable").items():
-            rows.append(dict(task=task, metric=metric, method=method, mean_rank=float(r), n_datasets=n, n_methods=k,
-                             friedman_chi2=chi2, friedman_p=p, critical_difference=cd, alpha=cfg["alpha"],
-                             main=is_main, note="; ".join(notes)))
+            rows.append(
+                dict(
+                    task=task,
+                    metric=metric,
+                    method=method,
+                    mean_rank=float(r),
+                    n_datasets=n,
+                    n_methods=k,
+                    friedman_chi2=chi2,
+                    friedman_p=p,
+                    critical_difference=cd,
+                    alpha=cfg["alpha"],
+                    main=is_main,
+                    note="; ".join(notes),
+                )
+            )
     return pd.DataFrame(rows, columns=RANK_COLUMNS)
 
 
@@ -268,11 +347,13 @@ def _num(x: float) -> str:
 def significance_markdown(sig: pd.DataFrame, cfg: Mapping) -> str:
     """Per task, one table of the shown metrics' comparisons (``cfg['shown_metrics']``)."""
     test = "paired t-test" if cfg["test"] == "ttest" else "exact Wilcoxon signed-rank test"
-    head = ("Each method against its references over the seeds both ran (same seed = same split): Δ = method - "
-            "reference, mean over paired seeds with a 95% t interval; p from the paired t-test and the exact "
-            "Wilcoxon signed-rank test, and Holm-adjusted (in brackets) across the methods compared with one kind "
-            f"of reference on one dataset and metric. {UP} / {DOWN}: better / worse with the Holm-adjusted {test} "
-            f"p below {cfg['alpha']:g}. `significance.csv` has every metric.\n")
+    head = (
+        "Each method against its references over the seeds both ran (same seed = same split): Δ = method - "
+        "reference, mean over paired seeds with a 95% t interval; p from the paired t-test and the exact "
+        "Wilcoxon signed-rank test, and Holm-adjusted (in brackets) across the methods compared with one kind "
+        f"of reference on one dataset and metric. {UP} / {DOWN}: better / worse with the Holm-adjusted {test} "
+        f"p below {cfg['alpha']:g}. `significance.csv` has every metric.\n"
+    )
     if sig.empty:
         return head + "\n_" + NO_RESULTS + "_\n"
     parts = [head]
@@ -284,23 +365,29 @@ def significance_markdown(sig: pd.DataFrame, cfg: Mapping) -> str:
         if t.empty:
             parts.append(f"_none of the shown metrics ({', '.join(shown)}) was recorded_\n")
             continue
-        lines = ["| dataset | metric | kind | method | reference | n | Δ | 95% CI | t p (Holm) | Wilcoxon p (Holm) | | note |",
-                 "|:---|:---|:---|:---|:---|---:|---:|---:|---:|---:|:---|:---|"]
+        lines = [
+            "| dataset | metric | kind | method | reference | n | Δ | 95% CI | t p (Holm) | Wilcoxon p (Holm) | | note |",
+            "|:---|:---|:---|:---|:---|---:|---:|---:|---:|---:|:---|:---|",
+        ]
         for r in t.itertuples(index=False):
             ci = "–" if not np.isfinite(r.ci_low) else f"[{r.ci_low:+.3g}, {r.ci_high:+.3g}]"
-            lines.append(f"| {markdown_cell(r.dataset)} | {markdown_cell(r.metric)} | {r.kind} | {markdown_cell(r.method)} | {markdown_cell(r.reference)} | "
-                         f"{r.n_pairs} | {_num(r.mean_diff)} | {ci} | {_p(r.t_p)} ({_p(r.holm_t_p)}) | "
-                         f"{_p(r.wilcoxon_p)} ({_p(r.holm_wilcoxon_p)}) | {r.marker} | {markdown_cell(r.note)} |")
+            lines.append(
+                f"| {markdown_cell(r.dataset)} | {markdown_cell(r.metric)} | {r.kind} | {markdown_cell(r.method)} | {markdown_cell(r.reference)} | "
+                f"{r.n_pairs} | {_num(r.mean_diff)} | {ci} | {_p(r.t_p)} ({_p(r.holm_t_p)}) | "
+                f"{_p(r.wilcoxon_p)} ({_p(r.holm_wilcoxon_p)}) | {r.marker} | {markdown_cell(r.note)} |"
+            )
         parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)
 
 
 def ranks_markdown(ranks: pd.DataFrame) -> str:
     """Per task, the average ranks of the main metric(s), the Friedman p and the critical difference."""
-    head = ("Average rank over datasets (rank 1 = best mean over seeds on a dataset; ties share their average rank; "
-            "Demšar 2006). Friedman: do the methods' ranks differ at all? CD: the Nemenyi critical difference, two "
-            "methods whose average ranks differ by less are not significantly different. With few datasets both are "
-            "weak; `ranks.csv` has every metric.\n")
+    head = (
+        "Average rank over datasets (rank 1 = best mean over seeds on a dataset; ties share their average rank; "
+        "Demšar 2006). Friedman: do the methods' ranks differ at all? CD: the Nemenyi critical difference, two "
+        "methods whose average ranks differ by less are not significantly different. With few datasets both are "
+        "weak; `ranks.csv` has every metric.\n"
+    )
     main = ranks[ranks["main"]] if not ranks.empty else ranks
     if main.empty:
         return head + "\n_" + NO_RESULTS + "_\n"
@@ -310,10 +397,17 @@ def ranks_markdown(ranks: pd.DataFrame) -> str:
         parts.append(f"## {task}: {markdown_cell(metric)}\n")
         stat = "–" if not np.isfinite(r0.friedman_chi2) else f"{r0.friedman_chi2:.3g}"
         cd = "–" if not np.isfinite(r0.critical_difference) else f"{r0.critical_difference:.3g}"
-        parts.append(f"{int(r0.n_methods)} methods on {int(r0.n_datasets)} dataset(s): Friedman chi-square {stat}, "
-                     f"p {_p(r0.friedman_p)}; CD (alpha {r0.alpha:g}) {cd}." + (f" {markdown_cell(r0.note)}." if r0.note else "") + "\n")
+        parts.append(
+            f"{int(r0.n_methods)} methods on {int(r0.n_datasets)} dataset(s): Friedman chi-square {stat}, "
+            f"p {_p(r0.friedman_p)}; CD (alpha {r0.alpha:g}) {cd}."
+            + (f" {markdown_cell(r0.note)}." if r0.note else "")
+            + "\n"
+        )
         lines = ["| rank | method | average rank |", "|---:|:---|---:|"]
-        lines += [f"| {i} | {markdown_cell(r.method)} | {r.mean_rank:.2f} |" for i, r in enumerate(g.itertuples(index=False), 1)]
+        lines += [
+            f"| {i} | {markdown_cell(r.method)} | {r.mean_rank:.2f} |"
+            for i, r in enumerate(g.itertuples(index=False), 1)
+        ]
         parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)
 
@@ -360,14 +454,23 @@ def _cd_panel(ax, g: pd.DataFrame, title: str) -> None:
         y = (-(i + 1) if left else -(k - i)) - drop
         x_end = lo - 0.45 if left else hi + 0.45
         ax.plot([r, r, x_end], [0, y, y], color="0.25", linewidth=0.8)
-        ax.text(x_end, y, f"{method} ({r:.2f})" if left else f"({r:.2f}) {method}", ha="right" if left else "left",
-                va="center", fontsize=8, clip_on=False)
+        ax.text(
+            x_end,
+            y,
+            f"{method} ({r:.2f})" if left else f"({r:.2f}) {method}",
+            ha="right" if left else "left",
+            va="center",
+            fontsize=8,
+            clip_on=False,
+        )
     if np.isfinite(cd):
         ax.plot([lo, lo + cd], [1.1, 1.1], color="tab:red", linewidth=2)
         ax.text(lo + cd / 2, 1.2, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=8, color="tab:red")
         for j, (a, b) in enumerate(groups):
             y = -0.35 - 0.25 * j
-            ax.plot([avg.iloc[a] - 0.05, avg.iloc[b] + 0.05], [y, y], color="black", linewidth=3, solid_capstyle="round")
+            ax.plot(
+                [avg.iloc[a] - 0.05, avg.iloc[b] + 0.05], [y, y], color="black", linewidth=3, solid_capstyle="round"
+            )
 
 
 def plot_critical_difference(ranks: pd.DataFrame, path: str | Path) -> None:
@@ -389,7 +492,9 @@ def plot_critical_difference(ranks: pd.DataFrame, path: str | Path) -> None:
     for ax, ((task, metric), g) in zip(axes, panels):
         r0 = g.iloc[0]
         p = "n/a" if not np.isfinite(r0.friedman_p) else f"{r0.friedman_p:.3g}"
-        _cd_panel(ax, g, f"{task}: {metric} — {int(r0.n_methods)} methods, {int(r0.n_datasets)} dataset(s), Friedman p = {p}")
+        _cd_panel(
+            ax, g, f"{task}: {metric} — {int(r0.n_methods)} methods, {int(r0.n_datasets)} dataset(s), Friedman p = {p}"
+        )
     save_figure(fig, path)
 
 
@@ -414,6 +519,22 @@ def write_significance(metrics_path: str | Path | pd.DataFrame, out: Mapping | o
     plot_critical_difference(ranks, get("cd_png"))
 
 
-__all__ = ["CONTROL", "RANK_COLUMNS", "SIG_COLUMNS", "cell_markers", "check_config", "cliques", "compare", "complete_block",
-           "marker_legend", "metric_higher_is_better", "plot_critical_difference", "rank_table", "ranks_markdown",
-           "references", "significance_markdown", "significance_paths", "write_significance"]
+__all__ = [
+    "CONTROL",
+    "RANK_COLUMNS",
+    "SIG_COLUMNS",
+    "cell_markers",
+    "check_config",
+    "cliques",
+    "compare",
+    "complete_block",
+    "marker_legend",
+    "metric_higher_is_better",
+    "plot_critical_difference",
+    "rank_table",
+    "ranks_markdown",
+    "references",
+    "significance_markdown",
+    "significance_paths",
+    "write_significance",
+]

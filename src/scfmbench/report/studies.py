@@ -18,8 +18,8 @@ a finite value, ``n`` the number of those seeds.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -42,8 +42,13 @@ FEWSHOT_RUN, MAIN_GRID_RUN = "few-shot run", "main grid run"
 SENSITIVITY_RUN, BASE_RUN = "sensitivity run", "base method run"
 NO_FEWSHOT = "no few-shot runs configured"
 NO_SENSITIVITY = "no sensitivity runs configured"
-LABELS = {"accuracy": "accuracy", "macro_f1": "macro F1", "alpha": "alpha (PPR restart probability)",
-           "t": "t (heat-kernel time)", "k": "K (diffusion steps / terms)"}
+LABELS = {
+    "accuracy": "accuracy",
+    "macro_f1": "macro F1",
+    "alpha": "alpha (PPR restart probability)",
+    "t": "t (heat-kernel time)",
+    "k": "K (diffusion steps / terms)",
+}
 
 
 def is_fewshot_dataset(name: str) -> bool:
@@ -96,17 +101,22 @@ def fewshot_table(metrics: pd.DataFrame, *, task: str = "annotation", metric_nam
         return pd.DataFrame(columns=FEWSHOT_COLUMNS)
     parsed = rows["dataset"].map({d: parse_dataset(str(d)) for d in rows["dataset"].unique()})
     fraction = parsed.map(lambda p: p[1])
-    fs = rows[fraction.notna()].assign(dataset=parsed[fraction.notna()].map(lambda p: p[0]),
-                                       fraction=fraction[fraction.notna()].astype(float))
+    fs = rows[fraction.notna()].assign(
+        dataset=parsed[fraction.notna()].map(lambda p: p[0]), fraction=fraction[fraction.notna()].astype(float)
+    )
     if fs.empty:
         return pd.DataFrame(columns=FEWSHOT_COLUMNS)
     fs = fs[fs["method"].map(lambda m: sensitivity_override(m) is None)]
     pairs = set(zip(fs["dataset"], fs["method"]))
     full = rows[fraction.isna()]
     full = full[[(d, m) in pairs for d, m in zip(full["dataset"], full["method"])]].assign(fraction=1.0)
-    out = pd.concat([_stats(fs, ["dataset", "method", "fraction", "metric"]).assign(source=FEWSHOT_RUN),
-                     _stats(full, ["dataset", "method", "fraction", "metric"]).assign(source=MAIN_GRID_RUN)],
-                    ignore_index=True)
+    out = pd.concat(
+        [
+            _stats(fs, ["dataset", "method", "fraction", "metric"]).assign(source=FEWSHOT_RUN),
+            _stats(full, ["dataset", "method", "fraction", "metric"]).assign(source=MAIN_GRID_RUN),
+        ],
+        ignore_index=True,
+    )
     out["n"] = out["n"].astype(int)
     return out.sort_values(["dataset", "metric", "method", "fraction"], ignore_index=True)[FEWSHOT_COLUMNS]
 
@@ -115,12 +125,16 @@ def _value_label(value: float) -> str:
     return f"{value:g}"
 
 
-def _pivot_markdown(block: pd.DataFrame, column: str, header: Callable[[float], str], mark: Callable[[tuple], str]) -> str:
+def _pivot_markdown(
+    block: pd.DataFrame, column: str, header: Callable[[float], str], mark: Callable[[tuple], str]
+) -> str:
     """Rows (method, metric), one column per value of ``column``, cells mean ± std."""
     values = sorted(block[column].unique())
     n_max = int(block["n"].max()) if len(block) else None
-    lines = ["| method | metric | " + " | ".join(header(v) for v in values) + " |",
-             "|:---|:---|" + "---:|" * len(values)]
+    lines = [
+        "| method | metric | " + " | ".join(header(v) for v in values) + " |",
+        "|:---|:---|" + "---:|" * len(values),
+    ]
     for (method, metric), g in block.groupby(["method", "metric"], sort=True):
         by_value = {v: r for v, r in zip(g[column], g.itertuples(index=False))}
         cells = []
@@ -139,12 +153,17 @@ def fewshot_markdown(table: pd.DataFrame) -> str:
         return f"_{NO_FEWSHOT}_\n"
     parts = []
     for dataset, block in table.groupby("dataset", sort=True):
-        parts.append(f"## {dataset}\n\n" + _pivot_markdown(
-            block, "fraction", lambda f: "1 (main grid)" if f == 1.0 else _value_label(f),
-            lambda r: ""))
-    legend = ("Mean ± standard deviation over seeds of each method trained on a fraction of the training cells "
-              "(validation and test cells unchanged); the column `1 (main grid)` is the method's run on the full "
-              "training set in the main grid. `–`: not run; `(n=k)`: only k seeds with a finite value.\n")
+        parts.append(
+            f"## {dataset}\n\n"
+            + _pivot_markdown(
+                block, "fraction", lambda f: "1 (main grid)" if f == 1.0 else _value_label(f), lambda r: ""
+            )
+        )
+    legend = (
+        "Mean ± standard deviation over seeds of each method trained on a fraction of the training cells "
+        "(validation and test cells unchanged); the column `1 (main grid)` is the method's run on the full "
+        "training set in the main grid. `–`: not run; `(n=k)`: only k seeds with a finite value.\n"
+    )
     return "\n".join(parts) + "\n" + legend
 
 
@@ -165,8 +184,11 @@ def kernel_defaults(method: str, config: Mapping | None = None) -> dict[str, flo
     from scfmbench.models.attention import KERNELS
 
     params = inspect.signature(KERNELS[spec.attention].__init__).parameters
-    out = {k: float(params[k].default) for k in SENSITIVITY_KEYS
-           if k in params and params[k].default is not inspect.Parameter.empty}
+    out = {
+        k: float(params[k].default)
+        for k in SENSITIVITY_KEYS
+        if k in params and params[k].default is not inspect.Parameter.empty
+    }
     overrides = (((config or {}).get("params") or {}).get(spec.backbone) or {}).get("kernel_config") or {}
     for k, v in (overrides.get(spec.attention) or {}).items():
         if k in SENSITIVITY_KEYS:
@@ -174,8 +196,13 @@ def kernel_defaults(method: str, config: Mapping | None = None) -> dict[str, flo
     return {**PAPER_DEFAULTS, **out}
 
 
-def sensitivity_table(metrics: pd.DataFrame, *, task: str = "annotation", metric_names=STUDY_METRICS,
-                      defaults: Callable[[str], Mapping[str, float]] | Mapping[str, float] | None = None) -> pd.DataFrame:
+def sensitivity_table(
+    metrics: pd.DataFrame,
+    *,
+    task: str = "annotation",
+    metric_names=STUDY_METRICS,
+    defaults: Callable[[str], Mapping[str, float]] | Mapping[str, float] | None = None,
+) -> pd.DataFrame:
     """One row per (dataset, base method, option, option_value, metric): :data:`SENSITIVITY_COLUMNS`.
 
     For every option a base method was varied in on a dataset, the base method's own run on that
@@ -196,9 +223,11 @@ def sensitivity_table(metrics: pd.DataFrame, *, task: str = "annotation", metric
     sens = rows[rows["method"].map(lambda m: parsed[m] is not None).astype(bool)]
     if sens.empty:
         return pd.DataFrame(columns=SENSITIVITY_COLUMNS)
-    sens = sens.assign(option=sens["method"].map(lambda m: parsed[m][1]),
-                       option_value=sens["method"].map(lambda m: parsed[m][2]),
-                       method=sens["method"].map(lambda m: parsed[m][0]))
+    sens = sens.assign(
+        option=sens["method"].map(lambda m: parsed[m][1]),
+        option_value=sens["method"].map(lambda m: parsed[m][2]),
+        method=sens["method"].map(lambda m: parsed[m][0]),
+    )
     keys = ["dataset", "method", "option", "option_value", "metric"]
     out = [_stats(sens, keys).assign(source=SENSITIVITY_RUN)]
     for (dataset, base, option), g in sens.groupby(["dataset", "method", "option"], sort=True):
@@ -212,7 +241,10 @@ def sensitivity_table(metrics: pd.DataFrame, *, task: str = "annotation", metric
     table = pd.concat(out, ignore_index=True)
     table["option_value"] = table["option_value"].astype(float)
     table["n"] = table["n"].astype(int)
-    table["default"] = [bool(np.isclose(v, float(defaults_of(m)[o]))) for m, o, v in zip(table["method"], table["option"], table["option_value"])]
+    table["default"] = [
+        bool(np.isclose(v, float(defaults_of(m)[o])))
+        for m, o, v in zip(table["method"], table["option"], table["option_value"])
+    ]
     order = {k: i for i, k in enumerate(SENSITIVITY_KEYS)}
     table["_o"] = table["option"].map(order)
     table = table.sort_values(["dataset", "_o", "metric", "method", "option_value"], ignore_index=True)
@@ -224,14 +256,24 @@ def sensitivity_markdown(table: pd.DataFrame) -> str:
         return f"_{NO_SENSITIVITY}_\n"
     parts = []
     order = {k: i for i, k in enumerate(SENSITIVITY_KEYS)}
-    for (dataset, option), block in sorted(table.groupby(["dataset", "option"]), key=lambda kv: (kv[0][0], order.get(kv[0][1], 99))):
+    for (dataset, option), block in sorted(
+        table.groupby(["dataset", "option"]), key=lambda kv: (kv[0][0], order.get(kv[0][1], 99))
+    ):
         defaults = set(block.loc[block["default"], "option_value"])
-        parts.append(f"## {dataset}: {LABELS.get(option, option)}\n\n" + _pivot_markdown(
-            block, "option_value", lambda v: _value_label(v) + (" (default)" if v in defaults else ""),
-            lambda r: " *" if r.source == BASE_RUN else ""))
-    legend = ("Mean ± standard deviation over seeds of each method re-run with one diffusion option changed. "
-              "`*`: the base method's own run (the main grid's configuration) as the default-value point. "
-              "`–`: not run; `(n=k)`: only k seeds with a finite value.\n")
+        parts.append(
+            f"## {dataset}: {LABELS.get(option, option)}\n\n"
+            + _pivot_markdown(
+                block,
+                "option_value",
+                lambda v, defaults=defaults: _value_label(v) + (" (default)" if v in defaults else ""),
+                lambda r: " *" if r.source == BASE_RUN else "",
+            )
+        )
+    legend = (
+        "Mean ± standard deviation over seeds of each method re-run with one diffusion option changed. "
+        "`*`: the base method's own run (the main grid's configuration) as the default-value point. "
+        "`–`: not run; `(n=k)`: only k seeds with a finite value.\n"
+    )
     return "\n".join(parts) + "\n" + legend
 
 
@@ -258,16 +300,35 @@ def study_defaults(config: Mapping) -> dict[str, dict[str, float]]:
 # ---------------------------------------------------------------------------------------------
 # the studies' figures: few-shot curves and sensitivity curves
 
+
 def _curve(ax, block: pd.DataFrame, x: str, color, label: str, *, special: pd.Series | None = None) -> None:
     """One mean ± sd line over ``x``; points where ``special`` is true get a hollow star on top."""
     block = block.sort_values(x)
     yerr = block["std"].astype(float).fillna(0.0).to_numpy()
-    ax.errorbar(block[x].astype(float), block["mean"].astype(float), yerr=yerr, color=color, label=label,
-                marker="o", markersize=5, linewidth=1.5, capsize=3, elinewidth=1)
+    ax.errorbar(
+        block[x].astype(float),
+        block["mean"].astype(float),
+        yerr=yerr,
+        color=color,
+        label=label,
+        marker="o",
+        markersize=5,
+        linewidth=1.5,
+        capsize=3,
+        elinewidth=1,
+    )
     if special is not None and special.loc[block.index].any():
         sel = block[special.loc[block.index]]
-        ax.plot(sel[x].astype(float), sel["mean"].astype(float), linestyle="none", marker="*", markersize=13,
-                markerfacecolor="none", markeredgecolor=color, markeredgewidth=1.3)
+        ax.plot(
+            sel[x].astype(float),
+            sel["mean"].astype(float),
+            linestyle="none",
+            marker="*",
+            markersize=13,
+            markerfacecolor="none",
+            markeredgecolor=color,
+            markeredgewidth=1.3,
+        )
 
 
 def _methods_legend(fig: Figure, palette: dict, starred: str | None = None) -> None:
@@ -276,7 +337,18 @@ def _methods_legend(fig: Figure, palette: dict, starred: str | None = None) -> N
 
     handles = [Line2D([], [], color=c, marker="o", label=m) for m, c in palette.items()]
     if starred:
-        handles.append(Line2D([], [], linestyle="none", marker="*", markersize=11, markerfacecolor="none", markeredgecolor="0.3", label=starred))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                linestyle="none",
+                marker="*",
+                markersize=11,
+                markerfacecolor="none",
+                markeredgecolor="0.3",
+                label=starred,
+            )
+        )
     fig.legend(handles=handles, title="method", loc="outside right upper", frameon=False)
 
 
@@ -288,7 +360,9 @@ def plot_fewshot(table: pd.DataFrame, path: str | Path) -> None:
         save_figure(empty_figure(NO_FEWSHOT), path)
         return
     datasets = sorted(table["dataset"].unique())
-    metric_names = [m for m in STUDY_METRICS if m in set(table["metric"])] + sorted(set(table["metric"]) - set(STUDY_METRICS))
+    metric_names = [m for m in STUDY_METRICS if m in set(table["metric"])] + sorted(
+        set(table["metric"]) - set(STUDY_METRICS)
+    )
     methods = sorted(table["method"].unique())
     palette = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
     fig = Figure(figsize=(4.2 * len(metric_names) + 2.2, 3.3 * len(datasets) + 0.7), layout="constrained")
@@ -349,8 +423,13 @@ def plot_sensitivity(table: pd.DataFrame, path: str | Path) -> None:
     save_figure(fig, path)
 
 
-def write_studies(metrics: pd.DataFrame | str | Path, out: Mapping[str, str | Path] | object, *,
-                  defaults: Mapping[str, Mapping[str, float]] | None = None, config: Mapping | None = None) -> None:
+def write_studies(
+    metrics: pd.DataFrame | str | Path,
+    out: Mapping[str, str | Path] | object,
+    *,
+    defaults: Mapping[str, Mapping[str, float]] | None = None,
+    config: Mapping | None = None,
+) -> None:
     """Write the few-shot and sensitivity tables (Markdown, CSV, HTML) and figures.
 
     ``out``: a mapping or an object with the names of :func:`study_paths` as keys / attributes.
@@ -361,8 +440,9 @@ def write_studies(metrics: pd.DataFrame | str | Path, out: Mapping[str, str | Pa
     if not isinstance(metrics, pd.DataFrame):
         metrics = pd.read_csv(metrics)
     get = (lambda k: out[k]) if isinstance(out, Mapping) else (lambda k: getattr(out, k))
-    cache: dict[str, dict[str, float]] = {m: {**PAPER_DEFAULTS, **{k: float(v) for k, v in d.items()}}
-                                          for m, d in (defaults or {}).items()}
+    cache: dict[str, dict[str, float]] = {
+        m: {**PAPER_DEFAULTS, **{k: float(v) for k, v in d.items()}} for m, d in (defaults or {}).items()
+    }
 
     def defaults_of(method: str) -> dict[str, float]:
         if method not in cache:
@@ -385,7 +465,20 @@ def write_studies(metrics: pd.DataFrame | str | Path, out: Mapping[str, str | Pa
 
 
 __all__ = [
-    "FEWSHOT_COLUMNS", "PAPER_DEFAULTS", "SENSITIVITY_COLUMNS", "fewshot_markdown", "fewshot_table",
-    "is_fewshot_dataset", "kernel_defaults", "main_grid", "plot_fewshot", "plot_sensitivity", "sensitivity_markdown", "sensitivity_override",
-    "sensitivity_table", "study_defaults", "study_paths", "write_studies",
+    "FEWSHOT_COLUMNS",
+    "PAPER_DEFAULTS",
+    "SENSITIVITY_COLUMNS",
+    "fewshot_markdown",
+    "fewshot_table",
+    "is_fewshot_dataset",
+    "kernel_defaults",
+    "main_grid",
+    "plot_fewshot",
+    "plot_sensitivity",
+    "sensitivity_markdown",
+    "sensitivity_override",
+    "sensitivity_table",
+    "study_defaults",
+    "study_paths",
+    "write_studies",
 ]

@@ -55,7 +55,15 @@ METRIC_DIRECTION: dict[str, bool] = {
 #: Metrics on a fixed unit scale (F1 and accuracy in [0, 1], Pearson in [-1, 1]): shown with 3
 #: decimals. Every other registered metric (MSE, Poisson deviance: unbounded, often small) is shown
 #: with 4 significant digits.
-UNIT_SCALE_METRICS: set[str] = {"accuracy", "macro_f1", "macro_f1_seen", "doublet_f1", "pearson", "pearson_truth", "pearson_sqrt"}
+UNIT_SCALE_METRICS: set[str] = {
+    "accuracy",
+    "macro_f1",
+    "macro_f1_seen",
+    "doublet_f1",
+    "pearson",
+    "pearson_truth",
+    "pearson_sqrt",
+}
 
 #: Controls that read the held-out answer (the noise-free truth; the Poisson rate of an MCV split);
 #: shown but never flagged best.
@@ -80,8 +88,12 @@ def register_metric(name: str, higher_is_better: bool, *, unit_scale: bool = Fal
 
 def higher_is_better(metric: str) -> bool:
     if metric not in METRIC_DIRECTION:
-        log.warning("metric %r has no registered direction; treating it as higher-is-better "
-                    "(scfmbench.report.register_metric(%r, higher_is_better=...) to declare it)", metric, metric)
+        log.warning(
+            "metric %r has no registered direction; treating it as higher-is-better "
+            "(scfmbench.report.register_metric(%r, higher_is_better=...) to declare it)",
+            metric,
+            metric,
+        )
         return True
     return METRIC_DIRECTION[metric]
 
@@ -95,7 +107,9 @@ def _task_rows(metrics: pd.DataFrame, task: str) -> pd.DataFrame:
     dup = df.duplicated(_KEY, keep=False)
     if dup.any():
         # Two records for one run would silently inflate n; it means a metrics file was listed twice.
-        raise InputError(f"duplicate metrics records for {task!r}:\n{df.loc[dup, _KEY].drop_duplicates().to_string(index=False)}")
+        raise InputError(
+            f"duplicate metrics records for {task!r}:\n{df.loc[dup, _KEY].drop_duplicates().to_string(index=False)}"
+        )
     return df
 
 
@@ -126,8 +140,11 @@ def summary_table(metrics: pd.DataFrame, task: str, *, unranked: Iterable[str] =
     df = _task_rows(metrics, task)
     if df.empty:
         return _empty_wide()
-    long = (df.groupby(["method", "dataset", "metric"], sort=True)["value"]
-              .agg(mean="mean", std="std", n="count").reset_index())
+    long = (
+        df.groupby(["method", "dataset", "metric"], sort=True)["value"]
+        .agg(mean="mean", std="std", n="count")
+        .reset_index()
+    )
     unranked = set(unranked)
     long["best"] = False
     for (_, metric), idx in long.groupby(["dataset", "metric"]).groups.items():
@@ -144,8 +161,11 @@ def summary_table(metrics: pd.DataFrame, task: str, *, unranked: Iterable[str] =
     wide = long.set_index(["method", "dataset", "metric"]).unstack(["dataset", "metric"])
     wide.columns = wide.columns.reorder_levels([1, 2, 0]).set_names(["dataset", "metric", "stat"])
     keys = sorted({(d, m) for d, m, _ in wide.columns})
-    wide = wide.reindex(columns=pd.MultiIndex.from_tuples([(d, m, s) for d, m in keys for s in STATS],
-                                                          names=["dataset", "metric", "stat"]))
+    wide = wide.reindex(
+        columns=pd.MultiIndex.from_tuples(
+            [(d, m, s) for d, m in keys for s in STATS], names=["dataset", "metric", "stat"]
+        )
+    )
     for d, m in keys:
         wide[(d, m, "mean")] = wide[(d, m, "mean")].astype(float)
         wide[(d, m, "std")] = wide[(d, m, "std")].astype(float)
@@ -243,9 +263,11 @@ def table_legend(table: pd.DataFrame) -> str:
         parts.append(f"lower is better for {', '.join(down)}")
     oracles = [m for m in ORACLES if m in table.index]
     note = f" Oracle controls ({', '.join(oracles)}) are shown but not ranked." if oracles else ""
-    return ("; ".join(parts) + "." + note + " "
-            f"`{UNDEFINED}`: undefined on every seed (e.g. Pearson of a constant prediction); "
-            f"`{NOT_RUN}`: not run; `(n=k)`: only k seeds with a finite value.\n")
+    return (
+        "; ".join(parts) + "." + note + " "
+        f"`{UNDEFINED}`: undefined on every seed (e.g. Pearson of a constant prediction); "
+        f"`{NOT_RUN}`: not run; `(n=k)`: only k seeds with a finite value.\n"
+    )
 
 
 from scfmbench.embedding import metrics as _embedding_metrics  # noqa: E402  (numpy only at import)

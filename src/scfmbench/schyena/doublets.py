@@ -125,10 +125,21 @@ def write_doublet_predictions(cell_ids, truth, predicted, path) -> None:
 
     The truth travels with the predictions because simulated doublets exist in no prepared file.
     """
-    write_csv(pd.DataFrame({"cell_id": np.asarray(cell_ids).astype(str), "truth": np.asarray(truth).astype(str), "predicted": np.asarray(predicted).astype(str)}), path)
+    write_csv(
+        pd.DataFrame(
+            {
+                "cell_id": np.asarray(cell_ids).astype(str),
+                "truth": np.asarray(truth).astype(str),
+                "predicted": np.asarray(predicted).astype(str),
+            }
+        ),
+        path,
+    )
 
 
-def all_doublet_control(adata, *, seed: int, rate: float = 0.1, label: str = DOUBLET) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def all_doublet_control(
+    adata, *, seed: int, rate: float = 0.1, label: str = DOUBLET
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The doublet task's negative control ``all_doublet``: every cell of the augmented test split
     (the same doublets a method sees with this ``seed`` and ``rate``) called a doublet.
 
@@ -146,7 +157,9 @@ def score_doublets(predictions_path, *, label: str = DOUBLET) -> dict[str, float
     df = pd.read_csv(predictions_path, dtype=str, keep_default_na=False)
     missing = [c for c in PREDICTION_COLUMNS if c not in df]
     if missing:
-        raise InputError(f"{predictions_path}: columns {missing} missing; a doublet predictions file has columns {list(PREDICTION_COLUMNS)}")
+        raise InputError(
+            f"{predictions_path}: columns {missing} missing; a doublet predictions file has columns {list(PREDICTION_COLUMNS)}"
+        )
     if df.empty:
         raise InputError(f"{predictions_path}: no rows; it must hold every cell of the augmented test split")
     return doublet_metrics(df["truth"], df["predicted"], label=label)

@@ -74,7 +74,7 @@ class SchyenaParams:
     umap_neighbors: int = 15
 
     @classmethod
-    def from_dict(cls, params: dict[str, Any] | None) -> "SchyenaParams":
+    def from_dict(cls, params: dict[str, Any] | None) -> SchyenaParams:
         """Build from a config entry; an unknown key is an :class:`InputError` listing the allowed ones."""
         params = dict(params or {})
         allowed = [f.name for f in dataclasses.fields(cls)]
@@ -83,7 +83,9 @@ class SchyenaParams:
             raise InputError(f"config key 'params.schyena': unknown key(s) {unknown}; allowed keys are {allowed}")
         out = cls(**params)
         if not 0.0 <= out.mask_low <= out.mask_high <= 1.0:
-            raise InputError(f"config key 'params.schyena': need 0 <= mask_low <= mask_high <= 1, got {out.mask_low} and {out.mask_high}")
+            raise InputError(
+                f"config key 'params.schyena': need 0 <= mask_low <= mask_high <= 1, got {out.mask_low} and {out.mask_high}"
+            )
         if not 0.0 < out.doublet_rate < 1.0:
             raise InputError(f"config key 'params.schyena.doublet_rate': must be in (0, 1), got {out.doublet_rate}")
         return out
@@ -94,12 +96,24 @@ class SchyenaParams:
 
     def pretrain(self) -> dict[str, Any]:
         """Keyword arguments for :func:`scfmbench.schyena.tasks.pretrain` (besides config and seed)."""
-        return {"steps": self.pretrain_steps, "batch_size": self.pretrain_batch_size, "lr": self.pretrain_lr, "mask_range": (self.mask_low, self.mask_high),
-                "eval_every": self.pretrain_eval_every, "patience": self.pretrain_patience}
+        return {
+            "steps": self.pretrain_steps,
+            "batch_size": self.pretrain_batch_size,
+            "lr": self.pretrain_lr,
+            "mask_range": (self.mask_low, self.mask_high),
+            "eval_every": self.pretrain_eval_every,
+            "patience": self.pretrain_patience,
+        }
 
     def finetune(self) -> dict[str, Any]:
         """Keyword arguments for :func:`scfmbench.schyena.tasks.finetune_classifier`."""
-        return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "lr_gamma": self.lr_gamma, "patience": self.patience}
+        return {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "lr_gamma": self.lr_gamma,
+            "patience": self.patience,
+        }
 
     def imputer(self) -> dict[str, Any]:
         """Keyword arguments for the ``schyena`` imputer (:func:`scfmbench.impute.schyena.schyena_imputer`)."""

@@ -33,8 +33,7 @@ import copy
 import dataclasses
 import json
 import logging
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +74,7 @@ class CellBatch:
     values: torch.Tensor
     gene_ids: torch.Tensor
 
-    def to(self, device) -> "CellBatch":
+    def to(self, device) -> CellBatch:
         return CellBatch(self.values.to(device), self.gene_ids.to(device))
 
 
@@ -89,7 +88,7 @@ class CellInputs:
         self.gene_ids = torch.arange(values.shape[1], device=values.device)  # (G,): gene j is id j
 
     @classmethod
-    def from_adata(cls, adata, rows=None) -> "CellInputs":
+    def from_adata(cls, adata, rows=None) -> CellInputs:
         return cls(torch.from_numpy(dense_values(adata, rows)))
 
     def __len__(self) -> int:
@@ -99,7 +98,7 @@ class CellInputs:
         idx = idx.to(self.values.device)
         return CellBatch(self.values[idx], self.gene_ids.expand(len(idx), -1))
 
-    def to(self, device) -> "CellInputs":
+    def to(self, device) -> CellInputs:
         return CellInputs(self.values.to(device))
 
 
@@ -146,7 +145,9 @@ class SchyenaMasked(MaskedModel):
         super().__init__(backbone, scorer)
         self.mask_zeros = mask_zeros
 
-    def predict(self, batch: MaskedBatch, mask: torch.Tensor, offset: torch.Tensor | None = None, shown=None) -> torch.Tensor:
+    def predict(
+        self, batch: MaskedBatch, mask: torch.Tensor, offset: torch.Tensor | None = None, shown=None
+    ) -> torch.Tensor:
         v = batch.values if shown is None else shown.values  # advanced masking: some masked positions show a value
         gene_ids = torch.arange(v.shape[1], device=v.device).expand(len(v), -1)
         mask = mask if shown is None else shown.token
@@ -155,8 +156,21 @@ class SchyenaMasked(MaskedModel):
             return self.backbone.predict_expression(v, gene_ids, shown_as_mask)
 
 
-def train_masked(model: SCHyena, values: torch.Tensor, *, steps: int, batch_size: int, lr: float, mask_range: tuple[float, float] = (0.05, 0.4), generator: torch.Generator, valid: torch.Tensor | None = None, mask_zeros: bool = False, eval_every: int | None = None, grad_clip: float = 1.0,
-                 patience: int | None = None) -> PretrainHistory:
+def train_masked(
+    model: SCHyena,
+    values: torch.Tensor,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    mask_range: tuple[float, float] = (0.05, 0.4),
+    generator: torch.Generator,
+    valid: torch.Tensor | None = None,
+    mask_zeros: bool = False,
+    eval_every: int | None = None,
+    grad_clip: float = 1.0,
+    patience: int | None = None,
+) -> PretrainHistory:
     """scHyena's masked expression modelling on ``values`` (N, G): the shared loop
     (:func:`scfmbench.pretrain.loop.train_masked`) with the ``uniform`` strategy (p ~ U(mask_range)
     per batch, Bernoulli over the non-zero entries), in place.
@@ -165,13 +179,34 @@ def train_masked(model: SCHyena, values: torch.Tensor, *, steps: int, batch_size
     ``patience``: early stopping on their masked MSE (:func:`scfmbench.pretrain.loop.train_masked`).
     """
     return run_masked_loop(
-        SchyenaMasked(model, mask_zeros=mask_zeros), MaskedCells(values), strategy=build_strategy("uniform", low=mask_range[0], high=mask_range[1]),
-        steps=steps, batch_size=batch_size, lr=lr, generator=generator, valid=None if valid is None else MaskedCells(valid), eval_every=eval_every, grad_clip=grad_clip,
+        SchyenaMasked(model, mask_zeros=mask_zeros),
+        MaskedCells(values),
+        strategy=build_strategy("uniform", low=mask_range[0], high=mask_range[1]),
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        generator=generator,
+        valid=None if valid is None else MaskedCells(valid),
+        eval_every=eval_every,
+        grad_clip=grad_clip,
         patience=patience,
     )
 
 
-def pretrain(adata, *, config: SCHyenaConfig | None = None, steps: int = DEFAULTS.pretrain_steps, batch_size: int = DEFAULTS.pretrain_batch_size, lr: float = DEFAULTS.pretrain_lr, mask_range: tuple[float, float] = (DEFAULTS.mask_low, DEFAULTS.mask_high), seed: int = 0, device=None, eval_every: int | None = None, patience: int | None = None, strategy=None) -> tuple[SCHyena, PretrainHistory]:
+def pretrain(
+    adata,
+    *,
+    config: SCHyenaConfig | None = None,
+    steps: int = DEFAULTS.pretrain_steps,
+    batch_size: int = DEFAULTS.pretrain_batch_size,
+    lr: float = DEFAULTS.pretrain_lr,
+    mask_range: tuple[float, float] = (DEFAULTS.mask_low, DEFAULTS.mask_high),
+    seed: int = 0,
+    device=None,
+    eval_every: int | None = None,
+    patience: int | None = None,
+    strategy=None,
+) -> tuple[SCHyena, PretrainHistory]:
     """Pretrain a fresh scHyena by masked expression modelling on the training cells of ``adata``.
 
     Parameters
@@ -204,7 +239,9 @@ def pretrain(adata, *, config: SCHyenaConfig | None = None, steps: int = DEFAULT
     """
     config = config or SCHyenaConfig(n_genes=adata.n_vars, **DEFAULTS.model())
     if config.n_genes != adata.n_vars:
-        raise InputError(f"SCHyenaConfig.n_genes = {config.n_genes} but the dataset has {adata.n_vars} genes; scHyena reads every gene of the dataset")
+        raise InputError(
+            f"SCHyenaConfig.n_genes = {config.n_genes} but the dataset has {adata.n_vars} genes; scHyena reads every gene of the dataset"
+        )
     device = resolve_device(device)
     train, valid = _rows(adata, ["train"]), _rows(adata, ["valid"])
     if len(train) == 0:
@@ -214,9 +251,21 @@ def pretrain(adata, *, config: SCHyenaConfig | None = None, steps: int = DEFAULT
         gen = torch.Generator().manual_seed(seed)
         strategy = strategy or build_strategy("uniform", low=mask_range[0], high=mask_range[1])
         if strategy.needs_scorer:
-            raise InputError(f"scHyena checkpoints hold the scHyena model only; masking strategy {strategy.name!r} trains a scorer beside it: use it with the token backbones")
-        hist = run_masked_loop(SchyenaMasked(model), MaskedCells(torch.from_numpy(dense_values(adata, train))), strategy=strategy, steps=steps, batch_size=batch_size, lr=lr, generator=gen,
-                               valid=MaskedCells(torch.from_numpy(dense_values(adata, valid))) if len(valid) else None, eval_every=eval_every, patience=patience)
+            raise InputError(
+                f"scHyena checkpoints hold the scHyena model only; masking strategy {strategy.name!r} trains a scorer beside it: use it with the token backbones"
+            )
+        hist = run_masked_loop(
+            SchyenaMasked(model),
+            MaskedCells(torch.from_numpy(dense_values(adata, train))),
+            strategy=strategy,
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            generator=gen,
+            valid=MaskedCells(torch.from_numpy(dense_values(adata, valid))) if len(valid) else None,
+            eval_every=eval_every,
+            patience=patience,
+        )
     return model, hist
 
 
@@ -256,7 +305,9 @@ def load_checkpoint(path: str | Path, *, device=None) -> tuple[SCHyena, dict[str
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise InputError(f"{path}: not a scHyena checkpoint (format {found!r}, expected {CHECKPOINT_FORMAT!r}); write it with save_checkpoint")
+        raise InputError(
+            f"{path}: not a scHyena checkpoint (format {found!r}, expected {CHECKPOINT_FORMAT!r}); write it with save_checkpoint"
+        )
     model = SCHyena(SCHyenaConfig(**payload["model_config"]))
     model.load_state_dict(payload["state_dict"])
     return model.to(torch.device(device) if device is not None else "cpu").eval(), payload["run_config"]
@@ -284,10 +335,26 @@ class Finetuned:
 
     def record(self) -> dict[str, Any]:
         """JSON-able summary for a run record (no weights, no predictions)."""
-        return {"classes": self.classes.tolist(), "model": dataclasses.asdict(self.model.config), "num_params": self.model.num_params(), "history": dataclasses.asdict(self.history)}
+        return {
+            "classes": self.classes.tolist(),
+            "model": dataclasses.asdict(self.model.config),
+            "num_params": self.model.num_params(),
+            "history": dataclasses.asdict(self.history),
+        }
 
 
-def finetune_classifier(model: SCHyena, adata, *, seed: int, epochs: int = DEFAULTS.epochs, batch_size: int = DEFAULTS.batch_size, lr: float = DEFAULTS.lr, lr_gamma: float = DEFAULTS.lr_gamma, patience: int = DEFAULTS.patience, device=None) -> Finetuned:
+def finetune_classifier(
+    model: SCHyena,
+    adata,
+    *,
+    seed: int,
+    epochs: int = DEFAULTS.epochs,
+    batch_size: int = DEFAULTS.batch_size,
+    lr: float = DEFAULTS.lr,
+    lr_gamma: float = DEFAULTS.lr_gamma,
+    patience: int = DEFAULTS.patience,
+    device=None,
+) -> Finetuned:
     """Fine-tune a copy of ``model`` to classify ``obs["cell_type"]`` from [CLS]; predict the test cells.
 
     A fresh ``Linear(D, n_classes)`` head replaces any classifier (classes = the training labels,
@@ -297,14 +364,18 @@ def finetune_classifier(model: SCHyena, adata, *, seed: int, epochs: int = DEFAU
     itself is not modified. ``seed`` seeds the head, dropout and batch order.
     """
     if model.config.n_genes != adata.n_vars:
-        raise InputError(f"the model reads {model.config.n_genes} genes but the dataset has {adata.n_vars}; fine-tune on the dataset it was pretrained on")
+        raise InputError(
+            f"the model reads {model.config.n_genes} genes but the dataset has {adata.n_vars}; fine-tune on the dataset it was pretrained on"
+        )
     device = resolve_device(device)
     split = adata.obs["split"].astype(str).to_numpy()
     labels = adata.obs["cell_type"].astype(str).to_numpy()
     train, test = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
     classes = np.unique(labels[train])
     if len(classes) < 2:
-        raise InputError(f"fine-tuning needs at least two cell types among the training cells, found {classes.tolist()}")
+        raise InputError(
+            f"fine-tuning needs at least two cell types among the training cells, found {classes.tolist()}"
+        )
     index = {c: i for i, c in enumerate(classes)}
     valid = np.flatnonzero((split == "valid") & np.isin(labels, classes))  # unseen classes can never be right
 
@@ -329,13 +400,24 @@ def finetune_classifier(model: SCHyena, adata, *, seed: int, epochs: int = DEFAU
             seed=seed,
             device=device,
         )
-        logits = predict_logits(CLSClassifier(backbone), CellInputs.from_adata(adata, test), batch_size=max(batch_size, 64), device=device)
+        logits = predict_logits(
+            CLSClassifier(backbone), CellInputs.from_adata(adata, test), batch_size=max(batch_size, 64), device=device
+        )
     predicted = classes[logits.argmax(1).numpy()] if len(test) else np.array([], dtype=str)
     log.info("fine-tuned: %s, best epoch %d", hist.stopped, hist.best_epoch)
-    return Finetuned(model=backbone.eval(), classes=classes, cell_ids=adata.obs_names[test].to_numpy(), truth=labels[test], predicted=predicted, history=hist)
+    return Finetuned(
+        model=backbone.eval(),
+        classes=classes,
+        cell_ids=adata.obs_names[test].to_numpy(),
+        truth=labels[test],
+        predicted=predicted,
+        history=hist,
+    )
 
 
-def detect_doublets(model: SCHyena, adata, *, seed: int, rate: float = DEFAULTS.doublet_rate, label: str = DOUBLET, **finetune_options) -> tuple[Finetuned, dict[str, float]]:
+def detect_doublets(
+    model: SCHyena, adata, *, seed: int, rate: float = DEFAULTS.doublet_rate, label: str = DOUBLET, **finetune_options
+) -> tuple[Finetuned, dict[str, float]]:
     """Doublet detection: augment every split with simulated doublets, fine-tune with the extra class.
 
     Doublets come from :func:`~scfmbench.schyena.doublets.simulate_doublets` (``rate``, ``seed``);
@@ -359,5 +441,11 @@ def cls_embeddings(model: SCHyena, adata, *, batch_size: int = 64, device=None) 
     device = resolve_device(device)
     model = model.to(device).eval()
     inputs = CellInputs.from_adata(adata)
-    out = [model.embed(b.values, b.gene_ids).float().cpu() for b in (inputs.batch(torch.arange(i, min(i + batch_size, len(inputs)))).to(device) for i in range(0, len(inputs), batch_size))]
+    out = [
+        model.embed(b.values, b.gene_ids).float().cpu()
+        for b in (
+            inputs.batch(torch.arange(i, min(i + batch_size, len(inputs)))).to(device)
+            for i in range(0, len(inputs), batch_size)
+        )
+    ]
     return torch.cat(out).numpy() if out else np.zeros((0, model.config.d_model), np.float32)

@@ -29,12 +29,16 @@ def umap_coordinates(embedding: np.ndarray, *, seed: int = 0, n_neighbors: int =
     if embedding.ndim != 2 or len(embedding) < 3:
         raise InputError(f"UMAP needs an (n_cells >= 3, d) embedding, got shape {embedding.shape}")
     adata = ad.AnnData(obsm={"X_cls": embedding}, shape=(len(embedding), 0))
-    sc.pp.neighbors(adata, use_rep="X_cls", n_neighbors=min(n_neighbors, len(embedding) - 1), method="gauss", random_state=seed)
+    sc.pp.neighbors(
+        adata, use_rep="X_cls", n_neighbors=min(n_neighbors, len(embedding) - 1), method="gauss", random_state=seed
+    )
     sc.tl.umap(adata, random_state=seed)
     return np.asarray(adata.obsm["X_umap"])
 
 
-def plot_umaps(panels: dict[str, np.ndarray], labels, path: str | Path, *, title: str = "", ncols: int | None = None) -> None:
+def plot_umaps(
+    panels: dict[str, np.ndarray], labels, path: str | Path, *, title: str = "", ncols: int | None = None
+) -> None:
     """One scatter panel per entry of ``panels`` (title -> (n_cells, 2) coordinates), colour = ``labels``,
     in rows of ``ncols`` panels (None: one row).
 
@@ -53,7 +57,15 @@ def plot_umaps(panels: dict[str, np.ndarray], labels, path: str | Path, *, title
         ax = fig.add_subplot(nrows, ncols, i + 1)
         for c, cls in enumerate(classes):
             sel = labels == cls
-            ax.scatter(xy[sel, 0], xy[sel, 1], s=max(2.0, 40.0 / math.sqrt(len(labels))), color=palette(c % palette.N), label=cls, linewidths=0, alpha=0.8)
+            ax.scatter(
+                xy[sel, 0],
+                xy[sel, 1],
+                s=max(2.0, 40.0 / math.sqrt(len(labels))),
+                color=palette(c % palette.N),
+                label=cls,
+                linewidths=0,
+                alpha=0.8,
+            )
         ax.set_title(name, fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])

@@ -25,13 +25,34 @@ performer           FAVOR+ random-feature attention (``nb_features``, ``seed``)
 Edge patterns and their builders live in :mod:`scfmbench.models.attention.edges`.
 """
 
+from scfmbench.models.attention import (  # noqa: F401
+    bigbird,
+    diffuser,
+    full,  # noqa: F401  (registers "full")
+    genohoption,  # noqa: F401  (genohoption, genohoption-p/-h, onehop)
+    longformer,
+    performer,
+)
 from scfmbench.models.attention.base import KERNELS, AttentionKernel, MultiHeadAttention, build_kernel, register_kernel
-from scfmbench.models.attention import full  # noqa: F401  (registers "full")
-from scfmbench.models.attention import genohoption  # noqa: F401  (genohoption, genohoption-p/-h, onehop)
-from scfmbench.models.attention import longformer, bigbird, diffuser, performer  # noqa: F401
-from scfmbench.models.attention.edges import EdgePattern, bigbird_pattern, diffuser_pattern, graph_pattern, sparse_pattern, window_pattern
+from scfmbench.models.attention.edges import (
+    EdgePattern,
+    bigbird_pattern,
+    diffuser_pattern,
+    graph_pattern,
+    sparse_pattern,
+    window_pattern,
+)
 
 __all__ = [
-    "KERNELS", "AttentionKernel", "MultiHeadAttention", "build_kernel", "register_kernel",
-    "EdgePattern", "bigbird_pattern", "diffuser_pattern", "graph_pattern", "sparse_pattern", "window_pattern",
+    "KERNELS",
+    "AttentionKernel",
+    "MultiHeadAttention",
+    "build_kernel",
+    "register_kernel",
+    "EdgePattern",
+    "bigbird_pattern",
+    "diffuser_pattern",
+    "graph_pattern",
+    "sparse_pattern",
+    "window_pattern",
 ]

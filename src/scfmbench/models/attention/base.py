@@ -5,7 +5,7 @@ Shapes: B batch, H heads, L tokens, D head dim, E model dim (= H * D).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from einops import rearrange
@@ -13,7 +13,7 @@ from torch import nn
 
 from scfmbench import InputError
 
-KERNELS: dict[str, type["AttentionKernel"]] = {}
+KERNELS: dict[str, type[AttentionKernel]] = {}
 
 
 def register_kernel(name: str) -> Callable[[type], type]:
@@ -38,7 +38,7 @@ def kernel_option_names(name: str) -> list[str]:
     return sorted(k for k in inspect.signature(KERNELS[name].__init__).parameters if k != "self")
 
 
-def build_kernel(name: str, **config) -> "AttentionKernel":
+def build_kernel(name: str, **config) -> AttentionKernel:
     if name not in KERNELS:
         raise InputError(f"unknown attention kernel {name!r}; registered kernels are {sorted(KERNELS)}")
     return KERNELS[name](**config)
@@ -55,7 +55,14 @@ class AttentionKernel(nn.Module):
     name: str = "base"
     needs_edges: bool = False  # True: forward raises without an ``edges`` pattern (graph kernels)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None = None, edges=None) -> torch.Tensor:
+    def forward(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        key_padding_mask: torch.Tensor | None = None,
+        edges=None,
+    ) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -71,14 +78,26 @@ class MultiHeadAttention(nn.Module):
     (performer-pytorch's ``PerformerLM``, scBERT's model: ``qkv_bias=False``, output bias kept).
     """
 
-    def __init__(self, d_model: int, n_heads: int, *, kernel: str = "full", kernel_config: dict | None = None, dropout: float = 0.0, bias: bool = True,
-                 head_dim: int | None = None, qkv_bias: bool | None = None):
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        *,
+        kernel: str = "full",
+        kernel_config: dict | None = None,
+        dropout: float = 0.0,
+        bias: bool = True,
+        head_dim: int | None = None,
+        qkv_bias: bool | None = None,
+    ):
         super().__init__()
         if head_dim is None and d_model % n_heads:
             raise InputError(f"d_model={d_model} must be divisible by n_heads={n_heads} (or give head_dim)")
         self.n_heads = n_heads
         inner = n_heads * (head_dim or d_model // n_heads)
-        self.qkv = nn.Linear(d_model, 3 * inner, bias=bias if qkv_bias is None else qkv_bias)  # packed like scGPT's Wqkv
+        self.qkv = nn.Linear(
+            d_model, 3 * inner, bias=bias if qkv_bias is None else qkv_bias
+        )  # packed like scGPT's Wqkv
         self.out = nn.Linear(inner, d_model, bias=bias)
         options = dict(kernel_config or {})
         if "dropout" in kernel_option_names(kernel):

@@ -34,12 +34,26 @@ DEFAULT_N_RANDOM = 16
 class BigBirdAttention(GraphDiffusionAttention):
     needs_edges = False
 
-    def __init__(self, *, window: int = 32, n_random: int | None = None, random_density: float | None = None, n_global: int = 1,
-                 seed: int = 0, dropout: float = 0.0):
+    def __init__(
+        self,
+        *,
+        window: int = 32,
+        n_random: int | None = None,
+        random_density: float | None = None,
+        n_global: int = 1,
+        seed: int = 0,
+        dropout: float = 0.0,
+    ):
         super().__init__(diffusion="none", k=1, dropout=dropout)
         if n_random is None:
             n_random = DEFAULT_N_RANDOM if random_density is None else 0
-        self.window, self.n_random, self.random_density, self.n_global, self.seed = window, n_random, random_density or 0.0, n_global, seed
+        self.window, self.n_random, self.random_density, self.n_global, self.seed = (
+            window,
+            n_random,
+            random_density or 0.0,
+            n_global,
+            seed,
+        )
         self._patterns: dict = {}
 
     def extra_repr(self) -> str:
@@ -48,6 +62,13 @@ class BigBirdAttention(GraphDiffusionAttention):
     def default_pattern(self, L: int, device) -> EdgePattern:
         key = (L, str(device))
         if key not in self._patterns:
-            self._patterns[key] = bigbird_pattern(L, self.window, self.n_random, self.seed, n_global=self.n_global,
-                                                  random_density=self.random_density, device=device)
+            self._patterns[key] = bigbird_pattern(
+                L,
+                self.window,
+                self.n_random,
+                self.seed,
+                n_global=self.n_global,
+                random_density=self.random_density,
+                device=device,
+            )
         return self._patterns[key]

@@ -30,14 +30,30 @@ PRESETS = {
 class DiffuserAttention(GraphDiffusionAttention):
     needs_edges = False
 
-    def __init__(self, *, preset: str = "official", window: int | None = None, n_random: int | None = None, n_global: int | None = None,
-                 alpha: float | None = None, k: int | None = None, seed: int = 0, dropout: float = 0.0):
+    def __init__(
+        self,
+        *,
+        preset: str = "official",
+        window: int | None = None,
+        n_random: int | None = None,
+        n_global: int | None = None,
+        alpha: float | None = None,
+        k: int | None = None,
+        seed: int = 0,
+        dropout: float = 0.0,
+    ):
         if preset not in PRESETS:
             raise InputError(f"diffuser preset must be one of {sorted(PRESETS)}, got {preset!r}")
         given = dict(window=window, n_random=n_random, n_global=n_global, alpha=alpha, k=k)
         cfg = {key: PRESETS[preset][key] if val is None else val for key, val in given.items()}
         super().__init__(diffusion="ppr", alpha=cfg["alpha"], k=cfg["k"], dropout=dropout)
-        self.preset, self.window, self.n_random, self.n_global, self.seed = preset, cfg["window"], cfg["n_random"], cfg["n_global"], seed
+        self.preset, self.window, self.n_random, self.n_global, self.seed = (
+            preset,
+            cfg["window"],
+            cfg["n_random"],
+            cfg["n_global"],
+            seed,
+        )
         self._patterns: dict = {}
 
     def extra_repr(self) -> str:
@@ -46,5 +62,7 @@ class DiffuserAttention(GraphDiffusionAttention):
     def default_pattern(self, L: int, device) -> EdgePattern:
         key = (L, str(device))
         if key not in self._patterns:
-            self._patterns[key] = diffuser_pattern(L, window=self.window, n_random=self.n_random, n_global=self.n_global, seed=self.seed, device=device)
+            self._patterns[key] = diffuser_pattern(
+                L, window=self.window, n_random=self.n_random, n_global=self.n_global, seed=self.seed, device=device
+            )
         return self._patterns[key]

@@ -63,26 +63,34 @@ class EdgePattern:
 
     def __post_init__(self):
         if not (self.src.shape == self.dst.shape == self.valid.shape) or self.src.dim() != 2:
-            raise InputError(f"EdgePattern: src, dst, valid must share one (B, E) shape, got {tuple(self.src.shape)}, {tuple(self.dst.shape)}, {tuple(self.valid.shape)}")
+            raise InputError(
+                f"EdgePattern: src, dst, valid must share one (B, E) shape, got {tuple(self.src.shape)}, {tuple(self.dst.shape)}, {tuple(self.valid.shape)}"
+            )
         if self.src_order is not None and self.src_order.shape != self.src.shape:
-            raise InputError(f"EdgePattern: src_order has shape {tuple(self.src_order.shape)}, expected {tuple(self.src.shape)}")
+            raise InputError(
+                f"EdgePattern: src_order has shape {tuple(self.src_order.shape)}, expected {tuple(self.src.shape)}"
+            )
 
     # --- construction -----------------------------------------------------------------------
 
     @classmethod
-    def from_edges(cls, src: torch.Tensor, dst: torch.Tensor, n_nodes: int, valid: torch.Tensor | None = None) -> "EdgePattern":
+    def from_edges(
+        cls, src: torch.Tensor, dst: torch.Tensor, n_nodes: int, valid: torch.Tensor | None = None
+    ) -> EdgePattern:
         """Canonical pattern (sorted by dst, deduplicated) from (B, E) or (E,) edge lists."""
         if src.dim() == 1:
             src, dst = src[None], dst[None]
             valid = None if valid is None else valid[None]
         if valid is None:
             valid = torch.ones_like(src, dtype=torch.bool)
-        if src.numel() and (int(src.min()) < 0 or int(dst.min()) < 0 or int(src.max()) >= n_nodes or int(dst.max()) >= n_nodes):
+        if src.numel() and (
+            int(src.min()) < 0 or int(dst.min()) < 0 or int(src.max()) >= n_nodes or int(dst.max()) >= n_nodes
+        ):
             raise InputError(f"edge endpoints must lie in [0, {n_nodes})")
         return cls(*_canonical(src.long(), dst.long(), valid.bool(), n_nodes))
 
     @classmethod
-    def from_dense(cls, allowed: torch.Tensor) -> "EdgePattern":
+    def from_dense(cls, allowed: torch.Tensor) -> EdgePattern:
         """From a (B, L, L) or (L, L) bool matrix, ``allowed[b, i, j]`` = edge j -> i."""
         if allowed.dim() == 2:
             allowed = allowed[None]
@@ -90,7 +98,9 @@ class EdgePattern:
         b, i, j = allowed.nonzero(as_tuple=True)
         counts = torch.bincount(b, minlength=B)
         E = int(counts.max()) if b.numel() else 0
-        slot = torch.arange(b.numel(), device=b.device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        slot = torch.arange(b.numel(), device=b.device) - torch.repeat_interleave(
+            torch.cumsum(counts, 0) - counts, counts
+        )
         src = torch.zeros(B, E, dtype=torch.long, device=allowed.device)
         dst = torch.zeros_like(src)
         valid = torch.zeros(B, E, dtype=torch.bool, device=allowed.device)
@@ -103,7 +113,7 @@ class EdgePattern:
     def batch_size(self) -> int:
         return self.src.shape[0]
 
-    def to(self, device) -> "EdgePattern":
+    def to(self, device) -> EdgePattern:
         order = None if self.src_order is None else self.src_order.to(device)
         return EdgePattern(self.src.to(device), self.dst.to(device), self.valid.to(device), self.n_nodes, order)
 
@@ -134,7 +144,9 @@ class EdgePattern:
         src, dst, keep = self.src, self.dst, self.valid
         if key_padding_mask is not None:
             if key_padding_mask.shape[-1] != self.n_nodes:
-                raise InputError(f"key_padding_mask has length {key_padding_mask.shape[-1]}, pattern is for L={self.n_nodes}")
+                raise InputError(
+                    f"key_padding_mask has length {key_padding_mask.shape[-1]}, pattern is for L={self.n_nodes}"
+                )
             B = key_padding_mask.shape[0]
             if src.shape[0] not in (1, B):
                 raise InputError(f"pattern batch {src.shape[0]} does not match the padding mask batch {B}")
@@ -153,8 +165,18 @@ class EdgePattern:
         """
         from scfmbench.models.attention.sparse import CsrStructure
 
-        B = batch_size if batch_size is not None else (key_padding_mask.shape[0] if key_padding_mask is not None else self.batch_size)
-        key = (id(key_padding_mask), None if key_padding_mask is None else key_padding_mask._version, n_heads, B, str(self.src.device))
+        B = (
+            batch_size
+            if batch_size is not None
+            else (key_padding_mask.shape[0] if key_padding_mask is not None else self.batch_size)
+        )
+        key = (
+            id(key_padding_mask),
+            None if key_padding_mask is None else key_padding_mask._version,
+            n_heads,
+            B,
+            str(self.src.device),
+        )
         hit = self._cache.get("csr")
         if hit is not None and hit[0] == key:
             return hit[2]
@@ -274,8 +296,16 @@ def _density_edges(L: int, density: float, seed: int, device) -> tuple[torch.Ten
     return src, dst
 
 
-def sparse_pattern(L: int, *, window: int = 0, n_random: int = 0, n_global: int = 0, seed: int = 0, random_density: float = 0.0,
-                   device=None) -> EdgePattern:
+def sparse_pattern(
+    L: int,
+    *,
+    window: int = 0,
+    n_random: int = 0,
+    n_global: int = 0,
+    seed: int = 0,
+    random_density: float = 0.0,
+    device=None,
+) -> EdgePattern:
     """Union of window, random (``n_random`` per query, and/or each pair with probability
     ``random_density``) and global pieces; (1, E) canonical pattern."""
     pieces = []
@@ -299,14 +329,26 @@ def window_pattern(L: int, w: int = 64, *, n_global: int = 1, device=None) -> Ed
     return sparse_pattern(L, window=w, n_global=n_global, device=device)
 
 
-def bigbird_pattern(L: int, w: int = 32, n_random: int = 16, seed: int = 0, *, n_global: int = 1, random_density: float = 0.0,
-                    device=None) -> EdgePattern:
+def bigbird_pattern(
+    L: int,
+    w: int = 32,
+    n_random: int = 16,
+    seed: int = 0,
+    *,
+    n_global: int = 1,
+    random_density: float = 0.0,
+    device=None,
+) -> EdgePattern:
     """BigBird: window ``w`` + ``n_random`` random keys per query (and/or random pairs at
     ``random_density``; GenoHoption's: :data:`OFFICIAL_RANDOM_DENSITY`) + global token(s) 0.."""
-    return sparse_pattern(L, window=w, n_random=n_random, n_global=n_global, seed=seed, random_density=random_density, device=device)
+    return sparse_pattern(
+        L, window=w, n_random=n_random, n_global=n_global, seed=seed, random_density=random_density, device=device
+    )
 
 
-def diffuser_pattern(L: int, *, window: int = 32, n_random: int = 0, n_global: int = 0, seed: int = 0, device=None) -> EdgePattern:
+def diffuser_pattern(
+    L: int, *, window: int = 32, n_random: int = 0, n_global: int = 0, seed: int = 0, device=None
+) -> EdgePattern:
     """Diffuser's attention graph: window (+ random + global). Defaults follow the GenoHoption
     baseline (window = mean graph degree, nothing else); Diffuser's own paper uses window 64,
     64 random and 64 global tokens (see ``diffuser.py`` presets)."""
@@ -327,13 +369,19 @@ def _csr_arrays(adjacency, device) -> tuple[torch.Tensor, torch.Tensor, int]:
     a = sp.csr_matrix(adjacency)
     a.eliminate_zeros()
     a.sort_indices()
-    return (torch.as_tensor(a.indptr.astype(np.int64), device=device), torch.as_tensor(a.indices.astype(np.int64), device=device), a.shape[0])
+    return (
+        torch.as_tensor(a.indptr.astype(np.int64), device=device),
+        torch.as_tensor(a.indices.astype(np.int64), device=device),
+        a.shape[0],
+    )
 
 
 _POSITION_TABLE_MAX = 2**24  # graph_pattern: a (cell, gene) -> position table up to this many entries
 
 
-def graph_pattern(adjacency, gene_index: torch.Tensor, *, n_global: int = 0, self_loops: bool = True, dedup: bool = True) -> EdgePattern:
+def graph_pattern(
+    adjacency, gene_index: torch.Tensor, *, n_global: int = 0, self_loops: bool = True, dedup: bool = True
+) -> EdgePattern:
     """Per cell, the subgraph of a gene graph induced by the genes the cell carries (Seq2Graph).
 
     Parameters
@@ -390,7 +438,9 @@ def graph_pattern(adjacency, gene_index: torch.Tensor, *, n_global: int = 0, sel
         e_cell, e_src, e_dst = e_cell[found], e_src[found], e_dst[found]
     else:  # search the cells' sorted (cell, gene) keys
         stride = G + 1
-        keys = torch.where(in_graph, torch.arange(B, device=device)[:, None] * stride + g, torch.full_like(g, B * stride))
+        keys = torch.where(
+            in_graph, torch.arange(B, device=device)[:, None] * stride + g, torch.full_like(g, B * stride)
+        )
         sorted_keys, order = torch.sort(keys.reshape(-1))
         query = e_cell * stride + e_gene
         hit = torch.searchsorted(sorted_keys, query).clamp_max(sorted_keys.numel() - 1)
@@ -425,7 +475,9 @@ def graph_pattern(adjacency, gene_index: torch.Tensor, *, n_global: int = 0, sel
     return EdgePattern(*_canonical_from_sorted(rows, L))
 
 
-def pattern_rows(pattern: EdgePattern, dtype: torch.dtype = torch.long) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+def pattern_rows(
+    pattern: EdgePattern, dtype: torch.dtype = torch.long
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Per cell of a canonical ``pattern``: its valid edges' (src, dst) and their (src, dst) order
     (the valid part of ``src_order``); positions in ``dtype``, the order in int32 (int64 past
     2^31 slots). The inverse of :func:`pattern_from_rows`."""
@@ -435,7 +487,9 @@ def pattern_rows(pattern: EdgePattern, dtype: torch.dtype = torch.long) -> list[
     return [(src[b, :n], dst[b, :n], order[b, :n]) for b, n in enumerate(counts)]
 
 
-def pattern_from_rows(rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], L: int, *, unique: bool = True) -> EdgePattern:
+def pattern_from_rows(
+    rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], L: int, *, unique: bool = True
+) -> EdgePattern:
     """The canonical (B, E) pattern on L tokens whose cell b has the edges of ``rows[b]`` (as
     :func:`pattern_rows` gives them, from patterns of any length): the canonical form of those
     edges (``graph_pattern``'s): ``src``, ``dst``, ``valid`` equal tensor for tensor, ``src_order``
@@ -450,7 +504,10 @@ def pattern_from_rows(rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     src = torch.zeros(B, E, dtype=torch.long, device=device)
     dst = torch.zeros_like(src)
     if E:
-        src[valid], dst[valid] = torch.cat([r[0] for r in rows]).long(), torch.cat([r[1] for r in rows]).long()  # row by row, in order
+        src[valid], dst[valid] = (
+            torch.cat([r[0] for r in rows]).long(),
+            torch.cat([r[1] for r in rows]).long(),
+        )  # row by row, in order
         if int(src.max()) >= L or int(dst.max()) >= L:
             raise InputError(f"pattern_from_rows: an edge's endpoint lies outside [0, {L})")
     if unique:

@@ -78,7 +78,9 @@ def diffusion_coefficients(diffusion: str, *, alpha: float, t: float, k: int) ->
     raise InputError(f"diffusion must be one of {DIFFUSIONS}, got {diffusion!r}")
 
 
-def dense_reference(q, k, v, allowed: torch.Tensor, *, diffusion: str = "ppr", alpha: float = 0.25, t: float = 5.0, steps: int = 6) -> torch.Tensor:
+def dense_reference(
+    q, k, v, allowed: torch.Tensor, *, diffusion: str = "ppr", alpha: float = 0.25, t: float = 5.0, steps: int = 6
+) -> torch.Tensor:
     """Slow reference: dense scores masked to ``allowed`` (B, L, L), softmax, explicit powers.
 
     Rows with no allowed key get an all-zero attention row (the sparse kernels have no edge there).
@@ -110,7 +112,9 @@ class GraphDiffusionAttention(AttentionKernel):
 
     needs_edges = True
 
-    def __init__(self, *, diffusion: str = "ppr", alpha: float = 0.25, t: float = 5.0, k: int = 6, dropout: float = 0.0):
+    def __init__(
+        self, *, diffusion: str = "ppr", alpha: float = 0.25, t: float = 5.0, k: int = 6, dropout: float = 0.0
+    ):
         super().__init__()
         if diffusion not in DIFFUSIONS:
             raise InputError(f"diffusion must be one of {DIFFUSIONS}, got {diffusion!r}")
@@ -130,7 +134,9 @@ class GraphDiffusionAttention(AttentionKernel):
         if edges is None:
             edges = self.default_pattern(L, device)
             if edges is None:
-                raise InputError(f"attention kernel {self.name!r} needs an edge pattern (edges=...), e.g. from graph_pattern()")
+                raise InputError(
+                    f"attention kernel {self.name!r} needs an edge pattern (edges=...), e.g. from graph_pattern()"
+                )
         if edges.n_nodes != L:
             raise InputError(f"edge pattern is for L={edges.n_nodes}, inputs have L={L}")
         if edges.src.device != torch.device(device):
@@ -146,7 +152,9 @@ class GraphDiffusionAttention(AttentionKernel):
         structure = self.pattern(L, edges, q.device).compile(key_padding_mask, H, batch_size=B)
         dtype = q.dtype if q.dtype in (torch.float32, torch.float64) else torch.float32  # sparse kernels: fp32/fp64
         # q, k, v are flattened head-major to (H B L, D) (see sparse.py); q and k inside head_scores
-        attn = row_softmax(structure, head_scores(structure, q, k, scale=D**-0.5, dtype=dtype))  # (H * nnz,), rows sum to 1
+        attn = row_softmax(
+            structure, head_scores(structure, q, k, scale=D**-0.5, dtype=dtype)
+        )  # (H * nnz,), rows sum to 1
         # GenoHoption gn_attn.py: dropout on the edge weights, then on the node states after every
         # PPR step and after the heat sum (one hop: PPR with K 1, alpha 0, the window baselines)
         attn = F.dropout(attn, self.dropout, self.training)
@@ -154,9 +162,13 @@ class GraphDiffusionAttention(AttentionKernel):
         if self.training and self.dropout > 0 and self.diffusion == "ppr":  # dropout inside the recursion: step by step
             out = x
             for _ in range(self.k):
-                out = F.dropout(polynomial(structure, attn, out, [0.0, 1.0 - self.alpha]) + self.alpha * x, self.dropout, True)
+                out = F.dropout(
+                    polynomial(structure, attn, out, [0.0, 1.0 - self.alpha]) + self.alpha * x, self.dropout, True
+                )
         else:
-            out = polynomial(structure, attn, x, diffusion_coefficients(self.diffusion, alpha=self.alpha, t=self.t, k=self.k))
+            out = polynomial(
+                structure, attn, x, diffusion_coefficients(self.diffusion, alpha=self.alpha, t=self.t, k=self.k)
+            )
             if self.diffusion != "ppr":
                 out = F.dropout(out, self.dropout, self.training)
         return unflat_heads(out, B, H).to(q.dtype)  # (B, H, L, D)

@@ -32,6 +32,7 @@ import torch
 from scfmbench import InputError
 from scfmbench.models.attention.base import AttentionKernel, register_kernel
 
+
 def _orthogonal_matrix_chunk():
     """performer-pytorch's ``orthogonal_matrix_chunk``, imported when the kernel first needs it:
     importing the package (it pulls setuptools' distutils) costs ~0.2 s in every job process."""
@@ -64,7 +65,9 @@ def orthogonal_random_features(M: int, D: int, *, scaling: int = 0) -> torch.Ten
     return multiplier[:, None] * final
 
 
-def _favor_exp(x: torch.Tensor, projection: torch.Tensor, *, is_query: bool, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+def _favor_exp(
+    x: torch.Tensor, projection: torch.Tensor, *, is_query: bool, key_padding_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """``exp(dash - diag - stab)`` of ``performer_pytorch.softmax_kernel``: the features before
     ``ratio * (. + eps)``; (B, H, L, D) -> (B, H, L, M). The stabiliser (query: per position,
     key: over all real keys of the cell) is a constant, as performer-pytorch's detached one.
@@ -94,7 +97,14 @@ def _features_of(e: torch.Tensor, M: int, eps: float, pad: torch.Tensor | None) 
     return feats if pad is None else feats.masked_fill_(pad, 0.0)
 
 
-def favor_features(x: torch.Tensor, projection: torch.Tensor, *, is_query: bool, key_padding_mask: torch.Tensor | None = None, eps: float = 1e-4) -> torch.Tensor:
+def favor_features(
+    x: torch.Tensor,
+    projection: torch.Tensor,
+    *,
+    is_query: bool,
+    key_padding_mask: torch.Tensor | None = None,
+    eps: float = 1e-4,
+) -> torch.Tensor:
     """Positive random features of ``performer_pytorch.softmax_kernel``; (B, H, L, D) -> (B, H, L, M).
 
     For keys, padded positions get zero features and are left out of the stabiliser.
@@ -231,8 +241,12 @@ class PerformerAttention(AttentionKernel):
         return self._projections[key]
 
     def forward(self, q, k, v, key_padding_mask=None, edges=None):
-        if torch.is_autocast_enabled(q.device.type):  # mixed precision: the exp features in float32 (their range needs it)
+        if torch.is_autocast_enabled(
+            q.device.type
+        ):  # mixed precision: the exp features in float32 (their range needs it)
             with torch.autocast(q.device.type, enabled=False):
-                out = _FavorAttention.apply(q.float(), k.float(), v.float(), self.projection(q.shape[-1], q.device), key_padding_mask, self.eps)
+                out = _FavorAttention.apply(
+                    q.float(), k.float(), v.float(), self.projection(q.shape[-1], q.device), key_padding_mask, self.eps
+                )
             return out.to(q.dtype)
         return _FavorAttention.apply(q, k, v, self.projection(q.shape[-1], q.device), key_padding_mask, self.eps)

@@ -59,8 +59,16 @@ class CsrStructure:
         return self.n_heads * self.batch * self.n_nodes
 
     @classmethod
-    def from_edges(cls, src: torch.Tensor, dst: torch.Tensor, keep: torch.Tensor, *, n_nodes: int, n_heads: int,
-                   src_order: torch.Tensor | None = None) -> "CsrStructure":
+    def from_edges(
+        cls,
+        src: torch.Tensor,
+        dst: torch.Tensor,
+        keep: torch.Tensor,
+        *,
+        n_nodes: int,
+        n_heads: int,
+        src_order: torch.Tensor | None = None,
+    ) -> CsrStructure:
         """From (B, E) edge lists, a (B, E) keep mask and optionally the (B, E) slot order by source.
 
         Fast path (canonical patterns): no sort at all; rows dst-sorted per cell give the CSR order
@@ -76,17 +84,21 @@ class CsrStructure:
         all_kept = bool(keep_flat.all())  # no padding, no empty slot: kept slot = slot
         counts = keep.sum(1)  # (B,) kept edges per cell
         nnz = int(counts.sum())
-        base = torch.repeat_interleave(torch.arange(B, device=device) * L, counts, output_size=nnz)  # b * L per kept edge
+        base = torch.repeat_interleave(
+            torch.arange(B, device=device) * L, counts, output_size=nnz
+        )  # b * L per kept edge
         kept = None if all_kept else keep_flat.nonzero().squeeze(1)  # (nnz,) slots in order: sorted by (b, dst)
         shared = [t.stride(0) == 0 or B == 1 for t in (dst, src)]  # one row for every cell (window, BigBird patterns)
         in_row = kept.remainder(E) if any(shared) and kept is not None else None
 
+        # (ruff reads the closure's names as undefined because of the ``del`` below; both calls
+        # run before it.)
         def gather(t: torch.Tensor, shared: bool) -> torch.Tensor:  # t[b, slot] + b * L at the kept slots
-            if kept is None:
+            if kept is None:  # noqa: F821
                 out = t[0].repeat(B) if shared else t.reshape(-1).clone()
             else:
-                out = t[0].index_select(0, in_row) if shared else t.reshape(-1).index_select(0, kept)
-            return out.add_(base)
+                out = t[0].index_select(0, in_row) if shared else t.reshape(-1).index_select(0, kept)  # noqa: F821
+            return out.add_(base)  # noqa: F821
 
         gdst, gsrc = gather(dst, shared[0]), gather(src, shared[1])
         del base, in_row
@@ -123,7 +135,18 @@ class CsrStructure:
         crow_t = crow_of(gsrc)
         del gsrc
         col_t = col_of(gdst.index_select(0, perm_t))
-        return cls(n_nodes=L, batch=B, n_heads=H, nnz=nnz, row=gdst, perm_t=perm_t, crow=crow, col=col, crow_t=crow_t, col_t=col_t)
+        return cls(
+            n_nodes=L,
+            batch=B,
+            n_heads=H,
+            nnz=nnz,
+            row=gdst,
+            perm_t=perm_t,
+            crow=crow,
+            col=col,
+            crow_t=crow_t,
+            col_t=col_t,
+        )
 
     def matrix(self, values: torch.Tensor) -> torch.Tensor:
         """(N, N) sparse CSR with ``values`` (H * nnz,) in edge order."""
@@ -158,7 +181,9 @@ def _sddmm_raw(s: CsrStructure, a: torch.Tensor, b: torch.Tensor) -> torch.Tenso
     return values
 
 
-def _spmm_into(out: torch.Tensor, m: torch.Tensor, x: torch.Tensor, *, beta: float = 0.0, add: torch.Tensor | None = None) -> torch.Tensor:
+def _spmm_into(
+    out: torch.Tensor, m: torch.Tensor, x: torch.Tensor, *, beta: float = 0.0, add: torch.Tensor | None = None
+) -> torch.Tensor:
     """``out <- beta * add + m @ x`` in place (``out`` may be a strided slot of a larger buffer).
 
     ``torch.sparse.mm`` allocates its result and then copies it once more (2x the memory of the

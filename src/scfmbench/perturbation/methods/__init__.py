@@ -47,7 +47,9 @@ def get_predictor(name: str) -> Predictor:
             if e.name != f"scfmbench.perturbation.methods.{name}":
                 raise
     if name not in PREDICTORS:
-        raise InputError(f"unknown perturbation method {name!r}; built in: {list(BUILTIN_PREDICTORS)} and scgpt-<attention kernel>")
+        raise InputError(
+            f"unknown perturbation method {name!r}; built in: {list(BUILTIN_PREDICTORS)} and scgpt-<attention kernel>"
+        )
     return PREDICTORS[name]
 
 
@@ -74,5 +76,7 @@ def thin(method: str, split, seed: int, missing: str) -> InputError:
     it), the seed and what is missing."""
     dataset = split.params.get("dataset")
     train = [c for c in split.conditions("train") if c != "ctrl"]
-    return InputError(f"{method} on perturbation dataset {dataset!r}, seed {seed}: {missing} (training conditions: {train[:8]}"
-                      f"{' ...' if len(train) > 8 else ''}); the screen is too thin for it: remove {method} from perturbation.methods or add conditions")
+    return InputError(
+        f"{method} on perturbation dataset {dataset!r}, seed {seed}: {missing} (training conditions: {train[:8]}"
+        f"{' ...' if len(train) > 8 else ''}); the screen is too thin for it: remove {method} from perturbation.methods or add conditions"
+    )

@@ -21,7 +21,12 @@ def additive(adata, split, conditions, *, seed: int) -> np.ndarray:
         if len(genes) == 1:
             shifts.setdefault(genes[0], []).append(mean_of(adata, cond == c) - ctrl)
     if not shifts:
-        raise thin("additive", split, seed, "no single-gene perturbation in training, so no shift to add (every prediction would be no_change)")
+        raise thin(
+            "additive",
+            split,
+            seed,
+            "no single-gene perturbation in training, so no shift to add (every prediction would be no_change)",
+        )
     out = np.tile(ctrl, (len(conditions), 1))
     for i, c in enumerate(conditions):
         for g in condition_genes(c):

@@ -25,11 +25,18 @@ log = logging.getLogger(__name__)
 
 
 @register_predictor("linear")
-def linear(adata, split, conditions, *, seed: int, n_components: int = 10, ridge: float = 0.1) -> tuple[np.ndarray, dict]:
+def linear(
+    adata, split, conditions, *, seed: int, n_components: int = 10, ridge: float = 0.1
+) -> tuple[np.ndarray, dict]:
     cond = adata.obs["condition"].astype(str).to_numpy()
     train = [c for c in split.conditions("train") if c != CTRL]
     if len(train) < 2:
-        raise thin("linear", split, seed, f"{len(train)} perturbed training condition(s); the linear model needs two or more to fit (with one, Y - b = 0)")
+        raise thin(
+            "linear",
+            split,
+            seed,
+            f"{len(train)} perturbed training condition(s); the linear model needs two or more to fit (with one, Y - b = 0)",
+        )
     Y = np.stack([mean_of(adata, cond == c) for c in train], axis=1)  # (genes, perts)
     b = Y.mean(1, keepdims=True)
     U, S, _ = np.linalg.svd(Y - b, full_matrices=False)
@@ -47,7 +54,12 @@ def linear(adata, split, conditions, *, seed: int, n_components: int = 10, ridge
     tiny = 1e-6 * max(float(np.linalg.norm(G, axis=1).max()), 1e-300)
     fallback = [c for c in conditions if np.linalg.norm(embed(c)) <= tiny]
     if fallback:
-        log.warning("linear, seed %d: %d of %d conditions fall back to the mean training profile (their genes have no embedding): %s",
-                    seed, len(fallback), len(conditions), fallback[:10])
+        log.warning(
+            "linear, seed %d: %d of %d conditions fall back to the mean training profile (their genes have no embedding): %s",
+            seed,
+            len(fallback),
+            len(conditions),
+            fallback[:10],
+        )
     means = np.stack([(b[:, 0] + G @ W @ embed(c)) for c in conditions])
     return means, {"fallback_to_mean": fallback, "n_fallback_to_mean": len(fallback)}

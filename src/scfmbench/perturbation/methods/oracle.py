@@ -13,7 +13,9 @@ from scfmbench.perturbation.methods import control_mean, register_predictor
 @register_predictor("oracle")
 def oracle(adata, split, conditions, *, seed: int) -> np.ndarray:
     if "true_shift" not in adata.uns:
-        raise InputError("oracle: the dataset has no true shift (uns['true_shift']); it runs on the synthetic perturbation set only")
+        raise InputError(
+            "oracle: the dataset has no true shift (uns['true_shift']); it runs on the synthetic perturbation set only"
+        )
     index = {c: i for i, c in enumerate(np.asarray(adata.uns["true_shift_conditions"]).astype(str))}
     missing = [c for c in conditions if c not in index]
     if missing:

@@ -35,11 +35,13 @@ Sampling without replacement is vectorized as Gumbel-top-k (:func:`gumbel_topk`)
 probabilities p (``torch.multinomial(p, k, replacement=False)``, Plackett-Luce), which
 ``tests/test_pretrain.py`` checks with a chi-square test.
 """
+
 from __future__ import annotations
 
 from typing import Any
 
 from scfmbench import InputError
+from scfmbench.pretrain.masking import expression, mam, random, stratified, uniform  # noqa: E402,F401  (register)
 from scfmbench.pretrain.masking.base import (  # noqa: F401  (the registry's interface, re-exported)
     RELEASED_RATIO,
     STRATEGIES,
@@ -55,7 +57,6 @@ from scfmbench.pretrain.masking.base import (  # noqa: F401  (the registry's int
     register_strategy,
     topk_per_row,
 )
-from scfmbench.pretrain.masking import uniform, stratified, random, expression, mam  # noqa: E402,F401  (register)
 
 
 def strategy_for(name: str, options: dict[str, Any]) -> MaskingStrategy:
@@ -66,8 +67,12 @@ def strategy_for(name: str, options: dict[str, Any]) -> MaskingStrategy:
         spec = dict(variants[name])
         base = spec.pop("strategy", None)
         if base not in STRATEGIES:
-            raise InputError(f"config key 'pretraining.variants.{name}.strategy' must name a registered strategy {sorted(STRATEGIES)}, got {base!r}")
+            raise InputError(
+                f"config key 'pretraining.variants.{name}.strategy' must name a registered strategy {sorted(STRATEGIES)}, got {base!r}"
+            )
         return build_strategy(base, **{**(options.get("strategy_options") or {}).get(base, {}), **spec})
     if name not in STRATEGIES:
-        raise InputError(f"config key 'pretraining.strategies': {name!r} is neither a registered strategy {sorted(STRATEGIES)} nor a variant {sorted(variants)}")
+        raise InputError(
+            f"config key 'pretraining.strategies': {name!r} is neither a registered strategy {sorted(STRATEGIES)} nor a variant {sorted(variants)}"
+        )
     return build_strategy(name, **(options.get("strategy_options") or {}).get(name, {}))

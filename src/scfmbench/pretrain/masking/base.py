@@ -120,7 +120,9 @@ def n_to_mask(eligible: torch.Tensor, ratio: float) -> torch.Tensor:
     return torch.floor(eligible.sum(1).double() * ratio).long()
 
 
-def advanced_masking(values: torch.Tensor, mask: torch.Tensor, maskable: torch.Tensor, *, generator: torch.Generator) -> Shown:
+def advanced_masking(
+    values: torch.Tensor, mask: torch.Tensor, maskable: torch.Tensor, *, generator: torch.Generator
+) -> Shown:
     """MAM's ``advanced_masking`` (``MaeAutobin.forward``): each masked position shows the mask
     token (u < 0.8), a uniform random value in [0, the batch's largest maskable value) (0.8 <= u <
     0.9) or its true value (u >= 0.9)."""

@@ -10,7 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from scfmbench import InputError
-from scfmbench.pretrain.masking.base import RELEASED_RATIO, Draw, MaskingStrategy, check_ratio, gumbel_topk, n_to_mask, register_strategy
+from scfmbench.pretrain.masking.base import (
+    RELEASED_RATIO,
+    Draw,
+    MaskingStrategy,
+    check_ratio,
+    gumbel_topk,
+    n_to_mask,
+    register_strategy,
+)
 
 
 @register_strategy("expression")

@@ -38,7 +38,16 @@ import torch
 from torch import nn
 
 from scfmbench import InputError
-from scfmbench.pretrain.masking.base import RELEASED_RATIO, Draw, MaskingStrategy, advanced_masking, check_ratio, gumbel_topk, n_to_mask, register_strategy
+from scfmbench.pretrain.masking.base import (
+    RELEASED_RATIO,
+    Draw,
+    MaskingStrategy,
+    advanced_masking,
+    check_ratio,
+    gumbel_topk,
+    n_to_mask,
+    register_strategy,
+)
 from scfmbench.pretrain.masking.stratified import stratified_mask
 
 
@@ -64,7 +73,9 @@ class MAMScorer(nn.Module):
         hide = ~keys_shown
         hide = hide & ~hide.all(1, keepdim=True)  # a row with nothing shown attends to everything (no NaN)
         q = self.latents.expand(values.shape[0], -1, -1)  # (B, M, C)
-        out, weights = self.cross_attention(q, kv, kv, key_padding_mask=hide, need_weights=True, average_attn_weights=False)
+        out, weights = self.cross_attention(
+            q, kv, kv, key_padding_mask=hide, need_weights=True, average_attn_weights=False
+        )
         return weights, out
 
     def summarize(self, out: torch.Tensor) -> torch.Tensor:
@@ -104,7 +115,9 @@ class MAM(MaskingStrategy):
         """Sampling probabilities (B, L) from attention weights (B, H, M, L), detached."""
         n_latents = weights.shape[2]
         share = self.ratio if self.latent_share is None else self.latent_share
-        chosen = torch.randperm(n_latents, generator=generator, device=generator.device)[: max(1, int(n_latents * share))].to(weights.device)
+        chosen = torch.randperm(n_latents, generator=generator, device=generator.device)[
+            : max(1, int(n_latents * share))
+        ].to(weights.device)
         score = (weights.detach().sum(1)[:, chosen].sum(1) + 1e-8) * maskable  # (B, L)
         return score / score.sum(1, keepdim=True).clamp_min(1e-30)
 
@@ -113,7 +126,9 @@ class MAM(MaskingStrategy):
             raise InputError("masking strategy 'mam' needs its scorer (MaskedModel built with this strategy)")
         weights, out = scorer(values, maskable)
         if self.sample == "scores":
-            mask = gumbel_topk(self.probs(weights, maskable, generator=generator), n_to_mask(maskable, self.ratio), generator=generator)
+            mask = gumbel_topk(
+                self.probs(weights, maskable, generator=generator), n_to_mask(maskable, self.ratio), generator=generator
+            )
         else:
             mask = stratified_mask(values, maskable, self.ratio, self.ratio, generator=generator)
         if self.summary_input == "visible":

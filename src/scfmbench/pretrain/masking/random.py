@@ -16,7 +16,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scfmbench.pretrain.masking.base import RELEASED_RATIO, Draw, MaskingStrategy, advanced_masking, check_ratio, register_strategy
+from scfmbench.pretrain.masking.base import (
+    RELEASED_RATIO,
+    Draw,
+    MaskingStrategy,
+    advanced_masking,
+    check_ratio,
+    register_strategy,
+)
 from scfmbench.pretrain.masking.stratified import stratified_mask
 
 
@@ -31,4 +38,6 @@ class Random(MaskingStrategy):
 
     def draw(self, values, maskable, *, generator, scorer=None) -> Draw:
         mask = stratified_mask(values, maskable, self.ratio, self.ratio, generator=generator)
-        return Draw(mask, shown=advanced_masking(values, mask, maskable, generator=generator) if self.advanced_masking else None)
+        return Draw(
+            mask, shown=advanced_masking(values, mask, maskable, generator=generator) if self.advanced_masking else None
+        )

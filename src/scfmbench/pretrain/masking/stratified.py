@@ -9,15 +9,27 @@ from dataclasses import dataclass
 
 import torch
 
-from scfmbench.pretrain.masking.base import Draw, MaskingStrategy, check_ratio, n_to_mask, rand, register_strategy, topk_per_row
+from scfmbench.pretrain.masking.base import (
+    Draw,
+    MaskingStrategy,
+    check_ratio,
+    n_to_mask,
+    rand,
+    register_strategy,
+    topk_per_row,
+)
 
 
-def stratified_mask(values: torch.Tensor, maskable: torch.Tensor, ratio: float, ratio_zero: float, *, generator: torch.Generator) -> torch.Tensor:
+def stratified_mask(
+    values: torch.Tensor, maskable: torch.Tensor, ratio: float, ratio_zero: float, *, generator: torch.Generator
+) -> torch.Tensor:
     """floor(n x ratio) of each row's maskable non-zero positions and floor(n x ratio_zero) of its
     maskable zero positions, uniformly without replacement."""
     keys = rand(values.shape, generator, values.device)  # one uniform key per position
     nonzero, zero = maskable & (values != 0), maskable & (values == 0)
-    return topk_per_row(keys, nonzero, n_to_mask(nonzero, ratio)) | topk_per_row(keys, zero, n_to_mask(zero, ratio_zero))
+    return topk_per_row(keys, nonzero, n_to_mask(nonzero, ratio)) | topk_per_row(
+        keys, zero, n_to_mask(zero, ratio_zero)
+    )
 
 
 @register_strategy("stratified")

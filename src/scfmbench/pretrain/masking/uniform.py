@@ -19,7 +19,9 @@ def sample_mask_prob(rng: torch.Generator, low: float = 0.05, high: float = 0.4)
     return low + (high - low) * torch.rand((), generator=rng).item()
 
 
-def mask_nonzero(values: torch.Tensor, *, p: float, generator: torch.Generator, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+def mask_nonzero(
+    values: torch.Tensor, *, p: float, generator: torch.Generator, pad_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Bernoulli(p) mask over the non-zero, non-pad entries of ``values`` (B, L) -> bool (B, L).
 
     If the draw selects nothing while some eligible entry exists, one eligible entry, chosen
@@ -46,7 +48,9 @@ class Uniform(MaskingStrategy):
 
     def __post_init__(self):
         if not 0.0 <= self.low <= self.high <= 1.0:
-            raise InputError(f"masking strategy 'uniform': need 0 <= low <= high <= 1, got low={self.low}, high={self.high}")
+            raise InputError(
+                f"masking strategy 'uniform': need 0 <= low <= high <= 1, got low={self.low}, high={self.high}"
+            )
 
     @property
     def monitor_ratio(self) -> float:
@@ -54,4 +58,6 @@ class Uniform(MaskingStrategy):
 
     def draw(self, values, maskable, *, generator, scorer=None) -> Draw:
         p = sample_mask_prob(generator, self.low, self.high)
-        return Draw(mask_nonzero(values, p=p, generator=generator, pad_mask=None if maskable is None else ~maskable), ratio=p)
+        return Draw(
+            mask_nonzero(values, p=p, generator=generator, pad_mask=None if maskable is None else ~maskable), ratio=p
+        )
