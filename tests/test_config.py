@@ -86,7 +86,8 @@ def test_unknown_attention_is_an_error(schema_path, tmp_path):
         ({"bigbrid": {"window": 8}}, "'params.scgpt.kernel_config.bigbrid': unknown kernel"),
         (
             {"bigbird": {"windw": 8}},
-            "unknown option(s) ['windw']; bigbird takes ['dropout', 'n_global', 'n_random', 'random_density', 'seed', 'window']",
+            "unknown option(s) ['windw']; bigbird takes ['dropout', 'n_global', 'n_random', "
+            "'random_density', 'seed', 'window']",
         ),
         ({"diffuser": {"window": "mean"}}, "window must be an even integer >= 2"),
         ({"longformer": {"window": 1}}, "window must be an even integer >= 2"),

@@ -235,7 +235,8 @@ def _results(tmp_path: Path) -> Path:
     )
     (d / "quality.md").write_text("# Quality check\n\n3 problem(s) found:\n\n| check |\n|---|\n| below control |\n")
     (d / "provenance.html").write_text(
-        "<html><body><pre># Provenance\n\n- git commit: `abc123`\n\n## Configuration\n\n```yaml\nseeds:\n- 0\n- 1\n```\n</pre></body></html>"
+        "<html><body><pre># Provenance\n\n- git commit: `abc123`\n\n## Configuration\n\n```yaml\nseeds:\n- 0\n- "
+        "1\n```\n</pre></body></html>"
     )
     return d
 

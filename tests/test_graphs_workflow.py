@@ -456,7 +456,10 @@ def test_no_gene_overlap_is_a_clear_error(graph_workflow, tmp_path):
     spec = {"variant": "full", "databases": databases, "top_h": 5, "delta": 0.3, "layer": "log"}
     with pytest.raises(
         InputError,
-        match=r"prepared\.h5ad: .*none of the dataset's 60 genes .* occurs in the regulatory databases \['alien', 'other'\].*alien=.*alien\.csv, other=.*other\.tsv",
+        match=(
+            r"prepared\.h5ad: .*none of the dataset's 60 genes .* occurs in the regulatory databases \['alien', "
+            r"'other'\].*alien=.*alien\.csv, other=.*other\.tsv"
+        ),
     ):
         build_graph_file(prepared, [alien, mouse], tmp_path / "g.npz", spec=spec, seed=0)
     assert not (tmp_path / "g.npz").exists()

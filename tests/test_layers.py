@@ -204,7 +204,8 @@ def toy(tmp_path):
     (pkg / "low").mkdir(parents=True)
     (pkg / "high").mkdir()
     (pkg / "__init__.py").write_text(
-        '"""Toy.\n\n=====  =====\nlayer  modules\n=====  =====\nbase   toy\nlow    low\nhigh   high\n=====  =====\n"""\n'
+        '"""Toy.\n\n=====  =====\nlayer  modules\n=====  =====\nbase   toy\nlow    '
+        'low\nhigh   high\n=====  =====\n"""\n'
     )
     (pkg / "low" / "__init__.py").write_text("")
     (pkg / "high" / "__init__.py").write_text("")

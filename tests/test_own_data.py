@@ -203,7 +203,10 @@ def test_tasks_that_need_labels_name_themselves(tmp_path):
     entry = {"mine": {"source": "h5ad", "path": str(path), "label_column": None}}
     with pytest.raises(
         InputError,
-        match=r"config key 'annotation.datasets': dataset 'mine' has no cell types \(datasets.mine.label_column is null\), but annotation needs them",
+        match=(
+            r"config key 'annotation.datasets': dataset 'mine' has no cell types \(datasets.mine.label_column is "
+            r"null\), but annotation needs them"
+        ),
     ):
         _validated(entry, annotation={"datasets": ["mine"]}, imputation={"datasets": []})
     raw = load_dataset("mine", {"source": "h5ad", "path": str(path), "label_column": None})

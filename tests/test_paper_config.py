@@ -308,7 +308,8 @@ def test_default_config_groups_each_transformers_seeds():
     seeds = default["seeds"]
     assert stats["annotate_control"] == len(CONTROLS) * 2 * len(seeds)  # controls stay one job per seed
     job = re.search(
-        r"rule annotate_transformer:\n(?:    .*\n)*?    output: (.*)\n(?:    .*\n)*?    wildcards: dataset=(\w+), method=([\w-]+)\n",
+        r"rule annotate_transformer:\n(?:    .*\n)*?    output: (.*)\n(?:    .*\n)*?    wildcards: "
+        r"dataset=(\w+), method=([\w-]+)\n",
         out,
     )
     dataset, method = job.group(2), job.group(3)

@@ -253,7 +253,8 @@ def test_thin_screens_name_dataset_seed_and_what_is_missing():
     message(
         "split without a perturbed training condition",
         lambda: make_split(["ctrl", "A+ctrl"], seed=3, dataset="crispra"),
-        r"perturbation dataset 'crispra', seed 3: .* puts no perturbed condition in training \(1 perturbed condition\(s\) on 1 gene\(s\)",
+        r"perturbation dataset 'crispra', seed 3: .* puts no perturbed condition in training \(1 perturbed "
+        r"condition\(s\) on 1 gene\(s\)",
     )
     adata = tiny_adata({"ctrl": 20, "A+ctrl": 5, "B+ctrl": 5, "A+B": 5})
     controls_only = Split(
@@ -276,7 +277,8 @@ def test_thin_screens_name_dataset_seed_and_what_is_missing():
     message(
         "linear with one training condition",
         lambda: predict("linear", adata, one, seed=4),
-        r"linear on perturbation dataset 'crispra', seed 4: 1 perturbed training condition\(s\); the linear model needs two or more",
+        r"linear on perturbation dataset 'crispra', seed 4: 1 perturbed training condition\(s\); the "
+        r"linear model needs two or more",
     )
     no_val = Split({"ctrl": "train", "A+ctrl": "train", "B+ctrl": "test", "A+B": "test"}, {}, {"dataset": "crispra"})
     message(
@@ -564,7 +566,8 @@ def test_config_accepts_an_h5ad_screen_only_with_its_terms(tmp_path):
     message(
         "screen without its terms",
         lambda: check_config(config({}), tmp_path),
-        r"datasets.mine.screen': declare the file's convention .* or name \['condition_column', 'control', 'separator'\]",
+        r"datasets.mine.screen': declare the file's convention .* or name "
+        r"\['condition_column', 'control', 'separator'\]",
     )
     with pytest.raises(InputError, match="screen.convention"):
         validate_config(

@@ -148,7 +148,8 @@ def test_retries_escalate_the_profiles_resources(tmp_path):
     (tmp_path / "Snakefile").write_text(
         "rule flaky:\n"
         "    output: 'done.txt'\n"
-        '    shell: "echo {resources.mem_mb} {resources.runtime} >> attempts.txt; [ $(wc -l < attempts.txt) -ge 3 ] && touch {output}"\n'
+        '    shell: "echo {resources.mem_mb} {resources.runtime} >> attempts.txt; [ $(wc -l < attempts.txt) '
+        '-ge 3 ] && touch {output}"\n'
     )
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "config.yaml").write_text(

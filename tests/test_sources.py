@@ -417,7 +417,10 @@ def test_lau2020_errors(lau, tmp_path):
     )
     with pytest.raises(
         InputError,
-        match=r"no cell matches the label table: cells look like \['AD1_AAAC0-1', 'AD1_AAAC1-1'\], table keys like \['X1_AAAC0-1'\]",
+        match=(
+            r"no cell matches the label table: cells look like \['AD1_AAAC0-1', 'AD1_AAAC1-1'\], "
+            r"table keys like \['X1_AAAC0-1'\]"
+        ),
     ):
         load_dataset("lau", lau_cfg(tmp, file=str(tmp_path / "other.csv")))
     # A sample whose features file is missing.

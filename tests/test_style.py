@@ -34,19 +34,22 @@ def run(*args: str) -> subprocess.CompletedProcess:
 def test_ruff_lint_is_clean():
     proc = run(tool("ruff"), "check", *PYTHON_PATHS)
     assert proc.returncode == 0, (
-        f"ruff check found problems (fix: ruff check --fix {' '.join(PYTHON_PATHS)}):\n{proc.stdout[-4000:]}{proc.stderr[-2000:]}"
+        "ruff check found problems (fix: ruff check --fix "
+        f"{' '.join(PYTHON_PATHS)}):\n{proc.stdout[-4000:]}{proc.stderr[-2000:]}"
     )
 
 
 def test_ruff_format_is_clean():
     proc = run(tool("ruff"), "format", "--check", *PYTHON_PATHS)
     assert proc.returncode == 0, (
-        f"files need formatting (fix: ruff format {' '.join(PYTHON_PATHS)}):\n{proc.stdout[-4000:]}{proc.stderr[-2000:]}"
+        "files need formatting (fix: ruff format "
+        f"{' '.join(PYTHON_PATHS)}):\n{proc.stdout[-4000:]}{proc.stderr[-2000:]}"
     )
 
 
 def test_snakefmt_is_clean():
     proc = run(tool("snakefmt"), "--check", *SNAKE_PATHS)
     assert proc.returncode == 0, (
-        f"rule files need formatting (fix: snakefmt {' '.join(SNAKE_PATHS)}):\n{proc.stdout[-4000:]}{proc.stderr[-2000:]}"
+        "rule files need formatting (fix: snakefmt "
+        f"{' '.join(SNAKE_PATHS)}):\n{proc.stdout[-4000:]}{proc.stderr[-2000:]}"
     )

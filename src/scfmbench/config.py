@@ -58,7 +58,10 @@ def _explain(err: jsonschema.ValidationError) -> str:
     if err.validator == "enum":
         return f"config key {where!r}: {err.instance!r} is not allowed; choose one of {err.validator_value}"
     if err.validator == "pattern" or (err.validator == "propertyNames"):
-        return f"config key {where!r}: {err.message} (names may use letters, digits and underscores; method ids lower-case words joined by '-')"
+        return (
+            f"config key {where!r}: {err.message} (names may use letters, digits and underscores; method ids "
+            "lower-case words joined by '-')"
+        )
     desc = err.schema.get("description")
     return f"config key {where!r}: {err.message}" + (f" ({desc})" if desc else "")
 
@@ -81,24 +84,28 @@ def _check_cross_references(config: dict[str, Any], schema: dict) -> None:
         for name in config[task]["datasets"]:
             if name not in datasets:
                 raise InputError(
-                    f"config key '{task}.datasets': dataset {name!r} is not defined under 'datasets' (defined: {sorted(datasets)})"
+                    f"config key '{task}.datasets': dataset {name!r} is not defined under 'datasets' "
+                    f"(defined: {sorted(datasets)})"
                 )
     ann = config["annotation"]
     for method, names in ann["method_datasets"].items():
         if method not in ann["methods"]:
             raise InputError(
-                f"config key 'annotation.method_datasets.{method}': {method!r} is not in annotation.methods ({ann['methods']})"
+                f"config key 'annotation.method_datasets.{method}': {method!r} is not in "
+                f"annotation.methods ({ann['methods']})"
             )
         for name in names:
             if name not in ann["datasets"]:
                 raise InputError(
-                    f"config key 'annotation.method_datasets.{method}': dataset {name!r} is not in annotation.datasets ({ann['datasets']})"
+                    f"config key 'annotation.method_datasets.{method}': dataset {name!r} is not in "
+                    f"annotation.datasets ({ann['datasets']})"
                 )
     for block in ("fewshot", "sensitivity"):
         for name in config[block]["datasets"]:
             if name not in datasets:
                 raise InputError(
-                    f"config key '{block}.datasets': dataset {name!r} is not defined under 'datasets' (defined: {sorted(datasets)})"
+                    f"config key '{block}.datasets': dataset {name!r} is not defined under 'datasets' "
+                    f"(defined: {sorted(datasets)})"
                 )
     for name, ds in datasets.items():
         if ds["source"] == "h5ad" and not ds.get("path"):
@@ -145,8 +152,8 @@ def _check_source_keys(name: str, ds: dict[str, Any], schema: dict) -> None:
     )
     if ignored:
         raise InputError(
-            f"config key 'datasets.{name}.{ignored[0]}': source {ds['source']!r} does not read {ignored} (it reads {sorted(used)}); "
-            "remove the key, or use a source that reads it (e.g. 'h5ad' for your own file)"
+            f"config key 'datasets.{name}.{ignored[0]}': source {ds['source']!r} does not read {ignored} (it reads "
+            f"{sorted(used)}); remove the key, or use a source that reads it (e.g. 'h5ad' for your own file)"
         )
 
 
@@ -173,8 +180,9 @@ def _check_label_tasks(config: dict[str, Any]) -> None:
             ds = config["datasets"][name]
             if ds["source"] == "h5ad" and ds.get("label_column", "") is None:
                 raise InputError(
-                    f"config key '{task}.datasets': dataset {name!r} has no cell types (datasets.{name}.label_column is null), "
-                    f"but {task} needs them. Remove {name!r} from {task}.datasets, or set datasets.{name}.label_column to its obs label column."
+                    f"config key '{task}.datasets': dataset {name!r} has no cell types (datasets.{name}.label_column "
+                    f"is null), but {task} needs them. Remove {name!r} from {task}.datasets, or set "
+                    f"datasets.{name}.label_column to its obs label column."
                 )
 
 
@@ -218,8 +226,9 @@ def check_methods(config: dict[str, Any], rule_dir: str | Path) -> None:
         spec = parse_transformer(method, where=where)
         if spec is None or spec.override is not None or not sensitivity_keys(spec.attention):
             raise InputError(
-                f"{where}: the sensitivity runs vary {list(SENSITIVITY_KEYS)} of a '{{backbone}}-{{attention}}' method whose "
-                f"attention takes them (e.g. genohoption-p: alpha, k; genohoption-h: t, k), given without a '.' suffix"
+                f"{where}: the sensitivity runs vary {list(SENSITIVITY_KEYS)} of a "
+                f"'{{backbone}}-{{attention}}' method whose attention takes them (e.g. genohoption-p: alpha, "
+                "k; genohoption-h: t, k), given without a '.' suffix"
             )
     check_kernel_config(config)
 
@@ -243,7 +252,8 @@ def check_kernel_config(config: dict[str, Any]) -> None:
                 isinstance(density, bool) or not isinstance(density, (int, float)) or not 0 <= density <= 1
             ):
                 raise InputError(
-                    f"{where}: random_density must be a number in [0, 1] (GenoHoption's BigBird: 0.09765625 = 200/2048), got {density!r}"
+                    f"{where}: random_density must be a number in [0, 1] (GenoHoption's BigBird: 0.09765625 "
+                    f"= 200/2048), got {density!r}"
                 )
             window = options.get("window")
             if (
@@ -335,18 +345,21 @@ def parse_transformer(method: str, *, where: str | None = None) -> TransformerMe
             break
     if rest not in KERNELS:
         return fail(
-            f"unknown attention {rest!r}; registered kernels are {sorted(KERNELS)} (ablation suffixes: {sorted(ABLATIONS)})"
+            f"unknown attention {rest!r}; registered kernels are {sorted(KERNELS)} (ablation "
+            f"suffixes: {sorted(ABLATIONS)})"
         )
     if variant != "full" and not KERNELS[rest].needs_edges:
         return fail(
-            f"the ablation '-{method.split('-')[-1].split('.')[0]}' changes the gene graph, but {rest!r} does not run on one"
+            f"the ablation '-{method.split('-')[-1].split('.')[0]}' changes the gene graph, but "
+            f"{rest!r} does not run on one"
         )
     override = None
     if dot:
         m = _SUFFIX.match(suffix)
         if not m or m["key"] not in SENSITIVITY_KEYS:
             return fail(
-                f"the suffix '.{suffix}' must be one of {list(SENSITIVITY_KEYS)} followed by a number, e.g. '.alpha0.1', '.k4'"
+                f"the suffix '.{suffix}' must be one of {list(SENSITIVITY_KEYS)} followed by a "
+                "number, e.g. '.alpha0.1', '.k4'"
             )
         if m["key"] not in sensitivity_keys(rest):
             return fail(f"attention {rest!r} takes no option {m['key']!r} (it takes {sensitivity_keys(rest)})")
@@ -431,18 +444,21 @@ def check_pretraining(config: dict[str, Any]) -> None:
     for b in pre.get("backbones", []):
         if b not in READERS:
             raise InputError(
-                f"config key 'pretraining.backbones': {b!r} cannot be pretrained here; pretrainable backbones are {sorted(READERS)} "
-                "(geneformer's rank-value input has no values to mask; schyena pretrains through params.schyena wherever it annotates)"
+                f"config key 'pretraining.backbones': {b!r} cannot be pretrained here; pretrainable backbones are "
+                f"{sorted(READERS)} (geneformer's rank-value input has no values to mask; schyena pretrains through "
+                "params.schyena wherever it annotates)"
             )
     for d in pre.get("datasets", []):
         if d not in config["datasets"]:
             raise InputError(
-                f"config key 'pretraining.datasets': {d!r} is not a configured dataset; datasets are {sorted(config['datasets'])}"
+                f"config key 'pretraining.datasets': {d!r} is not a configured dataset; datasets are "
+                f"{sorted(config['datasets'])}"
             )
     for s in pre.get("strategies", []):
         if not re.fullmatch(r"[a-z0-9_]+", s):
             raise InputError(
-                f"config key 'pretraining.strategies': {s!r} must be lower-case letters, digits and '_' (it becomes part of a method id)"
+                f"config key 'pretraining.strategies': {s!r} must be lower-case letters, digits and '_' (it "
+                "becomes part of a method id)"
             )
         strategy_for(s, {**pre, "strategy_options": ratio_options(pre)})
     unknown = sorted(set(pre.get("finetune") or {}) - set(TRAIN_KEYS))
@@ -453,7 +469,8 @@ def check_pretraining(config: dict[str, Any]) -> None:
     att = pre.get("attention", "full")
     if att not in KERNELS or KERNELS[att].needs_edges:
         raise InputError(
-            f"config key 'pretraining.attention': {att!r} must be a registered kernel that needs no gene graph: {sorted(k for k, v in KERNELS.items() if not v.needs_edges)}"
+            f"config key 'pretraining.attention': {att!r} must be a registered kernel that needs no gene graph: "
+            f"{sorted(k for k, v in KERNELS.items() if not v.needs_edges)}"
         )
 
 
@@ -481,13 +498,15 @@ def check_embedding(config: dict[str, Any]) -> None:
     for name in embedding_datasets(config):
         if name not in config["annotation"]["datasets"]:
             raise InputError(
-                f"config key 'embedding.datasets': {name!r} is not in annotation.datasets ({config['annotation']['datasets']}); "
-                "embeddings come from the annotation runs and are scored against their cell types"
+                f"config key 'embedding.datasets': {name!r} is not in annotation.datasets "
+                f"({config['annotation']['datasets']}); embeddings come from the annotation runs and are "
+                "scored against their cell types"
             )
     for name in emb["batch_columns"]:
         if name not in embedding_datasets(config):
             raise InputError(
-                f"config key 'embedding.batch_columns.{name}': {name!r} is not a dataset whose embeddings are scored ({embedding_datasets(config)})"
+                f"config key 'embedding.batch_columns.{name}': {name!r} is not a dataset whose embeddings are scored "
+                f"({embedding_datasets(config)})"
             )
 
 

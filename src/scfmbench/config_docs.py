@@ -144,7 +144,10 @@ def render(schema: dict[str, Any]) -> str:
             parts.append("| key | type | default | description |\n| --- | --- | --- | --- |")
             parts.append(
                 "\n".join(
-                    f"| `{k}` | {_cell(t)} | {('`' + _cell(d) + '`') if d not in ('', 'see below', 'required') else d} | {_cell(desc)} |"
+                    (
+                        f"| `{k}` | {_cell(t)} | "
+                        f"{('`' + _cell(d) + '`') if d not in ('', 'see below', 'required') else d} | {_cell(desc)} |"
+                    )
                     for k, t, d, desc in rows
                 )
                 + "\n"

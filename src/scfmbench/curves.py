@@ -147,19 +147,29 @@ def convergence(frame: pd.DataFrame, *, tail: float = TAIL, min_gain: float = MI
         elif len(g) < MIN_EVALS:
             converged, detail = (
                 False,
-                f"stopped at its {reason.replace('_', ' ')} (step {last}) after {len(g)} evaluation(s): too few to show a plateau (>= {MIN_EVALS})",
+                f"stopped at its {reason.replace('_', ' ')} (step {last}) after {len(g)} evaluation(s): too few to "
+                f"show a plateau (>= {MIN_EVALS})",
             )
         elif still:
             converged = False
             detail = (
-                f"stopped at its {reason.replace('_', ' ')} (step {last}) while {name} was still improving: best at step {best_step}, "
-                f"+{tail_gain:.4g} in the last {tail:.0%} of the run ({tail_gain / total_gain:.0%} of its total gain {total_gain:.4g})"
+                (
+                    f"stopped at its {reason.replace('_', ' ')} (step {last}) while {name} was still improving: best "
+                    f"at step {best_step}, +{tail_gain:.4g} in the last {tail:.0%} of the run "
+                    f"({tail_gain / total_gain:.0%} of its total gain {total_gain:.4g})"
+                )
                 if total_gain > 0
-                else f"stopped at its {reason.replace('_', ' ')} (step {last}) with its best {name} at the last evaluation"
+                else (
+                    f"stopped at its {reason.replace('_', ' ')} (step {last}) with its best "
+                    f"{name} at the last evaluation"
+                )
             )
         else:
             converged = True
-            detail = f"{reason.replace('_', ' ')} at step {last}; best {name} at step {best_step}, flat in the last {tail:.0%}"
+            detail = (
+                f"{reason.replace('_', ' ')} at step {last}; best {name} at step {best_step}, "
+                f"flat in the last {tail:.0%}"
+            )
         rows.append(
             dict(
                 phase=phase,

@@ -164,7 +164,8 @@ def download(
         except _Retryable as exc:
             if attempt == retries:
                 raise DownloadError(
-                    f"download of {url} failed after {retries + 1} attempts: {exc}. The partial file {part} is kept for a later resume."
+                    f"download of {url} failed after {retries + 1} attempts: {exc}. The partial file "
+                    f"{part} is kept for a later resume."
                 ) from None
             wait = backoff * 2**attempt
             log.warning("download of %s: %s; retry %d/%d in %.1f s", url, exc, attempt + 1, retries, wait)
@@ -174,7 +175,8 @@ def download(
     if expected is not None and actual != expected:
         part.unlink()
         raise InputError(
-            f"checksum mismatch for {url}: expected sha256 {expected}, got {actual}. The download was deleted; check the URL and the recorded checksum."
+            f"checksum mismatch for {url}: expected sha256 {expected}, got {actual}. The download was deleted; check "
+            "the URL and the recorded checksum."
         )
     os.replace(part, dest)
     return actual

@@ -55,7 +55,8 @@ def run_annotation(
     if method in ANNOTATORS:
         if embedding_path is not None:
             raise InputError(
-                f"annotation method {method!r} has no cell embedding; transformers and schyena write one (scfmbench.embedding)"
+                f"annotation method {method!r} has no cell embedding; transformers and schyena "
+                "write one (scfmbench.embedding)"
             )
         predicted, record = ANNOTATORS[method](adata, seed=seed, **params), {"params": params}
     elif spec is not None:
@@ -84,7 +85,8 @@ def run_annotation(
         record["graph_variant"] = spec.graph_variant if graph is not None else None
     else:
         raise InputError(
-            f"unknown annotation method {method!r}; registered: {sorted(ANNOTATORS)} or '{{backbone}}-{{attention}}' with backbone in {list(BACKBONES)}"
+            f"unknown annotation method {method!r}; registered: {sorted(ANNOTATORS)} or '{{backbone}}-{{attention}}' "
+            f"with backbone in {list(BACKBONES)}"
         )
     test = test_cells(adata)
     if len(predicted) != test.sum():
@@ -122,7 +124,8 @@ def score_annotation(prepared_path, predictions_path, *, rare_share: float = 0.0
     if set(pred["cell_id"]) != set(test) or len(pred) != len(test):
         missing, extra = len(set(test) - set(pred["cell_id"])), len(set(pred["cell_id"]) - set(test))
         raise InputError(
-            f"{predictions_path}: predictions must cover exactly the {len(test)} test cells ({missing} missing, {extra} not test cells, {len(pred)} rows)"
+            f"{predictions_path}: predictions must cover exactly the {len(test)} test cells ({missing} missing, "
+            f"{extra} not test cells, {len(pred)} rows)"
         )
     truth = adata.obs.loc[pred["cell_id"], "cell_type"].astype(str).to_numpy()
     train = adata.obs["cell_type"].astype(str).to_numpy()[(adata.obs["split"].astype(str) == "train").to_numpy()]

@@ -40,7 +40,8 @@ def write_predictions(cell_ids, predicted, path) -> None:
     """Predictions file: columns ``cell_id``, ``predicted`` (one row per test cell; never empty)."""
     if len(cell_ids) == 0:
         raise InputError(
-            f"{path}: no test cell to predict; an empty predictions file is not a result (check the dataset's split: prepare_dataset counts the cells per split)"
+            f"{path}: no test cell to predict; an empty predictions file is not a result (check the dataset's split: "
+            "prepare_dataset counts the cells per split)"
         )
     write_csv(
         pd.DataFrame({"cell_id": np.asarray(cell_ids).astype(str), "predicted": np.asarray(predicted).astype(str)}),

@@ -75,7 +75,8 @@ def _scgpt_tokenizer(adata, cfg: ScGPTConfig, train_rows, max_len: int, rng):
 def _geneformer_tokenizer(adata, cfg: GeneformerConfig, train_rows, max_len: int, rng):
     if max_len + (cfg.cls_token == "input") > cfg.max_position:
         raise InputError(
-            f"geneformer: max_len={max_len}{' (+ <cls>)' if cfg.cls_token == 'input' else ''} exceeds max_position={cfg.max_position}"
+            f"geneformer: max_len={max_len}{' (+ <cls>)' if cfg.cls_token == 'input' else ''} exceeds "
+            f"max_position={cfg.max_position}"
         )
     counts = adata.layers["counts"]
     medians = gene_medians(counts[train_rows])  # training cells only
@@ -176,8 +177,9 @@ def _load_checkpoint(backbone: str, folder, token_dictionary, adata, *, n_classe
     if backbone == "geneformer":
         if not token_dictionary:
             raise InputError(
-                "params.geneformer.checkpoint needs params.geneformer.token_dictionary: a JSON file mapping this dataset's "
-                "var_names (e.g. gene symbols) to the checkpoint's token ids (Geneformer's token_dictionary.pkl re-keyed)"
+                "params.geneformer.checkpoint needs params.geneformer.token_dictionary: a JSON file mapping this "
+                "dataset's var_names (e.g. gene symbols) to the checkpoint's token ids (Geneformer's "
+                "token_dictionary.pkl re-keyed)"
             )
         return load_geneformer_checkpoint(
             folder,
@@ -290,7 +292,8 @@ def annotate_transformer(
     unknown = sorted(set(per_kernel) - set(KERNELS))
     if unknown:
         raise InputError(
-            f"params for backbone {backbone!r}: kernel_config names unknown kernels {unknown}; registered kernels are {sorted(KERNELS)}"
+            f"params for backbone {backbone!r}: kernel_config names unknown kernels {unknown}; registered "
+            f"kernels are {sorted(KERNELS)}"
         )
     if attention in per_kernel and "attention_config" not in params:
         params["attention_config"] = dict(per_kernel[attention])
@@ -329,7 +332,8 @@ def annotate_transformer(
 
         if checkpoint:
             raise InputError(
-                f"params.{backbone}.checkpoint (released weights) and a pretraining checkpoint were both given; pretrain from the released weights instead (pretraining.init)"
+                f"params.{backbone}.checkpoint (released weights) and a pretraining checkpoint were both given; "
+                "pretrain from the released weights instead (pretraining.init)"
             )
         model, load_report = load_pretrained(
             pretrained, backbone=backbone, spec=spec, n_classes=len(classes), attention=attention, params=params

@@ -162,8 +162,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if unknown:
         parser.error(f"unknown kernels {unknown}; choose from {mechanism_names()}")
     print(
-        f"device {args.device}, batch {args.batch}, heads {args.heads}, dim {args.dim}, degree {args.degree}, repeats {args.repeats}, "
-        f"threads {args.threads or torch.get_num_threads()}",
+        f"device {args.device}, batch {args.batch}, heads {args.heads}, dim {args.dim}, degree {args.degree}, "
+        f"repeats {args.repeats}, threads {args.threads or torch.get_num_threads()}",
         flush=True,
     )
     print(format_table([]), flush=True)

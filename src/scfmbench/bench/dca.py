@@ -134,11 +134,14 @@ def _summary(r: dict) -> str:
     if r["status"] != "ok":
         return f"DCA {r['n_cells']} x {r['n_genes']} on {r['device']}: {r['status']}"
     lines = [
-        f"DCA {r['n_cells']} cells x {r['n_genes']} genes on {r['device']} ({r['torch_threads']} torch threads, load {r['loadavg_1min_before']:.1f} -> {r['loadavg_1min_after']:.1f})",
+        f"DCA {r['n_cells']} cells x {r['n_genes']} genes on {r['device']} ({r['torch_threads']} torch threads, load "
+        f"{r['loadavg_1min_before']:.1f} -> {r['loadavg_1min_after']:.1f})",
         f"  epochs run     : {r['epochs_run']} of {r['max_epochs']} ({r['stop_reason']}); final lr {r['final_lr']:.2g}",
-        f"  training time  : {r['train_seconds']:.1f} s ({r['seconds_per_epoch']:.2f} s/epoch; all {r['max_epochs']} epochs would take {r['projected_seconds_at_max_epochs']:.0f} s)",
+        f"  training time  : {r['train_seconds']:.1f} s ({r['seconds_per_epoch']:.2f} s/epoch; all {r['max_epochs']} "
+        f"epochs would take {r['projected_seconds_at_max_epochs']:.0f} s)",
         f"  total time     : {r['total_seconds']:.1f} s (normalize + train + predict)",
-        f"  peak RSS       : {r['peak_rss_mb']:.0f} MiB since {r['peak_rss_since']} (+{r['peak_rss_increase_mb']:.0f} MiB over {r['rss_before_fit_mb']:.0f} MiB before the fit)",
+        f"  peak RSS       : {r['peak_rss_mb']:.0f} MiB since {r['peak_rss_since']} "
+        f"(+{r['peak_rss_increase_mb']:.0f} MiB over {r['rss_before_fit_mb']:.0f} MiB before the fit)",
     ]
     if "cuda_peak_allocated_mb" in r:
         lines.append(f"  CUDA peak alloc: {r['cuda_peak_allocated_mb']:.0f} MiB")
@@ -189,7 +192,8 @@ def _comparison_summary(c: dict) -> str:
         lines.append(f"{k:<14}{p:>12.5f}{q:>12.5f}{p - q:>+12.5f}{(p - q) / abs(q) if q else float('nan'):>+11.2%}")
     ag = c["agreement"]
     lines.append(
-        f"port vs package predictions over {ag['n_entries']} masked entries: Pearson {ag['pearson']:.5f}, MSE {ag['mse']:.5f}"
+        f"port vs package predictions over {ag['n_entries']} masked entries: Pearson "
+        f"{ag['pearson']:.5f}, MSE {ag['mse']:.5f}"
     )
     return "\n".join(lines)
 

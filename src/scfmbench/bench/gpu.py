@@ -181,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             rows.append(row)
             print(
-                f"{backbone}-{kernel} {precision}: {row.get('step_s', float('nan')):.4f} s/step, peak {row.get('peak_mem_mb', float('nan')):.0f} MB {row['status']}",
+                f"{backbone}-{kernel} {precision}: {row.get('step_s', float('nan')):.4f} s/step, peak "
+                f"{row.get('peak_mem_mb', float('nan')):.0f} MB {row['status']}",
                 flush=True,
             )
     training = pd.DataFrame(rows)
@@ -217,8 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         est = estimate_grid(config, times, cells, precision=precision)
         known = est[est["missing"] == ""]
         lines.append(
-            f"{precision}: {known['seconds'].sum() / 3600:.1f} GPU hours for {len(known)} of {len(est)} annotation transformer runs "
-            f"({int(known['steps'].sum())} steps, epochs at their cap: an upper bound)"
+            f"{precision}: {known['seconds'].sum() / 3600:.1f} GPU hours for {len(known)} of {len(est)} annotation "
+            f"transformer runs ({int(known['steps'].sum())} steps, epochs at their cap: an upper bound)"
         )
         if (est["missing"] != "").any():
             lines.append(

@@ -207,9 +207,10 @@ def main(argv=None) -> int:
         )
         results["coexpression"] = r
         print(
-            f"(a) co-expression {r['n_genes']} genes x {r['n_cells']} cells ({r['nnz_fraction']:.1%} non-zero, {args.dtype}, "
-            f"block {args.block_size}): {r['time_s']:.1f} s, peak RSS +{r['peak_rss_delta_mb']:.0f} MiB "
-            f"(process ru_maxrss {r['ru_maxrss_mb']:.0f} MiB); {r['edges']} edges, mean in-degree {r['mean_in_degree']:.1f}",
+            f"(a) co-expression {r['n_genes']} genes x {r['n_cells']} cells ({r['nnz_fraction']:.1%} non-zero, "
+            f"{args.dtype}, block {args.block_size}): {r['time_s']:.1f} s, peak RSS "
+            f"+{r['peak_rss_delta_mb']:.0f} MiB (process ru_maxrss {r['ru_maxrss_mb']:.0f} MiB); {r['edges']} "
+            f"edges, mean in-degree {r['mean_in_degree']:.1f}",
             flush=True,
         )
     if not args.skip_graph:
@@ -224,10 +225,10 @@ def main(argv=None) -> int:
         )
         results["graph"] = r
         print(
-            f"(b) graph for {r['panel_genes']} genes from {len(r['databases'])} databases ({r['database_edges']} edges): "
-            f"read {r['read_s']:.1f} s + build {r['build_s']:.1f} s = {r['total_s']:.1f} s; "
-            f"{r['edges']} adjacency entries, regulatory {r['regulatory_edges']}, co-expression {r['coexpression_edges']}, "
-            f"mean in-degree {r['mean_in_degree']:.1f}, match rate {r['match_rate']:.2f}",
+            f"(b) graph for {r['panel_genes']} genes from {len(r['databases'])} databases ({r['database_edges']} "
+            f"edges): read {r['read_s']:.1f} s + build {r['build_s']:.1f} s = {r['total_s']:.1f} s; {r['edges']} "
+            f"adjacency entries, regulatory {r['regulatory_edges']}, co-expression {r['coexpression_edges']}, mean "
+            f"in-degree {r['mean_in_degree']:.1f}, match rate {r['match_rate']:.2f}",
             flush=True,
         )
         print(

@@ -47,15 +47,20 @@ def check_counts(counts, *, where: str = "counts", fix: str | None = None) -> No
         return
     if not np.all(np.isfinite(v)):
         raise InputError(
-            f"{where}: contains {int((~np.isfinite(v)).sum())} non-finite values (NaN or inf); raw counts must be finite."
+            f"{where}: contains {int((~np.isfinite(v)).sum())} non-finite values (NaN or "
+            "inf); raw counts must be finite."
         )
     if v.min() < 0:
         raise InputError(
-            f"{where}: contains {int((v < 0).sum())} negative values (minimum {v.min():g}); raw counts must be >= 0. Provide raw counts, not scaled or centred data."
+            f"{where}: contains {int((v < 0).sum())} negative values (minimum {v.min():g}); raw counts must be >= 0. "
+            "Provide raw counts, not scaled or centred data."
         )
     if not np.allclose(v, np.round(v)):
         raise InputError(
-            f"{where}: contains non-integer values (e.g. {v[~np.isclose(v, np.round(v))][0]:g}); raw counts must be integers. "
+            (
+                f"{where}: contains non-integer values (e.g. {v[~np.isclose(v, np.round(v))][0]:g}); "
+                "raw counts must be integers. "
+            )
             + (fix or "If this is normalized data, point the config at the raw counts (a layer or .raw).")
         )
 
@@ -65,8 +70,9 @@ def check_train_classes(cell_type, split, *, where: str, task: str = "annotation
     n = len(set(train.tolist()))
     if n < 2:
         raise InputError(
-            f"{where}: the training split has {n} cell type(s) ({sorted(set(train.tolist()))}); {task} needs at least two classes in train. "
-            f"Check datasets.<name>.label_column and split.train_fraction, or remove the dataset from {task}.datasets."
+            f"{where}: the training split has {n} cell type(s) ({sorted(set(train.tolist()))}); {task} needs at "
+            "least two classes in train. Check datasets.<name>.label_column and split.train_fraction, or remove the "
+            f"dataset from {task}.datasets."
         )
 
 
@@ -74,8 +80,9 @@ def require_labels(adata, *, task: str, where: str) -> None:
     """Raise :class:`InputError` naming ``task`` unless the dataset has cell types with >= 2 classes in train."""
     if "cell_type" not in adata.obs:
         raise InputError(
-            f"{where}: the dataset has no cell types (datasets.<name>.label_column is null), but {task} needs them. "
-            f"Set datasets.<name>.label_column to the obs column with the labels, or remove the dataset from {task}.datasets."
+            f"{where}: the dataset has no cell types (datasets.<name>.label_column is null), but {task} "
+            "needs them. Set datasets.<name>.label_column to the obs column with the labels, or remove the "
+            f"dataset from {task}.datasets."
         )
     check_train_classes(adata.obs["cell_type"].astype(str), adata.obs["split"].astype(str), where=where, task=task)
 
@@ -88,8 +95,9 @@ def check_split_sizes(split, *, where: str, split_from: str = "the drawn split")
     if empty:
         raise InputError(
             f"{where}: {split_from} leaves {' and '.join(f'0 {s}' for s in empty)} cells (cells per split: {sizes}); "
-            "train and test both need cells: in a split column mark some cells 'train' and some 'test' (or set datasets.<name>.split_column: null "
-            "to draw a test split with split.test_fraction); a drawn split holds out cells only from classes of at least two cells."
+            "train and test both need cells: in a split column mark some cells 'train' and some 'test' (or set "
+            "datasets.<name>.split_column: null to draw a test split with split.test_fraction); a drawn split holds "
+            "out cells only from classes of at least two cells."
         )
 
 

@@ -86,8 +86,8 @@ def load_h5ad(
     user = ad.read_h5ad(path)
     if label_column is not None and label_column not in user.obs:
         raise InputError(
-            f"{path}: label column {label_column!r} not in obs; obs has columns {list(user.obs.columns)}. Set 'datasets.<name>.label_column' "
-            "(null for a dataset without cell types, used for imputation only)."
+            f"{path}: label column {label_column!r} not in obs; obs has columns {list(user.obs.columns)}. Set "
+            "'datasets.<name>.label_column' (null for a dataset without cell types, used for imputation only)."
         )
     if counts_layer == "X":
         counts, var_names = user.X, user.var_names
@@ -111,9 +111,10 @@ def load_h5ad(
         counts,
         where=where,
         fix=(
-            "If the file has raw counts elsewhere, set datasets.<name>.counts_layer to that layer or 'raw'; if it holds only log(1 + normalize_total) values "
-            "at full precision, natural log or log2 (as R objects often store), set datasets.<name>.recover_counts: true to invert them per cell "
-            "(the base is detected, or declare datasets.<name>.log_base; docs/own-data.md 'Your own data')."
+            "If the file has raw counts elsewhere, set datasets.<name>.counts_layer to that layer or 'raw'; if it "
+            "holds only log(1 + normalize_total) values at full precision, natural log or log2 (as R objects often "
+            "store), set datasets.<name>.recover_counts: true to invert them per cell (the base is detected, or "
+            "declare datasets.<name>.log_base; docs/own-data.md 'Your own data')."
         ),
     )
     if gene_symbols_column is not None:
@@ -127,14 +128,16 @@ def load_h5ad(
         # Keep the first occurrence of a duplicated symbol rather than silently summing: tell the user.
         dup = var_names[var_names.duplicated()].unique()[:5].tolist()
         raise InputError(
-            f"{path}: gene names are not unique (e.g. {dup}); make them unique (anndata.AnnData.var_names_make_unique) or pick another gene_symbols_column"
+            f"{path}: gene names are not unique (e.g. {dup}); make them unique "
+            "(anndata.AnnData.var_names_make_unique) or pick another gene_symbols_column"
         )
     obs = pd.DataFrame(index=user.obs_names)
     if label_column is not None:
         labels = user.obs[label_column]
         if labels.isna().any():
             raise InputError(
-                f"{path}: label column {label_column!r} has {int(labels.isna().sum())} missing values; drop those cells first"
+                f"{path}: label column {label_column!r} has {int(labels.isna().sum())} missing "
+                "values; drop those cells first"
             )
         obs["cell_type"] = labels.astype(str).to_numpy()
     if split_column is not None:

@@ -104,7 +104,8 @@ def _check_entry(name: str, raw, where: str) -> ManifestEntry:
     parts = urllib.parse.urlsplit(str(url))
     if not (parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK)):
         raise InputError(
-            f"{where}: entry {name!r} key 'url': {url!r} is not an https URL (plain http is allowed only for loopback test servers)."
+            f"{where}: entry {name!r} key 'url': {url!r} is not an https URL (plain http is allowed "
+            "only for loopback test servers)."
         )
     sha = raw["sha256"]
     if sha is not None and not (isinstance(sha, str) and re.fullmatch(r"[0-9a-fA-F]{64}", sha)):
@@ -146,7 +147,8 @@ def load_manifest(path: str | os.PathLike) -> dict[str, ManifestEntry]:
     doc = yaml.safe_load(path.read_text())
     if not isinstance(doc, dict) or not isinstance(doc.get("entries"), dict):
         raise InputError(
-            f"{path}: a manifest is a mapping with one key 'entries' (entry name -> url, sha256, size, format, licence, citation)."
+            f"{path}: a manifest is a mapping with one key 'entries' (entry name -> url, sha256, "
+            "size, format, licence, citation)."
         )
     extra = sorted(set(doc) - {"entries"})
     if extra:
@@ -197,7 +199,10 @@ def record_lock(path: str | os.PathLike, entry: ManifestEntry, sha256: str, size
             "size": int(size),
             "recorded": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
-        header = "# Written by scfmbench.data.manifest on first download: the sha256 of every manifest entry\n# fetched without a hash in config/manifest.yaml. Commit it (or copy the hashes into the manifest).\n"
+        header = (
+            "# Written by scfmbench.data.manifest on first download: the sha256 of every manifest entry\n# fetched "
+            "without a hash in config/manifest.yaml. Commit it (or copy the hashes into the manifest).\n"
+        )
         with atomic_path(path) as tmp:
             tmp.write_text(header + yaml.safe_dump({"entries": dict(sorted(entries.items()))}, sort_keys=True))
 
@@ -227,9 +232,13 @@ def _check_format(path: Path, entry: ManifestEntry) -> None:
         snippet = head[:80].decode("latin-1", "replace").replace("\n", " ")
         hint = ""
         if b"html" in head.lower():
-            hint = " The server sent an HTML page: the URL is not a direct download (a Google Drive confirmation page, a login page or an expired link). See docs/papers.md 'Paper datasets'."
+            hint = (
+                " The server sent an HTML page: the URL is not a direct download (a Google Drive confirmation page, "
+                "a login page or an expired link). See docs/papers.md 'Paper datasets'."
+            )
         raise InputError(
-            f"{entry.url}: the downloaded file is not a {entry.format} file (starts with {snippet!r}); it was deleted.{hint}"
+            f"{entry.url}: the downloaded file is not a {entry.format} file (starts with "
+            f"{snippet!r}); it was deleted.{hint}"
         )
 
 
@@ -265,22 +274,26 @@ def fetch_entry(
     expected = expected_sha256(entry, lock)
     if expected is None and strict:
         raise InputError(
-            f"manifest entry {entry.name!r} ({entry.url}) has no sha256 in the manifest or in {lock_path}, and downloads.strict is true: "
-            "refusing to trust an unknown file. Run once with downloads.strict: false to record its hash, review it, then commit the lock file."
+            f"manifest entry {entry.name!r} ({entry.url}) has no sha256 in the manifest or in {lock_path}, and "
+            "downloads.strict is true: refusing to trust an unknown file. Run once with downloads.strict: false to "
+            "record its hash, review it, then commit the lock file."
         )
     try:
         sha = download(entry.url, dest, sha256=expected, retries=retries, backoff=backoff, timeout=timeout)
     except InputError as exc:
         if expected is not None and not entry.sha256 and "checksum mismatch" in str(exc):
             raise InputError(
-                f"{exc} (The expected hash was recorded in {lock_path} on the first download of {entry.name!r}: the file on the server changed since. Check it, then delete that entry from the lock file to record the new hash.)"
+                f"{exc} (The expected hash was recorded in {lock_path} on the first download of "
+                f"{entry.name!r}: the file on the server changed since. Check it, then delete that entry from "
+                "the lock file to record the new hash.)"
             ) from None
         raise
     size = dest.stat().st_size
     try:
         if entry.size is not None and size != entry.size:
             raise InputError(
-                f"{entry.url}: downloaded {size} bytes but manifest entry {entry.name!r} says size {entry.size}; the file was deleted. Check the URL, or correct 'size'."
+                f"{entry.url}: downloaded {size} bytes but manifest entry {entry.name!r} says size {entry.size}; the "
+                "file was deleted. Check the URL, or correct 'size'."
             )
         _check_format(dest, entry)
     except InputError:

@@ -59,8 +59,9 @@ def prepare_dataset(
     label_tasks = (["annotation"] if labelled else []) if label_tasks is None else list(label_tasks)
     if label_tasks and not labelled:
         raise InputError(
-            f"{where}: the dataset has no cell types (datasets.<name>.label_column is null), but {', '.join(label_tasks)} uses its labels. "
-            f"Set datasets.<name>.label_column, or remove the dataset from {label_tasks[0]}.datasets."
+            f"{where}: the dataset has no cell types (datasets.<name>.label_column is null), but "
+            f"{', '.join(label_tasks)} uses its labels. Set datasets.<name>.label_column, or remove the dataset "
+            f"from {label_tasks[0]}.datasets."
         )
     # Cells with no counts carry nothing to learn or impute from (normalization divides by their total).
     lib = np.asarray(raw.layers["counts"].sum(axis=1)).ravel()
@@ -127,7 +128,8 @@ def prepare_dataset(
         )
         if unseen:
             log.warning(
-                "%s: test cell types absent from training: %s (%.1f%% of test cells); macro_f1 counts them as F1 0, macro_f1_seen leaves them out",
+                "%s: test cell types absent from training: %s (%.1f%% of test cells); macro_f1 counts them as F1 0, "
+                "macro_f1_seen leaves them out",
                 where,
                 unseen,
                 100 * prov["unseen_test_share"],

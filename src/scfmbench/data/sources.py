@@ -202,10 +202,12 @@ class Bundle:
         if not hits:
             listed = [m for root in self.roots for m in self._listing[root]][:12]
             raise InputError(
-                f"{self.where}: no file named {basename!r} in {[str(r) for r in self.roots]} (contents include {listed}). Point datasets.<name>.path at the folder or archive that holds it."
+                f"{self.where}: no file named {basename!r} in {[str(r) for r in self.roots]} (contents include "
+                f"{listed}). Point datasets.<name>.path at the folder or archive that holds it."
             )
         raise InputError(
-            f"{self.where}: several files named {basename!r}: {[f'{h.root}:{h.member}' for h in hits]}; point datasets.<name>.path at the one folder or archive to use."
+            f"{self.where}: several files named {basename!r}: {[f'{h.root}:{h.member}' for h in hits]}; point "
+            "datasets.<name>.path at the one folder or archive to use."
         )
 
     def _open_nested(self, aliases: tuple[str, ...]) -> None:
@@ -265,11 +267,14 @@ def check_inputs(name: str, source: str, roots: list[Path], cfg: dict) -> None:
         return
     if cfg.get("path"):
         raise InputError(
-            f"datasets.{name}.path: {missing[0]} does not exist; point it at the folder or archive with the {source} files (docs/papers.md 'Paper datasets')."
+            f"datasets.{name}.path: {missing[0]} does not exist; point it at the folder or archive with the {source} "
+            "files (docs/papers.md 'Paper datasets')."
         )
     targets = " ".join(str(p) for p in missing)
     raise InputError(
-        f"datasets.{name} (source {source}): {', '.join(map(str, missing))} not downloaded yet. Fetch with `snakemake {targets}` (rule download_file, entries in config/manifest.yaml), or set datasets.{name}.path to files you already have."
+        f"datasets.{name} (source {source}): {', '.join(map(str, missing))} not downloaded yet. Fetch with "
+        f"`snakemake {targets}` (rule download_file, entries in config/manifest.yaml), or set "
+        f"datasets.{name}.path to files you already have."
     )
 
 
@@ -309,7 +314,8 @@ def recover_counts(x, *, where: str = "X", max_multiplier: int = 4, tol: float =
         raise InputError(f"{where}: the matrix is all zeros; there are no counts to recover.")
     if x.data.min() < 0 or x.data.max() * ln_base > 30:
         raise InputError(
-            f"{where}: values range {x.data.min():.3g}..{x.data.max():.3g}, which is not log1p-transformed expression; counts cannot be recovered. Provide raw counts."
+            f"{where}: values range {x.data.min():.3g}..{x.data.max():.3g}, which is not log1p-transformed "
+            "expression; counts cannot be recovered. Provide raw counts."
         )
     values = np.expm1(x.data * ln_base)
     nnz = np.diff(x.indptr)
@@ -323,9 +329,11 @@ def recover_counts(x, *, where: str = "X", max_multiplier: int = 4, tol: float =
     bad = rows[multiplier == 0]
     if bad.size:
         raise InputError(
-            f"{where}: counts cannot be recovered for {bad.size} of {x.shape[0]} cells (first: row {bad[0]}): no multiplier 1..{max_multiplier} of "
-            f"{'expm1(X)' if log_base == 'e' else f'{log_base}^X - 1'} / its per-cell minimum gives integers. The file does not hold "
-            f"{'log1p(scaled counts)' if log_base == 'e' else f'log{log_base}(1 + scaled counts)'} at full precision; provide raw counts instead."
+            f"{where}: counts cannot be recovered for {bad.size} of {x.shape[0]} cells (first: row {bad[0]}): no "
+            f"multiplier 1..{max_multiplier} of {'expm1(X)' if log_base == 'e' else f'{log_base}^X - 1'} / its "
+            "per-cell minimum gives integers. The file does not hold "
+            f"{'log1p(scaled counts)' if log_base == 'e' else f'log{log_base}(1 + scaled counts)'} at full "
+            "precision; provide raw counts instead."
         )
     data = np.round(r * np.repeat(multiplier, nnz[rows]))
     return sp.csr_matrix((data.astype(np.float32), x.indices, x.indptr), shape=x.shape)
@@ -344,8 +352,8 @@ def recover_counts_detect(x, *, where: str = "X", log_base=None) -> tuple[sp.csr
             return recover_counts(x, where=where, log_base=2), "2"
         except InputError:
             raise InputError(
-                f"{natural} Tried natural log and log2 (log_base detection); declare datasets.<name>.log_base (e, 2 or 10) "
-                "if the values use another base."
+                f"{natural} Tried natural log and log2 (log_base detection); declare datasets.<name>.log_base (e, 2 "
+                "or 10) if the values use another base."
             ) from None
 
 
@@ -369,8 +377,9 @@ def find_counts(adata: ad.AnnData, *, where: str, recover: bool = False) -> tupl
     if recover:
         return recover_counts(adata.X, where=f"{where} X"), adata.var, "X (counts recovered from log1p)"
     raise InputError(
-        f"{where}: no raw integer counts (looked in {looked}; X holds non-integer values, i.e. normalized data). "
-        "Set datasets.<name>.recover_counts: true to invert log1p(normalize_total) per cell (docs/papers.md 'Paper datasets' explains the check), or provide raw counts."
+        f"{where}: no raw integer counts (looked in {looked}; X holds non-integer values, i.e. normalized data). Set "
+        "datasets.<name>.recover_counts: true to invert log1p(normalize_total) per cell (docs/papers.md 'Paper "
+        "datasets' explains the check), or provide raw counts."
     )
 
 
@@ -467,7 +476,10 @@ def load_scgpt(dataset: str, roots: list[Path], *, recover: bool = False) -> ad.
                 adata.obs,
                 spec["label"],
                 where=fwhere,
-                fix="Is this scGPT's processed file? (The label column of each scGPT set is fixed, REFERENCE section 4.)",
+                fix=(
+                    "Is this scGPT's processed file? (The label column of each scGPT set is "
+                    "fixed, REFERENCE section 4.)"
+                ),
             )
             if labels.isna().any():
                 keep = ~labels.isna().to_numpy()
@@ -562,7 +574,8 @@ def _companion(bundle: Bundle, found: _Found, prefix: str, stems: tuple[str, ...
                 if bundle.exists(found.root, member):
                     return member
     raise InputError(
-        f"{where}: sample {prefix or folder} has {PurePosixPath(found.member).name} but none of {sorted(set(tried))}; each sample needs barcodes, features (or genes) and matrix files."
+        f"{where}: sample {prefix or folder} has {PurePosixPath(found.member).name} but none of "
+        f"{sorted(set(tried))}; each sample needs barcodes, features (or genes) and matrix files."
     )
 
 
@@ -597,7 +610,8 @@ def read_10x_samples(roots: list[Path], *, where: str = "10x") -> tuple[ad.AnnDa
                 matrix = sp.csr_matrix(scipy.io.mmread(fh).T, dtype=np.float32)
             if matrix.shape != (len(barcodes), len(features)):
                 raise InputError(
-                    f"{where}: sample {sample}: matrix is {matrix.shape[1]} features x {matrix.shape[0]} barcodes but the files list {len(features)} features and {len(barcodes)} barcodes."
+                    f"{where}: sample {sample}: matrix is {matrix.shape[1]} features x {matrix.shape[0]} barcodes "
+                    f"but the files list {len(features)} features and {len(barcodes)} barcodes."
                 )
             if features.shape[1] >= 3:
                 gex = (features[2] == "Gene Expression").to_numpy()
@@ -637,14 +651,16 @@ def _labels_table(
         path = Path(path)
         if not path.is_file():
             raise InputError(
-                f"{where}: cell_labels.file {path} does not exist (a CSV/TSV mapping each cell's barcode to its cell type)."
+                f"{where}: cell_labels.file {path} does not exist (a CSV/TSV mapping each "
+                "cell's barcode to its cell type)."
             )
         with open(path, "rb") as fh:
             return _read_table(gzip.GzipFile(fileobj=fh) if path.suffix == ".gz" else fh, path.name), str(path)
     if default is None:
         raise InputError(
-            f"{where}: GEO has no cell-type labels for this dataset; set datasets.<name>.cell_labels.file to a CSV/TSV mapping barcode -> cell type "
-            "(e.g. the authors' annotation) and its barcode_column / label_column / sample_column."
+            f"{where}: GEO has no cell-type labels for this dataset; set datasets.<name>.cell_labels.file to a "
+            "CSV/TSV mapping barcode -> cell type (e.g. the authors' annotation) and its barcode_column / "
+            "label_column / sample_column."
         )
     return default, default_name
 
@@ -682,7 +698,9 @@ def _attach_labels(
     keep = matched.notna().to_numpy()
     if not keep.any():
         raise InputError(
-            f"{where}: no cell matches the label table: cells look like {list(ids[:2])}, table keys like {list(keys[:2])}. Cell ids are '<sample>_<barcode>' (sample without the GSM prefix); set {key}.sample_column or write full cell ids."
+            f"{where}: no cell matches the label table: cells look like {list(ids[:2])}, table keys like "
+            f"{list(keys[:2])}. Cell ids are '<sample>_<barcode>' (sample without the GSM prefix); set "
+            f"{key}.sample_column or write full cell ids."
         )
     out = adata[keep].copy()
     out.obs["cell_type"] = matched.to_numpy()[keep].astype(str)

@@ -105,7 +105,8 @@ def _grow_subnetwork(edges: pd.DataFrame, n_genes: int, rng: np.random.Generator
     sizes = np.bincount(comp)
     if n_genes > sizes.max():
         raise InputError(
-            f"n_genes={n_genes} exceeds the largest connected component of the network ({sizes.max()} genes); use n_genes <= {sizes.max()}."
+            f"n_genes={n_genes} exceeds the largest connected component of the network ({sizes.max()} genes); "
+            f"use n_genes <= {sizes.max()}."
         )
 
     in_largest = set(genes[comp == np.argmax(sizes)])
@@ -135,7 +136,8 @@ def _choose_programs(n_tfs: int, n_cell_types: int, tfs_per_type: int, rng: np.r
     k = min(tfs_per_type, n_tfs)
     if math.comb(n_tfs, k) < n_cell_types:
         raise InputError(
-            f"the chosen subnetwork has {n_tfs} TF(s), too few for {n_cell_types} distinct programs of {k} TF(s); increase n_genes or decrease n_cell_types."
+            f"the chosen subnetwork has {n_tfs} TF(s), too few for {n_cell_types} distinct programs of {k} TF(s); "
+            "increase n_genes or decrease n_cell_types."
         )
     programs: list[np.ndarray] = []
     seen: set[tuple[int, ...]] = set()
@@ -505,7 +507,8 @@ def simulate_perturbseq(
     n_tf = n_singles - n_null
     if n_tf > len(tfs):
         raise InputError(
-            f"simulate_perturbseq: the subnetwork has {len(tfs)} TFs, fewer than the {n_tf} TF perturbations asked; lower n_singles or raise n_genes."
+            f"simulate_perturbseq: the subnetwork has {len(tfs)} TFs, fewer than the {n_tf} TF perturbations asked; "
+            "lower n_singles or raise n_genes."
         )
     pert = np.concatenate([rng.choice(tfs, n_tf, replace=False), rng.choice(nulls, n_null, replace=False)])
     kinds = np.where(rng.random(n_singles) < knockdown_fraction, "knockdown", "knockout")

@@ -65,7 +65,8 @@ def write_embedding(path: str | Path, emb: CellEmbeddings, obs_names) -> None:
     for key, value in arrays.items():
         if value.ndim != 2 or len(value) != len(obs_names):
             raise InputError(
-                f"{path}: {key} has shape {value.shape}; an embedding has one row per cell ({len(obs_names)}) and is 2-D"
+                f"{path}: {key} has shape {value.shape}; an embedding has one row per cell "
+                f"({len(obs_names)}) and is 2-D"
             )
         if not np.isfinite(value).all():
             raise InputError(f"{path}: {key} holds {int((~np.isfinite(value)).sum())} non-finite values")
@@ -104,6 +105,7 @@ def read_embedding(path: str | Path, obs_names=None) -> CellEmbeddings:
         expected = np.asarray(obs_names).astype(str)
         if names.shape != expected.shape or not (names == expected).all():
             raise InputError(
-                f"{path}: its {len(names)} cells are not the prepared dataset's {len(expected)} cells in order; rerun the method on this prepared dataset"
+                f"{path}: its {len(names)} cells are not the prepared dataset's {len(expected)} cells in order; "
+                "rerun the method on this prepared dataset"
             )
     return emb

@@ -63,7 +63,8 @@ def batch_labels(adata, column: str | None, *, dataset: str):
         return None
     if column not in adata.obs:
         raise InputError(
-            f"config key 'embedding.batch_columns.{dataset}': obs column {column!r} is not in the prepared dataset; its columns are {list(adata.obs.columns)}"
+            f"config key 'embedding.batch_columns.{dataset}': obs column {column!r} is not in the prepared dataset; "
+            f"its columns are {list(adata.obs.columns)}"
         )
     return adata.obs[column].astype(str).to_numpy()
 
@@ -97,7 +98,8 @@ def score_main(
         if run.get("zeroshot_metrics"):
             if emb.zeroshot is None:
                 raise InputError(
-                    f"{run['embedding']}: no zero-shot embedding ({emb.source}), but the config starts {run['method']} from a checkpoint; rerun its job"
+                    f"{run['embedding']}: no zero-shot embedding ({emb.source}), but the config starts "
+                    f"{run['method']} from a checkpoint; rerun its job"
                 )
             states.append((zeroshot_method(run["method"]), emb.zeroshot, run["zeroshot_metrics"]))
         for method, values, out in states:

@@ -162,7 +162,8 @@ def build_gene_graph(
 
     if use_grn and not edge_tables:
         raise InputError(
-            "build_gene_graph: use_grn=True but no regulatory edge table was given (configure at least one database, or set use_grn=False)."
+            "build_gene_graph: use_grn=True but no regulatory edge table was given (configure at least one "
+            "database, or set use_grn=False)."
         )
     counts: dict[str, int] = {}
     match = match_edges(edges, names)

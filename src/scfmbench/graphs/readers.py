@@ -194,7 +194,8 @@ def _check_width(path: Path, line: int, fields: list[str], n: int, layout: str) 
         raise _error(
             path,
             line,
-            f"expected {n} fields ({layout}), found {len(fields)}: {fields!r}. Is the file truncated or of another format?",
+            f"expected {n} fields ({layout}), found {len(fields)}: {fields!r}. Is the file "
+            "truncated or of another format?",
         )
 
 

@@ -94,7 +94,8 @@ def _resolve_path(name: str, path: str) -> Path:
         vendored = path[len(VENDORED_PREFIX) :]
         if vendored not in VENDORED_GRNS:
             raise InputError(
-                f"config key 'databases.{name}.path': {path!r} names no vendored file; vendored are {[VENDORED_PREFIX + v for v in sorted(VENDORED_GRNS)]}."
+                f"config key 'databases.{name}.path': {path!r} names no vendored file; vendored are "
+                f"{[VENDORED_PREFIX + v for v in sorted(VENDORED_GRNS)]}."
             )
         return vendored_grn_path(vendored)
     return Path(path)
@@ -111,14 +112,16 @@ def check_graph_config(config: dict, registry: dict[str, dict]) -> None:
     for name in graphs["datasets"]:
         if name not in config["datasets"]:
             raise InputError(
-                f"config key 'graphs.datasets': dataset {name!r} is not defined under 'datasets' (defined: {sorted(config['datasets'])})"
+                f"config key 'graphs.datasets': dataset {name!r} is not defined under 'datasets' (defined: "
+                f"{sorted(config['datasets'])})"
             )
     if not graphs["datasets"]:
         return
     for name in graphs["databases"]:
         if name not in registry:
             raise InputError(
-                f"config key 'graphs.databases': {name!r} is not in the database registry (known: {sorted(registry)}); add an entry under 'databases'."
+                f"config key 'graphs.databases': {name!r} is not in the database registry (known: "
+                f"{sorted(registry)}); add an entry under 'databases'."
             )
         entry = registry[name]
         if entry["format"] not in READERS:
@@ -129,7 +132,8 @@ def check_graph_config(config: dict, registry: dict[str, dict]) -> None:
             path = _resolve_path(name, entry["path"])
             if not path.is_file():
                 raise InputError(
-                    f"config key 'databases.{name}.path': file {str(path)!r} not found (relative paths start at the working directory)."
+                    f"config key 'databases.{name}.path': file {str(path)!r} not found (relative paths "
+                    "start at the working directory)."
                 )
         elif not entry["url"]:
             raise InputError(
@@ -137,7 +141,8 @@ def check_graph_config(config: dict, registry: dict[str, dict]) -> None:
             )
     if "no_coexpr" in graphs["variants"] and not graphs["databases"]:
         raise InputError(
-            "config key 'graphs.variants': 'no_coexpr' needs at least one database under 'graphs.databases' (its graph would have no gene-gene edge)."
+            "config key 'graphs.variants': 'no_coexpr' needs at least one database under 'graphs.databases' (its "
+            "graph would have no gene-gene edge)."
         )
 
 
@@ -197,7 +202,8 @@ def download_database(url: str, dest: str | Path, *, sha256: str | None, retries
     actual = download(url, dest, sha256=sha256, retries=retries, backoff=backoff)
     if sha256 is None:
         warnings.warn(
-            f"{url}: no sha256 recorded for this database; downloaded file has sha256 {actual}. Record it in the config to verify later downloads.",
+            f"{url}: no sha256 recorded for this database; downloaded file has sha256 {actual}. Record it in the "
+            "config to verify later downloads.",
             stacklevel=2,
         )
     log.info("%s -> %s (sha256 %s)", url, dest, actual)
@@ -218,13 +224,15 @@ def read_databases(databases: list[dict], paths: list[str | Path]) -> list[pd.Da
         actual = sha256_file(path)
         if db.get("sha256") and actual != db["sha256"].lower():
             raise InputError(
-                f"{path}: sha256 {actual} differs from the one recorded for database {db['name']!r} ({db['sha256']}). "
-                f"Point 'databases.{db['name']}.path' to the registered file, or record this file's sha256 under 'databases.{db['name']}.sha256'."
+                f"{path}: sha256 {actual} differs from the one recorded for database {db['name']!r} "
+                f"({db['sha256']}). Point 'databases.{db['name']}.path' to the registered file, or record this "
+                f"file's sha256 under 'databases.{db['name']}.sha256'."
             )
         table = read_grn(path, db["format"], database=db["name"])
         report = table.attrs.get("read_report", {})
         log.info(
-            "%s (%s, sha256 %s): %d rows -> %d edges; dropped %d empty, %d non-symbol; repaired %d; merged %d duplicates",
+            "%s (%s, sha256 %s): %d rows -> %d edges; dropped %d empty, %d non-symbol; "
+            "repaired %d; merged %d duplicates",
             db["name"],
             path,
             actual,
@@ -309,9 +317,11 @@ def check_species(adata, databases: list[dict], *, where: str) -> str:
     for db in databases:
         if species != UNKNOWN_SPECIES and db.get("species") and db["species"] != species:
             raise InputError(
-                f"{where}: dataset {name!r} is {species} ({how}, e.g. {list(map(str, adata.var_names[:3]))}), but database {db['name']!r} in graphs.databases "
-                f"is {db['species']}: its symbols would match case-insensitively onto the wrong species. Use databases of the dataset's species "
-                f"(e.g. trrust_{species} where there is one), map the genes to {db['species']} orthologs first, or, if the detection is wrong, set datasets.{name}.species."
+                f"{where}: dataset {name!r} is {species} ({how}, e.g. {list(map(str, adata.var_names[:3]))}), but "
+                f"database {db['name']!r} in graphs.databases is {db['species']}: its symbols would match "
+                "case-insensitively onto the wrong species. Use databases of the dataset's species (e.g. "
+                f"trrust_{species} where there is one), map the genes to {db['species']} orthologs first, or, if the "
+                f"detection is wrong, set datasets.{name}.species."
             )
     return species
 
@@ -345,7 +355,8 @@ def build_graph_file(
         level = logging.WARNING if row.matched == 0 else logging.INFO
         log.log(
             level,
-            "%s: %d of %d edges matched the dataset's genes (%d unmatched); %d of its %d genes found (%d as written, %d case-folded or repaired)",
+            "%s: %d of %d edges matched the dataset's genes (%d unmatched); %d of its %d genes found (%d as "
+            "written, %d case-folded or repaired)",
             row.database,
             row.matched,
             row.edges,

@@ -48,7 +48,8 @@ def perfect_main(heldout_path: str | Path, predictions_path: str | Path, *, seed
     held = read_npz(heldout_path, ())
     if "truth" not in held:
         raise InputError(
-            f"{heldout_path}: has no 'truth' array, so the 'perfect' control cannot run; it needs a dataset with a noise-free truth (layers['truth'], e.g. source 'synthetic')."
+            f"{heldout_path}: has no 'truth' array, so the 'perfect' control cannot run; it needs a dataset with a "
+            "noise-free truth (layers['truth'], e.g. source 'synthetic')."
         )
     common = dict(method=np.array("perfect"), seed=np.array(int(seed)), params_json=np.array(json.dumps({})))
     if "observed" in held:  # masking: heldout.npz
@@ -60,7 +61,8 @@ def perfect_main(heldout_path: str | Path, predictions_path: str | Path, *, seed
         write_npz(predictions_path, denoised=denoised, split_sha256=held["split_sha256"], **common)
         return denoised
     raise InputError(
-        f"{heldout_path}: neither a masking heldout.npz (with 'observed') nor an MCV test.npz (with 'split_sha256'); found {sorted(held)}."
+        f"{heldout_path}: neither a masking heldout.npz (with 'observed') nor an MCV test.npz (with "
+        f"'split_sha256'); found {sorted(held)}."
     )
 
 
@@ -71,11 +73,13 @@ def true_rate_main(test_path: str | Path, predictions_path: str | Path, *, seed:
     held = read_npz(test_path, ())
     if "split_sha256" not in held:
         raise InputError(
-            f"{test_path}: not an MCV test.npz (no 'split_sha256'; found {sorted(held)}); 'true_rate' is a control of molecular cross-validation (task denoising) only."
+            f"{test_path}: not an MCV test.npz (no 'split_sha256'; found {sorted(held)}); 'true_rate' is a control "
+            "of molecular cross-validation (task denoising) only."
         )
     if "rate" not in held:
         raise InputError(
-            f"{test_path}: has no 'rate' array, so the 'true_rate' control cannot run; it needs a dataset simulated with its Poisson rate (layers['rate'], source 'synthetic'). Remake the split if the dataset has one."
+            f"{test_path}: has no 'rate' array, so the 'true_rate' control cannot run; it needs a dataset simulated "
+            "with its Poisson rate (layers['rate'], source 'synthetic'). Remake the split if the dataset has one."
         )
     denoised = np.asarray(log_normalize(held["rate"].astype(np.float32)).toarray(), dtype=np.float32)
     common = dict(method=np.array("true_rate"), seed=np.array(int(seed)), params_json=np.array(json.dumps({})))

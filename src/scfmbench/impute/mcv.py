@@ -179,7 +179,8 @@ def make_mcv(adata, *, seed: int, train_fraction: float = TRAIN_FRACTION, min_li
     keep = library >= min_library_size
     if not keep.any():
         raise InputError(
-            f"mcv: no cell has at least min_library_size={min_library_size:g} counts (largest: {library.max():g}); lower datasets.<name>.min_library_size."
+            f"mcv: no cell has at least min_library_size={min_library_size:g} counts (largest: {library.max():g}); "
+            "lower datasets.<name>.min_library_size."
         )
     train, test = split_molecules(counts[keep], train_fraction=train_fraction, seed=seed)
     genes = np.asarray(train.sum(axis=0)).ravel() > 0  # openproblems: drop genes absent from train
@@ -417,7 +418,8 @@ def score_mcv(predictions_path: str | Path, test_path: str | Path) -> dict[str, 
     held = read_test(test_path)
     if str(pred["split_sha256"]) != str(held["split_sha256"]):
         raise InputError(
-            f"{predictions_path} was made on another MCV split than {test_path} (split_sha256 differs); rerun the method on this split."
+            f"{predictions_path} was made on another MCV split than {test_path} (split_sha256 differs); "
+            "rerun the method on this split."
         )
     denoised = pred["denoised"].astype(np.float64)
     if denoised.shape != held["counts"].shape:

@@ -136,8 +136,9 @@ def make_masks(adata, *, seed: int, n_folds: int = 5, min_library_size: float = 
     keep = lib >= min_library_size
     if not keep.any():
         raise InputError(
-            f"no cell has library size >= min_library_size={min_library_size:g}; the largest library size is "
-            f"{lib.max() if lib.size else 0:g}. Lower datasets.<name>.min_library_size in the config (the dataset's entry)."
+            f"no cell has library size >= min_library_size={min_library_size:g}; the largest library "
+            f"size is {lib.max() if lib.size else 0:g}. Lower datasets.<name>.min_library_size in the "
+            "config (the dataset's entry)."
         )
     counts = counts[keep].copy()
     counts.eliminate_zeros()
@@ -212,7 +213,8 @@ def check_masked(masked, path):
     info, mask = masked.uns.get("imputation"), masked.uns.get("mask")
     if not isinstance(info, dict) or not isinstance(mask, dict) or any(k not in mask for k in MASK_KEYS):
         raise InputError(
-            f"{path}: not a masked imputation file (needs uns['imputation'] and uns['mask'] with {list(MASK_KEYS)}); write it with write_masks."
+            f"{path}: not a masked imputation file (needs uns['imputation'] and uns['mask'] with "
+            f"{list(MASK_KEYS)}); write it with write_masks."
         )
     missing = [
         f"{p}_fold{f}"
@@ -327,7 +329,8 @@ def score_imputation(predictions_path: str | Path, heldout_path: str | Path) -> 
     sha = mask_fingerprint(held["row"], held["col"], held["fold"])
     if str(pred["mask_sha256"]) != sha:
         raise InputError(
-            f"{predictions_path} was made on other masks than {heldout_path} (mask_sha256 differs); rerun the imputer on this mask file."
+            f"{predictions_path} was made on other masks than {heldout_path} (mask_sha256 differs); rerun "
+            "the imputer on this mask file."
         )
     values = pred["values"].astype(np.float64)
     if values.shape != held["observed"].shape:

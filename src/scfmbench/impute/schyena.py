@@ -125,8 +125,9 @@ def schyena_imputer(
         )
         if not is_valid.any():
             raise InputError(
-                "the schyena imputer's monitor (params.schyena.impute_eval_every / impute_patience) needs validation cells (obs['split'] == 'valid'); "
-                "the dataset has none: set split.valid_fraction > 0, or both options to null"
+                "the schyena imputer's monitor (params.schyena.impute_eval_every / impute_patience) needs "
+                "validation cells (obs['split'] == 'valid'); the dataset has none: set split.valid_fraction "
+                "> 0, or both options to null"
             )
         train, valid = values[torch.from_numpy(~is_valid)], values[torch.from_numpy(is_valid)]
     with seeded(seed, device):

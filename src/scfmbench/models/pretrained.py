@@ -76,7 +76,8 @@ def _gene_rows(
             report.notes.append(f"the vocabulary has no {name} token: its embedding keeps its initialisation")
     if report.genes_missing:
         report.notes.append(
-            f"{len(report.genes_missing)} of {len(genes)} genes are not in the vocabulary: their embeddings keep their initialisation"
+            f"{len(report.genes_missing)} of {len(genes)} genes are not in the vocabulary: their "
+            "embeddings keep their initialisation"
         )
     return genes, rows
 
@@ -85,7 +86,8 @@ def _gather_rows(fresh: torch.Tensor, table: torch.Tensor, rows: np.ndarray) -> 
     """``fresh`` with row i replaced by ``table[rows[i]]`` wherever ``rows[i] >= 0``."""
     if rows.size and int(rows.max()) >= table.shape[0]:
         raise InputError(
-            f"the vocabulary refers to embedding row {int(rows.max())}, the checkpoint's table has {table.shape[0]} rows"
+            f"the vocabulary refers to embedding row {int(rows.max())}, the checkpoint's "
+            f"table has {table.shape[0]} rows"
         )
     out = fresh.clone()
     have = torch.from_numpy(rows >= 0)
@@ -99,7 +101,8 @@ def _finish(model: torch.nn.Module, new_state: dict[str, torch.Tensor], report: 
     for key, value in new_state.items():
         if state[key].shape != value.shape:
             raise InputError(
-                f"checkpoint tensor for {key} has shape {tuple(value.shape)}, the model expects {tuple(state[key].shape)}"
+                f"checkpoint tensor for {key} has shape {tuple(value.shape)}, the model "
+                f"expects {tuple(state[key].shape)}"
             )
         state[key] = value.to(state[key].dtype)
     model.load_state_dict(state, strict=True)
@@ -165,7 +168,10 @@ def safe_load_refusal(path, exc: BaseException) -> str:
         r"Unsupported (?:class|global:?)\s+([A-Za-z_][\w.]*)", text
     )
     if found:
-        why = f"it holds the Python object {found.group(1)}, which the safe loader (torch.load weights_only=True) does not unpickle"
+        why = (
+            f"it holds the Python object {found.group(1)}, which the safe loader (torch.load "
+            "weights_only=True) does not unpickle"
+        )
     else:
         reason = re.search(r"WeightsUnpickler error: ([^\n]*)", text)
         first = (
@@ -177,8 +183,8 @@ def safe_load_refusal(path, exc: BaseException) -> str:
         )
         why = f"the safe loader (torch.load weights_only=True) refused it ({type(exc).__name__}: {first.strip()})"
     return (
-        f"{path}: {why}; a checkpoint must hold tensors only: save its state_dict (or model.safetensors) from a copy you trust, "
-        "and point the config at that file"
+        f"{path}: {why}; a checkpoint must hold tensors only: save its state_dict (or model.safetensors) from a copy "
+        "you trust, and point the config at that file"
     )
 
 
@@ -231,8 +237,8 @@ def load_scgpt_checkpoint(
         vocab.setdefault(token, len(vocab))
     if args.get("pre_norm", False):
         raise InputError(
-            f"{folder / 'args.json'}: pre_norm=true checkpoints are not supported (scGPT's pre-norm layer "
-            "normalises the residual stream itself, unlike the standard pre-LN layer here); released models use post-norm"
+            f"{folder / 'args.json'}: pre_norm=true checkpoints are not supported (scGPT's pre-norm layer normalises "
+            "the residual stream itself, unlike the standard pre-LN layer here); released models use post-norm"
         )
     for key in ("embsize", "nheads", "d_hid", "nlayers"):
         if key not in args:
@@ -283,7 +289,8 @@ def load_scgpt_checkpoint(
         elif target.startswith("cls_decoder.") and value.shape != ours[target].shape:
             report.ignored.append(key)
             report.notes.append(
-                f"{key}: shape {tuple(value.shape)} does not fit a {n_classes}-class head; the head keeps its initialisation"
+                f"{key}: shape {tuple(value.shape)} does not fit a {n_classes}-class head; the "
+                "head keeps its initialisation"
             )
         else:
             new_state[target] = value

@@ -95,13 +95,15 @@ class ScFoundationConfig:
     def __post_init__(self):
         if not re.fullmatch(r"[taf]-?[0-9.]+", self.tgthighres):
             raise InputError(
-                f"scfoundation tgthighres must be t<N>, a<N> or f<N> (scFoundation's get_embedding.py), not {self.tgthighres!r}"
+                "scfoundation tgthighres must be t<N>, a<N> or f<N> (scFoundation's "
+                f"get_embedding.py), not {self.tgthighres!r}"
             )
         check_choice("scfoundation head", self.head, HEADS)
         check_choice("scfoundation freeze", self.freeze, FREEZE)
         if self.freeze != "none" and self.n_layers < 2:
             raise InputError(
-                f"scfoundation freeze={self.freeze!r} trains only the second-to-last encoder layer (finetune_model.py): it needs n_layers >= 2, not {self.n_layers}"
+                f"scfoundation freeze={self.freeze!r} trains only the second-to-last encoder layer "
+                f"(finetune_model.py): it needs n_layers >= 2, not {self.n_layers}"
             )
         if self.max_encoder_len < 3:
             raise InputError(f"scfoundation max_encoder_len must be >= 3 (T, S and a gene), not {self.max_encoder_len}")
@@ -414,7 +416,8 @@ def config_from_released(config: dict, *, n_classes: int, **overrides) -> ScFoun
             dec["hidden_dim"]
         ):
             raise InputError(
-                f"scFoundation checkpoint config: decoder dim_head x heads must equal hidden_dim here (got {dec.get('dim_head')} x {dec['heads']} vs {dec['hidden_dim']})"
+                "scFoundation checkpoint config: decoder dim_head x heads must equal hidden_dim here (got "
+                f"{dec.get('dim_head')} x {dec['heads']} vs {dec['hidden_dim']})"
             )
         cfg = dict(
             n_genes=int(mc["seq_len"]) - 2,
@@ -431,7 +434,8 @@ def config_from_released(config: dict, *, n_classes: int, **overrides) -> ScFoun
         )
     except (KeyError, TypeError) as exc:
         raise InputError(
-            f"scFoundation checkpoint config lacks {exc}; expected config.model_config.mae_autobin.{{encoder, decoder, seq_len, bin_num, bin_alpha}}"
+            f"scFoundation checkpoint config lacks {exc}; expected config.model_config.mae_autobin.{{encoder, "
+            f"decoder, seq_len, bin_num, bin_alpha}}"
         ) from None
     return ScFoundationConfig(**{**cfg, **overrides})
 

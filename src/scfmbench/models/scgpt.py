@@ -153,8 +153,9 @@ class Encoder(nn.Module):
         if self.graph is None:
             raise InputError(
                 f"attention {self.attention!r} runs on a gene graph, and none is attached: build one "
-                "(scfmbench.graphs.build.build_gene_graph, or load_graph on results/graphs/{dataset}/seed{seed}/full.npz) "
-                "and pass it as graph=... to annotate_transformer (or call set_graph(TokenGraph.from_gene_graph(graph)))"
+                "(scfmbench.graphs.build.build_gene_graph, or load_graph on "
+                f"results/graphs/{{dataset}}/seed{{seed}}/full.npz) and pass it as graph=... to annotate_transformer "
+                "(or call set_graph(TokenGraph.from_gene_graph(graph)))"
             )
         return self.graph.pattern(gene_ids)
 

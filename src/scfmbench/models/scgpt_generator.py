@@ -180,7 +180,8 @@ class ScGPTGenerator(nn.Module):
         )
         if clf.cfg.value_encoding != "continuous":
             raise InputError(
-                f"{folder}: the checkpoint's input_emb_style is {clf.cfg.value_encoding!r}; the perturbation generator needs 'continuous' (scGPT's)"
+                f"{folder}: the checkpoint's input_emb_style is {clf.cfg.value_encoding!r}; the perturbation "
+                "generator needs 'continuous' (scGPT's)"
             )
         c = clf.cfg
         model = cls(

@@ -190,7 +190,8 @@ def check_config(config: dict, rule_dir) -> None:
         source = config["datasets"][name]["source"]
         if source not in PERTURBATION_SOURCES:
             raise InputError(
-                f"config key 'perturbation.datasets': {name!r} has source {source!r}; perturbation datasets have source {list(PERTURBATION_SOURCES)}"
+                f"config key 'perturbation.datasets': {name!r} has source {source!r}; perturbation datasets have "
+                f"source {list(PERTURBATION_SOURCES)}"
             )
         if source == "h5ad":
             from scfmbench.perturbation.own import resolve_convention

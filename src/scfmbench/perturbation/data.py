@@ -112,29 +112,35 @@ def check_perturbation_data(adata: ad.AnnData, *, where: str = "perturbation dat
     in GEARS form, no control cells, a perturbed gene missing from ``var``, missing uns rankings."""
     if "condition" not in adata.obs:
         raise InputError(
-            f"{where}: obs has no 'condition' column (GEARS: 'ctrl', 'A+ctrl', 'A+B'); columns are {list(adata.obs.columns)}"
+            f"{where}: obs has no 'condition' column (GEARS: 'ctrl', 'A+ctrl', 'A+B'); columns "
+            f"are {list(adata.obs.columns)}"
         )
     conditions = pd.unique(adata.obs["condition"].astype(str))
     if CTRL not in conditions:
         raise InputError(
-            f"{where}: no control cells (no obs['condition'] == 'ctrl'); GEARS pairs every perturbed cell with a control cell"
+            f"{where}: no control cells (no obs['condition'] == 'ctrl'); GEARS pairs every "
+            "perturbed cell with a control cell"
         )
     missing = genes_outside_panel(adata.obs["condition"], gene_names(adata))
     if missing:
         listed = "; ".join(
-            f"gene {g!r}, which is not in var['gene_name'], is perturbed in {v['conditions']} condition(s), {v['cells']} cell(s)"
+            (
+                f"gene {g!r}, which is not in var['gene_name'], is perturbed in {v['conditions']} "
+                f"condition(s), {v['cells']} cell(s)"
+            )
             for g, v in missing.items()
         )
         raise InputError(
-            f"{where}: {len(missing)} perturbed gene(s) outside the panel: {listed} (GEARS keeps every perturbed gene in the panel; "
-            "drop those conditions or add the genes)"
+            f"{where}: {len(missing)} perturbed gene(s) outside the panel: {listed} (GEARS keeps every perturbed "
+            "gene in the panel; drop those conditions or add the genes)"
         )
     if not uns:
         return
     for key in ("condition_name", "cell_type"):
         if key not in adata.obs:
             raise InputError(
-                f"{where}: obs has no {key!r} column; build the GEARS layout with scfmbench.perturbation.data.gears_layout"
+                f"{where}: obs has no {key!r} column; build the GEARS layout with "
+                "scfmbench.perturbation.data.gears_layout"
             )
     missing = [k for k in UNS_KEYS if k not in adata.uns]
     if missing:

@@ -236,7 +236,8 @@ def predict_generator(
             method,
             split,
             seed,
-            "no validation condition (GEARS' second draw left none), and the generator selects its model on validation cells",
+            "no validation condition (GEARS' second draw left none), and the generator selects "
+            "its model on validation cells",
         )
     # Seeded subsets bound the cost of selection and prediction on CPU (None: every cell, as GEARS):
     # ``valid_cells`` validation cells in all; ``predict_cells`` cells (each with its paired control

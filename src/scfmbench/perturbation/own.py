@@ -65,8 +65,9 @@ def resolve_convention(name: str, screen: dict | None) -> tuple[Convention, str]
     missing = [keys[k] for k, v in values.items() if v is None]
     if missing:
         raise InputError(
-            f"config key 'datasets.{name}.screen': declare the file's convention (convention: gears, scperturb or perturbench) "
-            f"or name {missing} (the obs column with each cell's perturbation, the control label, what joins two genes)"
+            f"config key 'datasets.{name}.screen': declare the file's convention (convention: gears, scperturb "
+            f"or perturbench) or name {missing} (the obs column with each cell's perturbation, the control "
+            "label, what joins two genes)"
         )
     if not values["separator"]:
         raise InputError(f"config key 'datasets.{name}.screen.separator': must not be empty")
@@ -104,9 +105,10 @@ def to_gears(labels, convention: Convention, *, where: str) -> np.ndarray:
     if bad:
         listed = ", ".join(f"{k!r} ({v} cell{'s' * (v != 1)})" for k, v in bad.items())
         raise InputError(
-            f"{where}: {len(bad)} label(s) of obs[{convention.column!r}] are not a control ({convention.control!r}), one gene or two "
-            f"different genes joined by {convention.separator!r}: {listed}. GEARS' layout holds singles and pairs; drop those cells, "
-            "or set datasets.<name>.screen (convention, control, separator) to the file's terms"
+            f"{where}: {len(bad)} label(s) of obs[{convention.column!r}] are not a control "
+            f"({convention.control!r}), one gene or two different genes joined by {convention.separator!r}: "
+            f"{listed}. GEARS' layout holds singles and pairs; drop those cells, or set datasets.<name>.screen "
+            "(convention, control, separator) to the file's terms"
         )
     if CTRL not in mapping.values():
         raise InputError(
@@ -150,9 +152,11 @@ def load_screen(name: str, cfg: dict) -> ad.AnnData:
     missing = genes_outside_panel(condition, symbols)
     if missing and not (cfg.get("screen") or {}).get("drop_outside_panel", False):
         raise InputError(
-            f"{where}: {len(missing)} perturbed gene(s) are not in the panel (var{'[' + repr(cfg['gene_symbols_column']) + ']' if cfg.get('gene_symbols_column') else '_names'}): "
-            f"{describe_missing(missing)}. Their expression cannot be scored; set datasets.{name}.screen.drop_outside_panel: true to drop "
-            "those conditions (recorded in uns['perturbation_source']), or use a file whose panel holds the genes"
+            f"{where}: {len(missing)} perturbed gene(s) are not in the panel "
+            f"(var{'[' + repr(cfg['gene_symbols_column']) + ']' if cfg.get('gene_symbols_column') else '_names'}): "
+            f"{describe_missing(missing)}. Their expression cannot be scored; set "
+            f"datasets.{name}.screen.drop_outside_panel: true to drop those conditions (recorded in "
+            "uns['perturbation_source']), or use a file whose panel holds the genes"
         )
     keep = np.ones(len(condition), dtype=bool)
     if missing:
@@ -184,7 +188,9 @@ def load_screen(name: str, cfg: dict) -> ad.AnnData:
     )
     if not (adata.obs["condition"] != CTRL).any():
         raise InputError(
-            f"{where}: no perturbed cells left{' after dropping the conditions outside the panel' if dropped else ''}; a screen needs perturbed conditions"
+            f"{where}: no perturbed cells "
+            f"left{' after dropping the conditions outside the panel' if dropped else ''}; a "
+            "screen needs perturbed conditions"
         )
     gears_layout(adata)
     prov = raw.uns["provenance"]

@@ -170,10 +170,10 @@ def make_split(
     for side, got in (("training", train), ("test", test)):
         if not got:
             raise InputError(
-                f"{where}, seed {seed}: GEARS' simulation split (train_gene_set_size {train_gene_set_size}, then 0.9 of those for "
-                f"training against validation) puts no perturbed condition in {side} ({len(perts)} perturbed condition(s) on "
-                f"{n_genes} gene(s), e.g. {perts[:5]}; {len(val)} went to validation); the screen needs more perturbed genes, "
-                "or change perturbation.train_gene_set_size"
+                f"{where}, seed {seed}: GEARS' simulation split (train_gene_set_size {train_gene_set_size}, then 0.9 "
+                f"of those for training against validation) puts no perturbed condition in {side} ({len(perts)} "
+                f"perturbed condition(s) on {n_genes} gene(s), e.g. {perts[:5]}; {len(val)} went to validation); the "
+                "screen needs more perturbed genes, or change perturbation.train_gene_set_size"
             )
     split = {c: "train" for c in train} | {c: "val" for c in val} | {c: "test" for c in test} | {CTRL: "train"}
     subgroup = {c: g for g, cs in val_groups.items() for c in cs} | {c: g for g, cs in test_groups.items() for c in cs}

@@ -187,7 +187,8 @@ def read_pretrained(path) -> dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise InputError(
-            f"{path}: not a pretraining checkpoint (format {found!r}, expected {FORMAT!r}); write it with rule pretrain (scfmbench.pretrain.workflow)"
+            f"{path}: not a pretraining checkpoint (format {found!r}, expected {FORMAT!r}); write it with rule "
+            "pretrain (scfmbench.pretrain.workflow)"
         )
     return payload
 

@@ -241,12 +241,14 @@ def train_masked(
     """
     if steps < 1 or batch_size < 1 or len(data) == 0:
         raise InputError(
-            f"masked training needs steps >= 1, batch_size >= 1 and at least one cell; got steps={steps}, batch_size={batch_size}, {len(data)} cells"
+            f"masked training needs steps >= 1, batch_size >= 1 and at least one cell; got steps={steps}, "
+            f"batch_size={batch_size}, {len(data)} cells"
         )
     if patience is not None and (patience < 1 or not eval_every or valid is None or not len(valid)):
         raise InputError(
-            f"early stopping of masked training (patience={patience}) needs patience >= 1, eval_every set (got {eval_every}) and validation cells "
-            "(obs['split'] == 'valid'); set patience to null for a fixed number of steps"
+            f"early stopping of masked training (patience={patience}) needs patience >= 1, eval_every "
+            f"set (got {eval_every}) and validation cells (obs['split'] == 'valid'); set patience to "
+            "null for a fixed number of steps"
         )
     device = next(model.parameters()).device
     data = data.to(device)

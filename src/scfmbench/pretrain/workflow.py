@@ -100,14 +100,16 @@ def pretrain_backbone(
         if init:
             if backbone != "scfoundation":
                 raise InputError(
-                    f"config key 'pretraining.init.{backbone}': released weights load for scfoundation here (scGPT and Geneformer folders fine-tune through params.<backbone>.checkpoint)"
+                    f"config key 'pretraining.init.{backbone}': released weights load for scfoundation here (scGPT "
+                    "and Geneformer folders fine-tune through params.<backbone>.checkpoint)"
                 )
             from scfmbench.models.scfoundation import load_scfoundation_checkpoint
 
             net, load = load_scfoundation_checkpoint(init, key=init_key, n_classes=1, attention=attention)
             if net.cfg.n_genes != adata.n_vars:
                 raise InputError(
-                    f"{init}: the released model reads {net.cfg.n_genes} genes, the dataset has {adata.n_vars}; map the dataset onto the model's gene list first"
+                    f"{init}: the released model reads {net.cfg.n_genes} genes, the dataset has {adata.n_vars}; map "
+                    "the dataset onto the model's gene list first"
                 )
             pretrained_names = {"backbone." + k for k in net.state_dict() if k not in load.missing}
         else:

@@ -139,8 +139,10 @@ def scaling_markdown(df: pd.DataFrame, scaling: pd.DataFrame) -> str:
     if len(df):
         first = df.iloc[0]
         settings = (
-            f"Device {first['device']} ({first['device_name']}), {first['dtype']}, heads {first['heads']} x dim {first['dim']}, "
-            f"torch {first['torch_version']}"
+            (
+                f"Device {first['device']} ({first['device_name']}), {first['dtype']}, heads {first['heads']} x dim "
+                f"{first['dim']}, torch {first['torch_version']}"
+            )
             + (f", CUDA {first['cuda_version']}" if first["cuda_version"] else "")
             + ".\n\n"
         )

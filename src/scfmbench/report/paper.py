@@ -142,7 +142,10 @@ def paper_markdown(
                 ]
         lines.append("| " + " | ".join(cells) + " |")
     legend = (
-        "\nPercent, mean ± std over seeds; best per column **bold**, runner-up <u>underlined</u>; reported: GenoHoption Tables I-II (5 seeds); Δ = ours - reported."
+        (
+            "\nPercent, mean ± std over seeds; best per column **bold**, runner-up <u>underlined</u>; reported: "
+            "GenoHoption Tables I-II (5 seeds); Δ = ours - reported."
+        )
         + (f" {marker_note}" if marker_note else "")
         + "\n"
     )

@@ -129,7 +129,10 @@ def _control_rows(metrics: pd.DataFrame, checks: dict[str, tuple[ControlCheck, .
                             method=check.control,
                             seed=None,
                             metric=metric,
-                            detail=f"{check.control} ({check.kind}) has no record here: {sub['method'].nunique()} method(s) not compared",
+                            detail=(
+                                f"{check.control} ({check.kind}) has no record here: "
+                                f"{sub['method'].nunique()} method(s) not compared"
+                            ),
                         )
                     )
                     continue
@@ -174,8 +177,10 @@ def _unseen_rows(runs) -> list[dict]:
                 method=None,
                 seed=None,
                 metric="macro_f1",
-                detail=f"{sorted(unseen)}: {n} test cells ({100 * run.get('unseen_test_share', 0.0):.1f}%) of types absent from training; "
-                "macro_f1 counts each as F1 0, macro_f1_seen leaves them out",
+                detail=(
+                    f"{sorted(unseen)}: {n} test cells ({100 * run.get('unseen_test_share', 0.0):.1f}%) of types "
+                    "absent from training; macro_f1 counts each as F1 0, macro_f1_seen leaves them out"
+                ),
             )
         )
     return rows
@@ -262,9 +267,9 @@ def quality_markdown(checks: pd.DataFrame) -> str:
     if checks.empty:
         tasks = ", ".join(f"{task} ({', '.join(c.control for c in cs)})" for task, cs in CONTROL_CHECKS.items())
         return (
-            f"All checks passed: every method within its task's controls ({tasks}), every control present where its task ran, "
-            "every test cell type seen in training, every configured job reported, every bounded metric in range, "
-            "every trained run converged before its cap.\n"
+            f"All checks passed: every method within its task's controls ({tasks}), every control present where its "
+            "task ran, every test cell type seen in training, every configured job reported, every bounded metric "
+            "in range, every trained run converged before its cap.\n"
         )
     lines = ["| check | task | dataset | method | seed | metric | detail |", "|---|---|---|---|---|---|---|"]
     for r in checks.itertuples(index=False):

@@ -118,12 +118,14 @@ def check_config(cfg: Mapping) -> None:
     kinds = {c["kind"] for c in cfg["comparisons"]}
     if len(kinds) != len(cfg["comparisons"]):
         raise InputError(
-            f"config key 'significance.comparisons': each kind appears once (got {[c['kind'] for c in cfg['comparisons']]}); list more methods or references in one entry instead."
+            "config key 'significance.comparisons': each kind appears once (got "
+            f"{[c['kind'] for c in cfg['comparisons']]}); list more methods or references in one entry instead."
         )
     unknown = [k for k in cfg["markers"] if k != CONTROL and k not in kinds]
     if unknown:
         raise InputError(
-            f"config key 'significance.markers': {unknown} name no kind of reference; kinds are {[CONTROL, *sorted(kinds)]}."
+            f"config key 'significance.markers': {unknown} name no kind of reference; kinds are "
+            f"{[CONTROL, *sorted(kinds)]}."
         )
 
 
@@ -157,7 +159,8 @@ def _values(metrics: pd.DataFrame) -> pd.DataFrame:
     dup = df.duplicated(["task", "dataset", "method", "seed", "metric"], keep=False)
     if dup.any():
         raise InputError(
-            f"duplicate metrics records (one run listed twice):\n{df.loc[dup, ['task', 'dataset', 'method', 'seed', 'metric']].drop_duplicates().to_string(index=False)}"
+            "duplicate metrics records (one run listed "
+            f"twice):\n{df.loc[dup, ['task', 'dataset', 'method', 'seed', 'metric']].drop_duplicates().to_string(index=False)}"
         )
     return df
 
@@ -366,15 +369,17 @@ def significance_markdown(sig: pd.DataFrame, cfg: Mapping) -> str:
             parts.append(f"_none of the shown metrics ({', '.join(shown)}) was recorded_\n")
             continue
         lines = [
-            "| dataset | metric | kind | method | reference | n | Δ | 95% CI | t p (Holm) | Wilcoxon p (Holm) | | note |",
+            "| dataset | metric | kind | method | reference | n | Δ | 95% CI | t p (Holm) | "
+            "Wilcoxon p (Holm) | | note |",
             "|:---|:---|:---|:---|:---|---:|---:|---:|---:|---:|:---|:---|",
         ]
         for r in t.itertuples(index=False):
             ci = "–" if not np.isfinite(r.ci_low) else f"[{r.ci_low:+.3g}, {r.ci_high:+.3g}]"
             lines.append(
-                f"| {markdown_cell(r.dataset)} | {markdown_cell(r.metric)} | {r.kind} | {markdown_cell(r.method)} | {markdown_cell(r.reference)} | "
-                f"{r.n_pairs} | {_num(r.mean_diff)} | {ci} | {_p(r.t_p)} ({_p(r.holm_t_p)}) | "
-                f"{_p(r.wilcoxon_p)} ({_p(r.holm_wilcoxon_p)}) | {r.marker} | {markdown_cell(r.note)} |"
+                f"| {markdown_cell(r.dataset)} | {markdown_cell(r.metric)} | {r.kind} | "
+                f"{markdown_cell(r.method)} | {markdown_cell(r.reference)} | {r.n_pairs} | {_num(r.mean_diff)} | "
+                f"{ci} | {_p(r.t_p)} ({_p(r.holm_t_p)}) | {_p(r.wilcoxon_p)} ({_p(r.holm_wilcoxon_p)}) | "
+                f"{r.marker} | {markdown_cell(r.note)} |"
             )
         parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)

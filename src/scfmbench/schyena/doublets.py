@@ -158,7 +158,8 @@ def score_doublets(predictions_path, *, label: str = DOUBLET) -> dict[str, float
     missing = [c for c in PREDICTION_COLUMNS if c not in df]
     if missing:
         raise InputError(
-            f"{predictions_path}: columns {missing} missing; a doublet predictions file has columns {list(PREDICTION_COLUMNS)}"
+            f"{predictions_path}: columns {missing} missing; a doublet predictions file has "
+            f"columns {list(PREDICTION_COLUMNS)}"
         )
     if df.empty:
         raise InputError(f"{predictions_path}: no rows; it must hold every cell of the augmented test split")

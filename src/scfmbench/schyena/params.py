@@ -84,7 +84,8 @@ class SchyenaParams:
         out = cls(**params)
         if not 0.0 <= out.mask_low <= out.mask_high <= 1.0:
             raise InputError(
-                f"config key 'params.schyena': need 0 <= mask_low <= mask_high <= 1, got {out.mask_low} and {out.mask_high}"
+                "config key 'params.schyena': need 0 <= mask_low <= mask_high <= 1, got "
+                f"{out.mask_low} and {out.mask_high}"
             )
         if not 0.0 < out.doublet_rate < 1.0:
             raise InputError(f"config key 'params.schyena.doublet_rate': must be in (0, 1), got {out.doublet_rate}")

@@ -240,7 +240,8 @@ def pretrain(
     config = config or SCHyenaConfig(n_genes=adata.n_vars, **DEFAULTS.model())
     if config.n_genes != adata.n_vars:
         raise InputError(
-            f"SCHyenaConfig.n_genes = {config.n_genes} but the dataset has {adata.n_vars} genes; scHyena reads every gene of the dataset"
+            f"SCHyenaConfig.n_genes = {config.n_genes} but the dataset has {adata.n_vars} genes; scHyena "
+            "reads every gene of the dataset"
         )
     device = resolve_device(device)
     train, valid = _rows(adata, ["train"]), _rows(adata, ["valid"])
@@ -252,7 +253,8 @@ def pretrain(
         strategy = strategy or build_strategy("uniform", low=mask_range[0], high=mask_range[1])
         if strategy.needs_scorer:
             raise InputError(
-                f"scHyena checkpoints hold the scHyena model only; masking strategy {strategy.name!r} trains a scorer beside it: use it with the token backbones"
+                f"scHyena checkpoints hold the scHyena model only; masking strategy {strategy.name!r} trains a "
+                "scorer beside it: use it with the token backbones"
             )
         hist = run_masked_loop(
             SchyenaMasked(model),
@@ -306,7 +308,8 @@ def load_checkpoint(path: str | Path, *, device=None) -> tuple[SCHyena, dict[str
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise InputError(
-            f"{path}: not a scHyena checkpoint (format {found!r}, expected {CHECKPOINT_FORMAT!r}); write it with save_checkpoint"
+            f"{path}: not a scHyena checkpoint (format {found!r}, expected {CHECKPOINT_FORMAT!r}); "
+            "write it with save_checkpoint"
         )
     model = SCHyena(SCHyenaConfig(**payload["model_config"]))
     model.load_state_dict(payload["state_dict"])
@@ -365,7 +368,8 @@ def finetune_classifier(
     """
     if model.config.n_genes != adata.n_vars:
         raise InputError(
-            f"the model reads {model.config.n_genes} genes but the dataset has {adata.n_vars}; fine-tune on the dataset it was pretrained on"
+            f"the model reads {model.config.n_genes} genes but the dataset has {adata.n_vars}; fine-tune on the "
+            "dataset it was pretrained on"
         )
     device = resolve_device(device)
     split = adata.obs["split"].astype(str).to_numpy()

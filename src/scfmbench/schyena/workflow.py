@@ -95,7 +95,8 @@ def _load_pretrained(checkpoint_path, adata):
     genes = run_config.get("genes")
     if genes is not None and list(genes) != adata.var_names.tolist():
         raise InputError(
-            f"{checkpoint_path}: pretrained on another gene list than this dataset's ({len(genes)} vs {adata.n_vars} genes); pretrain on this dataset"
+            f"{checkpoint_path}: pretrained on another gene list than this dataset's ({len(genes)} vs {adata.n_vars} "
+            "genes); pretrain on this dataset"
         )
     return model, run_config
 

@@ -57,7 +57,10 @@ class BigBirdAttention(GraphDiffusionAttention):
         self._patterns: dict = {}
 
     def extra_repr(self) -> str:
-        return f"window={self.window}, n_random={self.n_random}, random_density={self.random_density}, n_global={self.n_global}, seed={self.seed}"
+        return (
+            f"window={self.window}, n_random={self.n_random}, random_density={self.random_density}, "
+            f"n_global={self.n_global}, seed={self.seed}"
+        )
 
     def default_pattern(self, L: int, device) -> EdgePattern:
         key = (L, str(device))

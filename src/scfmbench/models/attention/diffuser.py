@@ -57,7 +57,10 @@ class DiffuserAttention(GraphDiffusionAttention):
         self._patterns: dict = {}
 
     def extra_repr(self) -> str:
-        return f"preset={self.preset!r}, window={self.window}, n_random={self.n_random}, n_global={self.n_global}, alpha={self.alpha}, k={self.k}"
+        return (
+            f"preset={self.preset!r}, window={self.window}, n_random={self.n_random}, n_global={self.n_global}, "
+            f"alpha={self.alpha}, k={self.k}"
+        )
 
     def default_pattern(self, L: int, device) -> EdgePattern:
         key = (L, str(device))

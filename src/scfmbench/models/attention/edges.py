@@ -64,7 +64,8 @@ class EdgePattern:
     def __post_init__(self):
         if not (self.src.shape == self.dst.shape == self.valid.shape) or self.src.dim() != 2:
             raise InputError(
-                f"EdgePattern: src, dst, valid must share one (B, E) shape, got {tuple(self.src.shape)}, {tuple(self.dst.shape)}, {tuple(self.valid.shape)}"
+                f"EdgePattern: src, dst, valid must share one (B, E) shape, got {tuple(self.src.shape)}, "
+                f"{tuple(self.dst.shape)}, {tuple(self.valid.shape)}"
             )
         if self.src_order is not None and self.src_order.shape != self.src.shape:
             raise InputError(

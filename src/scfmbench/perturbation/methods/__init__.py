@@ -77,6 +77,7 @@ def thin(method: str, split, seed: int, missing: str) -> InputError:
     dataset = split.params.get("dataset")
     train = [c for c in split.conditions("train") if c != "ctrl"]
     return InputError(
-        f"{method} on perturbation dataset {dataset!r}, seed {seed}: {missing} (training conditions: {train[:8]}"
-        f"{' ...' if len(train) > 8 else ''}); the screen is too thin for it: remove {method} from perturbation.methods or add conditions"
+        f"{method} on perturbation dataset {dataset!r}, seed {seed}: {missing} (training conditions: "
+        f"{train[:8]}{' ...' if len(train) > 8 else ''}); the screen is too thin for it: remove {method} from "
+        "perturbation.methods or add conditions"
     )

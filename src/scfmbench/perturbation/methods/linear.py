@@ -35,7 +35,8 @@ def linear(
             "linear",
             split,
             seed,
-            f"{len(train)} perturbed training condition(s); the linear model needs two or more to fit (with one, Y - b = 0)",
+            f"{len(train)} perturbed training condition(s); the linear model needs two or more "
+            "to fit (with one, Y - b = 0)",
         )
     Y = np.stack([mean_of(adata, cond == c) for c in train], axis=1)  # (genes, perts)
     b = Y.mean(1, keepdims=True)
@@ -55,7 +56,8 @@ def linear(
     fallback = [c for c in conditions if np.linalg.norm(embed(c)) <= tiny]
     if fallback:
         log.warning(
-            "linear, seed %d: %d of %d conditions fall back to the mean training profile (their genes have no embedding): %s",
+            "linear, seed %d: %d of %d conditions fall back to the mean training profile (their "
+            "genes have no embedding): %s",
             seed,
             len(fallback),
             len(conditions),

@@ -68,11 +68,13 @@ def strategy_for(name: str, options: dict[str, Any]) -> MaskingStrategy:
         base = spec.pop("strategy", None)
         if base not in STRATEGIES:
             raise InputError(
-                f"config key 'pretraining.variants.{name}.strategy' must name a registered strategy {sorted(STRATEGIES)}, got {base!r}"
+                f"config key 'pretraining.variants.{name}.strategy' must name a registered strategy "
+                f"{sorted(STRATEGIES)}, got {base!r}"
             )
         return build_strategy(base, **{**(options.get("strategy_options") or {}).get(base, {}), **spec})
     if name not in STRATEGIES:
         raise InputError(
-            f"config key 'pretraining.strategies': {name!r} is neither a registered strategy {sorted(STRATEGIES)} nor a variant {sorted(variants)}"
+            f"config key 'pretraining.strategies': {name!r} is neither a registered strategy {sorted(STRATEGIES)} "
+            f"nor a variant {sorted(variants)}"
         )
     return build_strategy(name, **(options.get("strategy_options") or {}).get(name, {}))
