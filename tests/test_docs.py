@@ -244,7 +244,8 @@ def _results(tmp_path: Path) -> Path:
 README_TEXT = "# x\n\nbefore\n\n<!-- results:begin -->\nold numbers\n<!-- results:end -->\n\nafter\n"
 
 EXPECTED_BLOCK = """\
-Produced by `snakemake` at commit `abc123`, seeds 0, 1 (`results/report/provenance.html`); copied here by `python -m scfmbench.report.readme`.
+Produced by `snakemake` at commit `abc123`, seeds 0, 1 (`results/report/provenance.html`); \
+copied here by `python -m scfmbench.report.readme`.
 
 **Cell-type annotation**, macro F1 on the test cells (mean ± sd over seeds; `annotation_table.md`):
 

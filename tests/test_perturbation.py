@@ -438,7 +438,8 @@ def test_genohoption_loss_by_hand():
     pred = torch.tensor([[1.0, 2.0], [0.0, 1.0], [3.0, 3.0]])
     y = torch.tensor([[2.0, 2.0], [0.0, 3.0], [3.0, 1.0]])
     ctrl = torch.tensor([1.5, 1.5])
-    # condition a (rows 0, 1): ((1)^4 + 0 + 0 + 2^4) / 4 = 4.25; signs y-ctrl (+,+;-,+), pred-ctrl (-,+;-,-): (2^2 + 0 + 0 + 2^2) / 4 = 2
+    # condition a (rows 0, 1): ((1)^4 + 0 + 0 + 2^4) / 4 = 4.25;
+    # signs y-ctrl (+,+;-,+), pred-ctrl (-,+;-,-): (2^2 + 0 + 0 + 2^2) / 4 = 2
     # condition b (row 2): (0 + 2^4) / 2 = 8; signs (+,-) vs (+,+): (0 + 2^2) / 2 = 2
     expected = ((4.25 + 1e-3 * 2) + (8 + 1e-3 * 2)) / 2
     assert genohoption_loss(pred, y, ctrl, ["a", "a", "b"]).item() == pytest.approx(expected)

@@ -363,7 +363,8 @@ def official_scfoundation_state() -> dict[str, torch.Tensor]:
 
 def test_scfoundation_fixture_is_the_official_layout():
     names = [k.removeprefix("model.") for k in official_scfoundation_state()]
-    # 14 embedding and head tensors + 2 x 12 per encoder layer + 2 (norm) + 1 counter + 2 x 17 per Performer layer + 2 (norm)
+    # 14 embedding and head tensors + 2 x 12 per encoder layer + 2 (norm) + 1 counter
+    # + 2 x 17 per Performer layer + 2 (norm)
     assert len(names) == 77 and "encoder.transformer_encoder.1.self_attn.in_proj_weight" in names
     assert "decoder.performer.calls_since_last_redraw" in names and not any("proj_updater" in n for n in names)
 
@@ -385,7 +386,9 @@ def test_scfoundation_official_checkpoint_loads_with_no_missing_or_unexpected_ke
         "token_emb.emb_mask.weight": "token_emb.emb_mask.weight",
         "decoder.performer.net.layers.1.0.fn.to_q.weight": "decoder.performer.net.layers.1.0.fn.to_q.weight",
         "decoder.performer.net.layers.0.0.fn.to_v.bias": "decoder.performer.net.layers.0.0.fn.to_v.bias",
-        "decoder.performer.net.layers.1.0.fn.fast_attention.projection_matrix": "decoder.performer.net.layers.1.0.fn.fast_attention.projection_matrix",
+        "decoder.performer.net.layers.1.0.fn.fast_attention.projection_matrix": (
+            "decoder.performer.net.layers.1.0.fn.fast_attention.projection_matrix"
+        ),
         "decoder.performer.net.layers.0.1.fn.fn.w1.weight": "decoder.performer.net.layers.0.1.fn.fn.w1.weight",
         "decoder.performer.calls_since_last_redraw": "decoder.performer.proj_updater.calls_since_last_redraw",
         "to_final.weight": "to_final.weight",

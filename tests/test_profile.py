@@ -368,12 +368,15 @@ def test_profile_job_process_stays_light_and_hugging_face_points_skip_the_model_
 import json, sys
 from scfmbench.profile.measure import PointSpec, measure_point, profile_point
 settings = dict(heads=1, dim=8, device="cpu", warmup=1, repeats=2, timeout_s=120, max_mem_gb=2)
-row = profile_point(mechanism="calibrate", length=2**21, batch=1, mode="forward", settings=settings, output={str(tmp_path / "p.csv")!r}, threads=1)
+row = profile_point(mechanism="calibrate", length=2**21, batch=1, mode="forward", settings=settings, \
+output={str(tmp_path / "p.csv")!r}, threads=1)
 light = sorted(m for m in ("torch", "pandas", "transformers") if m in sys.modules)
 small = measure_point(PointSpec("hf-bigbird", 512, 1, "forward", heads=2, dim=8, device="cpu", repeats=1))
 after_error = sorted(m for m in sys.modules if m.startswith("transformers"))
-rows = [measure_point(PointSpec(m, L, 1, "backward", heads=2, dim=8, device="cpu", repeats=1)) for m, L in (("hf-longformer", 128), ("hf-bigbird", 768))]
-print(json.dumps(dict(row=row, light=light, small=small, after_error=after_error, rows=rows, stack="transformers.modeling_utils" in sys.modules)))
+rows = [measure_point(PointSpec(m, L, 1, "backward", heads=2, dim=8, device="cpu", repeats=1)) \
+for m, L in (("hf-longformer", 128), ("hf-bigbird", 768))]
+print(json.dumps(dict(row=row, light=light, small=small, after_error=after_error, rows=rows, \
+stack="transformers.modeling_utils" in sys.modules)))
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

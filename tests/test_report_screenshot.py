@@ -147,7 +147,7 @@ def test_screenshot_of_a_real_snakemake_report(tmp_path):
                 open(output.png, "wb").write(base64.b64decode(config["png"]))
                 open(output.html, "w").write("<html><body><table border=1><tr><th>method</th></tr>"
                                              "<tr><td style='background:#f00;width:300px;height:200px'>x</td></tr></table></body></html>")
-        """)
+        """)  # noqa: E501 (a Snakefile in a string: wrapping its line would change the file)
     )
     (tmp_path / "caption.rst").write_text("A solid red figure, with a caption.\n")
     snakemake = [

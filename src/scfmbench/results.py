@@ -9,7 +9,8 @@ Paths (written out in full in the rule files)::
     results/denoising/{dataset}/{method}/seed{seed}/predictions.npz    # denoised train part (MCV)
     results/denoising/{dataset}/{method}/seed{seed}/metrics.csv        # METRIC_COLUMNS
     results/embedding/{dataset}/{method}/seed{seed}/embedding.npz      # every cell's embedding (scfmbench.embedding)
-    results/embedding/{dataset}/{method}/seed{seed}/metrics.csv        # METRIC_COLUMNS ({method}-zeroshot: before fine-tuning)
+    results/embedding/{dataset}/{method}/seed{seed}/metrics.csv        # METRIC_COLUMNS ({method}-zeroshot:
+                                                                       # before fine-tuning)
     results/report/metrics.csv                                         # every record, same columns
 
 A metrics record is tidy: one row per metric. ``runtime_s`` and ``peak_mem_mb`` are the method job's

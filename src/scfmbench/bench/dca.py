@@ -4,7 +4,8 @@ Usage::
 
     python -m scfmbench.bench.dca [--n-cells 10000] [--n-genes 2000] [--epochs 300] [--threads N] [--json out.json]
 
-    # The port against the dca package on the same masked folds (docs/reproducibility.md, "DCA: the port and the package"):
+    # The port against the dca package on the same masked folds (docs/reproducibility.md, "DCA: the port and the
+    # package"):
     python -m scfmbench.bench.dca --masked results/imputation/pbmc68k/seed0/masked.h5ad \
         --heldout results/imputation/pbmc68k/seed0/heldout.npz \
         --package-predictions results/imputation/pbmc68k/dca_original/seed0/predictions.npz \

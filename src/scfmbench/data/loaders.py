@@ -2,8 +2,8 @@
 
 Each loader returns a *raw dataset*: ``layers["counts"]`` (CSR float32 integer counts),
 ``obs["cell_type"]``, optionally ``obs["split"]`` (a predefined train/valid/test split), optionally
-``layers["truth"]``, ``layers["rate"]`` and ``uns["true_grn"]`` (synthetic), and ``uns["provenance"]`` with ``source`` and
-``inputs_sha256``. :func:`scfmbench.data.prepare.prepare_dataset` turns it into a prepared dataset.
+``layers["truth"]``, ``layers["rate"]`` and ``uns["true_grn"]`` (synthetic), and ``uns["provenance"]`` with ``source``
+and ``inputs_sha256``. :func:`scfmbench.data.prepare.prepare_dataset` turns it into a prepared dataset.
 """
 
 from __future__ import annotations

@@ -51,8 +51,8 @@ def prepare_dataset(
     ``obs["cell_type"]`` (when labelled), ``obs["split"]`` in {train, valid, test} (few-shot 'unused'
     cells dropped), ``uns["provenance"]`` (source, inputs_sha256, seed, split parameters, versions,
     ``zero_count_cells_dropped``, ``split_sizes`` and, when labelled, ``unseen_test_types``,
-    ``unseen_test_cells`` (their test cells) and ``unseen_test_share``), and the raw dataset's optional ``layers["truth"]``,
-    ``layers["rate"]`` / ``uns["true_grn"]``.
+    ``unseen_test_cells`` (their test cells) and ``unseen_test_share``), and the raw dataset's optional
+    ``layers["truth"]``, ``layers["rate"]`` / ``uns["true_grn"]``.
     """
     check_counts(raw.layers["counts"], where=f"{where}: counts")
     labelled = "cell_type" in raw.obs

@@ -481,11 +481,12 @@ def simulate_perturbseq(
     :func:`scfmbench.perturbation.data.gears_layout`.
     """
     params = dict(
-        n_genes=n_genes, n_singles=n_singles, n_combos=n_combos, cells_per_condition=cells_per_condition, n_control=n_control,
-        null_fraction=null_fraction, knockdown_fraction=knockdown_fraction, knockdown_shift=knockdown_shift, seed=seed, network=network,
+        n_genes=n_genes, n_singles=n_singles, n_combos=n_combos, cells_per_condition=cells_per_condition,
+        n_control=n_control, null_fraction=null_fraction, knockdown_fraction=knockdown_fraction,
+        knockdown_shift=knockdown_shift, seed=seed, network=network,
         cell_noise=cell_noise, regulation_strength=regulation_strength, n_steps=n_steps, log_fold_range=log_fold_range,
-        baseline_sd=baseline_sd, mean_library_size=mean_library_size, library_size_sd=library_size_sd, dispersion=dispersion,
-        dropout=dropout, n_truth_draws=n_truth_draws,
+        baseline_sd=baseline_sd, mean_library_size=mean_library_size, library_size_sd=library_size_sd,
+        dispersion=dispersion, dropout=dropout, n_truth_draws=n_truth_draws,
     )  # fmt: skip
     for name in ("n_genes", "n_singles", "cells_per_condition", "n_control", "n_truth_draws"):
         if not isinstance(params[name], (int, np.integer)) or params[name] < 1:

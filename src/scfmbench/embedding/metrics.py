@@ -26,8 +26,8 @@ metric                   definition
                          ``ilisi_knn`` (scaled median iLISI over the test cells; k neighbours + self)
 =======================  ===========================================================================
 
-Every metric is in [0, 1] (ARI in [-1, 1], 0 = chance), higher is better. A constant embedding is the floor: every test cell
-is at the same distance from every reference cell, so all get the same neighbours and the same
+Every metric is in [0, 1] (ARI in [-1, 1], 0 = chance), higher is better. A constant embedding is the floor: every test
+cell is at the same distance from every reference cell, so all get the same neighbours and the same
 prediction, and the kNN accuracy is the test share of one class (at most the ``majority``
 annotation control's); k-means finds nothing (NMI, ARI 0).
 """

@@ -12,8 +12,8 @@ Two things go wrong with gene symbols in regulatory databases:
 
 Matching is case-insensitive (``symbol_key`` upper-cases), which would also let mouse symbols
 (``Sox17``) meet human ones (``SOX17``): :func:`scfmbench.data.species.detect_species` tells a
-dataset's species from its symbols, the graph build refuses a database of another species, and :class:`MatchResult` counts
-exact and case-folded matches apart.
+dataset's species from its symbols, the graph build refuses a database of another species, and :class:`MatchResult`
+counts exact and case-folded matches apart.
 """
 
 from __future__ import annotations
@@ -87,8 +87,9 @@ def is_motif_name(name: str) -> bool:
     """Whether a transcription-factor name from a motif database is a motif/protein name, not a symbol.
 
     Used for MOTIFMAP, whose TF column holds names such as ``AP-1``, ``Tax/CREB``, ``c-Myc``,
-    ``NF-kappaB (p50)``, ``HNF-1alpha``; mouse-style capitalisation of a symbol (``Meis1``) passes. Names that look like symbols but are protein names (``HEB``, ``FXR``)
-    cannot be told apart without HGNC; they pass and simply match no dataset gene.
+    ``NF-kappaB (p50)``, ``HNF-1alpha``; mouse-style capitalisation of a symbol (``Meis1``) passes. Names that look like
+    symbols but are protein names (``HEB``, ``FXR``) cannot be told apart without HGNC; they pass and simply match no
+    dataset gene.
     """
     upper = name.upper()
     return not (is_gene_symbol(name) and _HGNC_LIKE.match(upper) and not _PROTEIN_STYLE.match(upper))

@@ -390,14 +390,13 @@ def graph_stats_tables(paths) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Statistics of every graph file: a summary row per graph and a row per graph and database.
 
     Summary columns: ``dataset, seed, variant``, then :func:`scfmbench.graphs.build.graph_stats`'s
-    numbers (``species`` (the dataset's, checked against the databases'), ``genes, nodes, edges, mean_in_degree, mean_in_degree_gene_gene, regulatory_edges,
-    coexpression_edges, overlap_edges, genes_matched, match_rate``) and ``edges_<database>``, the
-    distinct gene-gene edges each database contributes. Per-database columns: ``dataset, seed,
-    variant, database``, input ``edges``, ``matched``/``unmatched`` (both endpoints found or not),
-    ``match_rate`` (matched / edges), ``genes``/``genes_matched`` (distinct names in the file and
-    how many are dataset genes), ``genes_exact``/``genes_folded`` (of those, matched as written or
-    only case-folded / repaired) and ``graph_edges`` (= ``edges_<database>``). Graphs built without
-    databases (``no_grn``) have no match numbers (NaN).
+    numbers (``species`` (the dataset's, checked against the databases'), ``genes, nodes, edges, mean_in_degree,
+    mean_in_degree_gene_gene, regulatory_edges, coexpression_edges, overlap_edges, genes_matched, match_rate``) and
+    ``edges_<database>``, the distinct gene-gene edges each database contributes. Per-database
+    columns: ``dataset, seed, variant, database``, input ``edges``, ``matched``/``unmatched`` (both endpoints found or
+    not), ``match_rate`` (matched / edges), ``genes``/``genes_matched`` (distinct names in the file and how many are
+    dataset genes), ``genes_exact``/``genes_folded`` (of those, matched as written or only case-folded / repaired) and
+    ``graph_edges`` (= ``edges_<database>``). Graphs built without databases (``no_grn``) have no match numbers (NaN).
     """
     rows, per_db = [], []
     for path in paths:

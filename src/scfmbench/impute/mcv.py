@@ -2,10 +2,10 @@
 
 Batson, Royer and Webber (2019), "Molecular cross-validation for single-cell RNA-seq"
 (``czbiohub/molecular-cross-validation``), with the split of openproblems' denoising task
-(``task_denoising``: ``process_dataset``, metrics ``mse`` and ``poisson``). Each cell's captured molecules are split at random into a train part and a test part
-by binomial thinning: ``train ~ Binomial(counts, p)``, ``test = counts - train`` (``p = 0.9``,
-openproblems' ``train_frac``). The two parts are independent draws from the same cells, so a
-denoiser that sees only the train part is scored by how well its output predicts the test part:
+(``task_denoising``: ``process_dataset``, metrics ``mse`` and ``poisson``). Each cell's captured molecules are split at
+random into a train part and a test part by binomial thinning: ``train ~ Binomial(counts, p)``,
+``test = counts - train`` (``p = 0.9``, openproblems' ``train_frac``). The two parts are independent draws from the same
+cells, so a denoiser that sees only the train part is scored by how well its output predicts the test part:
 no ground truth is needed, and reproducing the train part's sampling noise is penalized. What the
 parts share is each entry's Poisson rate (biological variation and technical dropout included), so
 MCV scores an estimate of that rate: on ``synthetic`` the dataset's ``layers["rate"]``, not its

@@ -69,7 +69,8 @@ def get_imputer(name: str) -> Imputer:
 def impute_main(
     method: str, input_path: str | Path, predictions_path: str | Path, *, seed: int, params: dict | None = None
 ) -> np.ndarray:
-    """Run the registered imputer ``method`` on a protocol input (masked folds or MCV train part); the rule script's one call."""
+    """Run the registered imputer ``method`` on a protocol input (masked folds or MCV train part); the rule script's one
+    call."""
     return run_imputer(get_imputer(method), input_path, predictions_path, seed=seed, params=params, name=method)
 
 

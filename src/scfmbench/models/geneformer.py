@@ -10,8 +10,8 @@ embedding only, there is no value embedding. Here a <cls> token leads the sequen
 input token with position 0 (``cls_token="input"``, as Geneformer V2) or as the mean of the
 embedded genes prepended after the embedding layer, the genes keeping the positions 0..n-1 they
 were pretrained with (``"prepended"``, GenoHoption's Geneformer adaptor for the V1 model; the
-loader's choice for a vocabulary without <cls>); with ``cell_embedding="cls"`` BERT's pooler (dense + tanh on <cls>) feeds the
-classifier, as in ``BertForSequenceClassification``; with ``"avg-pool"`` (the from-scratch
+loader's choice for a vocabulary without <cls>); with ``cell_embedding="cls"`` BERT's pooler (dense + tanh on <cls>)
+feeds the classifier, as in ``BertForSequenceClassification``; with ``"avg-pool"`` (the from-scratch
 default) the mean of the token states does, as Geneformer's cell embeddings.
 
 Attention is any registered kernel through :class:`~scfmbench.models.attention.MultiHeadAttention`;

@@ -200,7 +200,9 @@ class ScGPTConfig:
     d_hidden: int = 64  # (scGPT: 512)
     n_bins: int = 51
     dropout: float = 0.1  # (scGPT fine-tuning: 0.2)
-    value_encoding: str = "category"  # scGPT input_emb_style "category"; "continuous" (its tutorial default) stalled from scratch on pbmc68k (F1 0.05 vs 0.45)
+    # scGPT input_emb_style "category"; "continuous" (its tutorial default) stalled from scratch on pbmc68k
+    # (F1 0.05 vs 0.45)
+    value_encoding: str = "category"
     # scGPT's cell_emb_style: "cls" (its default; the loader's) or "avg-pool" (mean of real tokens).
     # avg-pool for the one-layer from-scratch models: with one layer the <cls> output of a kernel
     # where <cls> is a global token (longformer, bigbird) IS full attention's (identical predictions
@@ -208,7 +210,9 @@ class ScGPTConfig:
     cell_embedding: str = "avg-pool"
     norm_scheme: str = "post"  # scGPT's default (pre_norm=False)
     activation: str = "relu"  # FlashTransformerEncoderLayer's default
-    n_layers_cls: int = 1  # ClsDecoder depth (scGPT: 3; from scratch a linear head learns far faster: synthetic macro F1 0.71 vs 0.32 in 10 epochs)
+    # ClsDecoder depth (scGPT: 3; from scratch a linear head learns far faster: synthetic macro F1 0.71 vs 0.32
+    # in 10 epochs)
+    n_layers_cls: int = 1
     attention: str = "full"
     attention_config: dict = field(default_factory=dict)
 

@@ -296,7 +296,7 @@ def predict_generator(
         except TypeError as exc:
             raise InputError(
                 f"perturbation.params.scgpt: {exc}; allowed keys are "
-                f"{sorted({f.name for f in dataclasses.fields(GeneratorConfig)} - {'n_genes', 'attention'} | set(_TRAIN_KEYS) | {'kernel_config'})}"
+                f"{sorted({f.name for f in dataclasses.fields(GeneratorConfig)} - {'n_genes', 'attention'} | set(_TRAIN_KEYS) | {'kernel_config'})}"  # noqa: E501 (one f-string expression, unbreakable before Python 3.12)
             ) from None
         model = ScGPTGenerator(cfg)
     if token_graph is not None:
@@ -367,7 +367,8 @@ def predict_generator(
     probe = [sub.choice(np.flatnonzero(cond == c)) for c in conditions]
     flip = flag_flip_share(model, X, partner[probe], [pert_of[c] for c in conditions], device=device)
     record = {
-        "attention": kernel, "loss": opts["loss"], "model": model.cfg.to_dict(), "train": {**opts, "epochs_limit": epochs},
+        "attention": kernel, "loss": opts["loss"], "model": model.cfg.to_dict(),
+        "train": {**opts, "epochs_limit": epochs},
         "device": str(device), "num_params": model.num_params(), "history": dataclasses.asdict(hist),
         "checkpoint": None if load_report is None else {"path": str(checkpoint), **load_report.to_dict()},
         "graph": graph_record, "flag_flip": flip,

@@ -16,9 +16,9 @@ prediction and of X, and ``ctrl`` the mean of X over every control cell of the d
 
 A Pearson correlation that is undefined (an exactly constant side, e.g. ``no_change``'s delta of
 exactly 0: its prediction is the float64 control mean computed here, :func:`~scfmbench.perturbation.data.control_mean`)
-counts as 0, as in GEARS; there is no tolerance, so a near-constant side gets its (noisy) r, as in GEARS. Each metric is the mean over conditions, overall (``all``) and per test
-subgroup. Plain ``pearson`` is ~0.99 for any predictor (every condition shares the control's
-profile): the delta metrics lead every table.
+counts as 0, as in GEARS; there is no tolerance, so a near-constant side gets its (noisy) r, as in GEARS. Each metric is
+the mean over conditions, overall (``all``) and per test subgroup. Plain ``pearson`` is ~0.99 for any predictor (every
+condition shares the control's profile): the delta metrics lead every table.
 
 Metrics records (task ``perturbation``) name the subgroup in the metric: ``<metric>:<subgroup>``,
 e.g. ``pearson_delta:combo_seen1`` and ``pearson_delta:all``.

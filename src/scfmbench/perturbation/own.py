@@ -196,7 +196,8 @@ def load_screen(name: str, cfg: dict) -> ad.AnnData:
     prov = raw.uns["provenance"]
     adata.uns["perturbation_source"] = {
         "dataset": name, "file": str(path), "inputs_sha256": dict(prov["inputs_sha256"]), "counts": str(prov["counts"]),
-        "convention": declared, "condition_column": convention.column, "control": convention.control, "separator": convention.separator,
+        "convention": declared, "condition_column": convention.column, "control": convention.control,
+        "separator": convention.separator,
         "normalization": "normalize_total 1e4, log1p (here)", "dropped_outside_panel": dropped or {"cells": 0},
     }  # fmt: skip
     return adata

@@ -69,7 +69,8 @@ def to_markdown(tidy: pd.DataFrame) -> str:
         methods = sorted(
             d["method"].unique(), key=lambda m: (m not in CONTROLS, CONTROLS.index(m) if m in CONTROLS else 0, m)
         )
-        seeds = {m: int(d.loc[(d["method"] == m) & (d["subgroup"] == ALL), "n"].max()) if ((d["method"] == m) & (d["subgroup"] == ALL)).any() else 0
+        seeds = {m: int(d.loc[(d["method"] == m) & (d["subgroup"] == ALL), "n"].max())
+                 if ((d["method"] == m) & (d["subgroup"] == ALL)).any() else 0
                  for m in methods}  # fmt: skip
         present = list(dict.fromkeys(d["subgroup"]))
         for subgroup in [g for g in (ALL, *SUBGROUPS) if g in present] + [

@@ -159,8 +159,8 @@ def _values(metrics: pd.DataFrame) -> pd.DataFrame:
     dup = df.duplicated(["task", "dataset", "method", "seed", "metric"], keep=False)
     if dup.any():
         raise InputError(
-            "duplicate metrics records (one run listed "
-            f"twice):\n{df.loc[dup, ['task', 'dataset', 'method', 'seed', 'metric']].drop_duplicates().to_string(index=False)}"
+            "duplicate metrics records (one run listed twice):\n"
+            f"{df.loc[dup, ['task', 'dataset', 'method', 'seed', 'metric']].drop_duplicates().to_string(index=False)}"
         )
     return df
 

@@ -113,7 +113,8 @@ def finetune_main(
     embedding_path=None,
 ) -> None:
     """Fine-tune the pretrained model on cell types; write test predictions, a run record and the fine-tuned checkpoint,
-    and with ``embedding_path`` every cell's [CLS] embedding of the pretrained and the fine-tuned model (:mod:`scfmbench.embedding`)."""
+    and with ``embedding_path`` every cell's [CLS] embedding of the pretrained and the fine-tuned model
+    (:mod:`scfmbench.embedding`)."""
     from scfmbench.annotation.base import unseen_record, write_predictions
     from scfmbench.data.contract import read_prepared, require_labels
     from scfmbench.schyena.tasks import finetune_classifier, save_checkpoint
@@ -152,7 +153,8 @@ def finetune_main(
 def doublet_main(
     prepared_path, checkpoint_path, predictions_path, run_path, *, seed: int, params: dict | None = None
 ) -> None:
-    """Doublet detection: simulate doublets in every split, fine-tune with the extra class, predict the augmented test split."""
+    """Doublet detection: simulate doublets in every split, fine-tune with the extra class, predict the augmented test
+    split."""
     from scfmbench.data.contract import read_prepared, require_labels
     from scfmbench.schyena.doublets import write_doublet_predictions
     from scfmbench.schyena.tasks import detect_doublets

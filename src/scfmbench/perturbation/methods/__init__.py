@@ -65,7 +65,8 @@ def mean_of(adata, mask) -> np.ndarray:
 
 
 def control_mean(adata) -> np.ndarray:
-    """The float64 control mean, the very numbers the metrics subtract (:func:`scfmbench.perturbation.data.control_mean`)."""
+    """The float64 control mean, the very numbers the metrics subtract
+    (:func:`scfmbench.perturbation.data.control_mean`)."""
     from scfmbench.perturbation.data import control_mean as _control_mean
 
     return _control_mean(adata)

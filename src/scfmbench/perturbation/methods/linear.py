@@ -8,8 +8,8 @@ W (K x K) is the ridge solution ``(G'G + l I)^-1 G' (Y - b) P (P'P + l I)^-1`` w
 (their 0.1, K 10). Prediction: b + G W p for each condition's embedding p.
 
 A condition whose genes have no embedding (their rows of G are zero, up to float32 round-off: not
-expressed, or at one level across the training pseudobulk) gets p = 0, i.e. b, the mean training profile: the run record lists
-these fallbacks (``fallback_to_mean``), as the prediction then equals a mean baseline. Fewer than
+expressed, or at one level across the training pseudobulk) gets p = 0, i.e. b, the mean training profile: the run record
+lists these fallbacks (``fallback_to_mean``), as the prediction then equals a mean baseline. Fewer than
 two perturbed training conditions leave nothing to fit (Y - b = 0): an error."""
 
 from __future__ import annotations
