@@ -342,7 +342,8 @@ def database_download(wildcards):
     entry = DATABASES.get(wildcards.database)
     if not entry or not entry["url"] or download_name(wildcards.database, entry["url"]) != wildcards.filename:
         raise InputError(
-            f"results/databases/{wildcards.database}/{wildcards.filename}: no database of the registry downloads to this path."
+            f"results/databases/{wildcards.database}/{wildcards.filename}: no database of the registry downloads "
+            "to this path."
         )
     return {"url": entry["url"], "sha256": entry["sha256"]}
 

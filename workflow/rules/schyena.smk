@@ -1,5 +1,6 @@
 # scHyena (REFERENCE.md section 2): masked-expression pretraining on the training cells (rule
-# pretrain in pretrain.smk: backbone schyena, strategy uniform), then fine-tuning for cell types and for doublets, the scHyena imputer, and a UMAP of [CLS] embeddings.
+# pretrain in pretrain.smk: backbone schyena, strategy uniform), then fine-tuning for cell types and for doublets, the
+# scHyena imputer, and a UMAP of [CLS] embeddings.
 # Every input is the dataset at full length (all genes). Logic: src/scfmbench/schyena/workflow.py,
 # one function per rule; options: config params.schyena (SchyenaParams), read through method_params.
 
