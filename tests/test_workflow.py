@@ -103,6 +103,7 @@ TINY = {
         "strategies": ["mam"],
         "steps": 3,
         "finetune": {"max_steps": 4},
+        "scratch": False,  # config/cpu.yaml runs the scratch twins; the plumbing is the same
     },
     "params": {
         "scgpt": {
